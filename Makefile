@@ -1,0 +1,37 @@
+# Every target that needs the virtualenv creates it first, so `make run` and `make test`
+# each work alone on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup run cluster test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## one node on the embedded defaults: no cluster, no Redis, no S3; HTTP on :3300
+run: $(STAMP)
+	$(BIN)/python -m dakera_actors
+
+## three nodes in cluster mode on loopback, each its own process; Ctrl-C stops all
+cluster: $(STAMP)
+	$(BIN)/python -m dakera_actors.devcluster --nodes 3
+
+## the whole suite: unit, simulation and real-process tests
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/transport.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check dakera_actors transports tests bench examples
+	$(BIN)/mypy dakera_actors transports
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis dakera-data dakera-cluster

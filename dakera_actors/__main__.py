@@ -1,0 +1,60 @@
+"""``python -m dakera_actors``: one node, configured by the environment.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad configuration, 1 for a crash.
+A first SIGTERM/SIGINT stops gracefully (finish in-flight requests, then exit); a second one
+during that stops at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import trio
+
+from . import log
+from .config import Config, ConfigError
+from .node import DataDirLocked, open_node
+
+
+async def serve(config: Config) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with open_node(config) as node:
+            async with trio.open_nursery() as watcher:
+                async def on_signals() -> None:
+                    count = 0
+                    async for signum in signals:
+                        count += 1
+                        node.log.info("signal_received", signal=signal.Signals(signum).name,
+                                      action="stop" if count == 1 else "stop_now")
+                        if count == 1:
+                            node.request_stop()
+                        else:
+                            raise SystemExit(0)
+
+                watcher.start_soon(on_signals)
+                await node.stop_requested.wait()
+                watcher.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"dakera_actors: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.configure(config.log_level, config.log_format)
+    try:
+        trio.run(serve, config)
+    except DataDirLocked as exc:
+        print(f"dakera_actors: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"dakera_actors: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The HTTP facade: Quart-Trio routes over the node's actors.
+
+Routes hold no protocol decisions: they validate input, ask the node, and shape JSON. Every
+error leaves as the JSON error shape; the root API key guards everything but ``/health*``;
+admin routes exist at ``/admin/...`` (the seed's paths) and ``/v1/admin/...`` (the SDK's).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .. import __version__
+from .errors import ApiError, bad_request
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+OPEN_PREFIX = "/health"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    content_type="application/json", headers=headers)
+
+
+def error_response(err: ApiError) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="dakera"'} if err.status == 401 else None
+    return json_response(err.body(), err.status, headers)
+
+
+async def json_body(*, required: bool = True) -> Any:
+    """The request's JSON body, or a 400 that says what is wrong with it."""
+    raw = await request.get_data(cache=True)
+    if not raw:
+        if required:
+            raise bad_request("request body must be a JSON object")
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request(f"malformed JSON: {exc}") from None
+
+
+def create_app(node: Node) -> QuartTrio:
+    app = QuartTrio("dakera_actors")
+    app.config["MAX_CONTENT_LENGTH"] = node.config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    metrics = node.metrics
+    root_key = (node.config.root_api_key or "").encode()
+
+    # -- cross-cutting: auth, body limit, latency ----------------------------------------
+    @app.before_request
+    async def _before() -> Response | None:
+        g.started = time.perf_counter()
+        metrics.http_in_flight.inc()
+        g.in_flight = True
+        length = request.content_length
+        if length is not None and length > node.config.max_body_bytes:
+            raise ApiError(413, f"request body of {length} bytes exceeds the limit of "
+                                f"{node.config.max_body_bytes} bytes")
+        if root_key and not request.path.startswith(OPEN_PREFIX):
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
+            if not hmac.compare_digest(token.strip().encode(), root_key):
+                raise ApiError(401, "invalid API key", code="INVALID_API_KEY")
+        return None
+
+    @app.after_request
+    async def _after(response: Response) -> Response:
+        started = getattr(g, "started", None)
+        if getattr(g, "in_flight", False):
+            metrics.http_in_flight.dec()
+            g.in_flight = False
+        if started is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics.http_latency.labels(request.method, rule, str(response.status_code)).observe(
+                time.perf_counter() - started)
+        response.headers["X-Dakera-Node"] = node.node_id
+        return response
+
+    # -- errors: JSON, always ------------------------------------------------------------
+    @app.errorhandler(ApiError)
+    async def _api_error(err: ApiError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def _too_large(_err: RequestEntityTooLarge) -> Response:
+        return error_response(ApiError(413, f"request body exceeds the limit of "
+                                            f"{node.config.max_body_bytes} bytes"))
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        message = {404: f"no route {request.method} {request.path}",
+                   405: f"method {request.method} not allowed on {request.path}"}.get(
+            status, err.description or err.name)
+        return error_response(ApiError(status, message))
+
+    @app.errorhandler(Exception)
+    async def _unexpected(err: Exception) -> Response:
+        node.log.error("http_unhandled_error", method=request.method, path=request.path,
+                       error=repr(err), exc_info=err)
+        return error_response(ApiError(500, "internal error; see the node's log"))
+
+    # -- health and metrics --------------------------------------------------------------
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok", "node_id": node.node_id, "version": __version__})
+
+    @app.get("/health/live")
+    async def live() -> Response:
+        return json_response({"status": "alive", "node_id": node.node_id})
+
+    @app.get("/health/ready")
+    async def ready() -> Response:
+        missing = node.readiness.missing()
+        if missing:
+            return json_response({"status": "not_ready", "node_id": node.node_id, "waiting_for": missing,
+                                  "error": "node is not ready: waiting for " + ", ".join(missing),
+                                  "code": "SERVICE_UNAVAILABLE"}, 503)
+        return json_response({"status": "ready", "node_id": node.node_id})
+
+    async def render_metrics() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule("/metrics", "metrics", render_metrics, methods=["GET"])
+    app.add_url_rule("/v1/ops/metrics", "ops_metrics", render_metrics, methods=["GET"])
+
+    # -- admin ---------------------------------------------------------------------------
+    def admin_route(path: str, methods: list[str]) -> Callable[[Any], Any]:
+        """Mount a handler at both /admin<path> and /v1/admin<path>."""
+
+        def register(view: Any) -> Any:
+            for prefix in ("/admin", "/v1/admin"):
+                app.add_url_rule(prefix + path, f"{prefix}{path}:{view.__name__}", view, methods=methods)
+            return view
+
+        return register
+
+    @admin_route("/cluster/status", ["GET"])
+    async def cluster_status() -> Response:
+        return json_response(node.cluster_status())
+
+    @admin_route("/cluster/nodes", ["GET"])
+    async def cluster_nodes() -> Response:
+        return json_response(node.cluster_nodes())
+
+    app.extensions["admin_route"] = admin_route
+    return app

@@ -1,0 +1,234 @@
+"""Node configuration: one attrs class, built from the environment in one place, validated there.
+
+Embedders construct :class:`Config` directly (``Config(port=0, data_dir=tmp)``); the standalone
+node calls :meth:`Config.from_env`. Either way every field is checked by the same validators and
+a bad value raises :class:`ConfigError` naming the environment variable it comes from.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .transport import parse_hostport
+
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+WRITE_ACK_MODES = ("primary", "quorum", "all")
+STORAGE_KINDS = ("filesystem", "s3")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong. ``variable`` is the environment variable's name."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+# fields whose variable is not simply DAKERA_<FIELD>
+_ENV_NAMES = {
+    "gossip_keys": "DAKERA_GOSSIP_KEY",
+    "shutdown_grace": "DAKERA_SHUTDOWN_GRACE_SECONDS",
+    "request_timeout": "DAKERA_REQUEST_TIMEOUT_SECONDS",
+}
+
+
+def _env(field_name: str) -> str:
+    """The environment variable a field is read from (and named by in errors)."""
+    return _ENV_NAMES.get(field_name, "DAKERA_" + field_name.upper())
+
+
+# -- validators (each raises ConfigError naming the variable) --------------------------------
+def _check(predicate: Callable[[Any], bool], problem: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def validate(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not predicate(value):
+            raise ConfigError(_env(attribute.name), f"{problem}, got {value!r}")
+
+    return validate
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    return _check(lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+                  f"must be an integer in {lo}..{hi}")
+
+
+def _positive_float(hi: float) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    return _check(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= hi,
+                  f"must be a number of seconds in (0, {hi}]")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    return _check(lambda v: v in choices, f"must be one of {', '.join(choices)}")
+
+
+def _hostport(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    try:
+        parse_hostport(value)
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(_env(attribute.name), f"must be host:port ({exc})") from None
+
+
+def _seeds(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for seed in value:
+        try:
+            parse_hostport(seed)
+        except (ValueError, AttributeError) as exc:
+            raise ConfigError(_env(attribute.name), f"each seed must be host:port ({exc})") from None
+
+
+def _url(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(_env(attribute.name), f"must be an http(s):// URL, got {value!r}")
+
+
+def _redis_url(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
+        raise ConfigError(_env(attribute.name), f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+
+
+def _node_id(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and NODE_ID_RE.match(value)):
+        raise ConfigError(_env(attribute.name),
+                          f"must match {NODE_ID_RE.pattern} (letters, digits, _ . -), got {value!r}")
+
+
+def _transport_name(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    from .transport import available_transports
+
+    known = available_transports()
+    if value not in known:
+        raise ConfigError(_env(attribute.name),
+                          f"unknown transport {value!r} (installed: {', '.join(sorted(known))})")
+
+
+def _gossip_keys(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for key in value:
+        if not (isinstance(key, bytes) and len(key) == 32):
+            raise ConfigError(_env(attribute.name), "each key must be 32 bytes (base64 of 32 bytes)")
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything a node needs to start. Defaults are the embedded single-node defaults."""
+
+    host: str = attrs.field(default="0.0.0.0", validator=_check(lambda v: isinstance(v, str) and v != "", "must be a host name or address"))
+    port: int = attrs.field(default=3300, validator=_int_range(0, 65535))
+    data_dir: Path = attrs.field(default=Path("./dakera-data"), converter=Path)
+    root_api_key: str | None = attrs.field(default=None)
+
+    cluster_mode: bool = False
+    node_id: str | None = attrs.field(default=None, validator=_node_id)
+    cluster_seeds: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_seeds)
+    gossip_port: int = attrs.field(default=7946, validator=_int_range(0, 65535))
+    #: None means "0.0.0.0:<gossip_port>"
+    gossip_bind: str | None = attrs.field(default=None, validator=_hostport)
+    #: None means derived from the bound address ("auto")
+    gossip_advertise: str | None = attrs.field(default=None, validator=_hostport)
+    #: None means derived from host/port ("auto")
+    api_advertise: str | None = attrs.field(default=None, validator=_url)
+    transport: str = attrs.field(default="udp", validator=_transport_name)
+    #: first key seals outgoing frames; every key is tried on incoming ones (rotation)
+    gossip_keys: tuple[bytes, ...] = attrs.field(default=(), converter=tuple, validator=_gossip_keys)
+
+    replication_factor: int = attrs.field(default=2, validator=_int_range(1, 9))
+    shards: int = attrs.field(default=64, validator=_int_range(1, 65536))
+    write_ack: str = attrs.field(default="primary", validator=_one_of(WRITE_ACK_MODES))
+    storage: str = attrs.field(default="filesystem", validator=_one_of(STORAGE_KINDS))
+    s3_endpoint: str | None = attrs.field(default=None, validator=_url)
+    s3_bucket: str = attrs.field(default="dakera", validator=_check(lambda v: isinstance(v, str) and re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v) is not None, "must be a valid S3 bucket name"))
+    s3_region: str = "us-east-1"
+    redis_url: str | None = attrs.field(default=None, validator=_redis_url)
+
+    max_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_int_range(1024, 1024**3))
+    max_frame_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
+    shutdown_grace: float = attrs.field(default=4.0, validator=_positive_float(60))
+    request_timeout: float = attrs.field(default=5.0, validator=_positive_float(300))
+    mailbox_size: int = attrs.field(default=1024, validator=_int_range(1, 1_000_000))
+    log_level: str = attrs.field(default="info", validator=_one_of(LOG_LEVELS))
+    log_format: str = attrs.field(default="logfmt", validator=_one_of(("logfmt", "json")))
+
+    def __attrs_post_init__(self) -> None:
+        if self.cluster_mode and not self.node_id:
+            raise ConfigError("DAKERA_NODE_ID", "is required when DAKERA_CLUSTER_MODE=true")
+        if self.storage == "s3" and not self.s3_endpoint:
+            raise ConfigError("DAKERA_S3_ENDPOINT", "is required when DAKERA_STORAGE=s3")
+
+    # -- derived values --------------------------------------------------------------
+    @property
+    def gossip_bind_address(self) -> str:
+        return self.gossip_bind or f"0.0.0.0:{self.gossip_port}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.root_api_key)
+
+    # -- environment -----------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Build from ``DAKERA_*`` variables; unset or empty variables keep their defaults."""
+        kwargs: dict[str, Any] = {}
+
+        def raw(name: str) -> str | None:
+            value = environ.get(name)
+            return None if value is None or value.strip() == "" else value.strip()
+
+        for field in attrs.fields(cls):
+            var = _env(field.name)
+            value = raw(var)
+            if value is None:
+                continue
+            kwargs[field.name] = _parse(field, var, value)
+        # auto means "derive it": the same as unset
+        for name in ("gossip_advertise", "api_advertise"):
+            if isinstance(kwargs.get(name), str) and kwargs[name].lower() == "auto":
+                kwargs.pop(name)
+        return cls(**kwargs)
+
+
+def _parse(field: attrs.Attribute[Any], var: str, value: str) -> Any:
+    name = field.name
+    if name in ("cluster_mode",):
+        low = value.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(var, f"must be true or false, got {value!r}")
+    if name == "cluster_seeds":
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    if name == "gossip_keys":
+        keys = []
+        for part in value.split(","):
+            try:
+                key = base64.b64decode(part.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError(var, "must be base64 (of a 32-byte key)") from None
+            if len(key) != 32:
+                raise ConfigError(var, f"must decode to 32 bytes, got {len(key)}")
+            keys.append(key)
+        return tuple(keys)
+    if name in ("write_ack", "storage", "log_level", "log_format", "transport"):
+        return value.lower() if name != "transport" else value
+    if field.type in ("int", int):
+        try:
+            return int(value, 10)
+        except ValueError:
+            raise ConfigError(var, f"must be an integer, got {value!r}") from None
+    if field.type in ("float", float):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(var, f"must be a number, got {value!r}") from None
+    return value

@@ -1,0 +1,227 @@
+"""The node's door to the network: frames in and out of the transport.
+
+Inbound packets are decoded (bad ones dropped and counted by the codec) and handed to whichever
+actor registered for their message type, without ever blocking the reader: a full mailbox drops
+the packet as a full socket buffer would. Inbound streams are read for their first frame, which
+names the handler; each runs in its own task, bounded in number. Outbound, ``send`` is a packet,
+``request`` a stream carrying one request and one reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from . import __version__
+from .log import EventLogger
+from .metrics import NodeMetrics
+from .transport import ConnectError, FrameTooLarge, Stream, StreamClosed, Transport
+from .wire import Codec, Envelope, ErrorReply, Ping, Pong, tag_of
+
+PacketSink = Callable[[Envelope, str], Any]  # (envelope, source address), must not block
+StreamHandler = Callable[[Envelope, "MessageStream"], Awaitable[None]]
+
+FIRST_FRAME_TIMEOUT = 5.0  # an inbound stream that names no request by then is closed
+MAX_INBOUND_STREAMS = 256
+
+
+class RemoteError(Exception):
+    """The peer answered a request with an ErrorReply."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class MessageStream:
+    """A transport stream that carries wire messages instead of bytes."""
+
+    def __init__(self, stream: Stream, codec: Codec, max_frame: int) -> None:
+        self.raw = stream
+        self._codec = codec
+        self._max = max_frame
+
+    @property
+    def peer(self) -> str:
+        return self.raw.peer
+
+    async def send(self, msg: object) -> None:
+        await self.raw.send(self._codec.encode(msg))
+
+    async def receive(self) -> Envelope:
+        """The next message; a frame that does not decode ends the stream (it cannot be trusted)."""
+        envelope = self._codec.decode(await self.raw.receive(), max_size=self._max)
+        if envelope is None:
+            await self.raw.aclose()
+            raise StreamClosed("peer sent a frame that was rejected")
+        return envelope
+
+    async def aclose(self) -> None:
+        await self.raw.aclose()
+
+    async def __aenter__(self) -> MessageStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Endpoint:
+    def __init__(self, transport: Transport, codec: Codec, metrics: NodeMetrics, log: EventLogger,
+                 *, api_address: str) -> None:
+        self.transport = transport
+        self.codec = codec
+        self.metrics = metrics
+        self.log = log
+        self.api_address = api_address
+        self._packet_sinks: dict[type, PacketSink] = {}
+        self._stream_handlers: dict[type, StreamHandler] = {Ping: self._answer_ping_stream}
+        self._packet_sinks[Ping] = self._answer_ping_packet
+        self._inbound = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
+        self._nursery: trio.Nursery | None = None
+        self._pending_pings: dict[int, trio.Event] = {}
+        self._ping_seq = 0
+        self._packet_sinks[Pong] = self._on_pong
+
+    @property
+    def address(self) -> str:
+        return self.transport.address
+
+    @property
+    def packet_budget(self) -> int:
+        """Bytes of encoded frame that still fit in one packet once sealed."""
+        return self.transport.max_packet_size - self.codec.overhead
+
+    # -- registration ------------------------------------------------------------------
+    def on_packet(self, message_type: type, sink: PacketSink) -> None:
+        """Route packets of ``message_type`` to ``sink(envelope, source)``; it must not block."""
+        self._packet_sinks[message_type] = sink
+
+    def on_stream(self, message_type: type, handler: StreamHandler) -> None:
+        """Serve streams whose first message is ``message_type`` with ``handler``."""
+        self._stream_handlers[message_type] = handler
+
+    # -- outbound ----------------------------------------------------------------------
+    async def send(self, address: str, msg: object) -> bool:
+        """Send one packet; False when it could not even be handed to the network."""
+        frame = self.codec.encode(msg)
+        try:
+            await self.transport.send_packet(address, frame)
+        except FrameTooLarge:
+            self.log.error("packet_too_large", tag=tag_of(msg), bytes=len(frame))
+            raise
+        self.metrics.packets.labels("out").inc()
+        self.metrics.packet_bytes.labels("out").inc(len(frame))
+        return True
+
+    async def open_stream(self, address: str, first: object, *, timeout: float) -> MessageStream:
+        """Connect to ``address`` and send ``first``, the message that names the handler."""
+        raw = await self.transport.connect(address, timeout=timeout)
+        self.metrics.streams.labels("out").inc()
+        stream = MessageStream(raw, self.codec, self.transport.max_frame_size)
+        try:
+            await stream.send(first)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    async def request(self, address: str, msg: object, *, timeout: float) -> Envelope:
+        """One request, one reply, over a fresh stream. Raises ConnectError, StreamClosed,
+        RemoteError, or trio.TooSlowError when the whole exchange takes longer than ``timeout``."""
+        with trio.fail_after(timeout):
+            async with await self.open_stream(address, msg, timeout=timeout) as stream:
+                reply = await stream.receive()
+        if isinstance(reply.message, ErrorReply):
+            raise RemoteError(reply.message.code, reply.message.detail)
+        return reply
+
+    async def ping(self, address: str, *, timeout: float) -> bool:
+        """Packet ping: True when a Pong for it came back within ``timeout``."""
+        self._ping_seq += 1
+        seq = self._ping_seq
+        done = self._pending_pings[seq] = trio.Event()
+        try:
+            await self.send(address, Ping(seq=seq))
+            with trio.move_on_after(timeout):
+                await done.wait()
+                return True
+            return False
+        finally:
+            del self._pending_pings[seq]
+
+    # -- inbound -----------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._read_packets)
+            nursery.start_soon(self._accept_streams)
+            task_status.started()
+
+    async def _read_packets(self) -> None:
+        max_size = self.transport.max_packet_size
+        while True:
+            source, data = await self.transport.receive_packet()
+            self.metrics.packets.labels("in").inc()
+            self.metrics.packet_bytes.labels("in").inc(len(data))
+            envelope = self.codec.decode(data, max_size=max_size)
+            if envelope is None:
+                continue
+            sink = self._packet_sinks.get(type(envelope.message))
+            if sink is None:
+                self.log.debug("packet_unhandled", tag=envelope.tag, sender=envelope.sender)
+                continue
+            result = sink(envelope, source)
+            if isinstance(result, Awaitable):
+                raise TypeError(f"packet sink for {envelope.tag} must not be async")
+
+    async def _accept_streams(self) -> None:
+        assert self._nursery is not None
+        while True:
+            raw = await self.transport.accept()
+            self.metrics.streams.labels("in").inc()
+            try:
+                self._inbound.acquire_on_behalf_of_nowait(raw)
+            except trio.WouldBlock:
+                self.log.warning("inbound_stream_refused", reason="too_many_streams", peer=raw.peer)
+                await raw.aclose()
+                continue
+            self._nursery.start_soon(self._serve_stream, raw)
+
+    async def _serve_stream(self, raw: Stream) -> None:
+        stream = MessageStream(raw, self.codec, self.transport.max_frame_size)
+        try:
+            first: Envelope | None = None
+            with trio.move_on_after(FIRST_FRAME_TIMEOUT):
+                first = await stream.receive()
+            if first is None:
+                return
+            handler = self._stream_handlers.get(type(first.message))
+            if handler is None:
+                await stream.send(ErrorReply(code="unhandled", detail=first.tag))
+                return
+            await handler(first, stream)
+        except (StreamClosed, ConnectError):
+            pass  # the peer went away: nothing to answer
+        finally:
+            await stream.aclose()
+            self._inbound.release_on_behalf_of(raw)
+
+    # -- built-in handlers -------------------------------------------------------------
+    def _pong(self, seq: int) -> Pong:
+        return Pong(seq=seq, node_id=self.codec.node_id, version=__version__, api_address=self.api_address)
+
+    def _answer_ping_packet(self, envelope: Envelope, source: str) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self.send, source, self._pong(envelope.message.seq))
+
+    async def _answer_ping_stream(self, envelope: Envelope, stream: MessageStream) -> None:
+        await stream.send(self._pong(envelope.message.seq))
+
+    def _on_pong(self, envelope: Envelope, source: str) -> None:
+        done = self._pending_pings.get(envelope.message.seq)
+        if done is not None:
+            done.set()

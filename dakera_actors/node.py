@@ -1,0 +1,269 @@
+"""A node: one nursery holding the transport, the endpoint, the actors and the HTTP facade.
+
+``async with open_node(config) as node:`` is the whole lifecycle. Leaving the block stops the
+node gracefully: the HTTP server stops accepting, in-flight requests finish (up to
+``shutdown_grace`` seconds), then every task is cancelled. A crashing actor cancels the block
+and the crash propagates out of it: a node never limps on with a dead actor.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__
+from .config import Config
+from .endpoint import Endpoint
+from .log import EventLogger, get_logger
+from .metrics import NodeMetrics
+from .runtime import Actor
+from .transport import Transport, format_hostport, load_transport, parse_hostport
+from .wire import Codec
+
+NODE_ID_FILE = "node_id"
+LOCK_FILE = "LOCK"
+
+
+class DataDirLocked(RuntimeError):
+    """Another live process already uses this data directory."""
+
+
+class Readiness:
+    """Named gates that must all open before ``/health/ready`` says 200."""
+
+    def __init__(self) -> None:
+        self._required: list[str] = []
+        self._open: set[str] = set()
+        self.changed = trio.Event()
+
+    def require(self, gate: str) -> None:
+        if gate not in self._required:
+            self._required.append(gate)
+
+    def open(self, gate: str) -> None:
+        self._open.add(gate)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def close(self, gate: str) -> None:
+        self._open.discard(gate)
+
+    def missing(self) -> list[str]:
+        return [g for g in self._required if g not in self._open]
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing()
+
+
+def guess_local_ip() -> str:
+    """Best-effort address of this host for advertising when bound to a wildcard address."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent by connect()
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def _advertised(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = guess_local_ip()
+    return format_hostport(host, port)
+
+
+class Node:
+    """A running node. Build it with :func:`open_node`."""
+
+    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.rng = rng or random.Random()
+        self.data_dir = Path(config.data_dir)
+        self.node_id = config.node_id or ""
+        self.metrics = NodeMetrics()
+        self.readiness = Readiness()
+        self.log: EventLogger = get_logger("dakera_actors.node")
+        self.transport: Transport | None = None
+        self.endpoint: Endpoint | None = None
+        self.actors: list[Actor] = []
+        self.nursery: trio.Nursery | None = None
+        self.api_address = config.api_advertise or ""
+        self.http_port: int | None = None
+        self.started_at = 0.0
+        self._stop_requested = trio.Event()
+        self._http_done = trio.Event()
+        self._lock_fd: int | None = None
+        self.app = None  # the Quart app, created once the node id is known
+        self.metrics.watch_actors(lambda: list(self.actors))
+
+    # -- identity and data dir ---------------------------------------------------------
+    def _prepare_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DataDirLocked(f"data dir {self.data_dir} is in use by another node process") from None
+            raise
+        self._lock_fd = fd
+        id_file = self.data_dir / NODE_ID_FILE
+        stored = id_file.read_text().strip() if id_file.exists() else ""
+        if not self.node_id:
+            # a single node keeps the id it was first given, so its logs and metrics stay stable
+            self.node_id = stored or f"node-{self.rng.getrandbits(32):08x}"
+        if stored != self.node_id:
+            tmp = id_file.with_suffix(".tmp")
+            tmp.write_text(self.node_id + "\n")
+            os.replace(tmp, id_file)
+        self.log = self.log.bind(node=self.node_id)
+
+    def _release_data_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    # -- actors ------------------------------------------------------------------------
+    async def start_actor(self, actor: Actor) -> None:
+        """Start ``actor`` in the node's nursery; it runs until the node stops (or crashes it)."""
+        assert self.nursery is not None, "node is not running"
+        self.actors.append(actor)
+        await self.nursery.start(actor.run)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the node to stop gracefully (what SIGTERM does)."""
+        self._stop_requested.set()
+
+    @property
+    def stop_requested(self) -> trio.Event:
+        return self._stop_requested
+
+    async def _serve_http(self, front: trio.Nursery, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from hypercorn.config import Config as HyperConfig
+        from hypercorn.trio import serve
+
+        hyper = HyperConfig()
+        hyper.bind = [format_hostport(self.config.host, self.config.port)]
+        hyper.accesslog = None
+        hyper.errorlog = get_logger("hypercorn.error")._logger
+        hyper.graceful_timeout = self.config.shutdown_grace
+        hyper.keep_alive_timeout = 75
+        hyper.h11_max_incomplete_size = 64 * 1024
+        binds = await front.start(
+            lambda task_status: serve(self.app, hyper,  # type: ignore[arg-type]
+                                      shutdown_trigger=self._stop_requested.wait,
+                                      task_status=task_status))
+        _, port = parse_hostport(binds[0].split("://", 1)[-1])
+        self.http_port = port
+        if not self.api_address:
+            self.api_address = "http://" + _advertised(self.config.host, port)
+        self.log.info("http_listening", bind=binds[0], advertise=self.api_address)
+        task_status.started()
+
+    def cluster_status(self) -> dict[str, Any]:
+        """``GET /admin/cluster/status``. Until the cluster layers exist this is the local view."""
+        cluster = self.config.cluster_mode
+        shards = self.config.shards
+        return {
+            "status": "healthy" if self.readiness.ready else "unavailable",
+            "node_id": self.node_id,
+            "leader": None if cluster else self.node_id,
+            "fencing_token": 0,
+            "lease_remaining_ms": None,
+            "nodes": 1,
+            "alive": 1,
+            "replication_factor": min(self.config.replication_factor, 1),
+            "shard_count": shards,
+            "shard_map_version": 0,
+            "shard_distribution": {} if cluster else {self.node_id: {"primary": shards, "replica": 0}},
+            "shard_balance": 0.0,
+            "unassigned_shards": shards if cluster else 0,
+        }
+
+    def cluster_nodes(self) -> list[dict[str, Any]]:
+        """``GET /admin/cluster/nodes``. Until membership exists: this node alone."""
+        return [{
+            "id": self.node_id,
+            "state": "Alive",
+            "role": "follower" if self.config.cluster_mode else "leader",
+            "api_address": self.api_address,
+            "gossip_address": self.endpoint.address if self.endpoint else None,
+            "incarnation": 0,
+            "maintenance": False,
+            "primary_shards": [] if self.config.cluster_mode else list(range(self.config.shards)),
+            "replica_shards": [],
+        }]
+
+
+@asynccontextmanager
+async def open_node(
+    config: Config,
+    *,
+    serve_http: bool = True,
+    transport_options: dict[str, Any] | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Node]:
+    """Start a node and yield it; stop it gracefully when the block exits.
+
+    ``serve_http=False`` skips the socket listener (tests talk to ``node.app`` over ASGI);
+    ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``).
+    """
+    from .api import create_app
+
+    node = Node(config, rng=rng)
+    node._prepare_data_dir()
+    node.app = create_app(node)
+    node.metrics.build_info.labels(__version__, node.node_id).set(1)
+    node.metrics.gossip_members.labels("alive").set(1)
+    try:
+        async with AsyncExitStack() as stack:
+            if config.cluster_mode:
+                transport_cls = load_transport(config.transport)
+                node.transport = await stack.enter_async_context(transport_cls.open(
+                    bind=config.gossip_bind_address, advertise=config.gossip_advertise,
+                    max_frame_size=config.max_frame_bytes, **(transport_options or {})))
+                node.log.info("transport_listening", transport=config.transport,
+                              bind=config.gossip_bind_address, advertise=node.transport.address)
+            # two nurseries so that stopping is ordered: the front (HTTP) drains first while
+            # the core (endpoint, actors) still serves it, then the core is cancelled
+            async with trio.open_nursery() as core:
+                node.nursery = core
+                node.started_at = trio.current_time()
+                async with trio.open_nursery() as front:
+                    if serve_http:
+                        node.readiness.require("http")
+                        await front.start(node._serve_http, front)
+                        node.readiness.open("http")
+                    if node.transport is not None:
+                        codec = Codec(node.node_id, config.gossip_keys,
+                                      on_reject=lambda reason: node.metrics.wire_rejected.labels(reason).inc())
+                        node.endpoint = Endpoint(node.transport, codec, node.metrics, node.log,
+                                                 api_address=node.api_address)
+                        node.readiness.require("transport")
+                        await core.start(node.endpoint.run)
+                        node.readiness.open("transport")
+                    node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
+                                  data_dir=str(node.data_dir), api=node.api_address or "-")
+                    try:
+                        yield node
+                    finally:
+                        node._stop_requested.set()
+                        node.log.info("node_stopping")
+                        # backstop: hypercorn's graceful_timeout should end it well before this
+                        front.cancel_scope.deadline = trio.current_time() + config.shutdown_grace + 0.5
+                core.cancel_scope.cancel()
+    finally:
+        node._release_data_dir()
+        node.log.info("node_stopped")

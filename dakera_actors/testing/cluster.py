@@ -1,0 +1,254 @@
+"""The in-process cluster harness behind :func:`dakera_actors.testing.open_cluster`."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from ..config import Config
+from ..node import Node, open_node
+
+
+@attrs.define(eq=False)
+class ClusterNode:
+    """One slot of the cluster: the id and addresses stay the same across restarts."""
+
+    id: str
+    gossip_address: str
+    data_dir: Path
+    config: Config
+    node: Node | None = None
+    scope: trio.CancelScope | None = None
+    stopped: trio.Event | None = None
+    down: trio.Event | None = None
+    generation: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.node is not None
+
+
+class _NodeASGITransport(httpx.AsyncBaseTransport):
+    """httpx over ASGI to whichever incarnation of the node runs now; refused while it is down."""
+
+    def __init__(self, slot: ClusterNode) -> None:
+        self._slot = slot
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        node = self._slot.node
+        if node is None or node.app is None:
+            raise httpx.ConnectError(f"node {self._slot.id} is not running", request=request)
+        transport = httpx.ASGITransport(app=node.app)  # type: ignore[arg-type]
+        return await transport.handle_async_request(request)
+
+
+class Cluster:
+    """A running in-process cluster. Built by :func:`open_cluster`."""
+
+    def __init__(self, nursery: trio.Nursery, slots: list[ClusterNode], *, serve_http: bool,
+                 transport_options: dict[str, Any], network: Any, seed: int) -> None:
+        self._nursery = nursery
+        self._slots = {slot.id: slot for slot in slots}
+        self._serve_http = serve_http
+        self._transport_options = transport_options
+        #: the MemoryNetwork when the transport is ``memory``, else None
+        self.network = network
+        self.seed = seed
+        self.rng = random.Random(seed)
+
+    # -- views -------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        return list(self._slots)
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        """The nodes running now, by id."""
+        return {i: s.node for i, s in self._slots.items() if s.node is not None}
+
+    def slot(self, node_id: str) -> ClusterNode:
+        try:
+            return self._slots[node_id]
+        except KeyError:
+            raise KeyError(f"no node {node_id!r} in this cluster (have {self.ids})") from None
+
+    def node(self, node_id: str) -> Node:
+        node = self.slot(node_id).node
+        if node is None:
+            raise RuntimeError(f"node {node_id} is not running")
+        return node
+
+    def address(self, node_id: str) -> str:
+        slot = self.slot(node_id)
+        return slot.node.endpoint.address if slot.node and slot.node.endpoint else slot.gossip_address
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def _run(self, slot: ClusterNode, *, task_status: trio.TaskStatus[Node]) -> None:
+        slot.generation += 1
+        slot.stopped = trio.Event()
+        slot.down = down = trio.Event()
+        with trio.CancelScope() as scope:
+            slot.scope = scope
+            node_rng = random.Random(f"{self.seed}:{slot.id}:{slot.generation}")
+            try:
+                async with open_node(slot.config, serve_http=self._serve_http,
+                                     transport_options=self._transport_options, rng=node_rng) as node:
+                    slot.node = node
+                    task_status.started(node)
+                    await slot.stopped.wait()
+            finally:
+                slot.node = None
+                slot.scope = None
+                down.set()
+
+    async def start(self, node_id: str) -> Node:
+        """Start a node that is not running (it keeps its data dir from before)."""
+        slot = self.slot(node_id)
+        if slot.running:
+            raise RuntimeError(f"node {node_id} is already running")
+        if self.network is not None:
+            self.network.revive(slot.gossip_address)
+        node: Node = await self._nursery.start(self._run, slot)
+        if slot.gossip_address != self.address(node_id):
+            slot.gossip_address = self.address(node_id)
+        return node
+
+    def kill(self, node_id: str) -> None:
+        """Crash the node at once, as kill -9 would: no goodbye, nothing flushed that was not."""
+        slot = self.slot(node_id)
+        if slot.scope is None:
+            raise RuntimeError(f"node {node_id} is not running")
+        if self.network is not None:
+            self.network.kill(slot.gossip_address)
+        slot.scope.cancel()
+        slot.node = None
+
+    async def stop(self, node_id: str) -> None:
+        """Stop the node gracefully and wait until it is down."""
+        slot = self.slot(node_id)
+        if slot.stopped is None or slot.down is None or slot.node is None:
+            raise RuntimeError(f"node {node_id} is not running")
+        slot.stopped.set()
+        await slot.down.wait()
+
+    async def restart(self, node_id: str) -> Node:
+        """Kill the node if it runs, then start it again on the same data dir and address."""
+        slot = self.slot(node_id)
+        if slot.running:
+            self.kill(node_id)
+        if slot.down is not None:
+            await slot.down.wait()  # the dead node has unwound and released its data dir
+        return await self.start(node_id)
+
+    # -- faults (memory transport) -----------------------------------------------------
+    def _net(self) -> Any:
+        if self.network is None:
+            raise RuntimeError("network faults need the memory transport")
+        return self.network
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the cluster: nodes in different groups cannot reach each other."""
+        self._net().partition(*[[self.slot(i).gossip_address for i in g] for g in groups])
+
+    def cut(self, src: str, dst: str, *, both: bool = False) -> None:
+        """Cut the link from node ``src`` to node ``dst`` (one way unless ``both``)."""
+        self._net().cut(self.slot(src).gossip_address, self.slot(dst).gossip_address, both=both)
+
+    def heal(self) -> None:
+        """Remove partitions, cut links and per-link faults."""
+        self._net().heal()
+
+    def set_faults(self, *, drop: float = 0.0, duplicate: float = 0.0,
+                   delay: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Network-wide packet loss, duplication and latency (latency applies to streams too)."""
+        self._net().set_faults(drop=drop, duplicate=duplicate, delay=delay)
+
+    def set_link_faults(self, src: str, dst: str, **faults: Any) -> None:
+        self._net().set_link_faults(self.slot(src).gossip_address, self.slot(dst).gossip_address, **faults)
+
+    # -- clients -----------------------------------------------------------------------
+    def client(self, node_id: str, **kwargs: Any) -> httpx.AsyncClient:
+        """An httpx client talking to ``node_id`` in-process (ASGI): no sockets, MockClock-safe.
+
+        It follows the node across restarts and raises httpx.ConnectError while it is down.
+        The root API key, when configured, is sent by default.
+        """
+        slot = self.slot(node_id)
+        headers = dict(kwargs.pop("headers", {}))
+        if slot.config.root_api_key and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {slot.config.root_api_key}"
+        return httpx.AsyncClient(transport=_NodeASGITransport(slot), base_url=f"http://{node_id}",
+                                 headers=headers, **kwargs)
+
+
+@asynccontextmanager
+async def open_cluster(
+    n: int,
+    *,
+    transport: str = "memory",
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    serve_http: bool = False,
+    config: dict[str, Any] | None = None,
+    node_config: dict[str, dict[str, Any]] | None = None,
+) -> AsyncIterator[Cluster]:
+    """Start ``n`` nodes (``node-1`` .. ``node-n``) in this Trio run and yield the cluster.
+
+    ``transport``: ``memory`` (simulated network, MockClock-safe, fault injection), or ``udp`` /
+    ``websocket`` (real sockets on 127.0.0.1). ``seed`` drives every random choice of the
+    network and the nodes. ``data_root`` holds one data dir per node (a temporary dir, removed
+    afterwards, when None). ``config`` is passed to every node's :class:`Config`;
+    ``node_config`` overrides it per node id. ``serve_http`` also starts real HTTP listeners on
+    127.0.0.1 (port picked by the OS); clients from :meth:`Cluster.client` never need them.
+    """
+    if n < 1:
+        raise ValueError("a cluster needs at least one node")
+    from transports.memory import MemoryNetwork
+
+    network = MemoryNetwork(seed=seed) if transport == "memory" else None
+    transport_options: dict[str, Any] = {"network": network} if network is not None else {}
+    with tempfile.TemporaryDirectory(prefix="dakera-cluster-") as tmp:
+        root = Path(data_root) if data_root is not None else Path(tmp)
+        ids = [f"node-{i}" for i in range(1, n + 1)]
+        addresses = {i: f"{i}:7946" if network is not None else "127.0.0.1:0" for i in ids}
+        slots = []
+        for node_id in ids:
+            base: dict[str, Any] = {
+                "cluster_mode": True,
+                "node_id": node_id,
+                "transport": transport,
+                "gossip_bind": addresses[node_id],
+                "host": "127.0.0.1",
+                "port": 0,
+                "data_dir": root / node_id,
+                "cluster_seeds": tuple(addresses[i] for i in ids if i != node_id and network is not None),
+                "log_level": "warning",
+                # in-process clients reach a node by its id (see Cluster.client)
+                "api_advertise": None if serve_http else f"http://{node_id}",
+            }
+            base.update(config or {})
+            base.update((node_config or {}).get(node_id, {}))
+            slots.append(ClusterNode(id=node_id, gossip_address=addresses[node_id],
+                                     data_dir=Path(base["data_dir"]), config=Config(**base)))
+        async with trio.open_nursery() as nursery:
+            cluster = Cluster(nursery, slots, serve_http=serve_http,
+                              transport_options=transport_options, network=network, seed=seed)
+            for node_id in ids:
+                await cluster.start(node_id)
+            try:
+                yield cluster
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+            # a clean exit stops every node gracefully, as a test would expect of a real cluster
+            for slot in slots:
+                if slot.stopped is not None:
+                    slot.stopped.set()

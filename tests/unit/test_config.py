@@ -1,0 +1,138 @@
+"""Config: every variable parsed from the environment; every bad value rejected with its name."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from dakera_actors.config import Config, ConfigError
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+KEY2 = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+def test_defaults_are_the_embedded_single_node() -> None:
+    c = Config.from_env({})
+    assert (c.host, c.port, c.data_dir) == ("0.0.0.0", 3300, Path("./dakera-data"))
+    assert c.cluster_mode is False and c.node_id is None and c.cluster_seeds == ()
+    assert c.gossip_port == 7946 and c.gossip_bind_address == "0.0.0.0:7946"
+    assert c.gossip_advertise is None and c.api_advertise is None
+    assert c.transport == "udp" and c.gossip_keys == ()
+    assert (c.replication_factor, c.shards, c.write_ack) == (2, 64, "primary")
+    assert (c.storage, c.s3_endpoint, c.s3_bucket, c.s3_region) == ("filesystem", None, "dakera", "us-east-1")
+    assert c.redis_url is None and c.root_api_key is None and not c.auth_enabled
+
+
+def test_every_variable_is_parsed() -> None:
+    env = {
+        "DAKERA_HOST": "127.0.0.1",
+        "DAKERA_PORT": "3301",
+        "DAKERA_DATA_DIR": "/var/lib/dakera",
+        "DAKERA_ROOT_API_KEY": "s3cret",
+        "DAKERA_CLUSTER_MODE": "true",
+        "DAKERA_NODE_ID": "node-1",
+        "DAKERA_CLUSTER_SEEDS": "dakera-2:7946, dakera-3:7946,",
+        "DAKERA_GOSSIP_PORT": "7950",
+        "DAKERA_GOSSIP_BIND": "10.0.0.5:7950",
+        "DAKERA_GOSSIP_ADVERTISE": "node-1.example:7950",
+        "DAKERA_API_ADVERTISE": "http://node-1.example:3301",
+        "DAKERA_TRANSPORT": "websocket",
+        "DAKERA_GOSSIP_KEY": f"{KEY},{KEY2}",
+        "DAKERA_REPLICATION_FACTOR": "3",
+        "DAKERA_SHARDS": "128",
+        "DAKERA_WRITE_ACK": "QUORUM",
+        "DAKERA_STORAGE": "s3",
+        "DAKERA_S3_ENDPOINT": "http://minio:9000",
+        "DAKERA_S3_BUCKET": "memories",
+        "DAKERA_S3_REGION": "eu-west-1",
+        "DAKERA_REDIS_URL": "redis://redis:6379/0",
+        "DAKERA_MAX_BODY_BYTES": "2048",
+        "DAKERA_SHUTDOWN_GRACE_SECONDS": "2.5",
+        "DAKERA_REQUEST_TIMEOUT_SECONDS": "3",
+        "DAKERA_LOG_LEVEL": "debug",
+        "DAKERA_LOG_FORMAT": "json",
+    }
+    c = Config.from_env(env)
+    assert (c.host, c.port, c.data_dir, c.root_api_key) == ("127.0.0.1", 3301, Path("/var/lib/dakera"), "s3cret")
+    assert c.cluster_mode and c.node_id == "node-1"
+    assert c.cluster_seeds == ("dakera-2:7946", "dakera-3:7946")
+    assert c.gossip_port == 7950 and c.gossip_bind_address == "10.0.0.5:7950"
+    assert c.gossip_advertise == "node-1.example:7950" and c.api_advertise == "http://node-1.example:3301"
+    assert c.transport == "websocket"
+    assert c.gossip_keys == (bytes(range(32)), bytes(range(1, 33)))
+    assert (c.replication_factor, c.shards, c.write_ack) == (3, 128, "quorum")
+    assert (c.storage, c.s3_endpoint, c.s3_bucket, c.s3_region) == ("s3", "http://minio:9000", "memories", "eu-west-1")
+    assert c.redis_url == "redis://redis:6379/0"
+    assert (c.max_body_bytes, c.shutdown_grace, c.request_timeout) == (2048, 2.5, 3.0)
+    assert (c.log_level, c.log_format) == ("debug", "json")
+    assert c.auth_enabled
+
+
+def test_gossip_bind_follows_gossip_port_when_unset() -> None:
+    assert Config.from_env({"DAKERA_GOSSIP_PORT": "8000"}).gossip_bind_address == "0.0.0.0:8000"
+
+
+def test_auto_and_empty_mean_default() -> None:
+    c = Config.from_env({"DAKERA_API_ADVERTISE": "auto", "DAKERA_GOSSIP_ADVERTISE": "AUTO", "DAKERA_PORT": " "})
+    assert c.api_advertise is None and c.gossip_advertise is None and c.port == 3300
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("DAKERA_PORT", "abc"),
+    ("DAKERA_PORT", "70000"),
+    ("DAKERA_PORT", "-1"),
+    ("DAKERA_CLUSTER_MODE", "maybe"),
+    ("DAKERA_NODE_ID", "-bad"),
+    ("DAKERA_NODE_ID", "has space"),
+    ("DAKERA_CLUSTER_SEEDS", "dakera-2:notaport"),
+    ("DAKERA_CLUSTER_SEEDS", "dakera-2"),
+    ("DAKERA_GOSSIP_PORT", "1e3"),
+    ("DAKERA_GOSSIP_BIND", "0.0.0.0"),
+    ("DAKERA_GOSSIP_ADVERTISE", "::1:7946"),
+    ("DAKERA_API_ADVERTISE", "node-1:3300"),
+    ("DAKERA_TRANSPORT", "carrier-pigeon"),
+    ("DAKERA_GOSSIP_KEY", "not base64!"),
+    ("DAKERA_GOSSIP_KEY", base64.b64encode(b"short").decode()),
+    ("DAKERA_REPLICATION_FACTOR", "0"),
+    ("DAKERA_REPLICATION_FACTOR", "two"),
+    ("DAKERA_SHARDS", "0"),
+    ("DAKERA_WRITE_ACK", "some"),
+    ("DAKERA_STORAGE", "tape"),
+    ("DAKERA_S3_ENDPOINT", "minio:9000"),
+    ("DAKERA_S3_BUCKET", "Bad_Bucket"),
+    ("DAKERA_REDIS_URL", "http://redis"),
+    ("DAKERA_MAX_BODY_BYTES", "10"),
+    ("DAKERA_SHUTDOWN_GRACE_SECONDS", "0"),
+    ("DAKERA_SHUTDOWN_GRACE_SECONDS", "soon"),
+    ("DAKERA_REQUEST_TIMEOUT_SECONDS", "-1"),
+    ("DAKERA_LOG_LEVEL", "loud"),
+])
+def test_bad_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({variable: value})
+    assert info.value.variable == variable
+    assert str(info.value).startswith(variable + ":")
+    assert "\n" not in str(info.value)
+
+
+def test_cluster_mode_requires_node_id() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"DAKERA_CLUSTER_MODE": "true"})
+    assert info.value.variable == "DAKERA_NODE_ID"
+
+
+def test_s3_storage_requires_endpoint() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"DAKERA_STORAGE": "s3"})
+    assert info.value.variable == "DAKERA_S3_ENDPOINT"
+
+
+def test_direct_construction_is_validated_the_same_way() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(port=99999)
+    assert info.value.variable == "DAKERA_PORT"
+    with pytest.raises(ConfigError):
+        Config(write_ack="eventually")
+    assert Config(port=0, data_dir="/tmp/x").data_dir == Path("/tmp/x")

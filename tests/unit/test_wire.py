@@ -1,0 +1,179 @@
+"""Wire format: round trips, and nothing a peer can send ever raises out of the decoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dakera_actors import wire
+from dakera_actors.wire import (
+    SEAL_OVERHEAD,
+    Codec,
+    ErrorReply,
+    FrameRejected,
+    Ping,
+    Pong,
+    decode_frame,
+    encode_frame,
+    message,
+    registered_messages,
+)
+
+KEY_A = bytes(range(32))
+KEY_B = bytes(range(100, 132))
+MAX = 64 * 1024
+
+
+@message("test.sample")
+@attrs.frozen
+class Sample:
+    """A message with every field kind the protocol messages use."""
+
+    n: int
+    name: str
+    blob: bytes
+    tags: list[str]
+    scores: dict[str, float]
+    maybe: int | None = None
+
+
+def example_of(cls: type) -> Any:
+    """A valid instance of any registered message class, built from its field types."""
+    values: dict[str, Any] = {}
+    for f in attrs.fields(cls):
+        t = f.type if not isinstance(f.type, str) else f.type
+        values[f.name] = {"int": 7, "str": "x", "bytes": b"\x00\x01", "float": 1.5, "bool": True,
+                          "list[str]": ["a", "b"], "dict[str, float]": {"k": 0.5},
+                          "int | None": None, "str | None": "s"}.get(str(t).replace("typing.", ""), 1)
+    return cls(**values)
+
+
+@pytest.mark.parametrize("tag", sorted(registered_messages()))
+def test_every_registered_message_round_trips(tag: str) -> None:
+    cls = registered_messages()[tag]
+    msg = example_of(cls)
+    for keys in ((), (KEY_A,)):
+        env = decode_frame(encode_frame(msg, "node-1", keys), keys=keys, max_size=MAX)
+        assert env.sender == "node-1" and env.message == msg and env.tag == tag
+
+
+@given(n=st.integers(-2**63, 2**64 - 1), name=st.text(), blob=st.binary(), tags=st.lists(st.text()),
+       scores=st.dictionaries(st.text(), st.floats(allow_nan=False)), maybe=st.none() | st.integers(0, 10))
+def test_sample_round_trips_for_any_values(n: int, name: str, blob: bytes, tags: list[str],
+                                           scores: dict[str, float], maybe: int | None) -> None:
+    msg = Sample(n, name, blob, tags, scores, maybe)
+    assert decode_frame(encode_frame(msg, "n1"), max_size=10**7).message == msg
+
+
+def test_frame_layout_is_version_type_sender_payload() -> None:
+    frame = encode_frame(Ping(seq=3), "node-9")
+    assert msgpack.unpackb(frame) == [wire.VERSION, "ping", "node-9", {"seq": 3}]
+
+
+def reason(data: bytes, keys: tuple[bytes, ...] = (), max_size: int = MAX) -> str:
+    with pytest.raises(FrameRejected) as info:
+        decode_frame(data, keys=keys, max_size=max_size)
+    return info.value.reason
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def test_rejection_reasons() -> None:
+    assert reason(b"") == "malformed"
+    assert reason(b"\xc1") == "malformed"
+    assert reason(pack({"a": 1})) == "malformed"
+    assert reason(pack([1, "ping", "n"])) == "malformed"
+    assert reason(pack([2, "ping", "n", {"seq": 1}])) == "version"
+    assert reason(pack([True, "ping", "n", {"seq": 1}])) == "version"
+    assert reason(pack([1, "no-such-type", "n", {}])) == "unknown_type"
+    assert reason(pack([1, 5, "n", {}])) == "unknown_type"
+    assert reason(pack([1, "ping", "", {"seq": 1}])) == "malformed"
+    assert reason(pack([1, "ping", 7, {"seq": 1}])) == "malformed"
+    assert reason(pack([1, "ping", "n", {"seq": "one"}])) == "invalid"
+    assert reason(pack([1, "ping", "n", {}])) == "invalid"
+    assert reason(pack([1, "ping", "n", [1, 2]])) == "invalid"
+    assert reason(pack([1, "pong", "n", {"seq": 1, "node_id": "x", "version": "1", "api_address": 5}])) in (
+        "invalid",)
+    assert reason(encode_frame(Ping(seq=1), "n"), max_size=5) == "oversized"
+    assert reason(b"\x94\x01\xa4pi") == "malformed"  # truncated
+
+
+def test_unknown_extra_fields_are_ignored_for_forward_compatibility() -> None:
+    env = decode_frame(pack([1, "ping", "n", {"seq": 1, "added_in_v2": True}]), max_size=MAX)
+    assert env.message == Ping(seq=1)
+
+
+@given(st.binary(max_size=2048))
+def test_garbage_never_raises_anything_but_rejection(data: bytes) -> None:
+    for keys in ((), (KEY_A,)):
+        try:
+            decode_frame(data, keys=keys, max_size=MAX)
+        except FrameRejected:
+            pass
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text() | st.binary(),
+                    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+                    max_leaves=20),
+       st.sampled_from(sorted(registered_messages())))
+def test_structured_garbage_payloads_are_rejected_not_raised(payload: Any, tag: str) -> None:
+    try:
+        decode_frame(pack([1, tag, "node-1", payload]), max_size=MAX)
+    except FrameRejected as exc:
+        assert exc.reason in wire.REJECT_REASONS
+
+
+@given(st.integers(min_value=0))
+def test_every_truncation_of_a_frame_is_rejected(cut: int) -> None:
+    frame = encode_frame(Pong(seq=1, node_id="node-1", version="0.1.0", api_address="http://a:1"), "n")
+    cut = cut % len(frame)
+    assert reason(frame[:cut]) in ("malformed", "invalid")
+    sealed = encode_frame(Ping(seq=1), "n", (KEY_A,))
+    assert reason(sealed[: cut % len(sealed)], keys=(KEY_A,)) in ("auth", "unsealed", "malformed")
+
+
+def test_sealed_frame_needs_the_right_key() -> None:
+    frame = encode_frame(Ping(seq=1), "node-1", (KEY_A,))
+    assert len(frame) == len(encode_frame(Ping(seq=1), "node-1")) + SEAL_OVERHEAD
+    assert b"node-1" not in frame  # sealed means encrypted, not just signed
+    assert reason(frame, keys=(KEY_B,)) == "auth"
+    assert reason(frame) == "sealed"
+    assert reason(encode_frame(Ping(seq=1), "node-1"), keys=(KEY_A,)) == "unsealed"
+    # key rotation: any key of the ring opens; the first one seals
+    assert decode_frame(frame, keys=(KEY_B, KEY_A), max_size=MAX).message == Ping(seq=1)
+
+
+@given(st.integers(min_value=0), st.integers(min_value=0, max_value=7))
+def test_any_flipped_bit_in_a_sealed_frame_is_rejected(position: int, bit: int) -> None:
+    frame = bytearray(encode_frame(Ping(seq=42), "node-1", (KEY_A,)))
+    position %= len(frame)
+    frame[position] ^= 1 << bit
+    assert reason(bytes(frame), keys=(KEY_A,)) in ("auth", "unsealed")
+
+
+def test_codec_counts_rejections_instead_of_raising() -> None:
+    seen: list[str] = []
+    codec = Codec("node-1", (KEY_A,), on_reject=seen.append)
+    assert codec.decode(b"garbage", max_size=MAX) is None
+    assert codec.decode(encode_frame(Ping(seq=1), "x"), max_size=MAX) is None
+    assert codec.decode(encode_frame(Ping(seq=1), "x", (KEY_B,)), max_size=MAX) is None
+    assert seen == ["unsealed", "unsealed", "auth"]
+    env = codec.decode(codec.encode(ErrorReply(code="c", detail="d")), max_size=MAX)
+    assert env is not None and env.sender == "node-1" and env.message == ErrorReply("c", "d")
+
+
+def test_registering_a_tag_twice_is_refused() -> None:
+    with pytest.raises(ValueError):
+        @message("ping")
+        @attrs.frozen
+        class OtherPing:
+            seq: int
+    with pytest.raises(TypeError):
+        message("plain")(int)
