@@ -17,7 +17,7 @@ import trio
 from . import __version__
 from .log import EventLogger
 from .metrics import NodeMetrics
-from .transport import ConnectError, FrameTooLarge, Stream, StreamClosed, Transport
+from .transport import ConnectError, FrameTooLarge, Stream, StreamClosed, Transport, TransportError
 from .wire import Codec, Envelope, ErrorReply, Ping, Pong, tag_of
 
 PacketSink = Callable[[Envelope, str], Any]  # (envelope, source address), must not block
@@ -34,6 +34,10 @@ class RemoteError(Exception):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class RequestTimeout(TransportError):
+    """A request got no reply within its timeout."""
 
 
 class MessageStream:
@@ -130,11 +134,16 @@ class Endpoint:
         return stream
 
     async def request(self, address: str, msg: object, *, timeout: float) -> Envelope:
-        """One request, one reply, over a fresh stream. Raises ConnectError, StreamClosed,
-        RemoteError, or trio.TooSlowError when the whole exchange takes longer than ``timeout``."""
-        with trio.fail_after(timeout):
-            async with await self.open_stream(address, msg, timeout=timeout) as stream:
-                reply = await stream.receive()
+        """One request, one reply, over a fresh stream, all within ``timeout``.
+
+        Raises a TransportError (ConnectError, StreamClosed, RequestTimeout) when the peer cannot
+        be reached or does not answer, RemoteError when it answers with an ErrorReply."""
+        try:
+            with trio.fail_after(timeout):
+                async with await self.open_stream(address, msg, timeout=timeout) as stream:
+                    reply = await stream.receive()
+        except trio.TooSlowError:
+            raise RequestTimeout(f"no reply from {address} within {timeout}s") from None
         if isinstance(reply.message, ErrorReply):
             raise RemoteError(reply.message.code, reply.message.detail)
         return reply

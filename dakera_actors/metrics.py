@@ -74,5 +74,10 @@ class NodeMetrics:
     def watch_actors(self, actors: Callable[[], Iterable[Actor]]) -> None:
         self.registry.register(_ActorCollector(actors))
 
+    def sample(self, name: str, **labels: str) -> float:
+        """Current value of one sample (``dakera_wire_rejected_total``, reason="auth"); 0 if absent."""
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -102,7 +102,7 @@ class Node:
         self._stop_requested = trio.Event()
         self._http_done = trio.Event()
         self._lock_fd: int | None = None
-        self.app = None  # the Quart app, created once the node id is known
+        self.app: Any = None  # the Quart app, created once the node id is known
         self.metrics.watch_actors(lambda: list(self.actors))
 
     # -- identity and data dir ---------------------------------------------------------
@@ -162,7 +162,7 @@ class Node:
         hyper.keep_alive_timeout = 75
         hyper.h11_max_incomplete_size = 64 * 1024
         binds = await front.start(
-            lambda task_status: serve(self.app, hyper,  # type: ignore[arg-type]
+            lambda task_status: serve(self.app, hyper,
                                       shutdown_trigger=self._stop_requested.wait,
                                       task_status=task_status))
         _, port = parse_hostport(binds[0].split("://", 1)[-1])

@@ -86,7 +86,7 @@ def message(tag: str) -> Callable[[type[M]], type[M]]:
             raise ValueError(f"wire tag {tag!r} already used by {_registry[tag].__name__}")
         _registry[tag] = cls
         _tags[cls] = tag
-        return cls
+        return cls  # type: ignore[return-value]
 
     return register
 
@@ -179,7 +179,7 @@ def decode_frame(data: bytes, *, keys: tuple[bytes, ...] = (), max_size: int) ->
     if not isinstance(sender, str) or not 0 < len(sender) <= MAX_SENDER_LEN:
         raise FrameRejected("malformed", "sender must be a non-empty string")
     try:
-        msg = _converter.structure(payload, _registry[tag])
+        msg: Any = _converter.structure(payload, _registry[tag])
     except Exception as exc:  # cattrs wraps field errors in ClassValidationError groups
         raise FrameRejected("invalid", f"{tag}: {type(exc).__name__}") from None
     return Envelope(sender=sender, message=msg)

@@ -271,7 +271,7 @@ class MemoryTransport(Transport):
 
     @classmethod
     @asynccontextmanager
-    async def open(  # type: ignore[override]
+    async def open(
         cls,
         *,
         bind: str,

@@ -46,7 +46,7 @@ class _NodeASGITransport(httpx.AsyncBaseTransport):
         node = self._slot.node
         if node is None or node.app is None:
             raise httpx.ConnectError(f"node {self._slot.id} is not running", request=request)
-        transport = httpx.ASGITransport(app=node.app)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=node.app)
         return await transport.handle_async_request(request)
 
 

@@ -43,7 +43,7 @@ async def test_drop_probability_is_applied(autojump_clock: trio.testing.MockCloc
 async def test_full_receive_buffer_drops_and_counts(autojump_clock: trio.testing.MockClock) -> None:
     net = MemoryNetwork()
     async with endpoints(net, "a", "b") as (a, b):
-        for i in range(1100):
+        for _ in range(1100):
             await a.send_packet(b.address, b"x")
         assert len(await drain(b)) == 1024
     assert net.stats.packets_dropped == 1100 - 1024

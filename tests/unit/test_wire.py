@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import attrs
@@ -43,14 +44,12 @@ class Sample:
 
 
 def example_of(cls: type) -> Any:
-    """A valid instance of any registered message class, built from its field types."""
-    values: dict[str, Any] = {}
-    for f in attrs.fields(cls):
-        t = f.type if not isinstance(f.type, str) else f.type
-        values[f.name] = {"int": 7, "str": "x", "bytes": b"\x00\x01", "float": 1.5, "bool": True,
-                          "list[str]": ["a", "b"], "dict[str, float]": {"k": 0.5},
-                          "int | None": None, "str | None": "s"}.get(str(t).replace("typing.", ""), 1)
-    return cls(**values)
+    """A valid instance of any registered message class, built from its resolved field types."""
+    samples: dict[Any, Any] = {int: 7, str: "x", bytes: b"\x00\x01", float: 1.5, bool: True,
+                               list[str]: ["a", "b"], dict[str, float]: {"k": 0.5},
+                               int | None: None, str | None: "s"}
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: samples[hints[f.name]] for f in attrs.fields(cls)})
 
 
 @pytest.mark.parametrize("tag", sorted(registered_messages()))

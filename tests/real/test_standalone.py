@@ -1,0 +1,119 @@
+"""The standalone node as a real process: `python -m dakera_actors` on loopback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .procs import ROOT, NodeProcess, free_port
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NodeProcess]:
+    proc = NodeProcess(tmp_path).start()
+    try:
+        proc.wait_healthy()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_answers_health_and_metrics(node: NodeProcess) -> None:
+    r = httpx.get(node.url + "/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    metrics = httpx.get(node.url + "/metrics")
+    assert metrics.status_code == 200
+    names = {f.name for f in text_string_to_metric_families(metrics.text)}
+    assert {"dakera_gossip_members", "dakera_replication_lag_ms", "dakera_shard_balance",
+            "dakera_leader_lease_remaining_ms", "dakera_forwarded_requests"} <= names
+
+
+def test_sigterm_exits_zero_within_five_seconds(node: NodeProcess) -> None:
+    started = time.monotonic()
+    node.signal(signal.SIGTERM)
+    assert node.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    assert "node_stopped" in node.log()
+
+
+def test_sigint_exits_zero(node: NodeProcess) -> None:
+    node.signal(signal.SIGINT)
+    assert node.wait(timeout=5) == 0
+
+
+def test_in_flight_request_finishes_during_graceful_stop(node: NodeProcess) -> None:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+        body = b'{"dry_run": true}'
+        head = (f"POST /admin/cluster/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        sock.sendall(head + body[:5])  # the request is now in flight, its body half sent
+        node.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while "node_stopping" not in node.log():  # the node has begun its graceful stop
+            assert time.monotonic() < deadline, node.log()
+            time.sleep(0.02)
+        sock.sendall(body[5:])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 405"), response[:200]
+    assert b'"code":"METHOD_NOT_ALLOWED"' in response
+    assert node.wait(timeout=5) == 0
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("DAKERA_PORT", "not-a-port"),
+    ("DAKERA_CLUSTER_MODE", "perhaps"),
+    ("DAKERA_REPLICATION_FACTOR", "0"),
+    ("DAKERA_GOSSIP_KEY", "%%%"),
+])
+def test_bad_environment_exits_2_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
+    env = dict(NodeProcess(tmp_path).env, **{variable: value})
+    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], done.stderr
+
+
+def test_second_process_on_the_same_data_dir_exits_2(node: NodeProcess, tmp_path: Path) -> None:
+    env = dict(node.env, DAKERA_PORT=str(free_port()))
+    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "in use" in done.stderr
+
+
+def test_cluster_mode_counts_garbage_on_the_gossip_port(tmp_path: Path) -> None:
+    gossip = free_port()
+    proc = NodeProcess(tmp_path, DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID="node-1",
+                       DAKERA_GOSSIP_PORT=str(gossip), DAKERA_GOSSIP_BIND=f"127.0.0.1:{gossip}").start()
+    try:
+        proc.wait_healthy()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for payload in (b"\x00garbage", b"\x94\x02\xa4ping\xa1x\x80", b"\xd5" + b"x" * 40):
+                udp.sendto(payload, ("127.0.0.1", gossip))
+
+        def rejected() -> dict[str, float]:
+            text = httpx.get(proc.url + "/metrics").text
+            return {s.labels["reason"]: s.value for f in text_string_to_metric_families(text)
+                    if f.name == "dakera_wire_rejected" for s in f.samples}
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(rejected().values()) < 3:
+            time.sleep(0.05)
+        counts = rejected()
+        assert counts["malformed"] == 1 and counts["version"] == 1 and counts["sealed"] == 1
+        assert httpx.get(proc.url + "/health").status_code == 200
+    finally:
+        proc.stop()

@@ -1,0 +1,119 @@
+"""The in-process cluster harness under MockClock: start, stop, kill, restart, partition, heal."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from dakera_actors.testing import open_cluster
+from dakera_actors.transport import TransportError
+from dakera_actors.wire import Ping, encode_frame
+
+KEY = bytes(range(32))
+
+
+async def test_three_nodes_start_and_stop_quickly_under_mock_clock(
+        autojump_clock: trio.testing.MockClock) -> None:
+    wall = time.perf_counter()
+    async with open_cluster(3, seed=1) as cluster:
+        assert sorted(cluster.nodes) == ["node-1", "node-2", "node-3"]
+        for node_id in cluster.ids:
+            async with cluster.client(node_id) as http:
+                r = await http.get("/health")
+                assert r.status_code == 200 and r.json()["node_id"] == node_id
+                assert (await http.get("/health/ready")).status_code == 200
+        await trio.sleep(60)  # a minute of cluster life
+    assert cluster.nodes == {}
+    assert time.perf_counter() - wall < 1.0
+
+
+async def test_nodes_reach_each_other_over_packets_and_streams(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(3, seed=2) as cluster:
+        one = cluster.node("node-1").endpoint
+        assert one is not None
+        for other in ("node-2", "node-3"):
+            assert await one.ping(cluster.address(other), timeout=1)
+            reply = await one.request(cluster.address(other), Ping(seq=9), timeout=1)
+            assert reply.sender == other and reply.message.seq == 9
+
+
+async def test_partition_and_heal(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(3, seed=3) as cluster:
+        ep = {i: cluster.node(i).endpoint for i in cluster.ids}
+        cluster.partition(["node-1"], ["node-2", "node-3"])
+        assert not await ep["node-1"].ping(cluster.address("node-2"), timeout=1)
+        assert await ep["node-2"].ping(cluster.address("node-3"), timeout=1)
+        with pytest.raises(TransportError):  # the SYN goes nowhere until the timeout
+            await ep["node-1"].request(cluster.address("node-3"), Ping(seq=1), timeout=1)
+        cluster.heal()
+        assert await ep["node-1"].ping(cluster.address("node-2"), timeout=1)
+
+
+async def test_kill_and_restart_keep_id_address_and_data_dir(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(3, seed=4) as cluster:
+        ep1 = cluster.node("node-1").endpoint
+        first = cluster.node("node-2")
+        async with cluster.client("node-2") as http:
+            assert (await http.get("/health")).status_code == 200
+            cluster.kill("node-2")
+            assert "node-2" not in cluster.nodes
+            with pytest.raises(httpx.ConnectError):
+                await http.get("/health")
+            assert not await ep1.ping(cluster.address("node-2"), timeout=1)
+            second = await cluster.restart("node-2")
+            assert second is not first and second.node_id == "node-2"
+            assert second.data_dir == first.data_dir
+            assert (await http.get("/health")).status_code == 200  # the client follows the restart
+        assert await ep1.ping(cluster.address("node-2"), timeout=1)
+
+
+async def test_graceful_stop_and_start(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(2, seed=5) as cluster:
+        await cluster.stop("node-2")
+        assert list(cluster.nodes) == ["node-1"]
+        with pytest.raises(RuntimeError):
+            await cluster.stop("node-2")
+        await cluster.start("node-2")
+        assert sorted(cluster.nodes) == ["node-1", "node-2"]
+
+
+async def test_sealed_cluster_rejects_outsiders_and_counts_them(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(3, seed=6, config={"gossip_keys": (KEY,)},
+                            node_config={"node-3": {"gossip_keys": (bytes(32),)}}) as cluster:
+        ep = {i: cluster.node(i).endpoint for i in cluster.ids}
+        assert await ep["node-1"].ping(cluster.address("node-2"), timeout=1)
+        assert not await ep["node-3"].ping(cluster.address("node-1"), timeout=1)
+        assert cluster.node("node-1").metrics.sample("dakera_wire_rejected_total", reason="auth") >= 1
+
+
+async def test_garbage_and_forged_packets_are_dropped_and_counted(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(2, seed=7, config={"gossip_keys": (KEY,)}) as cluster:
+        target = cluster.node("node-1")
+        ep2 = cluster.node("node-2").endpoint
+        transport = ep2.transport
+        await transport.send_packet(cluster.address("node-1"), b"\x00garbage")
+        await transport.send_packet(cluster.address("node-1"), encode_frame(Ping(seq=1), "node-2"))  # unsealed
+        await transport.send_packet(cluster.address("node-1"),
+                                    encode_frame(Ping(seq=1), "node-2", (bytes(32),)))  # forged key
+        await trio.testing.wait_all_tasks_blocked()
+        assert target.metrics.sample("dakera_wire_rejected_total", reason="unsealed") == 2  # garbage too
+        assert target.metrics.sample("dakera_wire_rejected_total", reason="auth") == 1
+        assert await ep2.ping(cluster.address("node-1"), timeout=1)  # still serving
+
+
+async def test_network_faults_apply_to_the_cluster(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(2, seed=8) as cluster:
+        ep = cluster.node("node-1").endpoint
+        cluster.set_faults(drop=1.0)
+        assert not await ep.ping(cluster.address("node-2"), timeout=1)
+        cluster.set_faults(delay=(0.3, 0.3))
+        t0 = trio.current_time()
+        assert await ep.ping(cluster.address("node-2"), timeout=1)
+        assert trio.current_time() - t0 == pytest.approx(0.6)  # there and back
+        cluster.set_faults()
+        cluster.cut("node-2", "node-1")
+        assert not await ep.ping(cluster.address("node-2"), timeout=1)
