@@ -1,0 +1,469 @@
+"""Packets and streams over WebSocket, for networks that only let HTTP through.
+
+One plain-HTTP server listens on the bind ``host:port`` and serves two resources:
+
+- ``/stream?from=<advertised address>``: each :meth:`WebSocketTransport.connect` opens one
+  WebSocket here, and each frame is one binary message. The ``from`` value becomes the inbound
+  stream's :attr:`~dakera_actors.transport.Stream.peer` (the remote socket address when absent).
+- ``/packet?from=<advertised address>``: each node keeps one cached WebSocket per peer for its
+  packets, each packet one binary message; the receiver reports ``from`` as the packet source.
+  ``from`` is not authenticated: it is a routing hint, the payload carries the sender's identity.
+
+Packets stay best effort. :meth:`WebSocketTransport.send_packet` never waits on the network:
+it queues the packet (bounded; overflow is dropped) for a per-peer task that dials the peer
+(within a short timeout), writes the queue out in order and closes the connection when idle.
+When dialling fails or the connection breaks, the queued packets are dropped and the link is
+discarded; the next packet dials again. Outbound losses are counted in ``packets_unsent``,
+inbound ones (queue full, over-size, text messages) in ``packets_dropped``.
+
+Streams follow the UDP transport's rules: ConnectError when the peer cannot be reached within
+the timeout (refused, not a WebSocket server, handshake rejected or cut short), StreamClosed once
+the connection is gone, FrameTooLarge on send before anything is written. The message size limit
+is ``max_frame_size``: a peer sending more gets the connection closed with status 1009 and the
+receiver sees StreamClosed; nothing beyond the limit is buffered. A send cancelled mid-message
+closes the connection (see :class:`transports.udp.TcpConnection`). Closing the transport closes
+every connection it holds; peers see StreamClosed.
+
+Binding and the default advertised address work as in :mod:`transports.udp` (TCP only here).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_client_stream,
+    wrap_server_stream,
+)
+
+from dakera_actors.log import get_logger
+from dakera_actors.transport import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ConnectError,
+    FrameTooLarge,
+    Stream,
+    StreamClosed,
+    Transport,
+    format_hostport,
+    parse_hostport,
+)
+from transports.udp import (
+    TcpConnection,
+    accept_forever,
+    advertised_address,
+    bind_tcp_listener,
+    check_limits,
+    open_tcp_connection,
+    resolve_bind_address,
+    sockaddr_to_address,
+)
+
+log = get_logger("dakera_actors.transports.websocket")
+
+T = TypeVar("T")
+
+STREAM_PATH = "/stream"
+PACKET_PATH = "/packet"
+_PACKET_BUFFER = 1024  # inbound packets queued before new ones are dropped
+_ACCEPT_BACKLOG = 64  # accepted streams queued before new ones are refused
+_LINK_QUEUE = 256  # outbound packets queued per peer while dialling or writing
+_LINK_CONNECT_TIMEOUT = 2.0  # a packet link that cannot dial this fast is given up
+_LINK_IDLE_TIMEOUT = 60.0  # an unused packet link is closed after this long
+_HANDSHAKE_TIMEOUT = 10.0  # an inbound connection must finish its HTTP upgrade within this
+_CLOSE_TIMEOUT = 1.0  # how long a close waits for the peer's closing handshake
+_RECEIVE_BUFFER = 64 * 1024  # bytes per socket read (trio-websocket's default is 4 KiB)
+_MESSAGE_QUEUE = 1  # messages trio-websocket buffers per connection before TCP backpressure
+
+
+class WebSocketStream(Stream):
+    """A stream over one WebSocket connection: each frame is one binary message.
+
+    trio-websocket serialises concurrent senders with its own FIFO lock, so frames never
+    interleave; one task may send while another receives.
+    """
+
+    def __init__(self, transport: WebSocketTransport, ws: WebSocketConnection, tcp: TcpConnection,
+                 peer: str) -> None:
+        self.peer = peer
+        self._ws = ws
+        self._tcp = tcp
+        self._max = transport.max_frame_size
+        self._closed = False
+
+    async def send(self, frame: bytes) -> None:
+        if len(frame) > self._max:
+            raise FrameTooLarge(f"frame of {len(frame)} bytes exceeds {self._max}")
+        if self._closed:
+            raise StreamClosed("stream is closed")
+        try:
+            await self._ws.send_message(bytes(frame))  # bytes() of bytes is free; the library wants bytes
+        except ConnectionClosed as exc:
+            raise StreamClosed(_close_reason(exc)) from None
+
+    async def receive(self) -> bytes:
+        if self._closed:
+            raise StreamClosed("stream is closed")
+        try:
+            message = await self._ws.get_message()
+        except ConnectionClosed as exc:
+            raise StreamClosed(_close_reason(exc)) from None
+        if isinstance(message, str):
+            await self.aclose()
+            raise StreamClosed("peer sent a text message on a binary stream")
+        return message
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with trio.move_on_after(_CLOSE_TIMEOUT):  # a peer that never answers the close
+                await self._ws.aclose()
+        except Exception:  # closing never raises; the socket goes below anyway
+            pass
+        finally:
+            self._tcp.close()
+
+
+class _PacketLink:
+    """The queue of packets waiting for (or being written to) one peer's cached WebSocket."""
+
+    def __init__(self) -> None:
+        self.queue_in, self.queue = trio.open_memory_channel[bytes](_LINK_QUEUE)
+
+
+class WebSocketTransport(Transport):
+    """Packets and streams as binary WebSocket messages over plain HTTP on one TCP port.
+
+    Open with ``WebSocketTransport.open(bind="host:port", advertise=None, max_frame_size=...,
+    packet_buffer=1024, accept_backlog=64)``; see the module docstring for the semantics.
+    Counters: ``packets_dropped``, ``packets_unsent`` and ``accepts_dropped`` as on the UDP
+    transport.
+    """
+
+    name = "websocket"
+
+    def __init__(self, *, listener: trio.socket.SocketType, address: str, max_frame_size: int,
+                 packet_buffer: int, accept_backlog: int, nursery: trio.Nursery) -> None:
+        self._listener = listener
+        self._address = address
+        self.bound_address = sockaddr_to_address(listener.getsockname())
+        self.max_frame_size = max_frame_size
+        self._nursery = nursery
+        self._packets_in, self._packets = trio.open_memory_channel[tuple[str, bytes]](packet_buffer)
+        self._accepts_in, self._accepts = trio.open_memory_channel[WebSocketStream](accept_backlog)
+        self._connections: set[TcpConnection] = set()  # every live TCP connection, both directions
+        self._links: dict[str, _PacketLink] = {}
+        self._from_query = urllib.parse.urlencode({"from": address})
+        self._closed = False
+        self.packets_dropped = 0
+        self.packets_unsent = 0
+        self.accepts_dropped = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        *,
+        bind: str,
+        advertise: str | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        packet_buffer: int = _PACKET_BUFFER,
+        accept_backlog: int = _ACCEPT_BACKLOG,
+        **options: Any,
+    ) -> AsyncIterator[WebSocketTransport]:
+        if options:
+            raise TypeError(f"unknown websocket transport options: {sorted(options)}")
+        check_limits(max_frame_size=max_frame_size, packet_buffer=packet_buffer,
+                     accept_backlog=accept_backlog)
+        host, port = parse_hostport(bind)
+        family, sockaddr = await resolve_bind_address(host, port)
+        listener = await bind_tcp_listener(family, sockaddr, accept_backlog)
+        try:
+            address = advertised_address(advertise, listener)
+        except BaseException:
+            listener.close()
+            raise
+        async with trio.open_nursery() as nursery:
+            transport = cls(listener=listener, address=address, max_frame_size=max_frame_size,
+                            packet_buffer=packet_buffer, accept_backlog=accept_backlog, nursery=nursery)
+            nursery.start_soon(accept_forever, listener, transport._on_accept)
+            try:
+                yield transport
+            finally:
+                transport._shutdown()
+                nursery.cancel_scope.cancel()
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    # -- packets -----------------------------------------------------------------------
+    async def send_packet(self, address: str, data: bytes) -> None:
+        if len(data) > self.max_packet_size:
+            raise FrameTooLarge(f"packet of {len(data)} bytes exceeds {self.max_packet_size}")
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            return
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = _PacketLink()
+            self._nursery.start_soon(self._run_link, address, link)
+        try:
+            link.queue_in.send_nowait(bytes(data))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.packets_unsent += 1
+
+    async def receive_packet(self) -> tuple[str, bytes]:
+        return await self._packets.receive()
+
+    async def _run_link(self, address: str, link: _PacketLink) -> None:
+        """Dial ``address`` and write its queued packets until the link breaks or idles out."""
+        ws: WebSocketConnection | None = None
+        tcp: TcpConnection | None = None
+        try:
+            with trio.move_on_after(_LINK_CONNECT_TIMEOUT):
+                ws, tcp = await self._dial(address, PACKET_PATH, self.max_packet_size)
+            if ws is None or tcp is None:
+                return
+            async with trio.open_nursery() as nursery:
+                # a peer that hangs up ends the link at once, not on the next packet's send
+                nursery.start_soon(_cancel_when_set, tcp.ended, nursery.cancel_scope)
+                while True:
+                    data = None
+                    with trio.move_on_after(_LINK_IDLE_TIMEOUT):
+                        try:
+                            data = await link.queue.receive()
+                        except trio.EndOfChannel:
+                            break  # the transport is shutting down
+                    if data is None:
+                        break  # idle: free the connection; the next packet dials afresh
+                    try:
+                        await ws.send_message(data)
+                    except ConnectionClosed:
+                        self.packets_unsent += 1
+                        break
+                nursery.cancel_scope.cancel()
+        except ConnectError as exc:
+            log.debug("packet_link_failed", peer=address, error=str(exc))
+        finally:
+            if self._links.get(address) is link:
+                del self._links[address]
+            link.queue_in.close()
+            self.packets_unsent += _drain(link.queue)
+            if ws is not None and tcp is not None:
+                try:
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        await ws.aclose()
+                except Exception:  # closing is best effort; the socket goes below anyway
+                    pass
+                finally:
+                    tcp.close()
+
+    async def _receive_packets(self, ws: WebSocketConnection, source: str) -> None:
+        while True:
+            try:
+                message = await ws.get_message()
+            except ConnectionClosed:
+                return
+            if isinstance(message, str) or len(message) > self.max_packet_size:
+                self.packets_dropped += 1
+                continue
+            try:
+                self._packets_in.send_nowait((source, message))
+            except trio.WouldBlock:
+                self.packets_dropped += 1
+            except trio.ClosedResourceError:
+                return
+
+    # -- streams -----------------------------------------------------------------------
+    async def connect(self, address: str, *, timeout: float = 5.0) -> Stream:  # noqa: ASYNC109 (timeout is part of the interface)
+        if self._closed:
+            raise ConnectError("transport is closed")
+        with trio.move_on_after(timeout):  # covers dialling and the handshake
+            ws, tcp = await self._dial(address, STREAM_PATH, self.max_frame_size)
+            stream = WebSocketStream(self, ws, tcp, address)
+            if self._closed:
+                await stream.aclose()
+                raise ConnectError("transport is closed")
+            return stream
+        raise ConnectError(f"connect to {address} timed out after {timeout}s")
+
+    async def accept(self) -> Stream:
+        return await self._accepts.receive()
+
+    # -- client side -------------------------------------------------------------------
+    async def _dial(self, address: str, path: str, max_message_size: int
+                    ) -> tuple[WebSocketConnection, TcpConnection]:
+        """Open a client WebSocket whose reader task lives in the transport's nursery.
+
+        Until the handshake completes the work runs in the caller's cancel scope, so the
+        caller bounds it with a deadline.
+        """
+        if self._closed:
+            raise ConnectError("transport is closed")
+        result: tuple[WebSocketConnection, TcpConnection] = await self._nursery.start(
+            self._run_client, address, f"{path}?{self._from_query}", max_message_size)
+        return result
+
+    async def _run_client(self, address: str, resource: str, max_message_size: int,
+                          *, task_status: trio.TaskStatus[tuple[WebSocketConnection, TcpConnection]]
+                          ) -> None:
+        """Connect, hand the open connection to the caller, then run until it ends.
+
+        Errors before the hand-over become ConnectError for the caller; later ones are the
+        connection's business (its users see StreamClosed) and never reach the transport.
+        """
+        tcp = await open_tcp_connection(address)
+        if self._closed:  # shut down while dialling: nothing would close this connection
+            tcp.close()
+            raise ConnectError("transport is closed")
+        self._connections.add(tcp)
+        host, port = parse_hostport(address)
+        failure: BaseException | None = None
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = await _unless_ended(tcp, wrap_client_stream(
+                    nursery, tcp, format_hostport(host, port), resource,  # type: ignore[arg-type]
+                    message_queue_size=_MESSAGE_QUEUE, max_message_size=max_message_size,
+                    receive_buffer_size=_RECEIVE_BUFFER))
+                if ws is None:
+                    nursery.cancel_scope.cancel()
+                else:
+                    task_status.started((ws, tcp))
+                    started = True
+        except Exception as exc:  # e.g. ConnectionRejected from the reader task
+            failure = exc
+        finally:
+            self._connections.discard(tcp)
+            tcp.close()
+        if not started:
+            detail = _describe(failure) if failure else "connection closed during the handshake"
+            raise ConnectError(f"WebSocket handshake with {address} failed: {detail}")
+        if failure is not None:
+            log.debug("websocket_client_error", peer=address, error=_describe(failure))
+
+    # -- server side -------------------------------------------------------------------
+    def _on_accept(self, sock: trio.socket.SocketType, sockaddr: Any) -> None:
+        self._nursery.start_soon(self._serve_connection, TcpConnection(sock), sockaddr_to_address(sockaddr))
+
+    async def _serve_connection(self, tcp: TcpConnection, remote: str) -> None:
+        """Run one inbound connection: upgrade it, route it by path, keep it until it ends."""
+        self._connections.add(tcp)
+        try:
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+                    request = await _unless_ended(tcp, wrap_server_stream(
+                        nursery, tcp, message_queue_size=_MESSAGE_QUEUE,
+                        max_message_size=max(self.max_frame_size, self.max_packet_size),
+                        receive_buffer_size=_RECEIVE_BUFFER))
+                if request is None or not await self._route(request, tcp, remote):
+                    nursery.cancel_scope.cancel()
+        except Exception as exc:  # a misbehaving client must not stop the server
+            log.debug("websocket_server_error", peer=remote, error=_describe(exc))
+        finally:
+            self._connections.discard(tcp)
+            tcp.close()
+
+    async def _route(self, request: WebSocketRequest, tcp: TcpConnection, remote: str) -> bool:
+        """Serve ``request``; True when the connection should stay open until its reader ends."""
+        target = urllib.parse.urlsplit(request.path)
+        source = _source_address(target.query)
+        if target.path == STREAM_PATH:
+            ws = await request.accept()
+            stream = WebSocketStream(self, ws, tcp, source or remote)
+            try:
+                self._accepts_in.send_nowait(stream)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                self.accepts_dropped += 1
+                await stream.aclose()
+                return False
+            return True
+        if target.path == PACKET_PATH:
+            if source is None:
+                await request.reject(400, body=b"missing or malformed 'from' address")
+                return False
+            await self._receive_packets(await request.accept(), source)
+            return False
+        await request.reject(404)
+        return False
+
+    # -- shutdown ----------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._packets_in.close()
+        self._accepts_in.close()
+        self._listener.close()
+        for link in self._links.values():
+            link.queue_in.close()
+        for tcp in list(self._connections):
+            tcp.close()  # peers see the connection drop; readers here end with it
+
+
+async def _unless_ended(tcp: TcpConnection, handshake: Awaitable[T]) -> T | None:
+    """Await ``handshake``, or None as soon as the connection ends first.
+
+    trio-websocket waits forever for a handshake whose TCP connection was closed (a peer that
+    is not a WebSocket server, a garbage request it answered with 400); this fails it fast.
+    """
+    result: T | None = None
+    async with trio.open_nursery() as nursery:
+        async def run() -> None:
+            nonlocal result
+            result = await handshake
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run)
+        nursery.start_soon(_cancel_when_set, tcp.ended, nursery.cancel_scope)
+    return result
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _source_address(query: str) -> str | None:
+    """The ``from`` parameter as a normalised ``host:port``, or None if absent or malformed."""
+    values = urllib.parse.parse_qs(query).get("from")
+    if not values:
+        return None
+    try:
+        host, port = parse_hostport(values[0])
+    except ValueError:
+        return None
+    return format_hostport(host, port) if port else None
+
+
+def _drain(channel: trio.MemoryReceiveChannel[bytes]) -> int:
+    count = 0
+    while True:
+        try:
+            channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return count
+        count += 1
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    reason = exc.reason
+    if reason is None:
+        return "websocket closed"
+    return f"websocket closed: {reason.code} {reason.name}" + (f" ({reason.reason})" if reason.reason else "")
+
+
+def _describe(exc: BaseException) -> str:
+    """The one interesting exception inside trio's nursery exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return repr(exc)
+
