@@ -1,0 +1,47 @@
+"""Pure retrieval core for hybrid recall: tokenizer, embedders, BM25 and vector indexes.
+
+No Trio and no I/O: an actor owns one :class:`AgentIndex` per agent, feeds it memories as they
+are stored, updated and forgotten, and asks it for the best matches of a query.
+"""
+
+from .embed import (
+    DEFAULT_DIM,
+    Embedder,
+    HashingEmbedder,
+    SentenceTransformerEmbedder,
+    make_embedder,
+)
+from .index import (
+    FUSIONS,
+    ROUTINGS,
+    RRF_K,
+    AgentIndex,
+    Bm25Index,
+    Fusion,
+    Hit,
+    Routing,
+    VectorIndex,
+)
+from .text import CONTENT_WORDS, STOP_WORDS, stem, tokenize, words
+
+__all__ = [
+    "CONTENT_WORDS",
+    "DEFAULT_DIM",
+    "FUSIONS",
+    "ROUTINGS",
+    "RRF_K",
+    "STOP_WORDS",
+    "AgentIndex",
+    "Bm25Index",
+    "Embedder",
+    "Fusion",
+    "HashingEmbedder",
+    "Hit",
+    "Routing",
+    "SentenceTransformerEmbedder",
+    "VectorIndex",
+    "make_embedder",
+    "stem",
+    "tokenize",
+    "words",
+]
