@@ -1,0 +1,467 @@
+"""The segmented, append-only write-ahead log of one node.
+
+Segments live in one directory, each named by the LSN of its first record, zero-padded to 20
+digits (``00000000000000000001.wal``) so that name order is LSN order. A segment rolls once it
+has reached ``segment_bytes``; the newest segment is the active one, every other one is sealed
+and never written again (a sealed segment can be shipped to object storage as it is).
+
+Durability: :meth:`WriteAheadLog.append` only hands bytes to the OS. A write is durable only
+after :meth:`WriteAheadLog.sync` has returned; acknowledge nothing before that.
+
+Recovery (:meth:`WriteAheadLog.open`) never raises for bad data on disk, only for OS errors:
+
+- a torn or damaged tail of the last segment is cut off at the end of its last good record;
+- damage in a sealed segment, or a hole between segments, means nothing after it can be trusted:
+  that segment is cut at its last good record (the cut bytes are kept aside in
+  ``<segment>.wal.tail.corrupt``) and every later segment is renamed aside to
+  ``<segment>.wal.corrupt``, never deleted, so an operator can still inspect or salvage it.
+  Files not named ``<20 digits>.wal`` are ignored, so quarantined files are never read again.
+
+Errors: an OS error while appending or syncing leaves the log failed (like PostgreSQL, which
+stops rather than guess what an fsync error lost): every later call raises
+:class:`WalFailedError` and the owner must reopen the log, which runs recovery. Records of the
+failed call may or may not be there after the reopen.
+
+Not thread-safe: one owner (the WAL actor) serialises every call, running them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from dakera_actors.log import EventLogger, get_logger
+
+from .record import StopReason, WalRecord, encode_record, scan
+
+DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
+SEGMENT_SUFFIX: Final = ".wal"
+QUARANTINE_SUFFIX: Final = ".corrupt"
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
+_APPEND_FLAGS: Final = os.O_WRONLY | os.O_APPEND
+_datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync flushes the size too; macOS lacks it
+
+
+class WalError(Exception):
+    """Base of the errors the log raises itself (OS errors are raised as they are)."""
+
+
+class WalFailedError(WalError):
+    """The log hit an OS error while writing or syncing, or was closed; reopen it."""
+
+
+class WalCorruptError(WalError):
+    """Data that recovery accepted no longer reads back (changed on disk since open)."""
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"{first_lsn:020d}{SEGMENT_SUFFIX}"
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make file creations, renames and deletions in ``directory`` survive a crash."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _aside(path: Path, suffix: str) -> Path:
+    """A free name next to ``path`` for a quarantined file: never overwrite earlier evidence."""
+    candidate = path.with_name(path.name + suffix)
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}{suffix}.{n}")
+        n += 1
+    return candidate
+
+
+@attrs.frozen
+class SegmentInfo:
+    """One segment file: records ``first_lsn..last_lsn`` (``last_lsn < first_lsn`` when empty)."""
+
+    path: Path
+    first_lsn: int
+    last_lsn: int
+    size: int
+
+
+@attrs.define
+class _Segment:
+    path: Path
+    first_lsn: int
+    size: int
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What :meth:`WriteAheadLog.open` found and repaired.
+
+    ``reason`` is "eof" when every segment ended cleanly, else why recovery cut the log (see
+    :data:`~dakera_actors.wal.record.StopReason`). ``problems`` has one sentence per repair.
+    """
+
+    segments_scanned: int
+    records_recovered: int
+    last_lsn: int
+    bytes_truncated: int
+    reason: StopReason
+    problems: tuple[str, ...] = ()
+    quarantined: tuple[Path, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+
+def _list_segments(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            match = _SEGMENT_NAME.match(entry.name)
+            if match and int(match[1]) >= 1 and entry.is_file():
+                found.append((int(match[1]), Path(entry.path)))
+    return sorted(found)
+
+
+class _Recovery:
+    """Scan every segment in order, repair what is damaged, and say what was done."""
+
+    def __init__(self, directory: Path, log: EventLogger) -> None:
+        self.directory = directory
+        self.log = log
+        self.kept: list[_Segment] = []
+        self.last_lsn = 0
+        self.records = 0
+        self.scanned = 0
+        self.truncated = 0
+        self.reason: StopReason = "eof"
+        self.problems: list[str] = []
+        self.quarantined: list[Path] = []
+
+    def run(self) -> RecoveryReport:
+        found = _list_segments(self.directory)
+        for i, (first_lsn, path) in enumerate(found):
+            if self.kept and first_lsn != self.last_lsn + 1:
+                self._segment_hole(path, first_lsn)
+                self._quarantine(found[i:])
+                break
+            if not self._scan_segment(path, first_lsn, is_last=i == len(found) - 1):
+                self._quarantine(found[i + 1 :])
+                break
+        for segment in self.kept:  # what we read may still be only in the page cache of a dead process
+            _fsync_file(segment.path)
+        fsync_directory(self.directory)
+        report = RecoveryReport(
+            segments_scanned=self.scanned, records_recovered=self.records, last_lsn=self.last_lsn,
+            bytes_truncated=self.truncated, reason=self.reason, problems=tuple(self.problems),
+            quarantined=tuple(self.quarantined),
+        )
+        self.log.info("wal_recovered", segments=len(self.kept), records=self.records,
+                      last_lsn=self.last_lsn, truncated_bytes=self.truncated, reason=self.reason,
+                      problems=len(self.problems))
+        return report
+
+    def _scan_segment(self, path: Path, first_lsn: int, *, is_last: bool) -> bool:
+        """Keep the good prefix of one segment; False when the log must end here."""
+        buf = path.read_bytes()
+        result = scan(buf, prev_lsn=first_lsn - 1)
+        self.scanned += 1
+        self.records += len(result.records)
+        self.last_lsn = result.records[-1].lsn if result.records else first_lsn - 1
+        self.kept.append(_Segment(path=path, first_lsn=first_lsn, size=result.end))
+        if result.clean:
+            return True
+        self.reason = result.reason
+        cut = len(buf) - result.end
+        self.truncated += cut
+        if is_last:
+            self.problems.append(f"{path.name}: cut {cut} bytes at offset {result.end} ({result.detail})")
+            self.log.warning("wal_tail_truncated", segment=path.name, offset=result.end, bytes=cut,
+                             reason=result.reason, detail=result.detail)
+        else:
+            kept_aside = _aside(path, ".tail" + QUARANTINE_SUFFIX)
+            kept_aside.write_bytes(buf[result.end :])
+            self.problems.append(f"{path.name}: sealed segment damaged at offset {result.end} "
+                                 f"({result.detail}); cut {cut} bytes, kept in {kept_aside.name}")
+            self.log.error("wal_segment_damaged", segment=path.name, offset=result.end, bytes=cut,
+                           reason=result.reason, detail=result.detail, kept_in=kept_aside.name)
+        _truncate_file(path, result.end)
+        return is_last
+
+    def _segment_hole(self, path: Path, first_lsn: int) -> None:
+        expected = self.last_lsn + 1
+        self.reason = "gap" if first_lsn > expected else "order"
+        self.problems.append(f"{path.name}: starts at lsn {first_lsn} where {expected} was due")
+        self.log.error("wal_segment_gap", segment=path.name, first_lsn=first_lsn, expected_lsn=expected,
+                       reason=self.reason)
+
+    def _quarantine(self, rest: Sequence[tuple[int, Path]]) -> None:
+        for _first_lsn, path in rest:
+            target = _aside(path, QUARANTINE_SUFFIX)
+            os.rename(path, target)
+            self.quarantined.append(target)
+            self.problems.append(f"{path.name}: after damaged data, renamed aside to {target.name}")
+            self.log.error("wal_segment_quarantined", segment=path.name, moved_to=target.name)
+
+
+def _truncate_file(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        os.fsync(f.fileno())
+
+
+class WriteAheadLog:
+    """A segmented append-only log of :class:`WalRecord` in one directory.
+
+    Build one with :meth:`open`, which recovers whatever a crash left behind.
+    """
+
+    def __init__(self, directory: Path, *, segment_bytes: int, log: EventLogger,
+                 segments: list[_Segment], last_lsn: int, recovery: RecoveryReport) -> None:
+        self.directory = directory
+        self.recovery = recovery
+        self._segment_bytes = segment_bytes
+        self._log = log
+        self._segments = segments
+        self._last_lsn = last_lsn
+        self._fd: int | None = os.open(segments[-1].path, _APPEND_FLAGS) if segments else None
+        self._unsynced: dict[Path, int] = {}  # sealed segments written since the last sync
+        self._active_dirty = False
+        self._dir_dirty = False
+        self._failed: BaseException | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+             log: EventLogger | None = None) -> WriteAheadLog:
+        """Open (creating it if needed) and recover the log in ``directory``.
+
+        The repairs made are in :attr:`recovery`, one log line each. Raises only ``OSError``.
+        """
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be positive")
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        logger = log or get_logger("dakera_actors.wal")
+        recovery = _Recovery(path, logger)
+        report = recovery.run()
+        return cls(path, segment_bytes=segment_bytes, log=logger, segments=recovery.kept,
+                   last_lsn=recovery.last_lsn, recovery=report)
+
+    def start_at(self, next_lsn: int) -> None:
+        """Make an EMPTY log continue at ``next_lsn`` (the WAL was lost but snapshots were not).
+
+        Without this, LSNs would restart at 1 under snapshots that claim higher ones, and every
+        new record would look already applied. Refuses a log that holds records: a gap inside
+        a log is corruption, not a configuration.
+        """
+        self._check_usable()
+        if any(seg.size for seg in self._segments):
+            raise ValueError("start_at needs an empty log")
+        if next_lsn <= self._last_lsn + 1:
+            return
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for seg in self._segments:
+            seg.path.unlink()
+        self._segments = []
+        self._last_lsn = next_lsn - 1
+        self._writable_segment(next_lsn)  # an empty segment whose name carries the next LSN
+        fsync_directory(self.directory)
+        self._dir_dirty = False
+
+    @property
+    def last_lsn(self) -> int:
+        """The LSN of the newest appended record (0 for an empty log); it may not be synced yet."""
+        return self._last_lsn
+
+    def append(self, entries: Sequence[tuple[int, str, Any, float]]) -> list[WalRecord]:
+        """Log ``(shard, op, body, ts)`` entries under consecutive LSNs; not durable until :meth:`sync`.
+
+        Every entry is encoded before anything is written, so a body that cannot be encoded
+        (``TypeError``/``ValueError``) leaves the log untouched.
+        """
+        self._check_usable()
+        first = self._last_lsn + 1
+        records = [WalRecord(lsn=first + i, shard=shard, op=op, body=body, ts=ts)
+                   for i, (shard, op, body, ts) in enumerate(entries)]
+        frames = [encode_record(rec) for rec in records]
+        if not records:
+            return records
+        try:
+            self._write_frames(records, frames)
+        except OSError as exc:
+            self._fail("append", exc)
+            raise
+        self._last_lsn = records[-1].lsn
+        return records
+
+    def _write_frames(self, records: list[WalRecord], frames: list[bytes]) -> None:
+        i = 0
+        while i < len(frames):
+            segment = self._writable_segment(records[i].lsn)
+            j, size = i, segment.size
+            while j < len(frames) and (j == i or size < self._segment_bytes):
+                size += len(frames[j])
+                j += 1
+            assert self._fd is not None
+            _write_all(self._fd, b"".join(frames[i:j]))  # one write per segment touched
+            segment.size = size
+            self._active_dirty = True
+            i = j
+
+    def _writable_segment(self, next_lsn: int) -> _Segment:
+        """The active segment, or a fresh one starting at ``next_lsn`` when it is full."""
+        if self._segments and self._segments[-1].size < self._segment_bytes:
+            return self._segments[-1]
+        if self._fd is not None:
+            self._seal_active()
+        path = self.directory / segment_name(next_lsn)
+        # O_EXCL: an existing file of that name would mean two segments claim the same LSNs
+        self._fd = os.open(path, _APPEND_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        self._dir_dirty = True
+        segment = _Segment(path=path, first_lsn=next_lsn, size=0)
+        self._segments.append(segment)
+        self._log.debug("wal_segment_created", segment=path.name)
+        return segment
+
+    def _seal_active(self) -> None:
+        assert self._fd is not None
+        if self._active_dirty:  # sync() still owes this file an fsync
+            self._unsynced[self._segments[-1].path] = self._fd
+        else:
+            os.close(self._fd)
+        self._fd = None
+        self._active_dirty = False
+
+    def sync(self) -> None:
+        """Make every appended record durable: fsync written segments, then the directory."""
+        self._check_usable()
+        try:
+            for path, fd in list(self._unsynced.items()):
+                _datasync(fd)
+                os.close(fd)
+                del self._unsynced[path]
+            if self._active_dirty and self._fd is not None:
+                _datasync(self._fd)
+                self._active_dirty = False
+            if self._dir_dirty:  # a new segment's name is only durable once its directory is
+                fsync_directory(self.directory)
+                self._dir_dirty = False
+        except OSError as exc:
+            self._fail("sync", exc)
+            raise
+
+    def replay(self, after_lsn: int = 0) -> Iterator[WalRecord]:
+        """Every record with ``lsn > after_lsn``, in order, up to :attr:`last_lsn` as of this call.
+
+        Segments that end at or before ``after_lsn`` are not read. Do not append or truncate
+        while iterating. Raises :class:`WalCorruptError` if a segment changed on disk since open.
+        """
+        self._check_usable()
+        firsts = [s.first_lsn for s in self._segments]
+        start = max(bisect.bisect_right(firsts, after_lsn + 1) - 1, 0)
+        # copied now: a generator body only runs at the first next()
+        frozen = [attrs.evolve(s) for s in self._segments[start:]]
+        return self._replay(frozen, after_lsn, self._last_lsn)
+
+    def _replay(self, segments: list[_Segment], after_lsn: int, upto: int) -> Iterator[WalRecord]:
+        for segment in segments:
+            with open(segment.path, "rb") as f:
+                buf = f.read(segment.size)
+            result = scan(buf, prev_lsn=segment.first_lsn - 1)
+            if not result.clean or result.end != segment.size:
+                raise WalCorruptError(f"{segment.path.name}: {result.reason}, {result.detail or 'short read'}")
+            for rec in result.records:
+                if after_lsn < rec.lsn <= upto:
+                    yield rec
+
+    def truncate_before(self, lsn: int) -> int:
+        """Delete sealed segments whose records all have LSNs below ``lsn``; returns how many.
+
+        The active segment is never deleted. Call it with the LSN every shard's snapshot covers.
+        """
+        self._check_usable()
+        deleted = 0
+        while len(self._segments) > 1 and self._segments[1].first_lsn <= lsn:
+            segment = self._segments[0]
+            os.unlink(segment.path)
+            # one directory fsync per deletion: a crash must not bring back an older segment
+            # without the ones after it, which recovery would read as a hole
+            fsync_directory(self.directory)
+            self._segments.pop(0)
+            fd = self._unsynced.pop(segment.path, None)
+            if fd is not None:
+                os.close(fd)
+            deleted += 1
+        if deleted:
+            self._log.info("wal_segments_deleted", count=deleted, before_lsn=lsn)
+        return deleted
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every segment, oldest first; the last one is the active segment."""
+        infos = []
+        for i, segment in enumerate(self._segments):
+            following = self._segments[i + 1] if i + 1 < len(self._segments) else None
+            last = following.first_lsn - 1 if following else max(self._last_lsn, segment.first_lsn - 1)
+            infos.append(SegmentInfo(segment.path, segment.first_lsn, last, segment.size))
+        return infos
+
+    def sealed_segments(self) -> list[SegmentInfo]:
+        """The segments that will never be written again (all but the active one)."""
+        return self.segments()[:-1]
+
+    def close(self) -> None:
+        """Sync (unless the log has failed) and release the files. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            for fd in self._unsynced.values():
+                os.close(fd)
+            self._unsynced.clear()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._closed = True
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise WalFailedError("the write-ahead log is closed")
+        if self._failed is not None:
+            raise WalFailedError(f"the write-ahead log failed earlier: {self._failed!r}")
+
+    def _fail(self, during: str, exc: BaseException) -> None:
+        self._failed = exc
+        self._log.error("wal_failed", during=during, error=repr(exc))
