@@ -16,6 +16,7 @@ import trio
 from . import log
 from .config import Config, ConfigError
 from .node import DataDirLocked, open_node
+from .store.engine import StorageError
 
 
 async def serve(config: Config) -> None:
@@ -47,13 +48,32 @@ def main(argv: list[str] | None = None) -> int:
     log.configure(config.log_level, config.log_format)
     try:
         trio.run(serve, config)
-    except DataDirLocked as exc:
-        print(f"dakera_actors: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"dakera_actors: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, BaseExceptionGroup) as exc:
+        known = _startup_failure(exc)
+        if known is None:
+            raise  # a bug: let Python print the whole traceback, exit code 1
+        code, message = known
+        print(f"dakera_actors: {message}", file=sys.stderr)
+        return code
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _startup_failure(exc: BaseException) -> tuple[int, str] | None:
+    """Exit code and one-line message for failures an operator can fix; None for bugs."""
+    for leaf in _leaves(exc):
+        if isinstance(leaf, DataDirLocked):
+            return 2, str(leaf)
+        if isinstance(leaf, StorageError):
+            return 1, f"cannot start: {leaf}"
+        if isinstance(leaf, OSError):
+            return 1, f"cannot start: {leaf}"
+    return None
 
 
 if __name__ == "__main__":

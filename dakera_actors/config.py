@@ -40,6 +40,7 @@ _ENV_NAMES = {
     "gossip_keys": "DAKERA_GOSSIP_KEY",
     "shutdown_grace": "DAKERA_SHUTDOWN_GRACE_SECONDS",
     "request_timeout": "DAKERA_REQUEST_TIMEOUT_SECONDS",
+    "checkpoint_interval": "DAKERA_CHECKPOINT_INTERVAL_SECONDS",
 }
 
 
@@ -113,6 +114,13 @@ def _transport_name(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> 
                           f"unknown transport {value!r} (installed: {', '.join(sorted(known))})")
 
 
+def _embedder_spec(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # checked by form here; the model itself is loaded (and can fail) when the node starts
+    if not (isinstance(value, str) and re.match(r"^(hashing(:\d{2,5})?|sentence-transformers:\S+)$", value)):
+        raise ConfigError(_env(attribute.name),
+                          f"must be hashing, hashing:<dim> or sentence-transformers:<model>, got {value!r}")
+
+
 def _gossip_keys(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     for key in value:
         if not (isinstance(key, bytes) and len(key) == 32):
@@ -151,11 +159,14 @@ class Config:
     s3_region: str = "us-east-1"
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
 
+    embedder: str = attrs.field(default="hashing", validator=_embedder_spec)
+    wal_segment_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
+    checkpoint_records: int = attrs.field(default=50_000, validator=_int_range(1, 100_000_000))
+    checkpoint_interval: float = attrs.field(default=300.0, validator=_positive_float(86_400))
     max_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_int_range(1024, 1024**3))
     max_frame_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
     shutdown_grace: float = attrs.field(default=4.0, validator=_positive_float(60))
     request_timeout: float = attrs.field(default=5.0, validator=_positive_float(300))
-    mailbox_size: int = attrs.field(default=1024, validator=_int_range(1, 1_000_000))
     log_level: str = attrs.field(default="info", validator=_one_of(LOG_LEVELS))
     log_format: str = attrs.field(default="logfmt", validator=_one_of(("logfmt", "json")))
 
@@ -219,8 +230,8 @@ def _parse(field: attrs.Attribute[Any], var: str, value: str) -> Any:
                 raise ConfigError(var, f"must decode to 32 bytes, got {len(key)}")
             keys.append(key)
         return tuple(keys)
-    if name in ("write_ack", "storage", "log_level", "log_format", "transport"):
-        return value.lower() if name != "transport" else value
+    if name in ("write_ack", "storage", "log_level", "log_format", "transport", "embedder"):
+        return value.lower() if name not in ("transport", "embedder") else value
     if field.type in ("int", int):
         try:
             return int(value, 10)

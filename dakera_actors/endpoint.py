@@ -75,12 +75,13 @@ class MessageStream:
 
 class Endpoint:
     def __init__(self, transport: Transport, codec: Codec, metrics: NodeMetrics, log: EventLogger,
-                 *, api_address: str) -> None:
+                 *, api_address: str, request_timeout: float = 5.0) -> None:
         self.transport = transport
         self.codec = codec
         self.metrics = metrics
         self.log = log
         self.api_address = api_address
+        self.request_timeout = request_timeout
         self._packet_sinks: dict[type, PacketSink] = {}
         self._stream_handlers: dict[type, StreamHandler] = {Ping: self._answer_ping_stream}
         self._packet_sinks[Ping] = self._answer_ping_packet
@@ -133,11 +134,13 @@ class Endpoint:
             raise
         return stream
 
-    async def request(self, address: str, msg: object, *, timeout: float) -> Envelope:
+    async def request(self, address: str, msg: object, *, timeout: float | None = None) -> Envelope:
         """One request, one reply, over a fresh stream, all within ``timeout``.
 
         Raises a TransportError (ConnectError, StreamClosed, RequestTimeout) when the peer cannot
-        be reached or does not answer, RemoteError when it answers with an ErrorReply."""
+        be reached or does not answer, RemoteError when it answers with an ErrorReply.
+        ``timeout`` defaults to DAKERA_REQUEST_TIMEOUT_SECONDS."""
+        timeout = self.request_timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
                 async with await self.open_stream(address, msg, timeout=timeout) as stream:

@@ -66,6 +66,19 @@ class NodeMetrics:
         self.http_latency = Histogram("dakera_http_request_duration_seconds", "HTTP request latency by route",
                                       ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.http_in_flight = Gauge("dakera_http_requests_in_flight", "HTTP requests being served", registry=r)
+        # write-ahead log and storage
+        self.wal_fsync_seconds = Histogram("dakera_wal_fsync_seconds", "Time of one WAL fsync (one group commit)",
+                                           buckets=LATENCY_BUCKETS, registry=r)
+        self.wal_batch_records = Histogram("dakera_wal_batch_records", "Records made durable by one fsync",
+                                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)
+        self.wal_records = Counter("dakera_wal_records", "Records appended to the WAL", registry=r)
+        self.wal_segments_deleted = Counter("dakera_wal_segments_deleted",
+                                            "WAL segments deleted once covered by snapshots", registry=r)
+        self.wal_replayed_records = Gauge("dakera_wal_replayed_records", "Records replayed from the WAL at start",
+                                          registry=r)
+        self.snapshots_written = Counter("dakera_snapshots_written", "Shard snapshots written", registry=r)
+        self.snapshot_seconds = Histogram("dakera_snapshot_seconds", "Time to write one shard snapshot",
+                                          buckets=LATENCY_BUCKETS, registry=r)
         for direction in ("in", "out"):
             self.packets.labels(direction)
             self.packet_bytes.labels(direction)

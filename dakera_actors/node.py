@@ -13,10 +13,11 @@ import fcntl
 import os
 import random
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -28,6 +29,9 @@ from .metrics import NodeMetrics
 from .runtime import Actor
 from .transport import Transport, format_hostport, load_transport, parse_hostport
 from .wire import Codec
+
+if TYPE_CHECKING:
+    from .store.service import MemoryService
 
 NODE_ID_FILE = "node_id"
 LOCK_FILE = "LOCK"
@@ -57,6 +61,9 @@ class Readiness:
     def close(self, gate: str) -> None:
         self._open.discard(gate)
 
+    def is_open(self, gate: str) -> bool:
+        return gate in self._open
+
     def missing(self) -> list[str]:
         return [g for g in self._required if g not in self._open]
 
@@ -84,9 +91,12 @@ def _advertised(host: str, port: int) -> str:
 class Node:
     """A running node. Build it with :func:`open_node`."""
 
-    def __init__(self, config: Config, *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: Config, *, rng: random.Random | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.rng = rng or random.Random()
+        #: Unix time for data (created_at, expiry); protocol timing uses trio.current_time()
+        self.wall_clock = wall_clock
         self.data_dir = Path(config.data_dir)
         self.node_id = config.node_id or ""
         self.metrics = NodeMetrics()
@@ -95,6 +105,7 @@ class Node:
         self.transport: Transport | None = None
         self.endpoint: Endpoint | None = None
         self.actors: list[Actor] = []
+        self.memory: MemoryService | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -214,6 +225,7 @@ async def open_node(
     serve_http: bool = True,
     transport_options: dict[str, Any] | None = None,
     rng: random.Random | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it; stop it gracefully when the block exits.
 
@@ -221,8 +233,9 @@ async def open_node(
     ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``).
     """
     from .api import create_app
+    from .store.engine import start_storage
 
-    node = Node(config, rng=rng)
+    node = Node(config, rng=rng, wall_clock=wall_clock)
     node._prepare_data_dir()
     node.app = create_app(node)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)
@@ -250,10 +263,12 @@ async def open_node(
                         codec = Codec(node.node_id, config.gossip_keys,
                                       on_reject=lambda reason: node.metrics.wire_rejected.labels(reason).inc())
                         node.endpoint = Endpoint(node.transport, codec, node.metrics, node.log,
-                                                 api_address=node.api_address)
+                                                 api_address=node.api_address,
+                                                 request_timeout=config.request_timeout)
                         node.readiness.require("transport")
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
+                    await start_storage(node)
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")
                     try:

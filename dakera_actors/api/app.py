@@ -8,7 +8,6 @@ admin routes exist at ``/admin/...`` (the seed's paths) and ``/v1/admin/...`` (t
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,35 +18,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
-from .errors import ApiError, bad_request
+from .errors import ApiError
+from .memory import mount_memory_routes
+from .responses import error_response, json_response
 
 if TYPE_CHECKING:
     from ..node import Node
 
+
 OPEN_PREFIX = "/health"
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status,
-                    content_type="application/json", headers=headers)
-
-
-def error_response(err: ApiError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="dakera"'} if err.status == 401 else None
-    return json_response(err.body(), err.status, headers)
-
-
-async def json_body(*, required: bool = True) -> Any:
-    """The request's JSON body, or a 400 that says what is wrong with it."""
-    raw = await request.get_data(cache=True)
-    if not raw:
-        if required:
-            raise bad_request("request body must be a JSON object")
-        return None
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise bad_request(f"malformed JSON: {exc}") from None
 
 
 def create_app(node: Node) -> QuartTrio:
@@ -158,4 +137,5 @@ def create_app(node: Node) -> QuartTrio:
         return json_response(node.cluster_nodes())
 
     app.extensions["admin_route"] = admin_route
+    mount_memory_routes(app, node)
     return app

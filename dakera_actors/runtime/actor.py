@@ -214,3 +214,59 @@ class Actor:
     def close(self) -> None:
         """Stop accepting messages; the actor finishes what is queued and returns."""
         self._send.close()
+
+
+class Request:
+    """One message of a batch, with the means to answer it (a no-op for a ``tell``)."""
+
+    __slots__ = ("message", "_reply")
+
+    def __init__(self, message: Any, reply: _Reply[Any] | None) -> None:
+        self.message = message
+        self._reply = reply
+
+    def reply(self, value: Any) -> None:
+        if self._reply is not None:
+            self._reply.set(value)
+
+    def fail(self, error: BaseException) -> None:
+        if self._reply is not None:
+            self._reply.fail(error)
+
+
+class BatchActor(Actor):
+    """An actor that takes everything waiting in its mailbox at once (up to ``max_batch``).
+
+    This is group commit: while one batch is being made durable, the next one queues up, so
+    many concurrent writers share one fsync. Subclasses implement :meth:`handle_batch` and
+    answer each request; an exception fails every unanswered request of the batch and crashes
+    the actor, like any other bug.
+    """
+
+    def __init__(self, name: str, *, mailbox_size: int = 1024, max_batch: int = 1024) -> None:
+        super().__init__(name, mailbox_size=mailbox_size)
+        self.max_batch = max_batch
+
+    async def handle_batch(self, batch: list[Request]) -> None:
+        raise NotImplementedError
+
+    async def _dispatch(self, message: Any) -> None:
+        batch = [self._request(message)]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._request(self._recv.receive_nowait()))
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self.stats.received += len(batch) - 1
+        try:
+            await self.handle_batch(batch)
+        except BaseException:
+            for request in batch:
+                request.fail(ActorCrashed(self.name))
+            raise
+
+    @staticmethod
+    def _request(message: Any) -> Request:
+        if isinstance(message, _Ask):
+            return Request(message.message, message.reply)
+        return Request(message, None)

@@ -9,7 +9,16 @@ import pytest
 import trio
 import trio.testing
 
-from dakera_actors.runtime import Actor, ActorCrashed, ActorStopped, ActorTimeout, Published, Refusal
+from dakera_actors.runtime import (
+    Actor,
+    ActorCrashed,
+    ActorStopped,
+    ActorTimeout,
+    BatchActor,
+    Published,
+    Refusal,
+    Request,
+)
 
 
 class Counter(Actor):
@@ -179,3 +188,42 @@ async def test_published_readers_see_latest_value_without_blocking_writer() -> N
     assert seen[0] == 0 and seen[-1] == 3 and seen == sorted(seen)
     assert state.version == 3
     assert await state.wait_for(lambda v: v == 3) == 3
+
+
+class Collector(BatchActor):
+    def __init__(self) -> None:
+        super().__init__("collector", max_batch=3)
+        self.batches: list[list[Any]] = []
+        self.gate = trio.Event()
+
+    async def handle_batch(self, batch: list[Request]) -> None:
+        await self.gate.wait()
+        self.batches.append([r.message for r in batch])
+        for r in batch:
+            if r.message == "bad":
+                r.fail(Refusal("bad"))
+            else:
+                r.reply(len(batch))
+
+
+async def test_batch_actor_takes_what_waits_up_to_max_batch() -> None:
+    actor = Collector()
+    results: dict[int, Any] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+
+        async def ask(i: Any) -> None:
+            try:
+                results[i] = await actor.ask(i)
+            except Refusal:
+                results[i] = "refused"
+
+        for i in (1, 2, 3, 4, "bad"):
+            nursery.start_soon(ask, i)
+            await trio.testing.wait_all_tasks_blocked()
+        actor.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    # the first ask is taken alone; the other four wait and go in batches of at most three
+    assert actor.batches == [[1], [2, 3, 4], ["bad"]]
+    assert results == {1: 1, 2: 3, 3: 3, 4: 3, "bad": "refused"}

@@ -1,0 +1,46 @@
+"""JSON in and out: the response helpers every route uses."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from quart import Response, request
+
+from .errors import ApiError, bad_request
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    content_type="application/json", headers=headers)
+
+
+def error_response(err: ApiError) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="dakera"'} if err.status == 401 else None
+    return json_response(err.body(), err.status, headers)
+
+
+async def json_body(*, required: bool = True) -> Any:
+    """The request's JSON body, or a 400 that says what is wrong with it."""
+    raw = await request.get_data(cache=True)
+    if not raw:
+        if required:
+            raise bad_request("request body must be a JSON object")
+        return None
+    try:
+        return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request(f"malformed JSON: {exc}") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:32]} is out of range (Infinity is not valid JSON)")
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser accepts them unless told not to
+    raise ValueError(f"{name} is not valid JSON")

@@ -1,0 +1,176 @@
+"""The shard owner: the one writer of this node's shards.
+
+Writes wait in its mailbox; it takes all that wait (group commit), appends them to the WAL in
+one durable batch, applies the records to the shard state machine in LSN order, and only then
+answers each writer. So a write is acknowledged only once it is fsynced, the state always equals
+a prefix of the log, and reads (plain method calls on the ShardSet, on the same event loop) never
+see a write that could still be lost.
+
+It also keeps restart time bounded: after enough records it dumps the shards that changed and
+hands the images to the checkpointer, which writes snapshots and lets the WAL drop what they
+cover. And it purges expired memories through the log, so replicas and replays agree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import trio
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..log import get_logger
+from ..metrics import NodeMetrics
+from ..runtime import Actor, BatchActor, Request
+from ..wal.actor import WalActor
+from ..wal.snapshot import SnapshotStore
+from .shard import ShardSet
+
+WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
+_log = get_logger("dakera_actors.store")
+
+
+@attrs.frozen
+class Write:
+    entries: list[tuple[int, str, Any]]  # (shard, op, body)
+    ts: float
+
+
+@attrs.frozen
+class Checkpoint:
+    images: list[dict[str, Any]]
+    live_shards: list[int]
+
+
+class ShardOwner(BatchActor):
+    def __init__(self, shards: ShardSet, wal: WalActor, checkpointer: Checkpointer, metrics: NodeMetrics,
+                 *, wall_clock: Callable[[], float] = time.time, checkpoint_records: int = 50_000,
+                 checkpoint_interval: float = 300.0, purge_interval: float = 1.0) -> None:
+        super().__init__("shard-owner")
+        self.shards = shards
+        self.wal = wal
+        self.checkpointer = checkpointer
+        self.metrics = metrics
+        self.wall_clock = wall_clock
+        self.checkpoint_records = checkpoint_records
+        self.checkpoint_interval = checkpoint_interval
+        self.purge_interval = purge_interval
+        self._since_checkpoint = 0
+        self._next_checkpoint = math.inf
+        self._next_purge = math.inf
+
+    # -- the writers' side -------------------------------------------------------------
+    async def write(self, shard: int, op: str, body: Any, ts: float) -> Any:
+        """Make one record durable and applied; returns what applying it returned."""
+        results = await self.ask(Write([(shard, op, body)], ts), timeout=WRITE_TIMEOUT)
+        return results[0]
+
+    async def write_many(self, entries: list[tuple[int, str, Any]], ts: float) -> list[Any]:
+        """Several records in one durable batch (a batch store): all or none are acknowledged."""
+        results: list[Any] = await self.ask(Write(entries, ts), timeout=WRITE_TIMEOUT)
+        return results
+
+    # -- the actor's side --------------------------------------------------------------
+    async def on_start(self) -> None:
+        now = trio.current_time()
+        self._next_checkpoint = now + self.checkpoint_interval
+        self._next_purge = now + self.purge_interval
+
+    def next_timer(self) -> float:
+        return min(self._next_checkpoint, self._next_purge)
+
+    async def on_timer(self, now: float) -> None:
+        if now >= self._next_purge:
+            self._next_purge = now + self.purge_interval
+            await self._purge_expired()
+        if now >= self._next_checkpoint:
+            await self._checkpoint()
+
+    async def handle_batch(self, batch: list[Request]) -> None:
+        entries = [(shard, op, body, req.message.ts) for req in batch for (shard, op, body) in req.message.entries]
+        results = await self._commit(entries)
+        at = 0
+        for req in batch:
+            n = len(req.message.entries)
+            req.reply(results[at:at + n])
+            at += n
+        if self._since_checkpoint >= self.checkpoint_records:
+            await self._checkpoint()
+
+    async def _commit(self, entries: list[tuple[int, str, Any, float]]) -> list[Any]:
+        records = await self.wal.append(entries)
+        self._since_checkpoint += len(records)
+        return [self.shards.apply(r.lsn, r.shard, r.op, r.body) for r in records]
+
+    async def _purge_expired(self) -> None:
+        now = self.wall_clock()
+        due = [s.id for s in self.shards.shards.values() if (at := s.next_expiry()) is not None and at <= now]
+        if due:
+            purged = await self._commit([(shard, "purge", {"now": now}, now) for shard in due])
+            _log.info("memories_expired", shards=len(due), memories=sum(purged))
+
+    async def _checkpoint(self) -> None:
+        """Dump every shard changed since its last snapshot and hand the images over."""
+        self._since_checkpoint = 0
+        self._next_checkpoint = trio.current_time() + self.checkpoint_interval
+        live = [s.id for s in self.shards.shards.values() if s.applied_lsn > 0]
+        dirty = [sid for sid in live if self.shards.shards[sid].applied_lsn > self.checkpointer.snapshot_lsn(sid)]
+        if dirty:
+            # each dump is a consistent image: nothing is applied while it is taken
+            images = [self.shards.dump(sid) for sid in dirty]
+            await self.checkpointer.tell(Checkpoint(images, live))
+
+
+class Checkpointer(Actor):
+    """Writes shard snapshots off the write path, then lets the WAL drop what they cover."""
+
+    def __init__(self, store: SnapshotStore, wal: WalActor, metrics: NodeMetrics, *, keep: int = 2) -> None:
+        super().__init__("checkpointer", mailbox_size=4)
+        self.store = store
+        self.wal = wal
+        self.metrics = metrics
+        self.keep = keep
+        self._snap_lsn: dict[int, int] = {}
+
+    def snapshot_lsn(self, shard: int) -> int:
+        return self._snap_lsn.get(shard, 0)
+
+    def known(self, latest: dict[int, int]) -> None:
+        """The snapshot LSNs found on disk at start."""
+        self._snap_lsn.update(latest)
+
+    def _write(self, image: dict[str, Any]) -> float:
+        started = time.perf_counter()
+        self.store.write(image["shard"], image["lsn"], image)
+        self.store.prune(image["shard"], keep=self.keep)
+        return time.perf_counter() - started
+
+    async def handle(self, message: Any) -> Any:
+        assert isinstance(message, Checkpoint)
+        for image in message.images:
+            seconds = await trio.to_thread.run_sync(self._write, image)
+            self._snap_lsn[image["shard"]] = image["lsn"]
+            self.metrics.snapshots_written.inc()
+            self.metrics.snapshot_seconds.observe(seconds)
+        # the log is needed from the oldest snapshot on: a shard without one needs all of it
+        floor = min((self._snap_lsn.get(s, 0) for s in message.live_shards), default=0)
+        deleted = await self.wal.truncate_before(floor + 1) if floor else 0
+        _log.info("checkpoint_done", shards=len(message.images), wal_floor=floor, segments_deleted=deleted)
+
+
+class ShardCollector(Collector):
+    """``dakera_shard_memories{shard}``, read from the state at scrape time."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        self._shards = shards
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("dakera_shard_memories", "Memories held per shard on this node", labels=["shard"])
+        for shard in sorted(self._shards.shards.values(), key=lambda s: s.id):
+            if shard.applied_lsn:
+                family.add_metric([str(shard.id)], shard.memory_count)
+        yield family

@@ -1,0 +1,215 @@
+"""The memory API's behaviour, independent of HTTP: parsed JSON in, JSON-ready answers out.
+
+Routes call it on the node that owns the agent's shard; a later issue forwards requests for
+shards owned elsewhere to the owner's service, so nothing here may depend on the HTTP request.
+Validation happens before anything is written: a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..api.errors import ApiError
+from ..search import Embedder
+from . import model
+from .model import Invalid, Memory, NewMemory
+from .shard import ShardSet, Tokenizer
+
+if TYPE_CHECKING:
+    from .owner import ShardOwner
+
+
+def invalid(exc: Invalid) -> ApiError:
+    return ApiError(400, str(exc), field=exc.field)
+
+
+def not_found(agent_id: str, memory_id: str) -> ApiError:
+    return ApiError(404, f"memory {memory_id!r} not found for agent {agent_id!r}", code="NOT_FOUND")
+
+
+class MemoryService:
+    def __init__(self, shards: ShardSet, owner: ShardOwner, embedder: Embedder, tokenize: Tokenizer,
+                 *, wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.shards = shards
+        self.owner = owner
+        self.embedder = embedder
+        self.tokenize = tokenize
+        self.wall_clock = wall_clock
+        self.rng = rng or random.Random()
+
+    # -- helpers -----------------------------------------------------------------------
+    def _new_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        started = time.perf_counter()
+        vectors = self.embedder.embed(texts)
+        return vectors, int((time.perf_counter() - started) * 1000)
+
+    def _build(self, new: NewMemory, vector: np.ndarray, now: float) -> dict[str, Any]:
+        expires_at = new.expiry(now)
+        if expires_at is not None and expires_at <= now:
+            raise ApiError(400, "expires_at: is in the past", field="expires_at")
+        memory = Memory(id=new.id or self._new_id(), agent_id=new.agent_id, content=new.content,
+                        memory_type=new.memory_type, importance=new.importance, tags=new.tags,
+                        metadata=new.metadata, session_id=new.session_id, created_at=now,
+                        updated_at=now, expires_at=expires_at)
+        return {"m": memory.to_record(), "v": vector.astype(np.float32).tobytes()}
+
+    @staticmethod
+    def _with_warnings(body: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+        if warnings:
+            body["warnings"] = warnings
+        return body
+
+    # -- writes ------------------------------------------------------------------------
+    async def store(self, data: Any) -> dict[str, Any]:
+        try:
+            new, warnings = model.parse_store(data)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        vectors, ms = self._embed([new.content])
+        now = self.wall_clock()
+        body = self._build(new, vectors[0], now)
+        memory = await self.owner.write(self.shards.shard_of(new.agent_id), "put", body, now)
+        return self._with_warnings({"memory": memory.to_json(), "embedding_time_ms": ms}, warnings)
+
+    async def store_batch(self, data: Any) -> dict[str, Any]:
+        try:
+            items, warnings = model.parse_store_batch(data)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        vectors, ms = self._embed([i.content for i in items])
+        now = self.wall_clock()
+        bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
+        shard = self.shards.shard_of(items[0].agent_id)
+        stored: list[Memory] = await self.owner.write_many([(shard, "put", b) for b in bodies], now)
+        return self._with_warnings({
+            "stored": [{"id": m.id, "content": m.content, "agent_id": m.agent_id, "tags": list(m.tags),
+                        "importance": m.importance, "created_at": int(m.created_at)} for m in stored],
+            "stored_count": len(stored),
+            "total_embedding_time_ms": ms,
+        }, warnings)
+
+    async def update(self, agent_id: Any, memory_id: str, data: Any) -> dict[str, Any]:
+        try:
+            agent = model.agent_id(agent_id)
+            mid = model.memory_id(memory_id, "memory_id")
+            update, warnings = model.parse_update(data)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        now = self.wall_clock()
+        if self.shards.get(agent, mid, now) is None:
+            raise not_found(agent, mid)
+        vector = None
+        if update.content is not None:
+            vector = self._embed([update.content])[0][0].astype(np.float32).tobytes()
+        body = {"a": agent, "id": mid, "set": update.to_record(), "v": vector, "ua": now}
+        memory = await self.owner.write(self.shards.shard_of(agent), "patch", body, now)
+        if memory is None:  # forgotten between the check and the write
+            raise not_found(agent, mid)
+        return self._with_warnings(memory.to_json(), warnings)
+
+    async def forget(self, data: Any) -> dict[str, Any]:
+        try:
+            agent, ids = model.parse_forget(data)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        now = self.wall_clock()
+        deleted = await self.owner.write(self.shards.shard_of(agent), "delete", {"a": agent, "ids": list(ids)}, now)
+        return {"deleted_count": len(deleted), "memory_ids": deleted}
+
+    async def batch_forget(self, data: Any) -> dict[str, Any]:
+        try:
+            agent, flt = model.parse_batch_forget(data)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        now = self.wall_clock()
+        count = await self.owner.write(self.shards.shard_of(agent), "delete_where",
+                                       {"a": agent, "f": flt.to_record(), "now": now}, now)
+        return {"deleted_count": count}
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, agent_id: Any, memory_id: str) -> dict[str, Any]:
+        try:
+            agent = model.agent_id(agent_id)
+            mid = model.memory_id(memory_id, "memory_id")
+        except Invalid as exc:
+            raise invalid(exc) from None
+        memory = self.shards.get(agent, mid, self.wall_clock())
+        if memory is None:
+            raise not_found(agent, mid)
+        return memory.to_json()
+
+    def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
+        try:
+            query, warnings = model.parse_recall(data, default_top_k=default_top_k)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        vectors, embed_ms = self._embed([query.query])
+        started = time.perf_counter()
+        hits = self.shards.recall(query, self.tokenize(query.query), vectors[0], self.wall_clock())
+        search_ms = int((time.perf_counter() - started) * 1000)
+        memories = []
+        for memory, hit in hits:
+            item = memory.to_json()
+            item.update(score=hit.score, vector_score=hit.vector_score, text_score=hit.text_score)
+            memories.append(item)
+        return self._with_warnings({"memories": memories, "query_embedding_time_ms": embed_ms,
+                                    "search_time_ms": search_ms}, warnings)
+
+    def batch_recall(self, data: Any) -> dict[str, Any]:
+        try:
+            agent, flt, limit = model.parse_batch_recall(data)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        everything = self.shards.newest_first(agent, self.wall_clock())
+        matching = [m for m in everything if flt.matches(m)]
+        return {"memories": [m.to_json() for m in matching[:limit]], "total": len(everything),
+                "filtered": len(matching), "truncated": len(matching) > limit}
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        now = self.wall_clock()
+        out = []
+        for agent in self.shards.agent_ids():
+            memories = list(self.shards.live(agent, now))
+            if memories:
+                out.append({"agent_id": agent, "memory_count": len(memories),
+                            "session_count": len({m.session_id for m in memories if m.session_id}),
+                            "last_memory_at": int(max(m.created_at for m in memories))})
+        return out
+
+    def agent_memories(self, agent_id: str, args: Mapping[str, str]) -> list[dict[str, Any]]:
+        try:
+            agent = model.agent_id(agent_id)
+            limit, offset, memory_type = model.parse_listing(args)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        page = self.shards.newest_first(agent, self.wall_clock(), memory_type)[offset:offset + limit]
+        return [m.to_json() for m in page]
+
+    def agent_stats(self, agent_id: str) -> dict[str, Any]:
+        try:
+            agent = model.agent_id(agent_id)
+        except Invalid as exc:
+            raise invalid(exc) from None
+        memories = list(self.shards.live(agent, self.wall_clock()))
+        sessions = {m.session_id for m in memories if m.session_id}
+        created = [m.created_at for m in memories]
+        return {
+            "agent_id": agent,
+            "total_memories": len(memories),
+            "memories_by_type": dict(Counter(m.memory_type for m in memories)),
+            "total_sessions": len(sessions),
+            "active_sessions": 0,  # this server keeps no session lifecycle; a session is a tag here
+            "avg_importance": (sum(m.importance for m in memories) / len(memories)) if memories else None,
+            "oldest_memory_at": int(min(created)) if created else None,
+            "newest_memory_at": int(max(created)) if created else None,
+        }

@@ -1,0 +1,241 @@
+"""The shard state machine: every local shard's memories and indexes, changed only by WAL records.
+
+Pure and deterministic: ``apply(record)`` is the one way state changes, and applying the same
+records in the same order (from the log, a snapshot, or a primary's replication stream) gives
+the same state. Reads never change anything. Nothing here does I/O or looks at a clock: the
+time of a write travels inside its record, the time of a read is passed in.
+
+Records (``op``: body):
+- ``put``: ``{"m": memory record, "v": float32 vector bytes}``: insert, or replace keeping
+  the original ``created_at`` (upsert by id);
+- ``patch``: ``{"a": agent, "id": id, "set": {field: value}, "v": vector bytes | None,
+  "ua": updated_at}``: change some fields of one memory; a missing memory is a no-op;
+- ``delete``: ``{"a": agent, "ids": [...]}``;
+- ``delete_where``: ``{"a": agent, "f": filter record, "now": ts}``: every live memory of the
+  agent matching the filter at ``now``;
+- ``purge``: ``{"now": ts}``: every memory of the shard expired at ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import numpy as np
+import xxhash
+
+from ..search import AgentIndex, Hit
+from .model import Memory, MemoryFilter, RecallQuery
+
+Tokenizer = Callable[[str], list[str]]
+
+
+def shard_of(agent_id: str, shard_count: int) -> int:
+    """The shard an agent's memories live in: ``xxh64(agent_id) % shards`` (SPEC, section 4)."""
+    return xxhash.xxh64_intdigest(agent_id.encode()) % shard_count
+
+
+@attrs.define
+class AgentData:
+    memories: dict[str, Memory]
+    vectors: dict[str, bytes]
+    index: AgentIndex
+
+
+@attrs.define
+class Shard:
+    id: int
+    agents: dict[str, AgentData] = attrs.Factory(dict)
+    applied_lsn: int = 0
+    #: (expires_at, agent, id) of memories with an expiry; entries may be stale (lazy deletion)
+    expiries: list[tuple[int, str, str]] = attrs.Factory(list)
+
+    @property
+    def memory_count(self) -> int:
+        return sum(len(a.memories) for a in self.agents.values())
+
+    def next_expiry(self) -> int | None:
+        while self.expiries:
+            at, agent, mid = self.expiries[0]
+            data = self.agents.get(agent)
+            m = data.memories.get(mid) if data else None
+            if m is not None and m.expires_at == at:
+                return at
+            heapq.heappop(self.expiries)  # stale: forgotten, updated or already purged
+        return None
+
+
+class ShardSet:
+    """All shards this node holds a copy of."""
+
+    def __init__(self, shard_count: int, dim: int, tokenize: Tokenizer) -> None:
+        self.shard_count = shard_count
+        self.dim = dim
+        self.tokenize = tokenize
+        self.shards: dict[int, Shard] = {}
+
+    # -- placement ---------------------------------------------------------------------
+    def shard_of(self, agent_id: str) -> int:
+        return shard_of(agent_id, self.shard_count)
+
+    def shard(self, shard_id: int) -> Shard:
+        shard = self.shards.get(shard_id)
+        if shard is None:
+            shard = self.shards[shard_id] = Shard(shard_id)
+        return shard
+
+    def _agent(self, agent_id: str, *, create: bool) -> AgentData | None:
+        shard = self.shard(self.shard_of(agent_id))
+        data = shard.agents.get(agent_id)
+        if data is None and create:
+            data = shard.agents[agent_id] = AgentData({}, {}, AgentIndex(self.dim))
+        return data
+
+    # -- writes ------------------------------------------------------------------------
+    def apply(self, lsn: int, shard_id: int, op: str, body: Any) -> Any:
+        """Apply one record; returns what the write's caller is answered with.
+
+        Records at or below the shard's applied LSN are skipped (replaying a log over a
+        snapshot that already holds them), so replay is idempotent.
+        """
+        shard = self.shard(shard_id)
+        if lsn and lsn <= shard.applied_lsn:
+            return None
+        handler = _OPS.get(op)
+        if handler is None:
+            raise ValueError(f"unknown WAL op {op!r} at lsn {lsn}")
+        result = handler(self, shard, body)
+        if lsn:
+            shard.applied_lsn = lsn
+        return result
+
+    def _put(self, shard: Shard, body: dict[str, Any]) -> Memory:
+        memory = Memory.from_record(body["m"])
+        data = self._agent(memory.agent_id, create=True)
+        assert data is not None
+        old = data.memories.get(memory.id)
+        if old is not None:
+            memory = attrs.evolve(memory, created_at=old.created_at)
+            data.index.remove(memory.id)
+        self._index(shard, data, memory, body["v"])
+        return memory
+
+    def _index(self, shard: Shard, data: AgentData, memory: Memory, vector: bytes) -> None:
+        data.memories[memory.id] = memory
+        data.vectors[memory.id] = vector
+        data.index.add(memory.id, self.tokenize(memory.content), np.frombuffer(vector, dtype=np.float32))
+        if memory.expires_at is not None:
+            heapq.heappush(shard.expiries, (memory.expires_at, memory.agent_id, memory.id))
+
+    def _patch(self, shard: Shard, body: dict[str, Any]) -> Memory | None:
+        data = self._agent(body["a"], create=False)
+        old = data.memories.get(body["id"]) if data else None
+        if data is None or old is None:
+            return None
+        changes = dict(body["set"])
+        if "tags" in changes:
+            changes["tags"] = tuple(changes["tags"])
+        memory = attrs.evolve(old, updated_at=body["ua"], **changes)
+        vector = body["v"] if body.get("v") is not None else data.vectors[old.id]
+        data.index.remove(old.id)
+        self._index(shard, data, memory, vector)
+        return memory
+
+    def _remove(self, shard: Shard, data: AgentData, agent: str, mid: str) -> None:
+        del data.memories[mid]
+        del data.vectors[mid]
+        data.index.remove(mid)
+        if not data.memories:
+            del shard.agents[agent]
+
+    def _delete(self, shard: Shard, body: dict[str, Any]) -> list[str]:
+        data = self._agent(body["a"], create=False)
+        deleted = []
+        for mid in body["ids"]:
+            if data is not None and mid in data.memories:
+                self._remove(shard, data, body["a"], mid)
+                deleted.append(mid)
+        return deleted
+
+    def _delete_where(self, shard: Shard, body: dict[str, Any]) -> int:
+        data = self._agent(body["a"], create=False)
+        if data is None:
+            return 0
+        flt, now = MemoryFilter.from_record(body["f"]), body["now"]
+        doomed = [m.id for m in data.memories.values() if not m.expired(now) and flt.matches(m)]
+        for mid in doomed:
+            self._remove(shard, data, body["a"], mid)
+        return len(doomed)
+
+    def _purge(self, shard: Shard, body: dict[str, Any]) -> int:
+        now, purged = body["now"], 0
+        while (at := shard.next_expiry()) is not None and at <= now:
+            _, agent, mid = heapq.heappop(shard.expiries)
+            data = shard.agents[agent]
+            self._remove(shard, data, agent, mid)
+            purged += 1
+        return purged
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, agent_id: str, memory_id: str, now: float) -> Memory | None:
+        data = self._agent(agent_id, create=False)
+        m = data.memories.get(memory_id) if data else None
+        return None if m is None or m.expired(now) else m
+
+    def live(self, agent_id: str, now: float) -> Iterator[Memory]:
+        data = self._agent(agent_id, create=False)
+        if data is not None:
+            yield from (m for m in data.memories.values() if not m.expired(now))
+
+    def newest_first(self, agent_id: str, now: float, memory_type: str | None = None) -> list[Memory]:
+        found = [m for m in self.live(agent_id, now) if memory_type is None or m.memory_type == memory_type]
+        found.sort(key=lambda m: (m.created_at, m.id), reverse=True)
+        return found
+
+    def recall(self, q: RecallQuery, query_tokens: list[str], query_vec: np.ndarray,
+               now: float) -> list[tuple[Memory, Hit]]:
+        data = self._agent(q.agent_id, create=False)
+        if data is None:
+            return []
+        flt = q.filter
+        shard = self.shard(self.shard_of(q.agent_id))
+        candidates = None
+        next_expiry = shard.next_expiry()
+        # pre-filter only when something can be filtered out: the common recall scans nothing
+        if not flt.empty or (next_expiry is not None and next_expiry <= now):
+            candidates = {m.id for m in data.memories.values() if not m.expired(now) and flt.matches(m)}
+        hits = data.index.search(query_tokens, query_vec, top_k=q.top_k, routing=q.routing,
+                                 fusion=q.fusion, vector_weight=q.vector_weight, candidates=candidates)
+        return [(data.memories[h.key], h) for h in hits]
+
+    def agent_ids(self) -> list[str]:
+        return sorted(a for s in self.shards.values() for a in s.agents)
+
+    # -- snapshots ---------------------------------------------------------------------
+    def dump(self, shard_id: int) -> dict[str, Any]:
+        """A msgpack-ready image of one shard, taken at its applied LSN."""
+        shard = self.shard(shard_id)
+        return {"v": 1, "shard": shard_id, "lsn": shard.applied_lsn,
+                "memories": [[m.to_record(), data.vectors[m.id]]
+                             for data in shard.agents.values() for m in data.memories.values()]}
+
+    def load(self, image: dict[str, Any]) -> None:
+        """Replace one shard with a snapshot image from :meth:`dump`."""
+        shard = self.shards[image["shard"]] = Shard(image["shard"])
+        for record, vector in image["memories"]:
+            memory = Memory.from_record(record)
+            data = self._agent(memory.agent_id, create=True)
+            assert data is not None
+            self._index(shard, data, memory, vector)
+        shard.applied_lsn = image["lsn"]
+
+
+_OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
+    "put": ShardSet._put,
+    "patch": ShardSet._patch,
+    "delete": ShardSet._delete,
+    "delete_where": ShardSet._delete_where,
+    "purge": ShardSet._purge,
+}

@@ -1,0 +1,14 @@
+"""Waiting on a condition with a deadline: for effects of timers a test does not drive itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Return once ``condition()`` holds; fail the test with TooSlowError after ``timeout``."""
+    with trio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110 - polling an observable, not a task's event
+            await trio.sleep(interval)
