@@ -29,9 +29,15 @@ async def json_body(*, required: bool = True) -> Any:
             raise bad_request("request body must be a JSON object")
         return None
     try:
-        return json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
+    try:
+        # a \ud800 escape parses into a lone surrogate, which no UTF-8 log can store
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("malformed JSON: a string holds an unpaired UTF-16 surrogate escape") from None
+    return body
 
 
 def _finite_float(text: str) -> float:
