@@ -28,6 +28,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/transport.py
+	$(BIN)/python bench/recall.py
+	$(BIN)/python bench/single_node.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
