@@ -150,6 +150,18 @@ class Config:
     #: first key seals outgoing frames; every key is tried on incoming ones (rotation)
     gossip_keys: tuple[bytes, ...] = attrs.field(default=(), converter=tuple, validator=_gossip_keys)
 
+    # SWIM timing (see README: the detection times they give)
+    gossip_probe_interval_ms: int = attrs.field(default=500, validator=_int_range(10, 60_000))
+    gossip_probe_timeout_ms: int = attrs.field(default=250, validator=_int_range(5, 60_000))
+    gossip_indirect_checks: int = attrs.field(default=3, validator=_int_range(0, 16))
+    gossip_suspicion_mult: int = attrs.field(default=4, validator=_int_range(1, 100))
+    gossip_suspicion_max_mult: int = attrs.field(default=6, validator=_int_range(1, 100))
+    gossip_retransmit_mult: int = attrs.field(default=4, validator=_int_range(1, 100))
+    gossip_interval_ms: int = attrs.field(default=200, validator=_int_range(10, 60_000))
+    gossip_nodes: int = attrs.field(default=3, validator=_int_range(1, 64))
+    gossip_push_pull_interval_ms: int = attrs.field(default=30_000, validator=_int_range(100, 3_600_000))
+    gossip_awareness_max: int = attrs.field(default=8, validator=_int_range(1, 64))
+
     replication_factor: int = attrs.field(default=2, validator=_int_range(1, 9))
     shards: int = attrs.field(default=64, validator=_int_range(1, 65536))
     write_ack: str = attrs.field(default="primary", validator=_one_of(WRITE_ACK_MODES))
@@ -173,6 +185,10 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if self.cluster_mode and not self.node_id:
             raise ConfigError("DAKERA_NODE_ID", "is required when DAKERA_CLUSTER_MODE=true")
+        if self.gossip_probe_timeout_ms >= self.gossip_probe_interval_ms:
+            raise ConfigError("DAKERA_GOSSIP_PROBE_TIMEOUT_MS",
+                              "must be shorter than DAKERA_GOSSIP_PROBE_INTERVAL_MS "
+                              "(the indirect probes need the rest of the period)")
         if self.storage == "s3" and not self.s3_endpoint:
             raise ConfigError("DAKERA_S3_ENDPOINT", "is required when DAKERA_STORAGE=s3")
 
@@ -180,6 +196,23 @@ class Config:
     @property
     def gossip_bind_address(self) -> str:
         return self.gossip_bind or f"0.0.0.0:{self.gossip_port}"
+
+    def swim(self) -> Any:
+        """The SWIM core's timing, in seconds."""
+        from .membership.core import SwimConfig
+
+        return SwimConfig(
+            probe_interval=self.gossip_probe_interval_ms / 1000,
+            probe_timeout=self.gossip_probe_timeout_ms / 1000,
+            indirect_checks=self.gossip_indirect_checks,
+            suspicion_mult=self.gossip_suspicion_mult,
+            suspicion_max_mult=self.gossip_suspicion_max_mult,
+            retransmit_mult=self.gossip_retransmit_mult,
+            gossip_interval=self.gossip_interval_ms / 1000,
+            gossip_nodes=self.gossip_nodes,
+            push_pull_interval=self.gossip_push_pull_interval_ms / 1000,
+            awareness_max=self.gossip_awareness_max,
+        )
 
     @property
     def auth_enabled(self) -> bool:

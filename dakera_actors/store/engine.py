@@ -4,21 +4,22 @@ Recovery order: the newest valid snapshot of each shard is loaded, then every re
 the log is applied (records a snapshot already holds are skipped by LSN). The log itself has
 already cut off any torn or corrupt tail when it was opened. Recovery runs in a worker thread
 so the HTTP facade answers /health meanwhile; the memory routes wait on the "storage" gate.
+A node with a simulated disk (``node.disk``, a :class:`~dakera_actors.wal.memory.SimDisk`)
+keeps its log and snapshots there and recovers on the event loop: nothing there blocks.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
-import trio
 
 from ..log import get_logger
 from ..search import make_embedder, tokenize
-from ..wal.actor import WalActor
+from ..wal.actor import WalActor, disk_call
 from ..wal.log import WriteAheadLog
+from ..wal.memory import SimDisk, SnapshotStorage, WalLog
 from ..wal.snapshot import SnapshotStore
 from .owner import Checkpointer, ShardCollector, ShardOwner
 from .service import MemoryService
@@ -36,16 +37,26 @@ class StorageError(RuntimeError):
 
 @attrs.define
 class Recovered:
-    log: WriteAheadLog
+    log: WalLog
+    store: SnapshotStorage
     snapshots: dict[int, int]
     replayed: int
     seconds: float
 
 
-def recover(shards: ShardSet, data_dir: Path, *, segment_bytes: int) -> Recovered:
-    """Rebuild ``shards`` from ``data_dir`` (blocking: run it in a thread)."""
+def open_storage(node: Node) -> tuple[WalLog, SnapshotStorage]:
+    """The node's log and snapshot store: on ``node.disk`` when it has a SimDisk, else the files
+    under ``node.data_dir`` (blocking then: opening the log recovers it)."""
+    disk: SimDisk | None = getattr(node, "disk", None)
+    if disk is not None:
+        return disk.open_log(), disk.snapshot_store()
+    store = SnapshotStore(node.data_dir / "snapshots")
+    return WriteAheadLog.open(node.data_dir / "wal", segment_bytes=node.config.wal_segment_bytes), store
+
+
+def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage) -> Recovered:
+    """Rebuild ``shards`` from the newest snapshots and the log (blocking when they are)."""
     started = time.perf_counter()
-    store = SnapshotStore(data_dir / "snapshots")
     loaded: dict[int, int] = {}
     for shard_id in sorted(store.all_latest()):
         found = store.latest(shard_id)
@@ -53,16 +64,15 @@ def recover(shards: ShardSet, data_dir: Path, *, segment_bytes: int) -> Recovere
             lsn, image = found
             shards.load(image)
             loaded[shard_id] = lsn
-    log = WriteAheadLog.open(data_dir / "wal", segment_bytes=segment_bytes)
     newest = max(loaded.values(), default=0)
     if log.last_lsn < newest:
         # the log is behind the snapshots: it was lost or replaced. An empty log can go on
         # from the snapshots; a log with records below them would hide writes, so stop loudly.
         if any(seg.size for seg in log.segments()):
             log.close()
-            raise StorageError(f"WAL in {data_dir / 'wal'} ends at lsn {log.last_lsn} but snapshots reach "
+            raise StorageError(f"WAL in {log.directory} ends at lsn {log.last_lsn} but snapshots reach "
                                f"lsn {newest}: the log was replaced by an older copy; restore it or "
-                               f"move {data_dir / 'snapshots'} aside to start from the log alone")
+                               f"move {store.directory} aside to start from the log alone")
         _log.warning("wal_missing_continuing_from_snapshots", snapshot_lsn=newest)
         log.start_at(newest + 1)
     replayed = 0
@@ -71,17 +81,17 @@ def recover(shards: ShardSet, data_dir: Path, *, segment_bytes: int) -> Recovere
     for record in log.replay():
         shards.apply(record.lsn, record.shard, record.op, record.body)
         replayed += 1
-    return Recovered(log, loaded, replayed, time.perf_counter() - started)
+    return Recovered(log, store, loaded, replayed, time.perf_counter() - started)
 
 
 async def start_storage(node: Node) -> MemoryService:
     """Recover and start the WAL, checkpointer and shard owner in the node's nursery."""
     config = node.config
-    embedder = await trio.to_thread.run_sync(make_embedder, config.embedder)
+    blocking = getattr(node, "disk", None) is None  # a SimDisk never blocks: no worker thread
+    embedder = await disk_call(blocking, make_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     node.readiness.require("storage")
-    recovered = await trio.to_thread.run_sync(
-        lambda: recover(shards, node.data_dir, segment_bytes=config.wal_segment_bytes))
+    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node)))
     report = recovered.log.recovery
     node.log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
                   last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
@@ -90,7 +100,7 @@ async def start_storage(node: Node) -> MemoryService:
     node.metrics.registry.register(ShardCollector(shards))
 
     wal = WalActor(recovered.log, node.metrics)
-    checkpointer = Checkpointer(SnapshotStore(node.data_dir / "snapshots"), wal, node.metrics)
+    checkpointer = Checkpointer(recovered.store, wal, node.metrics)
     checkpointer.known(recovered.snapshots)
     owner = ShardOwner(shards, wal, checkpointer, node.metrics, wall_clock=node.wall_clock,
                        checkpoint_records=config.checkpoint_records,

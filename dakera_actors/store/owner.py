@@ -26,8 +26,8 @@ from prometheus_client.registry import Collector
 from ..log import get_logger
 from ..metrics import NodeMetrics
 from ..runtime import Actor, BatchActor, Request
-from ..wal.actor import WalActor
-from ..wal.snapshot import SnapshotStore
+from ..wal.actor import WalActor, disk_call
+from ..wal.memory import SnapshotStorage
 from .shard import ShardSet
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
@@ -128,7 +128,7 @@ class ShardOwner(BatchActor):
 class Checkpointer(Actor):
     """Writes shard snapshots off the write path, then lets the WAL drop what they cover."""
 
-    def __init__(self, store: SnapshotStore, wal: WalActor, metrics: NodeMetrics, *, keep: int = 2) -> None:
+    def __init__(self, store: SnapshotStorage, wal: WalActor, metrics: NodeMetrics, *, keep: int = 2) -> None:
         super().__init__("checkpointer", mailbox_size=4)
         self.store = store
         self.wal = wal
@@ -152,7 +152,7 @@ class Checkpointer(Actor):
     async def handle(self, message: Any) -> Any:
         assert isinstance(message, Checkpoint)
         for image in message.images:
-            seconds = await trio.to_thread.run_sync(self._write, image)
+            seconds = await disk_call(self.store.blocking, self._write, image)
             self._snap_lsn[image["shard"]] = image["lsn"]
             self.metrics.snapshots_written.inc()
             self.metrics.snapshot_seconds.observe(seconds)

@@ -3,26 +3,37 @@
 Every Append waiting in the mailbox when the previous fsync returns goes into the next write,
 and all of them share one fsync: concurrent writers pay for one disk flush, not one each.
 A write is answered only after its records are fsynced. The blocking file calls run in a
-worker thread so the node's event loop keeps serving while the disk works. A failing disk
-crashes the actor and with it the node: a log in an unknown state must not take more writes.
+worker thread so the node's event loop keeps serving while the disk works; a simulated disk
+(``blocking = False``, see :mod:`.memory`) is called on the event loop, so MockClock tests
+never see a thread. A failing disk crashes the actor and with it the node: a log in an unknown
+state must not take more writes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from ..metrics import NodeMetrics
 from ..runtime import BatchActor, Request
-from .log import WriteAheadLog
+from .memory import WalLog
 from .record import WalRecord
 
+T = TypeVar("T")
 Entry = tuple[int, str, Any, float]  # (shard, op, body, ts)
 APPEND_TIMEOUT = 120.0  # a disk that takes this long for one fsync is a failed disk
+
+
+async def disk_call(blocking: bool, fn: Callable[..., T], *args: Any) -> T:
+    """Run a storage call: in a worker thread when it blocks, else on the event loop (after a checkpoint)."""
+    if blocking:
+        return await trio.to_thread.run_sync(fn, *args)
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
 
 
 @attrs.frozen
@@ -36,7 +47,7 @@ class TruncateBefore:
 
 
 class WalActor(BatchActor):
-    def __init__(self, log: WriteAheadLog, metrics: NodeMetrics, *, mailbox_size: int = 1024) -> None:
+    def __init__(self, log: WalLog, metrics: NodeMetrics, *, mailbox_size: int = 1024) -> None:
         super().__init__("wal", mailbox_size=mailbox_size)
         self.log = log
         self.metrics = metrics
@@ -64,7 +75,7 @@ class WalActor(BatchActor):
         appends = [r for r in batch if isinstance(r.message, Append)]
         if appends:
             entries = [e for r in appends for e in r.message.entries]
-            records, fsync_seconds = await trio.to_thread.run_sync(self._write_and_sync, entries)
+            records, fsync_seconds = await disk_call(self.log.blocking, self._write_and_sync, entries)
             self.metrics.wal_fsync_seconds.observe(fsync_seconds)
             self.metrics.wal_batch_records.observe(len(records))
             self.metrics.wal_records.inc(len(records))
@@ -75,7 +86,8 @@ class WalActor(BatchActor):
                 at += n
         for request in batch:
             if isinstance(request.message, TruncateBefore):
-                deleted = await trio.to_thread.run_sync(self.log.truncate_before, request.message.lsn)
+                deleted = await disk_call(self.log.blocking, self.log.truncate_before,
+                                          request.message.lsn)
                 self.metrics.wal_segments_deleted.inc(deleted)
                 request.reply(deleted)
             elif not isinstance(request.message, Append):

@@ -238,6 +238,8 @@ class WriteAheadLog:
     Build one with :meth:`open`, which recovers whatever a crash left behind.
     """
 
+    blocking = True  # file I/O and fsync: callers on an event loop run it in a worker thread
+
     def __init__(self, directory: Path, *, segment_bytes: int, log: EventLogger,
                  segments: list[_Segment], last_lsn: int, recovery: RecoveryReport) -> None:
         self.directory = directory

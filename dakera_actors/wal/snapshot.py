@@ -66,6 +66,8 @@ def _unpack(raw: bytes) -> Any:
 class SnapshotStore:
     """Snapshots of every shard of one node, in one directory."""
 
+    blocking = True  # file I/O and fsync: callers on an event loop run it in a worker thread
+
     def __init__(self, directory: str | os.PathLike[str], *, log: EventLogger | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
