@@ -159,7 +159,7 @@ class Config:
     gossip_retransmit_mult: int = attrs.field(default=4, validator=_int_range(1, 100))
     gossip_interval_ms: int = attrs.field(default=200, validator=_int_range(10, 60_000))
     gossip_nodes: int = attrs.field(default=3, validator=_int_range(1, 64))
-    gossip_push_pull_interval_ms: int = attrs.field(default=30_000, validator=_int_range(100, 3_600_000))
+    gossip_push_pull_interval_ms: int = attrs.field(default=15_000, validator=_int_range(100, 3_600_000))
     gossip_awareness_max: int = attrs.field(default=8, validator=_int_range(1, 64))
 
     replication_factor: int = attrs.field(default=2, validator=_int_range(1, 9))

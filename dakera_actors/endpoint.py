@@ -87,6 +87,9 @@ class Endpoint:
         self._packet_sinks[Ping] = self._answer_ping_packet
         self._inbound = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
         self._nursery: trio.Nursery | None = None
+        # labelled children looked up once: labels() is costly on the packet path
+        self._packets_out, self._packets_in = metrics.packets.labels("out"), metrics.packets.labels("in")
+        self._bytes_out, self._bytes_in = metrics.packet_bytes.labels("out"), metrics.packet_bytes.labels("in")
         self._pending_pings: dict[int, trio.Event] = {}
         self._ping_seq = 0
         self._packet_sinks[Pong] = self._on_pong
@@ -118,8 +121,8 @@ class Endpoint:
         except FrameTooLarge:
             self.log.error("packet_too_large", tag=tag_of(msg), bytes=len(frame))
             raise
-        self.metrics.packets.labels("out").inc()
-        self.metrics.packet_bytes.labels("out").inc(len(frame))
+        self._packets_out.inc()
+        self._bytes_out.inc(len(frame))
         return True
 
     async def open_stream(self, address: str, first: object, *, timeout: float) -> MessageStream:
@@ -177,8 +180,8 @@ class Endpoint:
         max_size = self.transport.max_packet_size
         while True:
             source, data = await self.transport.receive_packet()
-            self.metrics.packets.labels("in").inc()
-            self.metrics.packet_bytes.labels("in").inc(len(data))
+            self._packets_in.inc()
+            self._bytes_in.inc(len(data))
             envelope = self.codec.decode(data, max_size=max_size)
             if envelope is None:
                 continue

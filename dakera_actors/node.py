@@ -26,11 +26,13 @@ from .config import Config
 from .endpoint import Endpoint
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
-from .runtime import Actor
+from .runtime import Actor, ActorStopped
 from .transport import Transport, format_hostport, load_transport, parse_hostport
 from .wire import Codec
 
 if TYPE_CHECKING:
+    from .membership.actor import MembershipActor
+    from .wal.memory import SimDisk
     from .store.service import MemoryService
 
 NODE_ID_FILE = "node_id"
@@ -92,8 +94,10 @@ class Node:
     """A running node. Build it with :func:`open_node`."""
 
     def __init__(self, config: Config, *, rng: random.Random | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None) -> None:
         self.config = config
+        #: a simulated disk for the WAL and snapshots (tests); None means files in data_dir
+        self.disk = disk
         self.rng = rng or random.Random()
         #: Unix time for data (created_at, expiry); protocol timing uses trio.current_time()
         self.wall_clock = wall_clock
@@ -106,6 +110,7 @@ class Node:
         self.endpoint: Endpoint | None = None
         self.actors: list[Actor] = []
         self.memory: MemoryService | None = None
+        self.membership: MembershipActor | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -183,19 +188,44 @@ class Node:
         self.log.info("http_listening", bind=binds[0], advertise=self.api_address)
         task_status.started()
 
+    async def _start_membership(self) -> None:
+        from .membership.actor import MembershipActor
+        from .membership.core import SwimCore
+
+        assert self.endpoint is not None and self.nursery is not None
+        core = SwimCore(self.config.swim(), self_id=self.node_id, address=self.endpoint.address,
+                        api=self.api_address, meta={"maintenance": False},
+                        # wall-clock milliseconds: a restarted node outranks what peers recall of it
+                        incarnation=int(self.wall_clock() * 1000), seeds=list(self.config.cluster_seeds),
+                        rng=self.rng, now=trio.current_time(), packet_budget=self.endpoint.packet_budget)
+        self.membership = MembershipActor(core, self.endpoint, self.metrics, self.log, self.nursery)
+        await self.start_actor(self.membership)
+        self.readiness.require("membership")
+
+        async def open_when_joined() -> None:
+            assert self.membership is not None
+            await self.membership.joined.wait()
+            self.readiness.open("membership")
+
+        self.nursery.start_soon(open_when_joined)
+
     def cluster_status(self) -> dict[str, Any]:
-        """``GET /admin/cluster/status``. Until the cluster layers exist this is the local view."""
-        cluster = self.config.cluster_mode
+        """``GET /admin/cluster/status``. Leader and shard fields fill in as those layers land."""
         shards = self.config.shards
+        members = self.membership.view.value.members if self.membership else {}
+        alive = sum(1 for m in members.values() if m.alive) if members else 1
+        known = sum(1 for m in members.values() if m.state.label != "Left") if members else 1
+        cluster = self.config.cluster_mode
         return {
-            "status": "healthy" if self.readiness.ready else "unavailable",
+            "status": ("healthy" if self.readiness.ready and alive == known else
+                       "degraded" if self.readiness.ready else "unavailable"),
             "node_id": self.node_id,
             "leader": None if cluster else self.node_id,
             "fencing_token": 0,
             "lease_remaining_ms": None,
-            "nodes": 1,
-            "alive": 1,
-            "replication_factor": min(self.config.replication_factor, 1),
+            "nodes": known,
+            "alive": alive,
+            "replication_factor": min(self.config.replication_factor, max(alive, 1)),
             "shard_count": shards,
             "shard_map_version": 0,
             "shard_distribution": {} if cluster else {self.node_id: {"primary": shards, "replica": 0}},
@@ -204,18 +234,24 @@ class Node:
         }
 
     def cluster_nodes(self) -> list[dict[str, Any]]:
-        """``GET /admin/cluster/nodes``. Until membership exists: this node alone."""
+        """``GET /admin/cluster/nodes``: every member this node knows of, itself included."""
+        if self.membership is None:
+            return [{
+                "id": self.node_id, "state": "Alive", "role": "leader", "api_address": self.api_address,
+                "gossip_address": None, "incarnation": 0, "maintenance": False,
+                "primary_shards": list(range(self.config.shards)), "replica_shards": [],
+            }]
         return [{
-            "id": self.node_id,
-            "state": "Alive",
-            "role": "follower" if self.config.cluster_mode else "leader",
-            "api_address": self.api_address,
-            "gossip_address": self.endpoint.address if self.endpoint else None,
-            "incarnation": 0,
-            "maintenance": False,
-            "primary_shards": [] if self.config.cluster_mode else list(range(self.config.shards)),
+            "id": m.id,
+            "state": m.state.label,
+            "role": "follower",
+            "api_address": m.api,
+            "gossip_address": m.address,
+            "incarnation": m.incarnation,
+            "maintenance": m.maintenance,
+            "primary_shards": [],
             "replica_shards": [],
-        }]
+        } for m in sorted(self.membership.view.value.members.values(), key=lambda m: m.id)]
 
 
 @asynccontextmanager
@@ -226,16 +262,18 @@ async def open_node(
     transport_options: dict[str, Any] | None = None,
     rng: random.Random | None = None,
     wall_clock: Callable[[], float] = time.time,
+    disk: SimDisk | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it; stop it gracefully when the block exits.
 
     ``serve_http=False`` skips the socket listener (tests talk to ``node.app`` over ASGI);
-    ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``).
+    ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``);
+    ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk.
     """
     from .api import create_app
     from .store.engine import start_storage
 
-    node = Node(config, rng=rng, wall_clock=wall_clock)
+    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk)
     node._prepare_data_dir()
     node.app = create_app(node)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)
@@ -268,6 +306,7 @@ async def open_node(
                         node.readiness.require("transport")
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
+                        await node._start_membership()
                     await start_storage(node)
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")
@@ -276,6 +315,14 @@ async def open_node(
                     finally:
                         node._stop_requested.set()
                         node.log.info("node_stopping")
+                        if node.membership is not None:
+                            # a graceful stop says goodbye; a killed node (cancelled here) cannot
+                            await trio.lowlevel.checkpoint_if_cancelled()
+                            with trio.move_on_after(1.0):
+                                try:
+                                    await node.membership.leave()
+                                except ActorStopped:
+                                    pass  # membership is already down (the node is failing)
                         # backstop: hypercorn's graceful_timeout should end it well before this
                         front.cancel_scope.deadline = trio.current_time() + config.shutdown_grace + 0.5
                 core.cancel_scope.cancel()

@@ -91,6 +91,11 @@ def message(tag: str) -> Callable[[type[M]], type[M]]:
     return register
 
 
+def register_structure_hook(cls: type, hook: Callable[[Any, Any], Any]) -> None:
+    """A hand-written decoder for a hot type (it must be as strict as the generic one)."""
+    _converter.register_structure_hook(cls, hook)
+
+
 def registered_messages() -> dict[str, type]:
     """Tag to class, for every registered message (used by the round-trip tests)."""
     return dict(_registry)

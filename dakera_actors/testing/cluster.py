@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import trio
 
 from ..config import Config
 from ..node import Node, open_node
+from ..wal.memory import SimDisk
 
 
 @attrs.define(eq=False)
@@ -26,6 +28,8 @@ class ClusterNode:
     data_dir: Path
     config: Config
     node: Node | None = None
+    disk: SimDisk | None = None
+    killed: bool = False
     scope: trio.CancelScope | None = None
     stopped: trio.Event | None = None
     down: trio.Event | None = None
@@ -54,7 +58,8 @@ class Cluster:
     """A running in-process cluster. Built by :func:`open_cluster`."""
 
     def __init__(self, nursery: trio.Nursery, slots: list[ClusterNode], *, serve_http: bool,
-                 transport_options: dict[str, Any], network: Any, seed: int) -> None:
+                 transport_options: dict[str, Any], network: Any, seed: int,
+                 wall_clock: Callable[[], float]) -> None:
         self._nursery = nursery
         self._slots = {slot.id: slot for slot in slots}
         self._serve_http = serve_http
@@ -63,6 +68,7 @@ class Cluster:
         self.network = network
         self.seed = seed
         self.rng = random.Random(seed)
+        self.wall_clock = wall_clock
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -95,18 +101,22 @@ class Cluster:
         slot.generation += 1
         slot.stopped = trio.Event()
         slot.down = down = trio.Event()
+        slot.killed = False
         with trio.CancelScope() as scope:
             slot.scope = scope
             node_rng = random.Random(f"{self.seed}:{slot.id}:{slot.generation}")
             try:
                 async with open_node(slot.config, serve_http=self._serve_http,
-                                     transport_options=self._transport_options, rng=node_rng) as node:
+                                     transport_options=self._transport_options, rng=node_rng,
+                                     wall_clock=self.wall_clock, disk=slot.disk) as node:
                     slot.node = node
                     task_status.started(node)
                     await slot.stopped.wait()
             finally:
                 slot.node = None
                 slot.scope = None
+                if slot.killed and slot.disk is not None:
+                    slot.disk.crash()  # what the dead process had not fsynced is gone
                 down.set()
 
     async def start(self, node_id: str) -> Node:
@@ -128,6 +138,7 @@ class Cluster:
             raise RuntimeError(f"node {node_id} is not running")
         if self.network is not None:
             self.network.kill(slot.gossip_address)
+        slot.killed = True
         slot.scope.cancel()
         slot.node = None
 
@@ -199,6 +210,7 @@ async def open_cluster(
     serve_http: bool = False,
     config: dict[str, Any] | None = None,
     node_config: dict[str, dict[str, Any]] | None = None,
+    disk: str | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start ``n`` nodes (``node-1`` .. ``node-n``) in this Trio run and yield the cluster.
 
@@ -208,12 +220,21 @@ async def open_cluster(
     afterwards, when None). ``config`` is passed to every node's :class:`Config`;
     ``node_config`` overrides it per node id. ``serve_http`` also starts real HTTP listeners on
     127.0.0.1 (port picked by the OS); clients from :meth:`Cluster.client` never need them.
+    ``disk``: ``"sim"`` keeps each node's WAL and snapshots on a simulated disk that survives
+    kills minus unsynced writes (no threads, MockClock-safe), ``"files"`` uses real files in
+    the data dirs; the default is ``"sim"`` with the memory transport, ``"files"`` otherwise.
+    Unix time for data is ``wall_clock``: real time at start plus elapsed Trio time.
     """
     if n < 1:
         raise ValueError("a cluster needs at least one node")
     from transports.memory import MemoryNetwork
 
     network = MemoryNetwork(seed=seed) if transport == "memory" else None
+    disk = disk or ("sim" if network is not None else "files")
+    if disk not in ("sim", "files"):
+        raise ValueError(f"disk must be 'sim' or 'files', got {disk!r}")
+    epoch = time.time() - trio.current_time()
+    wall_clock = lambda: epoch + trio.current_time()  # noqa: E731
     transport_options: dict[str, Any] = {"network": network} if network is not None else {}
     with tempfile.TemporaryDirectory(prefix="dakera-cluster-") as tmp:
         root = Path(data_root) if data_root is not None else Path(tmp)
@@ -229,7 +250,8 @@ async def open_cluster(
                 "host": "127.0.0.1",
                 "port": 0,
                 "data_dir": root / node_id,
-                "cluster_seeds": tuple(addresses[i] for i in ids if i != node_id and network is not None),
+                # like a real deployment: a few well-known seeds, not the whole cluster
+                "cluster_seeds": tuple(addresses[i] for i in ids[:3] if i != node_id and network is not None),
                 "log_level": "warning",
                 # in-process clients reach a node by its id (see Cluster.client)
                 "api_advertise": None if serve_http else f"http://{node_id}",
@@ -237,10 +259,11 @@ async def open_cluster(
             base.update(config or {})
             base.update((node_config or {}).get(node_id, {}))
             slots.append(ClusterNode(id=node_id, gossip_address=addresses[node_id],
-                                     data_dir=Path(base["data_dir"]), config=Config(**base)))
+                                     data_dir=Path(base["data_dir"]), config=Config(**base),
+                                     disk=SimDisk(node_id) if disk == "sim" else None))
         async with trio.open_nursery() as nursery:
-            cluster = Cluster(nursery, slots, serve_http=serve_http,
-                              transport_options=transport_options, network=network, seed=seed)
+            cluster = Cluster(nursery, slots, serve_http=serve_http, transport_options=transport_options,
+                              network=network, seed=seed, wall_clock=wall_clock)
             for node_id in ids:
                 await cluster.start(node_id)
             try:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import dakera_actors.membership.messages  # noqa: F401  (registers the SWIM messages)
 from dakera_actors import wire
 from dakera_actors.wire import (
     SEAL_OVERHEAD,
@@ -45,9 +46,13 @@ class Sample:
 
 def example_of(cls: type) -> Any:
     """A valid instance of any registered message class, built from its resolved field types."""
+    from dakera_actors.membership.member import Update
+
     samples: dict[Any, Any] = {int: 7, str: "x", bytes: b"\x00\x01", float: 1.5, bool: True,
                                list[str]: ["a", "b"], dict[str, float]: {"k": 0.5},
-                               int | None: None, str | None: "s"}
+                               int | None: None, str | None: "s", dict[str, Any]: {"k": [1, "v"]},
+                               list[Update]: [Update("node-1", 1, 42, "n1:7946", "http://n1", {"maintenance": True},
+                                                     by="node-2")]}
     hints = typing.get_type_hints(cls)
     return cls(**{f.name: samples[hints[f.name]] for f in attrs.fields(cls)})
 

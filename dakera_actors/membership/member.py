@@ -1,0 +1,84 @@
+"""Members, their states, and the one rule that decides which news about a member wins.
+
+Every piece of membership news is an :class:`Update`: "member X is <state> at incarnation i".
+Only X itself raises its incarnation (to refute a suspicion or announce new metadata), so
+incarnations order X's own claims, and :func:`supersedes` orders the rest:
+
+- a higher incarnation always wins;
+- at the same incarnation, the worse news wins: Dead/Left over Suspect over Alive
+  (so a refutation must come with a strictly higher incarnation);
+- Left is final for that incarnation: a node that leaves and comes back does so with a higher one.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+
+class MemberState(enum.IntEnum):
+    """Ordered by how bad the news is: at one incarnation, a higher value wins."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+    @property
+    def label(self) -> str:
+        """The API's spelling: Alive, Suspect, Dead, Left."""
+        return self.name.capitalize()
+
+
+@attrs.frozen
+class Update:
+    """One piece of membership news; also the unit of push-pull state exchange."""
+
+    id: str
+    state: int  # a MemberState value (an int on the wire)
+    incarnation: int
+    address: str = ""  # gossip address
+    api: str = ""  # API URL
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    by: str = ""  # who suspected/declared (for Suspect/Dead), for suspicion confirmations
+
+
+@attrs.frozen
+class Member:
+    """What one node believes about one member."""
+
+    id: str
+    address: str
+    api: str
+    incarnation: int
+    state: MemberState
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    since: float = 0.0  # trio time of the last state change, on the node holding this view
+
+    @property
+    def alive(self) -> bool:
+        return self.state == MemberState.ALIVE
+
+    @property
+    def reachable(self) -> bool:
+        """Worth probing and gossiping to: not known to be gone."""
+        return self.state in (MemberState.ALIVE, MemberState.SUSPECT)
+
+    @property
+    def maintenance(self) -> bool:
+        return bool(self.meta.get("maintenance", False))
+
+    def as_update(self) -> Update:
+        return Update(id=self.id, state=int(self.state), incarnation=self.incarnation,
+                      address=self.address, api=self.api, meta=self.meta)
+
+
+def supersedes(current: Member | None, update: Update) -> bool:
+    """True when ``update`` is newer news than what ``current`` says about the same member."""
+    if current is None:
+        return True
+    if update.incarnation != current.incarnation:
+        return update.incarnation > current.incarnation
+    return update.state > current.state
