@@ -32,8 +32,8 @@ from .wire import Codec
 
 if TYPE_CHECKING:
     from .membership.actor import MembershipActor
-    from .wal.memory import SimDisk
     from .store.service import MemoryService
+    from .wal.memory import SimDisk
 
 NODE_ID_FILE = "node_id"
 LOCK_FILE = "LOCK"

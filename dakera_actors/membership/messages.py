@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import attrs
-
 from typing import Any
+
+import attrs
 
 from ..wire import message, register_structure_hook
 from .member import Update
