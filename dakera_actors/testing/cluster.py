@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -200,6 +201,21 @@ class Cluster:
                                  headers=headers, **kwargs)
 
 
+def free_port() -> int:
+    """A loopback port free for TCP and UDP alike right now (the gossip port needs both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no loopback port free for both TCP and UDP")
+
+
 @asynccontextmanager
 async def open_cluster(
     n: int,
@@ -239,7 +255,8 @@ async def open_cluster(
     with tempfile.TemporaryDirectory(prefix="dakera-cluster-") as tmp:
         root = Path(data_root) if data_root is not None else Path(tmp)
         ids = [f"node-{i}" for i in range(1, n + 1)]
-        addresses = {i: f"{i}:7946" if network is not None else "127.0.0.1:0" for i in ids}
+        # real transports get their ports up front, so every node can be seeded like in production
+        addresses = {i: f"{i}:7946" if network is not None else f"127.0.0.1:{free_port()}" for i in ids}
         slots = []
         for node_id in ids:
             base: dict[str, Any] = {
@@ -251,7 +268,7 @@ async def open_cluster(
                 "port": 0,
                 "data_dir": root / node_id,
                 # like a real deployment: a few well-known seeds, not the whole cluster
-                "cluster_seeds": tuple(addresses[i] for i in ids[:3] if i != node_id and network is not None),
+                "cluster_seeds": tuple(addresses[i] for i in ids[:3] if i != node_id),
                 "log_level": "warning",
                 # in-process clients reach a node by its id (see Cluster.client)
                 "api_advertise": None if serve_http else f"http://{node_id}",

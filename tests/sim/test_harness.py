@@ -117,3 +117,25 @@ async def test_network_faults_apply_to_the_cluster(autojump_clock: trio.testing.
         cluster.set_faults()
         cluster.cut("node-2", "node-1")
         assert not await ep.ping(cluster.address("node-2"), timeout=1)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("transport", ["udp", "websocket"])
+async def test_the_same_cluster_forms_over_real_transports(transport: str) -> None:
+    """DESIGN: the same cluster test runs on any transport (here in real time, on loopback)."""
+    from dakera_actors.membership.member import MemberState
+
+    from ..waiting import eventually
+
+    async with open_cluster(3, transport=transport, seed=11) as cluster:
+        def full() -> bool:
+            return all(n.membership.view.value.count(MemberState.ALIVE) == 3  # type: ignore[union-attr]
+                       for n in cluster.nodes.values())
+
+        await eventually(full, timeout=20)
+        cluster.kill("node-3")
+        await eventually(lambda: all(
+            n.membership.view.value.members["node-3"].state == MemberState.DEAD  # type: ignore[union-attr]
+            for i, n in cluster.nodes.items()), timeout=30)
+        await cluster.restart("node-3")
+        await eventually(full, timeout=20)
