@@ -17,8 +17,12 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_response(err: ApiError) -> Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="dakera"'} if err.status == 401 else None
-    return json_response(err.body(), err.status, headers)
+    headers = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="dakera"'
+    if "retry_after" in err.extra:
+        headers["Retry-After"] = str(err.extra["retry_after"])  # the SDK waits this long, then retries
+    return json_response(err.body(), err.status, headers or None)
 
 
 async def json_body(*, required: bool = True) -> Any:

@@ -309,3 +309,14 @@ async def test_node_starts_after_a_damaged_tail_with_everything_before_it(tmp_pa
         await store(client, "a1", "after repair")
     async with memory_node(tmp_path) as (_, client):
         assert len((await client.get("/v1/agents/a1/memories", params={"limit": 100})).json()) == survivors + 1
+
+
+async def test_memory_routes_answer_503_with_retry_after_until_storage_is_ready(tmp_path: Path) -> None:
+    async with memory_node(tmp_path) as (node, client):
+        node.readiness.close("storage")  # as while the WAL is being replayed
+        r = await client.post("/v1/memory/store", json={"agent_id": "a1", "content": "x"})
+        assert_error(r, 503, "SERVICE_UNAVAILABLE")
+        assert r.headers["retry-after"] == "1"
+        assert (await client.get("/health/ready")).status_code == 503
+        node.readiness.open("storage")
+        assert (await client.post("/v1/memory/store", json={"agent_id": "a1", "content": "x"})).status_code == 200

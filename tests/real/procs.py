@@ -48,15 +48,16 @@ class NodeProcess:
                                      stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
-    def wait_healthy(self, deadline: float = 20.0) -> None:
-        """Poll /health until it answers 200, the process dies, or the deadline passes."""
+    def wait_healthy(self, deadline: float = 20.0, *, path: str = "/health/ready") -> None:
+        """Poll ``path`` (readiness by default: storage recovered, cluster joined) until it answers
+        200, the process dies, or the deadline passes."""
         assert self.proc is not None
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                if httpx.get(self.url + path, timeout=0.5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
