@@ -104,6 +104,14 @@ class _Relay:
     deadline: float
 
 
+def push_pull_scale(members: int) -> int:
+    """Full-state exchanges grow with the cluster: above 32 members, space them out by log2
+    (memberlist's rule), so each member's push-pull bandwidth stays roughly flat."""
+    if members <= 32:
+        return 1
+    return math.ceil(math.log2(members) - math.log2(32)) + 1
+
+
 def update_size(update: Update) -> int:
     """Encoded bytes of one update inside a message (exact msgpack size of its payload form)."""
     return len(msgpack.packb(wire.unstructure(update), use_bin_type=True))
@@ -313,7 +321,7 @@ class SwimCore:
             self._next_gossip = now + self.config.gossip_interval
             self._gossip(now, effects)
         if now >= self._next_push_pull:
-            self._next_push_pull = now + self.config.push_pull_interval
+            self._next_push_pull = now + self.config.push_pull_interval * push_pull_scale(self.reachable_count())
             peers = [m for m in self.members.values() if m.alive and m.id != self.self_id]
             if peers:
                 effects.append(StartPushPull(self.rng.choice(peers).address, join=False))

@@ -287,3 +287,9 @@ def test_dead_members_are_reaped_after_retention() -> None:
     assert "x" in c.members
     c.tick(61.0)
     assert "x" not in c.members
+
+
+def test_push_pull_spacing_grows_with_the_cluster() -> None:
+    from dakera_actors.membership.core import push_pull_scale
+
+    assert [push_pull_scale(n) for n in (1, 32, 33, 64, 65, 1000)] == [1, 1, 2, 2, 3, 6]

@@ -1,0 +1,1 @@
+"""The leader lease: quorum-granted, fencing-token-protected, renewed or lost."""

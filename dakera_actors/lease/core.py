@@ -1,0 +1,456 @@
+"""The leader lease: one leader at a time, fencing tokens that only grow, quorum to elect.
+
+Protocol (pure: messages and ticks in, effects out):
+
+- A **candidate** asks every voter for a lease of ``ttl`` under token ``t = highest seen + 1``,
+  records ``t`` durably first (``Persist`` precedes every send), and holds the lease once a
+  quorum granted the same token. Validity is counted from the moment it *asked*, minus the drift
+  margin: ``lease_until = asked_at + ttl - margin``, so it always ends before any voter's promise.
+- A **voter** grants at most one lease per token and promises, by its own clock, not to grant
+  to anyone else until ``received_at + ttl + margin``. It never grants a token at or below the
+  highest it has seen (persisted before it answers, so a restart cannot grant an old token).
+  After a restart it grants nothing new for ``ttl + margin``: it may have promised before dying.
+- The **holder** renews under the same token every ``ttl * renew_fraction`` and steps down the
+  moment ``lease_until`` passes without a renewal. A candidate that cannot reach quorum releases
+  the grants it got, so a split vote costs one round trip rather than a whole TTL.
+- **Voters** are the members of the cluster configuration the last leader committed. A new
+  cluster bootstraps when a node sees ``bootstrap_expect`` members: it proposes the first
+  ``bootstrap_expect`` of them by id and needs *all* of them to grant (unanimity), so two
+  bootstrap proposals can only both succeed with disjoint sets, which needs at least
+  ``2 * bootstrap_expect`` nodes up before any leader exists (documented). The first leader
+  commits the configuration; from then on quorum is a majority of committed voters. The leader
+  changes voters one member at a time (a new member in, a long-dead or departed one out),
+  committing each change to a majority of the new set before the next, so any two quorums used
+  one after the other share a voter, whose promise keeps their leases apart.
+- **Fencing**: every leader decision carries its token; ``fence(token)`` accepts only tokens at
+  or above the highest seen, and raises the highest seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import attrs
+
+from .messages import ConfigAck, ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+
+
+@attrs.frozen
+class LeaseConfig:
+    ttl: float = 1.0
+    drift_margin: float = 0.15  # bound on clock disagreement over one TTL, plus scheduling slack
+    renew_fraction: float = 1 / 3
+    request_timeout: float = 0.3  # a campaign or renewal round that gets no quorum by then gives up
+    backoff: tuple[float, float] = (0.05, 0.4)  # random wait before campaigning again
+    bootstrap_expect: int = 3
+    max_voters: int = 5
+    voter_dead_grace: float = 30.0  # a voter Dead this long is replaced
+
+
+@attrs.frozen
+class ClusterConfig:
+    voters: tuple[str, ...]
+    version: int
+
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+
+@attrs.frozen
+class LeaseState:
+    """What must survive a restart: tokens seen and proposed, and the committed configuration."""
+
+    highest_token: int = 0  # the highest token this node granted: it never grants a lower one afresh
+    leader_token: int = 0  # the highest token a leader is known to have held: the fencing floor
+    proposed_token: int = 0  # the highest this node proposed as a candidate: never proposed again
+    config: ClusterConfig | None = None
+
+
+@attrs.frozen
+class Send:
+    to: str  # member id
+    message: Any
+
+
+@attrs.frozen
+class Broadcast:
+    """To every reachable member (the actor resolves ids to addresses through membership)."""
+
+    message: Any
+
+
+@attrs.frozen
+class Persist:
+    """Write ``state`` durably before carrying out the effects that follow it."""
+
+    state: LeaseState
+
+
+Effect = Send | Broadcast | Persist
+
+
+@attrs.define
+class _Grant:
+    holder: str
+    token: int
+    until: float
+
+
+@attrs.define
+class _Round:
+    """One campaign or renewal: who granted, and when it was asked."""
+
+    token: int
+    asked_at: float
+    deadline: float
+    voters: tuple[str, ...]
+    needed: int
+    renew: bool
+    bootstrap: tuple[str, ...] = ()
+    granted: set[str] = attrs.Factory(set)
+
+
+@attrs.define
+class LeaseStats:
+    campaigns: int = 0
+    elections_won: int = 0
+    step_downs: int = 0
+    grants_given: int = 0
+    grants_refused: int = 0
+    fencing_rejections: int = 0
+
+
+class LeaseCore:
+    def __init__(self, config: LeaseConfig, *, self_id: str, state: LeaseState, now: float,
+                 rng: random.Random, restarted: bool = True) -> None:
+        self.cfg = config
+        self.self_id = self_id
+        self.rng = rng
+        self.highest = state.highest_token
+        self.fence_floor = state.leader_token
+        self.proposed = state.proposed_token
+        self.config = state.config
+        self.stats = LeaseStats()
+        self.alive: set[str] = {self_id}  # reachable members, from membership
+        self.dead_since: dict[str, float] = {}
+        self.leader: str | None = None  # the holder this node believes in
+        self.leader_token = 0
+        self.leader_seen_until = -math.inf  # the believed leader's lease, by this node's clock
+        self.lease_until = -math.inf  # this node's own lease, when it holds one
+        self._grant: _Grant | None = None
+        # a voter that may have promised before a crash keeps silent for one promise period
+        self._quiet_until = now + config.ttl + config.drift_margin if restarted else now
+        self._round: _Round | None = None
+        self._next_campaign = now + self._backoff()
+        self._next_renew = math.inf
+        self._next_announce = math.inf
+        self._config_change: ClusterConfig | None = None
+        self._config_acks: set[str] = set()
+
+    # -- queries -----------------------------------------------------------------------
+    def is_leader(self, now: float) -> bool:
+        return self.leader == self.self_id and now < self.lease_until
+
+    def lease_remaining(self, now: float) -> float | None:
+        """This node's view of the current lease: its own, or the one last announced to it."""
+        if self.is_leader(now):
+            return self.lease_until - now
+        if self.leader is not None and now < self.leader_seen_until:
+            return self.leader_seen_until - now
+        return None
+
+    def current_leader(self, now: float) -> str | None:
+        return self.leader if self.lease_remaining(now) is not None else None
+
+    def state(self) -> LeaseState:
+        return LeaseState(self.highest, self.fence_floor, self.proposed, self.config)
+
+    def next_deadline(self) -> float:
+        times = [self._next_campaign, self._next_renew, self._next_announce]
+        if self._round is not None:
+            times.append(self._round.deadline)
+        if self.leader == self.self_id:
+            times.append(self.lease_until)
+        return min(times)
+
+    def fence(self, token: int) -> bool:
+        """Accept a leader decision stamped ``token``? Only if no newer leader is known.
+
+        Accepting raises the floor: from then on every decision of older leaders is refused.
+        The caller persists :meth:`state` when the floor moved (see ``fence_floor``).
+        """
+        if token < self.fence_floor:
+            self.stats.fencing_rejections += 1
+            return False
+        self.fence_floor = token
+        return True
+
+    # -- helpers -----------------------------------------------------------------------
+    def _backoff(self) -> float:
+        lo, hi = self.cfg.backoff
+        return self.rng.uniform(lo, hi)
+
+    def _voters(self) -> tuple[str, ...] | None:
+        return self.config.voters if self.config is not None else None
+
+    def _bootstrap_set(self) -> tuple[str, ...] | None:
+        if self.config is not None or len(self.alive) < self.cfg.bootstrap_expect:
+            return None
+        chosen = tuple(sorted(self.alive)[: self.cfg.bootstrap_expect])
+        return chosen if self.self_id in chosen else None
+
+    def _persist(self) -> Persist:
+        return Persist(self.state())
+
+    # -- membership --------------------------------------------------------------------
+    def on_members(self, alive: set[str], dead: set[str], now: float) -> list[Effect]:
+        """The membership view changed: who is reachable, who is dead (Left counts as dead)."""
+        self.alive = set(alive) | {self.self_id}
+        for member in dead:
+            self.dead_since.setdefault(member, now)
+        for member in list(self.dead_since):
+            if member in self.alive:
+                del self.dead_since[member]
+        return []
+
+    # -- time --------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.leader == self.self_id and now >= self.lease_until:
+            self._step_down()
+        rnd = self._round
+        if rnd is not None and now >= rnd.deadline:
+            self._round = None
+            if not rnd.renew:
+                effects.extend(self._release(rnd))
+                self._next_campaign = now + self._backoff()
+        if self.leader == self.self_id and now >= self._next_renew and self._round is None:
+            effects.extend(self._start_round(now, renew=True))
+        if self.leader == self.self_id and now >= self._next_announce:
+            self._next_announce = now + self.cfg.ttl * self.cfg.renew_fraction
+            effects.append(Broadcast(self._announcement(now)))
+            effects.extend(self._maybe_reconfigure(now))
+        if now >= self._next_campaign:
+            self._next_campaign = now + self.cfg.ttl * self.cfg.renew_fraction
+            if self._round is None and self.lease_remaining(now) is None and now >= self._quiet_until:
+                effects.extend(self._campaign(now))
+        return effects
+
+    def _announcement(self, now: float) -> LeaseAnnounce:
+        config = self.config
+        return LeaseAnnounce(token=self.leader_token, remaining=max(0.0, self.lease_until - now),
+                             voters=list(config.voters) if config else [],
+                             config_version=config.version if config else 0)
+
+    def _campaign(self, now: float) -> list[Effect]:
+        voters = self._voters()
+        bootstrap: tuple[str, ...] = ()
+        if voters is None:
+            proposal = self._bootstrap_set()
+            if proposal is None:
+                return []
+            voters, bootstrap = proposal, proposal
+        if self.self_id not in voters:
+            return []  # only voters lead: the leader's own promise is part of its quorum
+        self.stats.campaigns += 1
+        self.proposed = max(self.highest, self.proposed, self.fence_floor) + 1
+        return [self._persist(), *self._start_round(now, renew=False, voters=voters, bootstrap=bootstrap)]
+
+    def _start_round(self, now: float, *, renew: bool, voters: tuple[str, ...] | None = None,
+                     bootstrap: tuple[str, ...] = ()) -> list[Effect]:
+        voters = voters or self._voters() or ()
+        needed = len(voters) if bootstrap else len(voters) // 2 + 1
+        token = self.leader_token if renew else self.proposed
+        rnd = _Round(token, now, now + self.cfg.request_timeout, voters, needed, renew, bootstrap)
+        self._round = rnd
+        if renew:
+            self._next_renew = now + self.cfg.ttl * self.cfg.renew_fraction
+        request = LeaseRequest(token=token, ttl=self.cfg.ttl, renew=renew,
+                               config_version=self.config.version if self.config else 0,
+                               bootstrap=list(bootstrap))
+        effects: list[Effect] = []
+        if self.self_id in voters:
+            # vote for itself through the same rule as for anyone else
+            grant, persist = self._decide(self.self_id, request, now)
+            if persist:
+                effects.append(self._persist())
+            if grant.granted:
+                rnd.granted.add(self.self_id)
+        effects.extend(Send(v, request) for v in voters if v != self.self_id)
+        effects.extend(self._check_round(now))
+        return effects
+
+    def _release(self, rnd: _Round) -> list[Effect]:
+        return [Send(v, LeaseRelease(rnd.token)) for v in rnd.granted if v != self.self_id] + (
+            [] if self.self_id not in rnd.granted else self._release_own(rnd.token))
+
+    def _release_own(self, token: int) -> list[Effect]:
+        if self._grant is not None and self._grant.holder == self.self_id and self._grant.token == token:
+            self._grant = None
+        return []
+
+    def _step_down(self) -> None:
+        self.stats.step_downs += 1
+        self.leader = None
+        self.lease_until = -math.inf
+        self._next_renew = math.inf
+        self._next_announce = math.inf
+        self._config_change = None
+
+    # -- voting ------------------------------------------------------------------------
+    def _decide(self, candidate: str, req: LeaseRequest, now: float) -> tuple[LeaseGrant, bool]:
+        """The voter's rule. Returns the answer and whether state must be persisted first."""
+
+        def refuse(reason: str) -> tuple[LeaseGrant, bool]:
+            self.stats.grants_refused += 1
+            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), False
+
+        grant = self._grant
+        if now < self._quiet_until and candidate != self.self_id:
+            return refuse("restarted recently")  # it may have promised before it died
+        if req.renew and grant is not None and grant.holder == candidate and grant.token == req.token:
+            grant.until = now + req.ttl + self.cfg.drift_margin
+            self.stats.grants_given += 1
+            return LeaseGrant(token=req.token, granted=True, highest=self.highest), False
+        if self.config is not None:
+            if candidate not in self.config.voters:
+                return refuse("not a voter")
+            if req.config_version < self.config.version:
+                return refuse("stale configuration")
+        elif not req.bootstrap or self.self_id not in req.bootstrap or candidate not in req.bootstrap:
+            return refuse("not bootstrapped")
+        if grant is not None and now < grant.until and grant.holder != candidate:
+            return refuse(f"promised to {grant.holder}")
+        # a fresh grant needs a token above every token granted or led before. A renewal may be
+        # granted by a voter that holds no other promise (it joined, restarted, or its promise
+        # lapsed) as long as no newer leader is known: mutual exclusion comes from the promises
+        if req.renew:
+            if req.token < self.fence_floor:
+                return refuse("a newer leader is known")
+        elif req.token <= max(self.highest, self.fence_floor):
+            return refuse("token not above the highest seen")
+        self.highest = max(self.highest, req.token)
+        self._grant = _Grant(candidate, req.token, now + req.ttl + self.cfg.drift_margin)
+        self.stats.grants_given += 1
+        return LeaseGrant(token=req.token, granted=True, highest=self.highest), True
+
+    # -- messages ----------------------------------------------------------------------
+    def handle(self, message: Any, sender: str, now: float) -> list[Effect]:
+        if isinstance(message, LeaseRequest):
+            answer, persist = self._decide(sender, message, now)
+            return ([self._persist()] if persist else []) + [Send(sender, answer)]
+        if isinstance(message, LeaseGrant):
+            return self._on_grant(message, sender, now)
+        if isinstance(message, LeaseRelease):
+            grant = self._grant
+            if grant is not None and grant.holder == sender and grant.token == message.token:
+                self._grant = None
+            return []
+        if isinstance(message, LeaseAnnounce):
+            return self._on_announce(message, sender, now)
+        if isinstance(message, ConfigCommit):
+            return self._on_config(message, sender, now)
+        if isinstance(message, ConfigAck):
+            return self._on_config_ack(message, sender, now)
+        return []
+
+    def _on_grant(self, grant: LeaseGrant, sender: str, now: float) -> list[Effect]:
+        rnd = self._round
+        if grant.highest > self.proposed:
+            self.proposed = grant.highest  # someone is ahead: our next campaign must outbid it
+        if rnd is None or grant.token != rnd.token or sender not in rnd.voters:
+            return []
+        if grant.granted:
+            rnd.granted.add(sender)
+            return self._check_round(now)
+        return []
+
+    def _check_round(self, now: float) -> list[Effect]:
+        rnd = self._round
+        if rnd is None or len(rnd.granted) < rnd.needed:
+            return []
+        self._round = None
+        if rnd.renew:
+            if self.leader == self.self_id and rnd.token == self.leader_token:
+                self.lease_until = rnd.asked_at + self.cfg.ttl - self.cfg.drift_margin
+            return []
+        if rnd.token < self.fence_floor:
+            return self._release(rnd)  # a newer leader appeared while grants came in: void
+        self.stats.elections_won += 1
+        self.fence_floor = rnd.token
+        self.leader = self.self_id
+        self.leader_token = rnd.token
+        self.lease_until = rnd.asked_at + self.cfg.ttl - self.cfg.drift_margin
+        self._next_renew = rnd.asked_at + self.cfg.ttl * self.cfg.renew_fraction
+        self._next_announce = now + self.cfg.ttl * self.cfg.renew_fraction
+        effects: list[Effect] = [Broadcast(self._announcement(now))]  # followers learn at once
+        if rnd.bootstrap:
+            self.config = ClusterConfig(rnd.bootstrap, 1)
+            effects.append(self._persist())
+            effects.extend(self._commit(self.config))
+        return effects
+
+    def _on_announce(self, ann: LeaseAnnounce, sender: str, now: float) -> list[Effect]:
+        if ann.token < self.fence_floor:
+            self.stats.fencing_rejections += 1
+            return []  # a stale leader still announcing: ignored
+        effects: list[Effect] = []
+        if ann.token > self.fence_floor:
+            self.fence_floor = ann.token
+            effects.append(self._persist())
+        if self.leader == self.self_id and sender != self.self_id and self.leader_token < ann.token:
+            self._step_down()  # a newer lease exists: this node's is over
+        self.leader = sender
+        self.leader_token = ann.token
+        # believe it a little shorter than announced: the message took some time to arrive
+        self.leader_seen_until = now + max(0.0, ann.remaining - self.cfg.drift_margin)
+        if ann.voters and (self.config is None or ann.config_version > self.config.version):
+            self.config = ClusterConfig(tuple(ann.voters), ann.config_version)
+            effects.append(self._persist())
+        return effects
+
+    # -- configuration -----------------------------------------------------------------
+    def _commit(self, config: ClusterConfig) -> list[Effect]:
+        self._config_change = config
+        self._config_acks = {self.self_id}
+        return [Broadcast(ConfigCommit(token=self.leader_token, voters=list(config.voters), version=config.version))]
+
+    def _on_config(self, msg: ConfigCommit, sender: str, now: float) -> list[Effect]:
+        floor = self.fence_floor
+        if not self.fence(msg.token):
+            return []
+        effects: list[Effect] = [self._persist()] if self.fence_floor != floor else []
+        if self.config is None or msg.version > self.config.version:
+            self.config = ClusterConfig(tuple(msg.voters), msg.version)
+            effects.append(self._persist())
+        if self.config.version == msg.version and self.self_id in msg.voters:
+            effects.append(Send(sender, ConfigAck(version=msg.version)))
+        return effects
+
+    def _on_config_ack(self, ack: ConfigAck, sender: str, now: float) -> list[Effect]:
+        change = self._config_change
+        if change is None or ack.version != change.version or sender not in change.voters:
+            return []
+        self._config_acks.add(sender)
+        if len(self._config_acks & set(change.voters)) >= change.quorum():
+            self._config_change = None  # committed: the next change may start
+        return []
+
+    def _maybe_reconfigure(self, now: float) -> list[Effect]:
+        """The leader keeps the voters alive and up to ``max_voters``, one change at a time."""
+        config = self.config
+        if config is None or self._config_change is not None or not self.is_leader(now):
+            return []
+        gone = [v for v in config.voters if v != self.self_id and v in self.dead_since
+                and now - self.dead_since[v] >= self.cfg.voter_dead_grace]
+        if gone:
+            voters = tuple(v for v in config.voters if v != gone[0])
+        else:
+            candidates = sorted(m for m in self.alive if m not in config.voters)
+            if not candidates or len(config.voters) >= self.cfg.max_voters:
+                return []
+            voters = tuple(sorted((*config.voters, candidates[0])))
+        self.config = ClusterConfig(voters, config.version + 1)
+        return [self._persist(), *self._commit(self.config)]

@@ -1,0 +1,172 @@
+"""The lease core, pure: grants, refusals, expiry, renewal, step-down, tokens, restart, fencing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dakera_actors.lease.core import (
+    Broadcast,
+    ClusterConfig,
+    LeaseConfig,
+    LeaseCore,
+    LeaseState,
+    Persist,
+    Send,
+)
+from dakera_actors.lease.messages import ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+
+CFG = LeaseConfig(ttl=1.0, drift_margin=0.15, bootstrap_expect=3)
+VOTERS = ClusterConfig(("a", "b", "c"), 1)
+
+
+def voter(self_id: str = "b", state: LeaseState | None = None, now: float = 0.0, restarted: bool = False) -> LeaseCore:
+    core = LeaseCore(CFG, self_id=self_id, state=state or LeaseState(config=VOTERS), now=now,
+                     rng=random.Random(1), restarted=restarted)
+    core.on_members({"a", "b", "c"}, set(), now)
+    return core
+
+
+def answer(core: LeaseCore, candidate: str, req: LeaseRequest, now: float) -> LeaseGrant:
+    effects = core.handle(req, candidate, now)
+    (send,) = [e for e in effects if isinstance(e, Send)]
+    assert send.to == candidate
+    if send.message.granted and not req.renew:
+        assert isinstance(effects[0], Persist)  # the promise is durable before it is given
+    return send.message
+
+
+def test_voter_grants_one_lease_per_token_and_keeps_its_promise() -> None:
+    v = voter()
+    assert answer(v, "a", LeaseRequest(5, 1.0, config_version=1), 0.0).granted
+    refused = answer(v, "c", LeaseRequest(6, 1.0, config_version=1), 0.5)
+    assert not refused.granted and "promised to a" in refused.reason and refused.highest == 5
+    assert not answer(v, "c", LeaseRequest(6, 1.0, config_version=1), 1.14).granted  # ttl + margin
+    assert answer(v, "c", LeaseRequest(6, 1.0, config_version=1), 1.16).granted
+
+
+def test_voter_never_grants_a_token_it_has_seen() -> None:
+    v = voter()
+    assert answer(v, "a", LeaseRequest(5, 1.0, config_version=1), 0.0).granted
+    for token in (4, 5):
+        assert not answer(v, "c", LeaseRequest(token, 1.0, config_version=1), 10.0).granted
+
+
+def test_renewal_extends_only_the_holders_lease() -> None:
+    v = voter()
+    answer(v, "a", LeaseRequest(5, 1.0, config_version=1), 0.0)
+    assert answer(v, "a", LeaseRequest(5, 1.0, renew=True, config_version=1), 0.9).granted
+    assert not answer(v, "c", LeaseRequest(7, 1.0, config_version=1), 1.5).granted  # extended to 2.05
+    assert not answer(v, "c", LeaseRequest(5, 1.0, renew=True, config_version=1), 1.5).granted
+
+
+def test_non_voters_and_stale_configurations_are_refused() -> None:
+    v = voter()
+    assert "not a voter" in answer(v, "z", LeaseRequest(5, 1.0, config_version=1), 0.0).reason
+    v2 = voter(state=LeaseState(config=ClusterConfig(("a", "b", "c"), 4)))
+    assert "stale configuration" in answer(v2, "a", LeaseRequest(5, 1.0, config_version=3), 0.0).reason
+
+
+def test_restarted_voter_stays_quiet_for_one_promise_period() -> None:
+    v = voter(state=LeaseState(highest_token=5, config=VOTERS), now=100.0, restarted=True)
+    assert "restarted" in answer(v, "a", LeaseRequest(6, 1.0, config_version=1), 100.5).reason
+    assert answer(v, "a", LeaseRequest(6, 1.0, config_version=1), 101.2).granted
+
+
+def test_release_frees_the_voter_at_once() -> None:
+    v = voter()
+    answer(v, "a", LeaseRequest(5, 1.0, config_version=1), 0.0)
+    v.handle(LeaseRelease(5), "a", 0.1)
+    assert answer(v, "c", LeaseRequest(6, 1.0, config_version=1), 0.2).granted
+
+
+def elect(cores: dict[str, LeaseCore], now: float = 2.0) -> str:
+    """Drive a campaign of the first core that campaigns, delivering messages instantly."""
+    for node_id, core in cores.items():  # one after the other, each round delivered at once
+        pending: list[tuple[str, object]] = [(node_id, e) for e in core.tick(now)]
+        while pending:
+            src, effect = pending.pop(0)
+            targets = [effect.to] if isinstance(effect, Send) else list(cores) if isinstance(effect, Broadcast) else []
+            for t in targets:
+                if t != src:
+                    pending.extend((t, e) for e in cores[t].handle(effect.message, src, now))  # type: ignore[union-attr]
+    leaders = [i for i, c in cores.items() if c.is_leader(now)]
+    assert len(leaders) == 1, leaders
+    return leaders[0]
+
+
+def test_a_quorum_elects_and_validity_counts_from_the_ask() -> None:
+    cores = {i: voter(i) for i in "abc"}
+    leader = elect(cores)
+    core = cores[leader]
+    assert core.lease_until == pytest.approx(2.0 + 1.0 - 0.15)
+    assert core.leader_token == 1 and core.stats.elections_won == 1
+    assert all(c.current_leader(2.0) == leader for c in cores.values())  # the announcement
+
+
+def test_holder_steps_down_when_it_cannot_renew() -> None:
+    cores = {i: voter(i) for i in "abc"}
+    leader = elect(cores)
+    core = cores[leader]
+    effects = core.tick(core._next_renew)  # renewal round goes out; nobody answers
+    assert any(isinstance(e, Send) and e.message.renew for e in effects)
+    t = core.lease_until
+    core.tick(t + 0.001)
+    assert not core.is_leader(t + 0.001) and core.stats.step_downs == 1
+
+
+def test_campaign_without_quorum_releases_its_grants() -> None:
+    cores = {i: voter(i) for i in "abc"}
+    a = cores["a"]
+    effects = a.tick(5.0)
+    requests = [e for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRequest)]
+    assert requests and all(r.message.token == 1 for r in requests)
+    later = a.tick(5.0 + CFG.request_timeout + 0.01)  # no answers came
+    assert not a.is_leader(5.5)
+    assert a._grant is None  # its own vote given back
+    assert not any(isinstance(e, Send) and isinstance(e.message, LeaseRelease) for e in later)  # none others
+
+
+def test_tokens_survive_restarts_and_are_never_proposed_twice() -> None:
+    a = voter("a")
+    effects = a.tick(5.0)
+    persisted = [e.state for e in effects if isinstance(e, Persist)][-1]
+    assert persisted.proposed_token == 1
+    again = LeaseCore(CFG, self_id="a", state=persisted, now=10.0, rng=random.Random(2), restarted=True)
+    again.on_members({"a", "b", "c"}, set(), 10.0)
+    effects = again.tick(12.0)
+    tokens = {e.message.token for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRequest)}
+    assert tokens == {2}
+
+
+def test_stale_leader_decisions_are_fenced() -> None:
+    b = voter("b")
+    b.handle(LeaseAnnounce(token=7, remaining=0.8, voters=["a", "b", "c"], config_version=1), "c", 0.0)
+    assert b.current_leader(0.1) == "c"
+    assert not b.fence(6) and b.stats.fencing_rejections == 1
+    b.handle(LeaseAnnounce(token=6, remaining=0.8), "a", 0.2)  # the old leader still talking
+    assert b.current_leader(0.3) == "c" and b.stats.fencing_rejections == 2
+    assert b.fence(7) and b.fence(8) and not b.fence(7)
+
+
+def test_bootstrap_needs_every_proposed_voter() -> None:
+    cores = {i: LeaseCore(CFG, self_id=i, state=LeaseState(), now=0.0, rng=random.Random(3), restarted=False)
+             for i in "abcd"}
+    for c in cores.values():
+        c.on_members({"a", "b", "c", "d"}, set(), 0.0)
+    leader = elect(cores)
+    assert cores[leader].config == ClusterConfig(("a", "b", "c"), 1)  # the first three by id
+    assert all(c.config == ClusterConfig(("a", "b", "c"), 1) for c in cores.values())
+    v = LeaseCore(CFG, self_id="b", state=LeaseState(), now=0.0, rng=random.Random(4), restarted=False)
+    assert "not bootstrapped" in answer(v, "a", LeaseRequest(1, 1.0, bootstrap=["a", "c", "d"]), 0.0).reason
+
+
+def test_config_commit_is_fenced_and_acknowledged_by_voters() -> None:
+    b = voter("b")
+    effects = b.handle(ConfigCommit(token=3, voters=["a", "b", "c", "d"], version=2), "a", 0.0)
+    assert b.config == ClusterConfig(("a", "b", "c", "d"), 2)
+    assert any(isinstance(e, Send) and e.to == "a" for e in effects)
+    b.fence(9)
+    b.handle(ConfigCommit(token=4, voters=["a"], version=3), "a", 0.1)
+    assert b.config.version == 2  # a stale leader cannot shrink the voters
