@@ -162,6 +162,13 @@ class Config:
     gossip_push_pull_interval_ms: int = attrs.field(default=15_000, validator=_int_range(100, 3_600_000))
     gossip_awareness_max: int = attrs.field(default=8, validator=_int_range(1, 64))
 
+    # leader lease (see README: the failover time they give)
+    lease_ttl_ms: int = attrs.field(default=1000, validator=_int_range(100, 600_000))
+    lease_drift_ms: int = attrs.field(default=150, validator=_int_range(1, 60_000))
+    #: members a new cluster waits for before electing its first leader; None: 1 + seeds, at most 3
+    bootstrap_expect: int | None = attrs.field(default=None, validator=attrs.validators.optional(_int_range(1, 9)))
+    max_voters: int = attrs.field(default=5, validator=_int_range(1, 9))
+
     replication_factor: int = attrs.field(default=2, validator=_int_range(1, 9))
     shards: int = attrs.field(default=64, validator=_int_range(1, 65536))
     write_ack: str = attrs.field(default="primary", validator=_one_of(WRITE_ACK_MODES))
@@ -189,6 +196,8 @@ class Config:
             raise ConfigError("DAKERA_GOSSIP_PROBE_TIMEOUT_MS",
                               "must be shorter than DAKERA_GOSSIP_PROBE_INTERVAL_MS "
                               "(the indirect probes need the rest of the period)")
+        if self.lease_drift_ms * 4 >= self.lease_ttl_ms:
+            raise ConfigError("DAKERA_LEASE_DRIFT_MS", "must be under a quarter of DAKERA_LEASE_TTL_MS")
         if self.storage == "s3" and not self.s3_endpoint:
             raise ConfigError("DAKERA_S3_ENDPOINT", "is required when DAKERA_STORAGE=s3")
 
@@ -213,6 +222,15 @@ class Config:
             push_pull_interval=self.gossip_push_pull_interval_ms / 1000,
             awareness_max=self.gossip_awareness_max,
         )
+
+    def lease(self) -> Any:
+        """The lease core's timing and voter rules, in seconds."""
+        from .lease.core import LeaseConfig
+
+        ttl, margin = self.lease_ttl_ms / 1000, self.lease_drift_ms / 1000
+        expect = self.bootstrap_expect or min(3, 1 + len(self.cluster_seeds))
+        return LeaseConfig(ttl=ttl, drift_margin=margin, request_timeout=ttl * 0.3, bootstrap_expect=expect,
+                           max_voters=self.max_voters)
 
     @property
     def auth_enabled(self) -> bool:
@@ -265,7 +283,7 @@ def _parse(field: attrs.Attribute[Any], var: str, value: str) -> Any:
         return tuple(keys)
     if name in ("write_ack", "storage", "log_level", "log_format", "transport", "embedder"):
         return value.lower() if name not in ("transport", "embedder") else value
-    if field.type in ("int", int):
+    if field.type in ("int", int, "int | None"):
         try:
             return int(value, 10)
         except ValueError:

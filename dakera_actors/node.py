@@ -31,6 +31,7 @@ from .transport import Transport, format_hostport, load_transport, parse_hostpor
 from .wire import Codec
 
 if TYPE_CHECKING:
+    from .lease.actor import LeaseActor
     from .membership.actor import MembershipActor
     from .store.service import MemoryService
     from .wal.memory import SimDisk
@@ -111,6 +112,7 @@ class Node:
         self.actors: list[Actor] = []
         self.memory: MemoryService | None = None
         self.membership: MembershipActor | None = None
+        self.lease: LeaseActor | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -209,6 +211,21 @@ class Node:
 
         self.nursery.start_soon(open_when_joined)
 
+    async def _start_lease(self) -> None:
+        from .lease.actor import LeaseActor
+        from .lease.core import LeaseCore
+        from .lease.store import FileLeaseStore, SimLeaseStore
+        from .wal.actor import disk_call
+
+        assert self.endpoint is not None and self.nursery is not None and self.membership is not None
+        store = SimLeaseStore(self.disk) if self.disk is not None else FileLeaseStore(self.data_dir)
+        state = await disk_call(store.blocking, store.load)
+        core = LeaseCore(self.config.lease(), self_id=self.node_id, state=state, now=trio.current_time(),
+                         rng=self.rng, restarted=True)
+        self.lease = LeaseActor(core, store, self.endpoint, self.metrics, self.log)
+        await self.start_actor(self.lease)
+        self.nursery.start_soon(self.lease.follow, self.membership.view)
+
     def cluster_status(self) -> dict[str, Any]:
         """``GET /admin/cluster/status``. Leader and shard fields fill in as those layers land."""
         shards = self.config.shards
@@ -216,13 +233,15 @@ class Node:
         alive = sum(1 for m in members.values() if m.alive) if members else 1
         known = sum(1 for m in members.values() if m.state.label != "Left") if members else 1
         cluster = self.config.cluster_mode
+        lease = self.lease.view.value if self.lease else None
         return {
             "status": ("healthy" if self.readiness.ready and alive == known else
                        "degraded" if self.readiness.ready else "unavailable"),
             "node_id": self.node_id,
-            "leader": None if cluster else self.node_id,
-            "fencing_token": 0,
-            "lease_remaining_ms": None,
+            "leader": lease.leader if lease else (None if cluster else self.node_id),
+            "fencing_token": lease.token if lease else 0,
+            "lease_remaining_ms": (None if lease is None or (left := lease.remaining(trio.current_time())) is None
+                                   else int(left * 1000)),
             "nodes": known,
             "alive": alive,
             "replication_factor": min(self.config.replication_factor, max(alive, 1)),
@@ -241,10 +260,11 @@ class Node:
                 "gossip_address": None, "incarnation": 0, "maintenance": False,
                 "primary_shards": list(range(self.config.shards)), "replica_shards": [],
             }]
+        leader = self.lease.view.value.leader if self.lease else None
         return [{
             "id": m.id,
             "state": m.state.label,
-            "role": "follower",
+            "role": "leader" if m.id == leader else "follower",
             "api_address": m.api,
             "gossip_address": m.address,
             "incarnation": m.incarnation,
@@ -307,6 +327,7 @@ async def open_node(
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
                         await node._start_membership()
+                        await node._start_lease()
                     await start_storage(node)
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")

@@ -269,7 +269,7 @@ class LeaseCore:
             self._next_renew = now + self.cfg.ttl * self.cfg.renew_fraction
         request = LeaseRequest(token=token, ttl=self.cfg.ttl, renew=renew,
                                config_version=self.config.version if self.config else 0,
-                               bootstrap=list(bootstrap))
+                               bootstrap=list(bootstrap), voters=list(self.config.voters) if self.config else [])
         effects: list[Effect] = []
         if self.self_id in voters:
             # vote for itself through the same rule as for anyone else
@@ -283,7 +283,7 @@ class LeaseCore:
         return effects
 
     def _release(self, rnd: _Round) -> list[Effect]:
-        return [Send(v, LeaseRelease(rnd.token)) for v in rnd.granted if v != self.self_id] + (
+        return [Send(v, LeaseRelease(rnd.token)) for v in sorted(rnd.granted) if v != self.self_id] + (
             [] if self.self_id not in rnd.granted else self._release_own(rnd.token))
 
     def _release_own(self, token: int) -> list[Effect]:
@@ -303,17 +303,24 @@ class LeaseCore:
     def _decide(self, candidate: str, req: LeaseRequest, now: float) -> tuple[LeaseGrant, bool]:
         """The voter's rule. Returns the answer and whether state must be persisted first."""
 
+        adopted = False
+
         def refuse(reason: str) -> tuple[LeaseGrant, bool]:
             self.stats.grants_refused += 1
-            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), False
+            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), adopted
 
         grant = self._grant
         if now < self._quiet_until and candidate != self.self_id:
             return refuse("restarted recently")  # it may have promised before it died
+        if req.voters and req.config_version > (self.config.version if self.config else 0):
+            # a newer configuration than ours exists (its commit did not reach us): only a leader
+            # makes one, and versions only grow, so take it before judging the request by it
+            self.config = ClusterConfig(tuple(req.voters), req.config_version)
+            adopted = True
         if req.renew and grant is not None and grant.holder == candidate and grant.token == req.token:
             grant.until = now + req.ttl + self.cfg.drift_margin
             self.stats.grants_given += 1
-            return LeaseGrant(token=req.token, granted=True, highest=self.highest), False
+            return LeaseGrant(token=req.token, granted=True, highest=self.highest), adopted
         if self.config is not None:
             if candidate not in self.config.voters:
                 return refuse("not a voter")
@@ -340,7 +347,8 @@ class LeaseCore:
     def handle(self, message: Any, sender: str, now: float) -> list[Effect]:
         if isinstance(message, LeaseRequest):
             answer, persist = self._decide(sender, message, now)
-            return ([self._persist()] if persist else []) + [Send(sender, answer)]
+            effects: list[Effect] = [self._persist()] if persist else []
+            return [*effects, Send(sender, answer)]
         if isinstance(message, LeaseGrant):
             return self._on_grant(message, sender, now)
         if isinstance(message, LeaseRelease):

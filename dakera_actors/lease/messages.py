@@ -17,6 +17,7 @@ class LeaseRequest:
     renew: bool = False
     config_version: int = 0
     bootstrap: list[str] = attrs.field(factory=list)  # the proposed first voters, before any config
+    voters: list[str] = attrs.field(factory=list)  # the candidate's configuration (version above)
 
 
 @message("lease.grant")

@@ -61,6 +61,8 @@ class SimDisk:
         self.path = Path("/simdisk") / name
         self.segment_records = segment_records
         self.crashes = 0
+        #: small state files written atomically and durably (the lease's tokens and voters)
+        self.files: dict[str, bytes] = {}
         self._wal = _WalImage()
         self._snapshots: dict[int, dict[int, bytes]] = {}  # shard -> lsn -> packed state
         self._store = MemorySnapshotStore(self)

@@ -1,0 +1,167 @@
+"""The lease in whole in-process clusters (actors over the memory transport, MockClock).
+
+A checker task samples every 5 ms of simulated time: never two nodes holding a valid lease at
+the same instant, and every new leader's token above all earlier ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from dakera_actors.lease.messages import ConfigCommit
+from dakera_actors.testing import Cluster, open_cluster
+from dakera_actors.wire import encode_frame
+
+from ..waiting import eventually
+
+MockClock = trio.testing.MockClock
+
+
+class LeaderHistory:
+    def __init__(self) -> None:
+        self.leaders: list[tuple[str, int]] = []
+
+    def observe(self, cluster: Cluster) -> None:
+        now = trio.current_time()
+        holders = [(i, n.lease.core.leader_token) for i, n in cluster.nodes.items()  # type: ignore[union-attr]
+                   if n.lease is not None and n.lease.core.is_leader(now)]
+        assert len(holders) <= 1, f"two valid leases at {now}: {holders}"
+        for holder in holders:
+            if not self.leaders or self.leaders[-1] != holder:
+                assert not self.leaders or holder[1] > max(t for _, t in self.leaders), (holder, self.leaders)
+                self.leaders.append(holder)
+
+
+@asynccontextmanager
+async def checked_cluster(n: int, seed: int) -> AsyncIterator[tuple[Cluster, LeaderHistory]]:
+    history = LeaderHistory()
+    async with open_cluster(n, seed=seed) as cluster, trio.open_nursery() as nursery:
+        async def check() -> None:
+            while True:
+                history.observe(cluster)
+                await trio.sleep(0.005)
+
+        nursery.start_soon(check)
+        yield cluster, history
+        nursery.cancel_scope.cancel()
+
+
+def agreed_leader(cluster: Cluster, *, exclude: str | None = None, among: list[str] | None = None) -> str | None:
+    """The leader every node (of ``among``) names, if they all name the same one."""
+    views = {i: n.lease.view.value.leader for i, n in cluster.nodes.items()  # type: ignore[union-attr]
+             if n.lease is not None and (among is None or i in among)}
+    leaders = set(views.values())
+    if len(leaders) == 1 and None not in leaders and exclude not in leaders:
+        return leaders.pop()
+    return None
+
+
+async def test_three_nodes_agree_on_one_leader(autojump_clock: MockClock) -> None:
+    async with checked_cluster(3, seed=1) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        leader = agreed_leader(cluster)
+        await trio.sleep(30)  # renewals keep the same lease alive
+        assert agreed_leader(cluster) == leader and len(history.leaders) == 1
+        async with cluster.client("node-1") as http:
+            status = (await http.get("/admin/cluster/status")).json()
+            nodes = (await http.get("/admin/cluster/nodes")).json()
+        assert status["leader"] == leader and status["fencing_token"] == history.leaders[0][1]
+        assert 0 < status["lease_remaining_ms"] <= 1000
+        assert [x["id"] for x in nodes if x["role"] == "leader"] == [leader]
+        assert cluster.node("node-1").metrics.sample("dakera_leader_lease_remaining_ms") > 0
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+async def test_killed_leader_is_replaced_with_a_higher_token(autojump_clock: MockClock, seed: int) -> None:
+    async with checked_cluster(3, seed=seed) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        old = agreed_leader(cluster)
+        assert old is not None
+        cluster.kill(old)
+        await eventually(lambda: agreed_leader(cluster, exclude=old) is not None, timeout=20, interval=0.01)
+        assert history.leaders[-1][0] != old and history.leaders[-1][1] > history.leaders[0][1]
+        await cluster.restart(old)  # it comes back as a follower of the new leader
+        await trio.sleep(5)
+        assert agreed_leader(cluster) == history.leaders[-1][0]
+
+
+async def test_leader_cut_off_in_a_minority_steps_down(autojump_clock: MockClock) -> None:
+    async with checked_cluster(5, seed=5) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        # the leader grows the voters from the first three to all five, one at a time
+        await eventually(lambda: all(len(n.lease.core.config.voters) == 5  # type: ignore[union-attr]
+                                     for n in cluster.nodes.values() if n.lease.core.config), timeout=30)
+        old = agreed_leader(cluster)
+        assert old is not None
+        rest = [i for i in cluster.ids if i != old]
+        cluster.partition([old, rest[0]], rest[1:])
+        await eventually(lambda: history.leaders[-1][0] in rest[1:], timeout=20, interval=0.01)
+        assert not cluster.node(old).lease.core.is_leader(trio.current_time())  # type: ignore[union-attr]
+        cluster.heal()
+        await eventually(lambda: agreed_leader(cluster) == history.leaders[-1][0], timeout=30)
+
+
+async def test_stale_leader_decisions_are_rejected_by_every_node(autojump_clock: MockClock) -> None:
+    async with checked_cluster(3, seed=6) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        old = agreed_leader(cluster)
+        old_token = history.leaders[-1][1]
+        others = [i for i in cluster.ids if i != old]
+        cluster.partition([old], others)
+        await eventually(lambda: agreed_leader(cluster, exclude=old, among=others) is not None,
+                         timeout=20, interval=0.01)
+        cluster.heal()
+        # the deposed leader's decision, stamped with its old token, arrives late
+        stale = encode_frame(ConfigCommit(token=old_token, voters=[old], version=999), old)
+        transport = cluster.node(old).endpoint.transport  # type: ignore[union-attr]
+        for target in others:
+            await transport.send_packet(cluster.address(target), stale)
+        await trio.sleep(1)
+        for target in others:
+            node = cluster.node(target)
+            assert node.lease.core.config.version < 999  # type: ignore[union-attr]
+            assert node.metrics.sample("dakera_fencing_rejections_total") >= 1
+
+
+async def test_fencing_token_survives_restarts(autojump_clock: MockClock) -> None:
+    async with checked_cluster(3, seed=7) as (cluster, history):
+        for _ in range(3):
+            await eventually(lambda: agreed_leader(cluster) is not None, timeout=30)
+            leader = agreed_leader(cluster)
+            assert leader is not None
+            for node_id in cluster.ids:  # everyone restarts, the leader first
+                await cluster.restart(node_id)
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=30)
+        tokens = [t for _, t in history.leaders]
+        assert tokens == sorted(set(tokens)) and len(tokens) >= 4
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+async def test_flapping_links_loss_and_delay_never_give_two_leaders(autojump_clock: MockClock, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    async with checked_cluster(5, seed=seed) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        cluster.set_faults(drop=0.1, delay=(0.001, 0.08))
+        ids = cluster.ids
+        end = trio.current_time() + 60
+        while trio.current_time() < end:
+            await trio.sleep(rng.uniform(0.2, 2.0))
+            if rng.random() < 0.5:
+                a, b = rng.sample(ids, 2)
+                cluster.cut(a, b, both=rng.random() < 0.5)
+            else:
+                cluster.heal()
+                if rng.random() < 0.3:
+                    rng.shuffle(ids)
+                    cluster.partition(ids[:2], ids[2:])
+        cluster.heal()
+        cluster.set_faults()
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=30)
+        assert len(history.leaders) >= 1
