@@ -79,9 +79,14 @@ class LeaseActor(Actor):
         async for view in membership.changes():
             await self.tell(_Members(view))
 
-    def fence(self, token: int) -> bool:
-        """Accept a leader decision stamped ``token``? (Raises the floor; persisted lazily.)"""
-        return self.core.fence(token)
+    async def fence(self, token: int) -> bool:
+        """Accept a leader decision stamped ``token``? Raising the floor is persisted first, so
+        a restart cannot make this node accept an older leader again."""
+        floor = self.core.fence_floor
+        accepted = self.core.fence(token)
+        if accepted and self.core.fence_floor != floor:
+            await disk_call(self.store.blocking, self.store.save, self.core.state())
+        return accepted
 
     # -- the actor's side --------------------------------------------------------------
     def next_timer(self) -> float:

@@ -1,0 +1,77 @@
+"""Three real node processes agree on one leader; SIGKILL of the leader elects another with a
+higher fencing token, which a restarted node does not forget."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .procs import NodeProcess, free_port
+
+pytestmark = pytest.mark.real
+
+
+def wait_for(condition: Callable[[], Any], deadline: float, what: str) -> Any:
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def status(node: NodeProcess) -> dict[str, Any]:
+    try:
+        return httpx.get(node.url + "/admin/cluster/status", timeout=1).json()
+    except httpx.HTTPError:
+        return {}
+
+
+def agreed(nodes: list[NodeProcess]) -> tuple[str, int] | None:
+    views = {(s.get("leader"), s.get("fencing_token")) for s in map(status, nodes)}
+    if len(views) == 1:
+        leader, token = views.pop()
+        if leader is not None:
+            return leader, token
+    return None
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
+    gossip = [free_port() for _ in range(3)]
+    nodes = [NodeProcess(tmp_path, f"node-{i + 1}", DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=f"node-{i + 1}",
+                         DAKERA_GOSSIP_PORT=str(gossip[i]), DAKERA_GOSSIP_BIND=f"127.0.0.1:{gossip[i]}",
+                         DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for j, p in enumerate(gossip) if j != i))
+             for i in range(3)]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_healthy()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_one_leader_and_failover_with_a_higher_token(cluster: list[NodeProcess]) -> None:
+    leader, token = wait_for(lambda: agreed(cluster), 20, "one agreed leader")
+    roles = {m["id"]: m["role"] for m in httpx.get(cluster[0].url + "/admin/cluster/nodes").json()}
+    assert [i for i, r in roles.items() if r == "leader"] == [leader]
+    victim = next(n for n in cluster if n.env["DAKERA_NODE_ID"] == leader)
+    survivors = [n for n in cluster if n is not victim]
+    victim.signal(signal.SIGKILL)
+    victim.wait(10)
+    new_leader, new_token = wait_for(lambda: (a := agreed(survivors)) and a[0] != leader and a,
+                                     20, "a new agreed leader")
+    assert new_token > token
+    victim.start()  # it rejoins as a follower and learns the newer token
+    victim.wait_healthy()
+    wait_for(lambda: agreed(cluster) == (new_leader, new_token), 20, "the restarted node to follow")
