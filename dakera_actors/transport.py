@@ -144,6 +144,11 @@ class Transport(abc.ABC):
         ``options`` are transport-specific (the memory transport takes ``network=``).
         """
 
+    def check_packet_size(self, data: bytes) -> None:
+        """Every transport refuses an oversized packet the same way, before sending anything."""
+        if len(data) > self.max_packet_size:
+            raise FrameTooLarge(f"packet of {len(data)} bytes exceeds {self.max_packet_size}")
+
     @property
     @abc.abstractmethod
     def address(self) -> str:

@@ -303,8 +303,7 @@ class MemoryTransport(Transport):
         return self._address
 
     async def send_packet(self, address: str, data: bytes) -> None:
-        if len(data) > self.max_packet_size:
-            raise FrameTooLarge(f"packet of {len(data)} bytes exceeds {self.max_packet_size}")
+        self.check_packet_size(data)
         if not self._closed:
             self.network._send_packet(self._address, address, bytes(data))
         await trio.lowlevel.checkpoint()

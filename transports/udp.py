@@ -272,8 +272,7 @@ class UdpTransport(Transport):
 
     # -- packets -----------------------------------------------------------------------
     async def send_packet(self, address: str, data: bytes) -> None:
-        if len(data) > self.max_packet_size:
-            raise FrameTooLarge(f"packet of {len(data)} bytes exceeds {self.max_packet_size}")
+        self.check_packet_size(data)
         if self._closed:
             await trio.lowlevel.checkpoint()
             return

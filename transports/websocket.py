@@ -207,8 +207,7 @@ class WebSocketTransport(Transport):
 
     # -- packets -----------------------------------------------------------------------
     async def send_packet(self, address: str, data: bytes) -> None:
-        if len(data) > self.max_packet_size:
-            raise FrameTooLarge(f"packet of {len(data)} bytes exceeds {self.max_packet_size}")
+        self.check_packet_size(data)
         await trio.lowlevel.checkpoint()
         if self._closed:
             return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,22 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from dakera_actors.testing.cluster import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both TCP and UDP right now (the OS may hand it out again later)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 class NodeProcess:
@@ -81,3 +67,15 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def cluster_processes(tmp: Path, n: int, *, seeds: int | None = None, **env: str) -> list[NodeProcess]:
+    """``n`` cluster-mode nodes on loopback (not started), each seeded with the gossip addresses
+    of the first ``seeds`` nodes (all others when None), like a production deployment."""
+    gossip = [free_port() for _ in range(n)]
+    seed_ports = gossip if seeds is None else gossip[:seeds]
+    return [NodeProcess(tmp, f"node-{i + 1}", DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=f"node-{i + 1}",
+                        DAKERA_GOSSIP_PORT=str(port), DAKERA_GOSSIP_BIND=f"127.0.0.1:{port}",
+                        DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for p in seed_ports if p != port),
+                        **env)
+            for i, port in enumerate(gossip)]

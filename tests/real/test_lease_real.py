@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .procs import NodeProcess, free_port
+from .procs import NodeProcess, cluster_processes
 
 pytestmark = pytest.mark.real
 
@@ -45,11 +45,7 @@ def agreed(nodes: list[NodeProcess]) -> tuple[str, int] | None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    gossip = [free_port() for _ in range(3)]
-    nodes = [NodeProcess(tmp_path, f"node-{i + 1}", DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=f"node-{i + 1}",
-                         DAKERA_GOSSIP_PORT=str(gossip[i]), DAKERA_GOSSIP_BIND=f"127.0.0.1:{gossip[i]}",
-                         DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for j, p in enumerate(gossip) if j != i))
-             for i in range(3)]
+    nodes = cluster_processes(tmp_path, 3)
     try:
         for node in nodes:
             node.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .procs import NodeProcess, free_port
+from .procs import NodeProcess, cluster_processes
 
 pytestmark = pytest.mark.real
 
@@ -32,12 +32,7 @@ def states(node: NodeProcess) -> dict[str, str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    gossip = [free_port() for _ in range(5)]
-    seeds = ",".join(f"127.0.0.1:{p}" for p in gossip[:3])
-    nodes = [NodeProcess(tmp_path, f"node-{i + 1}", DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=f"node-{i + 1}",
-                         DAKERA_GOSSIP_PORT=str(gossip[i]), DAKERA_GOSSIP_BIND=f"127.0.0.1:{gossip[i]}",
-                         DAKERA_CLUSTER_SEEDS=seeds)
-             for i in range(5)]
+    nodes = cluster_processes(tmp_path, 5, seeds=3)
     try:
         for node in nodes:
             node.start()
