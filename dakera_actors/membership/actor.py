@@ -90,8 +90,8 @@ class MembershipActor(Actor):
             endpoint.on_packet(kind, self._on_packet)
         endpoint.on_stream(SwimPushPull, self._serve_push_pull)
         metrics.registry.register(_SwimCollector(self))
-        if core.seeds == []:
-            self.joined.set()
+        if core.joined:
+            self.joined.set()  # no seeds: a cluster of its own from the start
 
     # -- the outside world's side ------------------------------------------------------
     def _on_packet(self, envelope: Envelope, source: str) -> None:
@@ -124,11 +124,8 @@ class MembershipActor(Actor):
         if isinstance(message, _Inbound):
             await self._carry_out(self.core.handle(message.message, message.source, now))
         elif isinstance(message, _PushPullIn):
-            self.core.merge(message.members, now)
-            if message.join and not self.joined.is_set():
-                # someone joined through us: we are part of a cluster even if our seeds are down
-                self.core.push_pull_done("", True, True)
-                self.joined.set()
+            self.core.merge(message.members, now, joining_peer=message.join)
+            self._note_joined("a joining peer")
             self._publish()
             return self.core.local_state()
         elif isinstance(message, _PushPullResult):
@@ -136,15 +133,18 @@ class MembershipActor(Actor):
             if message.members is not None:
                 self.core.merge(message.members, now)
             self.core.push_pull_done(message.address, ok, message.join)
-            if ok and message.join and not self.joined.is_set():
-                self.log.info("cluster_joined", via=message.address, members=len(self.core.members))
-                self.joined.set()
+            self._note_joined(message.address)
         elif isinstance(message, _SetMeta):
             self.core.set_meta(message.meta, now)
         elif isinstance(message, _Leave):
             await self._carry_out(self.core.leave(now))
         self._publish()
         return None
+
+    def _note_joined(self, via: str) -> None:
+        if self.core.joined and not self.joined.is_set():
+            self.log.info("cluster_joined", via=via, members=len(self.core.members))
+            self.joined.set()
 
     async def _carry_out(self, effects: list[Send | StartPushPull]) -> None:
         for effect in effects:

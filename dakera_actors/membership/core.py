@@ -271,10 +271,17 @@ class SwimCore:
         self._enqueue(self.me.as_update())
         return True
 
-    def merge(self, updates: list[Update], now: float) -> None:
-        """Apply a peer's full state (push-pull)."""
+    def merge(self, updates: list[Update], now: float, *, joining_peer: bool = False) -> None:
+        """Apply a peer's full state (push-pull). A peer joining through this node makes this
+        node part of a cluster even if its own seeds never answered."""
         for update in updates:
             self.apply(update, now)
+        if joining_peer:
+            self._joined = True
+
+    @property
+    def joined(self) -> bool:
+        return self._joined
 
     # -- inbound packets ---------------------------------------------------------------
     def handle(self, message: Any, source: str, now: float) -> list[Effect]:

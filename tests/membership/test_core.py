@@ -293,3 +293,12 @@ def test_push_pull_spacing_grows_with_the_cluster() -> None:
     from dakera_actors.membership.core import push_pull_scale
 
     assert [push_pull_scale(n) for n in (1, 32, 33, 64, 65, 1000)] == [1, 1, 2, 2, 3, 6]
+
+
+def test_a_peer_joining_through_a_node_counts_as_joined() -> None:
+    c = core(seeds=["s1:1"])
+    assert not c.joined
+    c.merge([Update("p", A, 1, address="p:1")], 0.0)
+    assert not c.joined  # a periodic exchange is not a join
+    c.merge([Update("q", A, 1, address="q:1")], 0.0, joining_peer=True)
+    assert c.joined
