@@ -234,7 +234,11 @@ class LeaseCore:
             effects.extend(self._maybe_reconfigure(now))
         if now >= self._next_campaign:
             self._next_campaign = now + self.cfg.ttl * self.cfg.renew_fraction
-            if self._round is None and self.lease_remaining(now) is None and now >= self._quiet_until:
+            promised = self._grant is not None and self._grant.holder != self.self_id and now < self._grant.until
+            # no point campaigning while this node's own promise to another still binds it: a
+            # quorum would refuse too (each refused round costs a timeout and burns a token)
+            if self._round is None and self.lease_remaining(now) is None and now >= self._quiet_until \
+                    and not promised:
                 effects.extend(self._campaign(now))
         return effects
 
