@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/transport.py
 	$(BIN)/python bench/recall.py
 	$(BIN)/python bench/single_node.py
+	$(BIN)/python bench/membership.py
+	$(BIN)/python bench/failover.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
