@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -461,9 +460,3 @@ class SwimCore:
         fanout = len(peers) if len(peers) <= 16 else max(self.config.gossip_nodes * 2, 8)
         return [Send(m.address, SwimGossip([left])) for m in self.rng.sample(peers, fanout)]
 
-
-def is_swim_message(message: Any) -> bool:
-    return isinstance(message, SwimPing | SwimAck | SwimPingReq | SwimNack | SwimGossip)
-
-
-Clock = Callable[[], float]
