@@ -1,0 +1,1 @@
+"""Shard placement and the shard map (issue 6, in progress)."""
