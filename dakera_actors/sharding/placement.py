@@ -84,7 +84,7 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         progress = True
         while progress:
             progress = False
-            for shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0])):
+            for _shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0])):
                 head = copies[0]
                 if primaries[head] <= p_high and all(primaries[m] >= p_low for m in copies[1:]):
                     continue
