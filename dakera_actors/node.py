@@ -33,6 +33,7 @@ from .wire import Codec
 if TYPE_CHECKING:
     from .lease.actor import LeaseActor
     from .membership.actor import MembershipActor
+    from .sharding.actor import ShardMapActor
     from .store.service import MemoryService
     from .wal.memory import SimDisk
 
@@ -113,6 +114,7 @@ class Node:
         self.memory: MemoryService | None = None
         self.membership: MembershipActor | None = None
         self.lease: LeaseActor | None = None
+        self.shard_map: ShardMapActor | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -226,6 +228,25 @@ class Node:
         await self.start_actor(self.lease)
         self.nursery.start_soon(self.lease.follow, self.membership.view)
 
+    async def _start_shard_map(self) -> None:
+        from .sharding.actor import ShardMapActor, ShardMapStore
+
+        assert self.endpoint and self.lease and self.membership and self.nursery
+        self.shard_map = ShardMapActor(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
+                                       endpoint=self.endpoint, lease=self.lease,
+                                       store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
+                                       log=self.log, nursery=self.nursery)
+        await self.start_actor(self.shard_map)
+        self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
+        self.readiness.require("shard_map")
+
+        async def open_when_mapped() -> None:
+            assert self.shard_map is not None
+            await self.shard_map.view.wait_for(lambda m: m is not None)
+            self.readiness.open("shard_map")
+
+        self.nursery.start_soon(open_when_mapped)
+
     def cluster_status(self) -> dict[str, Any]:
         """``GET /admin/cluster/status``. Leader and shard fields fill in as those layers land."""
         shards = self.config.shards
@@ -234,6 +255,7 @@ class Node:
         known = sum(1 for m in members.values() if m.state.label != "Left") if members else 1
         cluster = self.config.cluster_mode
         lease = self.lease.view.value if self.lease else None
+        smap = self.shard_map.view.value if self.shard_map else None
         return {
             "status": ("healthy" if self.readiness.ready and alive == known else
                        "degraded" if self.readiness.ready else "unavailable"),
@@ -246,10 +268,11 @@ class Node:
             "alive": alive,
             "replication_factor": min(self.config.replication_factor, max(alive, 1)),
             "shard_count": shards,
-            "shard_map_version": 0,
-            "shard_distribution": {} if cluster else {self.node_id: {"primary": shards, "replica": 0}},
-            "shard_balance": 0.0,
-            "unassigned_shards": shards if cluster else 0,
+            "shard_map_version": smap.version if smap else 0,
+            "shard_distribution": (smap.distribution() if smap else {} if cluster
+                                   else {self.node_id: {"primary": shards, "replica": 0}}),
+            "shard_balance": round(smap.balance(), 4) if smap else 0.0,
+            "unassigned_shards": (sum(1 for c in smap.placement if not c) if smap else shards if cluster else 0),
         }
 
     def cluster_nodes(self) -> list[dict[str, Any]]:
@@ -261,6 +284,7 @@ class Node:
                 "primary_shards": list(range(self.config.shards)), "replica_shards": [],
             }]
         leader = self.lease.view.value.leader if self.lease else None
+        smap = self.shard_map.view.value if self.shard_map else None
         return [{
             "id": m.id,
             "state": m.state.label,
@@ -269,8 +293,8 @@ class Node:
             "gossip_address": m.address,
             "incarnation": m.incarnation,
             "maintenance": m.maintenance,
-            "primary_shards": [],
-            "replica_shards": [],
+            "primary_shards": smap.primaries_of(m.id) if smap else [],
+            "replica_shards": smap.replicas_of(m.id) if smap else [],
         } for m in sorted(self.membership.view.value.members.values(), key=lambda m: m.id)]
 
 
@@ -328,6 +352,7 @@ async def open_node(
                         node.readiness.open("transport")
                         await node._start_membership()
                         await node._start_lease()
+                        await node._start_shard_map()
                     await start_storage(node)
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")

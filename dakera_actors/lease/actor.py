@@ -51,6 +51,11 @@ class _Members:
     view: MembershipView
 
 
+@attrs.frozen
+class _Fence:
+    token: int
+
+
 class LeaseActor(Actor):
     def __init__(self, core: LeaseCore, store: Any, endpoint: Endpoint, metrics: NodeMetrics,
                  log: EventLogger) -> None:
@@ -80,12 +85,10 @@ class LeaseActor(Actor):
             await self.tell(_Members(view))
 
     async def fence(self, token: int) -> bool:
-        """Accept a leader decision stamped ``token``? Raising the floor is persisted first, so
-        a restart cannot make this node accept an older leader again."""
-        floor = self.core.fence_floor
-        accepted = self.core.fence(token)
-        if accepted and self.core.fence_floor != floor:
-            await disk_call(self.store.blocking, self.store.save, self.core.state())
+        """Accept a leader decision stamped ``token``? Asked of the actor (which owns the core);
+        a raised floor is persisted before the answer, so a restart cannot make this node accept
+        an older leader again."""
+        accepted: bool = await self.ask(_Fence(token))
         return accepted
 
     # -- the actor's side --------------------------------------------------------------
@@ -97,6 +100,12 @@ class LeaseActor(Actor):
 
     async def handle(self, message: Any) -> Any:
         now = trio.current_time()
+        if isinstance(message, _Fence):
+            floor = self.core.fence_floor
+            accepted = self.core.fence(message.token)
+            if accepted and self.core.fence_floor != floor:
+                await disk_call(self.store.blocking, self.store.save, self.core.state())
+            return accepted
         if isinstance(message, _Inbound):
             await self._carry_out(self.core.handle(message.message, message.sender, now))
         elif isinstance(message, _Members):

@@ -1,0 +1,202 @@
+"""The shard-map actor: the leader computes and sends maps; everyone installs fenced, newer ones.
+
+On the lease holder it recomputes the placement whenever the eligible members (Alive, not in
+maintenance) change, waits a moment for a burst of changes to settle, and pushes the new map to
+every reachable member over a stream; it also re-sends the current map every few seconds, so a
+node that missed one (or just started) catches up. Every node installs a map only when it is
+newer by (token, version) and the lease's fencing check accepts its token; the installed map is
+persisted, so a restarted node serves from the last map even before a leader speaks to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import msgpack
+import trio
+
+from ..endpoint import Endpoint, MessageStream
+from ..lease.actor import LeaseActor, LeaseView
+from ..log import EventLogger
+from ..membership.actor import MembershipView
+from ..membership.member import MemberState
+from ..metrics import NodeMetrics
+from ..runtime import Actor, Published
+from ..transport import TransportError
+from ..wal.actor import disk_call
+from ..wire import Envelope, message, structure, unstructure
+from .shardmap import ShardMap, acceptable, next_map
+
+SETTLE = 0.2  # membership changes this close together produce one map
+RESEND = 5.0  # anti-entropy: the leader re-sends its map this often
+SEND_TIMEOUT = 2.0
+FILE_NAME = "shardmap.msgpack"
+
+
+@message("shard.map-ack")
+@attrs.frozen
+class ShardMapAck:
+    accepted: bool
+    reason: str = ""
+
+
+@attrs.frozen
+class _Offer:
+    map: ShardMap
+    sender: str
+
+
+@attrs.frozen
+class _Lease:
+    view: LeaseView
+
+
+@attrs.frozen
+class _Members:
+    view: MembershipView
+
+
+class ShardMapStore:
+    """The installed map, persisted (file or SimDisk), so a restart starts from it."""
+
+    def __init__(self, data_dir: Any, disk: Any) -> None:
+        self.disk, self.path = disk, (data_dir / FILE_NAME) if disk is None else None
+        self.blocking = disk is None
+
+    def load(self) -> ShardMap | None:
+        raw = self.disk.files.get(FILE_NAME) if self.disk is not None else (
+            self.path.read_bytes() if self.path is not None and self.path.exists() else None)
+        if raw is None:
+            return None
+        try:
+            return structure(msgpack.unpackb(raw, raw=False), ShardMap)
+        except Exception:
+            return None  # a map is always re-sent by the leader: an unreadable one is just absent
+
+    def save(self, shard_map: ShardMap) -> None:
+        raw = msgpack.packb(unstructure(shard_map), use_bin_type=True)
+        if self.disk is not None:
+            self.disk.files[FILE_NAME] = raw
+            return
+        import os
+
+        assert self.path is not None
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class ShardMapActor(Actor):
+    def __init__(self, self_id: str, *, shards: int, rf: int, endpoint: Endpoint, lease: LeaseActor,
+                 store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery) -> None:
+        super().__init__("shard-map")
+        self.self_id, self.shards, self.rf = self_id, shards, rf
+        self.endpoint, self.lease, self.store = endpoint, lease, store
+        self.metrics, self.log, self._nursery = metrics, log, nursery
+        self.view: Published[ShardMap | None] = Published(None)
+        self._lease = LeaseView(None, 0, 0.0, False)
+        self._eligible: tuple[str, ...] = ()
+        self._addresses: dict[str, str] = {}
+        self._recompute_at = math.inf
+        self._resend_at = math.inf
+        endpoint.on_stream(ShardMap, self._serve_offer)
+
+    async def on_start(self) -> None:
+        stored = await disk_call(self.store.blocking, self.store.load)
+        if stored is not None:
+            self._install(stored, "disk")
+
+    async def follow(self, lease: Published[LeaseView], membership: Published[MembershipView]) -> None:
+        async with trio.open_nursery() as nursery:
+            async def leases() -> None:
+                async for view in lease.changes():
+                    await self.tell(_Lease(view))
+
+            async def members() -> None:
+                async for view in membership.changes():
+                    await self.tell(_Members(view))
+
+            nursery.start_soon(leases)
+            nursery.start_soon(members)
+
+    async def _serve_offer(self, envelope: Envelope, stream: MessageStream) -> None:
+        reason: str = await self.ask(_Offer(envelope.message, envelope.sender))
+        await stream.send(ShardMapAck(accepted=not reason, reason=reason))
+
+    # -- the actor's side --------------------------------------------------------------
+    def next_timer(self) -> float:
+        return min(self._recompute_at, self._resend_at)
+
+    async def on_timer(self, now: float) -> None:
+        if now >= self._recompute_at:
+            self._recompute_at = math.inf
+            await self._recompute()
+        if now >= self._resend_at:
+            self._resend_at = now + RESEND if self._lease.is_self else math.inf
+            self._broadcast()
+
+    async def handle(self, msg: Any) -> Any:
+        now = trio.current_time()
+        if isinstance(msg, _Offer):
+            return await self._consider(msg.map, msg.sender)
+        if isinstance(msg, _Lease):
+            became_leader = msg.view.is_self and not (self._lease.is_self and self._lease.token == msg.view.token)
+            self._lease = msg.view
+            if became_leader:
+                self._recompute_at = now  # a new leader stamps the map with its own token at once
+                self._resend_at = now + RESEND
+        elif isinstance(msg, _Members):
+            members = msg.view.members.values()
+            self._addresses = {m.id: m.address for m in members}
+            eligible = tuple(sorted(m.id for m in members if m.state == MemberState.ALIVE and not m.maintenance))
+            if eligible != self._eligible:
+                self._eligible = eligible
+                if self._lease.is_self:
+                    self._recompute_at = min(self._recompute_at, now + SETTLE)
+        return None
+
+    async def _recompute(self) -> None:
+        if not self._lease.is_self or not self._eligible:
+            return
+        proposal = next_map(self.view.value, self._eligible, token=self._lease.token, shards=self.shards, rf=self.rf)
+        if proposal is None:
+            return
+        reason = await self._consider(proposal, self.self_id)
+        if not reason:
+            self._broadcast()
+
+    async def _consider(self, offered: ShardMap, sender: str) -> str:
+        problems = acceptable(self.view.value, offered, shards=self.shards)
+        if problems:
+            return "; ".join(problems)
+        if not await self.lease.fence(offered.token):
+            return f"stale token {offered.token}"
+        await disk_call(self.store.blocking, self.store.save, offered)
+        self._install(offered, sender)
+        return ""
+
+    def _install(self, shard_map: ShardMap, source: str) -> None:
+        self.view.set(shard_map)
+        self.metrics.shard_balance.set(shard_map.balance())
+        self.log.info("shard_map_installed", token=shard_map.token, version=shard_map.version, source=source,
+                      members=len(shard_map.members()))
+
+    def _broadcast(self) -> None:
+        current = self.view.value
+        if current is None or not self._lease.is_self:
+            return
+        for member in self._eligible:
+            address = self._addresses.get(member)
+            if member != self.self_id and address is not None:
+                self._nursery.start_soon(self._push_map, address, current)
+
+    async def _push_map(self, address: str, shard_map: ShardMap) -> None:
+        try:
+            await self.endpoint.request(address, shard_map, timeout=SEND_TIMEOUT)
+        except TransportError:
+            pass  # the next re-send, or the member's own restart, catches it up

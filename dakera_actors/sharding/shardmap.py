@@ -1,0 +1,80 @@
+"""The shard map: which members hold each shard, decided by the leader alone, fenced by its token.
+
+A map is ``(token, version, placement)``. Only the lease holder computes maps; every other node
+installs a map only if it is newer by ``(token, version)`` and its token passes the lease's
+fencing check, so a deposed leader's late map is refused. Without a leader the last map stays
+in force: owners keep serving and accepting writes; only reassignment stops (the seed's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from ..wire import message
+from .placement import balance, check, plan
+
+
+@message("shard.map")
+@attrs.frozen
+class ShardMap:
+    token: int
+    version: int
+    rf: int
+    placement: list[list[str]]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.token, self.version)
+
+    @property
+    def shards(self) -> int:
+        return len(self.placement)
+
+    def owner(self, shard: int) -> str | None:
+        copies = self.placement[shard]
+        return copies[0] if copies else None
+
+    def members(self) -> set[str]:
+        return {m for copies in self.placement for m in copies}
+
+    def primaries_of(self, member: str) -> list[int]:
+        return [s for s, copies in enumerate(self.placement) if copies and copies[0] == member]
+
+    def replicas_of(self, member: str) -> list[int]:
+        return [s for s, copies in enumerate(self.placement) if member in copies[1:]]
+
+    def distribution(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for copies in self.placement:
+            for rank, member in enumerate(copies):
+                entry = out.setdefault(member, {"primary": 0, "replica": 0})
+                entry["primary" if rank == 0 else "replica"] += 1
+        return dict(sorted(out.items()))
+
+    def balance(self) -> float:
+        return balance([tuple(c) for c in self.placement], self.members())
+
+
+def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, shards: int,
+             rf: int) -> ShardMap | None:
+    """The leader's next map, or None when the current one already fits (same token, placement)."""
+    members = sorted(set(eligible))
+    if not members:
+        return None
+    placement = plan(current.placement if current else None, members, shards, rf)
+    as_lists = [list(c) for c in placement]
+    if current is not None and current.token == token and current.placement == as_lists:
+        return None
+    version = (current.version + 1) if current is not None else 1
+    return ShardMap(token=token, version=version, rf=rf, placement=as_lists)
+
+
+def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> list[str]:
+    """Why ``offered`` must not be installed over ``current`` (empty: install it)."""
+    if current is not None and offered.key <= current.key:
+        return [f"not newer: {offered.key} <= {current.key}"]
+    if offered.shards != shards:
+        return [f"{offered.shards} shards, this cluster has {shards}"]
+    return check([tuple(c) for c in offered.placement], offered.members(), shards, offered.rf)
