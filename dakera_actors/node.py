@@ -275,6 +275,26 @@ class Node:
             "unassigned_shards": (sum(1 for c in smap.placement if not c) if smap else shards if cluster else 0),
         }
 
+    def cluster_shards(self) -> dict[str, Any]:
+        """``GET /admin/cluster/shards``: each shard's copies and, where held here, its size."""
+        smap = self.shard_map.view.value if self.shard_map else None
+        local = self.memory.shards.shards if self.memory else {}
+        out = []
+        for shard in range(self.config.shards):
+            copies = (smap.placement[shard] if smap else [] if self.config.cluster_mode else [self.node_id])
+            held = local.get(shard)
+            out.append({
+                "id": shard,
+                "primary": copies[0] if copies else None,
+                "replicas": list(copies[1:]),
+                # counted where this node holds the shard; replication (issue 7) reports lag
+                "memories": held.memory_count if held is not None else 0,
+                "size_bytes": sum(len(m.content) for a in held.agents.values() for m in a.memories.values())
+                if held is not None else 0,
+                "lag_ms": 0,
+            })
+        return {"shards": out, "shard_map_version": smap.version if smap else 0}
+
     def cluster_nodes(self) -> list[dict[str, Any]]:
         """``GET /admin/cluster/nodes``: every member this node knows of, itself included."""
         if self.membership is None:

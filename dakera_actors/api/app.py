@@ -136,6 +136,10 @@ def create_app(node: Node) -> QuartTrio:
     async def cluster_nodes() -> Response:
         return json_response(node.cluster_nodes())
 
+    @admin_route("/cluster/shards", ["GET"])
+    async def cluster_shards() -> Response:
+        return json_response(node.cluster_shards())
+
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
     return app
