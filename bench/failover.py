@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common import free_port, print_table  # noqa: E402
+
 from dakera_actors.lease.core import LeaseConfig  # noqa: E402
-from dakera_actors.testing.cluster import free_port  # noqa: E402
 from dakera_actors.wire import encode_frame, tag_of  # noqa: E402
 from tests.lease.sim import LeaseSim  # noqa: E402
 
@@ -349,14 +350,6 @@ def _pct(values: list[float], q: float) -> str:
 
 def _max(values: list[float]) -> str:
     return f"{max(values):.3f}" if values else "-"
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

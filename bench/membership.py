@@ -37,7 +37,6 @@ import math
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from typing import Any
 
 import attrs
 import httpx
+from common import free_port, print_table  # noqa: E402
 
 from dakera_actors.membership.core import Send, SwimConfig, SwimCore
 from dakera_actors.membership.member import MemberState
@@ -327,23 +327,6 @@ def expectations(config: SwimConfig, n: int) -> dict[str, float]:
 
 # -- part 2: real processes on loopback ---------------------------------------------------
 
-def free_port(*, udp: bool) -> int:
-    """A port free for TCP (and for UDP on the same number when ``udp``) on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            if not udp:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dgram:
-                try:
-                    dgram.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port found")
-
-
 @attrs.define
 class RealNode:
     id: str
@@ -357,11 +340,11 @@ def start_cluster(n: int, root: Path) -> list[RealNode]:
     gossip_ports: list[int] = []
     http_ports: list[int] = []
     while len(gossip_ports) < n:
-        port = free_port(udp=True)
+        port = free_port()
         if port not in gossip_ports:
             gossip_ports.append(port)
     while len(http_ports) < n:
-        port = free_port(udp=False)
+        port = free_port()
         if port not in gossip_ports and port not in http_ports:
             http_ports.append(port)
     gossip = [f"127.0.0.1:{p}" for p in gossip_ports]
@@ -470,14 +453,6 @@ def p50_max(values: list[float]) -> str:
     if not values:
         return "-"
     return f"{statistics.median(values):.2f} / {max(values):.2f}"
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -79,3 +81,17 @@ def cluster_processes(tmp: Path, n: int, *, seeds: int | None = None, **env: str
                         DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for p in seed_ports if p != port),
                         **env)
             for i, port in enumerate(gossip)]
+
+
+@contextlib.contextmanager
+def running(nodes: list[NodeProcess]) -> Iterator[list[NodeProcess]]:
+    """Start every node, wait until each is ready, and kill whatever is left at the end."""
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_healthy()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

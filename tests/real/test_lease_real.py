@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .procs import NodeProcess, cluster_processes
+from .procs import NodeProcess, cluster_processes, running
 
 pytestmark = pytest.mark.real
 
@@ -45,16 +45,8 @@ def agreed(nodes: list[NodeProcess]) -> tuple[str, int] | None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    nodes = cluster_processes(tmp_path, 3)
-    try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_healthy()
+    with running(cluster_processes(tmp_path, 3)) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def test_one_leader_and_failover_with_a_higher_token(cluster: list[NodeProcess]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .procs import NodeProcess, cluster_processes
+from .procs import NodeProcess, cluster_processes, running
 
 pytestmark = pytest.mark.real
 
@@ -32,16 +32,8 @@ def states(node: NodeProcess) -> dict[str, str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    nodes = cluster_processes(tmp_path, 5, seeds=3)
-    try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_healthy()
+    with running(cluster_processes(tmp_path, 5, seeds=3)) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def test_five_processes_agree_detect_a_kill_and_a_restart(cluster: list[NodeProcess]) -> None:
