@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .lease.actor import LeaseActor
     from .membership.actor import MembershipActor
     from .sharding.actor import ShardMapActor
+    from .sharding.router import Router
     from .store.service import MemoryService
     from .wal.memory import SimDisk
 
@@ -115,6 +116,7 @@ class Node:
         self.membership: MembershipActor | None = None
         self.lease: LeaseActor | None = None
         self.shard_map: ShardMapActor | None = None
+        self.router: Router | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -335,6 +337,7 @@ async def open_node(
     ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk.
     """
     from .api import create_app
+    from .sharding.router import Router
     from .store.engine import start_storage
 
     node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk)
@@ -370,6 +373,8 @@ async def open_node(
                         node.readiness.require("transport")
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
+                    node.router = Router(node)
+                    if node.transport is not None:
                         await node._start_membership()
                         await node._start_lease()
                         await node._start_shard_map()

@@ -1,69 +1,78 @@
-"""The memory API routes (the SDK's paths): thin, they parse HTTP and call the MemoryService."""
+"""The memory API routes (the SDK's paths): thin. They name the operation and hand the raw request
+to the router, which serves it here or forwards it to the owner of the agent's shard."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from .errors import ApiError
-from .responses import json_body, json_response
+from .responses import json_response, request_bytes
 
 if TYPE_CHECKING:
     from ..node import Node
+    from ..sharding.router import Router
 
 
 def mount_memory_routes(app: QuartTrio, node: Node) -> None:
-    def service() -> Any:
-        if node.memory is None or not node.readiness.is_open("storage"):
-            raise ApiError(503, "node is not ready: storage is still being recovered", retry_after=1)
-        return node.memory
+    def router() -> Router:
+        if node.router is None:
+            raise ApiError(503, "node is not ready: still starting", retry_after=1)
+        return node.router
+
+    async def run(op: str, *, memory_id: str = "", agent: str = "") -> Response:
+        raw = await request_bytes()
+        status, payload, owner = await router().run(op, raw, dict(request.args), memory_id=memory_id,
+                                                       path_agent=agent)
+        # smart clients and load balancers can go straight to the owner next time
+        return json_response(payload, status, {"X-Dakera-Owner": owner} if owner else None)
 
     @app.post("/v1/memory/store")
     async def store() -> Response:
-        return json_response(await service().store(await json_body()))
+        return await run("store")
 
     @app.post("/v1/memories/store/batch")
     async def store_batch() -> Response:
-        return json_response(await service().store_batch(await json_body()))
+        return await run("store_batch")
 
     @app.get("/v1/memory/get/<memory_id>")
     async def get(memory_id: str) -> Response:
-        return json_response(service().get(request.args.get("agent_id"), memory_id))
+        return await run("get", memory_id=memory_id)
 
     @app.put("/v1/memory/update/<memory_id>")
     async def update(memory_id: str) -> Response:
-        return json_response(await service().update(request.args.get("agent_id"), memory_id, await json_body()))
+        return await run("update", memory_id=memory_id)
 
     @app.post("/v1/memory/forget")
     async def forget() -> Response:
-        return json_response(await service().forget(await json_body()))
+        return await run("forget")
 
     @app.post("/v1/memory/recall")
     async def recall() -> Response:
-        return json_response(service().recall(await json_body(), default_top_k=5))
+        return await run("recall")
 
     @app.post("/v1/memory/search")
     async def search() -> Response:
-        return json_response(service().recall(await json_body(), default_top_k=10))
+        return await run("search")
 
     @app.post("/v1/memories/recall/batch")
     async def recall_batch() -> Response:
-        return json_response(service().batch_recall(await json_body()))
+        return await run("batch_recall")
 
     @app.delete("/v1/memories/forget/batch")
     async def forget_batch() -> Response:
-        return json_response(await service().batch_forget(await json_body()))
+        return await run("batch_forget")
 
     @app.get("/v1/agents")
     async def agents() -> Response:
-        return json_response(service().list_agents())
+        return json_response(await router().list_agents())
 
     @app.get("/v1/agents/<agent_id>/memories")
     async def agent_memories(agent_id: str) -> Response:
-        return json_response(service().agent_memories(agent_id, request.args))
+        return await run("agent_memories", agent=agent_id)
 
     @app.get("/v1/agents/<agent_id>/stats")
     async def agent_stats(agent_id: str) -> Response:
-        return json_response(service().agent_stats(agent_id))
+        return await run("agent_stats", agent=agent_id)

@@ -27,7 +27,17 @@ def error_response(err: ApiError) -> Response:
 
 async def json_body(*, required: bool = True) -> Any:
     """The request's JSON body, or a 400 that says what is wrong with it."""
-    raw = await request.get_data(cache=True)
+    return parse_json(await request_bytes(), required=required)
+
+
+async def request_bytes() -> bytes:
+    """The raw request body (bounded by MAX_CONTENT_LENGTH)."""
+    data = await request.get_data(cache=True, as_text=False)
+    return data if isinstance(data, bytes) else data.encode()
+
+
+def parse_json(raw: bytes, *, required: bool = True) -> Any:
+    """Strict JSON: no NaN/Infinity, no lone surrogates; a 400 ApiError otherwise."""
     if not raw:
         if required:
             raise bad_request("request body must be a JSON object")

@@ -69,6 +69,34 @@ class MemoryService:
             body["warnings"] = warnings
         return body
 
+    async def execute(self, op: str, body: Any, args: Mapping[str, str], memory_id: str = "",
+                      agent: str = "") -> Any:
+        """Run one named operation: what a route does here, and what a forwarded request does on
+        its owner. Raises ApiError for anything the caller got wrong."""
+        if op == "store":
+            return await self.store(body)
+        if op == "store_batch":
+            return await self.store_batch(body)
+        if op == "get":
+            return self.get(args.get("agent_id"), memory_id)
+        if op == "update":
+            return await self.update(args.get("agent_id"), memory_id, body)
+        if op == "forget":
+            return await self.forget(body)
+        if op == "batch_forget":
+            return await self.batch_forget(body)
+        if op in ("recall", "search"):
+            return self.recall(body, default_top_k=5 if op == "recall" else 10)
+        if op == "batch_recall":
+            return self.batch_recall(body)
+        if op == "agent_memories":
+            return self.agent_memories(agent, args)
+        if op == "agent_stats":
+            return self.agent_stats(agent)
+        if op == "local_agents":
+            return self.list_agents()
+        raise ApiError(400, f"unknown operation {op!r}")
+
     # -- writes ------------------------------------------------------------------------
     async def store(self, data: Any) -> dict[str, Any]:
         try:

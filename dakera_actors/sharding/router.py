@@ -1,0 +1,164 @@
+"""Routing: any node answers any memory request, serving what it owns and forwarding the rest.
+
+A request names its agent; the agent's shard's primary in the installed map is its owner. The
+owner runs the request locally; any other node forwards it over the inter-node transport as one
+msgpack request/response (not a second HTTP hop) and returns the owner's answer unchanged,
+errors included. A request bounces at most once: the receiver serves it if its own map makes it
+the owner or if the sender's map is newer than its own, forwards it once more otherwise, and
+answers 503 rather than bounce again. A forward that gets no answer within the request timeout
+is a 503 naming the owner, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..api.errors import ApiError
+from ..api.responses import parse_json
+from ..endpoint import MessageStream, RemoteError
+from ..store.shard import shard_of
+from ..transport import TransportError
+from ..wire import Envelope, message
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+# operations keyed by the agent in the body, in the query string, or in the path
+BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget"}
+QUERY_AGENT = {"get", "update"}
+PATH_AGENT = {"agent_memories", "agent_stats"}
+
+
+@message("route.forward")
+@attrs.frozen
+class Forward:
+    op: str
+    body: bytes
+    args: dict[str, str]
+    memory_id: str = ""
+    agent: str = ""  # the agent named in the path, for the agents/... routes
+    hops: int = 0
+    map_version: int = 0
+
+
+@message("route.reply")
+@attrs.frozen
+class ForwardReply:
+    status: int
+    body: bytes
+    owner: str = ""  # the owner's API address
+
+
+def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str | None:
+    if op in BODY_AGENT:
+        value = body.get("agent_id") if isinstance(body, dict) else None
+    elif op in QUERY_AGENT:
+        value = args.get("agent_id")
+    else:
+        value = path_agent or None
+    return value if isinstance(value, str) and value else None
+
+
+class Router:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        if node.endpoint is not None:  # a single node has no peers to forward to
+            node.endpoint.on_stream(Forward, self._serve)
+
+    # -- entry from HTTP ---------------------------------------------------------------
+    async def run(self, op: str, raw: bytes, args: dict[str, str], *, memory_id: str = "",
+                  path_agent: str = "") -> tuple[int, Any, str]:
+        """(status, JSON body, owner API address) of one memory request."""
+        body = parse_json(raw, required=op not in ("get", "agent_memories", "agent_stats"))
+        request = Forward(op, raw, args, memory_id, path_agent, 0, self._map_version())
+        owner = self._owner(agent_of(op, body, args, path_agent))
+        if owner is None or owner == self.node.node_id:
+            status, payload = await self._local(request, body)
+            return status, payload, self.node.api_address
+        return await self._forward(owner, request)
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        """Every agent, from every member's shards, merged (the owner's entry wins)."""
+        status, mine = await self._local(Forward("local_agents", b"", {}), None)
+        if status != 200:
+            raise ApiError(status, mine.get("error", "not ready"), code=mine.get("code"))
+        merged: dict[str, tuple[bool, dict[str, Any]]] = {
+            a["agent_id"]: (self._owner(a["agent_id"]) in (None, self.node.node_id), a) for a in mine}
+        members = self.node.membership.view.value.members if self.node.membership else {}
+        for member in members.values():
+            if member.id == self.node.node_id or not member.alive:
+                continue
+            try:
+                reply = await self.node.endpoint.request(  # type: ignore[union-attr]
+                    member.address, Forward("local_agents", b"", {}, hops=1, map_version=self._map_version()),
+                    timeout=self.node.config.request_timeout)
+            except (TransportError, RemoteError):
+                raise ApiError(503, f"member {member.id} did not answer the agent listing", retry_after=1) from None
+            answer: ForwardReply = reply.message
+            if answer.status != 200:
+                raise ApiError(503, f"member {member.id} could not list its agents", retry_after=1)
+            self.node.metrics.forwarded_requests.inc()
+            for entry in json.loads(answer.body):
+                from_owner = self._owner(entry["agent_id"]) == member.id
+                if entry["agent_id"] not in merged or (from_owner and not merged[entry["agent_id"]][0]):
+                    merged[entry["agent_id"]] = (from_owner, entry)
+        return [merged[a][1] for a in sorted(merged)]
+
+    # -- helpers -----------------------------------------------------------------------
+    def _map_version(self) -> int:
+        smap = self.node.shard_map.view.value if self.node.shard_map else None
+        return smap.version if smap else 0
+
+    def _owner(self, agent: str | None) -> str | None:
+        smap = self.node.shard_map.view.value if self.node.shard_map else None
+        if agent is None or smap is None:
+            return None  # no map (yet) or no agent: serve here (validation answers bad input)
+        return smap.owner(shard_of(agent, smap.shards))
+
+    async def _local(self, request: Forward, body: Any) -> tuple[int, Any]:
+        service = self.node.memory
+        if service is None or not self.node.readiness.is_open("storage"):
+            raise ApiError(503, "node is not ready: storage is still being recovered", retry_after=1)
+        try:
+            return 200, await service.execute(request.op, body, request.args, request.memory_id, request.agent)
+        except ApiError as err:
+            return err.status, err.body()
+
+    async def _forward(self, owner: str, request: Forward) -> tuple[int, Any, str]:
+        members = self.node.membership.view.value.members if self.node.membership else {}
+        member = members.get(owner)
+        if member is None or not member.reachable:
+            raise ApiError(503, f"shard owner {owner} is unreachable; retry once the map moves the shard",
+                           retry_after=1)
+        self.node.metrics.forwarded_requests.inc()
+        try:
+            reply = await self.node.endpoint.request(  # type: ignore[union-attr]
+                member.address, request, timeout=self.node.config.request_timeout)
+        except (TransportError, RemoteError) as exc:
+            raise ApiError(503, f"shard owner {owner} did not answer: {exc}", retry_after=1) from None
+        answer: ForwardReply = reply.message
+        return answer.status, json.loads(answer.body) if answer.body else None, answer.owner or member.api
+
+    # -- entry from another node -------------------------------------------------------
+    async def _serve(self, envelope: Envelope, stream: MessageStream) -> None:
+        request: Forward = envelope.message
+        try:
+            body = parse_json(request.body, required=False)
+            owner = self._owner(agent_of(request.op, body, request.args, request.agent))
+            mine = (request.op == "local_agents" or owner in (None, self.node.node_id)
+                    or request.map_version > self._map_version())
+            if mine:
+                status, payload = await self._local(request, body)
+                reply = ForwardReply(status, json.dumps(payload).encode(), self.node.api_address)
+            elif request.hops == 0:
+                assert owner is not None
+                status, payload, owner_api = await self._forward(owner, attrs.evolve(request, hops=1))
+                reply = ForwardReply(status, json.dumps(payload).encode(), owner_api)
+            else:
+                raise ApiError(503, "shard maps disagree; retry shortly", retry_after=1)
+        except ApiError as err:
+            reply = ForwardReply(err.status, json.dumps(err.body()).encode(), self.node.api_address)
+        await stream.send(reply)
