@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/single_node.py
 	$(BIN)/python bench/membership.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/cluster.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
