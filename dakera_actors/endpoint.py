@@ -24,7 +24,9 @@ PacketSink = Callable[[Envelope, str], Any]  # (envelope, source address), must 
 StreamHandler = Callable[[Envelope, "MessageStream"], Awaitable[None]]
 
 FIRST_FRAME_TIMEOUT = 5.0  # an inbound stream that names no request by then is closed
+IDLE_STREAM_TIMEOUT = 30.0  # a kept-alive stream with no next request by then is closed
 MAX_INBOUND_STREAMS = 256
+POOL_PER_PEER = 8  # idle request streams kept open per peer for the next request
 
 
 class RemoteError(Exception):
@@ -91,6 +93,7 @@ class Endpoint:
         self._packets_out, self._packets_in = metrics.packets.labels("out"), metrics.packets.labels("in")
         self._bytes_out, self._bytes_in = metrics.packet_bytes.labels("out"), metrics.packet_bytes.labels("in")
         self._pending_pings: dict[int, trio.Event] = {}
+        self._idle: dict[str, list[MessageStream]] = {}
         self._ping_seq = 0
         self._packet_sinks[Pong] = self._on_pong
 
@@ -138,21 +141,55 @@ class Endpoint:
         return stream
 
     async def request(self, address: str, msg: object, *, timeout: float | None = None) -> Envelope:
-        """One request, one reply, over a fresh stream, all within ``timeout``.
+        """One request, one reply, all within ``timeout``, over a pooled stream to the peer.
 
-        Raises a TransportError (ConnectError, StreamClosed, RequestTimeout) when the peer cannot
-        be reached or does not answer, RemoteError when it answers with an ErrorReply.
-        ``timeout`` defaults to DAKERA_REQUEST_TIMEOUT_SECONDS."""
+        Streams are kept open between requests (one request at a time on each), so a forward
+        costs a round trip, not a connection setup. A kept stream the peer has meanwhile closed
+        is detected on use and the request goes out once more on a fresh one; nothing is sent
+        twice on a stream that worked. Raises a TransportError (ConnectError, StreamClosed,
+        RequestTimeout) when the peer cannot be reached or does not answer, RemoteError when it
+        answers with an ErrorReply. ``timeout`` defaults to DAKERA_REQUEST_TIMEOUT_SECONDS."""
         timeout = self.request_timeout if timeout is None else timeout
         try:
             with trio.fail_after(timeout):
-                async with await self.open_stream(address, msg, timeout=timeout) as stream:
-                    reply = await stream.receive()
+                reply = await self._exchange(address, msg, timeout)
         except trio.TooSlowError:
             raise RequestTimeout(f"no reply from {address} within {timeout}s") from None
         if isinstance(reply.message, ErrorReply):
             raise RemoteError(reply.message.code, reply.message.detail)
         return reply
+
+    async def _exchange(self, address: str, msg: object, timeout: float) -> Envelope:
+        idle = self._idle.setdefault(address, [])
+        while idle:
+            stream = idle.pop()
+            try:
+                await stream.send(msg)
+                reply = await stream.receive()
+            except StreamClosed:
+                await stream.aclose()  # the peer let it go while idle: try the next one
+                continue
+            except BaseException:
+                await stream.aclose()
+                raise
+            self._park(address, stream)
+            return reply
+        stream = await self.open_stream(address, msg, timeout=timeout)
+        try:
+            reply = await stream.receive()
+        except BaseException:
+            await stream.aclose()
+            raise
+        self._park(address, stream)
+        return reply
+
+    def _park(self, address: str, stream: MessageStream) -> None:
+        """Keep ``stream`` for the next request to ``address``, or close it if enough are kept."""
+        idle = self._idle.setdefault(address, [])
+        if len(idle) < POOL_PER_PEER:
+            idle.append(stream)
+        elif self._nursery is not None:
+            self._nursery.start_soon(stream.aclose)
 
     async def ping(self, address: str, *, timeout: float) -> bool:
         """Packet ping: True when a Pong for it came back within ``timeout``."""
@@ -209,16 +246,19 @@ class Endpoint:
     async def _serve_stream(self, raw: Stream) -> None:
         stream = MessageStream(raw, self.codec, self.transport.max_frame_size)
         try:
-            first: Envelope | None = None
-            with trio.move_on_after(FIRST_FRAME_TIMEOUT):
-                first = await stream.receive()
-            if first is None:
-                return
-            handler = self._stream_handlers.get(type(first.message))
-            if handler is None:
-                await stream.send(ErrorReply(code="unhandled", detail=first.tag))
-                return
-            await handler(first, stream)
+            wait = FIRST_FRAME_TIMEOUT
+            while True:  # one request after another: the client may keep the stream for the next
+                first: Envelope | None = None
+                with trio.move_on_after(wait):
+                    first = await stream.receive()
+                if first is None:
+                    return
+                wait = IDLE_STREAM_TIMEOUT
+                handler = self._stream_handlers.get(type(first.message))
+                if handler is None:
+                    await stream.send(ErrorReply(code="unhandled", detail=first.tag))
+                    continue
+                await handler(first, stream)
         except (StreamClosed, ConnectError):
             pass  # the peer went away: nothing to answer
         finally:

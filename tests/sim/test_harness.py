@@ -139,3 +139,20 @@ async def test_the_same_cluster_forms_over_real_transports(transport: str) -> No
             for i, n in cluster.nodes.items()), timeout=30)
         await cluster.restart("node-3")
         await eventually(full, timeout=20)
+
+
+async def test_requests_reuse_a_pooled_stream_and_recover_from_a_dropped_one(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(2, seed=12) as cluster:
+        ep = cluster.node("node-1").endpoint
+        assert ep is not None and cluster.network is not None
+        target = cluster.address("node-2")
+        await ep.request(target, Ping(seq=1), timeout=1)
+        opened = cluster.network.stats.streams_opened
+        for seq in range(2, 12):
+            assert (await ep.request(target, Ping(seq=seq), timeout=1)).message.seq == seq
+        assert cluster.network.stats.streams_opened == opened  # ten requests, no new stream
+        cluster.partition(["node-1"], ["node-2"])  # breaks every stream between them, kept ones too
+        cluster.heal()
+        assert (await ep.request(target, Ping(seq=99), timeout=1)).message.seq == 99  # a fresh one
+        assert cluster.network.stats.streams_opened > opened
