@@ -237,7 +237,7 @@ class Node:
         self.shard_map = ShardMapActor(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
                                        endpoint=self.endpoint, lease=self.lease,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
-                                       log=self.log, nursery=self.nursery)
+                                       log=self.log, nursery=self.nursery, membership=self.membership)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.readiness.require("shard_map")

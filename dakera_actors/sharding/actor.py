@@ -42,6 +42,14 @@ class ShardMapAck:
     reason: str = ""
 
 
+@message("shard.map-pull")
+@attrs.frozen
+class ShardMapPull:
+    """A node whose map is older than the (token, version) the leader gossips asks for the body."""
+
+    have: list[int] = attrs.field(factory=list)
+
+
 @attrs.frozen
 class _Offer:
     map: ShardMap
@@ -93,7 +101,8 @@ class ShardMapStore:
 
 class ShardMapActor(Actor):
     def __init__(self, self_id: str, *, shards: int, rf: int, endpoint: Endpoint, lease: LeaseActor,
-                 store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery) -> None:
+                 store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery,
+                 membership: Any = None) -> None:
         super().__init__("shard-map")
         self.self_id, self.shards, self.rf = self_id, shards, rf
         self.endpoint, self.lease, self.store = endpoint, lease, store
@@ -104,7 +113,11 @@ class ShardMapActor(Actor):
         self._addresses: dict[str, str] = {}
         self._recompute_at = math.inf
         self._resend_at = math.inf
+        self.membership = membership
+        self._pulling = False
+        self._members: dict[str, Any] = {}
         endpoint.on_stream(ShardMap, self._serve_offer)
+        endpoint.on_stream(ShardMapPull, self._serve_pull)
 
     async def on_start(self) -> None:
         stored = await disk_call(self.store.blocking, self.store.load)
@@ -123,6 +136,10 @@ class ShardMapActor(Actor):
 
             nursery.start_soon(leases)
             nursery.start_soon(members)
+
+    async def _serve_pull(self, envelope: Envelope, stream: MessageStream) -> None:
+        current = self.view.value
+        await stream.send(current if current is not None else ShardMapAck(accepted=False, reason="no map yet"))
 
     async def _serve_offer(self, envelope: Envelope, stream: MessageStream) -> None:
         reason: str = await self.ask(_Offer(envelope.message, envelope.sender))
@@ -151,14 +168,47 @@ class ShardMapActor(Actor):
                 self._recompute_at = now  # a new leader stamps the map with its own token at once
                 self._resend_at = now + RESEND
         elif isinstance(msg, _Members):
+            self._members = dict(msg.view.members)
             members = msg.view.members.values()
             self._addresses = {m.id: m.address for m in members}
+            self._maybe_pull()
             eligible = tuple(sorted(m.id for m in members if m.state == MemberState.ALIVE and not m.maintenance))
             if eligible != self._eligible:
                 self._eligible = eligible
                 if self._lease.is_self:
                     self._recompute_at = min(self._recompute_at, now + SETTLE)
         return None
+
+    def _maybe_pull(self) -> None:
+        """The leader gossips its map's (token, version) in its member metadata: a node that is
+        behind pulls the body from the leader instead of waiting for the next re-send."""
+        leader = self._members.get(self._lease.leader or "")
+        header = leader.meta.get("map") if leader is not None else None
+        current = self.view.value
+        if self._pulling or leader is None or not isinstance(header, list) or leader.id == self.self_id:
+            return
+        if current is not None and tuple(header) <= current.key:
+            return
+        self._pulling = True
+        self._nursery.start_soon(self._pull, leader.id, leader.address)
+
+    async def _pull(self, leader: str, address: str) -> None:
+        try:
+            reply = await self.endpoint.request(address, ShardMapPull(), timeout=SEND_TIMEOUT)
+            if isinstance(reply.message, ShardMap):
+                await self.tell(_Offer(reply.message, leader))
+        except TransportError:
+            pass  # the next membership change or re-send tries again
+        finally:
+            self._pulling = False
+
+    async def _announce_header(self, shard_map: ShardMap) -> None:
+        if self.membership is None:
+            return
+        me = self.membership.view.value.members.get(self.self_id)
+        meta = dict(me.meta) if me is not None else {}
+        meta["map"] = [shard_map.token, shard_map.version]
+        await self.membership.set_meta(meta)
 
     async def _recompute(self) -> None:
         if not self._lease.is_self or not self._eligible:
@@ -169,6 +219,7 @@ class ShardMapActor(Actor):
         reason = await self._consider(proposal, self.self_id)
         if not reason:
             self._broadcast()
+            await self._announce_header(proposal)
 
     async def _consider(self, offered: ShardMap, sender: str) -> str:
         problems = acceptable(self.view.value, offered, shards=self.shards)

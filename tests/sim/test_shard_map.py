@@ -73,3 +73,28 @@ async def test_a_stale_map_is_refused_by_every_node(autojump_clock: MockClock) -
             assert reply.message.accepted is False
         assert all(m is not None and m.key == current.key for m in maps(cluster).values())
         assert encode_frame(stale, "node-1")  # the stale map is a well-formed message: refused for its token
+
+
+async def test_a_node_behind_the_gossiped_header_pulls_the_map(autojump_clock: MockClock,
+                                                               monkeypatch: object) -> None:
+    import dakera_actors.sharding.actor as actor_module
+
+    monkeypatch.setattr(actor_module, "RESEND", 1e9)  # type: ignore[attr-defined]  # no re-sends
+    async with open_cluster(3, seed=4) as cluster:
+        await eventually(lambda: one_map(cluster) is not None, timeout=30)
+        current = one_map(cluster)
+        leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+        assert current is not None and leader is not None
+        def header_everywhere() -> bool:
+            return all(n.membership.view.value.members[leader].meta.get("map")  # type: ignore[union-attr]
+                       == [current.token, current.version] for n in cluster.nodes.values())
+
+        await eventually(header_everywhere, timeout=10)  # the header rides in the leader's gossip
+        follower = next(i for i in cluster.ids if i != leader)
+        older = ShardMap(token=current.token, version=current.version - 1, rf=current.rf,
+                         placement=current.placement)
+        cluster.node(follower).shard_map.view.set(older)  # type: ignore[union-attr]  # as if it missed the push
+        other = next(i for i in cluster.ids if i not in (leader, follower))
+        await cluster.node(other).membership.set_meta({"maintenance": False, "note": 1})  # type: ignore[union-attr]
+        await eventually(lambda: cluster.node(follower).shard_map.view.value.key == current.key,  # type: ignore[union-attr]
+                         timeout=10)

@@ -53,7 +53,7 @@ def example_of(cls: type) -> Any:
     samples: dict[Any, Any] = {int: 7, str: "x", bytes: b"\x00\x01", float: 1.5, bool: True,
                                list[str]: ["a", "b"], dict[str, float]: {"k": 0.5},
                                int | None: None, str | None: "s", dict[str, Any]: {"k": [1, "v"]},
-                               list[list[str]]: [["node-1", "node-2"], []],
+                               list[list[str]]: [["node-1", "node-2"], []], list[int]: [3, 7],
                                list[Update]: [Update("node-1", 1, 42, "n1:7946", "http://n1", {"maintenance": True},
                                                      by="node-2")]}
     hints = typing.get_type_hints(cls)
