@@ -40,6 +40,7 @@ _ENV_NAMES = {
     "gossip_keys": "DAKERA_GOSSIP_KEY",
     "shutdown_grace": "DAKERA_SHUTDOWN_GRACE_SECONDS",
     "request_timeout": "DAKERA_REQUEST_TIMEOUT_SECONDS",
+    "rereplication_grace": "DAKERA_REREPLICATION_GRACE_SECONDS",
     "checkpoint_interval": "DAKERA_CHECKPOINT_INTERVAL_SECONDS",
 }
 
@@ -172,6 +173,10 @@ class Config:
     replication_factor: int = attrs.field(default=2, validator=_int_range(1, 9))
     shards: int = attrs.field(default=64, validator=_int_range(1, 65536))
     write_ack: str = attrs.field(default="primary", validator=_one_of(WRITE_ACK_MODES))
+    #: a Dead member keeps its copies (marked down) this long before the leader re-replicates
+    rereplication_grace: float = attrs.field(default=30.0, validator=_positive_float(86_400))
+    #: newest records per shard kept in memory for replicas to fetch; further behind: a snapshot
+    replication_tail_records: int = attrs.field(default=1024, validator=_int_range(16, 1_000_000))
     storage: str = attrs.field(default="filesystem", validator=_one_of(STORAGE_KINDS))
     s3_endpoint: str | None = attrs.field(default=None, validator=_url)
     s3_bucket: str = attrs.field(default="dakera", validator=_check(lambda v: isinstance(v, str) and re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v) is not None, "must be a valid S3 bucket name"))

@@ -42,6 +42,19 @@ class _ActorCollector(Collector):
         yield received
 
 
+class _NoReplication(Collector):
+    """A node without replicas: no lag, nothing under-replicated."""
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily("dakera_replication_lag_ms", "Worst lag of a replica behind this node's primaries, in ms")
+        lag.add_metric([], 0.0)
+        under = GaugeMetricFamily("dakera_under_replicated_shards",
+                                  "Shards this node is primary of with fewer healthy replicas than wanted")
+        under.add_metric([], 0.0)
+        yield lag
+        yield under
+
+
 class NodeMetrics:
     """Every metric a node exports. Actors and routes update these attributes directly."""
 
@@ -50,7 +63,7 @@ class NodeMetrics:
         self.build_info = Gauge("dakera_build_info", "Always 1; labels say what runs", ["version", "node_id"], registry=r)
         # the seed's five
         self.gossip_members = Gauge("dakera_gossip_members", "Cluster members this node sees, by state", ["state"], registry=r)
-        self.replication_lag_ms = Gauge("dakera_replication_lag_ms", "Worst replica lag behind its primary, in ms", registry=r)
+        # dakera_replication_lag_ms comes from the replicator at scrape time (see register_replication)
         self.shard_balance = Gauge("dakera_shard_balance", "Shard placement skew: (max-min)/mean primaries per node", registry=r)
         self.leader_lease_remaining_ms = Gauge("dakera_leader_lease_remaining_ms",
                                                "This node's view of the time left on the leader lease, in ms", registry=r)
@@ -79,10 +92,30 @@ class NodeMetrics:
         self.snapshots_written = Counter("dakera_snapshots_written", "Shard snapshots written", registry=r)
         self.snapshot_seconds = Histogram("dakera_snapshot_seconds", "Time to write one shard snapshot",
                                           buckets=LATENCY_BUCKETS, registry=r)
+        # replication
+        self.replication_records = Counter("dakera_replication_records", "Replicated records sent and received",
+                                           ["direction"], registry=r)
+        self.replication_bytes = Counter("dakera_replication_bytes", "Bytes of replicated records sent",
+                                         ["direction"], registry=r)
+        self.replication_snapshots = Counter("dakera_replication_snapshots",
+                                             "Whole shard copies sent to and received from other nodes",
+                                             ["direction"], registry=r)
+        self._lag_collector = _NoReplication()
+        r.register(self._lag_collector)
+        for direction in ("sent", "received"):
+            self.replication_records.labels(direction)
+            self.replication_snapshots.labels(direction)
+        self.replication_bytes.labels("sent")
         for direction in ("in", "out"):
             self.packets.labels(direction)
             self.packet_bytes.labels(direction)
             self.streams.labels(direction)
+
+    def register_replication(self, collector: Collector) -> None:
+        """Swap the single node's zero lag for the replicator's figures."""
+        self.registry.unregister(self._lag_collector)
+        self._lag_collector = collector
+        self.registry.register(collector)
 
     def watch_actors(self, actors: Callable[[], Iterable[Actor]]) -> None:
         self.registry.register(_ActorCollector(actors))

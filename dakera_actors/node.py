@@ -33,6 +33,7 @@ from .wire import Codec
 if TYPE_CHECKING:
     from .lease.actor import LeaseActor
     from .membership.actor import MembershipActor
+    from .replication.actor import Replicator
     from .sharding.actor import ShardMapActor
     from .sharding.router import Router
     from .store.service import MemoryService
@@ -117,6 +118,7 @@ class Node:
         self.lease: LeaseActor | None = None
         self.shard_map: ShardMapActor | None = None
         self.router: Router | None = None
+        self.replicator: Replicator | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -237,7 +239,8 @@ class Node:
         self.shard_map = ShardMapActor(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
                                        endpoint=self.endpoint, lease=self.lease,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
-                                       log=self.log, nursery=self.nursery, membership=self.membership)
+                                       log=self.log, nursery=self.nursery, membership=self.membership,
+                                       grace=self.config.rereplication_grace)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.readiness.require("shard_map")
@@ -281,6 +284,7 @@ class Node:
         """``GET /admin/cluster/shards``: each shard's copies and, where held here, its size."""
         smap = self.shard_map.view.value if self.shard_map else None
         local = self.memory.shards.shards if self.memory else {}
+        now = trio.current_time()
         out = []
         for shard in range(self.config.shards):
             copies = (smap.placement[shard] if smap else [] if self.config.cluster_mode else [self.node_id])
@@ -289,11 +293,12 @@ class Node:
                 "id": shard,
                 "primary": copies[0] if copies else None,
                 "replicas": list(copies[1:]),
-                # counted where this node holds the shard; replication (issue 7) reports lag
+                # counted where this node holds the shard; lag where this node is its primary
                 "memories": held.memory_count if held is not None else 0,
                 "size_bytes": sum(len(m.content) for a in held.agents.values() for m in a.memories.values())
                 if held is not None else 0,
-                "lag_ms": 0,
+                "seq": held.seq if held is not None else 0,
+                "lag_ms": int(self.replicator.shard_lag(shard, now)[0]) if self.replicator is not None else 0,
             })
         return {"shards": out, "shard_map_version": smap.version if smap else 0}
 

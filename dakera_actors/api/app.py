@@ -140,6 +140,14 @@ def create_app(node: Node) -> QuartTrio:
     async def cluster_shards() -> Response:
         return json_response(node.cluster_shards())
 
+    @admin_route("/cluster/replication", ["GET"])
+    async def cluster_replication() -> Response:
+        if node.replicator is None:  # a single node: one copy of everything, nothing to lag
+            return json_response({"replication_factor": 1, "write_ack": node.config.write_ack,
+                                  "healthy_replicas": 0, "under_replicated_shards": 0, "lag_ms": 0,
+                                  "down": [], "unreachable_primaries": [], "shards": []})
+        return json_response(await node.replicator.cluster_status())
+
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
     return app

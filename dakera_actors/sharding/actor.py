@@ -17,7 +17,7 @@ import attrs
 import msgpack
 import trio
 
-from ..endpoint import Endpoint, MessageStream
+from ..endpoint import Endpoint, MessageStream, RemoteError
 from ..lease.actor import LeaseActor, LeaseView
 from ..log import EventLogger
 from ..membership.actor import MembershipView
@@ -102,9 +102,11 @@ class ShardMapStore:
 class ShardMapActor(Actor):
     def __init__(self, self_id: str, *, shards: int, rf: int, endpoint: Endpoint, lease: LeaseActor,
                  store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery,
-                 membership: Any = None) -> None:
+                 membership: Any = None, grace: float = 30.0) -> None:
         super().__init__("shard-map")
-        self.self_id, self.shards, self.rf = self_id, shards, rf
+        self.self_id, self.shards, self.rf, self.grace = self_id, shards, rf, grace
+        self._keep: tuple[str, ...] = ()
+        self._grace_at = math.inf
         self.endpoint, self.lease, self.store = endpoint, lease, store
         self.metrics, self.log, self._nursery = metrics, log, nursery
         self.view: Published[ShardMap | None] = Published(None)
@@ -137,6 +139,11 @@ class ShardMapActor(Actor):
             nursery.start_soon(leases)
             nursery.start_soon(members)
 
+    async def offer(self, shard_map: ShardMap, sender: str) -> str:
+        """Install ``shard_map`` if it is newer and fenced; returns why not (empty: installed)."""
+        reason: str = await self.ask(_Offer(shard_map, sender))
+        return reason
+
     async def _serve_pull(self, envelope: Envelope, stream: MessageStream) -> None:
         current = self.view.value
         await stream.send(current if current is not None else ShardMapAck(accepted=False, reason="no map yet"))
@@ -147,9 +154,12 @@ class ShardMapActor(Actor):
 
     # -- the actor's side --------------------------------------------------------------
     def next_timer(self) -> float:
-        return min(self._recompute_at, self._resend_at)
+        return min(self._recompute_at, self._resend_at, self._grace_at)
 
     async def on_timer(self, now: float) -> None:
+        if now >= self._grace_at:
+            self._grace_at = math.inf
+            self._update_members(now)
         if now >= self._recompute_at:
             self._recompute_at = math.inf
             await self._recompute()
@@ -169,15 +179,23 @@ class ShardMapActor(Actor):
                 self._resend_at = now + RESEND
         elif isinstance(msg, _Members):
             self._members = dict(msg.view.members)
-            members = msg.view.members.values()
-            self._addresses = {m.id: m.address for m in members}
+            self._addresses = {m.id: m.address for m in self._members.values()}
             self._maybe_pull()
-            eligible = tuple(sorted(m.id for m in members if m.state == MemberState.ALIVE and not m.maintenance))
-            if eligible != self._eligible:
-                self._eligible = eligible
-                if self._lease.is_self:
-                    self._recompute_at = min(self._recompute_at, now + SETTLE)
+            self._update_members(now)
         return None
+
+    def _update_members(self, now: float) -> None:
+        """Eligible: Alive or Suspect (only a Dead verdict moves shards), not in maintenance.
+        Kept: Dead for less than the grace period; their copies stay in the map, marked down."""
+        members = self._members.values()
+        eligible = tuple(sorted(m.id for m in members if m.reachable and not m.maintenance))
+        dead = [m for m in members if m.state == MemberState.DEAD and m.since + self.grace > now]
+        keep = tuple(sorted(m.id for m in dead))
+        self._grace_at = min((m.since + self.grace for m in dead), default=math.inf)
+        if eligible != self._eligible or keep != self._keep:
+            self._eligible, self._keep = eligible, keep
+            if self._lease.is_self:
+                self._recompute_at = min(self._recompute_at, now + SETTLE)
 
     def _maybe_pull(self) -> None:
         """The leader gossips its map's (token, version) in its member metadata: a node that is
@@ -213,13 +231,55 @@ class ShardMapActor(Actor):
     async def _recompute(self) -> None:
         if not self._lease.is_self or not self._eligible:
             return
-        proposal = next_map(self.view.value, self._eligible, token=self._lease.token, shards=self.shards, rf=self.rf)
+        current = self.view.value
+        order = await self._promotion_order(current) if current is not None else None
+        proposal = next_map(current, self._eligible, token=self._lease.token, shards=self.shards, rf=self.rf,
+                            keep=self._keep, order=order)
         if proposal is None:
             return
         reason = await self._consider(proposal, self.self_id)
         if not reason:
             self._broadcast()
             await self._announce_header(proposal)
+
+    async def _promotion_order(self, current: ShardMap) -> list[list[str]]:
+        """The current placement with each orphaned shard's surviving copies ordered by position,
+        newest history first: the leader promotes the replica that has the most."""
+        from ..replication.actor import PositionQuery, Positions
+
+        eligible = set(self._eligible)
+        orphaned = {s: [m for m in c if m in eligible] for s, c in enumerate(current.placement)
+                    if c and c[0] not in eligible}
+        asks: dict[str, list[int]] = {}
+        for shard, survivors in orphaned.items():
+            if len(survivors) > 1:
+                for member in survivors:
+                    asks.setdefault(member, []).append(shard)
+        positions: dict[tuple[int, str], tuple[int, int]] = {}
+
+        async def ask(member: str, shards: list[int]) -> None:
+            address = self._addresses.get(member)
+            if address is None:
+                return
+            try:
+                reply = await self.endpoint.request(address, PositionQuery(shards), timeout=SEND_TIMEOUT / 2)
+            except (TransportError, RemoteError):
+                return
+            if isinstance(reply.message, Positions):
+                for shard, epoch, seq in reply.message.positions:
+                    positions[(shard, member)] = (epoch, seq)
+
+        if asks:
+            async with trio.open_nursery() as nursery:
+                for member, shards in asks.items():
+                    nursery.start_soon(ask, member, shards)
+        order = [list(c) for c in current.placement]
+        for shard, survivors in orphaned.items():
+            ranked = sorted(survivors, key=lambda m: positions.get((shard, m), (-1, -1)), reverse=True)
+            order[shard] = ranked + [m for m in current.placement[shard] if m not in eligible]
+        if orphaned:
+            self.log.info("shards_promoting", shards=len(orphaned), asked=len(asks))
+        return order
 
     async def _consider(self, offered: ShardMap, sender: str) -> str:
         problems = acceptable(self.view.value, offered, shards=self.shards)

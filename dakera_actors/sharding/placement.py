@@ -4,8 +4,9 @@
 members change. It keeps every copy that sits on an eligible member, re-creates only what is
 missing, and then evens the load with the fewest moves:
 
-1. **Keep**: a shard keeps its copies on eligible members, in order, so the primary stays the
-   primary while it lives and the first surviving replica takes over when it does not.
+1. **Keep**: a shard keeps its copies on eligible members (and on down members still within
+   their grace period, never as primary), in order, so the primary stays the primary while it
+   lives and the first surviving replica (the leader orders them by position) takes over.
 2. **Fill**: a shard short of ``min(rf, members)`` copies gets new ones on the least loaded
    members that do not hold it yet (ties broken by a rendezvous score, ``xxh64(member, shard)``,
    so every node computes the same plan).
@@ -40,28 +41,41 @@ def _loads(placement: Sequence[Sequence[str]], nodes: Sequence[str]) -> dict[str
     load = dict.fromkeys(nodes, 0)
     for copies in placement:
         for member in copies:
-            load[member] += 1
+            if member in load:
+                load[member] += 1
     return load
 
 
-def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards: int, rf: int) -> Placement:
-    """The next placement: ``result[shard]`` = its copies, primary first."""
+def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards: int, rf: int,
+         keep: Iterable[str] = ()) -> Placement:
+    """The next placement: ``result[shard]`` = its copies, primary first.
+
+    ``keep`` are members that are down but still within their grace period: the copies they
+    hold stay (never as primary, never counted for balance), so a member that comes back
+    catches up from where it was instead of being copied whole. The first eligible copy of a
+    shard becomes its primary, so the caller orders copies by how up to date they are.
+    """
     nodes = sorted(set(members))
     if not nodes:
         return [() for _ in range(shards)]
-    want = min(rf, len(nodes))
     eligible = set(nodes)
-    placement = [[m for m in (current[s] if current is not None and s < len(current) else ()) if m in eligible][:want]
+    kept = set(keep) - eligible
+    want = min(rf, len(eligible | kept))
+    placement = [[m for m in (current[s] if current is not None and s < len(current) else ())
+                  if m in eligible or m in kept][:want]
                  for s in range(shards)]
+    for copies in placement:
+        while copies and len(copies) >= want and not any(m in eligible for m in copies):
+            copies.pop()  # only down copies: one makes room for an eligible primary
     load = _loads(placement, nodes)
     # fill: the least loaded members first, rendezvous order among equals
     for shard, copies in enumerate(placement):
-        while len(copies) < want:
+        while len(copies) < want and any(m not in copies for m in nodes):
             member = min((m for m in nodes if m not in copies), key=lambda m: (load[m], -score(shard, m)))
             copies.append(member)
             load[member] += 1
     # even out copies, one move at a time from the most to the least loaded member
-    total = shards * want
+    total = sum(load.values())
     low, high = total // len(nodes), -(-total // len(nodes))
     while True:
         heavy = max(nodes, key=lambda m: (load[m], m))
@@ -72,23 +86,36 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         # prefer moving a replica (the primary keeps serving), then the best rendezvous fit
         shard = min(movable, key=lambda s: (placement[s][0] == heavy, -score(s, light), s))
         copies = placement[shard]
-        copies[copies.index(heavy)] = light
+        if copies[0] == heavy and len(copies) > 1:
+            # a primary's copy never moves in one step: a replica (which holds the data) takes
+            # over the role and the new, empty copy joins as a replica
+            copies.remove(heavy)
+            copies.append(light)
+        else:
+            copies[copies.index(heavy)] = light
         load[heavy] -= 1
         load[light] += 1
+    # a down member is never primary: the first eligible copy leads (stable otherwise)
+    for shard, copies in enumerate(placement):
+        placement[shard] = [m for m in copies if m in eligible] + [m for m in copies if m not in eligible]
     # even out primaries by swapping roles inside a shard: no data moves
     if want > 1:
         p_low, p_high = shards // len(nodes), -(-shards // len(nodes))
         primaries = dict.fromkeys(nodes, 0)
         for copies in placement:
-            primaries[copies[0]] += 1
+            if copies:
+                primaries[copies[0]] += 1
         progress = True
         while progress:
             progress = False
-            for _shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0])):
-                head = copies[0]
-                if primaries[head] <= p_high and all(primaries[m] >= p_low for m in copies[1:]):
+            for _shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0] if sc[1] else "")):
+                candidates = [m for m in copies[1:] if m in eligible]
+                if not candidates:
                     continue
-                best = min(copies[1:], key=lambda m: (primaries[m], m))
+                head = copies[0]
+                if primaries[head] <= p_high and all(primaries[m] >= p_low for m in candidates):
+                    continue
+                best = min(candidates, key=lambda m: (primaries[m], m))
                 if primaries[best] + 1 < primaries[head]:
                     copies.remove(best)
                     copies.insert(0, best)
@@ -114,9 +141,11 @@ def moved(before: Sequence[Sequence[str]], after: Sequence[Sequence[str]]) -> in
     return sum(len(set(b) - set(a)) for a, b in zip(before, after, strict=True))
 
 
-def check(placement: Sequence[Sequence[str]], members: Iterable[str], shards: int, rf: int) -> list[str]:
+def check(placement: Sequence[Sequence[str]], members: Iterable[str], shards: int, rf: int,
+          down: Iterable[str] = ()) -> list[str]:
     """What is wrong with a map a node was sent (empty when it is sound)."""
     nodes = set(members)
+    offline = set(down)
     want = min(rf, len(nodes))
     problems = []
     if len(placement) != shards:
@@ -128,4 +157,6 @@ def check(placement: Sequence[Sequence[str]], members: Iterable[str], shards: in
             problems.append(f"shard {shard} has {len(copies)} copies, expected {want}")
         if set(copies) - nodes:
             problems.append(f"shard {shard} is placed on non-members {sorted(set(copies) - nodes)}")
+        if copies and copies[0] in offline:
+            problems.append(f"shard {shard} has a down primary {copies[0]}")
     return problems

@@ -19,6 +19,7 @@ import attrs
 from ..api.errors import ApiError
 from ..api.responses import parse_json
 from ..endpoint import MessageStream, RemoteError
+from ..store import model
 from ..store.shard import shard_of
 from ..transport import TransportError
 from ..wire import Envelope, message
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget"}
 QUERY_AGENT = {"get", "update"}
 PATH_AGENT = {"agent_memories", "agent_stats"}
+# reads a replica may answer when the client asks for consistency=eventual
+EVENTUAL_OPS = {"get", "recall", "search"}
 
 
 @message("route.forward")
@@ -50,6 +53,17 @@ class ForwardReply:
     status: int
     body: bytes
     owner: str = ""  # the owner's API address
+
+
+def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:
+    """True when a read asks for ``consistency=eventual`` (query string for get, body for recall)."""
+    if op not in EVENTUAL_OPS:
+        return False
+    value = args.get("consistency") if op == "get" else (body.get("consistency") if isinstance(body, dict) else None)
+    try:
+        return model.consistency(value) == "eventual"
+    except model.Invalid as exc:
+        raise ApiError(400, str(exc), field=exc.field) from None
 
 
 def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str | None:
@@ -74,8 +88,9 @@ class Router:
         """(status, JSON body, owner API address) of one memory request."""
         body = parse_json(raw, required=op not in ("get", "agent_memories", "agent_stats"))
         request = Forward(op, raw, args, memory_id, path_agent, 0, self._map_version())
-        owner = self._owner(agent_of(op, body, args, path_agent))
-        if owner is None or owner == self.node.node_id:
+        agent = agent_of(op, body, args, path_agent)
+        owner = self._owner(agent)
+        if owner is None or owner == self.node.node_id or (wants_eventual(op, body, args) and self._holds(agent)):
             status, payload = await self._local(request, body)
             return status, payload, self.node.api_address
         return await self._forward(owner, request)
@@ -118,12 +133,21 @@ class Router:
             return None  # no map (yet) or no agent: serve here (validation answers bad input)
         return smap.owner(shard_of(agent, smap.shards))
 
+    def _holds(self, agent: str | None) -> bool:
+        """True when this node holds a copy (primary or replica) of the agent's shard."""
+        smap = self.node.shard_map.view.value if self.node.shard_map else None
+        return agent is not None and smap is not None and self.node.node_id in smap.placement[shard_of(agent, smap.shards)]
+
     async def _local(self, request: Forward, body: Any) -> tuple[int, Any]:
         service = self.node.memory
         if service is None or not self.node.readiness.is_open("storage"):
             raise ApiError(503, "node is not ready: storage is still being recovered", retry_after=1)
         try:
-            return 200, await service.execute(request.op, body, request.args, request.memory_id, request.agent)
+            agent = agent_of(request.op, body, request.args, request.agent)
+            eventual = wants_eventual(request.op, body, request.args)
+            shard = shard_of(agent, service.shards.shard_count) if agent is not None else None
+            return 200, await service.execute(request.op, body, request.args, request.memory_id, request.agent,
+                                              shard=shard, eventual=eventual)
         except ApiError as err:
             return err.status, err.body()
 
@@ -147,9 +171,11 @@ class Router:
         request: Forward = envelope.message
         try:
             body = parse_json(request.body, required=False)
-            owner = self._owner(agent_of(request.op, body, request.args, request.agent))
+            agent = agent_of(request.op, body, request.args, request.agent)
+            owner = self._owner(agent)
             mine = (request.op == "local_agents" or owner in (None, self.node.node_id)
-                    or request.map_version > self._map_version())
+                    or request.map_version > self._map_version()
+                    or (wants_eventual(request.op, body, request.args) and self._holds(agent)))
             if mine:
                 status, payload = await self._local(request, body)
                 reply = ForwardReply(status, json.dumps(payload).encode(), self.node.api_address)

@@ -23,10 +23,25 @@ class ShardMap:
     version: int
     rf: int
     placement: list[list[str]]
+    #: members still holding copies while down, within their grace period: never primary, and
+    #: not counted (nor waited for) by quorum/all acknowledgements
+    down: list[str] = attrs.field(factory=list)
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.token, self.version)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch records written under this map carry (see :mod:`dakera_actors.replication`)."""
+        return (self.token << 32) | (self.version & 0xFFFFFFFF)
+
+    def copies(self, shard: int) -> list[str]:
+        return self.placement[shard]
+
+    def live_copies(self, shard: int) -> list[str]:
+        """The copies acknowledgements count: those not marked down."""
+        return [m for m in self.placement[shard] if m not in self.down]
 
     @property
     def shards(self) -> int:
@@ -58,17 +73,23 @@ class ShardMap:
 
 
 def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, shards: int,
-             rf: int) -> ShardMap | None:
-    """The leader's next map, or None when the current one already fits (same token, placement)."""
+             rf: int, keep: Iterable[str] = (), order: list[list[str]] | None = None) -> ShardMap | None:
+    """The leader's next map, or None when the current one already fits (same token, placement).
+
+    ``keep``: down members within their grace period (their copies stay, marked down);
+    ``order``: the current placement with copies reordered by position (promotion order)."""
     members = sorted(set(eligible))
     if not members:
         return None
-    placement = plan(current.placement if current else None, members, shards, rf)
+    base = order if order is not None else (current.placement if current else None)
+    placement = plan(base, members, shards, rf, keep)
     as_lists = [list(c) for c in placement]
-    if current is not None and current.token == token and current.placement == as_lists:
+    held = {m for c in as_lists for m in c}
+    down = sorted(set(keep) & held - set(members))
+    if current is not None and current.token == token and current.placement == as_lists and current.down == down:
         return None
     version = (current.version + 1) if current is not None else 1
-    return ShardMap(token=token, version=version, rf=rf, placement=as_lists)
+    return ShardMap(token=token, version=version, rf=rf, placement=as_lists, down=down)
 
 
 def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> list[str]:
@@ -77,4 +98,4 @@ def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> l
         return [f"not newer: {offered.key} <= {current.key}"]
     if offered.shards != shards:
         return [f"{offered.shards} shards, this cluster has {shards}"]
-    return check([tuple(c) for c in offered.placement], offered.members(), shards, offered.rf)
+    return check([tuple(c) for c in offered.placement], offered.members(), shards, offered.rf, offered.down)

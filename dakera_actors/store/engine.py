@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..log import get_logger
+from ..replication.core import ShardTail, feed
 from ..search import make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
 from ..wal.log import WriteAheadLog
@@ -54,8 +55,10 @@ def open_storage(node: Node) -> tuple[WalLog, SnapshotStorage]:
     return WriteAheadLog.open(node.data_dir / "wal", segment_bytes=node.config.wal_segment_bytes), store
 
 
-def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage) -> Recovered:
-    """Rebuild ``shards`` from the newest snapshots and the log (blocking when they are)."""
+def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
+            tails: dict[int, ShardTail] | None = None) -> Recovered:
+    """Rebuild ``shards`` from the newest snapshots and the log (blocking when they are), and
+    ``tails`` (the replication tails, one per shard) from the log's newest records."""
     started = time.perf_counter()
     loaded: dict[int, int] = {}
     for shard_id in sorted(store.all_latest()):
@@ -75,11 +78,16 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage) -> Recovered:
                                f"move {store.directory} aside to start from the log alone")
         _log.warning("wal_missing_continuing_from_snapshots", snapshot_lsn=newest)
         log.start_at(newest + 1)
+    if tails is not None:
+        for shard_id, tail in tails.items():
+            tail.reset(shards.shard(shard_id).position)
     replayed = 0
     # the whole log: a shard without a snapshot may need its oldest records, and the log holds
     # nothing older than the oldest snapshot anyway (see Checkpointer)
     for record in log.replay():
-        shards.apply(record.lsn, record.shard, record.op, record.body)
+        if tails is not None:
+            feed(tails, record, 0.0)  # before applying: a record the snapshot holds is skipped by seq
+        shards.apply(record.lsn, record.shard, record.op, record.body, record.seq, record.epoch)
         replayed += 1
     return Recovered(log, store, loaded, replayed, time.perf_counter() - started)
 
@@ -91,7 +99,8 @@ async def start_storage(node: Node) -> MemoryService:
     embedder = await disk_call(blocking, make_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     node.readiness.require("storage")
-    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node)))
+    tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
+    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node), tails))
     report = recovered.log.recovery
     node.log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
                   last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
@@ -108,6 +117,19 @@ async def start_storage(node: Node) -> MemoryService:
     for actor in (wal, checkpointer, owner):
         await node.start_actor(actor)
     service = MemoryService(shards, owner, embedder, tokenize, wall_clock=node.wall_clock, rng=node.rng)
+    service.tails = tails
     node.memory = service
+    if getattr(node, "endpoint", None) is not None and getattr(node, "shard_map", None) is not None:
+        from ..replication.actor import ReplicationCollector, Replicator
+
+        replicator = Replicator(node)
+        owner.hooks = replicator
+        service.replication = replicator
+        service.request_timeout = config.request_timeout
+        node.replicator = replicator
+        await node.start_actor(replicator)
+        assert node.nursery is not None
+        node.nursery.start_soon(replicator.follow, node.shard_map.view)
+        node.metrics.register_replication(ReplicationCollector(replicator))
     node.readiness.open("storage")
     return service

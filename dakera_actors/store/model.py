@@ -453,6 +453,18 @@ _RECALL_IGNORED = ("include_associated", "associated_memories_cap", "associated_
                    "neighborhood_mode", "include_summaries", "lang", "rerank_candidates")
 
 
+CONSISTENCIES = ("strong", "eventual")
+
+
+def consistency(value: Any, field: str = "consistency") -> str:
+    """``strong`` (the primary answers: read-your-writes) or ``eventual`` (any copy may)."""
+    if value is None:
+        return "strong"
+    if value not in CONSISTENCIES:
+        raise Invalid(field, f"must be one of {', '.join(CONSISTENCIES)}")
+    return str(value)
+
+
 def parse_recall(data: Any, *, default_top_k: int = 5) -> tuple[RecallQuery, list[str]]:
     b = Body(data, ignored=_RECALL_IGNORED)
     agent = agent_id(b.raw("agent_id"))
@@ -462,6 +474,7 @@ def parse_recall(data: Any, *, default_top_k: int = 5) -> tuple[RecallQuery, lis
     routing = b.choice("routing", ROUTINGS) or "hybrid"
     fusion = b.choice("fusion", FUSIONS) or "minmax"
     weight = b.number("vector_weight", lo=0.0, hi=1.0)
+    b.choice("consistency", CONSISTENCIES)  # the router acts on it; checked here like any field
     flt = MemoryFilter(
         tags=b.string_list("tags", max_items=MAX_TAGS, max_chars=MAX_TAG_CHARS),
         min_importance=b.number("min_importance", lo=0.0, hi=1.0),

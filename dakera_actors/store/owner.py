@@ -16,28 +16,72 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..api.errors import ApiError
 from ..log import get_logger
 from ..metrics import NodeMetrics
 from ..runtime import Actor, BatchActor, Request
 from ..wal.actor import WalActor, disk_call
 from ..wal.memory import SnapshotStorage
+from ..wal.record import WalRecord
 from .shard import ShardSet
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
 _log = get_logger("dakera_actors.store")
 
 
+LOAD_CHUNK = 256  # memories per ``load`` record of an install
+
+
 @attrs.frozen
 class Write:
     entries: list[tuple[int, str, Any]]  # (shard, op, body)
     ts: float
+
+
+@attrs.frozen
+class Committed:
+    """What a write returns: what applying it returned, and the shard seq of its last record."""
+
+    results: list[Any]
+    seq: int
+
+
+@attrs.frozen
+class Replicate:
+    """Records a primary sent, applied here in its order: ``(shard, op, body, ts, seq, epoch)``."""
+
+    entries: list[tuple[int, str, Any, float, int, int]]
+
+
+@attrs.frozen
+class Install:
+    """A whole copy of a shard, from its primary: replaces this node's copy as one logged batch."""
+
+    shard: int
+    memories: list[list[Any]]  # [memory record, vector bytes]
+    seq: int
+    epoch: int
+
+
+@attrs.frozen
+class Barrier:
+    """Answered once every write queued before it has been committed (or refused)."""
+
+
+class OwnerHooks(Protocol):
+    """What the replication layer tells the owner; a single node has none (always writable)."""
+
+    def epoch(self) -> int: ...
+    def writable(self, shard: int) -> bool: ...
+    def committed(self, records: list[WalRecord]) -> None: ...
+    def purgeable(self, shard: int) -> bool: ...
 
 
 @attrs.frozen
@@ -62,17 +106,33 @@ class ShardOwner(BatchActor):
         self._since_checkpoint = 0
         self._next_checkpoint = math.inf
         self._next_purge = math.inf
+        self.hooks: OwnerHooks | None = None
 
     # -- the writers' side -------------------------------------------------------------
     async def write(self, shard: int, op: str, body: Any, ts: float) -> Any:
         """Make one record durable and applied; returns what applying it returned."""
-        results = await self.ask(Write([(shard, op, body)], ts), timeout=WRITE_TIMEOUT)
-        return results[0]
+        return (await self.commit([(shard, op, body)], ts)).results[0]
 
     async def write_many(self, entries: list[tuple[int, str, Any]], ts: float) -> list[Any]:
         """Several records in one durable batch (a batch store): all or none are acknowledged."""
-        results: list[Any] = await self.ask(Write(entries, ts), timeout=WRITE_TIMEOUT)
-        return results
+        return (await self.commit(entries, ts)).results
+
+    async def commit(self, entries: list[tuple[int, str, Any]], ts: float) -> Committed:
+        """Write as the shard's primary; raises a 503 ApiError when this node may not write it now."""
+        committed: Committed = await self.ask(Write(entries, ts), timeout=WRITE_TIMEOUT)
+        return committed
+
+    async def replicate(self, entries: list[tuple[int, str, Any, float, int, int]]) -> int:
+        """Log and apply a primary's records (in order, from the shard's current seq on); returns
+        how many were new."""
+        applied: int = await self.ask(Replicate(entries), timeout=WRITE_TIMEOUT)
+        return applied
+
+    async def install(self, install: Install) -> None:
+        await self.ask(install, timeout=WRITE_TIMEOUT)
+
+    async def barrier(self) -> None:
+        await self.ask(Barrier(), timeout=WRITE_TIMEOUT)
 
     # -- the actor's side --------------------------------------------------------------
     async def on_start(self) -> None:
@@ -91,26 +151,77 @@ class ShardOwner(BatchActor):
             await self._checkpoint()
 
     async def handle_batch(self, batch: list[Request]) -> None:
-        entries = [(shard, op, body, req.message.ts) for req in batch for (shard, op, body) in req.message.entries]
-        results = await self._commit(entries)
-        at = 0
+        """One durable batch: primary writes get the next seqs of their shards; replicated records
+        keep theirs (those already here or out of order are dropped); installs go in whole."""
+        entries: list[tuple[Any, ...]] = []
+        answers: list[tuple[Request, int, int]] = []  # (request, first entry, entry count)
+        next_seq: dict[int, int] = {}
+        epoch = self.hooks.epoch() if self.hooks is not None else 0
+
+        def seq_after(shard: int) -> int:
+            seq = next_seq.get(shard, self.shards.shard(shard).seq) + 1
+            next_seq[shard] = seq
+            return seq
+
         for req in batch:
-            n = len(req.message.entries)
-            req.reply(results[at:at + n])
-            at += n
+            msg = req.message
+            if isinstance(msg, Write):
+                refused = [s for s in {e[0] for e in msg.entries} if self.hooks and not self.hooks.writable(s)]
+                if refused:
+                    req.fail(ApiError(503, f"shard {refused[0]} is moving to or from this node; retry shortly",
+                                      retry_after=1))
+                    continue
+                start = len(entries)
+                entries.extend((shard, op, body, msg.ts, seq_after(shard), epoch) for shard, op, body in msg.entries)
+                answers.append((req, start, len(msg.entries)))
+            elif isinstance(msg, Replicate):
+                start = len(entries)
+                for shard, op, body, ts, seq, rec_epoch in msg.entries:
+                    if seq == next_seq.get(shard, self.shards.shard(shard).seq) + 1:
+                        next_seq[shard] = seq
+                        entries.append((shard, op, body, ts, seq, rec_epoch))
+                answers.append((req, start, len(entries) - start))
+            elif isinstance(msg, Install):
+                start = len(entries)
+                now = self.wall_clock()
+                entries.append((msg.shard, "reset", {}, now))
+                for at in range(0, len(msg.memories), LOAD_CHUNK):
+                    entries.append((msg.shard, "load", {"memories": msg.memories[at:at + LOAD_CHUNK]}, now))
+                entries.append((msg.shard, "mark", {"seq": msg.seq, "epoch": msg.epoch}, now))
+                next_seq[msg.shard] = msg.seq
+                answers.append((req, start, len(entries) - start))
+            else:
+                answers.append((req, len(entries), 0))  # a Barrier
+        results = await self._commit(entries) if entries else []
+        for req, start, count in answers:
+            msg = req.message
+            if isinstance(msg, Write):
+                last = entries[start + count - 1]
+                req.reply(Committed(results[start:start + count], last[4]))
+            elif isinstance(msg, Replicate):
+                req.reply(count)
+            else:
+                req.reply(None)
         if self._since_checkpoint >= self.checkpoint_records:
             await self._checkpoint()
 
-    async def _commit(self, entries: list[tuple[int, str, Any, float]]) -> list[Any]:
+    async def _commit(self, entries: list[tuple[Any, ...]]) -> list[Any]:
         records = await self.wal.append(entries)
         self._since_checkpoint += len(records)
-        return [self.shards.apply(r.lsn, r.shard, r.op, r.body) for r in records]
+        results = [self.shards.apply(r.lsn, r.shard, r.op, r.body, r.seq, r.epoch) for r in records]
+        if self.hooks is not None:
+            self.hooks.committed(records)
+        return results
 
     async def _purge_expired(self) -> None:
         now = self.wall_clock()
-        due = [s.id for s in self.shards.shards.values() if (at := s.next_expiry()) is not None and at <= now]
+        due = [s.id for s in self.shards.shards.values() if (at := s.next_expiry()) is not None and at <= now
+               and (self.hooks is None or self.hooks.purgeable(s.id))]
         if due:
-            purged = await self._commit([(shard, "purge", {"now": now}, now) for shard in due])
+            # a purge is a primary's write like any other: it replicates, replicas never purge alone
+            epoch = self.hooks.epoch() if self.hooks is not None else 0
+            purged = await self._commit([(shard, "purge", {"now": now}, now, self.shards.shard(shard).seq + 1, epoch)
+                                         for shard in due])
             _log.info("memories_expired", shards=len(due), memories=sum(purged))
 
     async def _checkpoint(self) -> None:

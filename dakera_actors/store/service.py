@@ -23,6 +23,8 @@ from .model import Invalid, Memory, NewMemory
 from .shard import ShardSet, Tokenizer
 
 if TYPE_CHECKING:
+    from ..replication.actor import Replicator
+    from ..replication.core import ShardTail
     from .owner import ShardOwner
 
 
@@ -43,6 +45,10 @@ class MemoryService:
         self.tokenize = tokenize
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
+        #: the replication layer (cluster mode): takeover gate and write acknowledgements
+        self.replication: Replicator | None = None
+        self.tails: dict[int, ShardTail] = {}
+        self.request_timeout = 5.0
 
     # -- helpers -----------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -69,10 +75,22 @@ class MemoryService:
             body["warnings"] = warnings
         return body
 
+    async def _commit(self, shard: int, entries: list[tuple[int, str, Any]], now: float) -> list[Any]:
+        """Write as the shard's primary and wait for the acknowledgements DAKERA_WRITE_ACK asks for."""
+        committed = await self.owner.commit(entries, now)
+        if self.replication is not None:
+            await self.replication.acknowledged(shard, committed.seq, self.request_timeout)
+        return committed.results
+
     async def execute(self, op: str, body: Any, args: Mapping[str, str], memory_id: str = "",
-                      agent: str = "") -> Any:
+                      agent: str = "", *, shard: int | None = None, eventual: bool = False) -> Any:
         """Run one named operation: what a route does here, and what a forwarded request does on
-        its owner. Raises ApiError for anything the caller got wrong."""
+        its owner. Raises ApiError for anything the caller got wrong.
+
+        ``shard``: the shard the request's agent lives in; on a primary that is still taking the
+        shard over, the request waits for that (read-your-writes), unless ``eventual``."""
+        if shard is not None and self.replication is not None and not eventual:
+            await self.replication.ready(shard, self.request_timeout)
         if op == "store":
             return await self.store(body)
         if op == "store_batch":
@@ -106,7 +124,8 @@ class MemoryService:
         vectors, ms = self._embed([new.content])
         now = self.wall_clock()
         body = self._build(new, vectors[0], now)
-        memory = await self.owner.write(self.shards.shard_of(new.agent_id), "put", body, now)
+        shard = self.shards.shard_of(new.agent_id)
+        memory = (await self._commit(shard, [(shard, "put", body)], now))[0]
         return self._with_warnings({"memory": memory.to_json(), "embedding_time_ms": ms}, warnings)
 
     async def store_batch(self, data: Any) -> dict[str, Any]:
@@ -118,7 +137,7 @@ class MemoryService:
         now = self.wall_clock()
         bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
         shard = self.shards.shard_of(items[0].agent_id)
-        stored: list[Memory] = await self.owner.write_many([(shard, "put", b) for b in bodies], now)
+        stored: list[Memory] = await self._commit(shard, [(shard, "put", b) for b in bodies], now)
         return self._with_warnings({
             "stored": [{"id": m.id, "content": m.content, "agent_id": m.agent_id, "tags": list(m.tags),
                         "importance": m.importance, "created_at": int(m.created_at)} for m in stored],
@@ -140,7 +159,8 @@ class MemoryService:
         if update.content is not None:
             vector = self._embed([update.content])[0][0].astype(np.float32).tobytes()
         body = {"a": agent, "id": mid, "set": update.to_record(), "v": vector, "ua": now}
-        memory = await self.owner.write(self.shards.shard_of(agent), "patch", body, now)
+        shard = self.shards.shard_of(agent)
+        memory = (await self._commit(shard, [(shard, "patch", body)], now))[0]
         if memory is None:  # forgotten between the check and the write
             raise not_found(agent, mid)
         return self._with_warnings(memory.to_json(), warnings)
@@ -151,7 +171,8 @@ class MemoryService:
         except Invalid as exc:
             raise invalid(exc) from None
         now = self.wall_clock()
-        deleted = await self.owner.write(self.shards.shard_of(agent), "delete", {"a": agent, "ids": list(ids)}, now)
+        shard = self.shards.shard_of(agent)
+        deleted = (await self._commit(shard, [(shard, "delete", {"a": agent, "ids": list(ids)})], now))[0]
         return {"deleted_count": len(deleted), "memory_ids": deleted}
 
     async def batch_forget(self, data: Any) -> dict[str, Any]:
@@ -160,8 +181,9 @@ class MemoryService:
         except Invalid as exc:
             raise invalid(exc) from None
         now = self.wall_clock()
-        count = await self.owner.write(self.shards.shard_of(agent), "delete_where",
-                                       {"a": agent, "f": flt.to_record(), "now": now}, now)
+        shard = self.shards.shard_of(agent)
+        count = (await self._commit(shard, [(shard, "delete_where", {"a": agent, "f": flt.to_record(), "now": now})],
+                                    now))[0]
         return {"deleted_count": count}
 
     # -- reads -------------------------------------------------------------------------

@@ -13,7 +13,15 @@ Records (``op``: body):
 - ``delete``: ``{"a": agent, "ids": [...]}``;
 - ``delete_where``: ``{"a": agent, "f": filter record, "now": ts}``: every live memory of the
   agent matching the filter at ``now``;
-- ``purge``: ``{"now": ts}``: every memory of the shard expired at ``now``.
+- ``purge``: ``{"now": ts}``: every memory of the shard expired at ``now``;
+- ``reset``, ``load``, ``mark``: a replica installing a copy of the primary's shard, logged as one
+  batch: ``reset`` (``{}``) empties the shard and its position, each ``load``
+  (``{"memories": [[memory record, vector bytes], ...]}``) adds memories, and ``mark``
+  (``{"seq", "epoch"}``) sets the position the copy was taken at. A crash that keeps only part
+  of the batch leaves the shard at position 0, so the replica fetches it whole again.
+
+Each shard also has a replication position ``(epoch, seq)``: the seq and epoch of the last
+replicated record applied (see :mod:`dakera_actors.replication`).
 """
 
 from __future__ import annotations
@@ -49,8 +57,15 @@ class Shard:
     id: int
     agents: dict[str, AgentData] = attrs.Factory(dict)
     applied_lsn: int = 0
+    seq: int = 0  # the last applied replicated record's per-shard sequence number
+    epoch: int = 0  # ... and the shard-map epoch its primary wrote it under
     #: (expires_at, agent, id) of memories with an expiry; entries may be stale (lazy deletion)
     expiries: list[tuple[int, str, str]] = attrs.Factory(list)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """``(epoch, seq)`` of the newest applied replicated record: what replicas compare."""
+        return (self.epoch, self.seq)
 
     @property
     def memory_count(self) -> int:
@@ -94,14 +109,15 @@ class ShardSet:
         return data
 
     # -- writes ------------------------------------------------------------------------
-    def apply(self, lsn: int, shard_id: int, op: str, body: Any) -> Any:
+    def apply(self, lsn: int, shard_id: int, op: str, body: Any, seq: int = 0, epoch: int = 0) -> Any:
         """Apply one record; returns what the write's caller is answered with.
 
         Records at or below the shard's applied LSN are skipped (replaying a log over a
-        snapshot that already holds them), so replay is idempotent.
+        snapshot that already holds them), and so are replicated records at or below the
+        shard's seq (a replica fetching a record twice), so replay is idempotent.
         """
         shard = self.shard(shard_id)
-        if lsn and lsn <= shard.applied_lsn:
+        if lsn and lsn <= shard.applied_lsn or seq and seq <= shard.seq:
             return None
         handler = _OPS.get(op)
         if handler is None:
@@ -109,6 +125,8 @@ class ShardSet:
         result = handler(self, shard, body)
         if lsn:
             shard.applied_lsn = lsn
+        if seq:
+            shard.seq, shard.epoch = seq, epoch
         return result
 
     def _put(self, shard: Shard, body: dict[str, Any]) -> Memory:
@@ -178,6 +196,24 @@ class ShardSet:
             purged += 1
         return purged
 
+    def _reset(self, shard: Shard, body: dict[str, Any]) -> None:
+        shard.agents.clear()
+        shard.expiries.clear()
+        shard.seq = shard.epoch = 0
+
+    def _load(self, shard: Shard, body: dict[str, Any]) -> int:
+        for record, vector in body["memories"]:
+            memory = Memory.from_record(record)
+            data = self._agent(memory.agent_id, create=True)
+            assert data is not None
+            if memory.id in data.memories:
+                data.index.remove(memory.id)
+            self._index(shard, data, memory, vector)
+        return len(body["memories"])
+
+    def _mark(self, shard: Shard, body: dict[str, Any]) -> None:
+        shard.seq, shard.epoch = int(body["seq"]), int(body["epoch"])
+
     # -- reads -------------------------------------------------------------------------
     def get(self, agent_id: str, memory_id: str, now: float) -> Memory | None:
         data = self._agent(agent_id, create=False)
@@ -217,7 +253,7 @@ class ShardSet:
     def dump(self, shard_id: int) -> dict[str, Any]:
         """A msgpack-ready image of one shard, taken at its applied LSN."""
         shard = self.shard(shard_id)
-        return {"v": 1, "shard": shard_id, "lsn": shard.applied_lsn,
+        return {"v": 1, "shard": shard_id, "lsn": shard.applied_lsn, "seq": shard.seq, "epoch": shard.epoch,
                 "memories": [[m.to_record(), data.vectors[m.id]]
                              for data in shard.agents.values() for m in data.memories.values()]}
 
@@ -230,6 +266,7 @@ class ShardSet:
             assert data is not None
             self._index(shard, data, memory, vector)
         shard.applied_lsn = image["lsn"]
+        shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
 
 
 _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
@@ -238,4 +275,7 @@ _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
     "delete": ShardSet._delete,
     "delete_where": ShardSet._delete_where,
     "purge": ShardSet._purge,
+    "reset": ShardSet._reset,
+    "load": ShardSet._load,
+    "mark": ShardSet._mark,
 }

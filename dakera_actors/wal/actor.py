@@ -24,7 +24,7 @@ from .memory import WalLog
 from .record import WalRecord
 
 T = TypeVar("T")
-Entry = tuple[int, str, Any, float]  # (shard, op, body, ts)
+Entry = tuple[Any, ...]  # (shard, op, body, ts[, seq, epoch])
 APPEND_TIMEOUT = 120.0  # a disk that takes this long for one fsync is a failed disk
 
 

@@ -300,16 +300,15 @@ class WriteAheadLog:
         """The LSN of the newest appended record (0 for an empty log); it may not be synced yet."""
         return self._last_lsn
 
-    def append(self, entries: Sequence[tuple[int, str, Any, float]]) -> list[WalRecord]:
-        """Log ``(shard, op, body, ts)`` entries under consecutive LSNs; not durable until :meth:`sync`.
+    def append(self, entries: Sequence[tuple[Any, ...]]) -> list[WalRecord]:
+        """Log ``(shard, op, body, ts[, seq, epoch])`` entries under consecutive LSNs; not durable until :meth:`sync`.
 
         Every entry is encoded before anything is written, so a body that cannot be encoded
         (``TypeError``/``ValueError``) leaves the log untouched.
         """
         self._check_usable()
         first = self._last_lsn + 1
-        records = [WalRecord(lsn=first + i, shard=shard, op=op, body=body, ts=ts)
-                   for i, (shard, op, body, ts) in enumerate(entries)]
+        records = [WalRecord(first + i, *entry) for i, entry in enumerate(entries)]
         frames = [encode_record(rec) for rec in records]
         if not records:
             return records

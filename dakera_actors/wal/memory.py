@@ -121,15 +121,14 @@ class MemoryLog:
         self._wal.synced = 0
         self._wal.empty_segment = True
 
-    def append(self, entries: Sequence[tuple[int, str, Any, float]]) -> list[WalRecord]:
-        """Log ``(shard, op, body, ts)`` entries under consecutive LSNs; lost on a crash until :meth:`sync`.
+    def append(self, entries: Sequence[tuple[Any, ...]]) -> list[WalRecord]:
+        """Log ``(shard, op, body, ts[, seq, epoch])`` entries under consecutive LSNs; lost on a crash until :meth:`sync`.
 
         Every entry is encoded first, so a body that cannot be encoded leaves the disk untouched.
         """
         self._check_usable()
         first = self.last_lsn + 1
-        records = [WalRecord(lsn=first + i, shard=shard, op=op, body=body, ts=ts)
-                   for i, (shard, op, body, ts) in enumerate(entries)]
+        records = [WalRecord(first + i, *entry) for i, entry in enumerate(entries)]
         frames = [encode_record(rec) for rec in records]
         self._wal.frames.extend(frames)
         return records

@@ -4,7 +4,8 @@ A record on disk is a fixed 9-byte header followed by its payload::
 
     0xDA | payload length (u32 big-endian) | crc32c(payload) (u32 big-endian) | payload
 
-The payload is a msgpack map ``{"v": 1, "lsn", "shard", "op", "body", "ts"}``. ``v`` is the record
+The payload is a msgpack map ``{"v": 1, "lsn", "shard", "op", "body", "ts"}``, plus ``"q"`` and
+``"e"`` (the shard's replication seq and epoch) when they are not zero. ``v`` is the record
 format version; later versions may only *add* keys (readers ignore keys they do not know), so any
 ``v >= 1`` is read. A change that old readers must not misread takes a new magic byte instead.
 
@@ -45,6 +46,11 @@ class WalRecord:
     op: str
     body: Any
     ts: float
+    #: the shard's replication position: ``seq`` counts the shard's records from 1 (0: a local
+    #: record outside replication, such as a snapshot install); ``epoch`` is the shard map key
+    #: the primary wrote it under (see :mod:`dakera_actors.replication`)
+    seq: int = 0
+    epoch: int = 0
 
 
 class RecordError(ValueError):
@@ -77,7 +83,10 @@ def decode_payload(payload: bytes | memoryview) -> WalRecord:
         raise RecordError(f"bad ts {ts!r}")
     if "body" not in obj:
         raise RecordError("missing body")
-    return WalRecord(lsn=lsn, shard=shard, op=op, body=obj["body"], ts=float(ts))
+    seq, epoch = obj.get("q", 0), obj.get("e", 0)
+    if not _is_int(seq) or seq < 0 or not _is_int(epoch) or epoch < 0:
+        raise RecordError(f"bad position {seq!r}/{epoch!r}")
+    return WalRecord(lsn=lsn, shard=shard, op=op, body=obj["body"], ts=float(ts), seq=seq, epoch=epoch)
 
 
 def encode_record(rec: WalRecord) -> bytes:
@@ -87,11 +96,10 @@ def encode_record(rec: WalRecord) -> bytes:
     cannot carry, tuple map keys, a bad field): the payload is decoded once before it is returned,
     because a record the reader rejects would cost every record logged after it.
     """
-    payload = msgpack.packb(
-        {"v": RECORD_VERSION, "lsn": rec.lsn, "shard": rec.shard, "op": rec.op,
-         "body": rec.body, "ts": rec.ts},
-        use_bin_type=True,
-    )
+    obj = {"v": RECORD_VERSION, "lsn": rec.lsn, "shard": rec.shard, "op": rec.op, "body": rec.body, "ts": rec.ts}
+    if rec.seq or rec.epoch:  # added keys (readers ignore unknown ones); absent means 0
+        obj["q"], obj["e"] = rec.seq, rec.epoch
+    payload = msgpack.packb(obj, use_bin_type=True)
     if len(payload) > MAX_RECORD_BYTES:
         raise ValueError(f"record payload of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
     try:

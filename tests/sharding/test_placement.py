@@ -77,3 +77,40 @@ def test_a_lost_primary_is_replaced_by_its_first_replica() -> None:
     for before, now in zip(p, after, strict=True):
         if before[0] == "a":
             assert now[0] == before[1]  # promotion, not a fresh copy
+
+
+@given(member_sets, shard_counts, st.integers(2, 3), st.data())
+def test_a_down_member_keeps_its_copies_but_never_leads(members: set[str], shards: int, rf: int,
+                                                       data: st.DataObject) -> None:
+    p = plan(None, members, shards, rf)
+    down = data.draw(st.sampled_from(sorted(members)))
+    rest = members - {down}
+    if not rest:
+        return
+    q = plan(p, rest, shards, rf, keep=[down])
+    for before, after in zip(p, q, strict=True):
+        assert after and after[0] != down  # never primary
+        assert after[0] in before or down not in before or len(rest) < rf  # a surviving copy took over
+        if down in before and len(rest) >= 1 and any(m in rest for m in before):
+            assert down in after  # its copy stays for its return
+    # once the grace is over, its copies go and every shard is back to full strength
+    r = plan(q, rest, shards, rf)
+    assert check(r, rest, shards, rf) == []
+    assert all(down not in copies for copies in r)
+
+
+@given(member_sets, shard_counts, st.integers(2, 3))
+def test_a_live_primary_stays_a_copy_when_its_role_moves(members: set[str], shards: int, rf: int) -> None:
+    """When a join moves a primary role, the old primary stays among the copies, so the new one
+    can take the shard over from it (only RF=1 has no replica to hand the role to)."""
+    p = plan(None, members, shards, rf)
+    grown = members | {"node-99"}
+    q = plan(p, grown, shards, rf)
+    for before, after in zip(p, q, strict=True):
+        assert after[0] == before[0] or before[0] in after
+
+
+def test_only_down_copies_make_room_for_a_live_primary() -> None:
+    p = [("a", "b")]
+    q = plan(p, ["c"], 1, 2, keep=["a", "b"])
+    assert q[0][0] == "c" and len(q[0]) == 2 and set(q[0]) - {"c"} <= {"a", "b"}

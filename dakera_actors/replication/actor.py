@@ -1,0 +1,541 @@
+"""The replicator: moves each shard's history from its primary to its replicas, and hands shards over.
+
+Replicas pull (like Kafka followers): for every member that is primary of shards this node
+replicates, one loop sends a :class:`Fetch` with this node's position in each of them; the
+primary answers with the records that follow (from its in-memory tail), says which shards need
+a whole copy, or holds the request open until something is written (a long poll, so a record
+reaches replicas one round trip after its fsync). The replica logs and applies what it got
+(one group commit), and its next fetch carries the new positions: that is its acknowledgement,
+which the primary counts for ``quorum``/``all`` writes and turns into lag.
+
+A node that becomes primary of a shard (a promotion after a death, a role swap, or a restart
+with a map that names it) first **takes over**: it sends the map to the shard's other live copies
+(:class:`PositionQuery`), each installs it, stops taking the shard's records from anyone else,
+lets its in-flight writes finish, and answers its position; the new primary fetches from the
+copy with the newest history until it has caught up, and only then accepts writes and reads. So
+a write acknowledged by ``quorum``/``all`` (or by ``primary`` on a primary that was handed over
+alive) is never lost to a role change. The protocol decisions live in :mod:`.core`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import msgpack
+import trio
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..api.errors import ApiError
+from ..endpoint import MessageStream, RemoteError
+from ..runtime import Actor
+from ..sharding.shardmap import ShardMap
+from ..store.owner import Install
+from ..transport import TransportError
+from ..wal.record import WalRecord
+from ..wire import Envelope, message
+from .core import Position, ShardProgress, ShardTail, decide, feed, is_prefix, needed
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new records
+MAX_FETCH_RECORDS = 512
+SNAPSHOT_CHUNK = 256  # memories per snapshot frame
+RETRY = 0.2  # after a failed fetch
+LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
+
+
+@message("repl.fetch")
+@attrs.frozen
+class Fetch:
+    positions: list[list[int]]  # [shard, epoch, seq]
+    wait_ms: int = 0
+
+
+@message("repl.records")
+@attrs.frozen
+class FetchReply:
+    records: list[list[Any]]  # [shard, seq, epoch, op, body, ts], in order per shard
+    snapshot: list[int] = attrs.field(factory=list)  # shards the replica must copy whole
+
+
+@message("repl.snapshot-request")
+@attrs.frozen
+class SnapshotRequest:
+    shard: int
+
+
+@message("repl.snapshot-chunk")
+@attrs.frozen
+class SnapshotChunk:
+    shard: int
+    epoch: int
+    seq: int
+    memories: list[Any]
+    last: bool
+
+
+@message("repl.position-query")
+@attrs.frozen
+class PositionQuery:
+    """Where is each of these shards on you? With a map: install it and stop taking their records
+    from anyone else first (a takeover)."""
+
+    shards: list[int]
+    map: ShardMap | None = None
+
+
+@message("repl.positions")
+@attrs.frozen
+class Positions:
+    positions: list[list[int]]  # [shard, epoch, seq]
+    refused: str = ""
+
+
+@message("repl.status-request")
+@attrs.frozen
+class StatusRequest:
+    pass
+
+
+@message("repl.status")
+@attrs.frozen
+class StatusReply:
+    shards: list[list[Any]]  # [shard, lag_ms, lag_records, healthy replicas, replicas]
+
+
+@attrs.frozen
+class _MapChanged:
+    map: ShardMap
+
+
+class Replicator(Actor):
+    def __init__(self, node: Node) -> None:
+        super().__init__("replicator")
+        self.node = node
+        self.me = node.node_id
+        self.config = node.config
+        assert node.memory is not None
+        self.shards = node.memory.shards
+        self.owner = node.memory.owner
+        self.tails: dict[int, ShardTail] = node.memory.tails
+        self.progress: dict[int, ShardProgress] = {}
+        self.map: ShardMap | None = None
+        self.live: set[int] = set()  # shards this node is primary of and has taken over
+        self.syncing: set[int] = set()  # shards this node is primary of, still taking over
+        self._changed = trio.Event()  # records committed, acks received, map changed
+        self._fetchers: dict[str, trio.Lock] = {}  # primary peer -> its fetch loop's lock
+        self._takeover_running = False
+        self._metrics = node.metrics
+        node.endpoint.on_stream(Fetch, self._serve_fetch)  # type: ignore[union-attr]
+        node.endpoint.on_stream(SnapshotRequest, self._serve_snapshot)  # type: ignore[union-attr]
+        node.endpoint.on_stream(PositionQuery, self._serve_positions)  # type: ignore[union-attr]
+        node.endpoint.on_stream(StatusRequest, self._serve_status)  # type: ignore[union-attr]
+
+    # -- the owner's hooks (plain calls on the event loop) -----------------------------
+    def epoch(self) -> int:
+        return self.map.epoch if self.map is not None else 0
+
+    def writable(self, shard: int) -> bool:
+        return self.map is None or shard in self.live
+
+    def purgeable(self, shard: int) -> bool:
+        return self.writable(shard)
+
+    def tail(self, shard: int) -> ShardTail:
+        return self.tails[shard]
+
+    def committed(self, records: list[WalRecord]) -> None:
+        now = trio.current_time()
+        for record in records:
+            feed(self.tails, record, now)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _wait_change(self, deadline: float) -> bool:
+        with trio.move_on_at(deadline):
+            await self._changed.wait()
+            return True
+        return False
+
+    # -- the write path ----------------------------------------------------------------
+    async def ready(self, shard: int, timeout: float) -> None:
+        """Wait until this node may serve ``shard`` as its primary (a takeover has finished)."""
+        deadline = trio.current_time() + timeout
+        while self.map is not None and shard in self.syncing:
+            if not await self._wait_change(deadline):
+                raise ApiError(503, f"shard {shard} is being taken over by this node; retry shortly", retry_after=1)
+
+    async def acknowledged(self, shard: int, seq: int, timeout: float) -> None:
+        """Wait until ``seq`` of ``shard`` is on as many copies as DAKERA_WRITE_ACK asks for."""
+        mode = self.config.write_ack
+        if mode == "primary":
+            return
+        deadline = trio.current_time() + timeout
+        while True:
+            smap = self.map
+            if smap is None:
+                return
+            live = smap.live_copies(shard)
+            need = needed(mode, len(live))
+            progress = self.progress.get(shard)
+            have = 1 + (sum(1 for m, p in progress.replicas.items() if m in live and p.acked >= seq)
+                        if progress is not None else 0)
+            if have >= need:
+                return
+            if shard not in self.live:
+                raise ApiError(503, f"shard {shard} moved before the write reached {need} copies; it may or may "
+                                    "not be kept", retry_after=1)
+            if not await self._wait_change(deadline):
+                raise ApiError(503, f"the write is durable on the primary but reached {have} of {need} copies "
+                                    f"within {timeout}s (DAKERA_WRITE_ACK={mode})", retry_after=1)
+
+    # -- following the map -------------------------------------------------------------
+    async def on_start(self) -> None:
+        assert self.node.shard_map is not None
+        current = self.node.shard_map.view.value
+        if current is not None:
+            self._on_map(current)  # a restarted node starts from its stored map, taking over first
+
+    async def follow(self, maps: Any) -> None:
+        async for smap in maps.changes():
+            if smap is not None:
+                await self.tell(_MapChanged(smap))
+
+    async def handle(self, msg: Any) -> Any:
+        if isinstance(msg, _MapChanged):
+            self._on_map(msg.map)
+        return None
+
+    def _on_map(self, smap: ShardMap) -> None:
+        if self.map is not None and smap.key <= self.map.key:
+            return
+        now = trio.current_time()
+        self.map = smap
+        taking: list[int] = []
+        for shard, copies in enumerate(smap.placement):
+            if copies and copies[0] == self.me:
+                self.progress.setdefault(shard, ShardProgress()).assign(copies[1:], now)
+                if shard not in self.live and shard not in self.syncing:
+                    self.syncing.add(shard)
+                    taking.append(shard)
+            else:
+                self.live.discard(shard)
+                self.syncing.discard(shard)
+                self.progress.pop(shard, None)
+        if self.syncing and not self._takeover_running:
+            self._takeover_running = True
+            self.node.nursery.start_soon(self._takeover_loop)  # type: ignore[union-attr]
+        for peer in {c[0] for c in smap.placement if c and c[0] != self.me and self.me in c[1:]}:
+            if peer not in self._fetchers:
+                self._fetchers[peer] = trio.Lock()
+                self.node.nursery.start_soon(self._fetch_loop, peer)  # type: ignore[union-attr]
+        self._notify()
+        if taking:
+            self.node.log.info("shards_taking_over", shards=len(taking), map_version=smap.version)
+
+    def _replicated_from(self, peer: str) -> list[int]:
+        smap = self.map
+        if smap is None:
+            return []
+        return [s for s, c in enumerate(smap.placement) if c and c[0] == peer and self.me in c[1:]]
+
+    def _member(self, member_id: str) -> Any:
+        members = self.node.membership.view.value.members if self.node.membership else {}
+        return members.get(member_id)
+
+    # -- replica side: fetching --------------------------------------------------------
+    async def _fetch_loop(self, peer: str) -> None:
+        lock = self._fetchers[peer]
+        try:
+            while True:
+                async with lock:
+                    shards = self._replicated_from(peer)
+                    if not shards:
+                        return
+                    member = self._member(peer)
+                    ok = member is not None and member.reachable and await self._fetch_once(
+                        peer, member.address, shards, LONG_POLL)
+                if not ok:
+                    await trio.sleep(RETRY)
+        finally:
+            del self._fetchers[peer]
+
+    async def _fetch_once(self, peer: str, address: str, shards: list[int], wait: float) -> bool:
+        positions = [[s, *self.shards.shard(s).position] for s in shards]
+        try:
+            reply = await self.node.endpoint.request(  # type: ignore[union-attr]
+                address, Fetch(positions, int(wait * 1000)), timeout=wait + self.config.request_timeout)
+        except (TransportError, RemoteError):
+            return False
+        answer: FetchReply = reply.message
+        if answer.records:
+            entries = [(int(s), op, body, float(ts), int(seq), int(epoch))
+                       for s, seq, epoch, op, body, ts in answer.records if s in shards]
+            applied = await self.owner.replicate(entries)
+            self._metrics.replication_records.labels("received").inc(applied)
+        for shard in answer.snapshot:
+            if shard in shards:
+                await self._copy_shard(peer, address, shard)
+        return True
+
+    async def _copy_shard(self, peer: str, address: str, shard: int) -> None:
+        """Fetch a whole copy of ``shard`` from ``peer`` and install it, if its history is newer."""
+        memories: list[Any] = []
+        try:
+            with trio.fail_after(max(30.0, self.config.request_timeout * 6)):
+                stream: MessageStream = await self.node.endpoint.open_stream(  # type: ignore[union-attr]
+                    address, SnapshotRequest(shard), timeout=self.config.request_timeout)
+                async with stream:
+                    while True:
+                        chunk = (await stream.receive()).message
+                        if not isinstance(chunk, SnapshotChunk) or chunk.shard != shard:
+                            return
+                        memories.extend(chunk.memories)
+                        if chunk.last:
+                            break
+        except (TransportError, trio.TooSlowError):
+            return
+        position: Position = (chunk.epoch, chunk.seq)
+        if position <= self.shards.shard(shard).position:
+            return  # not newer than what we hold: never discard a history for an older one
+        await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch))
+        self._metrics.replication_snapshots.labels("received").inc()
+        self.node.log.info("shard_copied", shard=shard, source=peer, memories=len(memories), seq=chunk.seq)
+
+    # -- primary side: serving ---------------------------------------------------------
+    async def _serve_fetch(self, envelope: Envelope, stream: MessageStream) -> None:
+        msg: Fetch = envelope.message
+        sender = envelope.sender
+        deadline = trio.current_time() + min(msg.wait_ms / 1000, 5.0)
+        while True:
+            now = trio.current_time()
+            records: list[list[Any]] = []
+            snapshot: list[int] = []
+            for shard, epoch, seq in msg.positions:
+                if not 0 <= shard < self.config.shards:
+                    continue
+                tail = self.tail(shard)
+                position = (epoch, seq)
+                progress = self.progress.get(shard)
+                if progress is not None and is_prefix(tail, position) and progress.ack(sender, seq, tail.last[1], now):
+                    self._notify()
+                verdict = decide(tail, position)
+                if verdict == "records" and len(records) < MAX_FETCH_RECORDS:
+                    records.extend([shard, e.seq, e.epoch, e.op, e.body, e.ts]
+                                   for e in tail.after(seq, max_records=MAX_FETCH_RECORDS - len(records)))
+                elif verdict == "snapshot":
+                    snapshot.append(shard)
+            if records or snapshot or now >= deadline:
+                break
+            await self._wait_change(deadline)
+        if records:
+            self._metrics.replication_records.labels("sent").inc(len(records))
+            self._metrics.replication_bytes.labels("sent").inc(len(msgpack.packb(records, use_bin_type=True)))
+        await stream.send(FetchReply(records, snapshot))
+
+    async def _serve_snapshot(self, envelope: Envelope, stream: MessageStream) -> None:
+        shard = envelope.message.shard
+        if not 0 <= shard < self.config.shards:
+            await stream.send(SnapshotChunk(shard, 0, 0, [], True))
+            return
+        image = self.shards.dump(shard)  # consistent: nothing is applied while it is taken
+        memories = image["memories"]
+        for at in range(0, max(len(memories), 1), SNAPSHOT_CHUNK):
+            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], memories[at:at + SNAPSHOT_CHUNK],
+                                            at + SNAPSHOT_CHUNK >= len(memories)))
+        self._metrics.replication_snapshots.labels("sent").inc()
+
+    async def _serve_positions(self, envelope: Envelope, stream: MessageStream) -> None:
+        msg: PositionQuery = envelope.message
+        shards = [s for s in msg.shards if 0 <= s < self.config.shards]
+        if msg.map is not None:
+            assert self.node.shard_map is not None
+            reason = await self.node.shard_map.offer(msg.map, envelope.sender)
+            current = self.node.shard_map.view.value
+            if current is None or current.key != msg.map.key:
+                await stream.send(Positions([], reason or "a newer map is installed here"))
+                return
+            while self.map is None or self.map.key < msg.map.key:
+                await self._changed.wait()  # our own map follower catches up on the install
+            # fence: no fetch from the shards' old primary is in flight, no write of ours is
+            for lock in list(self._fetchers.values()):
+                async with lock:
+                    pass
+            await self.owner.barrier()
+        await stream.send(Positions([[s, *self.shards.shard(s).position] for s in shards]))
+
+    # -- taking over -------------------------------------------------------------------
+    async def _takeover_loop(self) -> None:
+        try:
+            while self.syncing and self.map is not None:
+                smap = self.map
+                done = await self._takeover(smap, sorted(self.syncing))
+                if self.map is smap:
+                    for shard in done:
+                        if shard in self.syncing:
+                            self.syncing.discard(shard)
+                            self.live.add(shard)
+                    self._notify()
+                    if self.syncing:
+                        await trio.sleep(RETRY)
+        finally:
+            self._takeover_running = False
+
+    async def _takeover(self, smap: ShardMap, shards: list[int]) -> list[int]:
+        """Catch up ``shards`` from their other live copies; returns the shards that are done."""
+        peers: dict[str, list[int]] = {}
+        for shard in shards:
+            for member in smap.live_copies(shard)[1:]:
+                peers.setdefault(member, []).append(shard)
+        best: dict[int, tuple[Position, str]] = {}
+        blocked: set[int] = set()
+
+        async def ask(peer: str, wanted: list[int]) -> None:
+            member = self._member(peer)
+            if member is None or not member.reachable:
+                return  # down: whatever it holds, the leader already chose over it
+            try:
+                reply = await self.node.endpoint.request(  # type: ignore[union-attr]
+                    member.address, PositionQuery(wanted, smap), timeout=self.config.request_timeout)
+            except (TransportError, RemoteError):
+                return
+            answer: Positions = reply.message
+            if answer.refused:
+                blocked.update(wanted)  # it has a newer map: ours is about to be replaced
+                return
+            for shard, epoch, seq in answer.positions:
+                if shard in wanted and (epoch, seq) > best.get(shard, ((-1, -1), ""))[0]:
+                    best[shard] = ((epoch, seq), peer)
+
+        async with trio.open_nursery() as nursery:
+            for peer, wanted in peers.items():
+                nursery.start_soon(ask, peer, wanted)
+        done = []
+        for shard in shards:
+            if shard in blocked:
+                continue
+            target = best.get(shard)
+            if target is not None and target[0] > self.shards.shard(shard).position:
+                member = self._member(target[1])
+                if member is None:
+                    continue
+                deadline = trio.current_time() + self.config.request_timeout * 4
+                while self.shards.shard(shard).position < target[0] and trio.current_time() < deadline:
+                    if not await self._fetch_once(target[1], member.address, [shard], 0):
+                        break
+                if self.shards.shard(shard).position < target[0]:
+                    continue
+                self.node.log.info("shard_caught_up", shard=shard, source=target[1], seq=target[0][1])
+            done.append(shard)
+        return done
+
+    # -- status ------------------------------------------------------------------------
+    def shard_lag(self, shard: int, now: float) -> tuple[float, int, int, int]:
+        """(lag ms, lag records, healthy replicas, replicas) of a shard this node is primary of."""
+        smap = self.map
+        progress = self.progress.get(shard)
+        if smap is None or progress is None:
+            return 0.0, 0, 0, 0
+        live = smap.live_copies(shard)
+        worst_ms, worst_records, healthy = 0.0, 0, 0
+        for member in progress.replicas:
+            records, seconds = progress.lag(member, self.tail(shard), now)
+            if member in live:
+                worst_ms, worst_records = max(worst_ms, seconds * 1000), max(worst_records, records)
+                if seconds * 1000 <= LAG_ALERT_MS and (records == 0 or progress.replicas[member].seen_at > 0):
+                    healthy += 1
+        return worst_ms, worst_records, healthy, len(smap.placement[shard]) - 1
+
+    def local_status(self) -> list[list[Any]]:
+        now = trio.current_time()
+        out = []
+        for shard in sorted(self.live | self.syncing):
+            ms, records, healthy, replicas = self.shard_lag(shard, now)
+            out.append([shard, int(ms), records, healthy, replicas])
+        return out
+
+    def _under_replicated_count(self, now: float) -> int:
+        smap = self.map
+        if smap is None:
+            return 0
+        want = min(smap.rf, len(smap.members())) - 1
+        return sum(1 for s in self.live | self.syncing if self.shard_lag(s, now)[2] < want)
+
+    async def _serve_status(self, envelope: Envelope, stream: MessageStream) -> None:
+        await stream.send(StatusReply(self.local_status()))
+
+    async def cluster_status(self) -> dict[str, Any]:
+        """``GET /admin/cluster/replication``: every primary's view of its replicas, merged."""
+        smap = self.map
+        if smap is None:
+            raise ApiError(503, "no shard map yet", retry_after=1)
+        rows: dict[int, list[Any]] = {row[0]: row for row in self.local_status()}
+        missing: list[str] = []
+        primaries = {c[0] for c in smap.placement if c} - {self.me}
+
+        async def ask(member_id: str) -> None:
+            member = self._member(member_id)
+            if member is None or not member.reachable:
+                missing.append(member_id)
+                return
+            try:
+                reply = await self.node.endpoint.request(  # type: ignore[union-attr]
+                    member.address, StatusRequest(), timeout=self.config.request_timeout)
+            except (TransportError, RemoteError):
+                missing.append(member_id)
+                return
+            for row in reply.message.shards:
+                if smap.owner(row[0]) == member_id:
+                    rows[row[0]] = row
+
+        async with trio.open_nursery() as nursery:
+            for member_id in sorted(primaries):
+                nursery.start_soon(ask, member_id)
+        want = min(smap.rf, len(smap.members())) - 1
+        shards, under, healthy, worst = [], 0, 0, 0
+        for shard, copies in enumerate(smap.placement):
+            row = rows.get(shard)
+            ok = row is not None and row[3] >= want
+            under += 0 if ok else 1
+            healthy += row[3] if row is not None else 0
+            worst = max(worst, row[1] if row is not None else 0)
+            shards.append({"id": shard, "primary": copies[0] if copies else None, "replicas": list(copies[1:]),
+                           "lag_ms": row[1] if row else None, "lag_records": row[2] if row else None,
+                           "healthy_replicas": row[3] if row else 0, "under_replicated": not ok})
+        return {"replication_factor": smap.rf, "write_ack": self.config.write_ack,
+                "healthy_replicas": healthy, "under_replicated_shards": under, "lag_ms": worst,
+                "down": list(smap.down), "unreachable_primaries": sorted(missing), "shards": shards}
+
+
+class ReplicationCollector(Collector):
+    """Lag, read from the replicator at scrape time."""
+
+    def __init__(self, replicator: Replicator) -> None:
+        self._r = replicator
+
+    def collect(self) -> Iterator[Metric]:
+        now = trio.current_time()
+        worst = GaugeMetricFamily("dakera_replication_lag_ms",
+                                  "Worst lag of a replica behind this node's primaries, in ms")
+        per_shard = GaugeMetricFamily("dakera_replication_shard_lag_ms",
+                                      "Worst replica lag of each shard this node is primary of, in ms",
+                                      labels=["shard"])
+        top = 0.0
+        for shard in sorted(self._r.live | self._r.syncing):
+            ms = self._r.shard_lag(shard, now)[0]
+            top = max(top, ms)
+            per_shard.add_metric([str(shard)], ms)
+        worst.add_metric([], top)
+        under = GaugeMetricFamily("dakera_under_replicated_shards",
+                                  "Shards this node is primary of with fewer healthy replicas than wanted")
+        under.add_metric([], self._r._under_replicated_count(now))
+        yield worst
+        yield per_shard
+        yield under

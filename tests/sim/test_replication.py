@@ -1,0 +1,151 @@
+"""Replication in in-process clusters (MockClock): replicas converge, dead primaries are replaced
+by promoted replicas holding every acknowledged write, returning nodes catch up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from dakera_actors.sharding.shardmap import ShardMap
+from dakera_actors.store.shard import shard_of
+from dakera_actors.testing import Cluster, open_cluster
+
+from ..waiting import eventually
+
+MockClock = trio.testing.MockClock
+
+
+def one_map(cluster: Cluster) -> ShardMap | None:
+    maps = [n.shard_map.view.value for n in cluster.nodes.values()]  # type: ignore[union-attr]
+    keys = {m.key if m else None for m in maps}
+    return maps[0] if len(keys) == 1 and None not in keys else None
+
+
+def settled(cluster: Cluster, members: int) -> bool:
+    smap = one_map(cluster)
+    return (smap is not None and len(smap.members()) == members and not smap.down
+            and all(n.readiness.ready for n in cluster.nodes.values()))
+
+
+def image(cluster: Cluster, node_id: str, shard: int) -> tuple[tuple[int, int], dict[str, Any]]:
+    held = cluster.node(node_id).memory.shards.shard(shard)  # type: ignore[union-attr]
+    return held.position, {m.id: (m.content, m.importance) for a in held.agents.values() for m in a.memories.values()}
+
+
+def replicas_equal_primaries(cluster: Cluster) -> bool:
+    smap = one_map(cluster)
+    if smap is None:
+        return False
+    for shard, copies in enumerate(smap.placement):
+        if any(c not in cluster.nodes for c in copies):
+            return False
+        first = image(cluster, copies[0], shard)
+        if any(image(cluster, c, shard) != first for c in copies[1:]):
+            return False
+    return True
+
+
+def agent_on(smap: ShardMap, primary: str, n: int = 0) -> str:
+    found = [f"agent-{i}" for i in range(5000) if smap.owner(shard_of(f"agent-{i}", smap.shards)) == primary]
+    return found[n]
+
+
+async def store(cluster: Cluster, via: str, agent: str, mid: str, content: str) -> int:
+    async with cluster.client(via) as http:
+        r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": content, "id": mid})
+        return r.status_code
+
+
+async def test_replicas_converge_and_report_healthy(autojump_clock: MockClock) -> None:
+    async with open_cluster(3, seed=11) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        for i in range(60):
+            assert await store(cluster, cluster.ids[i % 3], f"agent-{i % 20}", f"m-{i}", f"fact {i}") == 200
+        await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
+        # every copy of a written shard holds the same memories at the same position
+        smap = one_map(cluster)
+        assert smap is not None
+        written = {shard_of(f"agent-{i}", 64) for i in range(20)}
+        assert all(image(cluster, smap.placement[s][1], s)[1] for s in written)
+        async with cluster.client("node-2") as http:
+            report = (await http.get("/admin/cluster/replication")).json()
+            shards = (await http.get("/v1/admin/cluster/shards")).json()["shards"]
+        assert report["replication_factor"] == 2 and report["under_replicated_shards"] == 0
+        assert report["healthy_replicas"] == 64 and report["lag_ms"] == 0
+        assert {s["id"] for s in shards if s["memories"]} >= {s for s in written if smap.owner(s) == "node-2"}
+        sent = sum(n.metrics.sample("dakera_replication_records_total", direction="sent") for n in cluster.nodes.values())
+        received = sum(n.metrics.sample("dakera_replication_records_total", direction="received")
+                       for n in cluster.nodes.values())
+        assert sent >= 60 and received >= 60
+
+
+async def test_a_dead_primary_is_replaced_by_its_replica_with_every_write(autojump_clock: MockClock) -> None:
+    async with open_cluster(3, seed=12, config={"rereplication_grace": 20.0}) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        smap = one_map(cluster)
+        assert smap is not None
+        victim = "node-3"
+        agents = [agent_on(smap, victim, n) for n in range(5)]
+        acked = {}
+        for i, agent in enumerate(agents * 4):
+            mid = f"m-{i}"
+            assert await store(cluster, "node-1", agent, mid, f"fact {i}") == 200
+            acked[mid] = agent
+        cluster.kill(victim)  # no time for anything: replication is all that keeps these
+        started = trio.current_time()
+        await eventually(lambda: (m := one_map(cluster)) is not None and all(
+            m.owner(shard_of(a, 64)) != victim for a in agents), timeout=30)
+        failover = trio.current_time() - started
+        promoted = one_map(cluster)
+        assert promoted is not None and victim in promoted.down  # kept, marked down, within grace
+        for mid, agent in acked.items():
+            async with cluster.client("node-2") as http:
+                got = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            assert got.status_code == 200, (mid, got.text)
+        # writes resume on the new primary
+        assert await store(cluster, "node-1", agents[0], "after", "after the failover") == 200
+        assert failover < 15  # detection (SWIM) plus promotion, in simulated seconds
+        # the old primary comes back as a replica and catches up, including the new write
+        await cluster.restart(victim)
+        await eventually(lambda: settled(cluster, 3) and replicas_equal_primaries(cluster), timeout=60)
+        back = one_map(cluster)
+        assert back is not None
+        holder = [c for c in back.placement[shard_of(agents[0], 64)]]
+        if victim in holder:
+            assert "after" in image(cluster, victim, shard_of(agents[0], 64))[1]
+
+
+async def test_past_the_grace_period_a_new_replica_is_made(autojump_clock: MockClock) -> None:
+    async with open_cluster(4, seed=13, config={"rereplication_grace": 5.0}) as cluster:
+        await eventually(lambda: settled(cluster, 4), timeout=30)
+        for i in range(40):
+            assert await store(cluster, cluster.ids[i % 4], f"agent-{i}", f"m-{i}", f"fact {i}") == 200
+        await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
+        cluster.kill("node-4")
+        # back to RF copies on the three survivors, and every copy holds the data
+        await eventually(lambda: settled(cluster, 3) and replicas_equal_primaries(cluster), timeout=90)
+        smap = one_map(cluster)
+        assert smap is not None and all(len(c) == 2 and "node-4" not in c for c in smap.placement)
+        async with cluster.client("node-1") as http:
+            report = (await http.get("/admin/cluster/replication")).json()
+        assert report["under_replicated_shards"] == 0
+
+
+async def test_quorum_writes_wait_for_the_replica_and_fail_cleanly_without_it(autojump_clock: MockClock) -> None:
+    config = {"write_ack": "quorum", "request_timeout": 2.0}
+    async with open_cluster(3, seed=14, config=config) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        smap = one_map(cluster)
+        assert smap is not None
+        agent = agent_on(smap, "node-1")
+        replica = smap.placement[shard_of(agent, 64)][1]
+        assert await store(cluster, "node-1", agent, "q-1", "acked on two") == 200
+        # acknowledged means on the replica's disk too
+        assert "q-1" in image(cluster, replica, shard_of(agent, 64))[1]
+        cluster.cut("node-1", replica, both=True)
+        started = trio.current_time()
+        status = await store(cluster, "node-1", agent, "q-2", "cannot reach two copies")
+        assert status == 503
+        assert trio.current_time() - started < 3.0
