@@ -126,6 +126,7 @@ class Replicator(Actor):
         self.map: ShardMap | None = None
         self.live: set[int] = set()  # shards this node is primary of and has taken over
         self.syncing: set[int] = set()  # shards this node is primary of, still taking over
+        self.live_since: dict[int, int] = {}  # shard -> the map's primary epoch it went live under
         self._changed = trio.Event()  # records committed, acks received, map changed
         self._fetchers: dict[str, trio.Lock] = {}  # primary peer -> its fetch loop's lock
         self._takeover_running = False
@@ -222,6 +223,8 @@ class Replicator(Actor):
         for shard, copies in enumerate(smap.placement):
             if copies and copies[0] == self.me:
                 self.progress.setdefault(shard, ShardProgress()).assign(copies[1:], now)
+                if shard in self.live and self.live_since.get(shard) != smap.primary_since(shard):
+                    self.live.discard(shard)  # the role changed hands in maps we may not have seen
                 if shard not in self.live and shard not in self.syncing:
                     self.syncing.add(shard)
                     taking.append(shard)
@@ -327,6 +330,8 @@ class Replicator(Actor):
                 if progress is not None and is_prefix(tail, position) and progress.ack(sender, seq, tail.last[1], now):
                     self._notify()
                 verdict = decide(tail, position)
+                if verdict == "wait" and shard in self.live:
+                    self._retake(shard, sender)
                 if verdict == "records" and len(records) < MAX_FETCH_RECORDS:
                     records.extend([shard, e.seq, e.epoch, e.op, e.body, e.ts]
                                    for e in tail.after(seq, max_records=MAX_FETCH_RECORDS - len(records)))
@@ -372,6 +377,17 @@ class Replicator(Actor):
         await stream.send(Positions([[s, *self.shards.shard(s).position] for s in shards]))
 
     # -- taking over -------------------------------------------------------------------
+    def _retake(self, shard: int, newer: str) -> None:
+        """A replica holds a newer history than ours (we took over while it was unreachable and
+        have written nothing since): take the shard over again, from it, before writing more."""
+        self.live.discard(shard)
+        self.syncing.add(shard)
+        self.node.log.warning("shard_retaking_from_newer_copy", shard=shard, copy=newer,
+                              position=list(self.shards.shard(shard).position))
+        if not self._takeover_running:
+            self._takeover_running = True
+            self.node.nursery.start_soon(self._takeover_loop)  # type: ignore[union-attr]
+
     async def _takeover_loop(self) -> None:
         try:
             while self.syncing and self.map is not None:
@@ -382,6 +398,7 @@ class Replicator(Actor):
                         if shard in self.syncing:
                             self.syncing.discard(shard)
                             self.live.add(shard)
+                            self.live_since[shard] = smap.primary_since(shard)
                     self._notify()
                     if self.syncing:
                         await trio.sleep(RETRY)
@@ -392,15 +409,19 @@ class Replicator(Actor):
         """Catch up ``shards`` from their other live copies; returns the shards that are done."""
         peers: dict[str, list[int]] = {}
         for shard in shards:
-            for member in smap.live_copies(shard)[1:]:
+            # every copy, the ones marked down too: a member the leader saw die may be back
+            for member in smap.placement[shard][1:]:
                 peers.setdefault(member, []).append(shard)
         best: dict[int, tuple[Position, str]] = {}
         blocked: set[int] = set()
 
         async def ask(peer: str, wanted: list[int]) -> None:
             member = self._member(peer)
-            if member is None or not member.reachable:
-                return  # down: whatever it holds, the leader already chose over it
+            if member is None:
+                blocked.update(wanted)  # not heard of yet (we just started): wait until we have
+                return
+            if not member.reachable:
+                return  # known down: whatever it holds, the leader already chose over it
             try:
                 reply = await self.node.endpoint.request(  # type: ignore[union-attr]
                     member.address, PositionQuery(wanted, smap), timeout=self.config.request_timeout)

@@ -14,7 +14,9 @@ missing, and then evens the load with the fewest moves:
    fewer than ``floor(...)``, one copy moves from the most to the least loaded member
    (a replica rather than a primary, where there is a choice).
 4. **Even out primaries**: roles are swapped inside a shard (no data moves) until every member
-   is primary for ``floor`` or ``ceil`` of ``shards / members`` shards.
+   is primary for ``floor`` or ``ceil`` of ``shards / members`` shards, but only onto a copy that
+   held the shard before this plan (a copy made by this plan is still empty: it gets the role
+   in a later plan, once it has the data).
 
 So removing a member moves the copies it held (plus, rarely, one or two balancing moves when
 the only members able to take a copy are already above the mean); adding one moves at most its
@@ -60,17 +62,18 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         return [() for _ in range(shards)]
     eligible = set(nodes)
     kept = set(keep) - eligible
+    held = [set(current[s]) if current is not None and s < len(current) else None for s in range(shards)]
     want = min(rf, len(eligible | kept))
     placement = [[m for m in (current[s] if current is not None and s < len(current) else ())
                   if m in eligible or m in kept][:want]
                  for s in range(shards)]
-    for copies in placement:
-        while copies and len(copies) >= want and not any(m in eligible for m in copies):
-            copies.pop()  # only down copies: one makes room for an eligible primary
+    # a shard whose every copy is down stays on them: unavailable until one returns, rather than
+    # served empty by a new primary (the grace period bounds how long)
+    orphans = {s for s, copies in enumerate(placement) if copies and not any(m in eligible for m in copies)}
     load = _loads(placement, nodes)
     # fill: the least loaded members first, rendezvous order among equals
     for shard, copies in enumerate(placement):
-        while len(copies) < want and any(m not in copies for m in nodes):
+        while shard not in orphans and len(copies) < want and any(m not in copies for m in nodes):
             member = min((m for m in nodes if m not in copies), key=lambda m: (load[m], -score(shard, m)))
             copies.append(member)
             load[member] += 1
@@ -82,7 +85,10 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         light = min(nodes, key=lambda m: (load[m], m))
         if load[heavy] <= high and load[light] >= low or load[heavy] - load[light] <= 1:
             break
-        movable = [s for s, copies in enumerate(placement) if heavy in copies and light not in copies]
+        movable = [s for s, copies in enumerate(placement) if heavy in copies and light not in copies
+                   and s not in orphans]
+        if not movable:
+            break
         # prefer moving a replica (the primary keeps serving), then the best rendezvous fit
         shard = min(movable, key=lambda s: (placement[s][0] == heavy, -score(s, light), s))
         copies = placement[shard]
@@ -103,14 +109,15 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         p_low, p_high = shards // len(nodes), -(-shards // len(nodes))
         primaries = dict.fromkeys(nodes, 0)
         for copies in placement:
-            if copies:
+            if copies and copies[0] in primaries:
                 primaries[copies[0]] += 1
         progress = True
         while progress:
             progress = False
-            for _shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0] if sc[1] else "")):
-                candidates = [m for m in copies[1:] if m in eligible]
-                if not candidates:
+            for shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0] if sc[1] else "")):
+                # only a copy that held the shard before may take the role: a new one is empty
+                candidates = [m for m in copies[1:] if m in eligible and (held[shard] is None or m in held[shard])]
+                if not candidates or copies[0] not in eligible:
                     continue
                 head = copies[0]
                 if primaries[head] <= p_high and all(primaries[m] >= p_low for m in candidates):
@@ -153,10 +160,10 @@ def check(placement: Sequence[Sequence[str]], members: Iterable[str], shards: in
     for shard, copies in enumerate(placement):
         if len(set(copies)) != len(copies):
             problems.append(f"shard {shard} holds two copies on one member")
-        if len(copies) != want:
+        if len(copies) != want and not (copies and set(copies) <= offline):
             problems.append(f"shard {shard} has {len(copies)} copies, expected {want}")
         if set(copies) - nodes:
             problems.append(f"shard {shard} is placed on non-members {sorted(set(copies) - nodes)}")
-        if copies and copies[0] in offline:
-            problems.append(f"shard {shard} has a down primary {copies[0]}")
+        if copies and copies[0] in offline and set(copies) - offline:
+            problems.append(f"shard {shard} has a down primary {copies[0]} and a live copy")
     return problems

@@ -26,6 +26,10 @@ class ShardMap:
     #: members still holding copies while down, within their grace period: never primary, and
     #: not counted (nor waited for) by quorum/all acknowledgements
     down: list[str] = attrs.field(factory=list)
+    #: per shard, the epoch of the map in which its primary took the role: a node that finds
+    #: this changed must take the shard over again, even if it was primary before (it may have
+    #: missed the maps in between, where another primary wrote)
+    since: list[int] = attrs.field(factory=list)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -38,6 +42,9 @@ class ShardMap:
 
     def copies(self, shard: int) -> list[str]:
         return self.placement[shard]
+
+    def primary_since(self, shard: int) -> int:
+        return self.since[shard] if shard < len(self.since) else 0
 
     def live_copies(self, shard: int) -> list[str]:
         """The copies acknowledgements count: those not marked down."""
@@ -89,7 +96,10 @@ def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, s
     if current is not None and current.token == token and current.placement == as_lists and current.down == down:
         return None
     version = (current.version + 1) if current is not None else 1
-    return ShardMap(token=token, version=version, rf=rf, placement=as_lists, down=down)
+    epoch = (token << 32) | (version & 0xFFFFFFFF)
+    since = [current.since[s] if current is not None and s < len(current.since) and current.placement[s][:1] == c[:1]
+             else epoch for s, c in enumerate(as_lists)]
+    return ShardMap(token=token, version=version, rf=rf, placement=as_lists, down=down, since=since)
 
 
 def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> list[str]:
@@ -98,4 +108,6 @@ def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> l
         return [f"not newer: {offered.key} <= {current.key}"]
     if offered.shards != shards:
         return [f"{offered.shards} shards, this cluster has {shards}"]
+    if offered.since and len(offered.since) != offered.shards:
+        return [f"{len(offered.since)} primary epochs for {offered.shards} shards"]
     return check([tuple(c) for c in offered.placement], offered.members(), shards, offered.rf, offered.down)

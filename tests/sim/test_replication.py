@@ -26,7 +26,8 @@ def one_map(cluster: Cluster) -> ShardMap | None:
 def settled(cluster: Cluster, members: int) -> bool:
     smap = one_map(cluster)
     return (smap is not None and len(smap.members()) == members and not smap.down
-            and all(n.readiness.ready for n in cluster.nodes.values()))
+            and all(n.readiness.ready and n.replicator is not None and not n.replicator.syncing
+                    for n in cluster.nodes.values()))
 
 
 def image(cluster: Cluster, node_id: str, shard: int) -> tuple[tuple[int, int], dict[str, Any]]:
