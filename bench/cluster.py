@@ -84,18 +84,31 @@ class Proc:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def start_all(tmp: Path, procs: list[Proc]) -> None:
+def base_env() -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DAKERA_")}
     base["DAKERA_LOG_LEVEL"] = "warning"
-    gossip = [free_port() for _ in range(3)]
+    return base
+
+
+def spawn_cluster(tmp: Path, procs: list[Proc], n: int = 3, **extra: str) -> None:
+    """Start ``n`` cluster-mode nodes (each seeded with the others' gossip addresses), appending
+    each to ``procs`` as soon as it is spawned so the caller's cleanup sees it."""
+    base = base_env()
+    gossip = [free_port() for _ in range(n)]
     for i, port in enumerate(gossip):
         name = f"node-{i + 1}"
         env = dict(base, DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=name, DAKERA_GOSSIP_PORT=str(port),
                    DAKERA_GOSSIP_BIND=f"127.0.0.1:{port}",
                    DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for p in gossip if p != port),
-                   DAKERA_HOST="127.0.0.1", DAKERA_PORT=str(free_port()), DAKERA_DATA_DIR=str(tmp / f"{name}-data"))
+                   DAKERA_HOST="127.0.0.1", DAKERA_PORT=str(free_port()), DAKERA_DATA_DIR=str(tmp / f"{name}-data"),
+                   **extra)
         procs.append(Proc(name, env, tmp))
-    env = dict(base, DAKERA_HOST="127.0.0.1", DAKERA_PORT=str(free_port()), DAKERA_DATA_DIR=str(tmp / "single-data"))
+
+
+def start_all(tmp: Path, procs: list[Proc]) -> None:
+    spawn_cluster(tmp, procs)
+    env = dict(base_env(), DAKERA_HOST="127.0.0.1", DAKERA_PORT=str(free_port()),
+               DAKERA_DATA_DIR=str(tmp / "single-data"))
     procs.append(Proc("single", env, tmp))
     for p in procs:
         p.wait_ready()

@@ -36,7 +36,7 @@ from ..store.owner import Install
 from ..transport import TransportError
 from ..wal.record import WalRecord
 from ..wire import Envelope, message
-from .core import Position, ShardProgress, ShardTail, decide, feed, is_prefix, needed
+from .core import Position, ShardProgress, ShardTail, decide, is_prefix, needed
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -150,10 +150,7 @@ class Replicator(Actor):
         return self.tails[shard]
 
     def committed(self, records: list[WalRecord]) -> None:
-        now = trio.current_time()
-        for record in records:
-            feed(self.tails, record, now)
-        self._notify()
+        self._notify()  # the owner has fed the tails: wake long-polling fetches and ack waiters
 
     def _notify(self) -> None:
         self._changed.set()

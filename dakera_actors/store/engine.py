@@ -117,7 +117,7 @@ async def start_storage(node: Node) -> MemoryService:
     for actor in (wal, checkpointer, owner):
         await node.start_actor(actor)
     service = MemoryService(shards, owner, embedder, tokenize, wall_clock=node.wall_clock, rng=node.rng)
-    service.tails = tails
+    service.tails = owner.tails = tails
     node.memory = service
     if getattr(node, "endpoint", None) is not None and getattr(node, "shard_map", None) is not None:
         from ..replication.actor import ReplicationCollector, Replicator

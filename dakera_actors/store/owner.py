@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from ..api.errors import ApiError
 from ..log import get_logger
 from ..metrics import NodeMetrics
+from ..replication.core import feed
 from ..runtime import Actor, BatchActor, Request
 from ..wal.actor import WalActor, disk_call
 from ..wal.memory import SnapshotStorage
@@ -107,6 +108,8 @@ class ShardOwner(BatchActor):
         self._next_checkpoint = math.inf
         self._next_purge = math.inf
         self.hooks: OwnerHooks | None = None
+        #: the replication tails (shard -> newest records), kept in step with every commit
+        self.tails: dict[int, Any] = {}
 
     # -- the writers' side -------------------------------------------------------------
     async def write(self, shard: int, op: str, body: Any, ts: float) -> Any:
@@ -209,6 +212,9 @@ class ShardOwner(BatchActor):
         records = await self.wal.append(entries)
         self._since_checkpoint += len(records)
         results = [self.shards.apply(r.lsn, r.shard, r.op, r.body, r.seq, r.epoch) for r in records]
+        now = trio.current_time()
+        for record in records:
+            feed(self.tails, record, now)
         if self.hooks is not None:
             self.hooks.committed(records)
         return results

@@ -57,12 +57,21 @@ async def test_metrics_are_valid_prometheus_text_with_the_seed_five(tmp_path: Pa
             families = {f.name: f for f in text_string_to_metric_families(r.text)}
             for name in ("dakera_gossip_members", "dakera_replication_lag_ms", "dakera_shard_balance",
                          "dakera_leader_lease_remaining_ms", "dakera_forwarded_requests",
-                         "dakera_wire_rejected", "dakera_http_request_duration_seconds"):
+                         "dakera_wire_rejected", "dakera_http_request_duration_seconds",
+                         "dakera_under_replicated_shards", "dakera_replication_records"):
                 assert name in families, name
             assert "dakera_forwarded_requests_total" in r.text
             health = [s for s in families["dakera_http_request_duration_seconds"].samples
                       if s.name.endswith("_count") and s.labels["route"] == "/health"]
             assert health and health[0].value >= 1
+
+
+async def test_a_single_node_reports_replication_as_one_copy(tmp_path: Path) -> None:
+    async with node_client(tmp_path) as (_, client):
+        for prefix in ("/admin", "/v1/admin"):
+            r = await client.get(prefix + "/cluster/replication")
+            assert r.status_code == 200
+            assert r.json()["under_replicated_shards"] == 0 and r.json()["lag_ms"] == 0
 
 
 async def test_unknown_route_and_method(tmp_path: Path) -> None:

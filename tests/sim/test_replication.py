@@ -150,3 +150,54 @@ async def test_quorum_writes_wait_for_the_replica_and_fail_cleanly_without_it(au
         status = await store(cluster, "node-1", agent, "q-2", "cannot reach two copies")
         assert status == 503
         assert trio.current_time() - started < 3.0
+
+
+async def test_a_replica_beyond_the_tail_gets_a_whole_copy_then_the_log(autojump_clock: MockClock) -> None:
+    config = {"replication_tail_records": 16, "rereplication_grace": 120.0}
+    async with open_cluster(3, seed=15, config=config) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        smap = one_map(cluster)
+        assert smap is not None
+        agent = agent_on(smap, "node-1")
+        shard = shard_of(agent, 64)
+        replica = smap.placement[shard][1]
+        assert await store(cluster, "node-1", agent, "first", "before the replica left") == 200
+        await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
+        cluster.kill(replica)
+        await eventually(lambda: (m := one_map(cluster)) is not None and replica in m.down, timeout=30)
+        for i in range(50):  # far more than the primary's tail keeps
+            assert await store(cluster, "node-1", agent, f"while-away-{i}", f"fact {i}") == 200
+        copies_before = cluster.node("node-1").metrics.sample(
+            "dakera_replication_snapshots_total", direction="sent")
+        await cluster.restart(replica)
+        await eventually(lambda: settled(cluster, 3) and replicas_equal_primaries(cluster), timeout=60)
+        assert cluster.node(replica).metrics.sample("dakera_replication_snapshots_total", direction="received") >= 1
+        assert cluster.node("node-1").metrics.sample("dakera_replication_snapshots_total",
+                                                     direction="sent") > copies_before
+        # and the log from there: a write after the copy arrives as a record
+        assert await store(cluster, "node-1", agent, "after", "after the copy") == 200
+        await eventually(lambda: "after" in image(cluster, replica, shard)[1], timeout=5)
+        assert len(image(cluster, replica, shard)[1]) == 52
+
+
+async def test_eventual_reads_are_served_by_a_replica_strong_ones_by_the_primary(autojump_clock: MockClock) -> None:
+    async with open_cluster(3, seed=16) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        smap = one_map(cluster)
+        assert smap is not None
+        agent = agent_on(smap, "node-1")
+        replica = smap.placement[shard_of(agent, 64)][1]
+        assert await store(cluster, "node-1", agent, "m", "green tea in the morning") == 200
+        await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
+        async with cluster.client(replica) as http:
+            strong = await http.get("/v1/memory/get/m", params={"agent_id": agent})
+            eventual = await http.get("/v1/memory/get/m", params={"agent_id": agent, "consistency": "eventual"})
+            recalled = await http.post("/v1/memory/recall", json={"agent_id": agent, "query": "tea",
+                                                                  "consistency": "eventual"})
+            bad = await http.get("/v1/memory/get/m", params={"agent_id": agent, "consistency": "sometimes"})
+        assert strong.status_code == eventual.status_code == recalled.status_code == 200
+        assert strong.headers["x-dakera-owner"] == "http://node-1"
+        assert eventual.headers["x-dakera-owner"] == f"http://{replica}"
+        assert recalled.headers["x-dakera-owner"] == f"http://{replica}"
+        assert recalled.json()["memories"][0]["id"] == "m"
+        assert bad.status_code == 400 and bad.json()["code"] == "INVALID_REQUEST"

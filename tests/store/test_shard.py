@@ -170,3 +170,45 @@ def test_vectors_round_trip_through_the_record() -> None:
     s.apply(1, shard, op, body)
     image = s.dump(shard)
     assert np.frombuffer(image["memories"][0][1], dtype=np.float32).shape == (EMB.dim,)
+
+
+def test_replicated_records_set_the_position_and_are_applied_once() -> None:
+    s = new_set()
+    shard, op, body = put("m1", "a", "tea", 1.0)
+    assert s.apply(1, shard, op, body, seq=1, epoch=9) is not None
+    assert s.shard(shard).position == (9, 1)
+    assert s.apply(0, shard, op, body, seq=1, epoch=9) is None  # a second delivery changes nothing
+    shard2, op2, body2 = put("m2", "a", "coffee", 2.0)
+    s.apply(2, shard2, op2, body2, seq=2, epoch=11)
+    assert s.shard(shard).position == (11, 2)
+    assert s.dump(shard)["seq"] == 2 and s.dump(shard)["epoch"] == 11
+
+
+def test_an_install_replaces_the_shard_and_its_position() -> None:
+    primary, replica = new_set(), new_set()
+    records = [put(f"m{i}", "a", f"fact {i}", float(i)) for i in range(5)]
+    for lsn, (shard, op, body) in enumerate(records, 1):
+        primary.apply(lsn, shard, op, body, seq=lsn, epoch=3)
+    shard = records[0][0]
+    stale = put("old", "a", "diverged", 0.5)
+    replica.apply(1, stale[0], stale[1], stale[2], seq=1, epoch=2)
+    image = primary.dump(shard)
+    replica.apply(2, shard, "reset", {})
+    assert replica.shard(shard).position == (0, 0) and replica.shard(shard).memory_count == 0
+    replica.apply(3, shard, "load", {"memories": image["memories"][:2]})
+    replica.apply(4, shard, "load", {"memories": image["memories"][2:]})
+    replica.apply(5, shard, "mark", {"seq": image["seq"], "epoch": image["epoch"]})
+    assert replica.shard(shard).position == (3, 5)
+    assert state(replica) == state(primary)
+    assert replica.get("a", "old", 10.0) is None
+
+
+def test_a_snapshot_image_from_before_positions_loads_at_zero() -> None:
+    s = new_set()
+    shard, op, body = put("m1", "a", "tea", 1.0)
+    s.apply(1, shard, op, body)
+    image = s.dump(shard)
+    del image["seq"], image["epoch"]
+    t = new_set()
+    t.load(image)
+    assert t.shard(shard).position == (0, 0) and t.get("a", "m1", 2.0) is not None

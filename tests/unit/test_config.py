@@ -51,6 +51,8 @@ def test_every_variable_is_parsed() -> None:
         "DAKERA_MAX_BODY_BYTES": "2048",
         "DAKERA_SHUTDOWN_GRACE_SECONDS": "2.5",
         "DAKERA_REQUEST_TIMEOUT_SECONDS": "3",
+        "DAKERA_REREPLICATION_GRACE_SECONDS": "90",
+        "DAKERA_REPLICATION_TAIL_RECORDS": "4096",
         "DAKERA_LOG_LEVEL": "debug",
         "DAKERA_LOG_FORMAT": "json",
     }
@@ -67,6 +69,7 @@ def test_every_variable_is_parsed() -> None:
     assert c.redis_url == "redis://redis:6379/0"
     assert (c.max_body_bytes, c.shutdown_grace, c.request_timeout) == (2048, 2.5, 3.0)
     assert (c.log_level, c.log_format) == ("debug", "json")
+    assert (c.rereplication_grace, c.replication_tail_records) == (90.0, 4096)
     assert c.auth_enabled
 
 
@@ -107,6 +110,9 @@ def test_auto_and_empty_mean_default() -> None:
     ("DAKERA_SHUTDOWN_GRACE_SECONDS", "0"),
     ("DAKERA_SHUTDOWN_GRACE_SECONDS", "soon"),
     ("DAKERA_REQUEST_TIMEOUT_SECONDS", "-1"),
+    ("DAKERA_REREPLICATION_GRACE_SECONDS", "0"),
+    ("DAKERA_REREPLICATION_GRACE_SECONDS", "a while"),
+    ("DAKERA_REPLICATION_TAIL_RECORDS", "3"),
     ("DAKERA_LOG_LEVEL", "loud"),
 ])
 def test_bad_value_names_its_variable(variable: str, value: str) -> None:

@@ -135,3 +135,17 @@ def test_any_bit_flip_is_caught_at_its_record(bit: int) -> None:
     damaged = max(i for i, b in enumerate(BOUNDARIES) if b <= bit // 8)
     assert len(result.records) == damaged and result.end == BOUNDARIES[damaged]
     assert result.reason in ("torn", "corrupt")
+
+
+def test_a_replication_position_round_trips_and_old_records_read_as_zero() -> None:
+    rec = WalRecord(lsn=5, shard=2, op="put", body={"x": 1}, ts=1.5, seq=41, epoch=(3 << 32) | 7)
+    assert scan(encode_record(rec)).records == [rec]
+    plain = WalRecord(lsn=6, shard=2, op="put", body=None, ts=1.5)
+    assert scan(encode_record(plain)).records[0].seq == 0
+    assert b"\xa1q" not in encode_record(plain)  # no position keys when there is no position
+
+
+@pytest.mark.parametrize("extra", [{"q": -1, "e": 0}, {"q": "1", "e": 0}, {"q": 1, "e": 1.5}, {"q": True, "e": 0}])
+def test_a_bad_position_is_corruption(extra: dict) -> None:
+    payload = msgpack.packb({"v": 1, "lsn": 1, "shard": 0, "op": "put", "body": None, "ts": 1.0, **extra})
+    assert scan(frame(payload)).reason == "corrupt"

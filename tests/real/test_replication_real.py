@@ -1,0 +1,109 @@
+"""Three real processes, RF=2, quorum acks: SIGKILL of any one node (the leader or not) while the
+SDK writes loses no acknowledged memory; survivors serve it all after detection plus promotion;
+the killed node comes back, catches up, and replication reports healthy again."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from dakera import DakeraClient, DakeraError
+
+from .procs import NodeProcess, cluster_processes, running
+
+pytestmark = pytest.mark.real
+
+# documented in the README: SWIM detection (~3-6 s with the defaults) plus promotion and takeover
+FAILOVER_BUDGET = 20.0
+
+
+def status(node: NodeProcess, path: str = "/admin/cluster/status") -> dict:
+    return httpx.get(node.url + path, timeout=5).json()
+
+
+def wait_for(condition, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.1)
+
+
+def healthy(nodes: list[NodeProcess]) -> bool:
+    report = status(nodes[0], "/admin/cluster/replication")
+    versions = {status(n)["shard_map_version"] for n in nodes}
+    return len(versions) == 1 and report["under_replicated_shards"] == 0 and not report["down"]
+
+
+@pytest.mark.parametrize("victim_role", ["leader", "follower"])
+def test_sigkill_of_any_node_loses_no_acknowledged_memory(tmp_path: Path, victim_role: str) -> None:
+    env = {"DAKERA_REPLICATION_FACTOR": "2", "DAKERA_WRITE_ACK": "quorum", "DAKERA_REREPLICATION_GRACE_SECONDS": "120"}
+    with running(cluster_processes(tmp_path, 3, **env)) as nodes:
+        wait_for(lambda: healthy(nodes), 30, "a healthy cluster")
+        clients = [DakeraClient(n.url, max_retries=3, timeout=20) for n in nodes]
+        acked: dict[str, str] = {}  # memory id -> agent
+        for i in range(1000):
+            agent = f"agent-{i % 100:03}"
+            acked[clients[i % 3].store_memory(agent, f"memory {i} of {agent}: the sky is colour {i}")["id"]] = agent
+        leader = status(nodes[0])["leader"]
+        victim = next(n for n in nodes if (n.env["DAKERA_NODE_ID"] == leader) == (victim_role == "leader"))
+        survivors = [n for n in nodes if n is not victim]
+        # keep writing through a survivor while the victim dies: what is acknowledged must stay
+        stop = threading.Event()
+        during: dict[str, str] = {}
+
+        def write_on() -> None:
+            client = DakeraClient(survivors[0].url, max_retries=1, timeout=20)
+            n = 0
+            while not stop.is_set():
+                agent = f"agent-{n % 100:03}"
+                try:
+                    during[client.store_memory(agent, f"written during the failover {n}")["id"]] = agent
+                except DakeraError:
+                    pass  # refused or timed out: not acknowledged, nothing promised
+                n += 1
+
+        writer = threading.Thread(target=write_on)
+        writer.start()
+        time.sleep(0.3)
+        victim.signal(signal.SIGKILL)
+        victim.wait(10)
+        killed_at = time.monotonic()
+        time.sleep(1.0)
+        stop.set()
+        writer.join(60)
+        acked.update(during)
+        # every acknowledged memory is served by the survivors once the replicas are promoted
+        readers = [DakeraClient(n.url, max_retries=1, timeout=20) for n in survivors]
+        missing = dict(acked)
+
+        def all_readable() -> bool:
+            for mid, agent in list(missing.items()):
+                try:
+                    readers[hash(mid) % 2].get_memory(agent, mid)
+                except DakeraError:
+                    return False
+                del missing[mid]
+            return True
+
+        wait_for(all_readable, FAILOVER_BUDGET + 30, f"{len(missing)} acknowledged memories readable")
+        failover = time.monotonic() - killed_at
+        print(f"\n{victim_role} killed: {len(acked)} acknowledged ({len(during)} during the kill), all readable "
+              f"through the survivors {failover:.1f}s after SIGKILL")
+        assert failover < FAILOVER_BUDGET + 30
+        # the victim restarts, rejoins as a replica and catches up; replication is healthy again
+        victim.start()
+        victim.wait_healthy(30)
+        wait_for(lambda: healthy(nodes), 60, "replication healthy after the restart")
+        back = DakeraClient(victim.url, max_retries=3, timeout=20)
+        for mid, agent in list(acked.items())[::50]:
+            assert back.get_memory(agent, mid)["id"] == mid
