@@ -22,15 +22,20 @@ Every process is killed at the end, also on error. Prints figures; passes or fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -271,24 +276,521 @@ def report(out: dict[str, list[float]]) -> None:
     print("issue's aim: a forwarded read within 1.5x of a local one")
 
 
+# -- replication: write acks, lag, failover ------------------------------------------------
+
+ACK_MODES = ("primary", "quorum", "all")
+REPL_AGENTS = 20
+WRITERS = 4  # concurrent writers for the throughput figure
+LAG_RATE = 100  # writes/s during the lag window (two paced writers)
+SAMPLE_EVERY = 0.05  # lag sampling period (every node's /metrics; the admin route every other tick)
+VISIBLE_DEADLINE = 5.0
+FAILOVER_DEADLINE = 60.0
+FAILOVER_POLL = 0.05
+
+
+def get_json(client: httpx.Client, path: str) -> dict[str, Any]:
+    return ok(client.get(path)).json()  # type: ignore[no-any-return]
+
+
+def shard_copies(client: httpx.Client) -> dict[int, list[str]]:
+    """shard -> [primary, *replicas] from ``GET /admin/cluster/shards``."""
+    return {s["id"]: [s["primary"], *s["replicas"]] for s in get_json(client, "/admin/cluster/shards")["shards"]}
+
+
+def wait_replicated(nodes: list[Proc], deadline: float = MAP_DEADLINE) -> None:
+    """Until every node names one leader and one map, and no shard is under-replicated."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            status = [httpx.get(n.url + "/admin/cluster/status", timeout=2).json() for n in nodes]
+            repl = httpx.get(nodes[0].url + "/admin/cluster/replication", timeout=5).json()
+            last = ([(s["leader"], s["shard_map_version"]) for s in status], repl.get("under_replicated_shards"))
+            if (status[0]["leader"] and status[0]["shard_map_version"] and len(set(last[0])) == 1
+                    and repl["under_replicated_shards"] == 0 and not repl["down"]):
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"cluster not replicated within {deadline}s: {last}")
+
+
+@contextlib.contextmanager
+def fresh_cluster(tmp: Path, label: str, **env: str) -> Iterator[list[Proc]]:
+    """3 new cluster processes with their own data dirs, ready and fully replicated; killed on exit."""
+    nodes: list[Proc] = []
+    where = tmp / label
+    where.mkdir()
+    try:
+        spawn_cluster(where, nodes, **env)
+        for n in nodes:
+            n.wait_ready()
+        wait_shared_map(nodes)
+        wait_replicated(nodes)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def store_body(agent: str, r: random.Random) -> dict[str, str]:
+    return {"agent_id": agent, "content": sentence(r)}
+
+
+def timed_writes(clients: dict[str, httpx.Client], pick: Callable[[random.Random], tuple[str, str]],
+                 count: int, seed: int) -> tuple[list[float], Counter[str]]:
+    """``count`` sequential stores; ``pick`` gives (node, agent). Latency of the 200s, and the rest."""
+    rng = random.Random(seed + 11)
+    lat: list[float] = []
+    errors: Counter[str] = Counter()
+    for _ in range(count):
+        node, agent = pick(rng)
+        t = time.perf_counter()
+        try:
+            r = clients[node].post("/v1/memory/store", json=store_body(agent, rng))
+            code = str(r.status_code)
+        except httpx.HTTPError as exc:
+            code = type(exc).__name__
+        if code == "200":
+            lat.append((time.perf_counter() - t) * 1000)
+        else:
+            errors[code] += 1
+    return lat, errors
+
+
+def concurrent_writes(nodes: list[Proc], agents: list[str], writers: int, seconds: float,
+                      seed: int) -> tuple[list[float], Counter[str], float]:
+    """``writers`` threads, each storing back to back (random agent, random node, its own
+    keep-alive clients) for ``seconds``: latencies of the 200s, the rest, and the elapsed time."""
+    lat: list[float] = []
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(writers + 1)
+    stop_at = [0.0]
+
+    def writer(i: int) -> None:
+        rng = random.Random(seed * 100 + i)
+        clients = [httpx.Client(base_url=n.url, timeout=30) for n in nodes]
+        mine: list[float] = []
+        bad: Counter[str] = Counter()
+        try:
+            start.wait()
+            while time.perf_counter() < stop_at[0]:
+                t = time.perf_counter()
+                try:
+                    code = str(rng.choice(clients).post("/v1/memory/store",
+                                                        json=store_body(rng.choice(agents), rng)).status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                if code == "200":
+                    mine.append((time.perf_counter() - t) * 1000)
+                else:
+                    bad[code] += 1
+        finally:
+            for c in clients:
+                c.close()
+            with lock:
+                lat.extend(mine)
+                errors.update(bad)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    stop_at[0] = t0 + seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    return lat, errors, time.perf_counter() - t0
+
+
+def metric_value(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def lag_under_load(nodes: list[Proc], agents: list[str], seconds: float, rate: int, seed: int) -> dict[str, Any]:
+    """Two paced writers (``rate`` stores/s in all, random agent and node) for ``seconds``, while a
+    sampler reads ``dakera_replication_lag_ms`` from every node's /metrics every SAMPLE_EVERY and
+    ``lag_ms`` from ``GET /admin/cluster/replication`` every other tick."""
+    stop = threading.Event()
+    out: dict[str, Any] = {"per_node": [], "worst": [], "route": [], "writes": [], "errors": Counter(),
+                           "sample_errors": 0, "per_shard_max": 0.0}
+    lock = threading.Lock()
+
+    def writer(i: int, per_second: float) -> None:
+        rng = random.Random(seed * 1000 + i)
+        clients = [httpx.Client(base_url=n.url, timeout=30) for n in nodes]
+        interval, next_at = 1 / per_second, time.perf_counter() + i * 0.5 / per_second
+        try:
+            while not stop.is_set():
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at = max(next_at + interval, time.perf_counter() - interval)  # no bursts after a stall
+                t = time.perf_counter()
+                try:
+                    code = str(rng.choice(clients).post("/v1/memory/store",
+                                                        json=store_body(rng.choice(agents), rng)).status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                with lock:
+                    if code == "200":
+                        out["writes"].append((time.perf_counter() - t) * 1000)
+                    else:
+                        out["errors"][code] += 1
+        finally:
+            for c in clients:
+                c.close()
+
+    def sampler() -> None:
+        clients = [httpx.Client(base_url=n.url, timeout=5) for n in nodes]
+        tick, next_at = 0, time.perf_counter()
+        try:
+            while not stop.is_set():
+                try:
+                    texts = [c.get("/metrics").text for c in clients]
+                    values = [metric_value(t, "dakera_replication_lag_ms") for t in texts]
+                    if any(v is None for v in values):
+                        raise ValueError("no dakera_replication_lag_ms")
+                    out["per_node"].extend(values)
+                    out["worst"].append(max(values))  # type: ignore[type-var]
+                    for t in texts:
+                        for line in t.splitlines():
+                            if line.startswith("dakera_replication_shard_lag_ms{"):
+                                out["per_shard_max"] = max(out["per_shard_max"], float(line.split()[1]))
+                    if tick % 2 == 0:
+                        out["route"].append(float(clients[tick // 2 % len(clients)]
+                                                  .get("/admin/cluster/replication").json()["lag_ms"]))
+                except (httpx.HTTPError, ValueError, KeyError):
+                    out["sample_errors"] += 1
+                tick += 1
+                next_at += SAMPLE_EVERY
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+        finally:
+            for c in clients:
+                c.close()
+
+    threads = [threading.Thread(target=writer, args=(i, rate / 2)) for i in range(2)]
+    threads.append(threading.Thread(target=sampler))
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    out["elapsed"] = time.perf_counter() - t0
+    return out
+
+
+def visibility(nodes: list[Proc], clients: dict[str, httpx.Client], agents: list[str], count: int,
+               seed: int) -> dict[str, Any]:
+    """One store at a time sent to the agent's primary; then every replica of its shard is asked,
+    in turn and back to back, ``GET /v1/memory/get/<id>?consistency=eventual`` until it answers
+    200 from its own copy (404 until the record arrives). Times from the primary's 200."""
+    rng = random.Random(seed + 23)
+    copies = shard_copies(clients[nodes[0].name])
+    api = {n.name: n.url for n in nodes}
+    first: list[float] = []
+    every: list[float] = []
+    write: list[float] = []
+    polls: list[int] = []
+    odd: Counter[str] = Counter()
+    for _ in range(count):
+        agent = rng.choice(agents)
+        primary, *replicas = copies[shard_of(agent, SHARDS)]
+        t0 = time.perf_counter()
+        mid = ok(clients[primary].post("/v1/memory/store", json=store_body(agent, rng))).json()["memory"]["id"]
+        t1 = time.perf_counter()
+        write.append((t1 - t0) * 1000)
+        pending, seen, n = set(replicas), [], 0
+        while pending and time.perf_counter() - t1 < VISIBLE_DEADLINE:
+            for rep in sorted(pending):
+                r = clients[rep].get(f"/v1/memory/get/{mid}", params={"agent_id": agent, "consistency": "eventual"})
+                n += 1
+                if r.status_code == 200:
+                    if r.headers.get("X-Dakera-Owner", "").rstrip("/") != api[rep]:
+                        odd[f"200 served by {r.headers.get('X-Dakera-Owner')}"] += 1
+                    pending.discard(rep)
+                    seen.append((time.perf_counter() - t1) * 1000)
+                elif r.status_code != 404:
+                    odd[str(r.status_code)] += 1
+        if pending:
+            odd[f"not visible within {VISIBLE_DEADLINE}s"] += 1
+            continue
+        first.append(min(seen))
+        every.append(max(seen))
+        polls.append(n)
+        time.sleep(0.01)
+    return {"first": first, "every": every, "write": write, "polls": polls, "odd": odd,
+            "replicas": len(copies[0]) - 1}
+
+
+def write_ack_run(tmp: Path, rf: int, mode: str, count: int, seconds: float, seed: int,
+                  lag_seconds: float, visible_count: int) -> dict[str, Any]:
+    """One fresh 3-node cluster with DAKERA_REPLICATION_FACTOR=rf, DAKERA_WRITE_ACK=mode."""
+    t = time.perf_counter()
+    with fresh_cluster(tmp, f"rf{rf}-{mode}", DAKERA_REPLICATION_FACTOR=str(rf), DAKERA_WRITE_ACK=mode) as nodes:
+        ready = time.perf_counter() - t
+        clients = {n.name: httpx.Client(base_url=n.url, timeout=30) for n in nodes}
+        try:
+            agents = [f"agent-{i:02d}" for i in range(REPL_AGENTS)]
+            copies = shard_copies(clients["node-1"])
+            owner = {a: copies[shard_of(a, SHARDS)][0] for a in agents}
+            names = [n.name for n in nodes]
+
+            def to_owner(r: random.Random) -> tuple[str, str]:
+                agent = r.choice(agents)
+                return owner[agent], agent
+
+            def to_random(r: random.Random) -> tuple[str, str]:
+                return r.choice(names), r.choice(agents)
+
+            timed_writes(clients, to_random, max(20, count // 5), seed + 1)  # warm-up
+            res: dict[str, Any] = {"rf": rf, "mode": mode, "ready": ready}
+            res["owner"], e1 = timed_writes(clients, to_owner, count, seed)
+            res["random"], e2 = timed_writes(clients, to_random, count, seed + 2)
+            res["conc"], e3, res["conc_elapsed"] = concurrent_writes(nodes, agents, WRITERS, seconds, seed)
+            res["errors"] = e1 + e2 + e3
+            if lag_seconds:
+                res["lag"] = lag_under_load(nodes, agents, lag_seconds, LAG_RATE, seed)
+            if visible_count:
+                res["visible"] = visibility(nodes, clients, agents, visible_count, seed)
+            print(f"  RF={rf} ack={mode}: ready in {ready:.1f}s; "
+                  f"{len(res['owner']) + len(res['random']) + len(res['conc'])} writes measured"
+                  + (f", errors {dict(res['errors'])}" if res["errors"] else "")
+                  + (", lag window done" if lag_seconds else "")
+                  + (", visibility probe done" if visible_count else "")
+                  + f" ({time.perf_counter() - t:.0f}s)", flush=True)
+            return res
+        finally:
+            for c in clients.values():
+                c.close()
+
+
+def failover_run(tmp: Path, label: str, victim_role: str, seed: int) -> dict[str, Any]:
+    """Fresh 3-node RF=2 cluster (default ack), 20 agents x 20 memories; SIGKILL a node that is
+    primary of some agent's shard (the leader, or a node that is not the leader), then store for
+    that agent through a survivor every FAILOVER_POLL until one answers 200."""
+    rng = random.Random(seed)
+    t = time.perf_counter()
+    with fresh_cluster(tmp, label, DAKERA_REPLICATION_FACTOR="2") as nodes:
+        ready = time.perf_counter() - t
+        by_name = {n.name: n for n in nodes}
+        clients = {n.name: httpx.Client(base_url=n.url, timeout=10) for n in nodes}
+        try:
+            agents = [f"agent-{i:02d}" for i in range(REPL_AGENTS)]
+            for agent in agents:
+                body = {"agent_id": agent, "memories": [{"content": sentence(rng)} for _ in range(20)]}
+                ok(clients["node-1"].post("/v1/memories/store/batch", json=body))
+            status = get_json(clients["node-1"], "/admin/cluster/status")
+            leader, version = status["leader"], status["shard_map_version"]
+            copies = shard_copies(clients["node-1"])
+            choices = [n.name for n in nodes if (n.name == leader) == (victim_role == "leader")]
+            victim = rng.choice(choices)
+            agent = next((a for a in sorted(agents, key=lambda _: rng.random())
+                          if copies[shard_of(a, SHARDS)][0] == victim), None)
+            extra = 0
+            while agent is None:  # every loaded agent lives elsewhere: name a new one on the victim
+                candidate = f"agent-x{extra}"
+                agent = candidate if copies[shard_of(candidate, SHARDS)][0] == victim else None
+                extra += 1
+            shard = shard_of(agent, SHARDS)
+            others = [n for n in by_name if n != victim]
+            # write through the survivor holding no copy of the shard when there is one (it must
+            # learn the new map and forward), else through the surviving replica
+            survivor = next((n for n in others if n not in copies[shard]), others[0])
+            client = clients[survivor]
+            ok(client.post("/v1/memory/store", json=store_body(agent, rng)))
+            by_name[victim].proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            codes: Counter[str] = Counter()
+            first_ok: float | None = None
+            while time.monotonic() - killed < FAILOVER_DEADLINE:
+                started = time.monotonic()
+                try:
+                    r = client.post("/v1/memory/store", json=store_body(agent, rng))
+                    code = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                if code == "200":
+                    first_ok = time.monotonic() - killed
+                    break
+                codes[code] += 1
+                time.sleep(max(0.0, started + FAILOVER_POLL - time.monotonic()))
+            by_name[victim].proc.wait(10)
+            after = shard_copies(client)[shard]
+            new_version = get_json(client, "/admin/cluster/status")["shard_map_version"]
+            res = {"victim": victim, "role": victim_role, "leader": leader, "agent": agent, "shard": shard,
+                   "via": survivor, "before": copies[shard], "after": after, "version": (version, new_version),
+                   "seconds": first_ok, "codes": codes, "ready": ready}
+            shown = f"{first_ok:.2f} s" if first_ok is not None else f"none within {FAILOVER_DEADLINE:.0f} s"
+            print(f"  {label}: killed {victim} ({victim_role}; leader was {leader}), shard {shard} "
+                  f"{copies[shard]} -> {after}, map v{version} -> v{new_version}; stores for {agent} via "
+                  f"{survivor}: first 200 after {shown} (refused before: {dict(codes) or 'none'})", flush=True)
+            return res
+        finally:
+            for c in clients.values():
+                c.close()
+
+
+def fmt(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def replication_report(runs: list[dict[str, Any]], failovers: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    base = next(r for r in runs if r["rf"] == 1)
+    b50, b99, btp = pct(base["owner"], 50), pct(base["owner"], 99), len(base["conc"]) / base["conc_elapsed"]
+    print()
+    print(f"== write latency by replication factor and DAKERA_WRITE_ACK (fresh 3-process cluster each; "
+          f"{REPL_AGENTS} agents) ==")
+    rows = []
+    for r in runs:
+        tp = len(r["conc"]) / r["conc_elapsed"]
+        o50, o99 = pct(r["owner"], 50), pct(r["owner"], 99)
+        rows.append([str(r["rf"]), r["mode"] if r["rf"] > 1 else "(any)",
+                     fmt(o50), fmt(o99), fmt(pct(r["random"], 50)), fmt(pct(r["random"], 99)),
+                     f"{tp:,.0f}", fmt(pct(r["conc"], 50)), fmt(pct(r["conc"], 99)),
+                     f"{o50 / b50:.2f}x / {o99 / b99:.2f}x", f"{tp / btp:.2f}x",
+                     str(sum(r["errors"].values()))])
+    print_table(["RF", "ack", "owner p50", "owner p99", "any-node p50", "any-node p99",
+                 f"{WRITERS}w writes/s", f"{WRITERS}w p50", f"{WRITERS}w p99", "owner vs RF=1 p50/p99",
+                 "tput vs RF=1", "errors"], rows)
+    print(f"  ms; owner = sequential stores sent to the agent's primary ({len(base['owner'])} each); any-node = "
+          f"sequential stores to a random node (about 2/3 forwarded); {WRITERS}w = {WRITERS} threads storing back to "
+          f"back for {args.repl_seconds:g} s to random nodes; baseline RF=1 (no replicas: every ack mode is the "
+          f"same); quorum = floor(copies/2)+1, so at RF=2 quorum waits for the replica like all does")
+
+    lagged = [r for r in runs if "lag" in r]
+    if lagged:
+        print()
+        print(f"== replication lag under steady writes ({LAG_RATE} stores/s, random agent and node) ==")
+        rows = []
+        for r in lagged:
+            lag = r["lag"]
+            rows.append([str(r["rf"]), r["mode"], f"{lag['elapsed']:.1f}",
+                         f"{len(lag['writes']) / lag['elapsed']:.0f}", str(len(lag["worst"])),
+                         fmt(pct(lag["per_node"], 50)), fmt(pct(lag["per_node"], 99)),
+                         fmt(pct(lag["worst"], 50)), fmt(pct(lag["worst"], 99)), fmt(max(lag["worst"])),
+                         str(len(lag["route"])), fmt(pct(lag["route"], 50)), fmt(pct(lag["route"], 99)),
+                         fmt(max(lag["route"])),
+                         f"{sum(1 for v in lag['worst'] if v > 0) / len(lag['worst']):.0%}",
+                         str(sum(lag["errors"].values()) + lag["sample_errors"])])
+        print_table(["RF", "ack", "s", "stores/s", "samples", "node p50", "node p99", "worst p50", "worst p99",
+                     "worst max", "route n", "route p50", "route p99", "route max", "samples > 0", "errors"], rows)
+        print(f"  ms; node = dakera_replication_lag_ms of each node's /metrics (worst over its primary shards), "
+              f"every {SAMPLE_EVERY * 1000:.0f} ms; worst = the largest of the three at each tick; route = lag_ms of "
+              f"GET /admin/cluster/replication (cluster-wide worst), every {2 * SAMPLE_EVERY * 1000:.0f} ms; "
+              f"lag = age of the oldest record a replica has not yet acknowledged (its next fetch)")
+        print("  largest dakera_replication_shard_lag_ms seen: "
+              + ", ".join(f"RF={r['rf']} {fmt(r['lag']['per_shard_max'])} ms" for r in lagged))
+        print("  store latency during the window (ms p50 / p99): "
+              + ", ".join(f"RF={r['rf']} {fmt(pct(r['lag']['writes'], 50))} / {fmt(pct(r['lag']['writes'], 99))}"
+                          for r in lagged))
+
+    seen = [r for r in runs if "visible" in r]
+    if seen:
+        print()
+        print("== time until a store is visible on the replica(s) (idle cluster, one store at a time) ==")
+        rows = []
+        for r in seen:
+            v = r["visible"]
+            rows.append([str(r["rf"]), r["mode"], str(len(v["first"])), fmt(pct(v["write"], 50)),
+                         fmt(pct(v["first"], 50)), fmt(pct(v["first"], 99)), fmt(max(v["first"])),
+                         fmt(pct(v["every"], 50)) if v["replicas"] > 1 else "-",
+                         fmt(pct(v["every"], 99)) if v["replicas"] > 1 else "-",
+                         f"{statistics.median(v['polls']):.0f}", ", ".join(f"{k} x{n}" for k, n in v["odd"].items())
+                         or "-"])
+        print_table(["RF", "ack", "n", "store p50", "first replica p50", "first p99", "first max",
+                     "all replicas p50", "all p99", "gets p50", "unexpected"], rows)
+        print("  ms after the primary's 200; store sent to the agent's primary, then GET /v1/memory/get/<id>"
+              "?consistency=eventual to each replica back to back (a replica answers from its own copy: 404 until the "
+              "record is applied there), so figures include up to one GET (~1-2 ms) of polling granularity; "
+              "gets = GETs per store until every replica had it")
+
+    if failovers:
+        print()
+        print("== failover: SIGKILL a shard's primary, then store for one of its agents through a survivor every "
+              f"{FAILOVER_POLL * 1000:.0f} ms (RF=2, ack=primary, fresh cluster each) ==")
+        rows = []
+        for role in ("follower", "leader"):
+            got = [f for f in failovers if f["role"] == role]
+            if not got:
+                continue
+            secs = [f["seconds"] for f in got if f["seconds"] is not None]
+            rows.append([role, str(len(got)), " / ".join(f"{f['seconds']:.2f}" if f["seconds"] is not None
+                                                         else "none" for f in got),
+                         f"{statistics.median(secs):.2f}" if secs else "-",
+                         f"{min(secs):.2f} / {max(secs):.2f}" if secs else "-"])
+        print_table(["victim", "reps", "SIGKILL -> first 200 (s), each", "median (s)", "min / max (s)"], rows)
+        print("  victim = follower: a node that is primary of the agent's shard but not the leader; leader: the "
+              "leader (the lease must move first); wall-clock seconds from SIGKILL, a store every "
+              f"{FAILOVER_POLL * 1000:.0f} ms (+ its own time); compare: SWIM marks a SIGKILLed node Dead after "
+              "~2.8 s and a leader lease moves in ~1.3 s on this machine (bench/membership.py, bench/failover.py)")
+
+
+def replication_bench(tmp: Path, args: argparse.Namespace) -> None:
+    quick = args.quick
+    count = 60 if quick else 200
+    lag_seconds = 5.0 if quick else args.lag_seconds
+    visible_count = 30 if quick else 100
+    runs: list[dict[str, Any]] = []
+    t = time.perf_counter()
+    print(f"== replication: write acks on fresh 3-process clusters (RF=1 baseline, then RF=2 and RF=3 x "
+          f"{'/'.join(ACK_MODES)}) ==", flush=True)
+    plan = [(1, "primary")] + [(rf, mode) for rf in (2, 3) for mode in ACK_MODES]
+    for rf, mode in plan:
+        with_lag = mode == "primary" and rf > 1
+        runs.append(write_ack_run(tmp, rf, mode, count, args.repl_seconds, args.seed,
+                                  lag_seconds if with_lag else 0.0, visible_count if with_lag else 0))
+    failovers: list[dict[str, Any]] = []
+    if args.failover_reps:
+        print(f"== failover: {args.failover_reps} rep(s) per victim role on fresh RF=2 clusters ==", flush=True)
+        for role in ("follower", "leader"):
+            for i in range(args.failover_reps):
+                failovers.append(failover_run(tmp, f"failover-{role}-{i + 1}", role, args.seed + 100 * i))
+    replication_report(runs, failovers, args)
+    print(f"\nreplication sections: {time.perf_counter() - t:.0f}s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="60 requests per operation instead of 300")
+    ap.add_argument("--quick", action="store_true",
+                    help="60 requests per operation instead of 300 (200 per write figure in the replication "
+                         "sections), a 5 s lag window, 30 visibility probes")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--replication-only", action="store_true",
+                    help="only the replication sections (write acks, lag, visibility, failover)")
+    ap.add_argument("--skip-replication", action="store_true", help="only the original routing figures")
+    ap.add_argument("--repl-seconds", type=float, default=3.0,
+                    help="length of each concurrent-writer throughput window (default 3)")
+    ap.add_argument("--lag-seconds", type=float, default=15.0, help="steady-write lag window (default 15)")
+    ap.add_argument("--failover-reps", type=int, default=3,
+                    help="SIGKILL repetitions per victim role (non-leader, leader); 0 skips failover")
     args = ap.parse_args()
     count, warmup = (60, 10) if args.quick else (300, 30)
-    procs: list[Proc] = []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dakera-bench-cluster-") as tmp_name:
-        try:
-            t = time.perf_counter()
-            start_all(Path(tmp_name), procs)
-            version = wait_shared_map(procs[:3])
-            print(f"3 cluster nodes + 1 single node ready, shard map v{version}, "
-                  f"in {time.perf_counter() - t:.1f}s", flush=True)
-            report(bench(procs[:3], procs[3], count, warmup, args.seed))
-        finally:
-            for p in procs:
-                p.stop()
+        if not args.replication_only:
+            procs: list[Proc] = []
+            try:
+                t = time.perf_counter()
+                start_all(Path(tmp_name), procs)
+                version = wait_shared_map(procs[:3])
+                print(f"3 cluster nodes + 1 single node ready, shard map v{version}, "
+                      f"in {time.perf_counter() - t:.1f}s", flush=True)
+                report(bench(procs[:3], procs[3], count, warmup, args.seed))
+            finally:
+                for p in procs:
+                    p.stop()
+        if not args.skip_replication:
+            if not args.replication_only:
+                print()
+            replication_bench(Path(tmp_name), args)
+    print(f"\ntotal wall time {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":

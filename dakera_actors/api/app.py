@@ -138,7 +138,16 @@ def create_app(node: Node) -> QuartTrio:
 
     @admin_route("/cluster/shards", ["GET"])
     async def cluster_shards() -> Response:
-        return json_response(node.cluster_shards())
+        body = node.cluster_shards()
+        if node.replicator is not None and node.replicator.map is not None:
+            # lag as each shard's primary sees it (this node only knows its own primaries')
+            report = {s["id"]: s for s in (await node.replicator.cluster_status())["shards"]}
+            for shard in body["shards"]:
+                row = report.get(shard["id"])
+                if row is not None and row["lag_ms"] is not None:
+                    shard["lag_ms"] = row["lag_ms"]
+                    shard["under_replicated"] = row["under_replicated"]
+        return json_response(body)
 
     @admin_route("/cluster/replication", ["GET"])
     async def cluster_replication() -> Response:

@@ -46,6 +46,7 @@ MAX_FETCH_RECORDS = 512
 SNAPSHOT_CHUNK = 256  # memories per snapshot frame
 RETRY = 0.2  # after a failed fetch
 LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
+SILENT_REPLICA = 5.0  # a replica that has not fetched for this long is not healthy (it polls twice a second)
 
 
 @message("repl.fetch")
@@ -467,7 +468,8 @@ class Replicator(Actor):
             records, seconds = progress.lag(member, self.tail(shard), now)
             if member in live:
                 worst_ms, worst_records = max(worst_ms, seconds * 1000), max(worst_records, records)
-                if seconds * 1000 <= LAG_ALERT_MS and (records == 0 or progress.replicas[member].seen_at > 0):
+                seen = progress.replicas[member].seen_at
+                if seconds * 1000 <= LAG_ALERT_MS and seen > 0 and now - seen <= SILENT_REPLICA:
                     healthy += 1
         return worst_ms, worst_records, healthy, len(smap.placement[shard]) - 1
 

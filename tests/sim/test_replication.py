@@ -201,3 +201,33 @@ async def test_eventual_reads_are_served_by_a_replica_strong_ones_by_the_primary
         assert recalled.headers["x-dakera-owner"] == f"http://{replica}"
         assert recalled.json()["memories"][0]["id"] == "m"
         assert bad.status_code == 400 and bad.json()["code"] == "INVALID_REQUEST"
+
+
+async def test_the_leader_promotes_the_replica_with_the_newest_history(autojump_clock: MockClock) -> None:
+    async with open_cluster(4, seed=17, config={"replication_factor": 3}) as cluster:
+        await eventually(lambda: settled(cluster, 4), timeout=30)
+        smap = one_map(cluster)
+        assert smap is not None
+        leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+        # a shard whose primary is not the leader, and whose first replica (the one the map's
+        # order alone would promote) is kept from fetching, so it falls behind the second
+        shard = next(s for s, c in enumerate(smap.placement) if leader not in c[:1])
+        primary, behind, ahead = smap.placement[shard]
+        agent = next(f"agent-{i}" for i in range(5000) if shard_of(f"agent-{i}", 64) == shard)
+        assert await store(cluster, primary, agent, "m0", "seen by both") == 200
+        await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
+        cluster.cut(behind, primary)  # its fetches no longer arrive
+        for i in range(1, 6):
+            assert await store(cluster, primary, agent, f"m{i}", f"fact {i}") == 200
+        await eventually(lambda: image(cluster, ahead, shard)[0] == image(cluster, primary, shard)[0], timeout=10)
+        assert image(cluster, behind, shard)[0] < image(cluster, ahead, shard)[0]
+        cluster.heal()
+        cluster.cut(behind, primary)  # still cut while the primary dies
+        cluster.kill(primary)
+        await eventually(lambda: (m := one_map(cluster)) is not None and m.owner(shard) != primary, timeout=30)
+        promoted = one_map(cluster)
+        assert promoted is not None and promoted.owner(shard) == ahead
+        async with cluster.client(behind) as http:
+            for i in range(6):
+                r = await http.get(f"/v1/memory/get/m{i}", params={"agent_id": agent})
+                assert r.status_code == 200, r.text
