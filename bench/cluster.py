@@ -95,7 +95,7 @@ def base_env() -> dict[str, str]:
     return base
 
 
-def spawn_cluster(tmp: Path, procs: list[Proc], n: int = 3, **extra: str) -> None:
+def spawn_cluster(tmp: Path, procs: list[Proc], n: int = 3, extra: dict[str, str] | None = None) -> None:
     """Start ``n`` cluster-mode nodes (each seeded with the others' gossip addresses), appending
     each to ``procs`` as soon as it is spawned so the caller's cleanup sees it."""
     base = base_env()
@@ -106,7 +106,7 @@ def spawn_cluster(tmp: Path, procs: list[Proc], n: int = 3, **extra: str) -> Non
                    DAKERA_GOSSIP_BIND=f"127.0.0.1:{port}",
                    DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for p in gossip if p != port),
                    DAKERA_HOST="127.0.0.1", DAKERA_PORT=str(free_port()), DAKERA_DATA_DIR=str(tmp / f"{name}-data"),
-                   **extra)
+                   **(extra or {}))
         procs.append(Proc(name, env, tmp))
 
 
@@ -289,7 +289,7 @@ FAILOVER_POLL = 0.05
 
 
 def get_json(client: httpx.Client, path: str) -> dict[str, Any]:
-    return ok(client.get(path)).json()  # type: ignore[no-any-return]
+    return ok(client.get(path)).json()
 
 
 def shard_copies(client: httpx.Client) -> dict[int, list[str]]:
@@ -322,7 +322,7 @@ def fresh_cluster(tmp: Path, label: str, **env: str) -> Iterator[list[Proc]]:
     where = tmp / label
     where.mkdir()
     try:
-        spawn_cluster(where, nodes, **env)
+        spawn_cluster(where, nodes, extra=env)
         for n in nodes:
             n.wait_ready()
         wait_shared_map(nodes)
@@ -591,13 +591,14 @@ def failover_run(tmp: Path, label: str, victim_role: str, seed: int) -> dict[str
             copies = shard_copies(clients["node-1"])
             choices = [n.name for n in nodes if (n.name == leader) == (victim_role == "leader")]
             victim = rng.choice(choices)
-            agent = next((a for a in sorted(agents, key=lambda _: rng.random())
-                          if copies[shard_of(a, SHARDS)][0] == victim), None)
+            on_victim = [a for a in sorted(agents, key=lambda _: rng.random()) if copies[shard_of(a, SHARDS)][0] == victim]
             extra = 0
-            while agent is None:  # every loaded agent lives elsewhere: name a new one on the victim
+            while not on_victim:  # every loaded agent lives elsewhere: name a new one on the victim
                 candidate = f"agent-x{extra}"
-                agent = candidate if copies[shard_of(candidate, SHARDS)][0] == victim else None
+                if copies[shard_of(candidate, SHARDS)][0] == victim:
+                    on_victim.append(candidate)
                 extra += 1
+            agent = on_victim[0]
             shard = shard_of(agent, SHARDS)
             others = [n for n in by_name if n != victim]
             # write through the survivor holding no copy of the shard when there is one (it must
@@ -609,8 +610,27 @@ def failover_run(tmp: Path, label: str, victim_role: str, seed: int) -> dict[str
             killed = time.monotonic()
             codes: Counter[str] = Counter()
             first_ok: float | None = None
+            phases: dict[str, float] = {}  # what the survivor reports, first seen at (s after SIGKILL)
+
+            def watch() -> None:
+                try:
+                    state = next(m["state"] for m in client.get("/admin/cluster/nodes").json() if m["id"] == victim)
+                    status = client.get("/admin/cluster/status").json()
+                except (httpx.HTTPError, ValueError, KeyError, StopIteration):
+                    return
+                now = time.monotonic() - killed
+                if state != "Alive":
+                    phases.setdefault("suspect", now)
+                if state == "Dead":
+                    phases.setdefault("dead", now)
+                if status["leader"] and status["leader"] != leader:
+                    phases.setdefault("leader", now)
+                if status["shard_map_version"] > version:
+                    phases.setdefault("map", now)
+
             while time.monotonic() - killed < FAILOVER_DEADLINE:
                 started = time.monotonic()
+                watch()
                 try:
                     r = client.post("/v1/memory/store", json=store_body(agent, rng))
                     code = str(r.status_code)
@@ -626,15 +646,22 @@ def failover_run(tmp: Path, label: str, victim_role: str, seed: int) -> dict[str
             new_version = get_json(client, "/admin/cluster/status")["shard_map_version"]
             res = {"victim": victim, "role": victim_role, "leader": leader, "agent": agent, "shard": shard,
                    "via": survivor, "before": copies[shard], "after": after, "version": (version, new_version),
-                   "seconds": first_ok, "codes": codes, "ready": ready}
+                   "seconds": first_ok, "codes": codes, "ready": ready, "phases": phases}
             shown = f"{first_ok:.2f} s" if first_ok is not None else f"none within {FAILOVER_DEADLINE:.0f} s"
+            seen = ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv: kv[1]))
             print(f"  {label}: killed {victim} ({victim_role}; leader was {leader}), shard {shard} "
                   f"{copies[shard]} -> {after}, map v{version} -> v{new_version}; stores for {agent} via "
-                  f"{survivor}: first 200 after {shown} (refused before: {dict(codes) or 'none'})", flush=True)
+                  f"{survivor}: first 200 after {shown} (refused before: {dict(codes) or 'none'}); "
+                  f"{survivor} saw: {seen or '-'} s", flush=True)
             return res
         finally:
             for c in clients.values():
                 c.close()
+
+
+def phase_median(runs: list[dict[str, Any]], key: str) -> str:
+    got = [r["phases"][key] for r in runs if key in r["phases"]]
+    return f"{statistics.median(got):.2f}" if got else "-"
 
 
 def fmt(v: float) -> str:
@@ -724,12 +751,17 @@ def replication_report(runs: list[dict[str, Any]], failovers: list[dict[str, Any
             rows.append([role, str(len(got)), " / ".join(f"{f['seconds']:.2f}" if f["seconds"] is not None
                                                          else "none" for f in got),
                          f"{statistics.median(secs):.2f}" if secs else "-",
-                         f"{min(secs):.2f} / {max(secs):.2f}" if secs else "-"])
-        print_table(["victim", "reps", "SIGKILL -> first 200 (s), each", "median (s)", "min / max (s)"], rows)
+                         f"{min(secs):.2f} / {max(secs):.2f}" if secs else "-",
+                         *(phase_median(got, k) for k in ("suspect", "dead", "leader", "map"))])
+        print_table(["victim", "reps", "SIGKILL -> first 200 (s), each", "median (s)", "min / max (s)",
+                     "suspect p50", "dead p50", "new leader p50", "new map p50"], rows)
         print("  victim = follower: a node that is primary of the agent's shard but not the leader; leader: the "
               "leader (the lease must move first); wall-clock seconds from SIGKILL, a store every "
               f"{FAILOVER_POLL * 1000:.0f} ms (+ its own time); compare: SWIM marks a SIGKILLed node Dead after "
-              "~2.8 s and a leader lease moves in ~1.3 s on this machine (bench/membership.py, bench/failover.py)")
+              "~2.8 s with 5 nodes and a leader lease moves in ~1.3 s on this machine (bench/membership.py, "
+              "bench/failover.py); phase columns: seconds after SIGKILL at which the survivor taking the stores "
+              "first reported the victim not Alive / Dead (GET /admin/cluster/nodes), another leader, and a newer "
+              "shard_map_version (GET /admin/cluster/status), polled just before each store")
 
 
 def replication_bench(tmp: Path, args: argparse.Namespace) -> None:
@@ -765,8 +797,8 @@ def main() -> None:
     ap.add_argument("--replication-only", action="store_true",
                     help="only the replication sections (write acks, lag, visibility, failover)")
     ap.add_argument("--skip-replication", action="store_true", help="only the original routing figures")
-    ap.add_argument("--repl-seconds", type=float, default=3.0,
-                    help="length of each concurrent-writer throughput window (default 3)")
+    ap.add_argument("--repl-seconds", type=float, default=5.0,
+                    help="length of each concurrent-writer throughput window (default 5)")
     ap.add_argument("--lag-seconds", type=float, default=15.0, help="steady-write lag window (default 15)")
     ap.add_argument("--failover-reps", type=int, default=3,
                     help="SIGKILL repetitions per victim role (non-leader, leader); 0 skips failover")

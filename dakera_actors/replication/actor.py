@@ -128,6 +128,7 @@ class Replicator(Actor):
         self.live: set[int] = set()  # shards this node is primary of and has taken over
         self.syncing: set[int] = set()  # shards this node is primary of, still taking over
         self.live_since: dict[int, int] = {}  # shard -> the map's primary epoch it went live under
+        self._previous: dict[int, str] = {}  # shard -> its primary in the map before, for the takeover
         self._changed = trio.Event()  # records committed, acks received, map changed
         self._fetchers: dict[str, trio.Lock] = {}  # primary peer -> its fetch loop's lock
         self._takeover_running = False
@@ -216,6 +217,7 @@ class Replicator(Actor):
         if self.map is not None and smap.key <= self.map.key:
             return
         now = trio.current_time()
+        before = self.map
         self.map = smap
         taking: list[int] = []
         for shard, copies in enumerate(smap.placement):
@@ -226,6 +228,9 @@ class Replicator(Actor):
                 if shard not in self.live and shard not in self.syncing:
                     self.syncing.add(shard)
                     taking.append(shard)
+                    old = before.placement[shard][:1] if before is not None else []
+                    if old and old[0] != self.me:
+                        self._previous[shard] = old[0]  # it may hold writes no copy has yet
             else:
                 self.live.discard(shard)
                 self.syncing.discard(shard)
@@ -395,6 +400,7 @@ class Replicator(Actor):
                     for shard in done:
                         if shard in self.syncing:
                             self.syncing.discard(shard)
+                            self._previous.pop(shard, None)
                             self.live.add(shard)
                             self.live_since[shard] = smap.primary_since(shard)
                     self._notify()
@@ -407,8 +413,12 @@ class Replicator(Actor):
         """Catch up ``shards`` from their other live copies; returns the shards that are done."""
         peers: dict[str, list[int]] = {}
         for shard in shards:
-            # every copy, the ones marked down too: a member the leader saw die may be back
-            for member in smap.placement[shard][1:]:
+            # every copy, the ones marked down too (a member the leader saw die may be back), and
+            # the previous primary even if the map dropped its copy (it was handed over alive)
+            members = set(smap.placement[shard][1:])
+            if shard in self._previous:
+                members.add(self._previous[shard])
+            for member in sorted(members - {self.me}):
                 peers.setdefault(member, []).append(shard)
         best: dict[int, tuple[Position, str]] = {}
         blocked: set[int] = set()

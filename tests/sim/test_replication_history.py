@@ -28,7 +28,7 @@ from ..waiting import eventually
 from .test_replication import replicas_equal_primaries, settled
 
 MockClock = trio.testing.MockClock
-SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "6"))
+SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "8"))
 # (nodes, RF, ack mode, simultaneous failures)
 SETUPS = [(3, 2, "quorum", 1), (3, 2, "all", 1), (5, 3, "quorum", 1), (5, 3, "all", 2)]
 CASES = [(seed, *setup) for setup in SETUPS for seed in range(1, SCHEDULES + 1)]
