@@ -240,7 +240,8 @@ class Node:
                                        endpoint=self.endpoint, lease=self.lease,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
                                        log=self.log, nursery=self.nursery, membership=self.membership,
-                                       grace=self.config.rereplication_grace)
+                                       grace=self.config.rereplication_grace,
+                                       concurrency=self.config.rebalance_concurrency)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.readiness.require("shard_map")

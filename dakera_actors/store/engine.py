@@ -127,6 +127,7 @@ async def start_storage(node: Node) -> MemoryService:
         service.replication = replicator
         service.request_timeout = config.request_timeout
         node.replicator = replicator
+        node.shard_map.replication_status = replicator.local_status
         await node.start_actor(replicator)
         assert node.nursery is not None
         node.nursery.start_soon(replicator.follow, node.shard_map.view)
