@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .lease.actor import LeaseActor
     from .membership.actor import MembershipActor
     from .replication.actor import Replicator
+    from .sharding.operations import Operations
     from .sharding.actor import ShardMapActor
     from .sharding.router import Router
     from .store.service import MemoryService
@@ -119,6 +120,7 @@ class Node:
         self.shard_map: ShardMapActor | None = None
         self.router: Router | None = None
         self.replicator: Replicator | None = None
+        self.operations: Operations | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -279,6 +281,7 @@ class Node:
                                    else {self.node_id: {"primary": shards, "replica": 0}}),
             "shard_balance": round(smap.balance(), 4) if smap else 0.0,
             "unassigned_shards": (sum(1 for c in smap.placement if not c) if smap else shards if cluster else 0),
+            "shards_moving": len(smap.placement) - sum(1 for c in smap.placement if len(c) <= smap.counted) if smap else 0,
         }
 
     def cluster_shards(self) -> dict[str, Any]:
@@ -384,6 +387,9 @@ async def open_node(
                         await node._start_membership()
                         await node._start_lease()
                         await node._start_shard_map()
+                        from .sharding.operations import Operations
+
+                        node.operations = Operations(node)
                     await start_storage(node)
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")

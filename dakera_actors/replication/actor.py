@@ -46,6 +46,7 @@ LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new record
 MAX_FETCH_RECORDS = 512
 SNAPSHOT_CHUNK = 256  # memories per snapshot frame
 RETRY = 0.2  # after a failed fetch
+HANDOVER_WAIT = 30.0
 DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (a takeover may still read it)
 LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
 SILENT_REPLICA = 5.0  # a replica that has not fetched for this long is not healthy (it polls twice a second)
@@ -115,6 +116,10 @@ class _MapChanged:
     map: ShardMap
 
 
+def smap_owner(smap: ShardMap | None, shard: int) -> str | None:
+    return smap.owner(shard) if smap is not None else None
+
+
 class Replicator(Actor):
     def __init__(self, node: Node) -> None:
         super().__init__("replicator")
@@ -132,6 +137,9 @@ class Replicator(Actor):
         self.live_since: dict[int, int] = {}  # shard -> the map's primary epoch it went live under
         self._previous: dict[int, str] = {}  # shard -> its primary in the map before, for the takeover
         self._drop_at: dict[int, float] = {}  # shard -> when to delete this node's copy
+        #: shards this node was primary of until a map moved the role while it lived, until the
+        #: new primary confirms it holds everything (or HANDOVER_WAIT passes): drains wait for it
+        self.handing_over: dict[int, float] = {}
         self._networked = False  # a map has come from the cluster since start (not just the disk)
         self._changed = trio.Event()  # records committed, acks received, map changed
         self._fetchers: dict[str, trio.Lock] = {}  # primary peer -> its fetch loop's lock
@@ -220,9 +228,12 @@ class Replicator(Actor):
         return None
 
     def next_timer(self) -> float:
-        return min(self._drop_at.values(), default=math.inf)
+        return min(min(self._drop_at.values(), default=math.inf), min(self.handing_over.values(), default=math.inf))
 
     async def on_timer(self, now: float) -> None:
+        for shard, until in list(self.handing_over.items()):
+            if until <= now:
+                del self.handing_over[shard]  # nobody came for it: not holding a drain forever
         for shard, at in sorted(self._drop_at.items()):
             if at > now:
                 continue
@@ -251,6 +262,8 @@ class Replicator(Actor):
                     if old and old[0] != self.me:
                         self._previous[shard] = old[0]  # it may hold writes no copy has yet
             else:
+                if shard in self.live:
+                    self.handing_over[shard] = now + HANDOVER_WAIT
                 self.live.discard(shard)
                 self.syncing.discard(shard)
                 self.progress.pop(shard, None)
@@ -359,6 +372,8 @@ class Replicator(Actor):
                 if progress is not None and is_prefix(tail, position) and progress.ack(sender, seq, tail.last[1], now):
                     self._notify()
                 verdict = decide(tail, position)
+                if verdict == "current" and shard in self.handing_over and smap_owner(self.map, shard) == sender:
+                    del self.handing_over[shard]  # the new primary has every record we wrote
                 if verdict == "wait" and shard in self.live:
                     self._retake(shard, sender)
                 if verdict == "records" and len(records) < MAX_FETCH_RECORDS:
@@ -477,6 +492,9 @@ class Replicator(Actor):
         async with trio.open_nursery() as nursery:
             for peer, wanted in peers.items():
                 nursery.start_soon(ask, peer, wanted)
+        # the previous primary, alive, waits to hear that we hold everything it wrote (a drain
+        # counts it as remaining until then): one fetch at our final position tells it
+        confirm: dict[str, list[int]] = {}
         done = []
         for shard in shards:
             if shard in blocked:
@@ -493,7 +511,14 @@ class Replicator(Actor):
                 if self.shards.shard(shard).position < target[0]:
                     continue
                 self.node.log.info("shard_caught_up", shard=shard, source=target[1], seq=target[0][1])
+            previous = self._previous.get(shard)
+            if previous is not None:
+                confirm.setdefault(previous, []).append(shard)
             done.append(shard)
+        for peer, confirmed in confirm.items():
+            member = self._member(peer)
+            if member is not None and member.reachable:
+                await self._fetch_once(peer, member.address, confirmed, 0)
         return done
 
     # -- status ------------------------------------------------------------------------

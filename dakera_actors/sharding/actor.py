@@ -27,8 +27,8 @@ from ..runtime import Actor, Published
 from ..transport import TransportError
 from ..wal.actor import disk_call
 from ..wire import Envelope, message, structure, unstructure
-from .rebalance import settled, transferring
-from .shardmap import ShardMap, acceptable, next_map
+from .rebalance import moves, settled, transferring
+from .shardmap import ShardMap, acceptable, next_map, target_of
 
 SETTLE = 0.2  # membership changes this close together produce one map
 POLL = 0.5  # while shards transfer, the leader asks their primaries this often whether learners caught up
@@ -56,6 +56,18 @@ class ShardMapPull:
 class _Offer:
     map: ShardMap
     sender: str
+
+
+@attrs.frozen
+class _Rebalance:
+    dry_run: bool
+    only: set[int] | None
+
+
+def raise_not_leader() -> None:
+    from ..api.errors import ApiError
+
+    raise ApiError(503, "not the leader (any more); retry", retry_after=1)
 
 
 @attrs.frozen
@@ -161,6 +173,19 @@ class ShardMapActor(Actor):
         reason: str = await self.ask(_Offer(shard_map, sender))
         return reason
 
+    async def rebalance(self, dry_run: bool, only: set[int] | None) -> dict[str, Any]:
+        """The leader's answer to ``POST /admin/cluster/rebalance``: the moves from the counted
+        copies to the target (limited to ``only``) and, unless ``dry_run``, a step toward it now."""
+        return await self.ask(_Rebalance(dry_run, only))  # type: ignore[no-any-return]
+
+    def _plan_moves(self, only: set[int] | None) -> list[dict[str, Any]]:
+        current = self.view.value
+        if current is None or not self._eligible:
+            return []
+        base = settled(current.placement, current.counted)
+        target = target_of(current, self._eligible, shards=self.shards, rf=self.rf, keep=self._keep)
+        return [m for m in moves(base, target) if only is None or m["shard"] in only]
+
     async def catch_up(self, address: str, version: int, *, timeout: float) -> None:
         """Fetch the map from the member at ``address`` (which has version ``version``) and install
         it if it is newer and fenced; returns when done or after ``timeout``."""
@@ -205,6 +230,19 @@ class ShardMapActor(Actor):
 
     async def handle(self, msg: Any) -> Any:
         now = trio.current_time()
+        if isinstance(msg, _Rebalance):
+            if not self._lease.is_self:
+                raise_not_leader()
+            planned = self._plan_moves(msg.only)
+            if not msg.dry_run and planned:
+                self._only = msg.only
+                try:
+                    await self._recompute()
+                finally:
+                    self._only = None
+            current = self.view.value
+            return {"moved": len(planned), "dry_run": msg.dry_run,
+                    "shard_map_version": current.version if current else 0, "plan": planned}
         if isinstance(msg, _Recompute):
             current = self.view.value
             if current is not None and current.learners_any() and self._lease.is_self:

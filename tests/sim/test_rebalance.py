@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -114,3 +115,99 @@ async def test_a_joining_node_gets_its_share_while_clients_see_no_failure(autoju
         moved = cluster.node("node-1").metrics.sample("dakera_replication_snapshots_total", direction="sent")
         assert moved + sum(n.metrics.sample("dakera_replication_records_total", direction="sent")
                            for n in cluster.nodes.values()) > 0
+
+
+async def test_maintenance_drains_a_node_which_then_restarts_and_gets_shards_back(autojump_clock: MockClock) -> None:
+    async with open_cluster(4, seed=22, config={"rebalance_concurrency": 4}) as cluster:
+        await eventually(lambda: settled(cluster, 4), timeout=30)
+        traffic = Traffic(cluster, 2)
+        stop = trio.Event()
+        problems: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for w in range(3):
+                nursery.start_soon(traffic.run, f"w{w}", stop)
+            nursery.start_soon(watch_copies, cluster, problems, stop)
+            await trio.sleep(2)
+            async with cluster.client("node-4") as http:
+                r = await http.post("/admin/maintenance/enable")
+                assert r.status_code == 200 and r.json()["status"] == "draining", r.text
+                assert r.json()["shards_remaining"] > 0
+
+                async def drained() -> bool:
+                    status = (await http.get("/admin/maintenance/status")).json()
+                    return status["status"] == "drained" and status["shards_remaining"] == 0
+
+                with trio.fail_after(300):
+                    while not await drained():
+                        await trio.sleep(0.5)
+                sdk_view = (await http.get("/v1/admin/cluster/maintenance")).json()
+                assert sdk_view["status"] == "drained"
+            smap = one_map(cluster)
+            assert smap is not None and "node-4" not in smap.members()
+            # the seed's rolling upgrade: stop it, start it again, bring it back
+            await cluster.stop("node-4")
+            await cluster.start("node-4")
+            await eventually(lambda: cluster.node("node-4").readiness.ready, timeout=30)
+            async with cluster.client("node-1") as http:  # the SDK's path, naming the node
+                r = await http.post("/v1/admin/cluster/maintenance/disable", json={"node_ids": ["node-4"]})
+            assert r.status_code == 200 and r.json()["node_id"] == "node-4", r.text
+            await eventually(lambda: settled(cluster, 4) and one_map(cluster).balance() < 0.1  # type: ignore[union-attr]
+                             and replicas_equal_primaries(cluster), timeout=300)
+            stop.set()
+        assert not traffic.failures, traffic.failures[:10]
+        assert not problems, problems[:5]
+        assert one_map(cluster).distribution()["node-4"]["primary"] >= 12  # type: ignore[union-attr]
+
+
+async def test_rebalance_route_plans_on_the_leader_and_checks_its_input(autojump_clock: MockClock) -> None:
+    async with open_cluster(3, seed=23) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+        follower = next(i for i in cluster.ids if i != leader)
+        async with cluster.client(follower) as http:
+            r = await http.post("/admin/cluster/rebalance", json={"dry_run": True})
+            assert r.status_code == 200, r.text
+            assert r.json()["moved"] == 0 and r.json()["plan"] == [] and r.json()["dry_run"]
+            sdk = await http.post("/v1/admin/cluster/shards/rebalance", json={"dry_run": False, "shard_ids": ["3"]})
+            assert sdk.status_code == 200 and sdk.json()["shard_map_version"] >= 1
+            for bad in ({"dry_run": "yes"}, {"shard_ids": [64]}, {"shard_ids": ["x"]}, {"shard_ids": 3}, {"now": 1}, [1]):
+                r = await http.post("/admin/cluster/rebalance", json=bad)
+                assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST", (bad, r.text)
+            assert (await http.post("/admin/maintenance/enable", json={"node_ids": "node-2"})).status_code == 400
+            assert (await http.post("/admin/maintenance/enable", json={"node_ids": ["nope"]})).status_code == 404
+        # a planned move is reported before it is made: take a node out and look
+        cluster.kill("node-3")
+        await eventually(lambda: (m := one_map(cluster)) is not None and "node-3" in m.down, timeout=30)
+        async with cluster.client("node-1") as http:
+            plan = (await http.post("/admin/cluster/rebalance", json={"dry_run": True})).json()
+        assert plan["moved"] == 0  # within the grace period its copies stay, marked down
+
+
+@pytest.mark.parametrize("victim", ["source", "target", "leader"])
+async def test_a_transfer_interrupted_by_a_death_converges_anyway(autojump_clock: MockClock, victim: str) -> None:
+    config = {"rebalance_concurrency": 2, "rereplication_grace": 10.0, "write_ack": "quorum"}
+    async with open_cluster(4, seed=24, start=3, config=config) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        traffic = Traffic(cluster, 3)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for w in range(2):
+                nursery.start_soon(traffic.run, f"w{w}", stop)
+            await trio.sleep(2)
+            await cluster.start("node-4")
+            await eventually(lambda: (m := one_map(cluster)) is not None and m.learners_any(), timeout=30)
+            smap = one_map(cluster)
+            assert smap is not None
+            shard = next(s for s, c in enumerate(smap.placement) if len(c) > smap.counted)
+            leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+            dead = {"source": smap.placement[shard][0], "target": "node-4", "leader": leader}[victim]
+            cluster.kill(dead)
+            await trio.sleep(5)
+            await cluster.restart(dead)
+            await eventually(lambda: settled(cluster, 4) and one_map(cluster).balance() < 0.1  # type: ignore[union-attr]
+                             and replicas_equal_primaries(cluster), timeout=300)
+            stop.set()
+        for mid, agent in sorted(traffic.acked.items()):
+            async with cluster.client("node-2") as http:
+                r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            assert r.status_code == 200, (mid, r.text)
