@@ -196,14 +196,16 @@ class Replicator(Actor):
                 return
             live = smap.live_copies(shard)
             need = needed(mode, len(live))
+            if shard not in self.live or self.me not in live:
+                # the map moved the shard (or marked us down) after the commit: our copy no longer
+                # counts, and whether the new primary took this record over is not ours to say
+                raise ApiError(503, f"shard {shard} moved before the write reached {need} copies; it may or may "
+                                    "not be kept", retry_after=1)
             progress = self.progress.get(shard)
             have = 1 + (sum(1 for m, p in progress.replicas.items() if m in live and p.acked >= seq)
                         if progress is not None else 0)
             if have >= need:
                 return
-            if shard not in self.live:
-                raise ApiError(503, f"shard {shard} moved before the write reached {need} copies; it may or may "
-                                    "not be kept", retry_after=1)
             if not await self._wait_change(deadline):
                 raise ApiError(503, f"the write is durable on the primary but reached {have} of {need} copies "
                                     f"within {timeout}s (DAKERA_WRITE_ACK={mode})", retry_after=1)

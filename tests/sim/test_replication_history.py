@@ -31,7 +31,11 @@ MockClock = trio.testing.MockClock
 SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "8"))
 # (nodes, RF, ack mode, simultaneous failures)
 SETUPS = [(3, 2, "quorum", 1), (3, 2, "all", 1), (5, 3, "quorum", 1), (5, 3, "all", 2)]
-CASES = [(seed, *setup) for setup in SETUPS for seed in range(1, SCHEDULES + 1)]
+# schedules that once found a bug, kept in every run: 111 (a primary cut off, handed a write just
+# as the map moved its shard away, acknowledged it by counting itself as a copy)
+REGRESSIONS = {(3, 2, "quorum", 1): [111], (3, 2, "all", 1): [111]}
+CASES = [(seed, *setup) for setup in SETUPS
+         for seed in [*range(1, SCHEDULES + 1), *(s for s in REGRESSIONS.get(setup, []) if s > SCHEDULES)]]
 
 
 class History:
