@@ -118,3 +118,60 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_rolling_upgrade_of_every_node_with_no_client_error(tmp_path: Path) -> None:
+    """The seed's rolling upgrade, node by node through the whole cluster, the leader included."""
+    nodes = cluster_processes(tmp_path, 3, DAKERA_REPLICATION_FACTOR="2")
+    try:
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_healthy(30)
+        wait_for(lambda: balanced(nodes, 3), 30, "a balanced cluster")
+        errors: list[str] = []
+        acked: dict[str, str] = {}
+        stop = threading.Event()
+        upgrading: list[str] = []
+
+        def client_load() -> None:
+            # behind a load balancer that skips the node being upgraded (its /health/ready is
+            # what an operator's balancer would watch; the drained node would still forward)
+            clients = {n.url: DakeraClient(n.url, max_retries=5, timeout=30) for n in nodes}
+            i = 0
+            while not stop.is_set():
+                usable = [n for n in nodes if n.url not in upgrading]
+                client = clients[usable[i % len(usable)].url]
+                agent = f"agent-{i % 40:03}"
+                try:
+                    mid = client.store_memory(agent, f"written during the rolling upgrade {i}")["id"]
+                    acked[mid] = agent
+                    client.get_memory(agent, mid)
+                except DakeraError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                i += 1
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=client_load)
+        thread.start()
+        for node in nodes:
+            assert httpx.post(node.url + "/admin/maintenance/enable", timeout=10).status_code == 200
+            wait_for(lambda node=node: get(node, "/admin/maintenance/status")["status"] == "drained", 120, "drained")
+            upgrading.append(node.url)
+            node.signal(signal.SIGTERM)
+            assert node.wait(15) == 0
+            node.start()
+            node.wait_healthy(30)
+            assert httpx.post(node.url + "/admin/maintenance/disable", timeout=10).status_code == 200
+            upgrading.remove(node.url)
+            wait_for(lambda: balanced(nodes, 3), 120, "shards back after the upgrade")
+        stop.set()
+        thread.join(60)
+        assert not errors, errors[:10]
+        reader = DakeraClient(nodes[0].url, max_retries=5, timeout=30)
+        for mid, agent in list(acked.items()):
+            assert reader.get_memory(agent, mid)["id"] == mid
+        print(f"\nrolling upgrade of 3 nodes: {len(acked)} writes acknowledged and read back, no client error")
+    finally:
+        for n in nodes:
+            n.stop()
