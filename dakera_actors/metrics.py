@@ -103,7 +103,7 @@ class NodeMetrics:
         self.replication_snapshots = Counter("dakera_replication_snapshots",
                                              "Whole shard copies sent to and received from other nodes",
                                              ["direction"], registry=r)
-        self._lag_collector = _NoReplication()
+        self._lag_collector: Collector = _NoReplication()
         r.register(self._lag_collector)
         for direction in ("sent", "received"):
             self.replication_records.labels(direction)

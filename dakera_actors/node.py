@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from .lease.actor import LeaseActor
     from .membership.actor import MembershipActor
     from .replication.actor import Replicator
-    from .sharding.operations import Operations
     from .sharding.actor import ShardMapActor
+    from .sharding.operations import Operations
     from .sharding.router import Router
     from .store.service import MemoryService
     from .wal.memory import SimDisk

@@ -176,7 +176,8 @@ class ShardMapActor(Actor):
     async def rebalance(self, dry_run: bool, only: set[int] | None) -> dict[str, Any]:
         """The leader's answer to ``POST /admin/cluster/rebalance``: the moves from the counted
         copies to the target (limited to ``only``) and, unless ``dry_run``, a step toward it now."""
-        return await self.ask(_Rebalance(dry_run, only))  # type: ignore[no-any-return]
+        answer: dict[str, Any] = await self.ask(_Rebalance(dry_run, only))
+        return answer
 
     def _plan_moves(self, only: set[int] | None) -> list[dict[str, Any]]:
         current = self.view.value

@@ -121,7 +121,8 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
             progress = False
             for shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0] if sc[1] else "")):
                 # only a copy that held the shard before may take the role: a new one is empty
-                candidates = [m for m in copies[1:] if m in eligible and (held[shard] is None or m in held[shard])]
+                before = held[shard]
+                candidates = [m for m in copies[1:] if m in eligible and (before is None or m in before)]
                 if not candidates or copies[0] not in eligible:
                     continue
                 head = copies[0]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from dakera import DakeraClient, DakeraError
 
-from .procs import cluster_processes
+from .procs import cluster_processes, start_all, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -23,17 +23,6 @@ def get(node, path: str) -> dict:  # type: ignore[no-untyped-def]
     return httpx.get(node.url + path, timeout=5).json()
 
 
-def wait_for(condition, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while True:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.2)
 
 
 def balanced(nodes, members: int) -> bool:  # type: ignore[no-untyped-def]
@@ -47,10 +36,7 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
     nodes = cluster_processes(tmp_path, 4, seeds=3, DAKERA_REPLICATION_FACTOR="2")
     first, fourth = nodes[:3], nodes[3]
     try:
-        for n in first:
-            n.start()
-        for n in first:
-            n.wait_healthy(30)
+        start_all(first)
         wait_for(lambda: balanced(first, 3), 30, "a balanced three-node cluster")
         seed_client = DakeraClient(first[0].url, max_retries=5, timeout=30)
         acked: dict[str, str] = {}
@@ -124,10 +110,7 @@ def test_rolling_upgrade_of_every_node_with_no_client_error(tmp_path: Path) -> N
     """The seed's rolling upgrade, node by node through the whole cluster, the leader included."""
     nodes = cluster_processes(tmp_path, 3, DAKERA_REPLICATION_FACTOR="2")
     try:
-        for n in nodes:
-            n.start()
-        for n in nodes:
-            n.wait_healthy(30)
+        start_all(nodes)
         wait_for(lambda: balanced(nodes, 3), 30, "a balanced cluster")
         errors: list[str] = []
         acked: dict[str, str] = {}

@@ -138,7 +138,7 @@ async def test_maintenance_drains_a_node_which_then_restarts_and_gets_shards_bac
                     return status["status"] == "drained" and status["shards_remaining"] == 0
 
                 with trio.fail_after(300):
-                    while not await drained():
+                    while not await drained():  # noqa: ASYNC110 - polling the API, as an operator does
                         await trio.sleep(0.5)
                 sdk_view = (await http.get("/v1/admin/cluster/maintenance")).json()
                 assert sdk_view["status"] == "drained"
