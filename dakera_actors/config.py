@@ -175,6 +175,8 @@ class Config:
     write_ack: str = attrs.field(default="primary", validator=_one_of(WRITE_ACK_MODES))
     #: a Dead member keeps its copies (marked down) this long before the leader re-replicates
     rereplication_grace: float = attrs.field(default=30.0, validator=_positive_float(86_400))
+    #: shards the leader transfers to new copies at once while rebalancing
+    rebalance_concurrency: int = attrs.field(default=4, validator=_int_range(1, 1024))
     #: newest records per shard kept in memory for replicas to fetch; further behind: a snapshot
     replication_tail_records: int = attrs.field(default=1024, validator=_int_range(16, 1_000_000))
     storage: str = attrs.field(default="filesystem", validator=_one_of(STORAGE_KINDS))

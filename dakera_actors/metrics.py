@@ -95,17 +95,21 @@ class NodeMetrics:
         # replication
         self.replication_records = Counter("dakera_replication_records", "Replicated records sent and received",
                                            ["direction"], registry=r)
-        self.replication_bytes = Counter("dakera_replication_bytes", "Bytes of replicated records sent",
+        self.replication_bytes = Counter("dakera_replication_bytes",
+                                         "Bytes sent to replicas: log records ('sent') and whole-shard copies ('snapshot')",
                                          ["direction"], registry=r)
+        self.shards_moving = Gauge("dakera_shards_moving", "Shards being transferred to new copies (learners)",
+                                   registry=r)
         self.replication_snapshots = Counter("dakera_replication_snapshots",
                                              "Whole shard copies sent to and received from other nodes",
                                              ["direction"], registry=r)
-        self._lag_collector = _NoReplication()
+        self._lag_collector: Collector = _NoReplication()
         r.register(self._lag_collector)
         for direction in ("sent", "received"):
             self.replication_records.labels(direction)
             self.replication_snapshots.labels(direction)
         self.replication_bytes.labels("sent")
+        self.replication_bytes.labels("snapshot")
         for direction in ("in", "out"):
             self.packets.labels(direction)
             self.packet_bytes.labels(direction)

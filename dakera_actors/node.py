@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .membership.actor import MembershipActor
     from .replication.actor import Replicator
     from .sharding.actor import ShardMapActor
+    from .sharding.operations import Operations
     from .sharding.router import Router
     from .store.service import MemoryService
     from .wal.memory import SimDisk
@@ -119,6 +120,7 @@ class Node:
         self.shard_map: ShardMapActor | None = None
         self.router: Router | None = None
         self.replicator: Replicator | None = None
+        self.operations: Operations | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -240,7 +242,8 @@ class Node:
                                        endpoint=self.endpoint, lease=self.lease,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
                                        log=self.log, nursery=self.nursery, membership=self.membership,
-                                       grace=self.config.rereplication_grace)
+                                       grace=self.config.rereplication_grace,
+                                       concurrency=self.config.rebalance_concurrency)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.readiness.require("shard_map")
@@ -278,6 +281,7 @@ class Node:
                                    else {self.node_id: {"primary": shards, "replica": 0}}),
             "shard_balance": round(smap.balance(), 4) if smap else 0.0,
             "unassigned_shards": (sum(1 for c in smap.placement if not c) if smap else shards if cluster else 0),
+            "shards_moving": len(smap.placement) - sum(1 for c in smap.placement if len(c) <= smap.counted) if smap else 0,
         }
 
     def cluster_shards(self) -> dict[str, Any]:
@@ -383,6 +387,9 @@ async def open_node(
                         await node._start_membership()
                         await node._start_lease()
                         await node._start_shard_map()
+                        from .sharding.operations import Operations
+
+                        node.operations = Operations(node)
                     await start_storage(node)
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")

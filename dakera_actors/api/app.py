@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .. import __version__
 from .errors import ApiError
 from .memory import mount_memory_routes
+from .operations import mount_operation_routes
 from .responses import error_response, json_response
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ def create_app(node: Node) -> QuartTrio:
                                   "down": [], "unreachable_primaries": [], "shards": []})
         return json_response(await node.replicator.cluster_status())
 
+    mount_operation_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
     return app

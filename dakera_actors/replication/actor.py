@@ -19,6 +19,7 @@ alive) is never lost to a role change. The protocol decisions live in :mod:`.cor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new record
 MAX_FETCH_RECORDS = 512
 SNAPSHOT_CHUNK = 256  # memories per snapshot frame
 RETRY = 0.2  # after a failed fetch
+HANDOVER_WAIT = 30.0
+DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (a takeover may still read it)
 LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
 SILENT_REPLICA = 5.0  # a replica that has not fetched for this long is not healthy (it polls twice a second)
 
@@ -113,6 +116,10 @@ class _MapChanged:
     map: ShardMap
 
 
+def smap_owner(smap: ShardMap | None, shard: int) -> str | None:
+    return smap.owner(shard) if smap is not None else None
+
+
 class Replicator(Actor):
     def __init__(self, node: Node) -> None:
         super().__init__("replicator")
@@ -129,6 +136,11 @@ class Replicator(Actor):
         self.syncing: set[int] = set()  # shards this node is primary of, still taking over
         self.live_since: dict[int, int] = {}  # shard -> the map's primary epoch it went live under
         self._previous: dict[int, str] = {}  # shard -> its primary in the map before, for the takeover
+        self._drop_at: dict[int, float] = {}  # shard -> when to delete this node's copy
+        #: shards this node was primary of until a map moved the role while it lived, until the
+        #: new primary confirms it holds everything (or HANDOVER_WAIT passes): drains wait for it
+        self.handing_over: dict[int, float] = {}
+        self._networked = False  # a map has come from the cluster since start (not just the disk)
         self._changed = trio.Event()  # records committed, acks received, map changed
         self._fetchers: dict[str, trio.Lock] = {}  # primary peer -> its fetch loop's lock
         self._takeover_running = False
@@ -212,8 +224,26 @@ class Replicator(Actor):
 
     async def handle(self, msg: Any) -> Any:
         if isinstance(msg, _MapChanged):
+            if self.map is not None and msg.map.key > self.map.key:
+                self._networked = True
             self._on_map(msg.map)
         return None
+
+    def next_timer(self) -> float:
+        return min(min(self._drop_at.values(), default=math.inf), min(self.handing_over.values(), default=math.inf))
+
+    async def on_timer(self, now: float) -> None:
+        for shard, until in list(self.handing_over.items()):
+            if until <= now:
+                del self.handing_over[shard]  # nobody came for it: not holding a drain forever
+        for shard, at in sorted(self._drop_at.items()):
+            if at > now:
+                continue
+            del self._drop_at[shard]
+            smap = self.map
+            if smap is not None and self.me not in smap.placement[shard]:
+                await self.owner.drop(shard)
+                self.node.log.info("shard_copy_dropped", shard=shard, map_version=smap.version)
 
     def _on_map(self, smap: ShardMap) -> None:
         if self.map is not None and smap.key <= self.map.key:
@@ -234,12 +264,21 @@ class Replicator(Actor):
                     if old and old[0] != self.me:
                         self._previous[shard] = old[0]  # it may hold writes no copy has yet
             else:
+                if shard in self.live:
+                    self.handing_over[shard] = now + HANDOVER_WAIT
                 self.live.discard(shard)
                 self.syncing.discard(shard)
                 self.progress.pop(shard, None)
         if self.syncing and not self._takeover_running:
             self._takeover_running = True
             self.node.nursery.start_soon(self._takeover_loop)  # type: ignore[union-attr]
+        for shard, copies in enumerate(smap.placement):
+            held = self.shards.shards.get(shard)
+            if self.me in copies:
+                self._drop_at.pop(shard, None)
+            elif (self._networked and held is not None and (held.seq or held.agents)
+                  and shard not in self._drop_at):
+                self._drop_at[shard] = now + DROP_DELAY
         for peer in {c[0] for c in smap.placement if c and c[0] != self.me and self.me in c[1:]}:
             if peer not in self._fetchers:
                 self._fetchers[peer] = trio.Lock()
@@ -335,6 +374,8 @@ class Replicator(Actor):
                 if progress is not None and is_prefix(tail, position) and progress.ack(sender, seq, tail.last[1], now):
                     self._notify()
                 verdict = decide(tail, position)
+                if verdict == "current" and shard in self.handing_over and smap_owner(self.map, shard) == sender:
+                    del self.handing_over[shard]  # the new primary has every record we wrote
                 if verdict == "wait" and shard in self.live:
                     self._retake(shard, sender)
                 if verdict == "records" and len(records) < MAX_FETCH_RECORDS:
@@ -358,8 +399,10 @@ class Replicator(Actor):
         image = self.shards.dump(shard)  # consistent: nothing is applied while it is taken
         memories = image["memories"]
         for at in range(0, max(len(memories), 1), SNAPSHOT_CHUNK):
-            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], memories[at:at + SNAPSHOT_CHUNK],
+            chunk = memories[at:at + SNAPSHOT_CHUNK]
+            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk,
                                             at + SNAPSHOT_CHUNK >= len(memories)))
+            self._metrics.replication_bytes.labels("snapshot").inc(len(msgpack.packb(chunk, use_bin_type=True)))
         self._metrics.replication_snapshots.labels("sent").inc()
 
     async def _serve_positions(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -398,16 +441,19 @@ class Replicator(Actor):
             while self.syncing and self.map is not None:
                 smap = self.map
                 done = await self._takeover(smap, sorted(self.syncing))
-                if self.map is smap:
-                    for shard in done:
-                        if shard in self.syncing:
-                            self.syncing.discard(shard)
-                            self._previous.pop(shard, None)
-                            self.live.add(shard)
-                            self.live_since[shard] = smap.primary_since(shard)
-                    self._notify()
-                    if self.syncing:
-                        await trio.sleep(RETRY)
+                now_map = self.map
+                for shard in done:
+                    # maps change often while shards move: a takeover still counts if the role has
+                    # not changed hands meanwhile (nobody else can have written the shard since)
+                    if (shard in self.syncing and now_map.owner(shard) == self.me
+                            and now_map.primary_since(shard) == smap.primary_since(shard)):
+                        self.syncing.discard(shard)
+                        self._previous.pop(shard, None)
+                        self.live.add(shard)
+                        self.live_since[shard] = smap.primary_since(shard)
+                self._notify()
+                if self.syncing:
+                    await trio.sleep(RETRY)
         finally:
             self._takeover_running = False
 
@@ -448,6 +494,9 @@ class Replicator(Actor):
         async with trio.open_nursery() as nursery:
             for peer, wanted in peers.items():
                 nursery.start_soon(ask, peer, wanted)
+        # the previous primary, alive, waits to hear that we hold everything it wrote (a drain
+        # counts it as remaining until then): one fetch at our final position tells it
+        confirm: dict[str, list[int]] = {}
         done = []
         for shard in shards:
             if shard in blocked:
@@ -464,7 +513,14 @@ class Replicator(Actor):
                 if self.shards.shard(shard).position < target[0]:
                     continue
                 self.node.log.info("shard_caught_up", shard=shard, source=target[1], seq=target[0][1])
+            previous = self._previous.get(shard)
+            if previous is not None:
+                confirm.setdefault(previous, []).append(shard)
             done.append(shard)
+        for peer, confirmed in confirm.items():
+            member = self._member(peer)
+            if member is not None and member.reachable:
+                await self._fetch_once(peer, member.address, confirmed, 0)
         return done
 
     # -- status ------------------------------------------------------------------------
@@ -486,11 +542,17 @@ class Replicator(Actor):
         return worst_ms, worst_records, healthy, len(smap.placement[shard]) - 1
 
     def local_status(self) -> list[list[Any]]:
+        """Per shard this node is primary of: [shard, lag ms, lag records, healthy replicas,
+        replicas, [[replica, records behind, fetched recently], ...]]."""
         now = trio.current_time()
         out = []
         for shard in sorted(self.live | self.syncing):
             ms, records, healthy, replicas = self.shard_lag(shard, now)
-            out.append([shard, int(ms), records, healthy, replicas])
+            progress = self.progress.get(shard)
+            each = [] if progress is None or shard not in self.live else [
+                [m, max(0, self.tail(shard).last[1] - p.acked), p.seen_at > 0 and now - p.seen_at <= SILENT_REPLICA]
+                for m, p in sorted(progress.replicas.items())]
+            out.append([shard, int(ms), records, healthy, replicas, each])
         return out
 
     def _under_replicated_count(self, now: float) -> int:

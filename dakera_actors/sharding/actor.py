@@ -27,9 +27,11 @@ from ..runtime import Actor, Published
 from ..transport import TransportError
 from ..wal.actor import disk_call
 from ..wire import Envelope, message, structure, unstructure
-from .shardmap import ShardMap, acceptable, next_map
+from .rebalance import moves, settled, transferring
+from .shardmap import ShardMap, acceptable, next_map, target_of
 
 SETTLE = 0.2  # membership changes this close together produce one map
+POLL = 0.5  # while shards transfer, the leader asks their primaries this often whether learners caught up
 RESEND = 5.0  # anti-entropy: the leader re-sends its map this often
 SEND_TIMEOUT = 2.0
 FILE_NAME = "shardmap.msgpack"
@@ -54,6 +56,25 @@ class ShardMapPull:
 class _Offer:
     map: ShardMap
     sender: str
+
+
+@attrs.frozen
+class _Rebalance:
+    dry_run: bool
+    only: set[int] | None
+
+
+def raise_not_leader() -> None:
+    from ..api.errors import ApiError
+
+    raise ApiError(503, "not the leader (any more); retry", retry_after=1)
+
+
+@attrs.frozen
+class _Recompute:
+    """A learner poll ended (``now``: one caught up, plan the next map now), or an operator asked."""
+
+    now: bool = True
 
 
 @attrs.frozen
@@ -102,9 +123,17 @@ class ShardMapStore:
 class ShardMapActor(Actor):
     def __init__(self, self_id: str, *, shards: int, rf: int, endpoint: Endpoint, lease: LeaseActor,
                  store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery,
-                 membership: Any = None, grace: float = 30.0) -> None:
+                 membership: Any = None, grace: float = 30.0, concurrency: int = 4) -> None:
         super().__init__("shard-map")
         self.self_id, self.shards, self.rf, self.grace = self_id, shards, rf, grace
+        self.concurrency = concurrency
+        self._caught: set[tuple[int, str]] = set()  # (shard, learner) the primary reports caught up
+        self._poll_at = math.inf
+        self._polling = False
+        self._only: set[int] | None = None  # a manual rebalance limited to these shards
+        self._settling = False
+        #: this node's replication status rows (the replicator's), when it is the leader and a primary
+        self.replication_status: Any = None
         self._keep: tuple[str, ...] = ()
         self._grace_at = math.inf
         self.endpoint, self.lease, self.store = endpoint, lease, store
@@ -144,6 +173,34 @@ class ShardMapActor(Actor):
         reason: str = await self.ask(_Offer(shard_map, sender))
         return reason
 
+    async def rebalance(self, dry_run: bool, only: set[int] | None) -> dict[str, Any]:
+        """The leader's answer to ``POST /admin/cluster/rebalance``: the moves from the counted
+        copies to the target (limited to ``only``) and, unless ``dry_run``, a step toward it now."""
+        answer: dict[str, Any] = await self.ask(_Rebalance(dry_run, only))
+        return answer
+
+    def _plan_moves(self, only: set[int] | None) -> list[dict[str, Any]]:
+        current = self.view.value
+        if current is None or not self._eligible:
+            return []
+        base = settled(current.placement, current.counted)
+        target = target_of(current, self._eligible, shards=self.shards, rf=self.rf, keep=self._keep)
+        return [m for m in moves(base, target) if only is None or m["shard"] in only]
+
+    async def catch_up(self, address: str, version: int, *, timeout: float) -> None:
+        """Fetch the map from the member at ``address`` (which has version ``version``) and install
+        it if it is newer and fenced; returns when done or after ``timeout``."""
+        with trio.move_on_after(timeout):
+            current = self.view.value
+            if current is not None and current.version >= version:
+                return
+            try:
+                reply = await self.endpoint.request(address, ShardMapPull(), timeout=timeout)
+            except (TransportError, RemoteError):
+                return
+            if isinstance(reply.message, ShardMap):
+                await self.offer(reply.message, "forwarder")
+
     async def _serve_pull(self, envelope: Envelope, stream: MessageStream) -> None:
         current = self.view.value
         await stream.send(current if current is not None else ShardMapAck(accepted=False, reason="no map yet"))
@@ -154,9 +211,14 @@ class ShardMapActor(Actor):
 
     # -- the actor's side --------------------------------------------------------------
     def next_timer(self) -> float:
-        return min(self._recompute_at, self._resend_at, self._grace_at)
+        return min(self._recompute_at, self._resend_at, self._grace_at, self._poll_at)
 
     async def on_timer(self, now: float) -> None:
+        if now >= self._poll_at:
+            self._poll_at = math.inf
+            if not self._polling:
+                self._polling = True
+                self._nursery.start_soon(self._poll_learners)
         if now >= self._grace_at:
             self._grace_at = math.inf
             self._update_members(now)
@@ -169,6 +231,26 @@ class ShardMapActor(Actor):
 
     async def handle(self, msg: Any) -> Any:
         now = trio.current_time()
+        if isinstance(msg, _Rebalance):
+            if not self._lease.is_self:
+                raise_not_leader()
+            planned = self._plan_moves(msg.only)
+            if not msg.dry_run and planned:
+                self._only = msg.only
+                try:
+                    await self._recompute()
+                finally:
+                    self._only = None
+            current = self.view.value
+            return {"moved": len(planned), "dry_run": msg.dry_run,
+                    "shard_map_version": current.version if current else 0, "plan": planned}
+        if isinstance(msg, _Recompute):
+            current = self.view.value
+            if current is not None and current.learners_any() and self._lease.is_self:
+                self._poll_at = min(self._poll_at, now + POLL)  # keep asking while shards transfer
+            if msg.now:
+                self._recompute_at = now
+            return None
         if isinstance(msg, _Offer):
             return await self._consider(msg.map, msg.sender)
         if isinstance(msg, _Lease):
@@ -232,9 +314,11 @@ class ShardMapActor(Actor):
         if not self._lease.is_self or not self._eligible:
             return
         current = self.view.value
-        order = await self._promotion_order(current) if current is not None else None
+        order = (await self._promotion_order(settled(current.placement, current.counted))
+                 if current is not None else None)
         proposal = next_map(current, self._eligible, token=self._lease.token, shards=self.shards, rf=self.rf,
-                            keep=self._keep, order=order)
+                            keep=self._keep, order=order, caught_up=lambda s, m: (s, m) in self._caught,
+                            concurrency=self.concurrency, only=self._only)
         if proposal is None:
             return
         reason = await self._consider(proposal, self.self_id)
@@ -242,13 +326,13 @@ class ShardMapActor(Actor):
             self._broadcast()
             await self._announce_header(proposal)
 
-    async def _promotion_order(self, current: ShardMap) -> list[list[str]]:
-        """The current placement with each orphaned shard's surviving copies ordered by position,
+    async def _promotion_order(self, placement: list[list[str]]) -> list[list[str]]:
+        """The counted copies with each orphaned shard's surviving copies ordered by position,
         newest history first: the leader promotes the replica that has the most."""
         from ..replication.actor import PositionQuery, Positions
 
         eligible = set(self._eligible)
-        orphaned = {s: [m for m in c if m in eligible] for s, c in enumerate(current.placement)
+        orphaned = {s: [m for m in c if m in eligible] for s, c in enumerate(placement)
                     if c and c[0] not in eligible}
         asks: dict[str, list[int]] = {}
         for shard, survivors in orphaned.items():
@@ -273,10 +357,10 @@ class ShardMapActor(Actor):
             async with trio.open_nursery() as nursery:
                 for member, shards in asks.items():
                     nursery.start_soon(ask, member, shards)
-        order = [list(c) for c in current.placement]
+        order = [list(c) for c in placement]
         for shard, survivors in orphaned.items():
             ranked = sorted(survivors, key=lambda m: positions.get((shard, m), (-1, -1)), reverse=True)
-            order[shard] = ranked + [m for m in current.placement[shard] if m not in eligible]
+            order[shard] = ranked + [m for m in placement[shard] if m not in eligible]
         if orphaned:
             self.log.info("shards_promoting", shards=len(orphaned), asked=len(asks))
         return order
@@ -291,8 +375,59 @@ class ShardMapActor(Actor):
         self._install(offered, sender)
         return ""
 
+    async def _poll_learners(self) -> None:
+        """Ask the primaries of transferring shards how far their learners are; recompute (flip)
+        as soon as one has caught up."""
+        from ..replication.actor import StatusReply, StatusRequest
+
+        try:
+            current = self.view.value
+            if current is None or not self._lease.is_self:
+                return
+            pending = transferring(current.placement, current.counted)
+            primaries = {current.placement[s][0] for s in pending}
+            caught: set[tuple[int, str]] = set()
+
+            async def ask(member: str) -> None:
+                address = self._addresses.get(member) if member != self.self_id else None
+                if member == self.self_id:
+                    rows = self.replication_status() if self.replication_status else []
+                elif address is None:
+                    return
+                else:
+                    try:
+                        reply = await self.endpoint.request(address, StatusRequest(), timeout=SEND_TIMEOUT)
+                    except (TransportError, RemoteError):
+                        return
+                    if not isinstance(reply.message, StatusReply):
+                        return
+                    rows = reply.message.shards
+                for row in rows:
+                    if row[0] in pending and len(row) > 5:
+                        caught.update((row[0], m) for m, behind, fresh in row[5]
+                                      if m in pending[row[0]] and behind == 0 and fresh)
+
+            async with trio.open_nursery() as nursery:
+                for member in primaries:
+                    nursery.start_soon(ask, member)
+            news = caught - self._caught
+            self._caught = {k for k in self._caught | caught if k[0] in pending}
+            await self.tell(_Recompute(now=bool(news)))
+        finally:
+            self._polling = False
+
     def _install(self, shard_map: ShardMap, source: str) -> None:
         self.view.set(shard_map)
+        self.metrics.shards_moving.set(len(transferring(shard_map.placement, shard_map.counted)))
+        if shard_map.learners_any():
+            self._settling = True
+            if self._lease.is_self:
+                self._poll_at = min(self._poll_at, trio.current_time() + POLL)
+        elif self._lease.is_self and self._settling:
+            # transfers just finished: plan once more over the settled copies (primaries can now
+            # move onto the copies that have the data)
+            self._settling = False
+            self._recompute_at = min(self._recompute_at, trio.current_time() + SETTLE)
         self.metrics.shard_balance.set(shard_map.balance())
         self.log.info("shard_map_installed", token=shard_map.token, version=shard_map.version, source=source,
                       members=len(shard_map.members()))

@@ -48,6 +48,11 @@ def _loads(placement: Sequence[Sequence[str]], nodes: Sequence[str]) -> dict[str
     return load
 
 
+def copies_wanted(members: Iterable[str], rf: int, keep: Iterable[str] = ()) -> int:
+    """Copies per shard a plan makes: RF, capped by the members (eligible and kept) there are."""
+    return min(rf, len(set(members) | set(keep)))
+
+
 def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards: int, rf: int,
          keep: Iterable[str] = ()) -> Placement:
     """The next placement: ``result[shard]`` = its copies, primary first.
@@ -116,7 +121,8 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
             progress = False
             for shard, copies in sorted(enumerate(placement), key=lambda sc: -score(sc[0], sc[1][0] if sc[1] else "")):
                 # only a copy that held the shard before may take the role: a new one is empty
-                candidates = [m for m in copies[1:] if m in eligible and (held[shard] is None or m in held[shard])]
+                before = held[shard]
+                candidates = [m for m in copies[1:] if m in eligible and (before is None or m in before)]
                 if not candidates or copies[0] not in eligible:
                     continue
                 head = copies[0]
@@ -149,19 +155,23 @@ def moved(before: Sequence[Sequence[str]], after: Sequence[Sequence[str]]) -> in
 
 
 def check(placement: Sequence[Sequence[str]], members: Iterable[str], shards: int, rf: int,
-          down: Iterable[str] = ()) -> list[str]:
-    """What is wrong with a map a node was sent (empty when it is sound)."""
+          down: Iterable[str] = (), width: int | None = None) -> list[str]:
+    """What is wrong with a map a node was sent (empty when it is sound). ``width``: counted
+    copies per shard (learners may follow them); by default every copy counts."""
     nodes = set(members)
     offline = set(down)
-    want = min(rf, len(nodes))
+    want = min(rf, len(nodes)) if width is None else width
     problems = []
     if len(placement) != shards:
         problems.append(f"{len(placement)} shards, expected {shards}")
     for shard, copies in enumerate(placement):
         if len(set(copies)) != len(copies):
             problems.append(f"shard {shard} holds two copies on one member")
-        if len(copies) != want and not (copies and set(copies) <= offline):
+        counted = len(copies) if width is None else min(len(copies), want)
+        if counted != want and not (copies and set(copies) <= offline):
             problems.append(f"shard {shard} has {len(copies)} copies, expected {want}")
+        if width is not None and len(copies) > want + max(rf, 1):
+            problems.append(f"shard {shard} has {len(copies) - want} learners, more than {max(rf, 1)}")
         if set(copies) - nodes:
             problems.append(f"shard {shard} is placed on non-members {sorted(set(copies) - nodes)}")
         if copies and copies[0] in offline and set(copies) - offline:

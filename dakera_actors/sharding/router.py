@@ -129,8 +129,12 @@ class Router:
 
     def _owner(self, agent: str | None) -> str | None:
         smap = self.node.shard_map.view.value if self.node.shard_map else None
-        if agent is None or smap is None:
-            return None  # no map (yet) or no agent: serve here (validation answers bad input)
+        if agent is None:
+            return None  # no agent: serve here (validation answers bad input)
+        if smap is None:
+            if self.node.shard_map is not None:  # a cluster node that has no map yet
+                raise ApiError(503, "node is not ready: no shard map yet", retry_after=1)
+            return None
         return smap.owner(shard_of(agent, smap.shards))
 
     def _holds(self, agent: str | None) -> bool:
@@ -171,10 +175,16 @@ class Router:
         request: Forward = envelope.message
         try:
             body = parse_json(request.body, required=False)
+            if request.map_version > self._map_version() and self.node.shard_map is not None:
+                # the sender knows a newer map: learn it before deciding who owns the shard, or
+                # a new primary could answer from a copy it has not finished taking over
+                member = self.node.membership.view.value.members.get(envelope.sender) if self.node.membership else None
+                if member is not None:
+                    await self.node.shard_map.catch_up(member.address, request.map_version,
+                                                       timeout=self.node.config.request_timeout / 2)
             agent = agent_of(request.op, body, request.args, request.agent)
             owner = self._owner(agent)
             mine = (request.op == "local_agents" or owner in (None, self.node.node_id)
-                    or request.map_version > self._map_version()
                     or (wants_eventual(request.op, body, request.args) and self._holds(agent)))
             if mine:
                 status, payload = await self._local(request, body)

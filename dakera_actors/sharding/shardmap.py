@@ -8,12 +8,13 @@ in force: owners keep serving and accepting writes; only reassignment stops (the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
 from ..wire import message
-from .placement import balance, check, plan
+from .placement import balance, check, copies_wanted, plan
+from .rebalance import settled, step
 
 
 @message("shard.map")
@@ -30,6 +31,9 @@ class ShardMap:
     #: this changed must take the shard over again, even if it was primary before (it may have
     #: missed the maps in between, where another primary wrote)
     since: list[int] = attrs.field(factory=list)
+    #: copies per shard that count (acknowledgements, primaries); copies after them are learners,
+    #: new copies still filling during a transfer. 0: every copy counts (maps from before)
+    width: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -46,9 +50,20 @@ class ShardMap:
     def primary_since(self, shard: int) -> int:
         return self.since[shard] if shard < len(self.since) else 0
 
+    @property
+    def counted(self) -> int:
+        """Copies per shard that count; what follows them in a shard's list are learners."""
+        return self.width or max((len(c) for c in self.placement), default=0)
+
+    def learners(self, shard: int) -> list[str]:
+        return self.placement[shard][self.counted:]
+
+    def learners_any(self) -> bool:
+        return any(len(c) > self.counted for c in self.placement)
+
     def live_copies(self, shard: int) -> list[str]:
-        """The copies acknowledgements count: those not marked down."""
-        return [m for m in self.placement[shard] if m not in self.down]
+        """The copies acknowledgements count: not learners, not marked down."""
+        return [m for m in self.placement[shard][:self.counted] if m not in self.down]
 
     @property
     def shards(self) -> int:
@@ -79,27 +94,43 @@ class ShardMap:
         return balance([tuple(c) for c in self.placement], self.members())
 
 
+def target_of(current: ShardMap | None, eligible: Iterable[str], *, shards: int, rf: int,
+              keep: Iterable[str] = (), order: list[list[str]] | None = None) -> list[list[str]]:
+    """Where the leader wants every copy: a plan over the current map's counted copies."""
+    base = order if order is not None else (settled(current.placement, current.counted) if current else None)
+    return [list(c) for c in plan(base, sorted(set(eligible)), shards, rf, keep)]
+
+
 def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, shards: int,
-             rf: int, keep: Iterable[str] = (), order: list[list[str]] | None = None) -> ShardMap | None:
+             rf: int, keep: Iterable[str] = (), order: list[list[str]] | None = None,
+             caught_up: Callable[[int, str], bool] | None = None, concurrency: int = 4,
+             only: set[int] | None = None) -> ShardMap | None:
     """The leader's next map, or None when the current one already fits (same token, placement).
 
     ``keep``: down members within their grace period (their copies stay, marked down);
-    ``order``: the current placement with copies reordered by position (promotion order)."""
+    ``order``: the current counted copies reordered by position (promotion order);
+    ``caught_up(shard, member)``: whether a learner has caught up with its primary; the map
+    walks toward the target through :func:`~.rebalance.step` (``concurrency``, ``only``)."""
     members = sorted(set(eligible))
     if not members:
         return None
-    base = order if order is not None else (current.placement if current else None)
-    placement = plan(base, members, shards, rf, keep)
-    as_lists = [list(c) for c in placement]
+    target = target_of(current, members, shards=shards, rf=rf, keep=keep, order=order)
+    if current is None:
+        as_lists = target
+    else:
+        as_lists = step(current.placement, current.counted, target, caught_up or (lambda _s, _m: False),
+                        concurrency=concurrency, only=only)
+    width = copies_wanted(members, rf, keep)
     held = {m for c in as_lists for m in c}
     down = sorted(set(keep) & held - set(members))
-    if current is not None and current.token == token and current.placement == as_lists and current.down == down:
+    if (current is not None and current.token == token and current.placement == as_lists
+            and current.down == down and current.counted == width):
         return None
     version = (current.version + 1) if current is not None else 1
     epoch = (token << 32) | (version & 0xFFFFFFFF)
     since = [current.since[s] if current is not None and s < len(current.since) and current.placement[s][:1] == c[:1]
              else epoch for s, c in enumerate(as_lists)]
-    return ShardMap(token=token, version=version, rf=rf, placement=as_lists, down=down, since=since)
+    return ShardMap(token=token, version=version, rf=rf, placement=as_lists, down=down, since=since, width=width)
 
 
 def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> list[str]:
@@ -110,4 +141,5 @@ def acceptable(current: ShardMap | None, offered: ShardMap, *, shards: int) -> l
         return [f"{offered.shards} shards, this cluster has {shards}"]
     if offered.since and len(offered.since) != offered.shards:
         return [f"{len(offered.since)} primary epochs for {offered.shards} shards"]
-    return check([tuple(c) for c in offered.placement], offered.members(), shards, offered.rf, offered.down)
+    return check([tuple(c) for c in offered.placement], offered.members(), shards, offered.rf, offered.down,
+                 width=offered.counted)

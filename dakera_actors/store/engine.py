@@ -119,7 +119,8 @@ async def start_storage(node: Node) -> MemoryService:
     service = MemoryService(shards, owner, embedder, tokenize, wall_clock=node.wall_clock, rng=node.rng)
     service.tails = owner.tails = tails
     node.memory = service
-    if getattr(node, "endpoint", None) is not None and getattr(node, "shard_map", None) is not None:
+    shard_map = getattr(node, "shard_map", None)
+    if getattr(node, "endpoint", None) is not None and shard_map is not None:
         from ..replication.actor import ReplicationCollector, Replicator
 
         replicator = Replicator(node)
@@ -127,9 +128,10 @@ async def start_storage(node: Node) -> MemoryService:
         service.replication = replicator
         service.request_timeout = config.request_timeout
         node.replicator = replicator
+        shard_map.replication_status = replicator.local_status
         await node.start_actor(replicator)
         assert node.nursery is not None
-        node.nursery.start_soon(replicator.follow, node.shard_map.view)
+        node.nursery.start_soon(replicator.follow, shard_map.view)
         node.metrics.register_replication(ReplicationCollector(replicator))
     node.readiness.open("storage")
     return service

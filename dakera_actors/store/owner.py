@@ -72,6 +72,13 @@ class Install:
 
 
 @attrs.frozen
+class Drop:
+    """This node no longer holds a copy of the shard: empty it (logged, like everything)."""
+
+    shard: int
+
+
+@attrs.frozen
 class Barrier:
     """Answered once every write queued before it has been committed (or refused)."""
 
@@ -134,6 +141,9 @@ class ShardOwner(BatchActor):
     async def install(self, install: Install) -> None:
         await self.ask(install, timeout=WRITE_TIMEOUT)
 
+    async def drop(self, shard: int) -> None:
+        await self.ask(Drop(shard), timeout=WRITE_TIMEOUT)
+
     async def barrier(self) -> None:
         await self.ask(Barrier(), timeout=WRITE_TIMEOUT)
 
@@ -193,6 +203,10 @@ class ShardOwner(BatchActor):
                 entries.append((msg.shard, "mark", {"seq": msg.seq, "epoch": msg.epoch}, now))
                 next_seq[msg.shard] = msg.seq
                 answers.append((req, start, len(entries) - start))
+            elif isinstance(msg, Drop):
+                entries.append((msg.shard, "reset", {}, self.wall_clock()))
+                next_seq[msg.shard] = 0
+                answers.append((req, len(entries) - 1, 1))
             else:
                 answers.append((req, len(entries), 0))  # a Barrier
         results = await self._commit(entries) if entries else []

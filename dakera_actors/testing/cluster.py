@@ -227,6 +227,7 @@ async def open_cluster(
     config: dict[str, Any] | None = None,
     node_config: dict[str, dict[str, Any]] | None = None,
     disk: str | None = None,
+    start: int | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start ``n`` nodes (``node-1`` .. ``node-n``) in this Trio run and yield the cluster.
 
@@ -240,6 +241,8 @@ async def open_cluster(
     kills minus unsynced writes (no threads, MockClock-safe), ``"files"`` uses real files in
     the data dirs; the default is ``"sim"`` with the memory transport, ``"files"`` otherwise.
     Unix time for data is ``wall_clock``: real time at start plus elapsed Trio time.
+    ``start``: start only the first ``start`` nodes (the others join later with
+    :meth:`Cluster.start`, like nodes added to a running cluster).
     """
     if n < 1:
         raise ValueError("a cluster needs at least one node")
@@ -281,7 +284,7 @@ async def open_cluster(
         async with trio.open_nursery() as nursery:
             cluster = Cluster(nursery, slots, serve_http=serve_http, transport_options=transport_options,
                               network=network, seed=seed, wall_clock=wall_clock)
-            for node_id in ids:
+            for node_id in ids[:start]:
                 await cluster.start(node_id)
             try:
                 yield cluster

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -69,6 +69,28 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds (HTTP errors and half-formed answers count as not yet);
+    returns the seconds it took, or fails naming ``what``."""
+    started = time.monotonic()
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.1)
+
+
+def start_all(nodes: list[NodeProcess], deadline: float = 30.0) -> None:
+    for node in nodes:
+        node.start()
+    for node in nodes:
+        node.wait_healthy(deadline)
 
 
 def cluster_processes(tmp: Path, n: int, *, seeds: int | None = None, **env: str) -> list[NodeProcess]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from dakera import DakeraClient, DakeraError
 
-from .procs import NodeProcess, cluster_processes, running
+from .procs import NodeProcess, cluster_processes, running, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -25,17 +25,6 @@ def status(node: NodeProcess, path: str = "/admin/cluster/status") -> dict:
     return httpx.get(node.url + path, timeout=5).json()
 
 
-def wait_for(condition, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while True:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
 
 
 def healthy(nodes: list[NodeProcess]) -> bool:

@@ -117,7 +117,6 @@ class Gate:
 
 
 async def chaos(cluster: Cluster, rng: random.Random, failures: int, history: History, gate: Gate) -> None:
-    n = len(cluster.ids)
     for _ in range(rng.randint(2, 4)):
         await trio.sleep(rng.uniform(0.5, 6.0))
         fault = rng.choice(["kill", "kill", "kill", "partition", "lossy"])

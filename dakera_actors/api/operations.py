@@ -1,0 +1,125 @@
+"""Routes for operator actions: maintenance (the seed's and the SDK's paths) and manual rebalance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from quart import Response
+from quart_trio import QuartTrio
+
+from .errors import ApiError
+from .responses import json_body, json_response
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = data.get(name)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,))):
+        raise ApiError(400, f"{name}: must be {what}", field=name)
+    return value
+
+
+def parse_maintenance(data: Any) -> tuple[list[str] | None, list[str]]:
+    """(node_ids, warnings) of a maintenance request; the SDK's extra fields are accepted."""
+    body = _object(data)
+    unknown = set(body) - {"node_ids", "reason", "reject_requests", "duration_minutes", "force"}
+    if unknown:
+        raise ApiError(400, f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
+    node_ids = _field(body, "node_ids", list, "a list of node ids")
+    if node_ids is not None and not all(isinstance(n, str) and n for n in node_ids):
+        raise ApiError(400, "node_ids: must be a list of node ids", field="node_ids")
+    _field(body, "reason", str, "a string")
+    _field(body, "reject_requests", bool, "true or false")
+    _field(body, "duration_minutes", int, "a whole number of minutes")
+    _field(body, "force", bool, "true or false")
+    warnings = []
+    if body.get("reject_requests"):
+        warnings.append("reject_requests: not supported; a node in maintenance keeps serving and forwarding")
+    if body.get("duration_minutes") is not None:
+        warnings.append("duration_minutes: not supported; maintenance lasts until disabled")
+    return node_ids, warnings
+
+
+def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
+    body = _object(data)
+    unknown = set(body) - {"dry_run", "shard_ids"}
+    if unknown:
+        raise ApiError(400, f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
+    dry_run = _field(body, "dry_run", bool, "true or false") or False
+    raw = _field(body, "shard_ids", list, "a list of shard ids")
+    if raw is None:
+        return dry_run, None
+    ids = []
+    for item in raw:  # the SDK sends strings
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise ApiError(400, "shard_ids: must be shard numbers", field="shard_ids")
+        try:
+            shard = int(item)
+        except ValueError:
+            raise ApiError(400, f"shard_ids: {item!r} is not a shard number", field="shard_ids") from None
+        if not 0 <= shard < shards:
+            raise ApiError(400, f"shard_ids: {shard} is not in 0..{shards - 1}", field="shard_ids")
+        ids.append(shard)
+    return dry_run, ids
+
+
+def mount_operation_routes(app: QuartTrio, node: Node, admin_route: Callable[..., Any]) -> None:
+    def ops() -> Any:
+        if node.operations is None:
+            raise ApiError(409, "this needs cluster mode")
+        return node.operations
+
+    async def set_maintenance(enable: bool) -> Response:
+        node_ids, warnings = parse_maintenance(await json_body(required=False))
+        answer = await ops().maintenance(enable, node_ids)
+        if warnings and isinstance(answer, dict):
+            answer = {**answer, "warnings": warnings}
+        return json_response(answer)
+
+    @admin_route("/maintenance/enable", ["POST"])
+    async def maintenance_enable() -> Response:
+        return await set_maintenance(True)
+
+    @admin_route("/maintenance/disable", ["POST"])
+    async def maintenance_disable() -> Response:
+        return await set_maintenance(False)
+
+    @admin_route("/maintenance/status", ["GET"])
+    async def maintenance_status() -> Response:
+        return json_response(await ops().maintenance(None, None))
+
+    # the SDK's paths
+    @admin_route("/cluster/maintenance/enable", ["POST"])
+    async def cluster_maintenance_enable() -> Response:
+        return await set_maintenance(True)
+
+    @admin_route("/cluster/maintenance/disable", ["POST"])
+    async def cluster_maintenance_disable() -> Response:
+        return await set_maintenance(False)
+
+    @admin_route("/cluster/maintenance", ["GET"])
+    async def cluster_maintenance() -> Response:
+        return json_response(await ops().maintenance(None, None))
+
+    async def rebalance() -> Response:
+        dry_run, shard_ids = parse_rebalance(await json_body(required=False), node.config.shards)
+        return json_response(await ops().rebalance(dry_run, shard_ids))
+
+    admin_route("/cluster/rebalance", ["POST"])(rebalance)
+
+    async def shards_rebalance() -> Response:
+        return await rebalance()
+
+    admin_route("/cluster/shards/rebalance", ["POST"])(shards_rebalance)

@@ -1,0 +1,152 @@
+"""Operator actions on the cluster: maintenance (drain a node, bring it back) and manual rebalance.
+
+Maintenance is a flag in the node's own gossip metadata: a node in maintenance is not eligible,
+so the leader's next target moves its copies away (learners first, then the flip) while it keeps
+serving and forwarding. ``shards_remaining`` counts the shards the map still places on it plus
+the primaries it is still handing over (the new primary has not yet confirmed it holds
+everything this node wrote); at 0 the node is ``drained`` and can be stopped. Turning maintenance
+off makes it eligible again and the leader rebalances shards back onto it.
+
+A rebalance is planned by the leader: any node forwards the request to it over the transport.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ..api.errors import ApiError
+from ..endpoint import MessageStream, RemoteError
+from ..transport import TransportError
+from ..wire import Envelope, message
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+
+@message("ops.maintenance")
+@attrs.frozen
+class MaintenanceCommand:
+    enable: bool | None = None  # None: only report
+
+
+@message("ops.rebalance")
+@attrs.frozen
+class RebalanceCommand:
+    dry_run: bool = False
+    shard_ids: list[int] | None = None
+
+
+@message("ops.reply")
+@attrs.frozen
+class OperationReply:
+    status: int
+    body: bytes
+
+
+class Operations:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        if node.endpoint is not None:
+            node.endpoint.on_stream(MaintenanceCommand, self._serve_maintenance)
+            node.endpoint.on_stream(RebalanceCommand, self._serve_rebalance)
+
+    # -- maintenance -------------------------------------------------------------------
+    def _in_maintenance(self) -> bool:
+        membership = self.node.membership
+        me = membership.view.value.members.get(self.node.node_id) if membership else None
+        return bool(me is not None and me.maintenance)
+
+    def maintenance_status(self) -> dict[str, Any]:
+        smap = self.node.shard_map.view.value if self.node.shard_map else None
+        me = self.node.node_id
+        held = sum(1 for copies in smap.placement if me in copies) if smap else 0
+        handing = len(self.node.replicator.handing_over) if self.node.replicator else 0
+        remaining = held + handing
+        active = self._in_maintenance()
+        return {"status": "drained" if active and remaining == 0 else "draining" if active else "active",
+                "node_id": me, "maintenance": active, "shards_remaining": remaining,
+                "primary_shards": smap.primaries_of(me) if smap else [],
+                "replica_shards": smap.replicas_of(me) if smap else []}
+
+    async def set_maintenance(self, enable: bool) -> dict[str, Any]:
+        membership = self.node.membership
+        if membership is None:
+            raise ApiError(409, "maintenance needs cluster mode: a single node has nowhere to move its shards")
+        me = membership.view.value.members.get(self.node.node_id)
+        meta = dict(me.meta) if me is not None else {}
+        if bool(meta.get("maintenance")) != enable:
+            meta["maintenance"] = enable
+            await membership.set_meta(meta)
+            self.node.log.info("maintenance_enabled" if enable else "maintenance_disabled")
+            me_id = self.node.node_id
+            with trio.move_on_after(2.0):  # the published view follows the core a moment later
+                await membership.view.wait_for(
+                    lambda v: me_id in v.members and v.members[me_id].maintenance == enable)
+        return self.maintenance_status()
+
+    async def maintenance(self, enable: bool | None, node_ids: list[str] | None) -> Any:
+        """Enable/disable (None: report) on this node, or on the named members."""
+        if not node_ids:
+            return self.maintenance_status() if enable is None else await self.set_maintenance(enable)
+        answers = []
+        for node_id in node_ids:
+            if node_id == self.node.node_id:
+                answers.append(self.maintenance_status() if enable is None else await self.set_maintenance(enable))
+                continue
+            answers.append(await self._ask(node_id, MaintenanceCommand(enable)))
+        return answers[0] if len(answers) == 1 else {"nodes": answers}
+
+    async def _ask(self, node_id: str, command: object) -> Any:
+        members = self.node.membership.view.value.members if self.node.membership else {}
+        member = members.get(node_id)
+        if member is None:
+            raise ApiError(404, f"no member {node_id!r} in this cluster", code="NOT_FOUND")
+        if not member.reachable:
+            raise ApiError(503, f"member {node_id} is {member.state.label}", retry_after=1)
+        try:
+            reply = await self.node.endpoint.request(  # type: ignore[union-attr]
+                member.address, command, timeout=self.node.config.request_timeout)
+        except (TransportError, RemoteError) as exc:
+            raise ApiError(503, f"member {node_id} did not answer: {exc}", retry_after=1) from None
+        answer: OperationReply = reply.message
+        body = json.loads(answer.body)
+        if answer.status != 200:
+            raise ApiError(answer.status, body.get("error", "failed"), code=body.get("code"))
+        return body
+
+    async def _serve_maintenance(self, envelope: Envelope, stream: MessageStream) -> None:
+        command: MaintenanceCommand = envelope.message
+        await self._reply(stream, self.maintenance(command.enable, None))
+
+    # -- rebalance ---------------------------------------------------------------------
+    async def rebalance(self, dry_run: bool, shard_ids: list[int] | None) -> Any:
+        shard_map = self.node.shard_map
+        lease = self.node.lease.view.value if self.node.lease else None
+        if shard_map is None or lease is None:
+            raise ApiError(409, "rebalancing needs cluster mode")
+        if lease.is_self:
+            return await shard_map.rebalance(dry_run, set(shard_ids) if shard_ids is not None else None)
+        if lease.leader is None:
+            raise ApiError(503, "no leader: shards cannot be reassigned until one is elected", retry_after=1)
+        return await self._ask(lease.leader, RebalanceCommand(dry_run, shard_ids))
+
+    async def _serve_rebalance(self, envelope: Envelope, stream: MessageStream) -> None:
+        command: RebalanceCommand = envelope.message
+        lease = self.node.lease.view.value if self.node.lease else None
+        if lease is None or not lease.is_self:
+            await stream.send(OperationReply(503, json.dumps(
+                {"error": "not the leader (any more); retry", "code": "SERVICE_UNAVAILABLE"}).encode()))
+            return
+        await self._reply(stream, self.rebalance(command.dry_run, command.shard_ids))
+
+    @staticmethod
+    async def _reply(stream: MessageStream, work: Any) -> None:
+        try:
+            body, status = await work, 200
+        except ApiError as err:
+            body, status = err.body(), err.status
+        await stream.send(OperationReply(status, json.dumps(body).encode()))

@@ -1,0 +1,160 @@
+"""Real processes on loopback, the seed's scaling procedures: a fourth node joins from seeds and
+receives shards; maintenance drains it to shards_remaining 0; it is stopped and started (the
+rolling-upgrade steps) and brought back; an SDK client reading and writing all along sees no
+error and loses nothing."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from dakera import DakeraClient, DakeraError
+
+from .procs import cluster_processes, start_all, wait_for
+
+pytestmark = pytest.mark.real
+
+
+def get(node, path: str) -> dict:  # type: ignore[no-untyped-def]
+    return httpx.get(node.url + path, timeout=5).json()
+
+
+
+
+def balanced(nodes, members: int) -> bool:  # type: ignore[no-untyped-def]
+    status = get(nodes[0], "/admin/cluster/status")
+    versions = {get(n, "/admin/cluster/status")["shard_map_version"] for n in nodes}
+    return (len(versions) == 1 and len(status["shard_distribution"]) == members and status["shards_moving"] == 0
+            and status["shard_balance"] < 0.1)
+
+
+def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> None:
+    nodes = cluster_processes(tmp_path, 4, seeds=3, DAKERA_REPLICATION_FACTOR="2")
+    first, fourth = nodes[:3], nodes[3]
+    try:
+        start_all(first)
+        wait_for(lambda: balanced(first, 3), 30, "a balanced three-node cluster")
+        seed_client = DakeraClient(first[0].url, max_retries=5, timeout=30)
+        acked: dict[str, str] = {}
+        for i in range(300):
+            agent = f"agent-{i % 60:03}"
+            acked[seed_client.store_memory(agent, f"memory {i} of {agent}")["id"]] = agent
+        errors: list[str] = []
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def client_load(k: int) -> None:
+            # a client behind a load balancer over the three original nodes; the SDK retries 503s
+            clients = [DakeraClient(n.url, max_retries=5, timeout=30) for n in first]
+            n = 0
+            while not stop.is_set():
+                client = clients[n % 3]
+                agent = f"agent-{(n * 7 + k) % 60:03}"
+                try:
+                    if n % 2:
+                        with lock:
+                            mid, owner = next(iter(acked.items())) if n % 4 == 1 else list(acked.items())[-1]
+                        client.get_memory(owner, mid)
+                    else:
+                        mid = client.store_memory(agent, f"written during the procedure {k}-{n}")["id"]
+                        with lock:
+                            acked[mid] = agent
+                except DakeraError as exc:
+                    errors.append(f"{time.monotonic():.1f} {type(exc).__name__}: {exc}")
+                n += 1
+                time.sleep(0.01)
+
+        threads = [threading.Thread(target=client_load, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        # 1. adding a node: it joins from the seeds and shards rebalance onto it
+        fourth.start()
+        fourth.wait_healthy(30)
+        joined = wait_for(lambda: balanced(nodes, 4), 120, "shards rebalanced onto the fourth node")
+        four = get(fourth, "/admin/maintenance/status")
+        assert four["status"] == "active" and four["shards_remaining"] > 0
+        # 2. removing it: maintenance drains it
+        r = httpx.post(fourth.url + "/admin/maintenance/enable", timeout=10)
+        assert r.status_code == 200 and r.json()["status"] in ("draining", "drained"), r.text
+        drained = wait_for(lambda: get(fourth, "/admin/maintenance/status") == {
+            **get(fourth, "/admin/maintenance/status"), "status": "drained", "shards_remaining": 0}, 120, "drained")
+        # 3. the rolling upgrade's steps: stop, start, health, rejoin
+        fourth.signal(signal.SIGTERM)
+        assert fourth.wait(15) == 0
+        fourth.start()
+        fourth.wait_healthy(30)
+        assert httpx.get(fourth.url + "/health", timeout=5).json()["status"] == "ok"
+        r = httpx.post(first[0].url + "/v1/admin/cluster/maintenance/disable", json={"node_ids": [
+            fourth.env["DAKERA_NODE_ID"]]}, timeout=10)
+        assert r.status_code == 200, r.text
+        back = wait_for(lambda: balanced(nodes, 4), 120, "shards back on the fourth node")
+        stop.set()
+        for t in threads:
+            t.join(60)
+        print(f"\njoin balanced in {joined:.1f}s, drained in {drained:.1f}s, rejoined in {back:.1f}s; "
+              f"{len(acked)} acknowledged, {len(errors)} client errors")
+        assert not errors, errors[:10]
+        reader = DakeraClient(fourth.url, max_retries=5, timeout=30)
+        for mid, agent in list(acked.items()):
+            assert reader.get_memory(agent, mid)["id"] == mid
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_rolling_upgrade_of_every_node_with_no_client_error(tmp_path: Path) -> None:
+    """The seed's rolling upgrade, node by node through the whole cluster, the leader included."""
+    nodes = cluster_processes(tmp_path, 3, DAKERA_REPLICATION_FACTOR="2")
+    try:
+        start_all(nodes)
+        wait_for(lambda: balanced(nodes, 3), 30, "a balanced cluster")
+        errors: list[str] = []
+        acked: dict[str, str] = {}
+        stop = threading.Event()
+        upgrading: list[str] = []
+
+        def client_load() -> None:
+            # behind a load balancer that skips the node being upgraded (its /health/ready is
+            # what an operator's balancer would watch; the drained node would still forward)
+            clients = {n.url: DakeraClient(n.url, max_retries=5, timeout=30) for n in nodes}
+            i = 0
+            while not stop.is_set():
+                usable = [n for n in nodes if n.url not in upgrading]
+                client = clients[usable[i % len(usable)].url]
+                agent = f"agent-{i % 40:03}"
+                try:
+                    mid = client.store_memory(agent, f"written during the rolling upgrade {i}")["id"]
+                    acked[mid] = agent
+                    client.get_memory(agent, mid)
+                except DakeraError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                i += 1
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=client_load)
+        thread.start()
+        for node in nodes:
+            assert httpx.post(node.url + "/admin/maintenance/enable", timeout=10).status_code == 200
+            wait_for(lambda node=node: get(node, "/admin/maintenance/status")["status"] == "drained", 120, "drained")
+            upgrading.append(node.url)
+            node.signal(signal.SIGTERM)
+            assert node.wait(15) == 0
+            node.start()
+            node.wait_healthy(30)
+            assert httpx.post(node.url + "/admin/maintenance/disable", timeout=10).status_code == 200
+            upgrading.remove(node.url)
+            wait_for(lambda: balanced(nodes, 3), 120, "shards back after the upgrade")
+        stop.set()
+        thread.join(60)
+        assert not errors, errors[:10]
+        reader = DakeraClient(nodes[0].url, max_retries=5, timeout=30)
+        for mid, agent in list(acked.items()):
+            assert reader.get_memory(agent, mid)["id"] == mid
+        print(f"\nrolling upgrade of 3 nodes: {len(acked)} writes acknowledged and read back, no client error")
+    finally:
+        for n in nodes:
+            n.stop()

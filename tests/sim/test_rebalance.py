@@ -1,0 +1,213 @@
+"""Rebalancing in in-process clusters (MockClock): a node joins a loaded cluster and shards move
+onto it through learners, while clients read and write without a single failure; transfers
+survive the death of their source, their target or the leader."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from dakera_actors.testing import Cluster, open_cluster
+
+from ..waiting import eventually
+from .test_replication import one_map, replicas_equal_primaries
+
+MockClock = trio.testing.MockClock
+
+
+def settled(cluster: Cluster, members: int) -> bool:
+    smap = one_map(cluster)
+    return (smap is not None and len(smap.members()) == members and not smap.down and not smap.learners_any()
+            and all(n.readiness.ready and n.replicator is not None and not n.replicator.syncing
+                    for n in cluster.nodes.values()))
+
+
+class Traffic:
+    """Clients writing and reading back through random nodes; every failure is kept."""
+
+    def __init__(self, cluster: Cluster, seed: int) -> None:
+        self.cluster = cluster
+        self.rng = random.Random(seed)
+        self.acked: dict[str, str] = {}
+        self.failures: list[str] = []
+        self.requests = 0
+
+    async def run(self, name: str, stop: trio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            # like a load balancer: only nodes whose /health/ready says so
+            live = [i for i, n in self.cluster.nodes.items() if n.readiness.ready]
+            via = self.rng.choice(live)
+            try:
+                async with self.cluster.client(via) as http:
+                    if self.acked and self.rng.random() < 0.5:
+                        mid = self.rng.choice(sorted(self.acked))
+                        r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": self.acked[mid]})
+                    else:
+                        mid, agent = f"{name}-{n}", f"agent-{self.rng.randrange(40)}"
+                        n += 1
+                        r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": f"{mid} fact",
+                                                                      "id": mid})
+                        if r.status_code == 200:
+                            self.acked[mid] = agent
+                    self.requests += 1
+                    if r.status_code != 200:
+                        self.failures.append(f"t={trio.current_time():.1f} {via} {r.status_code} {r.text[:200]}")
+            except httpx.HTTPError as exc:
+                self.failures.append(f"t={trio.current_time():.1f} {via} {exc!r}")
+            await trio.sleep(self.rng.uniform(0.005, 0.05))
+
+
+async def watch_copies(cluster: Cluster, problems: list[str], stop: trio.Event) -> None:
+    """Invariant while shards move: a copy the map counts is never an empty one (a new copy is
+    a learner until it has caught up), so no shard ever has fewer than RF copies with its data."""
+    while not stop.is_set():
+        for node in list(cluster.nodes.values()):
+            smap = node.shard_map.view.value  # type: ignore[union-attr]
+            if smap is None or not node.readiness.ready:
+                continue
+            for shard, copies in enumerate(smap.placement):
+                counted = [c for c in copies[:smap.counted] if c in cluster.nodes]
+                seqs = {c: cluster.node(c).memory.shards.shard(shard).seq for c in counted}  # type: ignore[union-attr]
+                if seqs and max(seqs.values()) >= 3 and min(seqs.values()) == 0:
+                    problems.append(f"t={trio.current_time():.2f} map {smap.key} shard {shard}: {seqs}")
+        await trio.sleep(0.01)
+
+
+async def test_a_joining_node_gets_its_share_while_clients_see_no_failure(autojump_clock: MockClock) -> None:
+    async with open_cluster(4, seed=21, start=3, config={"rebalance_concurrency": 3}) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        traffic = Traffic(cluster, 1)
+        stop = trio.Event()
+        problems: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for w in range(3):
+                nursery.start_soon(traffic.run, f"w{w}", stop)
+            await trio.sleep(3)
+            before = len(traffic.acked)
+            nursery.start_soon(watch_copies, cluster, problems, stop)
+            await cluster.start("node-4")
+            await eventually(lambda: settled(cluster, 4) and one_map(cluster).balance() < 0.1  # type: ignore[union-attr]
+                             and replicas_equal_primaries(cluster), timeout=300)
+            stop.set()
+        smap = one_map(cluster)
+        assert smap is not None
+        assert smap.balance() < 0.1
+        dist = smap.distribution()
+        assert dist["node-4"]["primary"] >= 12 and dist["node-4"]["primary"] + dist["node-4"]["replica"] >= 30
+        assert not traffic.failures, traffic.failures[:10]
+        assert not problems, problems[:5]
+        assert len(traffic.acked) > before + 100 and traffic.requests > 500
+        # every write is still there, and the copies the joining node replaced are gone
+        for mid, agent in sorted(traffic.acked.items()):
+            async with cluster.client("node-4") as http:
+                r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            assert r.status_code == 200, (mid, r.text)
+        await eventually(lambda: all(
+            set(n.memory.shards.shards) == set() or all(  # type: ignore[union-attr]
+                node_id in smap.placement[s] or not (sh.seq or sh.agents)
+                for s, sh in n.memory.shards.shards.items())  # type: ignore[union-attr]
+            for node_id, n in cluster.nodes.items()), timeout=30)
+        moved = cluster.node("node-1").metrics.sample("dakera_replication_snapshots_total", direction="sent")
+        assert moved + sum(n.metrics.sample("dakera_replication_records_total", direction="sent")
+                           for n in cluster.nodes.values()) > 0
+
+
+async def test_maintenance_drains_a_node_which_then_restarts_and_gets_shards_back(autojump_clock: MockClock) -> None:
+    async with open_cluster(4, seed=22, config={"rebalance_concurrency": 4}) as cluster:
+        await eventually(lambda: settled(cluster, 4), timeout=30)
+        traffic = Traffic(cluster, 2)
+        stop = trio.Event()
+        problems: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for w in range(3):
+                nursery.start_soon(traffic.run, f"w{w}", stop)
+            nursery.start_soon(watch_copies, cluster, problems, stop)
+            await trio.sleep(2)
+            async with cluster.client("node-4") as http:
+                r = await http.post("/admin/maintenance/enable")
+                assert r.status_code == 200 and r.json()["status"] == "draining", r.text
+                assert r.json()["shards_remaining"] > 0
+
+                async def drained() -> bool:
+                    status = (await http.get("/admin/maintenance/status")).json()
+                    return status["status"] == "drained" and status["shards_remaining"] == 0
+
+                with trio.fail_after(300):
+                    while not await drained():  # noqa: ASYNC110 - polling the API, as an operator does
+                        await trio.sleep(0.5)
+                sdk_view = (await http.get("/v1/admin/cluster/maintenance")).json()
+                assert sdk_view["status"] == "drained"
+            smap = one_map(cluster)
+            assert smap is not None and "node-4" not in smap.members()
+            # the seed's rolling upgrade: stop it, start it again, bring it back
+            await cluster.stop("node-4")
+            await cluster.start("node-4")
+            await eventually(lambda: cluster.node("node-4").readiness.ready, timeout=30)
+            async with cluster.client("node-1") as http:  # the SDK's path, naming the node
+                r = await http.post("/v1/admin/cluster/maintenance/disable", json={"node_ids": ["node-4"]})
+            assert r.status_code == 200 and r.json()["node_id"] == "node-4", r.text
+            await eventually(lambda: settled(cluster, 4) and one_map(cluster).balance() < 0.1  # type: ignore[union-attr]
+                             and replicas_equal_primaries(cluster), timeout=300)
+            stop.set()
+        assert not traffic.failures, traffic.failures[:10]
+        assert not problems, problems[:5]
+        assert one_map(cluster).distribution()["node-4"]["primary"] >= 12  # type: ignore[union-attr]
+
+
+async def test_rebalance_route_plans_on_the_leader_and_checks_its_input(autojump_clock: MockClock) -> None:
+    async with open_cluster(3, seed=23) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+        follower = next(i for i in cluster.ids if i != leader)
+        async with cluster.client(follower) as http:
+            r = await http.post("/admin/cluster/rebalance", json={"dry_run": True})
+            assert r.status_code == 200, r.text
+            assert r.json()["moved"] == 0 and r.json()["plan"] == [] and r.json()["dry_run"]
+            sdk = await http.post("/v1/admin/cluster/shards/rebalance", json={"dry_run": False, "shard_ids": ["3"]})
+            assert sdk.status_code == 200 and sdk.json()["shard_map_version"] >= 1
+            for bad in ({"dry_run": "yes"}, {"shard_ids": [64]}, {"shard_ids": ["x"]}, {"shard_ids": 3}, {"now": 1}, [1]):
+                r = await http.post("/admin/cluster/rebalance", json=bad)
+                assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST", (bad, r.text)
+            assert (await http.post("/admin/maintenance/enable", json={"node_ids": "node-2"})).status_code == 400
+            assert (await http.post("/admin/maintenance/enable", json={"node_ids": ["nope"]})).status_code == 404
+        # a planned move is reported before it is made: take a node out and look
+        cluster.kill("node-3")
+        await eventually(lambda: (m := one_map(cluster)) is not None and "node-3" in m.down, timeout=30)
+        async with cluster.client("node-1") as http:
+            plan = (await http.post("/admin/cluster/rebalance", json={"dry_run": True})).json()
+        assert plan["moved"] == 0  # within the grace period its copies stay, marked down
+
+
+@pytest.mark.parametrize("victim", ["source", "target", "leader"])
+async def test_a_transfer_interrupted_by_a_death_converges_anyway(autojump_clock: MockClock, victim: str) -> None:
+    config = {"rebalance_concurrency": 2, "rereplication_grace": 10.0, "write_ack": "quorum"}
+    async with open_cluster(4, seed=24, start=3, config=config) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        traffic = Traffic(cluster, 3)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for w in range(2):
+                nursery.start_soon(traffic.run, f"w{w}", stop)
+            await trio.sleep(2)
+            await cluster.start("node-4")
+            await eventually(lambda: (m := one_map(cluster)) is not None and m.learners_any(), timeout=30)
+            smap = one_map(cluster)
+            assert smap is not None
+            shard = next(s for s, c in enumerate(smap.placement) if len(c) > smap.counted)
+            leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+            dead = {"source": smap.placement[shard][0], "target": "node-4", "leader": leader}[victim]
+            cluster.kill(dead)
+            await trio.sleep(5)
+            await cluster.restart(dead)
+            await eventually(lambda: settled(cluster, 4) and one_map(cluster).balance() < 0.1  # type: ignore[union-attr]
+                             and replicas_equal_primaries(cluster), timeout=300)
+            stop.set()
+        for mid, agent in sorted(traffic.acked.items()):
+            async with cluster.client("node-2") as http:
+                r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            assert r.status_code == 200, (mid, r.text)
