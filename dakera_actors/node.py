@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .wal.memory import SimDisk
 
 NODE_ID_FILE = "node_id"
+ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the map's members
 LOCK_FILE = "LOCK"
 
 
@@ -72,7 +73,10 @@ class Readiness:
         return gate in self._open
 
     def missing(self) -> list[str]:
-        return [g for g in self._required if g not in self._open]
+        waiting = [g for g in self._required if g not in self._open]
+        return [*waiting, "stopping"] if self.stopping else waiting
+
+    stopping = False  # set when the node starts to stop: load balancers take it out at once
 
     @property
     def ready(self) -> bool:
@@ -128,6 +132,9 @@ class Node:
         self._stop_requested = trio.Event()
         self._http_done = trio.Event()
         self._lock_fd: int | None = None
+        #: HTTP requests being served (the app counts them); a stop waits for them to finish
+        self.in_flight = 0
+        self.idle = trio.Event()
         self.app: Any = None  # the Quart app, created once the node id is known
         self.metrics.watch_actors(lambda: list(self.actors))
 
@@ -249,8 +256,19 @@ class Node:
         self.readiness.require("shard_map")
 
         async def open_when_mapped() -> None:
-            assert self.shard_map is not None
+            assert self.shard_map is not None and self.membership is not None
             await self.shard_map.view.wait_for(lambda m: m is not None)
+            # and until gossip knows every member the map names (a restarted node learns them
+            # from its seeds a moment later): before that it could not forward to their shards
+            shard_map = self.shard_map
+
+            def routable(view: Any) -> bool:
+                smap = shard_map.view.value
+                return smap is not None and all(m in view.members and view.members[m].reachable
+                                                for m in smap.members() - set(smap.down))
+
+            with trio.move_on_after(ROUTABLE_WAIT):
+                await self.membership.view.wait_for(routable)
             self.readiness.open("shard_map")
 
         self.nursery.start_soon(open_when_mapped)
@@ -397,7 +415,13 @@ async def open_node(
                         yield node
                     finally:
                         node._stop_requested.set()
-                        node.log.info("node_stopping")
+                        node.readiness.stopping = True
+                        node.log.info("node_stopping", in_flight=node.in_flight)
+                        # requests already inside finish while the node is still a full member
+                        # (hypercorn drains its own; this also covers in-process ASGI callers)
+                        with trio.move_on_after(config.shutdown_grace):
+                            while node.in_flight > 0:
+                                await node.idle.wait()
                         if node.membership is not None:
                             # a graceful stop says goodbye; a killed node (cancelled here) cannot
                             await trio.lowlevel.checkpoint_if_cancelled()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, request
 from quart_trio import QuartTrio
@@ -43,7 +44,8 @@ def create_app(node: Node) -> QuartTrio:
     async def _before() -> Response | None:
         g.started = time.perf_counter()
         metrics.http_in_flight.inc()
-        g.in_flight = True
+        node.in_flight += 1
+        g.in_flight = g.counted = True
         length = request.content_length
         if length is not None and length > node.config.max_body_bytes:
             raise ApiError(413, f"request body of {length} bytes exceeds the limit of "
@@ -69,6 +71,15 @@ def create_app(node: Node) -> QuartTrio:
                 time.perf_counter() - started)
         response.headers["X-Dakera-Node"] = node.node_id
         return response
+
+    @app.teardown_request
+    async def _teardown(_exc: BaseException | None) -> None:
+        if getattr(g, "counted", False):  # runs even when the request was cut short
+            g.counted = False
+            node.in_flight -= 1
+            if node.in_flight == 0:
+                node.idle.set()
+                node.idle = trio.Event()
 
     # -- errors: JSON, always ------------------------------------------------------------
     @app.errorhandler(ApiError)

@@ -41,6 +41,9 @@ class Traffic:
         while not stop.is_set():
             # like a load balancer: only nodes whose /health/ready says so
             live = [i for i, n in self.cluster.nodes.items() if n.readiness.ready]
+            if not live:
+                await trio.sleep(0.05)
+                continue
             via = self.rng.choice(live)
             try:
                 async with self.cluster.client(via) as http:
