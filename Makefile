@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/membership.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/rebalance.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples

@@ -187,9 +187,25 @@ def moved(before: list[list[str]], after: list[list[str]], counts: list[int]) ->
 
 # -- the client ------------------------------------------------------------------------------
 
+Rec = tuple[float, str, float, str, str]
+
+
+def slow_by_shard(recs: list[Rec], a: list[list[str]], b: list[list[str]]) -> str:
+    """Where the phase's slow (>100 ms) requests fell: on shards whose primary changed between
+    placements ``a`` and ``b``, whose other copies changed, or that did not move."""
+    kinds = ["primary" if x[:1] != y[:1] else "copies" if set(x) != set(y) else "none" for x, y in zip(a, b, strict=True)]
+    slow = Counter(kinds[shard_of(agent, SHARDS)] for _, _, ms, _, agent in recs if ms > 100)
+    every = Counter(kinds[shard_of(agent, SHARDS)] for *_, agent in recs)
+    shards = Counter(kinds)
+    return (f"{sum(slow.values())} slow (>100 ms): {slow['primary']} on shards whose primary changed "
+            f"({shards['primary']} shards, {every['primary']} requests), {slow['copies']} on shards whose other "
+            f"copies changed ({shards['copies']}, {every['copies']}), {slow['none']} on unmoved shards "
+            f"({shards['none']}, {every['none']})")
+
+
 class Client(threading.Thread):
     """Alternating get / store against the given nodes, paced, no retries; records every request
-    as (start monotonic, op, ms, outcome)."""
+    as (start monotonic, op, ms, outcome, agent)."""
 
     def __init__(self, nodes: list[NodeProcess], ids: list[tuple[str, str]], agents: list[str],
                  interval: float, seed: int) -> None:
@@ -197,7 +213,7 @@ class Client(threading.Thread):
         self.nodes, self.ids, self.agents, self.interval = nodes, ids, agents, interval
         self.rng = random.Random(seed)
         self.stop = threading.Event()
-        self.records: list[tuple[float, str, float, str]] = []
+        self.records: list[Rec] = []
 
     def run(self) -> None:
         clients = [httpx.Client(base_url=n.url, timeout=30) for n in self.nodes]
@@ -212,23 +228,25 @@ class Client(threading.Thread):
                 client = clients[i % len(clients)]
                 op = "get" if i % 2 == 0 else "store"
                 t0 = time.monotonic()
+                if op == "get":
+                    agent, mid = self.rng.choice(self.ids)
+                else:
+                    agent = self.rng.choice(self.agents)
                 try:
                     if op == "get":
-                        agent, mid = self.rng.choice(self.ids)
                         r = client.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
                     else:
-                        r = client.post("/v1/memory/store", json={"agent_id": self.rng.choice(self.agents),
-                                                                  "content": sentence(self.rng)})
+                        r = client.post("/v1/memory/store", json={"agent_id": agent, "content": sentence(self.rng)})
                     outcome = str(r.status_code)
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
-                self.records.append((t0, op, (time.monotonic() - t0) * 1000, outcome))
+                self.records.append((t0, op, (time.monotonic() - t0) * 1000, outcome, agent))
                 i += 1
         finally:
             for c in clients:
                 c.close()
 
-    def window(self, start: float, end: float) -> list[tuple[float, str, float, str]]:
+    def window(self, start: float, end: float) -> list[Rec]:
         return [r for r in list(self.records) if start <= r[0] < end]
 
 
@@ -354,6 +372,8 @@ def run(tmp: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:
         c2 = counters(nodes)
         after, after_counts = placement(nodes)
         res["drain_moved"] = moved(mid, after, after_counts)
+        res["drain_returned"] = sum(1 for shard, (a, b) in enumerate(zip(mid, after, strict=True))
+                                    for m in set(b) - set(a) if m in before[shard])
         res["drain_counters"] = {k: delta(c1, c2, k) for k in COUNTERS}
         res["balance_after"] = get_json(nodes[0], "/admin/cluster/status")["shard_balance"]
         print(f"[N={size:,}] drain: drained after {res['drain_s']:.1f}s, settled after {res['settle_s']:.1f}s",
@@ -370,6 +390,8 @@ def run(tmp: Path, size: int, args: argparse.Namespace) -> dict[str, Any]:
             "join + drain": client.window(t_join, t_drained),
             "after (drained, settled)": client.window(t_settled, t_end),
         }
+        res["slow_join"] = slow_by_shard(res["windows"]["join (start -> balanced)"], before, mid)
+        res["slow_drain"] = slow_by_shard(res["windows"]["drain (enable -> drained)"], mid, after)
         res["wall_s"] = time.monotonic() - t_run
         return res
     finally:
@@ -413,7 +435,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print("  join time = node-4 process start -> all 4 nodes on one map version, shards_moving 0, balance < 0.1\n"
           "    (healthy = its /health/ready answered 200); drain time = POST /admin/maintenance/enable -> status\n"
           "    drained, shards_remaining 0 (settled = every node shows shards_moving 0 on one map version)\n"
-          "  copies made / memories moved: from the shard placement before and after the phase;\n"
+          "  copies made / memories moved: from the shard placement before and after the phase (memories\n"
+          "    moved = memories in the new copies; a copy going back to a node that still holds its old data\n"
+          "    is caught up from there, not re-sent: the bytes say what was shipped);\n"
           "    snapshots sent: dakera_replication_snapshots_total{direction=sent}, summed over nodes\n"
           "  MB = 10^6 bytes of dakera_replication_bytes_total (snapshot = whole-shard copies, log = records\n"
           "    sent to replicas, incl. the client's stores), summed over the 4 nodes; MB/s = (snapshot + log) / time")
@@ -424,23 +448,30 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     rows = []
     for r in results:
         for label, recs in r["windows"].items():
-            lat = {op: [ms for _, o, ms, code in recs if o == op and code == "200"] for op in ("get", "store")}
-            errors = Counter(code for _, _, _, code in recs if code != "200")
+            lat = {op: [ms for _, o, ms, code, _ in recs if o == op and code == "200"] for op in ("get", "store")}
+            errors = Counter(code for _, _, _, code, _ in recs if code != "200")
             span = (max(t for t, *_ in recs) - min(t for t, *_ in recs)) if len(recs) > 1 else 0.0
-            rows.append([f"{r['size']:,}", label, f"{span:.1f}", str(len(recs)),
+            slow = [ms for _, _, ms, _, _ in recs if ms > 100]
+            rows.append([f"{r['size']:,}", label, f"{span:.1f}", str(len(recs)), f"{len(slow)} / {sum(slow) / 1000:.1f}",
                          f"{pct(lat['get'], 50):.2f}", f"{pct(lat['get'], 99):.2f}", f"{max(lat['get'], default=0):.1f}",
                          f"{pct(lat['store'], 50):.2f}", f"{pct(lat['store'], 99):.2f}",
                          f"{max(lat['store'], default=0):.1f}",
                          str(sum(errors.values())) + (f" {dict(errors)}" if errors else "")])
-    print_table(["N", "window", "s", "requests", "get p50", "get p99", "get max", "store p50", "store p99",
+    print_table(["N", "window", "s", "requests", ">100 ms n / s", "get p50", "get p99", "get max", "store p50", "store p99",
                  "store max", "errors"], rows)
     print("  ms, 200s only; errors = any other status or a transport error, no retry; the join + drain\n"
-          "    row is the two phases together (with the few seconds between them)")
+          "    row is the two phases together (with the few seconds between them); >100 ms = requests\n"
+          "    (any outcome) slower than 100 ms, and the seconds the client spent waiting in them (the\n"
+          "    client is paced but single-threaded, so a stall also delays the requests behind it)")
     print()
     for r in results:
         print(f"  N={r['size']:,}: load {r['load_s']:.1f}s (replicated {r['load_replicated_s']:.1f}s), "
               f"enable answered {r['drain_answer']!r}, balance after drain {r['balance_after']}, "
               f"map v{r['map_version_joined']} when joined; run wall time {r['wall_s']:.0f}s")
+        print(f"    join: {r['slow_join']}")
+        print(f"    drain: {r['slow_drain']}")
+        print(f"    drain: {r['drain_returned']} of the {r['drain_moved'][0]} new copies went back to a node that "
+              f"held that shard before the join (its old copy is deleted only 10 s after the map drops it)")
         events = ", ".join(f"{k} x{v}" for k, v in r["log_events"].most_common(8))
         print(f"    node log lines (warning and above, 4 nodes): {sum(r['log_events'].values())}"
               + (f": {events}" if events else ""))
