@@ -143,6 +143,7 @@ class Replicator(Actor):
         self._networked = False  # a map has come from the cluster since start (not just the disk)
         self._changed = trio.Event()  # records committed, acks received, map changed
         self._fetchers: dict[str, trio.Lock] = {}  # primary peer -> its fetch loop's lock
+        self._in_fetch: dict[str, set[int]] = {}  # primary peer -> shards of its latest fetch
         self._takeover_running = False
         self._metrics = node.metrics
         node.endpoint.on_stream(Fetch, self._serve_fetch)  # type: ignore[union-attr]
@@ -306,6 +307,7 @@ class Replicator(Actor):
                     shards = self._replicated_from(peer)
                     if not shards:
                         return
+                    self._in_fetch[peer] = set(shards)
                     member = self._member(peer)
                     ok = member is not None and member.reachable and await self._fetch_once(
                         peer, member.address, shards, LONG_POLL)
@@ -313,6 +315,7 @@ class Replicator(Actor):
                     await trio.sleep(RETRY)
         finally:
             del self._fetchers[peer]
+            self._in_fetch.pop(peer, None)
 
     async def _fetch_once(self, peer: str, address: str, shards: list[int], wait: float) -> bool:
         positions = [[s, *self.shards.shard(s).position] for s in shards]
@@ -361,6 +364,7 @@ class Replicator(Actor):
         msg: Fetch = envelope.message
         sender = envelope.sender
         deadline = trio.current_time() + min(msg.wait_ms / 1000, 5.0)
+        started_under = self.map.key if self.map is not None else None
         while True:
             now = trio.current_time()
             records: list[list[Any]] = []
@@ -385,6 +389,8 @@ class Replicator(Actor):
                     snapshot.append(shard)
             if records or snapshot or now >= deadline:
                 break
+            if self.map is not None and self.map.key != started_under:
+                break  # a new map: answer now, so the replica looks at it before its next fetch
             await self._wait_change(deadline)
         if records:
             self._metrics.replication_records.labels("sent").inc(len(records))
@@ -418,9 +424,12 @@ class Replicator(Actor):
             while self.map is None or self.map.key < msg.map.key:
                 await self._changed.wait()  # our own map follower catches up on the install
             # fence: no fetch from the shards' old primary is in flight, no write of ours is
-            for lock in list(self._fetchers.values()):
-                async with lock:
-                    pass
+            # (only the loops whose fetch in flight carries one of these shards: a long poll for
+            # other shards would hold the takeover up for nothing)
+            for peer, lock in list(self._fetchers.items()):
+                if self._in_fetch.get(peer, set()) & set(shards):
+                    async with lock:
+                        pass
             await self.owner.barrier()
         await stream.send(Positions([[s, *self.shards.shard(s).position] for s in shards]))
 
