@@ -1,6 +1,9 @@
-"""Cluster HTTP benchmark: 3 real cluster-mode nodes and 1 single node, on loopback.
+"""Cluster HTTP benchmark: 3 real cluster-mode nodes and 1 single node, on loopback; then replication.
 
-Usage: ``.venv/bin/python bench/cluster.py [--quick] [--seed 1]`` (from the repo root).
+Usage: ``.venv/bin/python bench/cluster.py [--quick] [--seed 1] [--replication-only | --skip-replication]
+[--repl-seconds 5] [--lag-seconds 15] [--failover-reps 3]`` (from the repo root).
+
+Part 1, routing (skipped with ``--replication-only``):
 
 Starts 3 ``python -m dakera_actors`` nodes in cluster mode (UDP + TCP gossip, each seeded with
 the other two, temp data dirs) and waits until all three are ready and report the same non-zero
@@ -15,6 +18,25 @@ httpx.Client per node, a warm-up before each phase):
 - write: ``POST /v1/memory/store`` to a random node, split by whether that node owns the agent;
 - hybrid recall: ``POST /v1/memory/recall`` top_k=10 to a random node;
 - get / store / recall against the single node.
+
+Part 2, replication (skipped with ``--skip-replication``), each on fresh 3-process clusters
+(own data dirs, ready, one leader and one map everywhere, no shard under-replicated):
+
+- write acks: one cluster per (DAKERA_REPLICATION_FACTOR, DAKERA_WRITE_ACK) in RF=1 (the
+  baseline: no replica, so the ack mode changes nothing), then RF=2 and RF=3 x primary / quorum /
+  all. 20 agents; ``POST /v1/memory/store`` (what the SDK's store_memory sends) one at a time to
+  the agent's primary, then to a random node, then from 4 threads back to back for
+  ``--repl-seconds`` (throughput and latency under concurrency);
+- lag (on the RF=2 and RF=3 primary-ack clusters): two paced writers store 100/s in all for
+  ``--lag-seconds`` while a sampler reads ``dakera_replication_lag_ms`` from every node's
+  /metrics every 50 ms and ``lag_ms`` from ``GET /admin/cluster/replication`` every 100 ms;
+- visibility (same clusters, idle): one store at a time to the agent's primary, then
+  ``GET /v1/memory/get/<id>?consistency=eventual`` to each replica until it answers from its own
+  copy; time after the primary's 200;
+- failover: RF=2 (ack=primary), 20 agents x 20 memories; SIGKILL the primary of one agent's
+  shard (a non-leader, then the leader; ``--failover-reps`` each, fresh cluster each), then store
+  for that agent through a survivor every 50 ms: seconds from SIGKILL to the first 200, with
+  when that survivor saw the victim Suspect / Dead, a new leader, and a new primary for the shard.
 
 Every process is killed at the end, also on error. Prints figures; passes or fails nothing.
 """
@@ -616,7 +638,8 @@ def failover_run(tmp: Path, label: str, victim_role: str, seed: int) -> dict[str
                 try:
                     state = next(m["state"] for m in client.get("/admin/cluster/nodes").json() if m["id"] == victim)
                     status = client.get("/admin/cluster/status").json()
-                except (httpx.HTTPError, ValueError, KeyError, StopIteration):
+                    primary = "" if "promoted" in phases else shard_copies(client)[shard][0]
+                except (httpx.HTTPError, ValueError, KeyError, StopIteration, RuntimeError):
                     return
                 now = time.monotonic() - killed
                 if state != "Alive":
@@ -625,8 +648,8 @@ def failover_run(tmp: Path, label: str, victim_role: str, seed: int) -> dict[str
                     phases.setdefault("dead", now)
                 if status["leader"] and status["leader"] != leader:
                     phases.setdefault("leader", now)
-                if status["shard_map_version"] > version:
-                    phases.setdefault("map", now)
+                if primary and primary != victim:
+                    phases.setdefault("promoted", now)
 
             while time.monotonic() - killed < FAILOVER_DEADLINE:
                 started = time.monotonic()
@@ -752,16 +775,17 @@ def replication_report(runs: list[dict[str, Any]], failovers: list[dict[str, Any
                                                          else "none" for f in got),
                          f"{statistics.median(secs):.2f}" if secs else "-",
                          f"{min(secs):.2f} / {max(secs):.2f}" if secs else "-",
-                         *(phase_median(got, k) for k in ("suspect", "dead", "leader", "map"))])
+                         *(phase_median(got, k) for k in ("suspect", "dead", "leader", "promoted"))])
         print_table(["victim", "reps", "SIGKILL -> first 200 (s), each", "median (s)", "min / max (s)",
-                     "suspect p50", "dead p50", "new leader p50", "new map p50"], rows)
+                     "suspect p50", "dead p50", "new leader p50", "promoted p50"], rows)
         print("  victim = follower: a node that is primary of the agent's shard but not the leader; leader: the "
               "leader (the lease must move first); wall-clock seconds from SIGKILL, a store every "
               f"{FAILOVER_POLL * 1000:.0f} ms (+ its own time); compare: SWIM marks a SIGKILLed node Dead after "
               "~2.8 s with 5 nodes and a leader lease moves in ~1.3 s on this machine (bench/membership.py, "
               "bench/failover.py); phase columns: seconds after SIGKILL at which the survivor taking the stores "
-              "first reported the victim not Alive / Dead (GET /admin/cluster/nodes), another leader, and a newer "
-              "shard_map_version (GET /admin/cluster/status), polled just before each store")
+              "first reported the victim not Alive / Dead (GET /admin/cluster/nodes), another leader "
+              "(GET /admin/cluster/status), and another primary for the shard (GET /admin/cluster/shards), "
+              "polled just before each store")
 
 
 def replication_bench(tmp: Path, args: argparse.Namespace) -> None:

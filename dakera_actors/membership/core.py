@@ -211,6 +211,12 @@ class SwimCore:
             self._probe_order.insert(self.rng.randint(0, len(self._probe_order)), member.id)
         self._changed()
 
+    def _confirmations_wanted(self) -> int:
+        """Lifeguard's k: SUSPICION_MULT - 2, but never more than the members that could confirm
+        (all but the suspect and the accuser); in a 3-node cluster one confirmation is all there
+        can be, and waiting for a second would hold every verdict at the long timeout."""
+        return max(0, min(self.config.suspicion_mult - 2, self.reachable_count() - 2))
+
     def _suspicion_bounds(self) -> tuple[float, float]:
         n = max(1, self.reachable_count())
         node_scale = max(1.0, math.log10(n))
@@ -244,7 +250,7 @@ class SwimCore:
         self._suspicions.pop(update.id, None)
         if state == MemberState.SUSPECT:
             low, high = self._suspicion_bounds()
-            self._suspicions[update.id] = Suspicion(update.incarnation, now, max(0, self.config.suspicion_mult - 2),
+            self._suspicions[update.id] = Suspicion(update.incarnation, now, self._confirmations_wanted(),
                                                     low, high, origin=update.by)
         self._enqueue(attrs.evolve(update, address=address, api=api, meta=meta))
         return True

@@ -167,6 +167,25 @@ def test_indirect_ack_is_relayed_and_a_silent_target_gets_a_nack() -> None:
     assert [(n.address, n.message.seq) for n in nacks] == [("asker:1", 100)]
 
 
+def test_in_three_nodes_the_one_possible_confirmation_is_enough() -> None:
+    """With 3 members only one can confirm a suspicion the other raised: waiting for a second
+    (SUSPICION_MULT - 2 = 2) would hold every verdict at the long timeout (5.7 s, not 2 s)."""
+    small = with_peers(core(), "x", "a")
+    small.apply(Update("x", S, 1, by="a"), 0.0)
+    assert small._suspicions["x"].k == 1
+    low, high = small._suspicion_bounds()
+    assert small._suspicions["x"].deadline == pytest.approx(high)  # alone, the accuser waits long
+    small.apply(Update("x", S, 1, by="a"), 0.5)
+    assert small._suspicions["x"].deadline == pytest.approx(high)  # the accuser again is no confirmation
+    confirmed = with_peers(core(), "x", "a")
+    confirmed.apply(Update("x", S, 1, by="me"), 0.0)
+    confirmed.apply(Update("x", S, 1, by="a"), 0.1)
+    assert confirmed._suspicions["x"].deadline == pytest.approx(low)
+    bigger = with_peers(core(), "x", "a", "b", "c")
+    bigger.apply(Update("x", S, 1, by="a"), 0.0)
+    assert bigger._suspicions["x"].k == 2
+
+
 def test_ack_through_a_helper_saves_the_target() -> None:
     c = with_peers(core(), "p1", "p2")
     ping = first_ping(c)
