@@ -33,7 +33,7 @@ def balanced(nodes, members: int) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> None:
-    nodes = cluster_processes(tmp_path, 4, seeds=3, DAKERA_REPLICATION_FACTOR="2")
+    nodes = cluster_processes(tmp_path, 4, seeds=3, DAKERA_REPLICATION_FACTOR="2", DAKERA_REBALANCE_CONCURRENCY="16")
     first, fourth = nodes[:3], nodes[3]
     try:
         start_all(first)
@@ -108,7 +108,7 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
 
 def test_rolling_upgrade_of_every_node_with_no_client_error(tmp_path: Path) -> None:
     """The seed's rolling upgrade, node by node through the whole cluster, the leader included."""
-    nodes = cluster_processes(tmp_path, 3, DAKERA_REPLICATION_FACTOR="2")
+    nodes = cluster_processes(tmp_path, 3, DAKERA_REPLICATION_FACTOR="2", DAKERA_REBALANCE_CONCURRENCY="16")
     try:
         start_all(nodes)
         wait_for(lambda: balanced(nodes, 3), 30, "a balanced cluster")
