@@ -31,9 +31,10 @@ MockClock = trio.testing.MockClock
 SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "8"))
 # (nodes, RF, ack mode, simultaneous failures)
 SETUPS = [(3, 2, "quorum", 1), (3, 2, "all", 1), (5, 3, "quorum", 1), (5, 3, "all", 2)]
-# schedules that once found a bug, kept in every run: 111 (a primary cut off, handed a write just
-# as the map moved its shard away, acknowledged it by counting itself as a copy)
-REGRESSIONS = {(3, 2, "quorum", 1): [111], (3, 2, "all", 1): [111]}
+# schedules that once failed, kept in every run: 111 (a primary cut off, handed a write just as
+# the map moved its shard away, acknowledged it by counting itself as a copy); 103 (reads still
+# answered 503 right after the cluster was whole again: now asked again, as a client would)
+REGRESSIONS = {(3, 2, "quorum", 1): [111], (3, 2, "all", 1): [111], (5, 3, "all", 2): [103]}
 CASES = [(seed, *setup) for setup in SETUPS
          for seed in [*range(1, SCHEDULES + 1), *(s for s in REGRESSIONS.get(setup, []) if s > SCHEDULES)]]
 
@@ -163,8 +164,13 @@ async def test_no_acknowledged_write_is_lost(autojump_clock: MockClock, seed: in
         await whole(cluster, history)
         lost = []
         for mid, (agent, content) in sorted(history.acked.items()):
-            async with cluster.client(rng.choice(cluster.ids)) as http:
-                r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            # a 503 is "not now" (a view still catching up), not "gone": ask again for a while
+            for _ in range(60):
+                async with cluster.client(rng.choice(cluster.ids)) as http:
+                    r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+                if r.status_code != 503:
+                    break
+                await trio.sleep(0.5)
             if r.status_code != 200 or r.json()["content"] != content:
                 lost.append((mid, r.status_code))
         assert history.acked, "the schedule acknowledged nothing: it tested nothing"
