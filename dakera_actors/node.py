@@ -387,6 +387,9 @@ async def open_node(
                 node.nursery = core
                 node.started_at = trio.current_time()
                 async with trio.open_nursery() as front:
+                    # every gate is required before HTTP answers: /health/ready is never 200 early
+                    for gate in ("storage", *(("transport", "membership", "shard_map") if config.cluster_mode else ())):
+                        node.readiness.require(gate)
                     if serve_http:
                         node.readiness.require("http")
                         await front.start(node._serve_http, front)

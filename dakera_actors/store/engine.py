@@ -95,10 +95,11 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
 async def start_storage(node: Node) -> MemoryService:
     """Recover and start the WAL, checkpointer and shard owner in the node's nursery."""
     config = node.config
+    # required before the first await: /health/ready must not say 200 while the embedder loads
+    node.readiness.require("storage")
     blocking = getattr(node, "disk", None) is None  # a SimDisk never blocks: no worker thread
     embedder = await disk_call(blocking, make_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
-    node.readiness.require("storage")
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
     recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node), tails))
     report = recovered.log.recovery
