@@ -44,9 +44,6 @@ class ShardMap:
         """The epoch records written under this map carry (see :mod:`dakera_actors.replication`)."""
         return (self.token << 32) | (self.version & 0xFFFFFFFF)
 
-    def copies(self, shard: int) -> list[str]:
-        return self.placement[shard]
-
     def primary_since(self, shard: int) -> int:
         return self.since[shard] if shard < len(self.since) else 0
 
@@ -54,9 +51,6 @@ class ShardMap:
     def counted(self) -> int:
         """Copies per shard that count; what follows them in a shard's list are learners."""
         return self.width or max((len(c) for c in self.placement), default=0)
-
-    def learners(self, shard: int) -> list[str]:
-        return self.placement[shard][self.counted:]
 
     def learners_any(self) -> bool:
         return any(len(c) > self.counted for c in self.placement)
