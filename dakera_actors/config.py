@@ -42,6 +42,7 @@ _ENV_NAMES = {
     "request_timeout": "DAKERA_REQUEST_TIMEOUT_SECONDS",
     "rereplication_grace": "DAKERA_REREPLICATION_GRACE_SECONDS",
     "checkpoint_interval": "DAKERA_CHECKPOINT_INTERVAL_SECONDS",
+    "transfer_timeout": "DAKERA_REBALANCE_TRANSFER_TIMEOUT_SECONDS",
 }
 
 
@@ -177,6 +178,8 @@ class Config:
     rereplication_grace: float = attrs.field(default=30.0, validator=_positive_float(86_400))
     #: shards the leader transfers to new copies at once while rebalancing
     rebalance_concurrency: int = attrs.field(default=4, validator=_int_range(1, 1024))
+    #: a shard transfer whose new copy makes no progress this long is abandoned and started again
+    transfer_timeout: float = attrs.field(default=60.0, validator=_positive_float(86_400))
     #: newest records per shard kept in memory for replicas to fetch; further behind: a snapshot
     replication_tail_records: int = attrs.field(default=1024, validator=_int_range(16, 1_000_000))
     storage: str = attrs.field(default="filesystem", validator=_one_of(STORAGE_KINDS))

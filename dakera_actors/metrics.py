@@ -100,6 +100,9 @@ class NodeMetrics:
                                          ["direction"], registry=r)
         self.shards_moving = Gauge("dakera_shards_moving", "Shards being transferred to new copies (learners)",
                                    registry=r)
+        self.transfers_abandoned = Counter("dakera_rebalance_transfers_abandoned",
+                                           "Shard transfers the leader dropped for making no progress (then retried)",
+                                           registry=r)
         self.replication_snapshots = Counter("dakera_replication_snapshots",
                                              "Whole shard copies sent to and received from other nodes",
                                              ["direction"], registry=r)

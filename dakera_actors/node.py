@@ -250,7 +250,8 @@ class Node:
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
                                        log=self.log, nursery=self.nursery, membership=self.membership,
                                        grace=self.config.rereplication_grace,
-                                       concurrency=self.config.rebalance_concurrency)
+                                       concurrency=self.config.rebalance_concurrency,
+                                       transfer_timeout=self.config.transfer_timeout)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.readiness.require("shard_map")

@@ -552,14 +552,16 @@ class Replicator(Actor):
 
     def local_status(self) -> list[list[Any]]:
         """Per shard this node is primary of: [shard, lag ms, lag records, healthy replicas,
-        replicas, [[replica, records behind, fetched recently], ...]]."""
+        replicas, [[replica, records behind, fetched recently, acknowledged seq, lag ms], ...]]."""
         now = trio.current_time()
         out = []
         for shard in sorted(self.live | self.syncing):
             ms, records, healthy, replicas = self.shard_lag(shard, now)
             progress = self.progress.get(shard)
+            tail = self.tail(shard)
             each = [] if progress is None or shard not in self.live else [
-                [m, max(0, self.tail(shard).last[1] - p.acked), p.seen_at > 0 and now - p.seen_at <= SILENT_REPLICA]
+                [m, max(0, tail.last[1] - p.acked), p.seen_at > 0 and now - p.seen_at <= SILENT_REPLICA,
+                 p.acked, int(progress.lag(m, tail, now)[1] * 1000)]
                 for m, p in sorted(progress.replicas.items())]
             out.append([shard, int(ms), records, healthy, replicas, each])
         return out

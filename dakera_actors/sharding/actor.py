@@ -27,13 +27,15 @@ from ..runtime import Actor, Published
 from ..transport import TransportError
 from ..wal.actor import disk_call
 from ..wire import Envelope, message, structure, unstructure
-from .rebalance import moves, settled, transferring
+from .rebalance import TransferWatch, moves, read_round, settled, transferring
 from .shardmap import ShardMap, acceptable, next_map, target_of
 
 SETTLE = 0.2  # membership changes this close together produce one map
 POLL = 0.5  # while shards transfer, the leader asks their primaries this often whether learners caught up
 RESEND = 5.0  # anti-entropy: the leader re-sends its map this often
 SEND_TIMEOUT = 2.0
+CAUGHT_UP_LAG_MS = 500  # a learner this close behind its primary (in time) has caught up: flip it
+WAITING_REPORT = 10.0  # a transfer without progress this long is logged (transfer_waiting), and again as often
 FILE_NAME = "shardmap.msgpack"
 
 
@@ -123,11 +125,15 @@ class ShardMapStore:
 class ShardMapActor(Actor):
     def __init__(self, self_id: str, *, shards: int, rf: int, endpoint: Endpoint, lease: LeaseActor,
                  store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery,
-                 membership: Any = None, grace: float = 30.0, concurrency: int = 4) -> None:
+                 membership: Any = None, grace: float = 30.0, concurrency: int = 4,
+                 transfer_timeout: float = 60.0) -> None:
         super().__init__("shard-map")
         self.self_id, self.shards, self.rf, self.grace = self_id, shards, rf, grace
-        self.concurrency = concurrency
+        self.concurrency, self.transfer_timeout = concurrency, transfer_timeout
         self._caught: set[tuple[int, str]] = set()  # (shard, learner) the primary reports caught up
+        self._watch = TransferWatch()  # when each learner last made progress
+        self._stalled: set[tuple[int, str]] = set()  # learners to drop from the next map (retried after)
+        self._reported: dict[tuple[int, str], float] = {}  # transfer -> when to report it waiting again
         self._poll_at = math.inf
         self._polling = False
         self._only: set[int] | None = None  # a manual rebalance limited to these shards
@@ -215,8 +221,11 @@ class ShardMapActor(Actor):
 
     async def on_timer(self, now: float) -> None:
         if now >= self._poll_at:
-            self._poll_at = math.inf
-            if not self._polling:
+            # while shards transfer the leader asks every POLL, whatever the last round found
+            current = self.view.value
+            learners = current is not None and current.learners_any() and self._lease.is_self
+            self._poll_at = now + POLL if learners else math.inf
+            if learners and not self._polling:
                 self._polling = True
                 self._nursery.start_soon(self._poll_learners)
         if now >= self._grace_at:
@@ -259,6 +268,8 @@ class ShardMapActor(Actor):
             if became_leader:
                 self._recompute_at = now  # a new leader stamps the map with its own token at once
                 self._resend_at = now + RESEND
+                self._poll_at = now + POLL  # and resumes the transfers the published map has in flight
+                self._watch = TransferWatch()
         elif isinstance(msg, _Members):
             self._members = dict(msg.view.members)
             self._addresses = {m.id: m.address for m in self._members.values()}
@@ -316,15 +327,21 @@ class ShardMapActor(Actor):
         current = self.view.value
         order = (await self._promotion_order(settled(current.placement, current.counted))
                  if current is not None else None)
+        stalled = set(self._stalled)
         proposal = next_map(current, self._eligible, token=self._lease.token, shards=self.shards, rf=self.rf,
                             keep=self._keep, order=order, caught_up=lambda s, m: (s, m) in self._caught,
-                            concurrency=self.concurrency, only=self._only)
+                            concurrency=self.concurrency, only=self._only, abandon=lambda s, m: (s, m) in stalled)
         if proposal is None:
             return
         reason = await self._consider(proposal, self.self_id)
-        if not reason:
-            self._broadcast()
-            await self._announce_header(proposal)
+        if reason:
+            # our own step refused by our own checks is a bug in planning: say so, loudly, rather
+            # than leave the transfers where they are without a word
+            self.log.error("shard_map_step_refused", version=proposal.version, reason=reason)
+            return
+        self._stalled -= stalled
+        self._broadcast()
+        await self._announce_header(proposal)
 
     async def _promotion_order(self, placement: list[list[str]]) -> list[list[str]]:
         """The counted copies with each orphaned shard's surviving copies ordered by position,
@@ -386,33 +403,53 @@ class ShardMapActor(Actor):
                 return
             pending = transferring(current.placement, current.counted)
             primaries = {current.placement[s][0] for s in pending}
-            caught: set[tuple[int, str]] = set()
+            replies: dict[str, Any] = {}
 
             async def ask(member: str) -> None:
-                address = self._addresses.get(member) if member != self.self_id else None
                 if member == self.self_id:
-                    rows = self.replication_status() if self.replication_status else []
-                elif address is None:
+                    replies[member] = self.replication_status() if self.replication_status else []
                     return
-                else:
-                    try:
-                        reply = await self.endpoint.request(address, StatusRequest(), timeout=SEND_TIMEOUT)
-                    except (TransportError, RemoteError):
-                        return
-                    if not isinstance(reply.message, StatusReply):
-                        return
-                    rows = reply.message.shards
-                for row in rows:
-                    if row[0] in pending and len(row) > 5:
-                        caught.update((row[0], m) for m, behind, fresh in row[5]
-                                      if m in pending[row[0]] and behind == 0 and fresh)
+                address = self._addresses.get(member)
+                if address is None:
+                    replies[member] = "not a member this node knows"
+                    return
+                try:
+                    reply = await self.endpoint.request(address, StatusRequest(), timeout=SEND_TIMEOUT)
+                except (TransportError, RemoteError) as exc:
+                    replies[member] = f"unreachable: {exc}"
+                    return
+                if isinstance(reply.message, StatusReply):
+                    replies[member] = reply.message.shards
 
             async with trio.open_nursery() as nursery:
                 for member in primaries:
                     nursery.start_soon(ask, member)
-            news = caught - self._caught
-            self._caught = {k for k in self._caught | caught if k[0] in pending}
-            await self.tell(_Recompute(now=bool(news)))
+            found = read_round(pending, current.owner, replies, caught_lag_ms=CAUGHT_UP_LAG_MS)
+            caught, acked, heard = found.caught, found.acked, found.heard
+            self._caught = caught  # this round's word only: a learner can fall behind again
+            now = trio.current_time()
+            self._watch.observe(pending, acked, now)
+            for pair, (_acked, since) in sorted(self._watch.last.items()):
+                if now - since >= WAITING_REPORT and now >= self._reported.get(pair, 0.0):
+                    # a transfer without progress for a while: say what its primary reports, so a
+                    # stuck one is diagnosable before (and after) it is abandoned
+                    self._reported[pair] = now + WAITING_REPORT
+                    self.log.info("transfer_waiting", shard=pair[0], learner=pair[1], primary=current.owner(pair[0]),
+                                  idle_seconds=round(now - since, 1), caught_up=pair in self._caught,
+                                  primary_says=heard.get(pair, "nothing"), map_version=current.version)
+            self._reported = {k: v for k, v in self._reported.items() if k in self._watch.last}
+            stalled = self._watch.stalled(now, self.transfer_timeout) - self._stalled
+            for shard, learner in sorted(stalled):
+                self._watch.forget((shard, learner))
+                self.log.warning("transfer_stalled", shard=shard, learner=learner, primary=current.owner(shard),
+                                 seconds=self.transfer_timeout, caught_up=(shard, learner) in self._caught,
+                                 acked=acked.get((shard, learner), "unreported"), map_version=current.version)
+            self._stalled |= stalled
+            self.metrics.transfers_abandoned.inc(len(stalled))
+            self._stalled = {k for k in self._stalled if k[1] in pending.get(k[0], ())}
+            # step whenever a learner is ready, not only when it first is: a flip the last step
+            # could not take (its target moved meanwhile) is taken as soon as it can be
+            await self.tell(_Recompute(now=bool(self._caught or stalled)))
         finally:
             self._polling = False
 

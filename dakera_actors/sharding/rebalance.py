@@ -14,12 +14,21 @@ current map. Each step, :func:`step` moves every shard one stage toward it:
   only for the takeover that a role change implies.
 
 A transfer interrupted by a failure leaves the old copies serving: the learner is dropped or
-kept by the next target, and the step is simply taken again.
+kept by the next target, and the step is simply taken again. A transfer that makes no progress
+for a while (:class:`TransferWatch`) is **abandoned**: its learner leaves the map (``abandon``)
+and the next step starts it again, with the primary's bookkeeping for it begun afresh; a learner
+re-added before its copy is deleted keeps what it had.
+
+The leader learns who has caught up by asking the primaries (:func:`read_round`), and steps on
+every round that finds one, not only on news: a flip the last step could not take (its target had
+moved meanwhile) is taken as soon as it can be.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
 
 Placement = list[list[str]]
 
@@ -31,17 +40,23 @@ def settled(placement: Sequence[Sequence[str]], width: int) -> Placement:
 
 def step(current: Sequence[Sequence[str]], width: int, target: Sequence[Sequence[str]],
          caught_up: Callable[[int, str], bool], *, concurrency: int,
-         only: set[int] | None = None) -> Placement:
+         only: set[int] | None = None, abandon: Callable[[int, str], bool] | None = None) -> Placement:
     """The next placement on the way from ``current`` (``width`` counted copies per shard) to
-    ``target``. ``only``: shards allowed to move (the rest keep their copies and learners)."""
+    ``target``. ``only``: shards allowed to move (the rest keep their copies and learners).
+    ``abandon(shard, learner)``: a stalled transfer, dropped from the map this step (the step
+    after starts it again if the target still wants it)."""
     out: Placement = []
     moving = sum(1 for c in current if len(c) > width)
     for shard, (cur, tgt) in enumerate(zip(current, target, strict=True)):
         cur, tgt = list(cur), list(tgt)
+        learners = cur[width:]
+        dropped = [m for m in learners if abandon is not None and abandon(shard, m)]
+        if dropped:
+            out.append([m for m in cur if m not in dropped])
+            continue
         if (only is not None and shard not in only) or cur == tgt:
             out.append(cur)
             continue
-        learners = cur[width:]
         new = [m for m in tgt if m not in cur]
         if not new:
             waiting = [m for m in tgt if m in learners and not caught_up(shard, m)]
@@ -69,3 +84,83 @@ def moves(current: Sequence[Sequence[str]], target: Sequence[Sequence[str]]) -> 
 def transferring(placement: Sequence[Sequence[str]], width: int) -> dict[int, list[str]]:
     """Shards with learners, and the learners."""
     return {s: list(c[width:]) for s, c in enumerate(placement) if len(c) > width}
+
+
+Pair = tuple[int, str]  # (shard, learner)
+
+
+@attrs.define
+class TransferWatch:
+    """The leader's watch over transfers in flight: when each learner last made progress.
+
+    Progress is the learner's acknowledged position rising at its primary. A learner that has
+    been in the map for ``timeout`` seconds without progress (a copy that never starts, a fetch
+    loop that died, a primary that never reports it) is :meth:`stalled`; a caught-up learner
+    that was not flipped counts too, so nothing waits forever on a flip that does not come."""
+
+    last: dict[Pair, tuple[int, float]] = attrs.field(factory=dict)  # pair -> (acked, since)
+
+    def observe(self, pending: Mapping[int, Sequence[str]], acked: Mapping[Pair, int], now: float) -> None:
+        """``pending``: shard -> its learners in the map now; ``acked``: what their primaries
+        reported this round (a pair missing was not reported)."""
+        live = {(s, m) for s, learners in pending.items() for m in learners}
+        for gone in set(self.last) - live:
+            del self.last[gone]
+        for pair in live:
+            seen = acked.get(pair, -1)
+            before = self.last.get(pair)
+            if before is None or seen > before[0]:
+                self.last[pair] = (max(seen, before[0] if before else -1), now)
+
+    def stalled(self, now: float, timeout: float) -> set[Pair]:
+        return {pair for pair, (_acked, since) in self.last.items() if now - since >= timeout}
+
+    def forget(self, pair: Pair) -> None:
+        self.last.pop(pair, None)
+
+
+@attrs.frozen
+class Round:
+    """What one round of asking the primaries found about the learners in the map."""
+
+    caught: set[Pair]  # caught up now: the next step flips them
+    acked: dict[Pair, int]  # acknowledged seq, for learners fetching
+    heard: dict[Pair, object]  # what the primary said of each learner (for the logs)
+
+
+def read_round(pending: Mapping[int, Sequence[str]], owner: Callable[[int], str | None],
+               replies: Mapping[str, Sequence[Sequence[object]] | str], *, caught_lag_ms: int) -> Round:
+    """Read the primaries' replication status rows (``replies``: member -> its rows, or why it
+    did not answer) for the learners in ``pending``. Rows are ``[shard, lag ms, lag records,
+    healthy, replicas, [[replica, behind, fresh, acked, lag ms], ...]]``; only a shard's primary
+    in the map is believed about it.
+
+    A learner has caught up when it fetched recently and lacks nothing, or lacks only records
+    written in the last ``caught_lag_ms`` (on a busy shard a learner is seldom at 0 at the moment
+    it is asked; Kafka's in-sync rule is time-based for the same reason)."""
+    caught: set[Pair] = set()
+    acked: dict[Pair, int] = {}
+    heard: dict[Pair, object] = {}
+    for member, rows in replies.items():
+        if isinstance(rows, str):
+            heard.update({(s, m): rows for s, learners in pending.items() if owner(s) == member for m in learners})
+            continue
+        for row in rows:
+            shard = row[0]
+            if not isinstance(shard, int) or shard not in pending or len(row) <= 5 or owner(shard) != member:
+                continue
+            replicas = row[5]
+            assert isinstance(replicas, list | tuple)
+            if not replicas:
+                heard.update({(shard, m): "primary still taking the shard over" for m in pending[shard]})
+            for replica in replicas:
+                m, behind, fresh = replica[:3]
+                if m not in pending[shard]:
+                    continue
+                heard[(shard, m)] = list(replica)
+                lag_ms = replica[4] if len(replica) > 4 else None
+                if fresh and (behind == 0 or (lag_ms is not None and lag_ms <= caught_lag_ms)):
+                    caught.add((shard, m))
+                if fresh and len(replica) > 3:
+                    acked[(shard, m)] = int(replica[3])
+    return Round(caught, acked, heard)

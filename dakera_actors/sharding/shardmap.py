@@ -98,13 +98,14 @@ def target_of(current: ShardMap | None, eligible: Iterable[str], *, shards: int,
 def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, shards: int,
              rf: int, keep: Iterable[str] = (), order: list[list[str]] | None = None,
              caught_up: Callable[[int, str], bool] | None = None, concurrency: int = 4,
-             only: set[int] | None = None) -> ShardMap | None:
+             only: set[int] | None = None, abandon: Callable[[int, str], bool] | None = None) -> ShardMap | None:
     """The leader's next map, or None when the current one already fits (same token, placement).
 
     ``keep``: down members within their grace period (their copies stay, marked down);
     ``order``: the current counted copies reordered by position (promotion order);
     ``caught_up(shard, member)``: whether a learner has caught up with its primary; the map
-    walks toward the target through :func:`~.rebalance.step` (``concurrency``, ``only``)."""
+    walks toward the target through :func:`~.rebalance.step` (``concurrency``, ``only``,
+    ``abandon``: stalled learners to drop)."""
     members = sorted(set(eligible))
     if not members:
         return None
@@ -113,7 +114,7 @@ def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, s
         as_lists = target
     else:
         as_lists = step(current.placement, current.counted, target, caught_up or (lambda _s, _m: False),
-                        concurrency=concurrency, only=only)
+                        concurrency=concurrency, only=only, abandon=abandon)
     width = copies_wanted(members, rf, keep)
     held = {m for c in as_lists for m in c}
     down = sorted(set(keep) & held - set(members))

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dakera_actors.sharding.placement import plan
-from dakera_actors.sharding.rebalance import moves, settled, step, transferring
+from dakera_actors.sharding.rebalance import TransferWatch, moves, read_round, settled, step, transferring
 
 
 def never(_shard: int, _member: str) -> bool:
@@ -89,3 +89,58 @@ def test_stepping_reaches_the_target_and_every_shard_always_keeps_its_old_copies
         placement = step(placement, width, target, lambda s, m: True, concurrency=len(placement))
         placement = step(placement, width, target, lambda s, m: True, concurrency=len(placement))
     assert placement == target
+
+
+def test_a_stalled_learner_is_dropped_and_the_next_step_starts_it_again() -> None:
+    current = [["a", "b", "c"], ["a", "b", "d"]]
+    target = [["a", "c"], ["a", "d"]]
+    dropped = step(current, 2, target, never, concurrency=4, abandon=lambda s, m: (s, m) == (0, "c"))
+    assert dropped == [["a", "b"], ["a", "b", "d"]]  # the old copies keep serving; shard 1 untouched
+    assert step(dropped, 2, target, never, concurrency=4) == [["a", "b", "c"], ["a", "b", "d"]]  # retried
+
+
+def test_abandon_applies_only_to_learners_and_outside_only() -> None:
+    current = [["a", "b", "c"]]
+    # a counted copy is never "abandoned"; a learner is, even when a manual step names other shards
+    assert step(current, 2, [["a", "c"]], never, concurrency=4, abandon=lambda s, m: m == "b") == current
+    assert step(current, 2, [["a", "c"]], never, concurrency=4, only={5}, abandon=lambda s, m: m == "c") == [["a", "b"]]
+
+
+def test_transfer_watch_counts_time_without_progress() -> None:
+    watch = TransferWatch()
+    watch.observe({0: ["c"], 1: ["d"]}, {}, 0.0)  # nothing reported yet: the clock starts
+    assert watch.stalled(59.0, 60.0) == set()
+    watch.observe({0: ["c"], 1: ["d"]}, {(0, "c"): 5}, 30.0)  # c acknowledged something: progress
+    watch.observe({0: ["c"], 1: ["d"]}, {(0, "c"): 5, (1, "d"): -1}, 50.0)  # c the same again: none
+    assert watch.stalled(60.0, 60.0) == {(1, "d")}
+    assert watch.stalled(90.0, 60.0) == {(0, "c"), (1, "d")}
+    watch.observe({0: ["c"]}, {(0, "c"): 6}, 91.0)  # d left the map; c moved on
+    assert watch.stalled(120.0, 60.0) == set()
+    watch.forget((0, "c"))
+    watch.observe({0: ["c"]}, {(0, "c"): 6}, 121.0)  # forgotten: a fresh start, whatever it had
+    assert watch.stalled(180.0, 60.0) == set() and watch.stalled(181.0, 60.0) == {(0, "c")}
+
+
+def test_read_round_believes_only_the_primary_and_applies_the_lag_rule() -> None:
+    pending = {1: ["c"], 2: ["d"], 3: ["e"], 4: ["f"]}
+    owners = {1: "a", 2: "a", 3: "b", 4: "x"}
+    replies = {
+        "a": [[1, 0, 0, 1, 2, [["b", 0, True, 9, 0], ["c", 0, True, 9, 0]]],  # c: nothing missing
+              [2, 0, 0, 1, 2, [["d", 3, True, 6, 40]]],  # d: 3 records behind, but only 40 ms
+              [3, 0, 0, 1, 2, [["e", 0, True, 9, 0]]]],  # shard 3 is b's: a's word does not count
+        "b": [[3, 0, 0, 0, 1, []]],  # b still taking shard 3 over: no per-replica rows yet
+        "x": "unreachable: no route",
+    }
+    found = read_round(pending, owners.get, replies, caught_lag_ms=500)
+    assert found.caught == {(1, "c"), (2, "d")}
+    assert found.acked == {(1, "c"): 9, (2, "d"): 6}
+    assert found.heard[(3, "e")] == "primary still taking the shard over"
+    assert found.heard[(4, "f")] == "unreachable: no route"
+
+
+def test_read_round_never_counts_a_silent_or_far_behind_learner() -> None:
+    pending = {0: ["c", "d", "e"]}
+    rows = [[0, 0, 0, 1, 4, [["c", 0, False, 5, 0], ["d", 2, True, 3, 501], ["e", 0, True, 5]]]]
+    found = read_round(pending, lambda s: "a", {"a": rows}, caught_lag_ms=500)
+    assert found.caught == {(0, "e")}  # c has not fetched lately; d lags by more than the limit
+    assert found.acked == {(0, "d"): 3, (0, "e"): 5}  # e's row is from an older node: no lag field

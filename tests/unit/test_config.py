@@ -53,6 +53,8 @@ def test_every_variable_is_parsed() -> None:
         "DAKERA_REQUEST_TIMEOUT_SECONDS": "3",
         "DAKERA_REREPLICATION_GRACE_SECONDS": "90",
         "DAKERA_REPLICATION_TAIL_RECORDS": "4096",
+        "DAKERA_REBALANCE_CONCURRENCY": "8",
+        "DAKERA_REBALANCE_TRANSFER_TIMEOUT_SECONDS": "120",
         "DAKERA_LOG_LEVEL": "debug",
         "DAKERA_LOG_FORMAT": "json",
     }
@@ -70,6 +72,7 @@ def test_every_variable_is_parsed() -> None:
     assert (c.max_body_bytes, c.shutdown_grace, c.request_timeout) == (2048, 2.5, 3.0)
     assert (c.log_level, c.log_format) == ("debug", "json")
     assert (c.rereplication_grace, c.replication_tail_records) == (90.0, 4096)
+    assert (c.rebalance_concurrency, c.transfer_timeout) == (8, 120.0)
     assert c.auth_enabled
 
 
@@ -113,6 +116,9 @@ def test_auto_and_empty_mean_default() -> None:
     ("DAKERA_REREPLICATION_GRACE_SECONDS", "0"),
     ("DAKERA_REREPLICATION_GRACE_SECONDS", "a while"),
     ("DAKERA_REPLICATION_TAIL_RECORDS", "3"),
+    ("DAKERA_REBALANCE_CONCURRENCY", "0"),
+    ("DAKERA_REBALANCE_TRANSFER_TIMEOUT_SECONDS", "0"),
+    ("DAKERA_REBALANCE_TRANSFER_TIMEOUT_SECONDS", "never"),
     ("DAKERA_LOG_LEVEL", "loud"),
 ])
 def test_bad_value_names_its_variable(variable: str, value: str) -> None:
