@@ -16,13 +16,7 @@ from dakera import DakeraClient, DakeraError
 
 from .procs import cluster_processes, start_all, wait_for
 
-pytestmark = [
-    pytest.mark.real,
-    # issue 8 stays open: in one of about five clean-clone runs a learner never reported caught up
-    # (shard 30, learner node-1, primary = the leader; map stuck at v12 with node-4 still holding
-    # it), so the drain never finished. Re-enable both once that is found and fixed.
-    pytest.mark.skip(reason="issue 8 open: a learner can stay behind for good under load (see module comment)"),
-]
+pytestmark = pytest.mark.real
 
 
 def get(node, path: str) -> dict:  # type: ignore[no-untyped-def]
