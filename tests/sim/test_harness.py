@@ -18,7 +18,7 @@ KEY = bytes(range(32))
 
 async def test_three_nodes_start_and_stop_quickly_under_mock_clock(
         autojump_clock: trio.testing.MockClock) -> None:
-    wall = time.perf_counter()
+    wall, simulated = time.perf_counter(), trio.current_time()
     async with open_cluster(3, seed=1) as cluster:
         assert sorted(cluster.nodes) == ["node-1", "node-2", "node-3"]
         await trio.sleep(60)  # a minute of cluster life: joined, a leader elected, a shard map out
@@ -28,7 +28,10 @@ async def test_three_nodes_start_and_stop_quickly_under_mock_clock(
                 assert r.status_code == 200 and r.json()["node_id"] == node_id
                 assert (await http.get("/health/ready")).status_code == 200
     assert cluster.nodes == {}
-    assert time.perf_counter() - wall < 1.0
+    # the minute is simulated: it passes without waiting for the wall clock (not a speed limit,
+    # which a loaded CI machine could miss; a real-time wait would take the whole minute)
+    assert trio.current_time() - simulated >= 60
+    assert time.perf_counter() - wall < 30
 
 
 async def test_nodes_reach_each_other_over_packets_and_streams(autojump_clock: trio.testing.MockClock) -> None:
