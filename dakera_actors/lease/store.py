@@ -7,13 +7,12 @@ a refusal to start, not a reset: forgetting a token could let this node grant it
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from ..wal.log import fsync_directory
+from ..wal.statefile import StateFile
 from .core import ClusterConfig, LeaseState
 
 FILE_NAME = "lease.msgpack"
@@ -41,37 +40,22 @@ def decode(raw: bytes) -> LeaseState:
 
 
 class FileLeaseStore:
-    blocking = True
+    """The lease state in ``directory`` (or on a SimDisk): see :mod:`..wal.statefile`."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / FILE_NAME
-
-    def load(self) -> LeaseState:
-        if not self.path.exists():
-            return LeaseState()
-        return decode(self.path.read_bytes())
-
-    def save(self, state: LeaseState) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(encode(state))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_directory(self.path.parent)
-
-
-class SimLeaseStore:
-    """The same on a SimDisk: durable across simulated crashes, no threads."""
-
-    blocking = False
-
-    def __init__(self, disk: Any) -> None:
-        self.disk = disk
+    def __init__(self, directory: Path | None, disk: Any = None) -> None:
+        self.file = StateFile(FILE_NAME, directory, disk)
+        self.blocking = self.file.blocking
 
     def load(self) -> LeaseState:
-        raw = self.disk.files.get(FILE_NAME)
+        raw = self.file.read()
         return LeaseState() if raw is None else decode(raw)
 
     def save(self, state: LeaseState) -> None:
-        self.disk.files[FILE_NAME] = encode(state)
+        self.file.write(encode(state))
+
+
+class SimLeaseStore(FileLeaseStore):
+    """The same on a SimDisk: durable across simulated crashes, no threads."""
+
+    def __init__(self, disk: Any) -> None:
+        super().__init__(None, disk)

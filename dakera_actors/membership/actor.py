@@ -16,7 +16,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..endpoint import Endpoint, MessageStream
+from ..endpoint import Endpoint, MessageStream, RemoteError
 from ..log import EventLogger
 from ..metrics import NodeMetrics
 from ..runtime import Actor, Published
@@ -161,7 +161,9 @@ class MembershipActor(Actor):
                                                 timeout=PUSH_PULL_TIMEOUT)
             if isinstance(reply.message, SwimPushPull):
                 members = reply.message.members
-        except TransportError as exc:
+        except (TransportError, RemoteError) as exc:
+            # unreachable, or up but refusing (a peer still starting answers "unhandled"): the
+            # next round tries again; never a reason to fail this node
             self.log.debug("push_pull_failed", peer=address, join=join, error=str(exc))
         self.tell_nowait(_PushPullResult(address, join, members))
 

@@ -26,6 +26,7 @@ from ..metrics import NodeMetrics
 from ..runtime import Actor, Published
 from ..transport import TransportError
 from ..wal.actor import disk_call
+from ..wal.statefile import StateFile
 from ..wire import Envelope, message, structure, unstructure
 from .rebalance import TransferWatch, moves, read_round, settled, transferring
 from .shardmap import ShardMap, acceptable, next_map, target_of
@@ -93,12 +94,11 @@ class ShardMapStore:
     """The installed map, persisted (file or SimDisk), so a restart starts from it."""
 
     def __init__(self, data_dir: Any, disk: Any) -> None:
-        self.disk, self.path = disk, (data_dir / FILE_NAME) if disk is None else None
-        self.blocking = disk is None
+        self.file = StateFile(FILE_NAME, data_dir, disk)
+        self.blocking = self.file.blocking
 
     def load(self) -> ShardMap | None:
-        raw = self.disk.files.get(FILE_NAME) if self.disk is not None else (
-            self.path.read_bytes() if self.path is not None and self.path.exists() else None)
+        raw = self.file.read()
         if raw is None:
             return None
         try:
@@ -107,19 +107,7 @@ class ShardMapStore:
             return None  # a map is always re-sent by the leader: an unreadable one is just absent
 
     def save(self, shard_map: ShardMap) -> None:
-        raw = msgpack.packb(unstructure(shard_map), use_bin_type=True)
-        if self.disk is not None:
-            self.disk.files[FILE_NAME] = raw
-            return
-        import os
-
-        assert self.path is not None
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        self.file.write(msgpack.packb(unstructure(shard_map), use_bin_type=True))
 
 
 class ShardMapActor(Actor):
@@ -308,7 +296,7 @@ class ShardMapActor(Actor):
             reply = await self.endpoint.request(address, ShardMapPull(), timeout=SEND_TIMEOUT)
             if isinstance(reply.message, ShardMap):
                 await self.tell(_Offer(reply.message, leader))
-        except TransportError:
+        except (TransportError, RemoteError):
             pass  # the next membership change or re-send tries again
         finally:
             self._pulling = False
@@ -481,5 +469,5 @@ class ShardMapActor(Actor):
     async def _push_map(self, address: str, shard_map: ShardMap) -> None:
         try:
             await self.endpoint.request(address, shard_map, timeout=SEND_TIMEOUT)
-        except TransportError:
+        except (TransportError, RemoteError):
             pass  # the next re-send, or the member's own restart, catches it up

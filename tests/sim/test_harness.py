@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -159,3 +160,25 @@ async def test_requests_reuse_a_pooled_stream_and_recover_from_a_dropped_one(
         cluster.heal()
         assert (await ep.request(target, Ping(seq=99), timeout=1)).message.seq == 99  # a fresh one
         assert cluster.network.stats.streams_opened > opened
+
+
+async def test_a_peer_that_refuses_push_pull_does_not_fail_a_node(
+        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    """A peer whose transport is up before its membership (a node mid-start) answers a push-pull
+    with an error reply; the asking node keeps running and tries again later."""
+    from dakera_actors.membership.messages import SwimPushPull
+
+    async with open_cluster(2, seed=13, config={"gossip_push_pull_interval_ms": 500}) as cluster:
+        await trio.sleep(5)
+        refusing = cluster.node("node-2").endpoint
+        assert refusing is not None
+        served = refusing._stream_handlers.pop(SwimPushPull)  # as if its membership had not started yet
+        with caplog.at_level(logging.DEBUG, logger="dakera_actors.node"):
+            await trio.sleep(10)  # both push-pull with each other every half second meanwhile
+        refused = [r for r in caplog.records if r.getMessage() == "push_pull_failed"
+                   and "unhandled" in str(getattr(r, "error", ""))]
+        assert refused  # node-1 was refused, several times
+        assert cluster.node("node-1").readiness.ready  # and is still running
+        refusing._stream_handlers[SwimPushPull] = served
+        async with cluster.client("node-1") as http:
+            assert (await http.get("/health")).status_code == 200

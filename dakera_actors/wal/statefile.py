@@ -1,0 +1,44 @@
+"""Small state files a node keeps beside its log: the lease's tokens, the installed shard map,
+the maintenance flag.
+
+Each is one file replaced atomically (tmp, fsync, rename, fsync the directory), so a crash leaves
+the old or the new content, never a torn one. On a SimDisk (tests) the same name lives in the
+disk's ``files`` and survives simulated crashes. What an unreadable file means is the caller's
+decision (the lease refuses to start; a shard map is simply re-sent by the leader).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .log import fsync_directory
+
+
+class StateFile:
+    def __init__(self, name: str, directory: Path | None, disk: Any = None) -> None:
+        self.name, self.disk = name, disk
+        self.path = Path(directory) / name if disk is None and directory is not None else None
+        #: reading and writing block (a real file): call them through ``disk_call``
+        self.blocking = disk is None
+
+    def read(self) -> bytes | None:
+        if self.disk is not None:
+            raw: bytes | None = self.disk.files.get(self.name)
+            return raw
+        assert self.path is not None
+        return self.path.read_bytes() if self.path.exists() else None
+
+    def write(self, raw: bytes) -> None:
+        if self.disk is not None:
+            self.disk.files[self.name] = raw
+            return
+        assert self.path is not None
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_directory(self.path.parent)
