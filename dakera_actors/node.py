@@ -74,9 +74,11 @@ class Readiness:
 
     def missing(self) -> list[str]:
         waiting = [g for g in self._required if g not in self._open]
-        return [*waiting, "stopping"] if self.stopping else waiting
+        return waiting + ["stopping"] * self.stopping + ["maintenance (rejecting requests)"] * self.rejecting
 
     stopping = False  # set when the node starts to stop: load balancers take it out at once
+    #: in maintenance with reject_requests: client requests get 503, and so does readiness
+    rejecting = False
 
     @property
     def ready(self) -> bool:
@@ -114,6 +116,8 @@ class Node:
         self.node_id = config.node_id or ""
         self.metrics = NodeMetrics()
         self.readiness = Readiness()
+        #: this node's maintenance flag as stored (read before membership starts)
+        self.maintenance_state: Any = None
         self.log: EventLogger = get_logger("dakera_actors.node")
         self.transport: Transport | None = None
         self.endpoint: Endpoint | None = None
@@ -208,10 +212,21 @@ class Node:
     async def _start_membership(self) -> None:
         from .membership.actor import MembershipActor
         from .membership.core import SwimCore
+        from .sharding.maintenance import MaintenanceState, MaintenanceStore
+        from .wal.actor import disk_call
 
         assert self.endpoint is not None and self.nursery is not None
+        store = MaintenanceStore(self.data_dir, self.disk)
+        state = await disk_call(store.blocking, store.load)
+        if state.enabled and state.expired(self.wall_clock()):
+            self.log.info("maintenance_expired", reason=state.reason or "-", while_down=True)
+            state = MaintenanceState()
+            await disk_call(store.blocking, store.save, state)
+        elif state.enabled:
+            self.log.info("maintenance_kept", reason=state.reason or "-", reject_requests=state.reject_requests)
+        self.maintenance_state = state
         core = SwimCore(self.config.swim(), self_id=self.node_id, address=self.endpoint.address,
-                        api=self.api_address, meta={"maintenance": False},
+                        api=self.api_address, meta={"maintenance": state.enabled},
                         # wall-clock milliseconds: a restarted node outranks what peers recall of it
                         incarnation=int(self.wall_clock() * 1000), seeds=list(self.config.cluster_seeds),
                         rng=self.rng, now=trio.current_time(), packet_budget=self.endpoint.packet_budget)

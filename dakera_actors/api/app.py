@@ -57,6 +57,11 @@ def create_app(node: Node) -> QuartTrio:
                 raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
             if not hmac.compare_digest(token.strip().encode(), root_key):
                 raise ApiError(401, "invalid API key", code="INVALID_API_KEY")
+        if node.readiness.rejecting and request.path.startswith("/v1/") and not request.path.startswith("/v1/admin"):
+            # maintenance with reject_requests: clients go elsewhere (what other nodes forward to
+            # this one over the transport is still served, its shards are still here)
+            raise ApiError(503, f"node {node.node_id} is in maintenance and rejects client requests; "
+                                "send them to another node", retry_after=5)
         return None
 
     @app.after_request

@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING, Any
 from quart import Response
 from quart_trio import QuartTrio
 
+from ..sharding.maintenance import MaintenanceOptions
 from .errors import ApiError
 from .responses import json_body, json_response
 
 if TYPE_CHECKING:
     from ..node import Node
+
+MAX_REASON = 1024
+MAX_MINUTES = 525_600  # a year
 
 
 def _object(data: Any) -> dict[str, Any]:
@@ -31,8 +35,8 @@ def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what:
     return value
 
 
-def parse_maintenance(data: Any) -> tuple[list[str] | None, list[str]]:
-    """(node_ids, warnings) of a maintenance request; the SDK's extra fields are accepted."""
+def parse_maintenance(data: Any) -> tuple[list[str] | None, MaintenanceOptions]:
+    """(node_ids, options) of a maintenance request: the seed's empty body or the SDK's fields."""
     body = _object(data)
     unknown = set(body) - {"node_ids", "reason", "reject_requests", "duration_minutes", "force"}
     if unknown:
@@ -40,16 +44,15 @@ def parse_maintenance(data: Any) -> tuple[list[str] | None, list[str]]:
     node_ids = _field(body, "node_ids", list, "a list of node ids")
     if node_ids is not None and not all(isinstance(n, str) and n for n in node_ids):
         raise ApiError(400, "node_ids: must be a list of node ids", field="node_ids")
-    _field(body, "reason", str, "a string")
-    _field(body, "reject_requests", bool, "true or false")
-    _field(body, "duration_minutes", int, "a whole number of minutes")
-    _field(body, "force", bool, "true or false")
-    warnings = []
-    if body.get("reject_requests"):
-        warnings.append("reject_requests: not supported; a node in maintenance keeps serving and forwarding")
-    if body.get("duration_minutes") is not None:
-        warnings.append("duration_minutes: not supported; maintenance lasts until disabled")
-    return node_ids, warnings
+    reason = _field(body, "reason", str, "a string") or ""
+    if len(reason) > MAX_REASON:
+        raise ApiError(400, f"reason: at most {MAX_REASON} characters", field="reason")
+    reject = _field(body, "reject_requests", bool, "true or false") or False
+    minutes = _field(body, "duration_minutes", int, "a whole number of minutes")
+    if minutes is not None and not 1 <= minutes <= MAX_MINUTES:
+        raise ApiError(400, f"duration_minutes: must be 1..{MAX_MINUTES}", field="duration_minutes")
+    _field(body, "force", bool, "true or false")  # disabling is always immediate here
+    return node_ids, MaintenanceOptions(reject, minutes, reason)
 
 
 def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
@@ -82,11 +85,8 @@ def mount_operation_routes(app: QuartTrio, node: Node, admin_route: Callable[...
         return node.operations
 
     async def set_maintenance(enable: bool) -> Response:
-        node_ids, warnings = parse_maintenance(await json_body(required=False))
-        answer = await ops().maintenance(enable, node_ids)
-        if warnings and isinstance(answer, dict):
-            answer = {**answer, "warnings": warnings}
-        return json_response(answer)
+        node_ids, options = parse_maintenance(await json_body(required=False))
+        return json_response(await ops().maintenance(enable, node_ids, options if enable else None))
 
     @admin_route("/maintenance/enable", ["POST"])
     async def maintenance_enable() -> Response:

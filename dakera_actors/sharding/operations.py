@@ -7,6 +7,13 @@ the primaries it is still handing over (the new primary has not yet confirmed it
 everything this node wrote); at 0 the node is ``drained`` and can be stopped. Turning maintenance
 off makes it eligible again and the leader rebalances shards back onto it.
 
+The flag is persisted (``maintenance.msgpack`` beside the WAL) before it is announced, so a node
+restarted in maintenance (the rolling upgrade's step 3) comes back still in maintenance and takes
+no shards until the operator disables it (step 5). The SDK's options: ``reject_requests`` makes
+the node answer client requests with 503 (and ``/health/ready`` with 503, so load balancers move
+on) while it keeps serving what other nodes forward to it; ``duration_minutes`` ends maintenance
+by itself after that long (wall-clock, across restarts).
+
 A rebalance is planned by the leader: any node forwards the request to it over the transport.
 """
 
@@ -20,8 +27,11 @@ import trio
 
 from ..api.errors import ApiError
 from ..endpoint import MessageStream, RemoteError
+from ..runtime import ActorStopped
 from ..transport import TransportError
+from ..wal.actor import disk_call
 from ..wire import Envelope, message
+from .maintenance import MaintenanceOptions, MaintenanceState, MaintenanceStore
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -31,6 +41,9 @@ if TYPE_CHECKING:
 @attrs.frozen
 class MaintenanceCommand:
     enable: bool | None = None  # None: only report
+    reject_requests: bool = False
+    duration_minutes: int | None = None
+    reason: str = ""
 
 
 @message("ops.rebalance")
@@ -50,6 +63,12 @@ class OperationReply:
 class Operations:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.store = MaintenanceStore(node.data_dir, node.disk)
+        #: loaded by the node before membership starts (the flag goes out in the first gossip)
+        self.state: MaintenanceState = node.maintenance_state
+        self._expiry: trio.CancelScope | None = None
+        node.readiness.rejecting = self.state.enabled and self.state.reject_requests
+        self._schedule_expiry()
         if node.endpoint is not None:
             node.endpoint.on_stream(MaintenanceCommand, self._serve_maintenance)
             node.endpoint.on_stream(RebalanceCommand, self._serve_rebalance)
@@ -67,37 +86,85 @@ class Operations:
         handing = len(self.node.replicator.handing_over) if self.node.replicator else 0
         remaining = held + handing
         active = self._in_maintenance()
+        until = self.state.until if active else None
         return {"status": "drained" if active and remaining == 0 else "draining" if active else "active",
                 "node_id": me, "maintenance": active, "shards_remaining": remaining,
                 "primary_shards": smap.primaries_of(me) if smap else [],
-                "replica_shards": smap.replicas_of(me) if smap else []}
+                "replica_shards": smap.replicas_of(me) if smap else [],
+                "reason": self.state.reason if active else "",
+                "reject_requests": active and self.state.reject_requests,
+                "ends_in_seconds": max(0, round(until - self.node.wall_clock())) if until is not None else None}
 
-    async def set_maintenance(self, enable: bool) -> dict[str, Any]:
+    async def set_maintenance(self, enable: bool, options: MaintenanceOptions | None = None) -> dict[str, Any]:
         membership = self.node.membership
         if membership is None:
             raise ApiError(409, "maintenance needs cluster mode: a single node has nowhere to move its shards")
+        options = options or MaintenanceOptions()
+        until = (self.node.wall_clock() + options.duration_minutes * 60
+                 if enable and options.duration_minutes is not None else None)
+        state = (MaintenanceState(True, options.reject_requests, options.reason, until) if enable
+                 else MaintenanceState())
+        # persisted before it is announced: a restart right after this answer keeps it
+        await disk_call(self.store.blocking, self.store.save, state)
+        self.state = state
+        if enable:
+            self.node.readiness.rejecting = state.reject_requests  # turned away before it is announced
+        self._schedule_expiry()
         me = membership.view.value.members.get(self.node.node_id)
         meta = dict(me.meta) if me is not None else {}
         if bool(meta.get("maintenance")) != enable:
             meta["maintenance"] = enable
             await membership.set_meta(meta)
-            self.node.log.info("maintenance_enabled" if enable else "maintenance_disabled")
+            if enable:
+                self.node.log.info("maintenance_enabled", reason=options.reason or "-",
+                                   reject_requests=options.reject_requests,
+                                   duration_minutes=options.duration_minutes or "-")
+            else:
+                self.node.log.info("maintenance_disabled")
             me_id = self.node.node_id
             with trio.move_on_after(2.0):  # the published view follows the core a moment later
                 await membership.view.wait_for(
                     lambda v: me_id in v.members and v.members[me_id].maintenance == enable)
+        if not enable:
+            self.node.readiness.rejecting = False  # clients back once the flag is off
         return self.maintenance_status()
 
-    async def maintenance(self, enable: bool | None, node_ids: list[str] | None) -> Any:
+    def _schedule_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        until = self.state.until if self.state.enabled else None
+        if until is None or self.node.nursery is None:
+            return
+        scope = self._expiry = trio.CancelScope()
+        deadline = trio.current_time() + max(0.0, until - self.node.wall_clock())
+
+        async def expire() -> None:
+            with scope:
+                await trio.sleep_until(deadline)
+                self._expiry = None
+                self.node.log.info("maintenance_expired", reason=self.state.reason or "-")
+                try:
+                    await self.set_maintenance(False)
+                except ActorStopped:
+                    pass  # the node is stopping; the stored flag has its end time and expires at start
+
+        self.node.nursery.start_soon(expire)
+
+    async def maintenance(self, enable: bool | None, node_ids: list[str] | None,
+                          options: MaintenanceOptions | None = None) -> Any:
         """Enable/disable (None: report) on this node, or on the named members."""
+        options = options or MaintenanceOptions()
         if not node_ids:
-            return self.maintenance_status() if enable is None else await self.set_maintenance(enable)
+            return self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)
         answers = []
         for node_id in node_ids:
             if node_id == self.node.node_id:
-                answers.append(self.maintenance_status() if enable is None else await self.set_maintenance(enable))
+                answers.append(self.maintenance_status() if enable is None
+                               else await self.set_maintenance(enable, options))
                 continue
-            answers.append(await self._ask(node_id, MaintenanceCommand(enable)))
+            answers.append(await self._ask(node_id, MaintenanceCommand(
+                enable, options.reject_requests, options.duration_minutes, options.reason)))
         return answers[0] if len(answers) == 1 else {"nodes": answers}
 
     async def _ask(self, node_id: str, command: object) -> Any:
@@ -120,7 +187,8 @@ class Operations:
 
     async def _serve_maintenance(self, envelope: Envelope, stream: MessageStream) -> None:
         command: MaintenanceCommand = envelope.message
-        await self._reply(stream, self.maintenance(command.enable, None))
+        options = MaintenanceOptions(command.reject_requests, command.duration_minutes, command.reason)
+        await self._reply(stream, self.maintenance(command.enable, None, options))
 
     # -- rebalance ---------------------------------------------------------------------
     async def rebalance(self, dry_run: bool, shard_ids: list[int] | None) -> Any:

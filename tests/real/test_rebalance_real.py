@@ -88,6 +88,11 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
         fourth.start()
         fourth.wait_healthy(30)
         assert httpx.get(fourth.url + "/health", timeout=5).json()["status"] == "ok"
+        # restarted, it is still in maintenance (the flag is persisted): no shard comes back to it
+        # until the operator's step 5
+        after = get(fourth, "/admin/maintenance/status")
+        assert after["maintenance"] and after["status"] == "drained", after
+        assert fourth.env["DAKERA_NODE_ID"] not in get(first[0], "/admin/cluster/status")["shard_distribution"]
         r = httpx.post(first[0].url + "/v1/admin/cluster/maintenance/disable", json={"node_ids": [
             fourth.env["DAKERA_NODE_ID"]]}, timeout=10)
         assert r.status_code == 200, r.text
@@ -137,8 +142,11 @@ def test_rolling_upgrade_of_every_node_with_no_client_error(tmp_path: Path) -> N
 
         thread = threading.Thread(target=client_load)
         thread.start()
+        admin = DakeraClient(nodes[0].url, max_retries=5, timeout=30)
         for node in nodes:
-            assert httpx.post(node.url + "/admin/maintenance/enable", timeout=10).status_code == 200
+            # the SDK's call, naming the node (forwarded by nodes[0] when it is another one)
+            answer = admin.admin_enable_maintenance("rolling upgrade", node_ids=[node.env["DAKERA_NODE_ID"]])
+            assert answer["maintenance"] and answer["reason"] == "rolling upgrade", answer
             wait_for(lambda node=node: get(node, "/admin/maintenance/status")["status"] == "drained", 120, "drained")
             upgrading.append(node.url)
             node.signal(signal.SIGTERM)

@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from dakera_actors.store.shard import shard_of
 from dakera_actors.testing import Cluster, open_cluster
 
 from ..waiting import eventually
@@ -152,6 +153,14 @@ async def test_maintenance_drains_a_node_which_then_restarts_and_gets_shards_bac
             await cluster.stop("node-4")
             await cluster.start("node-4")
             await eventually(lambda: cluster.node("node-4").readiness.ready, timeout=30)
+            # it comes back still in maintenance (the flag is persisted): no shard returns to it
+            # before the operator says so, however long the health check takes
+            await trio.sleep(10)
+            async with cluster.client("node-4") as http:
+                status = (await http.get("/admin/maintenance/status")).json()
+            assert status["maintenance"] and status["status"] == "drained", status
+            smap = one_map(cluster)
+            assert smap is not None and "node-4" not in smap.members()
             async with cluster.client("node-1") as http:  # the SDK's path, naming the node
                 r = await http.post("/v1/admin/cluster/maintenance/disable", json={"node_ids": ["node-4"]})
             assert r.status_code == 200 and r.json()["node_id"] == "node-4", r.text
@@ -296,3 +305,52 @@ async def test_a_drain_right_after_a_join_finishes(autojump_clock: MockClock, se
                         await trio.sleep(0.5)
             stop.set()
         assert not traffic.failures, traffic.failures[:10]
+
+
+async def test_maintenance_options_reject_requests_and_end_by_themselves(autojump_clock: MockClock) -> None:
+    """The SDK's enable fields: reject_requests turns clients away from the node (and its
+    readiness off) while what others forward to it is still served; duration_minutes ends
+    maintenance by itself, across a restart too."""
+    async with open_cluster(3, seed=26) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        async with cluster.client("node-1") as http:
+            for bad, field in (({"duration_minutes": 0}, "duration_minutes"), ({"duration_minutes": "2"}, "duration_minutes"),
+                               ({"reject_requests": "yes"}, "reject_requests"), ({"reason": "x" * 1025}, "reason")):
+                r = await http.post("/v1/admin/cluster/maintenance/enable", json={**bad, "node_ids": ["node-3"]})
+                assert r.status_code == 400 and field in r.json()["error"], (bad, r.text)
+            assert one_map(cluster) is not None and "node-3" in one_map(cluster).members()  # type: ignore[union-attr]
+            r = await http.post("/v1/admin/cluster/maintenance/enable", json={
+                "reason": "kernel patch", "node_ids": ["node-3"], "reject_requests": True, "duration_minutes": 3})
+            assert r.status_code == 200, r.text
+            assert r.json()["node_id"] == "node-3" and r.json()["reject_requests"] and r.json()["reason"] == "kernel patch"
+            assert 170 <= r.json()["ends_in_seconds"] <= 180
+        async with cluster.client("node-3") as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": "agent-1", "content": "to a node in maintenance"})
+            assert r.status_code == 503 and "maintenance" in r.json()["error"] and r.headers["Retry-After"], r.text
+            assert (await http.get("/health/ready")).status_code == 503
+            assert (await http.get("/health")).status_code == 200
+            assert (await http.get("/admin/maintenance/status")).json()["reject_requests"]
+        # other nodes still reach its shards while they move away (forwarded over the transport)
+        smap = one_map(cluster)
+        assert smap is not None
+        agent = next(f"agent-{i}" for i in range(5000) if smap.owner(shard_of(f"agent-{i}", smap.shards)) == "node-3")
+        async with cluster.client("node-1") as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": "through node-1"})
+            assert r.status_code == 200, r.text
+        await eventually(lambda: (m := one_map(cluster)) is not None and "node-3" not in m.members(), timeout=60)
+        # a restart inside the window keeps it (persisted with its end time)
+        await cluster.restart("node-3")
+        await eventually(lambda: cluster.node("node-3").readiness.missing() == ["maintenance (rejecting requests)"],
+                         timeout=30)
+        async with cluster.client("node-3") as http:
+            status = (await http.get("/admin/maintenance/status")).json()
+        assert status["maintenance"] and status["reject_requests"] and 0 < status["ends_in_seconds"] < 180, status
+        # ... and the window closes by itself: ready again, clients served, shards back
+        await eventually(lambda: cluster.node("node-3").readiness.ready, timeout=200)
+        async with cluster.client("node-3") as http:
+            status = (await http.get("/admin/maintenance/status")).json()
+            assert status["status"] == "active" and not status["maintenance"] and status["ends_in_seconds"] is None
+            r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": "after the window"})
+            assert r.status_code == 200, r.text
+        await eventually(lambda: settled(cluster, 3) and (m := one_map(cluster)) is not None and "node-3" in m.members(),
+                         timeout=120)

@@ -1,0 +1,59 @@
+"""A node's maintenance flag as it is kept across restarts, and the options an operator sets.
+
+See :mod:`.operations` for what maintenance does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import msgpack
+
+from ..wal.statefile import StateFile
+
+STATE_FILE = "maintenance.msgpack"
+
+
+@attrs.frozen
+class MaintenanceOptions:
+    reject_requests: bool = False
+    duration_minutes: int | None = None
+    reason: str = ""
+
+
+@attrs.frozen
+class MaintenanceState:
+    """What survives a restart: whether this node is in maintenance, and how."""
+
+    enabled: bool = False
+    reject_requests: bool = False
+    reason: str = ""
+    until: float | None = None  # Unix seconds at which maintenance ends by itself; None: never
+
+    def expired(self, wall_now: float) -> bool:
+        return self.until is not None and wall_now >= self.until
+
+
+class MaintenanceStore:
+    def __init__(self, data_dir: Any, disk: Any) -> None:
+        self.file = StateFile(STATE_FILE, data_dir, disk)
+        self.blocking = self.file.blocking
+
+    def load(self) -> MaintenanceState:
+        raw = self.file.read()
+        if raw is None:
+            return MaintenanceState()
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+            until = d.get("until")
+            return MaintenanceState(bool(d["enabled"]), bool(d.get("reject_requests", False)),
+                                    str(d.get("reason", "")), float(until) if until is not None else None)
+        except Exception as exc:
+            # refusing to start over a flag would turn a maintenance window into an outage;
+            # starting in maintenance is the safe reading (no shards come to a node mid-work)
+            return MaintenanceState(True, False, f"unreadable {STATE_FILE} ({type(exc).__name__}): disable to clear")
+
+    def save(self, state: MaintenanceState) -> None:
+        self.file.write(msgpack.packb({"v": 1, "enabled": state.enabled, "reject_requests": state.reject_requests,
+                                       "reason": state.reason, "until": state.until}, use_bin_type=True))
