@@ -90,8 +90,10 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         light = min(nodes, key=lambda m: (load[m], m))
         if load[heavy] <= high and load[light] >= low or load[heavy] - load[light] <= 1:
             break
+        # never the last live copy of a shard whose other copies are down: its data would rest on
+        # down members and an empty new copy (the shard could not be served until one returned)
         movable = [s for s, copies in enumerate(placement) if heavy in copies and light not in copies
-                   and s not in orphans]
+                   and s not in orphans and any(m in eligible for m in copies if m != heavy)]
         if not movable:
             break
         # prefer moving a replica (the primary keeps serving), then the best rendezvous fit
@@ -106,9 +108,13 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
             copies[copies.index(heavy)] = light
         load[heavy] -= 1
         load[light] += 1
-    # a down member is never primary: the first eligible copy leads (stable otherwise)
+    # a down member is never primary: the first eligible copy that held the shard before leads (a
+    # copy this plan made is empty), then the other eligible ones; stable otherwise
     for shard, copies in enumerate(placement):
-        placement[shard] = [m for m in copies if m in eligible] + [m for m in copies if m not in eligible]
+        had = held[shard] or set()
+        live = [m for m in copies if m in eligible]
+        placement[shard] = ([m for m in live if m in had] + [m for m in live if m not in had]
+                            + [m for m in copies if m not in eligible])
     # even out primaries by swapping roles inside a shard: no data moves
     if want > 1:
         p_low, p_high = shards // len(nodes), -(-shards // len(nodes))

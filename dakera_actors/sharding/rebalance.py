@@ -26,7 +26,7 @@ moved meanwhile) is taken as soon as it can be.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -40,11 +40,35 @@ def settled(placement: Sequence[Sequence[str]], width: int) -> Placement:
 
 def step(current: Sequence[Sequence[str]], width: int, target: Sequence[Sequence[str]],
          caught_up: Callable[[int, str], bool], *, concurrency: int,
-         only: set[int] | None = None, abandon: Callable[[int, str], bool] | None = None) -> Placement:
+         only: set[int] | None = None, abandon: Callable[[int, str], bool] | None = None,
+         down: Iterable[str] = (), ranked: Sequence[Sequence[str]] | None = None) -> Placement:
     """The next placement on the way from ``current`` (``width`` counted copies per shard) to
     ``target``. ``only``: shards allowed to move (the rest keep their copies and learners).
     ``abandon(shard, learner)``: a stalled transfer, dropped from the map this step (the step
-    after starts it again if the target still wants it)."""
+    after starts it again if the target still wants it).
+
+    ``down``: members that may not lead (dead or in their grace period). Whatever else a shard
+    waits for, a counted copy that may lead replaces a primary that may not, in this step: the
+    first in ``ranked`` (the counted copies, newest history first), else in map order. A learner
+    never leads: it may be missing what the dead primary acknowledged."""
+    out = _step(current, width, target, caught_up, concurrency=concurrency, only=only, abandon=abandon)
+    return [_lead(copies, width, set(down), ranked[s] if ranked is not None else ())
+            for s, copies in enumerate(out)]
+
+
+def _lead(copies: list[str], width: int, down: set[str], ranked: Sequence[str]) -> list[str]:
+    if not copies or copies[0] not in down:
+        return copies
+    counted, learners = copies[:width], copies[width:]
+    able = [m for m in ranked if m in counted and m not in down] + [m for m in counted if m not in down]
+    if not able:
+        return copies  # every counted copy is down: the shard waits for one (never an empty leader)
+    return [able[0], *[m for m in counted if m != able[0]], *learners]
+
+
+def _step(current: Sequence[Sequence[str]], width: int, target: Sequence[Sequence[str]],
+          caught_up: Callable[[int, str], bool], *, concurrency: int,
+          only: set[int] | None, abandon: Callable[[int, str], bool] | None) -> Placement:
     out: Placement = []
     moving = sum(1 for c in current if len(c) > width)
     for shard, (cur, tgt) in enumerate(zip(current, target, strict=True)):

@@ -113,8 +113,10 @@ def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, s
     if current is None:
         as_lists = target
     else:
+        may_lead = set(members)
         as_lists = step(current.placement, current.counted, target, caught_up or (lambda _s, _m: False),
-                        concurrency=concurrency, only=only, abandon=abandon)
+                        concurrency=concurrency, only=only, abandon=abandon,
+                        down=current.members() - may_lead, ranked=order)
     width = copies_wanted(members, rf, keep)
     held = {m for c in as_lists for m in c}
     down = sorted(set(keep) & held - set(members))

@@ -118,3 +118,26 @@ def test_a_shard_with_every_copy_down_waits_for_one_rather_than_starting_empty()
     assert check(q, {"a", "b", "c", "d"}, 2, 2, down=["a", "b"]) == []
     r = plan(q, ["c", "d"], 2, 2)  # the grace is over: copies are made anew, empty
     assert set(r[0]) == {"c", "d"}
+
+
+@given(member_sets, shard_counts, st.integers(2, 3), st.data())
+def test_a_shard_keeps_its_last_live_copy_when_a_member_dies_as_another_joins(
+        members: set[str], shards: int, rf: int, data: st.DataObject) -> None:
+    """A death and a join in one plan (a rebalance onto a new node when a primary dies): evening
+    out the load must not move a shard's only live copy to the empty newcomer, which would leave
+    the data on down members alone."""
+    p = plan(None, members, shards, rf)
+    down = data.draw(st.sampled_from(sorted(members)))
+    alive = (members - {down}) | {"node-new"}
+    q = plan(p, alive, shards, rf, keep=[down])
+    for before, after in zip(p, q, strict=True):
+        live_before = [m for m in before if m != down]
+        if live_before:
+            assert after[0] in live_before, (before, after)  # an old live copy leads
+
+
+def test_evening_out_never_takes_the_only_live_copy() -> None:
+    # "a" is heavy and is the only live copy of shard 0 ("d" is down): the move goes elsewhere
+    current = [("a", "d"), ("a", "b"), ("a", "c"), ("b", "c")]
+    q = plan(current, ["a", "b", "c", "n"], 4, 2, keep=["d"])
+    assert q[0][0] == "a" and "d" in q[0]

@@ -144,3 +144,37 @@ def test_read_round_never_counts_a_silent_or_far_behind_learner() -> None:
     found = read_round(pending, lambda s: "a", {"a": rows}, caught_lag_ms=500)
     assert found.caught == {(0, "e")}  # c has not fetched lately; d lags by more than the limit
     assert found.acked == {(0, "d"): 3, (0, "e"): 5}  # e's row is from an older node: no lag field
+
+
+def test_a_down_primary_is_replaced_even_while_its_shard_waits_for_a_learner() -> None:
+    # d died while L was copying from it; the target (as the plan may make it) wants L to lead
+    current = [["d", "a", "L"]]
+    target = [["L", "d"]]
+    assert step(current, 2, target, never, concurrency=4) == [["d", "a", "L"]]  # without knowing d is down
+    led = step(current, 2, target, never, concurrency=4, down={"d"})
+    assert led == [["a", "d", "L"]]  # a leads now (L never: it may lack what d acknowledged)
+    # the ranking (newest history first) picks among the counted copies that may lead
+    assert step([["d", "a", "b", "L"]], 3, [["L", "b", "d"]], never, concurrency=4, down={"d"},
+                ranked=[["b", "a", "d"]]) == [["b", "d", "a", "L"]]
+    # every counted copy down: the shard waits rather than letting an empty learner lead
+    assert step([["d", "e", "L"]], 2, [["L", "d"]], never, concurrency=4, down={"d", "e"}) == [["d", "e", "L"]]
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_no_step_leaves_a_down_primary_when_a_counted_copy_may_lead(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    members = ["a", "b", "c", "d", "e"]
+    down = set(rng.sample(members, rng.randint(1, 2)))
+    current, target = [], []
+    for _ in range(8):
+        copies = rng.sample(members, 3)  # two counted, one learner
+        current.append(copies)
+        target.append(rng.sample(members, 2))
+    out = step(current, 2, target, lambda s, m: rng.random() < 0.5, concurrency=2, down=down,
+               abandon=lambda s, m: rng.random() < 0.2)
+    for copies in out:
+        counted = copies[:2] if len(copies) > 2 else copies
+        if copies and any(m not in down for m in counted):
+            assert copies[0] not in down, (current, target, down, out)
