@@ -19,6 +19,7 @@ alive) is never lost to a role change. The protocol decisions live in :mod:`.cor
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -477,13 +478,24 @@ class Replicator(Actor):
                 members.add(self._previous[shard])
             for member in sorted(members - {self.me}):
                 peers.setdefault(member, []).append(shard)
+        # and every other reachable member: a copy a recent map dropped (a rebalance replaced it
+        # with a new one a little behind) keeps its data for DROP_DELAY, and may be the only other
+        # holder of writes the dead primary acknowledged with it
+        others: dict[str, list[int]] = {}
+        members_now = self.node.membership.view.value.members if self.node.membership else {}
+        for member_id, known in sorted(members_now.items()):
+            if member_id != self.me and known.reachable:
+                wanted = [s for s in shards if s not in peers.get(member_id, [])]
+                if wanted:
+                    others[member_id] = wanted
         best: dict[int, tuple[Position, str]] = {}
         blocked: set[int] = set()
 
-        async def ask(peer: str, wanted: list[int]) -> None:
+        async def ask(peer: str, wanted: list[int], *, copy: bool = True) -> None:
             member = self._member(peer)
             if member is None:
-                blocked.update(wanted)  # not heard of yet (we just started): wait until we have
+                if copy:
+                    blocked.update(wanted)  # not heard of yet (we just started): wait until we have
                 return
             if not member.reachable:
                 return  # known down: whatever it holds, the leader already chose over it
@@ -503,6 +515,8 @@ class Replicator(Actor):
         async with trio.open_nursery() as nursery:
             for peer, wanted in peers.items():
                 nursery.start_soon(ask, peer, wanted)
+            for peer, wanted in others.items():
+                nursery.start_soon(functools.partial(ask, peer, wanted, copy=False))
         # the previous primary, alive, waits to hear that we hold everything it wrote (a drain
         # counts it as remaining until then): one fetch at our final position tells it
         confirm: dict[str, list[int]] = {}
