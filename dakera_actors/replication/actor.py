@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from ..api.errors import ApiError
 from ..endpoint import MessageStream, RemoteError
+from ..membership.member import MemberState
 from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
@@ -48,7 +49,8 @@ MAX_FETCH_RECORDS = 512
 SNAPSHOT_CHUNK = 256  # memories per snapshot frame
 RETRY = 0.2  # after a failed fetch
 HANDOVER_WAIT = 30.0
-DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (a takeover may still read it)
+DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (a takeover may still read
+# it), and only while every copy the map names is Alive
 LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
 SILENT_REPLICA = 5.0  # a replica that has not fetched for this long is not healthy (it polls twice a second)
 
@@ -243,9 +245,18 @@ class Replicator(Actor):
                 continue
             del self._drop_at[shard]
             smap = self.map
-            if smap is not None and self.me not in smap.placement[shard]:
-                await self.owner.drop(shard)
-                self.node.log.info("shard_copy_dropped", shard=shard, map_version=smap.version)
+            if smap is None or self.me in smap.placement[shard]:
+                continue
+            unwell = [m for m in smap.placement[shard] if (known := self._member(m)) is None
+                      or known.state != MemberState.ALIVE]
+            if unwell:
+                # a copy of the shard is suspect or dead: if it was the primary, its successor may
+                # still need what this old copy holds (writes it acknowledged with us); keep it
+                # until the shard's copies are all well again
+                self._drop_at[shard] = now + DROP_DELAY
+                continue
+            await self.owner.drop(shard)
+            self.node.log.info("shard_copy_dropped", shard=shard, map_version=smap.version)
 
     def _on_map(self, smap: ShardMap) -> None:
         if self.map is not None and smap.key <= self.map.key:

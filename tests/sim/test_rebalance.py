@@ -410,11 +410,17 @@ async def test_a_primary_dying_right_after_a_flip_loses_no_acknowledged_write(au
                         was = before.placement[s]
                         if ("node-4" in copies[:now.counted] and "node-4" not in was[:before.counted]
                                 and copies[0] == was[0] != "node-4" and copies[0] != leader_id):
-                            victim = copies[0]
+                            victim, flipped = copies[0], s
+                            replaced = [m for m in was[:before.counted] if m not in copies]
                     before = now
             killed.add(victim)
             cluster.kill(victim)
-            await trio.sleep(20)
+            await trio.sleep(12)
+            # past DROP_DELAY, the replaced copy still holds the shard: a copy of it is not well
+            for old in replaced:
+                held = cluster.node(old).memory.shards.shards.get(flipped)  # type: ignore[union-attr]
+                assert held is not None and held.seq > 0, (old, flipped)
+            await trio.sleep(8)
             stop.set()
         assert len(acked) > 200
         lost = []
