@@ -135,6 +135,7 @@ class ShardMapActor(Actor):
         self.view: Published[ShardMap | None] = Published(None)
         self._lease = LeaseView(None, 0, 0.0, False)
         self._eligible: tuple[str, ...] = ()
+        self._draining: tuple[str, ...] = ()  # reachable members in maintenance
         self._addresses: dict[str, str] = {}
         self._recompute_at = math.inf
         self._resend_at = math.inf
@@ -178,7 +179,8 @@ class ShardMapActor(Actor):
         if current is None or not self._eligible:
             return []
         base = settled(current.placement, current.counted)
-        target = target_of(current, self._eligible, shards=self.shards, rf=self.rf, keep=self._keep)
+        target = target_of(current, self._eligible, shards=self.shards, rf=self.rf, keep=self._keep,
+                           draining=self._draining)
         return [m for m in moves(base, target) if only is None or m["shard"] in only]
 
     async def catch_up(self, address: str, version: int, *, timeout: float) -> None:
@@ -270,11 +272,12 @@ class ShardMapActor(Actor):
         Kept: Dead for less than the grace period; their copies stay in the map, marked down."""
         members = self._members.values()
         eligible = tuple(sorted(m.id for m in members if m.reachable and not m.maintenance))
+        draining = tuple(sorted(m.id for m in members if m.reachable and m.maintenance))
         dead = [m for m in members if m.state == MemberState.DEAD and m.since + self.grace > now]
         keep = tuple(sorted(m.id for m in dead))
         self._grace_at = min((m.since + self.grace for m in dead), default=math.inf)
-        if eligible != self._eligible or keep != self._keep:
-            self._eligible, self._keep = eligible, keep
+        if eligible != self._eligible or keep != self._keep or draining != self._draining:
+            self._eligible, self._keep, self._draining = eligible, keep, draining
             if self._lease.is_self:
                 self._recompute_at = min(self._recompute_at, now + SETTLE)
 
@@ -318,7 +321,8 @@ class ShardMapActor(Actor):
         stalled = set(self._stalled)
         proposal = next_map(current, self._eligible, token=self._lease.token, shards=self.shards, rf=self.rf,
                             keep=self._keep, order=order, caught_up=lambda s, m: (s, m) in self._caught,
-                            concurrency=self.concurrency, only=self._only, abandon=lambda s, m: (s, m) in stalled)
+                            concurrency=self.concurrency, only=self._only, abandon=lambda s, m: (s, m) in stalled,
+                            draining=self._draining)
         if proposal is None:
             return
         reason = await self._consider(proposal, self.self_id)

@@ -54,13 +54,17 @@ def copies_wanted(members: Iterable[str], rf: int, keep: Iterable[str] = ()) -> 
 
 
 def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards: int, rf: int,
-         keep: Iterable[str] = ()) -> Placement:
+         keep: Iterable[str] = (), draining: Iterable[str] = ()) -> Placement:
     """The next placement: ``result[shard]`` = its copies, primary first.
 
     ``keep`` are members that are down but still within their grace period: the copies they
     hold stay (never as primary, never counted for balance), so a member that comes back
     catches up from where it was instead of being copied whole. The first eligible copy of a
     shard becomes its primary, so the caller orders copies by how up to date they are.
+
+    ``draining`` are members in maintenance: alive, but to be emptied. Their copies go, except
+    where the eligible members cannot make up the shard's copies (the others are down): there a
+    draining copy stays, after the others, until a replacement can be made (the drain waits).
     """
     nodes = sorted(set(members))
     if not nodes:
@@ -73,8 +77,11 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
                   if m in eligible or m in kept][:want]
                  for s in range(shards)]
     # a shard whose every copy is down stays on them: unavailable until one returns, rather than
-    # served empty by a new primary (the grace period bounds how long)
-    orphans = {s for s, copies in enumerate(placement) if copies and not any(m in eligible for m in copies)}
+    # served empty by a new primary (the grace period bounds how long); a copy on a draining
+    # member is alive, so its shard is no orphan: new copies are made from it
+    leaving = set(draining) - eligible - kept
+    orphans = {s for s, copies in enumerate(placement) if copies and not any(m in eligible for m in copies)
+               and not (held[s] or set()) & leaving}
     load = _loads(placement, nodes)
     # fill: the least loaded members first, rendezvous order among equals
     for shard, copies in enumerate(placement):
@@ -82,6 +89,11 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
             member = min((m for m in nodes if m not in copies), key=lambda m: (load[m], -score(shard, m)))
             copies.append(member)
             load[member] += 1
+    # a shard still short (the only members that could take a copy are down) keeps the copies it
+    # has on draining members: better a drain that waits than a shard with fewer copies
+    for shard, copies in enumerate(placement):
+        if len(copies) < want and current is not None and shard < len(current):
+            copies.extend([m for m in current[shard] if m in leaving][:want - len(copies)])
     # even out copies, one move at a time from the most to the least loaded member
     total = sum(load.values())
     low, high = total // len(nodes), -(-total // len(nodes))
@@ -109,12 +121,14 @@ def plan(current: Sequence[Sequence[str]] | None, members: Iterable[str], shards
         load[heavy] -= 1
         load[light] += 1
     # a down member is never primary: the first eligible copy that held the shard before leads (a
-    # copy this plan made is empty), then the other eligible ones; stable otherwise
+    # copy this plan made is empty), then the other eligible ones, then draining ones (which
+    # lead only a shard with no eligible copy), then down ones; stable otherwise
     for shard, copies in enumerate(placement):
         had = held[shard] or set()
         live = [m for m in copies if m in eligible]
         placement[shard] = ([m for m in live if m in had] + [m for m in live if m not in had]
-                            + [m for m in copies if m not in eligible])
+                            + [m for m in copies if m in leaving]
+                            + [m for m in copies if m not in eligible and m not in leaving])
     # even out primaries by swapping roles inside a shard: no data moves
     if want > 1:
         p_low, p_high = shards // len(nodes), -(-shards // len(nodes))

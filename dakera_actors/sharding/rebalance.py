@@ -70,7 +70,10 @@ def _step(current: Sequence[Sequence[str]], width: int, target: Sequence[Sequenc
           caught_up: Callable[[int, str], bool], *, concurrency: int,
           only: set[int] | None, abandon: Callable[[int, str], bool] | None) -> Placement:
     out: Placement = []
-    moving = sum(1 for c in current if len(c) > width)
+    # transferring: shards with learners, except those already at their target with every learner
+    # caught up (the cluster growing back toward RF: they wait for the map-wide width to grow)
+    moving = sum(1 for s, c in enumerate(current) if len(c) > width and not (
+        list(c) == list(target[s]) and all(caught_up(s, m) for m in c[width:])))
     for shard, (cur, tgt) in enumerate(zip(current, target, strict=True)):
         cur, tgt = list(cur), list(tgt)
         learners = cur[width:]

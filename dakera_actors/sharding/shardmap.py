@@ -89,37 +89,48 @@ class ShardMap:
 
 
 def target_of(current: ShardMap | None, eligible: Iterable[str], *, shards: int, rf: int,
-              keep: Iterable[str] = (), order: list[list[str]] | None = None) -> list[list[str]]:
+              keep: Iterable[str] = (), order: list[list[str]] | None = None,
+              draining: Iterable[str] = ()) -> list[list[str]]:
     """Where the leader wants every copy: a plan over the current map's counted copies."""
     base = order if order is not None else (settled(current.placement, current.counted) if current else None)
-    return [list(c) for c in plan(base, sorted(set(eligible)), shards, rf, keep)]
+    return [list(c) for c in plan(base, sorted(set(eligible)), shards, rf, keep, draining)]
 
 
 def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, shards: int,
              rf: int, keep: Iterable[str] = (), order: list[list[str]] | None = None,
              caught_up: Callable[[int, str], bool] | None = None, concurrency: int = 4,
-             only: set[int] | None = None, abandon: Callable[[int, str], bool] | None = None) -> ShardMap | None:
+             only: set[int] | None = None, abandon: Callable[[int, str], bool] | None = None,
+             draining: Iterable[str] = ()) -> ShardMap | None:
     """The leader's next map, or None when the current one already fits (same token, placement).
 
     ``keep``: down members within their grace period (their copies stay, marked down);
     ``order``: the current counted copies reordered by position (promotion order);
     ``caught_up(shard, member)``: whether a learner has caught up with its primary; the map
     walks toward the target through :func:`~.rebalance.step` (``concurrency``, ``only``,
-    ``abandon``: stalled learners to drop)."""
+    ``abandon``: stalled learners to drop; ``draining``: members in maintenance, alive: they
+    may keep serving (and leading) what cannot move yet)."""
     members = sorted(set(eligible))
     if not members:
         return None
-    target = target_of(current, members, shards=shards, rf=rf, keep=keep, order=order)
+    target = target_of(current, members, shards=shards, rf=rf, keep=keep, order=order, draining=draining)
     if current is None:
         as_lists = target
     else:
-        may_lead = set(members)
+        may_lead = set(members) | set(draining)
         as_lists = step(current.placement, current.counted, target, caught_up or (lambda _s, _m: False),
                         concurrency=concurrency, only=only, abandon=abandon,
                         down=current.members() - may_lead, ranked=order)
     width = copies_wanted(members, rf, keep)
     held = {m for c in as_lists for m in c}
     down = sorted(set(keep) & held - set(members))
+    if current is not None and width > current.counted:
+        # more copies per shard than before (the cluster grew back toward RF): the new copies are
+        # learners (after the old width) until every shard has its full count and each of them
+        # has caught up; then one map makes them count, all shards at once
+        old, ready = current.counted, caught_up or (lambda _s, _m: False)
+        if not all(len(c) >= width and all(ready(s, m) for m in c[old:width])
+                   for s, c in enumerate(as_lists) if c and not set(c) <= set(down)):
+            width = old
     if (current is not None and current.token == token and current.placement == as_lists
             and current.down == down and current.counted == width):
         return None

@@ -141,3 +141,17 @@ def test_evening_out_never_takes_the_only_live_copy() -> None:
     current = [("a", "d"), ("a", "b"), ("a", "c"), ("b", "c")]
     q = plan(current, ["a", "b", "c", "n"], 4, 2, keep=["d"])
     assert q[0][0] == "a" and "d" in q[0]
+
+
+def test_a_draining_copy_stays_where_no_eligible_member_can_replace_it() -> None:
+    # three nodes, RF=2: "b" drains while "c" is down (kept): shards on a+b cannot move their b
+    # copy anywhere (c cannot take a new copy), so it stays, after a; where c holds a copy, b goes
+    current = [("a", "b"), ("b", "a"), ("b", "c"), ("a", "c")]
+    q = plan(current, ["a"], 4, 2, keep=["c"], draining=["b"])
+    assert q[0] == ("a", "b") and q[1] == ("a", "b")  # a leads, b stays as the second copy
+    assert q[2] == ("a", "c")  # a new copy on a (made from b, which serves until it has caught up)
+    assert q[3] == ("a", "c")
+    assert check(q, {"a", "b", "c"}, 4, 2, down=["c"]) == []
+    # once c is back (eligible), b's copies go
+    r = plan(q, ["a", "c"], 4, 2, draining=["b"])
+    assert all("b" not in copies for copies in r)

@@ -76,7 +76,11 @@ def test_stepping_reaches_the_target_and_every_shard_always_keeps_its_old_copies
             if after != target[shard]:
                 # until a shard flips, every copy that counted still does
                 assert after[:width] == before[:width] or after[:width] == placement[shard][:width]
-        assert len(transferring(nxt, width)) <= concurrency
+        # at most `concurrency` transfers in flight (a shard at its target whose learners caught up
+        # is done: it waits only for the map-wide width, which this test does not grow)
+        active = [sh for sh, ls in transferring(nxt, width).items()
+                  if nxt[sh] != target[sh] or not all((sh, m) in caught for m in ls)]
+        assert len(active) <= concurrency
         for shard, learners in transferring(nxt, width).items():
             if data.draw(st.booleans()):
                 caught.update((shard, m) for m in learners)
@@ -178,3 +182,37 @@ def test_no_step_leaves_a_down_primary_when_a_counted_copy_may_lead(seed: int) -
         counted = copies[:2] if len(copies) > 2 else copies
         if copies and any(m not in down for m in counted):
             assert copies[0] not in down, (current, target, down, out)
+
+
+def test_a_cluster_growing_back_toward_rf_raises_the_width_only_when_every_shard_is_ready() -> None:
+    """From one eligible member (every shard one copy) back to three with RF=2: new copies are
+    learners until every shard has one caught up, then a single map makes them count. Every
+    intermediate map passes the checks nodes apply."""
+    from dakera_actors.sharding.placement import check
+    from dakera_actors.sharding.shardmap import ShardMap, next_map
+
+    shards = 12
+    current = ShardMap(token=1, version=1, rf=2, placement=[["a"] for _ in range(shards)],
+                       since=[1] * shards, width=1)
+    caught: set[tuple[int, str]] = set()
+    seen_widths = []
+
+    def ready(shard: int, member: str) -> bool:
+        return (shard, member) in caught
+
+    for _ in range(40):
+        proposal = next_map(current, ["a", "b", "c"], token=1, shards=shards, rf=2,
+                            caught_up=ready, concurrency=3)
+        if proposal is None:
+            break
+        assert check([tuple(c) for c in proposal.placement], proposal.members(), shards, 2, proposal.down,
+                     width=proposal.counted) == [], proposal
+        active = [sh for sh, ls in transferring(proposal.placement, proposal.counted).items()
+                  if not all((sh, m) in caught for m in ls)]
+        assert len(active) <= 3  # transfers in flight: the concurrency
+        seen_widths.append(proposal.counted)
+        # the learners of this map catch up before the next step
+        caught |= {(s, m) for s, ls in transferring(proposal.placement, proposal.counted).items() for m in ls}
+        current = proposal
+    assert current.counted == 2 and all(len(c) == 2 for c in current.placement)
+    assert seen_widths[0] == 1 and seen_widths[-1] == 2 and seen_widths.count(2) <= 2

@@ -430,3 +430,35 @@ async def test_a_primary_dying_right_after_a_flip_loses_no_acknowledged_write(au
             if r.status_code != 200:
                 lost.append((mid, agent, r.status_code, r.text[:300]))
         assert not lost, (victim, len(lost), lost[:5])
+
+
+async def test_a_single_node_grows_to_three_and_reaches_rf(autojump_clock: MockClock) -> None:
+    """One node alone (RF=2 capped at 1 copy), with data; two more join. The map goes from one
+    copy per shard to two through learners, and only counts them once every shard has one caught
+    up (a map with some shards at two counted copies and some at one is refused by every node)."""
+    # node-1 is started as a cluster of its own (no seeds); the others are seeded with it
+    async with open_cluster(3, seed=28, start=1, config={"bootstrap_expect": 1, "rebalance_concurrency": 4},
+                            node_config={"node-1": {"cluster_seeds": ()}}) as cluster:
+        await eventually(lambda: settled(cluster, 1), timeout=30)
+        async with cluster.client("node-1") as http:
+            for i in range(100):
+                r = await http.post("/v1/memory/store", json={"agent_id": f"agent-{i % 30}", "content": f"fact {i}",
+                                                              "id": f"m-{i}"})
+                assert r.status_code == 200, r.text
+        assert one_map(cluster).counted == 1  # type: ignore[union-attr]
+        problems: list[str] = []
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_copies, cluster, problems, stop)
+            await cluster.start("node-2")
+            await cluster.start("node-3")
+            await eventually(lambda: settled(cluster, 3) and one_map(cluster).counted == 2  # type: ignore[union-attr]
+                             and replicas_equal_primaries(cluster), timeout=300)
+            stop.set()
+        assert not problems, problems[:5]
+        smap = one_map(cluster)
+        assert smap is not None and all(len(c) == 2 for c in smap.placement) and smap.balance() < 0.1
+        for i in range(100):
+            async with cluster.client("node-3") as http:
+                r = await http.get(f"/v1/memory/get/m-{i}", params={"agent_id": f"agent-{i % 30}"})
+            assert r.status_code == 200, r.text

@@ -1,6 +1,8 @@
 """The history checker: random writes through random nodes while nodes die, come back, are cut
-off and lose packets; at the end every acknowledged write must be readable and every replica
-must equal its primary.
+off and lose packets, and while shards move (a node drained by maintenance, sometimes behind slow
+links so that flips happen with the new copy a little behind, sometimes with a node killed
+mid-move); at the end every acknowledged write must be readable and every replica must equal its
+primary.
 
 Each schedule is seeded (the seed is in the test id, and in the failure message). The suite runs
 a handful per configuration; ``REPLICATION_SCHEDULES=N`` runs N of each (the closing notes of the
@@ -120,10 +122,33 @@ class Gate:
 async def chaos(cluster: Cluster, rng: random.Random, failures: int, history: History, gate: Gate) -> None:
     for _ in range(rng.randint(2, 4)):
         await trio.sleep(rng.uniform(0.5, 6.0))
-        fault = rng.choice(["kill", "kill", "kill", "partition", "lossy"])
+        fault = rng.choice(["kill", "kill", "kill", "partition", "lossy", "drain", "drain+kill"])
         victims = rng.sample(cluster.ids, rng.randint(1, failures))
         history.events.append(f"t={trio.current_time():.1f} {fault} {victims}")
-        if fault == "kill":
+        if fault.startswith("drain"):
+            # shards move (learners, flips) while writes go on; links into the drained node's
+            # successors are sometimes slow, so flips happen with the new copy a little behind;
+            # "drain+kill": a node dies while shards move (the one failure of this round)
+            drained = rng.choice(cluster.ids)
+            if rng.random() < 0.5:
+                for other in cluster.ids:
+                    if other != drained:
+                        cluster.set_link_faults(drained, other, delay=(0.05, 0.2))
+            async with cluster.client(drained) as http:
+                await http.post("/admin/maintenance/enable")
+            await trio.sleep(rng.uniform(0.2, 8.0))
+            dead = [v for v in victims if v != drained][:1] if fault == "drain+kill" else []
+            history.events.append(f"t={trio.current_time():.1f} drained {drained}, killing {dead}")
+            for v in dead:
+                cluster.kill(v)
+            await trio.sleep(rng.uniform(0.2, 12.0))
+            for v in dead:
+                await cluster.restart(v)
+            cluster.set_faults()
+            cluster.heal()
+            async with cluster.client(drained) as http:
+                await http.post("/admin/maintenance/disable")
+        elif fault == "kill":
             for v in victims:
                 cluster.kill(v)
             await trio.sleep(rng.uniform(0.2, 20.0))
