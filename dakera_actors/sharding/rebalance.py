@@ -19,6 +19,12 @@ for a while (:class:`TransferWatch`) is **abandoned**: its learner leaves the ma
 and the next step starts it again, with the primary's bookkeeping for it begun afresh; a learner
 re-added before its copy is deleted keeps what it had.
 
+When the map's width itself grows (a cluster coming back toward RF: one copy per shard becomes
+two), the new copies stay learners until every shard has one caught up, and one map then makes
+them all count (a map with some shards at the new width and some at the old is not valid); shards
+done and waiting for that do not take transfer slots. A primary that may not lead (dead) is
+replaced by its best counted copy in the very next step, whatever else its shard waits for.
+
 The leader learns who has caught up by asking the primaries (:func:`read_round`), and steps on
 every round that finds one, not only on news: a flip the last step could not take (its target had
 moved meanwhile) is taken as soon as it can be.
