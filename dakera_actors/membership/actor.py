@@ -70,6 +70,11 @@ class _SetMeta:
 
 
 @attrs.frozen
+class _UpdateMeta:
+    changes: dict[str, Any]
+
+
+@attrs.frozen
 class _Leave:
     pass
 
@@ -103,7 +108,14 @@ class MembershipActor(Actor):
         await stream.send(SwimPushPull(mine))
 
     async def set_meta(self, meta: dict[str, Any]) -> None:
+        """Replace this node's metadata (every key)."""
         await self.ask(_SetMeta(meta))
+
+    async def update_meta(self, **changes: Any) -> None:
+        """Change some keys of this node's metadata, keeping the others as the core has them now
+        (not as the published view, which lags: two callers updating different keys, the
+        maintenance flag and the leader's map header, must not undo each other)."""
+        await self.ask(_UpdateMeta(changes))
 
     async def leave(self) -> None:
         """Announce a graceful leave (peers mark this node Left instead of waiting to suspect it)."""
@@ -136,6 +148,10 @@ class MembershipActor(Actor):
             self._note_joined(message.address)
         elif isinstance(message, _SetMeta):
             self.core.set_meta(message.meta, now)
+        elif isinstance(message, _UpdateMeta):
+            merged = {**self.core.me.meta, **message.changes}
+            if merged != self.core.me.meta:
+                self.core.set_meta(merged, now)
         elif isinstance(message, _Leave):
             await self._carry_out(self.core.leave(now))
         self._publish()

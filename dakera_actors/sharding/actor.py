@@ -307,10 +307,7 @@ class ShardMapActor(Actor):
     async def _announce_header(self, shard_map: ShardMap) -> None:
         if self.membership is None:
             return
-        me = self.membership.view.value.members.get(self.self_id)
-        meta = dict(me.meta) if me is not None else {}
-        meta["map"] = [shard_map.token, shard_map.version]
-        await self.membership.set_meta(meta)
+        await self.membership.update_meta(map=[shard_map.token, shard_map.version])
 
     async def _recompute(self) -> None:
         if not self._lease.is_self or not self._eligible:

@@ -111,20 +111,19 @@ class Operations:
             self.node.readiness.rejecting = state.reject_requests  # turned away before it is announced
         self._schedule_expiry()
         me = membership.view.value.members.get(self.node.node_id)
-        meta = dict(me.meta) if me is not None else {}
-        if bool(meta.get("maintenance")) != enable:
-            meta["maintenance"] = enable
-            await membership.set_meta(meta)
-            if enable:
-                self.node.log.info("maintenance_enabled", reason=options.reason or "-",
-                                   reject_requests=options.reject_requests,
-                                   duration_minutes=options.duration_minutes or "-")
-            else:
-                self.node.log.info("maintenance_disabled")
-            me_id = self.node.node_id
-            with trio.move_on_after(2.0):  # the published view follows the core a moment later
-                await membership.view.wait_for(
-                    lambda v: me_id in v.members and v.members[me_id].maintenance == enable)
+        changed = me is None or me.maintenance != enable
+        # always said (the view may lag a change of a moment ago); a no-op when already so
+        await membership.update_meta(maintenance=enable)
+        if changed and enable:
+            self.node.log.info("maintenance_enabled", reason=options.reason or "-",
+                               reject_requests=options.reject_requests,
+                               duration_minutes=options.duration_minutes or "-")
+        elif changed:
+            self.node.log.info("maintenance_disabled")
+        me_id = self.node.node_id
+        with trio.move_on_after(2.0):  # the published view follows the core a moment later
+            await membership.view.wait_for(
+                lambda v: me_id in v.members and v.members[me_id].maintenance == enable)
         if not enable:
             self.node.readiness.rejecting = False  # clients back once the flag is off
         return self.maintenance_status()

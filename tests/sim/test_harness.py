@@ -14,6 +14,8 @@ from dakera_actors.testing import open_cluster
 from dakera_actors.transport import TransportError
 from dakera_actors.wire import Ping, encode_frame
 
+from ..waiting import eventually
+
 KEY = bytes(range(32))
 
 
@@ -129,8 +131,6 @@ async def test_the_same_cluster_forms_over_real_transports(transport: str) -> No
     """DESIGN: the same cluster test runs on any transport (here in real time, on loopback)."""
     from dakera_actors.membership.member import MemberState
 
-    from ..waiting import eventually
-
     async with open_cluster(3, transport=transport, seed=11) as cluster:
         def full() -> bool:
             return all(n.membership.view.value.count(MemberState.ALIVE) == 3  # type: ignore[union-attr]
@@ -182,3 +182,26 @@ async def test_a_peer_that_refuses_push_pull_does_not_fail_a_node(
         refusing._stream_handlers[SwimPushPull] = served
         async with cluster.client("node-1") as http:
             assert (await http.get("/health")).status_code == 200
+
+
+async def test_metadata_updates_of_different_keys_do_not_undo_each_other(autojump_clock: trio.testing.MockClock) -> None:
+    """The maintenance flag (operator) and the map header (leader) are separate keys of one
+    node's gossip metadata. Updated back to back, before the view publishes either, both stay
+    (a read of the lagging view and a write of the whole dict once lost the maintenance flag)."""
+    async with open_cluster(3, seed=14) as cluster:
+        await trio.sleep(5)
+        membership = cluster.node("node-2").membership
+        assert membership is not None
+        before = dict(membership.view.value.members["node-2"].meta)
+        await membership.update_meta(maintenance=True)
+        await membership.update_meta(map=[7, 7])  # the view has not published the first yet
+        await membership.update_meta(map=[7, 7])  # unchanged: no new incarnation
+        incarnation = membership.core.me.incarnation
+        await trio.sleep(2)
+        for node in cluster.nodes.values():
+            meta = node.membership.view.value.members["node-2"].meta  # type: ignore[union-attr]
+            assert meta == {**before, "maintenance": True, "map": [7, 7]}
+        assert membership.core.me.incarnation == incarnation
+        await membership.update_meta(maintenance=False)
+        await eventually(lambda: all(not n.membership.view.value.members["node-2"].maintenance  # type: ignore[union-attr]
+                                     for n in cluster.nodes.values()), timeout=10)

@@ -81,8 +81,14 @@ def describe(cluster: Cluster) -> str:
     for node_id, node in cluster.nodes.items():
         smap = node.shard_map.view.value  # type: ignore[union-attr]
         rep = node.replicator
+        view = node.membership.view.value.members if node.membership else {}  # type: ignore[union-attr]
+        sm = node.shard_map
         lines.append(f"{node_id}: map={smap.key if smap else None} down={smap.down if smap else None} "
-                     f"ready={node.readiness.missing()} syncing={sorted(rep.syncing) if rep else None}")
+                     f"members={sorted(smap.members()) if smap else None} learners={smap.learners_any() if smap else None} "
+                     f"ready={node.readiness.missing()} syncing={sorted(rep.syncing) if rep else None} "
+                     f"view={ {m: (v.state.label, v.maintenance) for m, v in sorted(view.items())} } "
+                     f"leader={node.lease.view.value.leader if node.lease else None} "  # type: ignore[union-attr]
+                     f"eligible={getattr(sm, '_eligible', None)} draining={getattr(sm, '_draining', None)}")
     smap = next((n.shard_map.view.value for n in cluster.nodes.values()), None)  # type: ignore[union-attr]
     if smap is not None:
         for shard, copies in enumerate(smap.placement):
@@ -135,7 +141,8 @@ async def chaos(cluster: Cluster, rng: random.Random, failures: int, history: Hi
                     if other != drained:
                         cluster.set_link_faults(drained, other, delay=(0.05, 0.2))
             async with cluster.client(drained) as http:
-                await http.post("/admin/maintenance/enable")
+                r = await http.post("/admin/maintenance/enable")
+            history.events.append(f"t={trio.current_time():.1f} enable on {drained}: {r.status_code}")
             await trio.sleep(rng.uniform(0.2, 8.0))
             dead = [v for v in victims if v != drained][:1] if fault == "drain+kill" else []
             history.events.append(f"t={trio.current_time():.1f} drained {drained}, killing {dead}")
@@ -147,7 +154,8 @@ async def chaos(cluster: Cluster, rng: random.Random, failures: int, history: Hi
             cluster.set_faults()
             cluster.heal()
             async with cluster.client(drained) as http:
-                await http.post("/admin/maintenance/disable")
+                r = await http.post("/admin/maintenance/disable")
+            history.events.append(f"t={trio.current_time():.1f} disable on {drained}: {r.status_code} {r.text[:300]}")
         elif fault == "kill":
             for v in victims:
                 cluster.kill(v)
