@@ -27,7 +27,7 @@ import trio
 
 from ..api.errors import ApiError
 from ..endpoint import MessageStream, RemoteError
-from ..runtime import ActorStopped
+from ..runtime import ActorStopped, ActorTimeout
 from ..transport import TransportError
 from ..wal.actor import disk_call
 from ..wire import Envelope, message
@@ -141,12 +141,19 @@ class Operations:
         async def expire() -> None:
             with scope:
                 await trio.sleep_until(deadline)
-                self._expiry = None
-                self.node.log.info("maintenance_expired", reason=self.state.reason or "-")
-                try:
-                    await self.set_maintenance(False)
-                except ActorStopped:
-                    pass  # the node is stopping; the stored flag has its end time and expires at start
+                while True:
+                    self.node.log.info("maintenance_expired", reason=self.state.reason or "-")
+                    try:
+                        self._expiry = None
+                        await self.set_maintenance(False)
+                        return
+                    except ActorStopped:
+                        return  # the node is stopping; the stored flag has its end time and expires at start
+                    except (ActorTimeout, OSError) as exc:
+                        # a busy membership actor or a disk error: never a reason to fail the node
+                        self.node.log.warning("maintenance_expiry_retry", error=repr(exc))
+                        self._expiry = scope
+                        await trio.sleep(5.0)
 
         self.node.nursery.start_soon(expire)
 
