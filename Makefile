@@ -26,6 +26,10 @@ cluster: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## the inner loop: everything but the real-process tests (no sockets, no subprocesses)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not real" -x
+
 bench: $(STAMP)
 	$(BIN)/python bench/transport.py
 	$(BIN)/python bench/recall.py
