@@ -23,6 +23,7 @@ import msgpack
 from crc32c import crc32c
 
 MAGIC: Final = 0xDA
+MAGIC_BYTE: Final = bytes([MAGIC])
 RECORD_VERSION: Final = 1
 HEADER: Final = struct.Struct(">BII")  # magic, payload length, crc32c of the payload
 HEADER_SIZE: Final = HEADER.size
@@ -173,3 +174,35 @@ def scan(buf: bytes | bytearray | memoryview, start: int = 0, *,
         records.append(rec)
         pos = body_at + length
     return ScanResult(records=records, end=pos, reason="eof")
+
+
+#: first byte of a msgpack map (fixmap, map16, map32): every record payload is a map
+_MAP_MARKERS: Final = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+
+
+def find_record(buf: bytes | bytearray | memoryview, start: int = 0) -> int | None:
+    """The offset of the first whole, verified record at or after ``start``, or None.
+
+    Recovery asks this after a scan stops: a record that verifies *after* the damage proves the
+    damage is not a torn tail (a write in progress when the machine died leaves nothing valid
+    behind it). A candidate must pass every check a record passes in :func:`scan`: the magic
+    byte, a length within the limit and within the buffer, its crc32c, and a payload that
+    decodes as a record. Random bytes pass the magic, the map marker and the 32-bit CRC
+    together about once in 2^44 candidates, so a hit is a real record, not luck; the cheap
+    checks come first so a scan of a large segment only computes CRCs for real candidates.
+    """
+    data = bytes(buf) if not isinstance(buf, bytes) else buf
+    size = len(data)
+    pos = data.find(MAGIC_BYTE, start)
+    while 0 <= pos <= size - HEADER_SIZE:
+        _magic, length, crc = HEADER.unpack_from(data, pos)
+        body_at = pos + HEADER_SIZE
+        if (0 < length <= MAX_RECORD_BYTES and body_at + length <= size and data[body_at] in _MAP_MARKERS
+                and crc32c(memoryview(data)[body_at : body_at + length]) == crc):
+            try:
+                decode_payload(memoryview(data)[body_at : body_at + length])
+                return pos
+            except RecordError:
+                pass
+        pos = data.find(MAGIC_BYTE, pos + 1)
+    return None
