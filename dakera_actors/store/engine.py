@@ -140,6 +140,7 @@ async def start_storage(node: Node) -> MemoryService:
     report = recovered.log.recovery
     node.log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
                   last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
+                  wal_records_dropped=report.records_dropped,
                   seconds=round(recovered.seconds, 3), memories=sum(s.memory_count for s in shards.shards.values()))
     node.metrics.wal_replayed_records.set(recovered.replayed)
     node.metrics.registry.register(ShardCollector(shards))

@@ -17,9 +17,10 @@ on what lies *after* that point, because a crash and a damaged disk leave differ
   tail is cut at the end of the last good record, after a copy of the cut bytes is written and
   fsynced to ``<segment>.wal.tail.corrupt``.
 - **Unfinished write**: records do verify after the damage, but the damage is the shape a crash
-  leaves: a sealed segment that simply ends early (a partial record), or a whole 512-byte,
-  sector-aligned block of zeros (pages the OS had not yet written back read as zeros; etcd's WAL
-  uses the same test). A batch is written only after the previous one's fsync returned, so
+  leaves: zeros up to the end of a sealed segment, or a whole 512-byte, sector-aligned block of
+  zeros (blocks the OS had allocated but not yet written read back as zeros; etcd's WAL uses
+  the same test). A sealed segment that merely ends early is *not* this case: a bit flip in its
+  last record's length field looks the same. A batch is written only after the previous one's fsync returned, so
   everything after such a hole belongs to the batch whose fsync never returned: cut as a torn
   tail, with every later segment renamed aside to ``<segment>.wal.corrupt``.
 - **Damage**: any other bad record (a crc mismatch over non-zero bytes, bad magic, an
@@ -293,7 +294,9 @@ class _Recovery:
                              reason=result.reason, detail=result.detail, kept_in=kept_in.name)
         else:
             after = _valid_after(buf, resume, rest)
-            unfinished = ((resume is None and result.reason == "torn")
+            # not a sealed segment that merely ends early: a bit flip in the last length field
+            # looks just the same, and an unfinished write more likely leaves zeros than a short file
+            unfinished = ((resume is None and buf.count(0, end) == cut)
                           or _unwritten_sector(buf, end, len(buf) if resume is None else resume))
             if not unfinished:
                 self._damage(path, buf, end, result.detail, after)

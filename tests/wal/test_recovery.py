@@ -181,16 +181,29 @@ def test_a_block_of_zeros_is_an_unfinished_write_and_is_cut(tmp_path: Path, capl
     assert (tmp_path / f"{segment.name}.tail.corrupt").read_bytes() == bytes(data[starts[damaged]:])
 
 
-def test_a_sealed_segment_that_ends_early_is_an_unfinished_write(tmp_path: Path) -> None:
+def test_zeros_at_the_end_of_a_sealed_segment_are_an_unfinished_write(tmp_path: Path) -> None:
     with WriteAheadLog.open(tmp_path, segment_bytes=300) as wal:
         records = wal.append([entry(i) for i in range(20)])
         wal.sync()
         sealed = wal.sealed_segments()
-    os.truncate(sealed[1].path, sealed[1].size - 5)  # its fsync never returned: nothing after it was acknowledged
+    last = len(encode_record(records[sealed[1].last_lsn - 1]))
+    with open(sealed[1].path, "r+b") as f:  # its last record never reached the disk before the crash
+        f.seek(sealed[1].size - last)
+        f.write(bytes(last))
     with WriteAheadLog.open(tmp_path, segment_bytes=300) as wal:
         assert list(wal.replay()) == records[: sealed[1].last_lsn - 1]
         assert len(wal.recovery.quarantined) == len(sealed) - 1  # the later sealed ones and the active one
     assert mode(tmp_path / f"{sealed[1].path.name}.tail.corrupt") == 0o600
+
+
+def test_a_sealed_segment_that_ends_early_stops_recovery(tmp_path: Path) -> None:
+    with WriteAheadLog.open(tmp_path, segment_bytes=300) as wal:
+        wal.append([entry(i) for i in range(20)])
+        wal.sync()
+        sealed = wal.sealed_segments()
+    os.truncate(sealed[1].path, sealed[1].size - 5)  # as a bit flip in its last length field would read
+    with pytest.raises(WalRecoveryError, match=f"{sealed[1].path.name} is damaged .* valid records follow"):
+        WriteAheadLog.open(tmp_path, segment_bytes=300)
 
 
 # -- file modes and durability --------------------------------------------------------------------
