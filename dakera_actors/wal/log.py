@@ -58,7 +58,7 @@ import attrs
 
 from dakera_actors.log import EventLogger, get_logger
 
-from .record import StopReason, WalRecord, encode_record, find_record, scan
+from .record import SearchExhausted, StopReason, WalRecord, encode_record, find_record, scan
 
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 SEGMENT_SUFFIX: Final = ".wal"
@@ -153,22 +153,28 @@ class _After:
     records: int = 0
     first_lsn: int = 0
     last_lsn: int = 0
+    complete: bool = True  # False: the search gave up somewhere, there may be more
 
     def describe(self) -> str:
         if not self.records:
-            return "no valid record follows"
-        return f"{self.records} valid records follow (lsn {self.first_lsn}..{self.last_lsn})"
+            return "no valid record follows" if self.complete else "valid records may follow"
+        more = "" if self.complete else "at least "
+        return f"{more}{self.records} valid records follow (lsn {self.first_lsn}..{self.last_lsn})"
 
 
-def _valid_after(buf: bytes, resume: int | None, rest: Sequence[tuple[int, Path]]) -> _After:
-    count, lsns = 0, []
+def _valid_after(buf: bytes, resume: int | None, rest: Sequence[tuple[int, Path]], *,
+                 searched: bool = True) -> _After:
+    count, lsns, complete = 0, [], searched
     for data, pos in [(buf, resume), *((path.read_bytes(), 0) for _first, path in rest)]:
         while pos is not None:
             result = scan(data, pos)
             count += len(result.records)
             lsns += [result.records[0].lsn, result.records[-1].lsn] if result.records else []
-            pos = None if result.clean else find_record(data, result.end)  # progresses: a hit verifies
-    return _After(count, min(lsns), max(lsns)) if count else _After()
+            try:
+                pos = None if result.clean else find_record(data, result.end)  # progresses: a hit verifies
+            except SearchExhausted:
+                pos, complete = None, False
+    return _After(count, min(lsns), max(lsns), complete) if count else _After(complete=complete)
 
 
 def _aside(path: Path, suffix: str) -> Path:
@@ -284,8 +290,12 @@ class _Recovery:
             self._keep(path, first_lsn, result.end, good_records, last_good)
             return True
         end, cut = result.end, len(buf) - result.end
-        resume = find_record(buf, end)
-        if resume is None and not rest:
+        try:
+            resume: int | None = find_record(buf, end)
+            searched = True
+        except SearchExhausted:  # cannot tell: read it as damage that valid records follow
+            resume, searched = None, False
+        if resume is None and searched and not rest:
             # a torn tail: the write in progress when the node died, never acknowledged
             kept_in = self._copy_aside(path, buf[end:], ".tail" + QUARANTINE_SUFFIX)
             self.problems.append(f"{path.name}: cut {cut} bytes at offset {end} ({result.detail}), "
@@ -293,11 +303,11 @@ class _Recovery:
             self.log.warning("wal_tail_truncated", segment=path.name, offset=end, bytes=cut,
                              reason=result.reason, detail=result.detail, kept_in=kept_in.name)
         else:
-            after = _valid_after(buf, resume, rest)
+            after = _valid_after(buf, resume, rest, searched=searched)
             # not a sealed segment that merely ends early: a bit flip in the last length field
             # looks just the same, and an unfinished write more likely leaves zeros than a short file
-            unfinished = ((resume is None and buf.count(0, end) == cut)
-                          or _unwritten_sector(buf, end, len(buf) if resume is None else resume))
+            unfinished = searched and ((resume is None and buf.count(0, end) == cut)
+                                       or _unwritten_sector(buf, end, len(buf) if resume is None else resume))
             if not unfinished:
                 self._damage(path, buf, end, result.detail, after)
             kept_in = self._copy_aside(path, buf[end:], ".tail" + QUARANTINE_SUFFIX)
@@ -320,7 +330,7 @@ class _Recovery:
         self.truncated += cut
         _truncate_file(path, end)
         self._keep(path, first_lsn, end, good_records, last_good)
-        return not rest and resume is None
+        return not rest and resume is None and searched
 
     def _keep(self, path: Path, first_lsn: int, size: int, records: int, last_lsn: int) -> None:
         self.kept.append(_Segment(path=path, first_lsn=first_lsn, size=size))

@@ -16,10 +16,10 @@ import msgpack
 import pytest
 from crc32c import crc32c
 
-from dakera_actors.config import Config
+from dakera_actors.config import Config, ConfigError
 from dakera_actors.node import Node, open_node
 from dakera_actors.wal import WalRecord, WalRecoveryError, WriteAheadLog, encode_record, find_record
-from dakera_actors.wal.record import HEADER, MAGIC
+from dakera_actors.wal.record import HEADER, MAGIC, SearchExhausted
 from dakera_actors.wal.snapshot import SnapshotStore
 from dakera_actors.wal.statefile import StateFile
 
@@ -316,3 +316,24 @@ async def test_every_file_of_a_node_is_private(tmp_path: Path, caplog: pytest.Lo
     assert mode(data) == 0o700
     for path in data.rglob("*"):
         assert mode(path) == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_crafted_candidates_cannot_make_the_search_for_valid_records_endless(tmp_path: Path) -> None:
+    # what a client could smuggle into a body: a fake header (magic, a length reaching to the
+    # end, a wrong crc) then a map byte, over and over: each would cost a crc of the rest
+    n = 100_000
+    fake = b"".join(b"\xda" + (10 * (n - i) - 9).to_bytes(4, "big") + bytes(4) + b"\x81" for i in range(n))
+    with pytest.raises(SearchExhausted):
+        find_record(fake, 0)
+    segment, _records, starts = write_log(tmp_path, 3)
+    data = segment.read_bytes()
+    segment.write_bytes(data[: starts[2]] + b"\x00\x13" + fake + data[starts[2]:])
+    with pytest.raises(WalRecoveryError, match="damaged at offset .* valid records may follow"):
+        WriteAheadLog.open(tmp_path, segment_bytes=BIG)
+
+
+def test_the_recovery_option_is_read_from_the_environment_and_checked() -> None:
+    assert Config().wal_recovery == "strict"
+    assert Config.from_env({"DAKERA_WAL_RECOVERY": "truncate"}).wal_recovery == "truncate"
+    with pytest.raises(ConfigError, match="DAKERA_WAL_RECOVERY: must be one of strict, truncate, got 'lenient'"):
+        Config.from_env({"DAKERA_WAL_RECOVERY": "lenient"})
