@@ -1,6 +1,9 @@
 """``python -m dakera_actors``: one node, configured by the environment.
 
-Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad configuration, 1 for a crash.
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad configuration, 1 for a crash,
+3 when recovery refuses damaged data (WAL damage that valid records follow, a gap between a
+snapshot and the log): a restart cannot help, an operator must look, so a supervisor can stop
+retrying on 3 (systemd: ``RestartPreventExitStatus=3``) and page someone instead.
 A first SIGTERM/SIGINT stops gracefully (finish in-flight requests, then exit); a second one
 during that stops at once.
 """
@@ -17,6 +20,9 @@ from . import log
 from .config import Config, ConfigError
 from .node import DataDirLocked, open_node
 from .store.engine import StorageError
+from .wal.log import WalRecoveryError
+
+EXIT_DAMAGED_DATA = 3
 
 
 async def serve(config: Config) -> None:
@@ -69,6 +75,10 @@ def _startup_failure(exc: BaseException) -> tuple[int, str] | None:
     for leaf in _leaves(exc):
         if isinstance(leaf, DataDirLocked):
             return 2, str(leaf)
+        if isinstance(leaf, WalRecoveryError):
+            return EXIT_DAMAGED_DATA, (f"cannot start: {leaf}. Restore the data dir from a good copy, or set "
+                                       f"DAKERA_WAL_RECOVERY=truncate to start anyway without the unreadable "
+                                       f"records (logged; their bytes stay beside the WAL)")
         if isinstance(leaf, StorageError):
             return 1, f"cannot start: {leaf}"
         if isinstance(leaf, OSError):

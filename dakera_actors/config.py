@@ -190,6 +190,9 @@ class Config:
 
     embedder: str = attrs.field(default="hashing", validator=_embedder_spec)
     wal_segment_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
+    #: WAL damage that valid records follow, or a gap after a snapshot: "strict" refuses to start,
+    #: "truncate" drops what cannot be read (logged at error level, the bytes kept aside)
+    wal_recovery: str = attrs.field(default="strict", validator=_one_of(("strict", "truncate")))
     checkpoint_records: int = attrs.field(default=50_000, validator=_int_range(1, 100_000_000))
     checkpoint_interval: float = attrs.field(default=300.0, validator=_positive_float(86_400))
     max_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_int_range(1024, 1024**3))

@@ -28,6 +28,7 @@ from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
 from .transport import Transport, format_hostport, load_transport, parse_hostport
+from .wal.log import DIR_MODE, FILE_MODE, fsync_directory, write_private
 from .wire import Codec
 
 if TYPE_CHECKING:
@@ -144,8 +145,10 @@ class Node:
 
     # -- identity and data dir ---------------------------------------------------------
     def _prepare_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        # 0700: memories, snapshots and the fencing state are this node's alone (an existing
+        # directory keeps the mode its operator gave it)
+        self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -160,9 +163,13 @@ class Node:
             # a single node keeps the id it was first given, so its logs and metrics stay stable
             self.node_id = stored or f"node-{self.rng.getrandbits(32):08x}"
         if stored != self.node_id:
+            # fsynced, then renamed, then the directory fsynced: a crash must not leave an
+            # empty id file (a fresh random id next start) nor lose the rename
             tmp = id_file.with_suffix(".tmp")
-            tmp.write_text(self.node_id + "\n")
+            tmp.unlink(missing_ok=True)
+            write_private(tmp, (self.node_id + "\n").encode())
             os.replace(tmp, id_file)
+            fsync_directory(self.data_dir)
         self.log = self.log.bind(node=self.node_id)
 
     def _release_data_dir(self) -> None:

@@ -2,7 +2,8 @@
 
 Recovery order: the newest valid snapshot of each shard is loaded, then every record left in
 the log is applied (records a snapshot already holds are skipped by LSN). The log itself has
-already cut off any torn or corrupt tail when it was opened. Recovery runs in a worker thread
+already cut off any torn tail when it was opened, and refused damage that valid records follow;
+here a gap between a shard's snapshot and the start of the log is refused the same way. Recovery runs in a worker thread
 so the HTTP facade answers /health meanwhile; the memory routes wait on the "storage" gate.
 A node with a simulated disk (``node.disk``, a :class:`~dakera_actors.wal.memory.SimDisk`)
 keeps its log and snapshots there and recovers on the event loop: nothing there blocks.
@@ -19,7 +20,7 @@ from ..log import get_logger
 from ..replication.core import ShardTail, feed
 from ..search import make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
-from ..wal.log import WriteAheadLog
+from ..wal.log import WalRecoveryError, WriteAheadLog
 from ..wal.memory import SimDisk, SnapshotStorage, WalLog
 from ..wal.snapshot import SnapshotStore
 from .owner import Checkpointer, ShardCollector, ShardOwner
@@ -52,13 +53,29 @@ def open_storage(node: Node) -> tuple[WalLog, SnapshotStorage]:
     if disk is not None:
         return disk.open_log(), disk.snapshot_store()
     store = SnapshotStore(node.data_dir / "snapshots")
-    return WriteAheadLog.open(node.data_dir / "wal", segment_bytes=node.config.wal_segment_bytes), store
+    return WriteAheadLog.open(node.data_dir / "wal", segment_bytes=node.config.wal_segment_bytes,
+                              recovery=node.config.wal_recovery), store
+
+
+def _log_start(log: WalLog) -> int:
+    """The first LSN the log still holds (the next one when it holds none)."""
+    segments = log.segments()
+    return segments[0].first_lsn if segments else log.last_lsn + 1
 
 
 def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
-            tails: dict[int, ShardTail] | None = None) -> Recovered:
+            tails: dict[int, ShardTail] | None = None, *, mode: str = "strict") -> Recovered:
     """Rebuild ``shards`` from the newest snapshots and the log (blocking when they are), and
-    ``tails`` (the replication tails, one per shard) from the log's newest records."""
+    ``tails`` (the replication tails, one per shard) from the log's newest records.
+
+    Every shard with a snapshot file needs the log from just after the snapshot it loads (0
+    when none of its files is valid): a log that starts later has lost that shard's records in
+    between. ``mode`` "strict" refuses to start (:class:`WalRecoveryError`); "truncate" logs each
+    gap at error level, goes on, and snapshots the shard at once so the accepted gap is not
+    reported again. A shard with no snapshot file at all cannot be checked: nothing says it
+    ever had records before the log starts (the checkpointer only trims the log once every
+    shard holding data has a snapshot).
+    """
     started = time.perf_counter()
     loaded: dict[int, int] = {}
     for shard_id in sorted(store.all_latest()):
@@ -78,6 +95,18 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
                                f"move {store.directory} aside to start from the log alone")
         _log.warning("wal_missing_continuing_from_snapshots", snapshot_lsn=newest)
         log.start_at(newest + 1)
+    start = _log_start(log)
+    gaps = {sid: loaded.get(sid, 0) for sid in sorted(store.shards()) if start > loaded.get(sid, 0) + 1}
+    for sid, lsn in gaps.items():
+        _log.error("wal_snapshot_gap", shard=sid, snapshot_lsn=lsn, log_starts_at=start,
+                   missing_lsns=f"{lsn + 1}..{start - 1}", mode=mode)
+    if gaps and mode == "strict":
+        log.close()
+        sid, lsn = next(iter(gaps.items()))
+        raise WalRecoveryError(
+            f"the WAL in {log.directory} starts at lsn {start} but shard {sid} can only be rebuilt from "
+            f"lsn {lsn}" + (" (its only snapshots are damaged)" if lsn == 0 else "") + ": records "
+            f"{lsn + 1}..{start - 1} are missing" + (f" (and {len(gaps) - 1} more shards)" if len(gaps) > 1 else ""))
     if tails is not None:
         for shard_id, tail in tails.items():
             tail.reset(shards.shard(shard_id).position)
@@ -89,6 +118,11 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
             feed(tails, record, 0.0)  # before applying: a record the snapshot holds is skipped by seq
         shards.apply(record.lsn, record.shard, record.op, record.body, record.seq, record.epoch)
         replayed += 1
+    for sid in gaps:  # accepted (truncate mode): a snapshot past the gap keeps it from being reported again
+        shard = shards.shard(sid)
+        shard.applied_lsn = max(shard.applied_lsn, start - 1)
+        loaded[sid] = shard.applied_lsn
+        store.write(sid, shard.applied_lsn, shards.dump(sid))
     return Recovered(log, store, loaded, replayed, time.perf_counter() - started)
 
 
@@ -101,10 +135,12 @@ async def start_storage(node: Node) -> MemoryService:
     embedder = await disk_call(blocking, make_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
-    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node), tails))
+    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node), tails,
+                                                          mode=config.wal_recovery))
     report = recovered.log.recovery
     node.log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
                   last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
+                  wal_records_dropped=report.records_dropped,
                   seconds=round(recovered.seconds, 3), memories=sum(s.memory_count for s in shards.shards.values()))
     node.metrics.wal_replayed_records.set(recovered.replayed)
     node.metrics.registry.register(ShardCollector(shards))

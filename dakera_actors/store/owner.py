@@ -274,6 +274,10 @@ class Checkpointer(Actor):
         """The snapshot LSNs found on disk at start."""
         self._snap_lsn.update(latest)
 
+    def wal_floor(self, live_shards: list[int]) -> int:
+        """The LSN every live shard can be rebuilt from with any of its kept snapshots."""
+        return min((self.store.oldest_lsn(s) or 0 for s in live_shards), default=0)
+
     def _write(self, image: dict[str, Any]) -> float:
         started = time.perf_counter()
         self.store.write(image["shard"], image["lsn"], image)
@@ -287,8 +291,9 @@ class Checkpointer(Actor):
             self._snap_lsn[image["shard"]] = image["lsn"]
             self.metrics.snapshots_written.inc()
             self.metrics.snapshot_seconds.observe(seconds)
-        # the log is needed from the oldest snapshot on: a shard without one needs all of it
-        floor = min((self._snap_lsn.get(s, 0) for s in message.live_shards), default=0)
+        # the log is needed from the oldest snapshot recovery may fall back to (a newer one can
+        # turn out damaged), not from the newest; a shard without any needs all of it
+        floor = await disk_call(self.store.blocking, self.wal_floor, message.live_shards)
         deleted = await self.wal.truncate_before(floor + 1) if floor else 0
         _log.info("checkpoint_done", shards=len(message.images), wal_floor=floor, segments_deleted=deleted)
 

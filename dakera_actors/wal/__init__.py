@@ -7,18 +7,21 @@ a time. A write is durable only once :meth:`WriteAheadLog.sync` has returned.
 
 from .log import (
     DEFAULT_SEGMENT_BYTES,
+    RECOVERY_MODES,
     RecoveryReport,
     SegmentInfo,
     WalCorruptError,
     WalError,
     WalFailedError,
+    WalRecoveryError,
     WriteAheadLog,
 )
-from .record import MAX_RECORD_BYTES, ScanResult, StopReason, WalRecord, encode_record, scan
+from .record import MAX_RECORD_BYTES, ScanResult, StopReason, WalRecord, encode_record, find_record, scan
 from .snapshot import SnapshotError, SnapshotFile, SnapshotStore
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "RECOVERY_MODES",
     "MAX_RECORD_BYTES",
     "RecoveryReport",
     "ScanResult",
@@ -30,8 +33,10 @@ __all__ = [
     "WalCorruptError",
     "WalError",
     "WalFailedError",
+    "WalRecoveryError",
     "WalRecord",
     "WriteAheadLog",
     "encode_record",
+    "find_record",
     "scan",
 ]

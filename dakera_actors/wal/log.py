@@ -8,14 +8,34 @@ and never written again (a sealed segment can be shipped to object storage as it
 Durability: :meth:`WriteAheadLog.append` only hands bytes to the OS. A write is durable only
 after :meth:`WriteAheadLog.sync` has returned; acknowledge nothing before that.
 
-Recovery (:meth:`WriteAheadLog.open`) never raises for bad data on disk, only for OS errors:
+Recovery (:meth:`WriteAheadLog.open`) reads every segment in order and stops at the first
+record that fails its checks (framing, crc32c, decoding, LSN order). What it does next depends
+on what lies *after* that point, because a crash and a damaged disk leave different marks:
 
-- a torn or damaged tail of the last segment is cut off at the end of its last good record;
-- damage in a sealed segment, or a hole between segments, means nothing after it can be trusted:
-  that segment is cut at its last good record (the cut bytes are kept aside in
-  ``<segment>.wal.tail.corrupt``) and every later segment is renamed aside to
-  ``<segment>.wal.corrupt``, never deleted, so an operator can still inspect or salvage it.
-  Files not named ``<20 digits>.wal`` are ignored, so quarantined files are never read again.
+- **Torn tail**: nothing after the damage verifies (no later record in the segment, no later
+  segment). That is the write that was in progress when the node died, never acknowledged: the
+  tail is cut at the end of the last good record, after a copy of the cut bytes is written and
+  fsynced to ``<segment>.wal.tail.corrupt``.
+- **Unfinished write**: records do verify after the damage, but the damage is the shape a crash
+  leaves: zeros up to the end of a sealed segment, or a whole 512-byte, sector-aligned block of
+  zeros (blocks the OS had allocated but not yet written read back as zeros; etcd's WAL uses
+  the same test). A sealed segment that merely ends early is *not* this case: a bit flip in its
+  last record's length field looks the same. A batch is written only after the previous one's fsync returned, so
+  everything after such a hole belongs to the batch whose fsync never returned: cut as a torn
+  tail, with every later segment renamed aside to ``<segment>.wal.corrupt``.
+- **Damage**: any other bad record (a crc mismatch over non-zero bytes, bad magic, an
+  undecodable payload, an LSN out of order) with valid records after it, in the same segment
+  or in a later one, or a hole between segments. Those later records may have been
+  acknowledged, so recovery does not drop them: in ``strict`` mode (the default) it copies the
+  damaged part aside (``<segment>.wal.at-<offset>.corrupt``, fsynced) without changing the
+  segment and raises :class:`WalRecoveryError` naming the segment, the offset and what follows.
+  In ``truncate`` mode (an operator's explicit choice) it cuts and sets aside as for an
+  unfinished write and logs at error level what was dropped.
+
+"Records verify after the damage" is decided by :func:`~dakera_actors.wal.record.find_record`:
+a later offset where a whole record passes every check a record passes in a scan (magic,
+length, crc32c, decoding). Random bytes pass that about once in 2^44 tries, so a hit is a real
+record. Files not named ``<20 digits>.wal`` are ignored, so set-aside files are never read again.
 
 Errors: an OS error while appending or syncing leaves the log failed (like PostgreSQL, which
 stops rather than guess what an fsync error lost): every later call raises
@@ -38,11 +58,16 @@ import attrs
 
 from dakera_actors.log import EventLogger, get_logger
 
-from .record import StopReason, WalRecord, encode_record, scan
+from .record import SearchExhausted, StopReason, WalRecord, encode_record, find_record, scan
 
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 SEGMENT_SUFFIX: Final = ".wal"
 QUARANTINE_SUFFIX: Final = ".corrupt"
+#: what recovery does with damage that valid records follow: stop (strict) or drop them (truncate)
+RECOVERY_MODES: Final = ("strict", "truncate")
+FILE_MODE: Final = 0o600  # every file the node writes: memories are nobody else's business
+DIR_MODE: Final = 0o700
+SECTOR: Final = 512  # the unit a device writes atomically: what a crash can leave unwritten
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
 _APPEND_FLAGS: Final = os.O_WRONLY | os.O_APPEND
 _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync flushes the size too; macOS lacks it
@@ -58,6 +83,17 @@ class WalFailedError(WalError):
 
 class WalCorruptError(WalError):
     """Data that recovery accepted no longer reads back (changed on disk since open)."""
+
+
+class WalRecoveryError(WalError):
+    """Recovery found damage it will not repair on its own: dropping it would lose records that
+    may have been acknowledged (valid records after a bad one, a hole in the LSNs, a gap between a
+    snapshot and the log). The node must stop; an operator decides (see ``RECOVERY_MODES``)."""
+
+    def __init__(self, message: str, *, segment: str = "", offset: int = -1) -> None:
+        super().__init__(message)
+        self.segment = segment
+        self.offset = offset
 
 
 def segment_name(first_lsn: int) -> str:
@@ -85,6 +121,60 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (mode 0600, never overwriting) holding ``data``, durably: the file and
+    then its directory are fsynced, so the copy is there after a crash."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(path.parent)
+
+
+def _unwritten_sector(buf: bytes, start: int, stop: int) -> bool:
+    """Whether ``buf[start:stop]`` holds a whole sector-aligned block of zeros: what pages that
+    never reached the disk read back as, unlike bytes that changed after they were written."""
+    pos = -(-start // SECTOR) * SECTOR
+    while pos + SECTOR <= stop:
+        if buf.count(0, pos, pos + SECTOR) == SECTOR:
+            return True
+        pos += SECTOR
+    return False
+
+
+@attrs.frozen
+class _After:
+    """The records that still verify after a damaged point: how many and their LSN range."""
+
+    records: int = 0
+    first_lsn: int = 0
+    last_lsn: int = 0
+    complete: bool = True  # False: the search gave up somewhere, there may be more
+
+    def describe(self) -> str:
+        if not self.records:
+            return "no valid record follows" if self.complete else "valid records may follow"
+        more = "" if self.complete else "at least "
+        return f"{more}{self.records} valid records follow (lsn {self.first_lsn}..{self.last_lsn})"
+
+
+def _valid_after(buf: bytes, resume: int | None, rest: Sequence[tuple[int, Path]], *,
+                 searched: bool = True) -> _After:
+    count, lsns, complete = 0, [], searched
+    for data, pos in [(buf, resume), *((path.read_bytes(), 0) for _first, path in rest)]:
+        while pos is not None:
+            result = scan(data, pos)
+            count += len(result.records)
+            lsns += [result.records[0].lsn, result.records[-1].lsn] if result.records else []
+            try:
+                pos = None if result.clean else find_record(data, result.end)  # progresses: a hit verifies
+            except SearchExhausted:
+                pos, complete = None, False
+    return _After(count, min(lsns), max(lsns), complete) if count else _After(complete=complete)
 
 
 def _aside(path: Path, suffix: str) -> Path:
@@ -129,6 +219,9 @@ class RecoveryReport:
     reason: StopReason
     problems: tuple[str, ...] = ()
     quarantined: tuple[Path, ...] = ()
+    #: records that still verified after damage and were dropped anyway (truncate mode) or lost
+    #: with an unfinished write
+    records_dropped: int = 0
 
     @property
     def clean(self) -> bool:
@@ -146,16 +239,19 @@ def _list_segments(directory: Path) -> list[tuple[int, Path]]:
 
 
 class _Recovery:
-    """Scan every segment in order, repair what is damaged, and say what was done."""
+    """Scan every segment in order, repair what a crash left, refuse what damage left, and say
+    what was done (see the module docstring for the three cases)."""
 
-    def __init__(self, directory: Path, log: EventLogger) -> None:
+    def __init__(self, directory: Path, log: EventLogger, mode: str) -> None:
         self.directory = directory
         self.log = log
+        self.mode = mode
         self.kept: list[_Segment] = []
         self.last_lsn = 0
         self.records = 0
         self.scanned = 0
         self.truncated = 0
+        self.dropped = 0
         self.reason: StopReason = "eof"
         self.problems: list[str] = []
         self.quarantined: list[Path] = []
@@ -164,10 +260,10 @@ class _Recovery:
         found = _list_segments(self.directory)
         for i, (first_lsn, path) in enumerate(found):
             if self.kept and first_lsn != self.last_lsn + 1:
-                self._segment_hole(path, first_lsn)
+                self._segment_hole(path, first_lsn, found[i:])
                 self._quarantine(found[i:])
                 break
-            if not self._scan_segment(path, first_lsn, is_last=i == len(found) - 1):
+            if not self._scan_segment(path, first_lsn, found[i + 1 :]):
                 self._quarantine(found[i + 1 :])
                 break
         for segment in self.kept:  # what we read may still be only in the page cache of a dead process
@@ -176,46 +272,105 @@ class _Recovery:
         report = RecoveryReport(
             segments_scanned=self.scanned, records_recovered=self.records, last_lsn=self.last_lsn,
             bytes_truncated=self.truncated, reason=self.reason, problems=tuple(self.problems),
-            quarantined=tuple(self.quarantined),
+            quarantined=tuple(self.quarantined), records_dropped=self.dropped,
         )
         self.log.info("wal_recovered", segments=len(self.kept), records=self.records,
                       last_lsn=self.last_lsn, truncated_bytes=self.truncated, reason=self.reason,
-                      problems=len(self.problems))
+                      problems=len(self.problems), records_dropped=self.dropped)
         return report
 
-    def _scan_segment(self, path: Path, first_lsn: int, *, is_last: bool) -> bool:
+    def _scan_segment(self, path: Path, first_lsn: int, rest: Sequence[tuple[int, Path]]) -> bool:
         """Keep the good prefix of one segment; False when the log must end here."""
         buf = path.read_bytes()
         result = scan(buf, prev_lsn=first_lsn - 1)
         self.scanned += 1
-        self.records += len(result.records)
-        self.last_lsn = result.records[-1].lsn if result.records else first_lsn - 1
-        self.kept.append(_Segment(path=path, first_lsn=first_lsn, size=result.end))
+        good_records = len(result.records)
+        last_good = result.records[-1].lsn if result.records else first_lsn - 1
         if result.clean:
+            self._keep(path, first_lsn, result.end, good_records, last_good)
             return True
-        self.reason = result.reason
-        cut = len(buf) - result.end
-        self.truncated += cut
-        if is_last:
-            self.problems.append(f"{path.name}: cut {cut} bytes at offset {result.end} ({result.detail})")
-            self.log.warning("wal_tail_truncated", segment=path.name, offset=result.end, bytes=cut,
-                             reason=result.reason, detail=result.detail)
+        end, cut = result.end, len(buf) - result.end
+        try:
+            resume: int | None = find_record(buf, end)
+            searched = True
+        except SearchExhausted:  # cannot tell: read it as damage that valid records follow
+            resume, searched = None, False
+        if resume is None and searched and not rest:
+            # a torn tail: the write in progress when the node died, never acknowledged
+            kept_in = self._copy_aside(path, buf[end:], ".tail" + QUARANTINE_SUFFIX)
+            self.problems.append(f"{path.name}: cut {cut} bytes at offset {end} ({result.detail}), "
+                                 f"kept in {kept_in.name}")
+            self.log.warning("wal_tail_truncated", segment=path.name, offset=end, bytes=cut,
+                             reason=result.reason, detail=result.detail, kept_in=kept_in.name)
         else:
-            kept_aside = _aside(path, ".tail" + QUARANTINE_SUFFIX)
-            kept_aside.write_bytes(buf[result.end :])
-            self.problems.append(f"{path.name}: sealed segment damaged at offset {result.end} "
-                                 f"({result.detail}); cut {cut} bytes, kept in {kept_aside.name}")
-            self.log.error("wal_segment_damaged", segment=path.name, offset=result.end, bytes=cut,
-                           reason=result.reason, detail=result.detail, kept_in=kept_aside.name)
-        _truncate_file(path, result.end)
-        return is_last
+            after = _valid_after(buf, resume, rest, searched=searched)
+            # not a sealed segment that merely ends early: a bit flip in the last length field
+            # looks just the same, and an unfinished write more likely leaves zeros than a short file
+            unfinished = searched and ((resume is None and buf.count(0, end) == cut)
+                                       or _unwritten_sector(buf, end, len(buf) if resume is None else resume))
+            if not unfinished:
+                self._damage(path, buf, end, result.detail, after)
+            kept_in = self._copy_aside(path, buf[end:], ".tail" + QUARANTINE_SUFFIX)
+            self.dropped += after.records
+            if unfinished:  # only records of the batch whose fsync never returned are lost
+                self.problems.append(f"{path.name}: unfinished write at offset {end} ({result.detail}); "
+                                     f"cut {cut} bytes ({after.describe()}), kept in {kept_in.name}")
+                self.log.warning("wal_unfinished_write_cut", segment=path.name, offset=end, bytes=cut,
+                                 reason=result.reason, detail=result.detail, records_after=after.records,
+                                 kept_in=kept_in.name)
+            else:
+                self.problems.append(f"{path.name}: damaged at offset {end} ({result.detail}); cut {cut} "
+                                     f"bytes and dropped {after.records} valid records after it ({self.mode} mode), "
+                                     f"kept in {kept_in.name}")
+                self.log.error("wal_damage_dropped", segment=path.name, offset=end, bytes=cut,
+                               reason=result.reason, detail=result.detail, records_dropped=after.records,
+                               dropped_lsns=f"{after.first_lsn}..{after.last_lsn}" if after.records else "-",
+                               kept_in=kept_in.name, mode=self.mode)
+        self.reason = result.reason
+        self.truncated += cut
+        _truncate_file(path, end)
+        self._keep(path, first_lsn, end, good_records, last_good)
+        return not rest and resume is None and searched
 
-    def _segment_hole(self, path: Path, first_lsn: int) -> None:
+    def _keep(self, path: Path, first_lsn: int, size: int, records: int, last_lsn: int) -> None:
+        self.kept.append(_Segment(path=path, first_lsn=first_lsn, size=size))
+        self.records += records
+        self.last_lsn = last_lsn
+
+    def _damage(self, path: Path, buf: bytes, offset: int, detail: str, after: _After) -> None:
+        """Damage that valid records follow: strict mode stops here, with the bytes kept aside."""
+        if self.mode != "strict":
+            return
+        kept_in = self._copy_aside(path, buf[offset:], f".at-{offset}" + QUARANTINE_SUFFIX, reuse=True)
+        self.log.error("wal_damage_found", segment=path.name, offset=offset, detail=detail,
+                       records_after=after.records, kept_in=kept_in.name, mode=self.mode)
+        raise WalRecoveryError(
+            f"WAL segment {self.directory / path.name} is damaged at offset {offset} ({detail}) and "
+            f"{after.describe()}; refusing to drop them (the damaged part is copied to {kept_in.name})",
+            segment=path.name, offset=offset)
+
+    def _copy_aside(self, path: Path, data: bytes, suffix: str, *, reuse: bool = False) -> Path:
+        target = path.with_name(path.name + suffix)
+        if reuse and target.exists() and target.read_bytes() == data:
+            return target  # the same damage found again by a restart: one copy is enough
+        target = _aside(path, suffix)
+        write_private(target, data)
+        return target
+
+    def _segment_hole(self, path: Path, first_lsn: int, rest: Sequence[tuple[int, Path]]) -> None:
         expected = self.last_lsn + 1
         self.reason = "gap" if first_lsn > expected else "order"
-        self.problems.append(f"{path.name}: starts at lsn {first_lsn} where {expected} was due")
+        after = _valid_after(b"", None, rest)
         self.log.error("wal_segment_gap", segment=path.name, first_lsn=first_lsn, expected_lsn=expected,
-                       reason=self.reason)
+                       reason=self.reason, records_after=after.records, mode=self.mode)
+        if self.mode == "strict":
+            raise WalRecoveryError(
+                f"WAL segment {self.directory / path.name} starts at lsn {first_lsn} where {expected} "
+                f"was due (a segment is missing) and {after.describe()}; refusing to drop them",
+                segment=path.name, offset=0)
+        self.dropped += after.records
+        self.problems.append(f"{path.name}: starts at lsn {first_lsn} where {expected} was due; "
+                             f"dropped {after.records} records")
 
     def _quarantine(self, rest: Sequence[tuple[int, Path]]) -> None:
         for _first_lsn, path in rest:
@@ -224,6 +379,8 @@ class _Recovery:
             self.quarantined.append(target)
             self.problems.append(f"{path.name}: after damaged data, renamed aside to {target.name}")
             self.log.error("wal_segment_quarantined", segment=path.name, moved_to=target.name)
+        if rest:
+            fsync_directory(self.directory)
 
 
 def _truncate_file(path: Path, size: int) -> None:
@@ -257,20 +414,25 @@ class WriteAheadLog:
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-             log: EventLogger | None = None) -> WriteAheadLog:
-        """Open (creating it if needed) and recover the log in ``directory``.
+             log: EventLogger | None = None, recovery: str = "strict") -> WriteAheadLog:
+        """Open (creating it, mode 0700, if needed) and recover the log in ``directory``.
 
-        The repairs made are in :attr:`recovery`, one log line each. Raises only ``OSError``.
+        The repairs made are in :attr:`recovery`, one log line each. ``recovery`` is one of
+        :data:`RECOVERY_MODES`: with "strict", damage that valid records follow raises
+        :class:`WalRecoveryError` and changes nothing but a copy; "truncate" drops it, loudly.
+        Raises ``OSError`` for the disk's errors.
         """
         if segment_bytes < 1:
             raise ValueError("segment_bytes must be positive")
+        if recovery not in RECOVERY_MODES:
+            raise ValueError(f"recovery must be one of {', '.join(RECOVERY_MODES)}, got {recovery!r}")
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         logger = log or get_logger("dakera_actors.wal")
-        recovery = _Recovery(path, logger)
-        report = recovery.run()
-        return cls(path, segment_bytes=segment_bytes, log=logger, segments=recovery.kept,
-                   last_lsn=recovery.last_lsn, recovery=report)
+        recovery_run = _Recovery(path, logger, recovery)
+        report = recovery_run.run()
+        return cls(path, segment_bytes=segment_bytes, log=logger, segments=recovery_run.kept,
+                   last_lsn=recovery_run.last_lsn, recovery=report)
 
     def start_at(self, next_lsn: int) -> None:
         """Make an EMPTY log continue at ``next_lsn`` (the WAL was lost but snapshots were not).
@@ -342,7 +504,7 @@ class WriteAheadLog:
             self._seal_active()
         path = self.directory / segment_name(next_lsn)
         # O_EXCL: an existing file of that name would mean two segments claim the same LSNs
-        self._fd = os.open(path, _APPEND_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = os.open(path, _APPEND_FLAGS | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self._dir_dirty = True
         segment = _Segment(path=path, first_lsn=next_lsn, size=0)
         self._segments.append(segment)

@@ -242,6 +242,14 @@ class MemorySnapshotStore:
             lowest = lsn if lowest is None else min(lowest, lsn)
         return lowest or 0
 
+    def oldest_lsn(self, shard: int) -> int | None:
+        """The LSN of the oldest snapshot of ``shard``, or None (see ``SnapshotStore.oldest_lsn``)."""
+        return min(self._snapshots.get(shard) or (), default=None)
+
+    def shards(self) -> set[int]:
+        """Every shard with at least one snapshot."""
+        return {shard for shard, by_lsn in self._snapshots.items() if by_lsn}
+
     def prune(self, shard: int, keep: int = 2) -> int:
         """Keep the newest ``keep`` snapshots of ``shard``; delete the rest. Returns how many."""
         if keep < 1:

@@ -30,7 +30,7 @@ from crc32c import crc32c
 
 from dakera_actors.log import EventLogger, get_logger
 
-from .log import fsync_directory
+from .log import DIR_MODE, FILE_MODE, fsync_directory
 
 SNAPSHOT_MAGIC: Final = b"DKSN"
 SNAPSHOT_VERSION: Final = 1
@@ -70,7 +70,7 @@ class SnapshotStore:
 
     def __init__(self, directory: str | os.PathLike[str], *, log: EventLogger | None = None) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self._log = log or get_logger("dakera_actors.wal")
         self._remove_temp_files()
 
@@ -92,7 +92,8 @@ class SnapshotStore:
         final = self.directory / snapshot_name(shard, lsn)
         tmp = final.with_name(final.name + TMP_SUFFIX)
         try:
-            with open(tmp, "wb") as f:
+            # 0600 from the start: a snapshot holds every memory of its shard
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
                 f.write(header)
                 f.write(body)
                 f.flush()
@@ -144,6 +145,19 @@ class SnapshotStore:
                 return 0
             lowest = lsn if lowest is None else min(lowest, lsn)
         return lowest or 0
+
+    def oldest_lsn(self, shard: int) -> int | None:
+        """The LSN of the oldest snapshot file of ``shard`` (checked or not), or None.
+
+        Recovery falls back to older snapshots when newer ones are damaged, so the log must
+        reach back to this one: it is the WAL floor for the shard, not the newest snapshot.
+        """
+        files = self.files(shard)
+        return files[0].lsn if files else None
+
+    def shards(self) -> set[int]:
+        """Every shard with at least one snapshot file, valid or not."""
+        return {snap.shard for snap in self.files()}
 
     def prune(self, shard: int, keep: int = 2) -> int:
         """Keep the newest ``keep`` valid snapshots of ``shard``; delete the rest. Returns how many.

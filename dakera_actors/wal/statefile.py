@@ -1,7 +1,7 @@
 """Small state files a node keeps beside its log: the lease's tokens, the installed shard map,
 the maintenance flag.
 
-Each is one file replaced atomically (tmp, fsync, rename, fsync the directory), so a crash leaves
+Each is one file (mode 0600) replaced atomically (tmp, fsync, rename, fsync the directory), so a crash leaves
 the old or the new content, never a torn one. On a SimDisk (tests) the same name lives in the
 disk's ``files`` and survives simulated crashes. What an unreadable file means is the caller's
 decision (the lease refuses to start; a shard map is simply re-sent by the leader).
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .log import fsync_directory
+from .log import FILE_MODE, fsync_directory
 
 
 class StateFile:
@@ -36,7 +36,8 @@ class StateFile:
             return
         assert self.path is not None
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
+        tmp.unlink(missing_ok=True)  # a crash's leftover would keep its old mode
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dakera_actors.wal.record import HEADER, HEADER_SIZE, scan
+
 from .procs import ROOT, NodeProcess, free_port
 
 pytestmark = pytest.mark.real
@@ -117,3 +119,50 @@ def test_cluster_mode_counts_garbage_on_the_gossip_port(tmp_path: Path) -> None:
         assert httpx.get(proc.url + "/health").status_code == 200
     finally:
         proc.stop()
+
+
+def test_a_damaged_wal_exits_3_with_one_line_naming_the_damage_and_the_option(tmp_path: Path) -> None:
+    proc = NodeProcess(tmp_path).start()
+    try:
+        proc.wait_healthy()
+        for i in range(10):
+            r = httpx.post(proc.url + "/v1/memory/store", json={"agent_id": "a1", "content": f"memory {i}"}, timeout=10)
+            assert r.status_code == 200, r.text
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.stop()
+    (segment,) = (tmp_path / "node-data" / "wal").glob("*.wal")
+    data = bytearray(segment.read_bytes())
+    assert len(scan(bytes(data)).records) == 10
+    offset = _record_start(bytes(data), 4)
+    data[offset + 20] ^= 0x5A  # inside the fifth record: five valid records follow it
+    segment.write_bytes(bytes(data))
+
+    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=proc.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dakera_actors: cannot start: WAL segment ") and "\n" not in last
+    assert f"{segment.name} is damaged at offset {offset}" in last and "DAKERA_WAL_RECOVERY=truncate" in last
+    assert segment.read_bytes() == bytes(data)  # nothing was cut
+
+    # the operator's explicit choice: start without what follows the damage, loudly
+    again = NodeProcess(tmp_path, DAKERA_PORT=str(proc.port), DAKERA_WAL_RECOVERY="truncate").start()
+    try:
+        again.wait_healthy()
+        listed = httpx.get(again.url + "/v1/agents/a1/memories", params={"limit": 100}, timeout=10).json()
+        assert sorted(m["content"] for m in listed) == [f"memory {i}" for i in range(4)]
+        assert "wal_damage_dropped" in again.log() and "records_dropped=5" in again.log()
+    finally:
+        again.stop()
+
+
+def _record_start(data: bytes, index: int) -> int:
+    """Where record ``index`` (from 0) of a segment starts."""
+    pos = 0
+    for _ in range(index):
+        _magic, length, _crc = HEADER.unpack_from(data, pos)
+        pos += HEADER_SIZE + length
+    return pos

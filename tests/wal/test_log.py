@@ -16,6 +16,7 @@ from dakera_actors.wal import (
     WalCorruptError,
     WalFailedError,
     WalRecord,
+    WalRecoveryError,
     WriteAheadLog,
     encode_record,
 )
@@ -316,7 +317,8 @@ def flip(path: Path, offset: int, bit: int) -> None:
 
 @settings(max_examples=60)
 @given(n=st.integers(1, 25), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
-def test_a_bit_flip_in_the_last_segment_keeps_every_record_before_it(n: int, where: float, bit: int) -> None:
+def test_a_bit_flip_in_the_last_segment_stops_recovery_unless_it_is_the_last_record(
+        n: int, where: float, bit: int) -> None:
     with fresh_dir() as d:
         directory = Path(d)
         with WriteAheadLog.open(directory, segment_bytes=SEGMENT) as wal:
@@ -328,10 +330,19 @@ def test_a_bit_flip_in_the_last_segment_keeps_every_record_before_it(n: int, whe
         flip(last, offset, bit)
         damaged = max(i for i, e in enumerate(ends) if e <= offset)  # index of the damaged record
         expected = written[: first_lsn - 1 + damaged]
-        with WriteAheadLog.open(directory, segment_bytes=SEGMENT) as wal:
+        if damaged < len(ends) - 2:  # valid records follow: not a torn tail
+            before = last.read_bytes()
+            with pytest.raises(WalRecoveryError, match=f"{last.name} is damaged at offset {ends[damaged]}"):
+                WriteAheadLog.open(directory, segment_bytes=SEGMENT)
+            assert last.read_bytes() == before  # nothing cut
+            copy = directory / f"{last.name}.at-{ends[damaged]}.corrupt"
+            assert copy.read_bytes() == before[ends[damaged]:]
+        with WriteAheadLog.open(directory, segment_bytes=SEGMENT, recovery="truncate") as wal:
             assert list(wal.replay()) == expected
             assert wal.recovery.reason in ("torn", "corrupt") and len(wal.recovery.problems) == 1
             assert wal.recovery.bytes_truncated == ends[-1] - ends[damaged]
+            assert wal.recovery.records_dropped == len(ends) - 2 - damaged
+            assert (directory / f"{last.name}.tail.corrupt").stat().st_size == ends[-1] - ends[damaged]
             expected += wal.append([entry(99)])
         with WriteAheadLog.open(directory, segment_bytes=SEGMENT) as wal:
             assert wal.recovery.clean and list(wal.replay()) == expected
@@ -340,7 +351,7 @@ def test_a_bit_flip_in_the_last_segment_keeps_every_record_before_it(n: int, whe
 @settings(max_examples=40)
 @given(n=st.integers(12, 40), which=st.floats(0, 1, exclude_max=True),
        where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
-def test_a_bit_flip_in_a_sealed_segment_quarantines_everything_after_it(
+def test_a_bit_flip_in_a_sealed_segment_stops_recovery_or_quarantines_everything_after_it(
         n: int, which: float, where: float, bit: int) -> None:
     with fresh_dir() as d:
         directory = Path(d)
@@ -355,10 +366,15 @@ def test_a_bit_flip_in_a_sealed_segment_quarantines_everything_after_it(
         flip(target.path, offset, bit)
         damaged = max(i for i, e in enumerate(ends) if e <= offset)
         expected = written[: target.first_lsn - 1 + damaged]
-        with WriteAheadLog.open(directory, segment_bytes=SEGMENT) as wal:
+        files = {p: p.read_bytes() for p in segment_files(directory)}
+        with pytest.raises(WalRecoveryError, match=f"{target.path.name} is damaged at offset {ends[damaged]}"):
+            WriteAheadLog.open(directory, segment_bytes=SEGMENT)
+        assert {p: p.read_bytes() for p in segment_files(directory)} == files  # nothing cut or moved
+        with WriteAheadLog.open(directory, segment_bytes=SEGMENT, recovery="truncate") as wal:
             report = wal.recovery
             assert list(wal.replay()) == expected and wal.last_lsn == target.first_lsn - 1 + damaged
             assert report.reason in ("torn", "corrupt") and report.bytes_truncated == target.size - ends[damaged]
+            assert report.records_dropped == len(written) - len(expected) - 1
             assert [p.name for p in report.quarantined] == [p.name + ".corrupt" for p in later]
             assert all(p.exists() for p in report.quarantined) and not any(p.exists() for p in later)
             assert (directory / (target.path.name + ".tail.corrupt")).stat().st_size == report.bytes_truncated
@@ -368,13 +384,19 @@ def test_a_bit_flip_in_a_sealed_segment_quarantines_everything_after_it(
             assert wal.recovery.clean and list(wal.replay()) == expected
 
 
-def test_a_missing_middle_segment_quarantines_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_missing_middle_segment_stops_recovery_or_quarantines_the_rest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT) as wal:
         written = fill(wal, 30)
         segs = wal.segments()
     segs[1].path.unlink()
+    with pytest.raises(WalRecoveryError, match=f"{segs[2].path.name} starts at lsn {segs[2].first_lsn} where "
+                                               f"{segs[1].first_lsn} was due"):
+        WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT)
+    assert all(s.path.exists() for s in segs if s is not segs[1])
+    caplog.clear()
     with caplog.at_level(logging.ERROR, logger="dakera_actors.wal"):
-        wal = WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT)
+        wal = WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT, recovery="truncate")
     with wal:
         assert wal.recovery.reason == "gap" and list(wal.replay()) == written[: segs[0].last_lsn]
         assert len(wal.recovery.quarantined) == len(segs) - 2
@@ -389,5 +411,5 @@ def test_quarantine_never_overwrites_earlier_evidence(tmp_path: Path) -> None:
             fill(wal, 20)
             segs = wal.segments()
         flip(segs[0].path, 3, 0)
-        WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT).close()
+        WriteAheadLog.open(tmp_path, segment_bytes=SEGMENT, recovery="truncate").close()
     assert len(list(tmp_path.glob("*.corrupt*"))) > len(segs)
