@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 NODE_ID_FILE = "node_id"
 ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the map's members
 LOCK_FILE = "LOCK"
+INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
 
 
 class DataDirLocked(RuntimeError):
@@ -289,6 +290,16 @@ class Node:
 
         self.nursery.start_soon(open_when_mapped)
 
+    async def _warn_insecure(self) -> None:
+        """Cluster mode without a gossip key (DAKERA_GOSSIP_INSECURE=true): say so at start and every
+        hour, so a forgotten test setting shows up in any log an operator looks at."""
+        while True:
+            self.log.warning("gossip_insecure", gossip_bind=self.config.gossip_bind_address,
+                             detail="DAKERA_GOSSIP_INSECURE=true and no DAKERA_GOSSIP_KEY: gossip frames are "
+                                    "not authenticated, so anyone who reaches the gossip port bypasses the "
+                                    "API key (stores, reads, whole shards, leadership)")
+            await trio.sleep(INSECURE_REMINDER)
+
     def cluster_status(self) -> dict[str, Any]:
         """``GET /admin/cluster/status``. Leader and shard fields fill in as those layers land."""
         shards = self.config.shards
@@ -412,7 +423,10 @@ async def open_node(
                         node.readiness.open("http")
                     if node.transport is not None:
                         codec = Codec(node.node_id, config.gossip_keys,
-                                      on_reject=lambda reason: node.metrics.wire_rejected.labels(reason).inc())
+                                      on_reject=lambda reason: node.metrics.wire_rejected.labels(reason).inc(),
+                                      wall_clock=node.wall_clock, window=config.gossip_frame_window)
+                        if not config.gossip_keys:
+                            core.start_soon(node._warn_insecure)
                         node.endpoint = Endpoint(node.transport, codec, node.metrics, node.log,
                                                  api_address=node.api_address,
                                                  request_timeout=config.request_timeout)
