@@ -23,7 +23,7 @@ import trio
 
 from . import __version__
 from .config import Config
-from .endpoint import Endpoint
+from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
@@ -405,7 +405,8 @@ async def open_node(
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(
                     bind=config.gossip_bind_address, advertise=config.gossip_advertise,
-                    max_frame_size=config.max_frame_bytes, **(transport_options or {})))
+                    max_frame_size=config.max_frame_bytes, inbound_frame_limit=UNAUTHENTICATED_FRAME_LIMIT,
+                    **(transport_options or {})))
                 node.log.info("transport_listening", transport=config.transport,
                               bind=config.gossip_bind_address, advertise=node.transport.address)
             # two nurseries so that stopping is ordered: the front (HTTP) drains first while

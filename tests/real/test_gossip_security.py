@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from prometheus_client.parser import text_string_to_metric_families
 
+from dakera_actors.endpoint import StreamHello
 from dakera_actors.replication.actor import SnapshotRequest
 from dakera_actors.sharding.router import Forward, ForwardReply
 from dakera_actors.wire import Ping, decode_frame, encode_frame
@@ -49,16 +50,19 @@ def gossip_addr(node: NodeProcess) -> tuple[str, int]:
     return "127.0.0.1", int(node.env["DAKERA_GOSSIP_PORT"])
 
 
-def exchange(node: NodeProcess, frame: bytes) -> bytes | None:
-    """Send one length-prefixed frame on a fresh TCP stream; the reply frame, or None if the node
-    closed the stream without one."""
+def exchange(node: NodeProcess, frame: bytes, *before: bytes) -> bytes | None:
+    """Send length-prefixed frames (``before``, then ``frame``) on a fresh TCP stream; the reply
+    frame, or None if the node closed the stream without one."""
     with socket.create_connection(gossip_addr(node), timeout=10) as tcp:
-        tcp.sendall(struct.pack(">I", len(frame)) + frame)
+        tcp.sendall(b"".join(struct.pack(">I", len(f)) + f for f in (*before, frame)))
         data = b""
-        while chunk := tcp.recv(65536):
-            data += chunk
-            if len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
-                return data[4:4 + struct.unpack(">I", data[:4])[0]]
+        try:
+            while chunk := tcp.recv(65536):
+                data += chunk
+                if len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+                    return data[4:4 + struct.unpack(">I", data[:4])[0]]
+        except ConnectionResetError:  # closed with our bytes unread
+            pass
     return None
 
 
@@ -127,3 +131,30 @@ def test_a_replayed_write_is_refused_even_after_the_node_restarts(node: NodeProc
     assert exchange(node, frame) is None
     wait_for(lambda: rejected(node) == {"stale": 1}, 10, "the replay after a restart counted")
     assert stored(node, "replayed") == 1
+
+
+def test_an_unauthenticated_peer_cannot_make_the_node_buffer_big_frames(node: NodeProcess) -> None:
+    streams = []
+    try:
+        for _ in range(64):  # each announces a 32 MiB frame and starts sending it
+            tcp = socket.create_connection(gossip_addr(node), timeout=10)
+            tcp.sendall(struct.pack(">I", 32 * 1024 * 1024 - 1) + b"x" * 65536)
+            streams.append(tcp)
+        for tcp in streams:  # each was closed on its length prefix, before its body was kept
+            try:
+                while tcp.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+    finally:
+        for tcp in streams:
+            tcp.close()
+    # a key holder's big request still goes through: a small sealed hello lifts the limit
+    big = Forward("store", json.dumps({"agent_id": "big", "content": "y" * 99_000}).encode(), {})
+    frame = encode_frame(big, "node-2", (KEY,))
+    assert len(frame) > 64 * 1024
+    assert exchange(node, frame) is None  # without the hello: refused like any stranger's
+    reply = exchange(node, frame, encode_frame(StreamHello(), "node-2", (KEY,)))
+    assert reply is not None and decode_frame(reply, keys=(KEY,), max_size=1 << 20).message.status == 200
+    assert stored(node, "big") == 1
+    assert httpx.get(node.url + "/health").status_code == 200
