@@ -44,6 +44,7 @@ NODE_ID_FILE = "node_id"
 ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the map's members
 LOCK_FILE = "LOCK"
 INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
+STALE_LOG_INTERVAL = 60.0  # seconds between warnings about stale frames (each is counted anyway)
 
 
 class DataDirLocked(RuntimeError):
@@ -137,6 +138,7 @@ class Node:
         self._stop_requested = trio.Event()
         self._http_done = trio.Event()
         self._lock_fd: int | None = None
+        self._stale_logged = float("-inf")
         #: HTTP requests being served (the app counts them); a stop waits for them to finish
         self.in_flight = 0
         self.idle = trio.Event()
@@ -290,6 +292,15 @@ class Node:
 
         self.nursery.start_soon(open_when_mapped)
 
+    def _on_wire_reject(self, reason: str) -> None:
+        self.metrics.wire_rejected.labels(reason).inc()
+        if reason == "stale" and self.wall_clock() - self._stale_logged >= STALE_LOG_INTERVAL:
+            # a peer whose clock is off by more than the window is cut off: say why, now and then
+            self._stale_logged = self.wall_clock()
+            self.log.warning("wire_frames_stale", window_s=self.config.gossip_frame_window,
+                             detail="sealed frames stamped outside the window of this node's clock were "
+                                    "dropped: replays, or clocks out of sync between nodes (check NTP)")
+
     async def _warn_insecure(self) -> None:
         """Cluster mode without a gossip key (DAKERA_GOSSIP_INSECURE=true): say so at start and every
         hour, so a forgotten test setting shows up in any log an operator looks at."""
@@ -423,8 +434,7 @@ async def open_node(
                         await front.start(node._serve_http, front)
                         node.readiness.open("http")
                     if node.transport is not None:
-                        codec = Codec(node.node_id, config.gossip_keys,
-                                      on_reject=lambda reason: node.metrics.wire_rejected.labels(reason).inc(),
+                        codec = Codec(node.node_id, config.gossip_keys, on_reject=node._on_wire_reject,
                                       wall_clock=node.wall_clock, window=config.gossip_frame_window)
                         if not config.gossip_keys:
                             core.start_soon(node._warn_insecure)

@@ -114,6 +114,7 @@ def test_forged_frames_are_refused_counted_and_store_nothing(node: NodeProcess) 
     expected["unsealed"] += 1
     wait_for(lambda: rejected(node) == expected, 10, f"rejections {expected}")
     assert stored(node, "victim") == 0
+    assert node.log().count("event=wire_frames_stale") == 1  # said once (clock skew shows up in the log)
 
 
 def test_a_replayed_write_is_refused_even_after_the_node_restarts(node: NodeProcess) -> None:
