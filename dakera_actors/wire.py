@@ -63,8 +63,9 @@ _AAD: Final = b"dakera-wire/2"
 MAX_SENDER_LEN: Final = 253
 #: a sealed frame stamped further than this from the receiver's clock is stale (seconds)
 DEFAULT_WINDOW: Final = 60.0
-#: authenticated nonces remembered at most (about 150 bytes each)
-REPLAY_CACHE_SIZE: Final = 1 << 18
+#: authenticated nonces remembered at most (about 180 bytes each: 23 MiB when full, which takes
+#: over 2,000 frames a second for a whole window; beyond that the floor rises, see ReplayCache)
+REPLAY_CACHE_SIZE: Final = 1 << 17
 
 #: Every reason a frame can be rejected for; each is a label of dakera_wire_rejected_total.
 REJECT_REASONS: Final = (
