@@ -97,12 +97,12 @@ class Stream(abc.ABC):
     async def aclose(self) -> None:
         """Close both directions. Idempotent; never raises."""
 
-    @abc.abstractmethod
-    def limit_receive(self, size: int | None) -> None:
+    def limit_receive(self, size: int | None) -> None:  # noqa: B027 (optional: a no-op by default)
         """From now on, end the stream (StreamClosed on receive) when the peer sends a frame over
         ``size`` bytes, detected before more than about ``size`` bytes of it are buffered; None
         restores the transport's ``max_frame_size``. The endpoint keeps inbound streams small
-        this way until a frame on them has authenticated."""
+        this way until a frame on them has authenticated. Every bundled transport implements
+        it; the default (for older third-party transports) does nothing."""
 
     async def __aenter__(self) -> Stream:
         return self
