@@ -44,6 +44,7 @@ Every process is killed at the end, also on error. Prints figures; passes or fai
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import os
 import random
@@ -121,10 +122,11 @@ def spawn_cluster(tmp: Path, procs: list[Proc], n: int = 3, extra: dict[str, str
     """Start ``n`` cluster-mode nodes (each seeded with the others' gossip addresses), appending
     each to ``procs`` as soon as it is spawned so the caller's cleanup sees it."""
     base = base_env()
+    key = base64.b64encode(os.urandom(32)).decode()  # one per cluster: cluster mode requires a key
     gossip = [free_port() for _ in range(n)]
     for i, port in enumerate(gossip):
         name = f"node-{i + 1}"
-        env = dict(base, DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=name, DAKERA_GOSSIP_PORT=str(port),
+        env = dict(base, DAKERA_CLUSTER_MODE="true", DAKERA_GOSSIP_KEY=key, DAKERA_NODE_ID=name, DAKERA_GOSSIP_PORT=str(port),
                    DAKERA_GOSSIP_BIND=f"127.0.0.1:{port}",
                    DAKERA_CLUSTER_SEEDS=",".join(f"127.0.0.1:{p}" for p in gossip if p != port),
                    DAKERA_HOST="127.0.0.1", DAKERA_PORT=str(free_port()), DAKERA_DATA_DIR=str(tmp / f"{name}-data"),

@@ -25,6 +25,7 @@ the seed document's figure and the analytical bound for the configured timings.
 from __future__ import annotations
 
 import argparse
+import base64
 import math
 import os
 import random
@@ -233,11 +234,13 @@ def start_cluster(n: int, root: Path) -> list[RealNode]:
     gossip, http_ports = [f"127.0.0.1:{p}" for p in ports[:n]], ports[n:]
     base = {k: v for k, v in os.environ.items() if not k.startswith("DAKERA_")}
     nodes: list[RealNode] = []
+    key = base64.b64encode(os.urandom(32)).decode()  # one per cluster: cluster mode requires a key
     try:
         for i in range(n):
             env = dict(base)
             env.update({
                 "DAKERA_CLUSTER_MODE": "true",
+                "DAKERA_GOSSIP_KEY": key,
                 "DAKERA_NODE_ID": f"node-{i + 1}",
                 "DAKERA_HOST": "127.0.0.1",
                 "DAKERA_PORT": str(http_ports[i]),

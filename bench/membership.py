@@ -31,6 +31,7 @@ same parameters, so the two can be compared.
 from __future__ import annotations
 
 import argparse
+import base64
 import heapq
 import itertools
 import math
@@ -349,11 +350,13 @@ def start_cluster(n: int, root: Path) -> list[RealNode]:
             http_ports.append(port)
     gossip = [f"127.0.0.1:{p}" for p in gossip_ports]
     nodes: list[RealNode] = []
+    key = base64.b64encode(os.urandom(32)).decode()  # one per cluster: cluster mode requires a key
     try:
         for i in range(1, n + 1):
             env = dict(os.environ)
             env.update({
                 "DAKERA_CLUSTER_MODE": "true",
+                "DAKERA_GOSSIP_KEY": key,
                 "DAKERA_NODE_ID": f"node-{i}",
                 "DAKERA_HOST": "127.0.0.1",
                 "DAKERA_PORT": str(http_ports[i - 1]),

@@ -43,7 +43,16 @@ _ENV_NAMES = {
     "rereplication_grace": "DAKERA_REREPLICATION_GRACE_SECONDS",
     "checkpoint_interval": "DAKERA_CHECKPOINT_INTERVAL_SECONDS",
     "transfer_timeout": "DAKERA_REBALANCE_TRANSFER_TIMEOUT_SECONDS",
+    "gossip_frame_window": "DAKERA_GOSSIP_FRAME_WINDOW_SECONDS",
 }
+_BOOLEANS = ("cluster_mode", "gossip_insecure")
+
+
+def _redacted(value: Any) -> str:
+    """repr of a secret: whether it is set, never what it is (configs end up in logs and tracebacks)."""
+    if not value:
+        return repr(value)
+    return f"<{len(value)} keys redacted>" if isinstance(value, tuple) else "'<redacted>'"
 
 
 def _env(field_name: str) -> str:
@@ -136,7 +145,7 @@ class Config:
     host: str = attrs.field(default="0.0.0.0", validator=_check(lambda v: isinstance(v, str) and v != "", "must be a host name or address"))
     port: int = attrs.field(default=3300, validator=_int_range(0, 65535))
     data_dir: Path = attrs.field(default=Path("./dakera-data"), converter=Path)
-    root_api_key: str | None = attrs.field(default=None)
+    root_api_key: str | None = attrs.field(default=None, repr=_redacted)
 
     cluster_mode: bool = False
     node_id: str | None = attrs.field(default=None, validator=_node_id)
@@ -150,7 +159,13 @@ class Config:
     api_advertise: str | None = attrs.field(default=None, validator=_url)
     transport: str = attrs.field(default="udp", validator=_transport_name)
     #: first key seals outgoing frames; every key is tried on incoming ones (rotation)
-    gossip_keys: tuple[bytes, ...] = attrs.field(default=(), converter=tuple, validator=_gossip_keys)
+    gossip_keys: tuple[bytes, ...] = attrs.field(default=(), converter=tuple, validator=_gossip_keys,
+                                                 repr=_redacted)
+    #: cluster mode without a gossip key: only on purpose (logged at start and every hour), since
+    #: then anyone who reaches the gossip port can read and write every shard, bypassing the API key
+    gossip_insecure: bool = False
+    #: a sealed frame stamped further than this from the receiver's clock is dropped (replays)
+    gossip_frame_window: float = attrs.field(default=60.0, validator=_positive_float(3600))
 
     # SWIM timing (see README: the detection times they give)
     gossip_probe_interval_ms: int = attrs.field(default=500, validator=_int_range(10, 60_000))
@@ -205,6 +220,12 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if self.cluster_mode and not self.node_id:
             raise ConfigError("DAKERA_NODE_ID", "is required when DAKERA_CLUSTER_MODE=true")
+        if self.cluster_mode and not self.gossip_keys and not self.gossip_insecure:
+            raise ConfigError("DAKERA_GOSSIP_KEY",
+                              "is required when DAKERA_CLUSTER_MODE=true (base64 of 32 random bytes, the "
+                              "same on every node: openssl rand -base64 32); without it anyone who reaches "
+                              "the gossip port bypasses the API key. To run unauthenticated on purpose, set "
+                              "DAKERA_GOSSIP_INSECURE=true")
         if self.gossip_probe_timeout_ms >= self.gossip_probe_interval_ms:
             raise ConfigError("DAKERA_GOSSIP_PROBE_TIMEOUT_MS",
                               "must be shorter than DAKERA_GOSSIP_PROBE_INTERVAL_MS "
@@ -274,7 +295,7 @@ class Config:
 
 def _parse(field: attrs.Attribute[Any], var: str, value: str) -> Any:
     name = field.name
-    if name in ("cluster_mode",):
+    if name in _BOOLEANS:
         low = value.lower()
         if low in _TRUE:
             return True

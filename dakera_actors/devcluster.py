@@ -1,7 +1,8 @@
 """``python -m dakera_actors.devcluster``: a local cluster of real node processes on loopback.
 
 Node i (1-based) serves HTTP on ``base-port + i - 1`` and gossips on ``base-gossip-port + i - 1``,
-keeps its data under ``<data-root>/node-i``, and is seeded with every other node. Ctrl-C (or
+keeps its data under ``<data-root>/node-i``, and is seeded with every other node. The nodes
+share a gossip key made at random for this run (or DAKERA_GOSSIP_KEY when set). Ctrl-C (or
 SIGTERM) stops every node gracefully; a node that dies on its own is reported and, unless
 ``--keep-going``, stops the rest.
 """
@@ -9,6 +10,7 @@ SIGTERM) stops every node gracefully; a node that dies on its own is reported an
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import subprocess
@@ -17,12 +19,13 @@ import time
 from pathlib import Path
 
 
-def node_env(i: int, n: int, args: argparse.Namespace) -> dict[str, str]:
+def node_env(i: int, n: int, args: argparse.Namespace, key: str) -> dict[str, str]:
     seeds = ",".join(f"127.0.0.1:{args.base_gossip_port + j - 1}" for j in range(1, n + 1) if j != i)
     gossip_port = args.base_gossip_port + i - 1
     env = dict(os.environ)
     env.update({
         "DAKERA_CLUSTER_MODE": "true",
+        "DAKERA_GOSSIP_KEY": key,
         "DAKERA_NODE_ID": f"node-{i}",
         "DAKERA_HOST": "127.0.0.1",
         "DAKERA_PORT": str(args.base_port + i - 1),
@@ -45,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.nodes <= 64:
         parser.error("--nodes must be between 1 and 64")
 
+    key = os.environ.get("DAKERA_GOSSIP_KEY") or base64.b64encode(os.urandom(32)).decode()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for i in range(1, args.nodes + 1):
-        env = node_env(i, args.nodes, args)
+        env = node_env(i, args.nodes, args, key)
         procs[f"node-{i}"] = subprocess.Popen([sys.executable, "-m", "dakera_actors"], env=env)
         print(f"devcluster: started node-{i} pid={procs[f'node-{i}'].pid} "
               f"http=http://127.0.0.1:{env['DAKERA_PORT']} gossip={env['DAKERA_GOSSIP_BIND']}", flush=True)

@@ -5,6 +5,13 @@ actor registered for their message type, without ever blocking the reader: a ful
 the packet as a full socket buffer would. Inbound streams are read for their first frame, which
 names the handler; each runs in its own task, bounded in number. Outbound, ``send`` is a packet,
 ``request`` a stream carrying one request and one reply.
+
+What an unauthenticated peer can pin is bounded: an inbound stream takes frames of at most
+``UNAUTHENTICATED_FRAME_LIMIT`` bytes (checked by the transport on the length, before buffering)
+until one frame on it has decoded, i.e. authenticated with a gossip key; then the transport's
+full frame limit applies. So at most MAX_INBOUND_STREAMS x 64 KiB (16 MiB) is buffered for
+peers that hold no key. A sender whose first frame is larger opens the stream with a small
+:class:`StreamHello` first.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import trio
 
 from . import __version__
 from .log import EventLogger
 from .metrics import NodeMetrics
 from .transport import ConnectError, FrameTooLarge, Stream, StreamClosed, Transport, TransportError
-from .wire import Codec, Envelope, ErrorReply, Ping, Pong, tag_of
+from .wire import Codec, Envelope, ErrorReply, Ping, Pong, message, tag_of
 
 PacketSink = Callable[[Envelope, str], Any]  # (envelope, source address), must not block
 StreamHandler = Callable[[Envelope, "MessageStream"], Awaitable[None]]
@@ -27,6 +35,15 @@ FIRST_FRAME_TIMEOUT = 5.0  # an inbound stream that names no request by then is 
 IDLE_STREAM_TIMEOUT = 30.0  # a kept-alive stream with no next request by then is closed
 MAX_INBOUND_STREAMS = 256
 POOL_PER_PEER = 8  # idle request streams kept open per peer for the next request
+#: the largest frame an inbound stream takes before a frame on it has authenticated
+UNAUTHENTICATED_FRAME_LIMIT = 64 * 1024
+
+
+@message("stream.hello")
+@attrs.frozen
+class StreamHello:
+    """Sent first on a stream whose first request is larger than UNAUTHENTICATED_FRAME_LIMIT:
+    it authenticates the stream, so the receiver lifts its limit; it gets no reply."""
 
 
 class RemoteError(Exception):
@@ -134,7 +151,10 @@ class Endpoint:
         self.metrics.streams.labels("out").inc()
         stream = MessageStream(raw, self.codec, self.transport.max_frame_size)
         try:
-            await stream.send(first)
+            frame = self.codec.encode(first)
+            if len(frame) > UNAUTHENTICATED_FRAME_LIMIT:
+                await raw.send(self.codec.encode(StreamHello()))
+            await raw.send(frame)
         except BaseException:
             await stream.aclose()
             raise
@@ -253,6 +273,9 @@ class Endpoint:
                     first = await stream.receive()
                 if first is None:
                     return
+                raw.limit_receive(None)  # it authenticated: full-size frames from now on
+                if isinstance(first.message, StreamHello):
+                    continue  # a big request follows; the first-frame deadline still holds
                 wait = IDLE_STREAM_TIMEOUT
                 handler = self._stream_handlers.get(type(first.message))
                 if handler is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -16,10 +17,26 @@ from typing import Any
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# C0/C1 controls and the Unicode line/paragraph separators can end or rewrite a line on a
+# terminal or in a log shipper: a client-chosen value (an agent id, a peer's string) must not
+# be able to forge a log line, so each is escaped
+_CONTROL = "\x00-\x1f\x7f-\x9f\u2028\u2029"
+_NEEDS_QUOTES = re.compile(f'[ ="\\\\{_CONTROL}]')
+_TO_ESCAPE = re.compile(f'["\\\\{_CONTROL}]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' ="\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if text == "" or _NEEDS_QUOTES.search(text):
+        return '"' + _TO_ESCAPE.sub(_escape, text) + '"'
     return text
 
 

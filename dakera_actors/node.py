@@ -23,7 +23,7 @@ import trio
 
 from . import __version__
 from .config import Config
-from .endpoint import Endpoint
+from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 NODE_ID_FILE = "node_id"
 ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the map's members
 LOCK_FILE = "LOCK"
+INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
+STALE_LOG_INTERVAL = 60.0  # seconds between warnings about stale frames (each is counted anyway)
 
 
 class DataDirLocked(RuntimeError):
@@ -137,6 +139,7 @@ class Node:
         self._stop_requested = trio.Event()
         self._http_done = trio.Event()
         self._lock_fd: int | None = None
+        self._stale_logged = float("-inf")
         #: HTTP requests being served (the app counts them); a stop waits for them to finish
         self.in_flight = 0
         self.idle = trio.Event()
@@ -296,6 +299,25 @@ class Node:
 
         self.nursery.start_soon(open_when_mapped)
 
+    def _on_wire_reject(self, reason: str) -> None:
+        self.metrics.wire_rejected.labels(reason).inc()
+        if reason == "stale" and self.wall_clock() - self._stale_logged >= STALE_LOG_INTERVAL:
+            # a peer whose clock is off by more than the window is cut off: say why, now and then
+            self._stale_logged = self.wall_clock()
+            self.log.warning("wire_frames_stale", window_s=self.config.gossip_frame_window,
+                             detail="sealed frames stamped outside the window of this node's clock were "
+                                    "dropped: replays, or clocks out of sync between nodes (check NTP)")
+
+    async def _warn_insecure(self) -> None:
+        """Cluster mode without a gossip key (DAKERA_GOSSIP_INSECURE=true): say so at start and every
+        hour, so a forgotten test setting shows up in any log an operator looks at."""
+        while True:
+            self.log.warning("gossip_insecure", gossip_bind=self.config.gossip_bind_address,
+                             detail="DAKERA_GOSSIP_INSECURE=true and no DAKERA_GOSSIP_KEY: gossip frames are "
+                                    "not authenticated, so anyone who reaches the gossip port bypasses the "
+                                    "API key (stores, reads, whole shards, leadership)")
+            await trio.sleep(INSECURE_REMINDER)
+
     def cluster_status(self) -> dict[str, Any]:
         """``GET /admin/cluster/status``. Leader and shard fields fill in as those layers land."""
         shards = self.config.shards
@@ -401,7 +423,8 @@ async def open_node(
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(
                     bind=config.gossip_bind_address, advertise=config.gossip_advertise,
-                    max_frame_size=config.max_frame_bytes, **(transport_options or {})))
+                    max_frame_size=config.max_frame_bytes, inbound_frame_limit=UNAUTHENTICATED_FRAME_LIMIT,
+                    **(transport_options or {})))
                 node.log.info("transport_listening", transport=config.transport,
                               bind=config.gossip_bind_address, advertise=node.transport.address)
             # two nurseries so that stopping is ordered: the front (HTTP) drains first while
@@ -418,8 +441,10 @@ async def open_node(
                         await front.start(node._serve_http, front)
                         node.readiness.open("http")
                     if node.transport is not None:
-                        codec = Codec(node.node_id, config.gossip_keys,
-                                      on_reject=lambda reason: node.metrics.wire_rejected.labels(reason).inc())
+                        codec = Codec(node.node_id, config.gossip_keys, on_reject=node._on_wire_reject,
+                                      wall_clock=node.wall_clock, window=config.gossip_frame_window)
+                        if not config.gossip_keys:
+                            core.start_soon(node._warn_insecure)
                         node.endpoint = Endpoint(node.transport, codec, node.metrics, node.log,
                                                  api_address=node.api_address,
                                                  request_timeout=config.request_timeout)

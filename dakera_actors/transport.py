@@ -97,6 +97,13 @@ class Stream(abc.ABC):
     async def aclose(self) -> None:
         """Close both directions. Idempotent; never raises."""
 
+    def limit_receive(self, size: int | None) -> None:  # noqa: B027 (optional: a no-op by default)
+        """From now on, end the stream (StreamClosed on receive) when the peer sends a frame over
+        ``size`` bytes, detected before more than about ``size`` bytes of it are buffered; None
+        restores the transport's ``max_frame_size``. The endpoint keeps inbound streams small
+        this way until a frame on them has authenticated. Every bundled transport implements
+        it; the default (for older third-party transports) does nothing."""
+
     async def __aenter__(self) -> Stream:
         return self
 
@@ -126,6 +133,10 @@ class Transport(abc.ABC):
 
     max_packet_size: int = MAX_PACKET_SIZE
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    #: inbound streams start with this receive limit (see Stream.limit_receive) when set, so a
+    #: peer that has not authenticated cannot make the node buffer big frames; ``open``'s
+    #: ``inbound_frame_limit`` option sets it
+    inbound_frame_limit: int | None = None
 
     @classmethod
     @abc.abstractmethod

@@ -217,7 +217,11 @@ class MemoryStream(Stream):
         self._pair, self._local = pair, local
         self._out, self._in = out, inbound
         self._max = max_frame_size
+        self._receive_max = max_frame_size  # see limit_receive
         self._closed = False
+
+    def limit_receive(self, size: int | None) -> None:
+        self._receive_max = self._max if size is None else min(size, self._max)
 
     async def send(self, frame: bytes) -> None:
         if len(frame) > self._max:
@@ -238,9 +242,13 @@ class MemoryStream(Stream):
 
     async def receive(self) -> bytes:
         try:
-            return await self._in.receive()
+            frame = await self._in.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             raise StreamClosed("stream ended") from None
+        if len(frame) > self._receive_max:  # as a real transport would, before buffering it
+            await self.aclose()
+            raise StreamClosed(f"peer sent a frame of {len(frame)} bytes, above the {self._receive_max}-byte limit")
+        return frame
 
     async def aclose(self) -> None:
         if self._closed:
@@ -278,6 +286,7 @@ class MemoryTransport(Transport):
         advertise: str | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         network: MemoryNetwork | None = None,
+        inbound_frame_limit: int | None = None,
         **options: Any,
     ) -> AsyncIterator[MemoryTransport]:
         if options:
@@ -288,6 +297,7 @@ class MemoryTransport(Transport):
             raise OSError(f"address already in use on this memory network: {address}")
         async with trio.open_nursery() as nursery:
             transport = cls(net, address, max_frame_size, nursery)
+            transport.inbound_frame_limit = inbound_frame_limit
             net._register(transport)
             try:
                 yield transport
@@ -347,6 +357,8 @@ class MemoryTransport(Transport):
                              self.max_frame_size)
         remote = MemoryStream(pair, address, self._address, pair.b_to_a[0], pair.a_to_b[1],
                               target.max_frame_size)
+        if target.inbound_frame_limit is not None:
+            remote.limit_receive(target.inbound_frame_limit)
         try:
             target._accept_send.send_nowait(remote)
         except (trio.WouldBlock, trio.ClosedResourceError):

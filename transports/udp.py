@@ -103,6 +103,7 @@ class UdpStream(Stream):
         self._transport = transport
         self._conn = conn
         self._max = transport.max_frame_size
+        self._receive_max = self._max  # see limit_receive
         self._buffer = bytearray()  # bytes read but not yet returned as a frame
         self._send_lock = trio.StrictFIFOLock()
         self._receive_lock = trio.StrictFIFOLock()
@@ -157,6 +158,9 @@ class UdpStream(Stream):
         self._close_now()
         await trio.lowlevel.checkpoint()
 
+    def limit_receive(self, size: int | None) -> None:
+        self._receive_max = self._max if size is None else min(size, self._max)
+
     def _close_now(self) -> None:
         """Close synchronously (the transport uses this while shutting down)."""
         self._closed_locally = True
@@ -179,7 +183,7 @@ class UdpStream(Stream):
         if len(self._buffer) < _HEADER.size:
             return _RECV_CHUNK
         (size,) = _HEADER.unpack_from(self._buffer)
-        missing = _HEADER.size + size - len(self._buffer)
+        missing = _HEADER.size + min(size, self._receive_max) - len(self._buffer)
         return min(max(missing, _RECV_CHUNK), _MAX_RECV_CHUNK)
 
     def _take_frame(self) -> bytes | None:
@@ -188,10 +192,10 @@ class UdpStream(Stream):
         if len(buf) < _HEADER.size:
             return None
         (size,) = _HEADER.unpack_from(buf)
-        if size > self._max:
+        if size > self._receive_max:
             # checked before reading any of it: a hostile prefix costs 4 bytes, not `size`
             self._buffer.clear()
-            self._break(f"peer sent a frame of {size} bytes, above the {self._max}-byte limit")
+            self._break(f"peer sent a frame of {size} bytes, above the {self._receive_max}-byte limit")
             raise StreamClosed(self._broken)
         end = _HEADER.size + size
         if len(buf) < end:
@@ -240,6 +244,7 @@ class UdpTransport(Transport):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         packet_buffer: int = _PACKET_BUFFER,
         accept_backlog: int = _ACCEPT_BACKLOG,
+        inbound_frame_limit: int | None = None,
         **options: Any,
     ) -> AsyncIterator[UdpTransport]:
         if options:
@@ -253,6 +258,7 @@ class UdpTransport(Transport):
             address = advertised_address(advertise, listener)
             transport = cls(udp=udp, listener=listener, address=address, max_frame_size=max_frame_size,
                             packet_buffer=packet_buffer, accept_backlog=accept_backlog)
+            transport.inbound_frame_limit = inbound_frame_limit
         except BaseException:
             listener.close()
             udp.close()
@@ -365,6 +371,8 @@ class UdpTransport(Transport):
 
     def _on_accept(self, sock: trio.socket.SocketType, sockaddr: Any) -> None:
         stream = UdpStream(self, TcpConnection(sock), sockaddr_to_address(sockaddr))
+        if self.inbound_frame_limit is not None:
+            stream.limit_receive(self.inbound_frame_limit)
         try:
             self._accepts_in.send_nowait(stream)
         except (trio.WouldBlock, trio.ClosedResourceError):

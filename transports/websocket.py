@@ -8,6 +8,13 @@ One plain-HTTP server listens on the bind ``host:port`` and serves two resources
 - ``/packet?from=<advertised address>``: each node keeps one cached WebSocket per peer for its
   packets, each packet one binary message; the receiver reports ``from`` as the packet source.
   ``from`` is not authenticated: it is a routing hint, the payload carries the sender's identity.
+  It must name the address the connection comes from (its host resolves to the connection's
+  remote IP), or the upgrade is refused (403): replies go to ``from``, so a forged one would turn
+  this node into a reflector towards a third party. A ``/stream`` ``from`` that does not match
+  is ignored (the remote socket address is the peer then). At most ``max_packet_links`` inbound
+  packet connections are kept (``packet_links_per_host`` from one remote IP); beyond that the
+  upgrade is refused (503). An inbound packet connection with no message for
+  ``packet_idle_timeout`` seconds (two of the sender's idle periods) is closed.
 
 Packets stay best effort. :meth:`WebSocketTransport.send_packet` never waits on the network:
 it queues the packet (bounded; overflow is dropped) for a per-peer task that dials the peer
@@ -29,6 +36,7 @@ Binding and the default advertised address work as in :mod:`transports.udp` (TCP
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -80,6 +88,10 @@ _HANDSHAKE_TIMEOUT = 10.0  # an inbound connection must finish its HTTP upgrade 
 _CLOSE_TIMEOUT = 1.0  # how long a close waits for the peer's closing handshake
 _RECEIVE_BUFFER = 64 * 1024  # bytes per socket read (trio-websocket's default is 4 KiB)
 _MESSAGE_QUEUE = 1  # messages trio-websocket buffers per connection before TCP backpressure
+_RESOLVE_TIMEOUT = 1.0  # a 'from' host name that does not resolve this fast is refused
+_MAX_PACKET_LINKS = 256  # inbound /packet connections kept at once
+_PACKET_LINKS_PER_HOST = 16  # ... of which from one remote IP
+_PACKET_IDLE_TIMEOUT = 2 * _LINK_IDLE_TIMEOUT  # an inbound packet link silent this long is closed
 
 
 class WebSocketStream(Stream):
@@ -96,6 +108,12 @@ class WebSocketStream(Stream):
         self._tcp = tcp
         self._max = transport.max_frame_size
         self._closed = False
+
+    def limit_receive(self, size: int | None) -> None:
+        # trio-websocket checks its limit as message fragments arrive, before joining them, and
+        # closes with 1009 beyond it; it has no public setter, so the attribute is set here
+        limit = self._max if size is None else min(size, self._max)
+        self._ws._max_message_size = limit
 
     async def send(self, frame: bytes) -> None:
         if len(frame) > self._max:
@@ -151,7 +169,9 @@ class WebSocketTransport(Transport):
     name = "websocket"
 
     def __init__(self, *, listener: trio.socket.SocketType, address: str, max_frame_size: int,
-                 packet_buffer: int, accept_backlog: int, nursery: trio.Nursery) -> None:
+                 packet_buffer: int, accept_backlog: int, nursery: trio.Nursery,
+                 max_packet_links: int = _MAX_PACKET_LINKS, packet_links_per_host: int = _PACKET_LINKS_PER_HOST,
+                 packet_idle_timeout: float = _PACKET_IDLE_TIMEOUT) -> None:
         self._listener = listener
         self._address = address
         self.bound_address = sockaddr_to_address(listener.getsockname())
@@ -166,6 +186,11 @@ class WebSocketTransport(Transport):
         self.packets_dropped = 0
         self.packets_unsent = 0
         self.accepts_dropped = 0
+        self.max_packet_links = max_packet_links
+        self.packet_links_per_host = packet_links_per_host
+        self.packet_idle_timeout = packet_idle_timeout
+        self._packet_links_in: dict[str, int] = {}  # remote IP -> inbound packet connections
+        self.packet_links_refused = 0  # inbound packet connections refused (cap or forged from)
 
     @classmethod
     @asynccontextmanager
@@ -177,6 +202,10 @@ class WebSocketTransport(Transport):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         packet_buffer: int = _PACKET_BUFFER,
         accept_backlog: int = _ACCEPT_BACKLOG,
+        inbound_frame_limit: int | None = None,
+        max_packet_links: int = _MAX_PACKET_LINKS,
+        packet_links_per_host: int = _PACKET_LINKS_PER_HOST,
+        packet_idle_timeout: float = _PACKET_IDLE_TIMEOUT,
         **options: Any,
     ) -> AsyncIterator[WebSocketTransport]:
         if options:
@@ -193,7 +222,10 @@ class WebSocketTransport(Transport):
             raise
         async with trio.open_nursery() as nursery:
             transport = cls(listener=listener, address=address, max_frame_size=max_frame_size,
-                            packet_buffer=packet_buffer, accept_backlog=accept_backlog, nursery=nursery)
+                            packet_buffer=packet_buffer, accept_backlog=accept_backlog, nursery=nursery,
+                            max_packet_links=max_packet_links, packet_links_per_host=packet_links_per_host,
+                            packet_idle_timeout=packet_idle_timeout)
+            transport.inbound_frame_limit = inbound_frame_limit
             nursery.start_soon(accept_forever, listener, transport._on_accept)
             try:
                 yield transport
@@ -268,10 +300,15 @@ class WebSocketTransport(Transport):
 
     async def _receive_packets(self, ws: WebSocketConnection, source: str) -> None:
         while True:
+            message: str | bytes | None = None
             try:
-                message = await ws.get_message()
+                with trio.move_on_after(self.packet_idle_timeout):
+                    message = await ws.get_message()
             except ConnectionClosed:
                 return
+            if message is None:
+                log.debug("packet_link_idle", peer=source)
+                return  # the caller closes the connection
             if isinstance(message, str) or len(message) > self.max_packet_size:
                 self.packets_dropped += 1
                 continue
@@ -361,9 +398,11 @@ class WebSocketTransport(Transport):
             async with trio.open_nursery() as nursery:
                 request = None
                 with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+                    # an unauthenticated stream's messages are limited from its first byte on
+                    first_limit = self.inbound_frame_limit or self.max_frame_size
                     request = await _unless_ended(tcp, wrap_server_stream(
                         nursery, tcp, message_queue_size=_MESSAGE_QUEUE,
-                        max_message_size=max(self.max_frame_size, self.max_packet_size),
+                        max_message_size=max(min(first_limit, self.max_frame_size), self.max_packet_size),
                         receive_buffer_size=_RECEIVE_BUFFER))
                 if request is None or not await self._route(request, tcp, remote):
                     nursery.cancel_scope.cancel()
@@ -377,6 +416,14 @@ class WebSocketTransport(Transport):
         """Serve ``request``; True when the connection should stay open until its reader ends."""
         target = urllib.parse.urlsplit(request.path)
         source = _source_address(target.query)
+        remote_ip = _ip_of(remote)
+        if source is not None and not await _resolves_to(source, remote_ip):
+            if target.path == PACKET_PATH:
+                self.packet_links_refused += 1
+                log.warning("packet_link_refused", reason="from_mismatch", peer=remote, claimed=source)
+                await request.reject(403, body=b"'from' does not name the address this connection comes from")
+                return False
+            source = None  # a stream's peer is only a label: use the socket's address
         if target.path == STREAM_PATH:
             ws = await request.accept()
             stream = WebSocketStream(self, ws, tcp, source or remote)
@@ -391,7 +438,19 @@ class WebSocketTransport(Transport):
             if source is None:
                 await request.reject(400, body=b"missing or malformed 'from' address")
                 return False
-            await self._receive_packets(await request.accept(), source)
+            links = self._packet_links_in
+            if sum(links.values()) >= self.max_packet_links or links.get(remote_ip, 0) >= self.packet_links_per_host:
+                self.packet_links_refused += 1
+                log.warning("packet_link_refused", reason="too_many_links", peer=remote)
+                await request.reject(503, body=b"too many packet connections")
+                return False
+            links[remote_ip] = links.get(remote_ip, 0) + 1
+            try:
+                await self._receive_packets(await request.accept(), source)
+            finally:
+                links[remote_ip] -= 1
+                if not links[remote_ip]:
+                    del links[remote_ip]
             return False
         await request.reject(404)
         return False
@@ -441,6 +500,37 @@ def _source_address(query: str) -> str | None:
     except ValueError:
         return None
     return format_hostport(host, port) if port else None
+
+
+def _ip_of(address: str) -> str:
+    """The IP of a ``host:port`` socket address, IPv4-mapped IPv6 unwrapped."""
+    host, _port = parse_hostport(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+async def _resolves_to(address: str, remote_ip: str) -> bool:
+    """True when ``address``'s host is ``remote_ip`` or a name that resolves to it."""
+    host, _port = parse_hostport(address)
+    if _ip_of(address) == remote_ip:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return False  # a literal that differs
+    except ValueError:
+        pass
+    with trio.move_on_after(_RESOLVE_TIMEOUT):
+        try:
+            infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
+        except OSError:
+            return False
+        return any(_ip_of(format_hostport(str(info[4][0]), 0)) == remote_ip for info in infos)
+    return False
 
 
 def _drain(channel: trio.MemoryReceiveChannel[bytes]) -> int:

@@ -7,6 +7,10 @@ errors included. A request bounces at most once: the receiver serves it if its o
 the owner or if the sender's map is newer than its own, forwards it once more otherwise, and
 answers 503 rather than bounce again. A forward that gets no answer within the request timeout
 is a 503 naming the owner, never a hang.
+
+A forwarded write carries a request id given by the node that took it from HTTP; the owner
+answers a repeated id with its first answer instead of applying the write again (see
+:mod:`.idempotency`), so a resent or replayed forward cannot store twice or roll data back.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..store import model
 from ..store.shard import shard_of
 from ..transport import TransportError
 from ..wire import Envelope, message
+from .idempotency import IdempotencyCache
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -33,6 +38,8 @@ QUERY_AGENT = {"get", "update"}
 PATH_AGENT = {"agent_memories", "agent_stats"}
 # reads a replica may answer when the client asks for consistency=eventual
 EVENTUAL_OPS = {"get", "recall", "search"}
+# operations that change data: forwarded with a request id, applied once per id
+WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget"}
 
 
 @message("route.forward")
@@ -45,6 +52,8 @@ class Forward:
     agent: str = ""  # the agent named in the path, for the agents/... routes
     hops: int = 0
     map_version: int = 0
+    #: set on writes by the node that took them from HTTP: the owner applies each id once
+    request_id: str = ""
 
 
 @message("route.reply")
@@ -79,6 +88,9 @@ def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str |
 class Router:
     def __init__(self, node: Node) -> None:
         self.node = node
+        # an id can come back while a sealed copy of its frame is fresh, or while its sender retries
+        ttl = node.config.gossip_frame_window + 2 * node.config.request_timeout
+        self.applied: IdempotencyCache[ForwardReply] = IdempotencyCache(ttl, keep=lambda r: r.status < 500)
         if node.endpoint is not None:  # a single node has no peers to forward to
             node.endpoint.on_stream(Forward, self._serve)
 
@@ -93,6 +105,8 @@ class Router:
         if owner is None or owner == self.node.node_id or (wants_eventual(op, body, args) and self._holds(agent)):
             status, payload = await self._local(request, body)
             return status, payload, self.node.api_address
+        if op in WRITE_OPS:
+            request = attrs.evolve(request, request_id=f"{self.node.node_id}/{self.node.rng.getrandbits(64):016x}")
         return await self._forward(owner, request)
 
     async def list_agents(self) -> list[dict[str, Any]]:
@@ -173,6 +187,13 @@ class Router:
     # -- entry from another node -------------------------------------------------------
     async def _serve(self, envelope: Envelope, stream: MessageStream) -> None:
         request: Forward = envelope.message
+        if request.request_id and request.op in WRITE_OPS:
+            reply = await self.applied.run(request.request_id, lambda: self._answer(envelope, request))
+        else:
+            reply = await self._answer(envelope, request)
+        await stream.send(reply)
+
+    async def _answer(self, envelope: Envelope, request: Forward) -> ForwardReply:
         try:
             body = parse_json(request.body, required=False)
             if request.map_version > self._map_version() and self.node.shard_map is not None:
@@ -197,4 +218,4 @@ class Router:
                 raise ApiError(503, "shard maps disagree; retry shortly", retry_after=1)
         except ApiError as err:
             reply = ForwardReply(err.status, json.dumps(err.body()).encode(), self.node.api_address)
-        await stream.send(reply)
+        return reply

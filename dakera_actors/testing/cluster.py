@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import socket
 import tempfile
@@ -216,6 +217,12 @@ def free_port() -> int:
     raise OSError("no loopback port free for both TCP and UDP")
 
 
+def cluster_key(seed: int) -> bytes:
+    """The gossip key :func:`open_cluster` seals a cluster with by default (fixed per seed, so a
+    test can forge frames with it or start a late node that speaks to the others)."""
+    return hashlib.sha256(f"dakera-test-cluster-key:{seed}".encode()).digest()
+
+
 @asynccontextmanager
 async def open_cluster(
     n: int,
@@ -241,6 +248,9 @@ async def open_cluster(
     kills minus unsynced writes (no threads, MockClock-safe), ``"files"`` uses real files in
     the data dirs; the default is ``"sim"`` with the memory transport, ``"files"`` otherwise.
     Unix time for data is ``wall_clock``: real time at start plus elapsed Trio time.
+    Like production, the cluster is sealed with a gossip key (derived from ``seed``, see
+    :func:`cluster_key`) unless ``config``/``node_config`` set ``gossip_keys`` or
+    ``gossip_insecure=True``.
     ``start``: start only the first ``start`` nodes (the others join later with
     :meth:`Cluster.start`, like nodes added to a running cluster).
     """
@@ -276,8 +286,10 @@ async def open_cluster(
                 # in-process clients reach a node by its id (see Cluster.client)
                 "api_advertise": None if serve_http else f"http://{node_id}",
             }
-            base.update(config or {})
-            base.update((node_config or {}).get(node_id, {}))
+            chosen = {**(config or {}), **(node_config or {}).get(node_id, {})}
+            if "gossip_keys" not in chosen and not chosen.get("gossip_insecure"):
+                base["gossip_keys"] = (cluster_key(seed),)
+            base.update(chosen)
             slots.append(ClusterNode(id=node_id, gossip_address=addresses[node_id],
                                      data_dir=Path(base["data_dir"]), config=Config(**base),
                                      disk=SimDisk(node_id) if disk == "sim" else None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -16,6 +17,8 @@ import httpx
 from dakera_actors.testing.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the gossip key real test clusters are sealed with (cluster mode refuses to start without one)
+TEST_GOSSIP_KEY = base64.b64encode(bytes(range(7, 39))).decode()
 
 
 class NodeProcess:
@@ -95,7 +98,10 @@ def start_all(nodes: list[NodeProcess], deadline: float = 30.0) -> None:
 
 def cluster_processes(tmp: Path, n: int, *, seeds: int | None = None, **env: str) -> list[NodeProcess]:
     """``n`` cluster-mode nodes on loopback (not started), each seeded with the gossip addresses
-    of the first ``seeds`` nodes (all others when None), like a production deployment."""
+    of the first ``seeds`` nodes (all others when None), like a production deployment; sealed
+    with TEST_GOSSIP_KEY unless ``env`` names another DAKERA_GOSSIP_KEY (or "" and
+    DAKERA_GOSSIP_INSECURE=true)."""
+    env = {"DAKERA_GOSSIP_KEY": TEST_GOSSIP_KEY, **env}
     gossip = [free_port() for _ in range(n)]
     seed_ports = gossip if seeds is None else gossip[:seeds]
     return [NodeProcess(tmp, f"node-{i + 1}", DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID=f"node-{i + 1}",

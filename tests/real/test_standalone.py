@@ -89,6 +89,16 @@ def test_bad_environment_exits_2_naming_the_variable(tmp_path: Path, variable: s
     assert len(lines) == 1 and variable in lines[0], done.stderr
 
 
+def test_cluster_mode_without_a_gossip_key_exits_2_naming_it(tmp_path: Path) -> None:
+    env = dict(NodeProcess(tmp_path).env, DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID="node-1")
+    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dakera_actors: configuration error: DAKERA_GOSSIP_KEY:"), lines
+    assert "DAKERA_GOSSIP_INSECURE=true" in lines[0]
+
+
 def test_second_process_on_the_same_data_dir_exits_2(node: NodeProcess, tmp_path: Path) -> None:
     env = dict(node.env, DAKERA_PORT=str(free_port()))
     done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT,
@@ -98,12 +108,15 @@ def test_second_process_on_the_same_data_dir_exits_2(node: NodeProcess, tmp_path
 
 def test_cluster_mode_counts_garbage_on_the_gossip_port(tmp_path: Path) -> None:
     gossip = free_port()
-    proc = NodeProcess(tmp_path, DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID="node-1",
+    # unkeyed on purpose: the plain-frame checks (a keyed node calls all of these "unsealed")
+    proc = NodeProcess(tmp_path, DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID="node-1", DAKERA_GOSSIP_INSECURE="true",
                        DAKERA_GOSSIP_PORT=str(gossip), DAKERA_GOSSIP_BIND=f"127.0.0.1:{gossip}").start()
     try:
         proc.wait_healthy()
+        warning = next(line for line in proc.log().splitlines() if "event=gossip_insecure" in line)
+        assert "level=warning" in warning and "bypasses the API key" in warning
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            for payload in (b"\x00garbage", b"\x94\x02\xa4ping\xa1x\x80", b"\xd5" + b"x" * 40):
+            for payload in (b"\x00garbage", b"\x94\x02\xa4ping\xa1x\x80", b"\xd6" + b"x" * 40):
                 udp.sendto(payload, ("127.0.0.1", gossip))
 
         def rejected() -> dict[str, float]:

@@ -205,3 +205,50 @@ async def test_metadata_updates_of_different_keys_do_not_undo_each_other(autojum
         await membership.update_meta(maintenance=False)
         await eventually(lambda: all(not n.membership.view.value.members["node-2"].maintenance  # type: ignore[union-attr]
                                      for n in cluster.nodes.values()), timeout=10)
+
+
+async def test_the_harness_seals_clusters_by_default(autojump_clock: trio.testing.MockClock) -> None:
+    from dakera_actors.testing.cluster import cluster_key
+
+    async with open_cluster(2, seed=11) as cluster:
+        assert all(n.config.gossip_keys == (cluster_key(11),) for n in cluster.nodes.values())
+        assert await cluster.node("node-1").endpoint.ping(cluster.address("node-2"), timeout=1)
+    async with open_cluster(1, seed=11, config={"gossip_insecure": True}) as cluster:
+        assert cluster.node("node-1").config.gossip_keys == ()
+
+
+async def test_insecure_cluster_mode_warns_at_start_and_every_hour(
+        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="dakera_actors.node")
+
+    def warnings() -> int:
+        return sum(1 for r in caplog.records if r.getMessage() == "gossip_insecure")
+
+    async with open_cluster(1, seed=12, config={"gossip_insecure": True}) as cluster:
+        assert warnings() == 1
+        record = next(r for r in caplog.records if r.getMessage() == "gossip_insecure")
+        assert "bypasses the API key" in record.__dict__["detail"]
+        await trio.sleep(3600 * 2 + 1)
+        assert warnings() == 3
+        assert cluster.node("node-1").endpoint is not None
+    async with open_cluster(1, seed=12):
+        await trio.sleep(3601)
+    assert warnings() == 3  # a keyed cluster never says it
+
+
+async def test_a_replayed_frame_is_refused_even_by_a_restarted_receiver(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with open_cluster(2, seed=13) as cluster:
+        sender = cluster.node("node-2").endpoint
+        frame = sender.codec.encode(Ping(seq=99))
+        for _ in range(2):
+            await sender.transport.send_packet(cluster.address("node-1"), frame)
+        await trio.testing.wait_all_tasks_blocked()
+        metrics = cluster.node("node-1").metrics
+        assert metrics.sample("dakera_wire_rejected_total", reason="replay") == 1
+        await trio.sleep(5)
+        restarted = await cluster.restart("node-1")  # an empty replay cache, well inside the window
+        await sender.transport.send_packet(cluster.address("node-1"), frame)
+        await trio.testing.wait_all_tasks_blocked()
+        assert restarted.metrics.sample("dakera_wire_rejected_total", reason="stale") == 1
+        assert await sender.ping(cluster.address("node-1"), timeout=1)

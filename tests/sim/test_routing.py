@@ -68,3 +68,65 @@ async def test_an_unreachable_owner_is_a_clean_503(autojump_clock: MockClock) ->
             assert r.status_code == 503 and r.json()["code"] == "SERVICE_UNAVAILABLE"
             assert "node-3" in r.json()["error"]
             assert trio.current_time() - started <= 2.5  # bounded by the request timeout, not a hang
+
+
+async def test_the_same_forwarded_write_delivered_twice_is_applied_once(autojump_clock: MockClock) -> None:
+    import json
+
+    from dakera_actors.sharding.router import Forward
+
+    async with open_cluster(3, seed=21) as cluster:
+        await eventually(lambda: ready(cluster), timeout=30)
+        smap = cluster.node("node-1").shard_map.view.value  # type: ignore[union-attr]
+        assert smap is not None
+        agent = next(f"agent-{i}" for i in range(1000) if smap.owner(shard_of(f"agent-{i}", 64)) == "node-2")
+        sender = cluster.node("node-1").endpoint
+        assert sender is not None
+
+        def forward(content: str, request_id: str) -> Forward:
+            body = json.dumps({"agent_id": agent, "content": content}).encode()
+            return Forward("store", body, {}, map_version=smap.version, request_id=request_id)
+
+        first = await sender.request(cluster.address("node-2"), forward("tea", "node-1/abc"))
+        again = await sender.request(cluster.address("node-2"), forward("tea", "node-1/abc"))
+        assert first.message.status == 200 and again.message == first.message
+        owner = cluster.node("node-2").memory
+        assert owner is not None
+        assert owner.agent_stats(agent)["total_memories"] == 1
+        # a different id is a different write (so the test above means something)
+        await sender.request(cluster.address("node-2"), forward("tea", "node-1/def"))
+        assert owner.agent_stats(agent)["total_memories"] == 2
+        # and writes taken from HTTP and forwarded carry an id
+        async with cluster.client("node-1") as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": "coffee"})
+            assert r.status_code == 200
+        assert len(cluster.node("node-2").router.applied) == 3  # type: ignore[union-attr]
+        # ids expire: memory stays bounded
+        await trio.sleep(cluster.node("node-2").router.applied.ttl + 1)  # type: ignore[union-attr]
+        await sender.request(cluster.address("node-2"), forward("x", "node-1/late"))
+        assert len(cluster.node("node-2").router.applied) == 1  # type: ignore[union-attr]
+
+
+async def test_a_forward_larger_than_the_unauthenticated_limit_goes_through(autojump_clock: MockClock) -> None:
+    import json
+
+    from dakera_actors.endpoint import UNAUTHENTICATED_FRAME_LIMIT
+    from dakera_actors.sharding.router import Forward
+
+    async with open_cluster(2, seed=22) as cluster:
+        await eventually(lambda: ready(cluster), timeout=30)
+        smap = cluster.node("node-1").shard_map.view.value  # type: ignore[union-attr]
+        assert smap is not None
+        agent = next(f"agent-{i}" for i in range(1000) if smap.owner(shard_of(f"agent-{i}", 64)) == "node-2")
+        async with cluster.client("node-1") as http:  # over HTTP, forwarded on a fresh stream
+            r = await http.post("/v1/memories/store/batch", json={"agent_id": agent, "memories": [
+                {"content": f"{i} " + "y" * 30_000} for i in range(4)]})
+            assert r.status_code == 200, r.text
+        body = json.dumps({"agent_id": agent, "content": "z" * 99_000}).encode()
+        assert len(body) > UNAUTHENTICATED_FRAME_LIMIT
+        node1 = cluster.node("node-1").endpoint
+        assert node1 is not None
+        node1._idle.clear()  # a fresh stream: the hello path, not a pooled stream
+        reply = await node1.request(cluster.address("node-2"), Forward("store", body, {}, map_version=smap.version))
+        assert reply.message.status == 200
+        assert cluster.node("node-2").memory.agent_stats(agent)["total_memories"] == 5  # type: ignore[union-attr]

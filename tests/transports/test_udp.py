@@ -66,6 +66,28 @@ async def test_oversized_length_prefix_closes_without_allocating() -> None:
                     await server.receive()
 
 
+async def test_inbound_streams_start_small_until_the_limit_is_lifted() -> None:
+    async with UdpTransport.open(bind="127.0.0.1:0", inbound_frame_limit=1024) as b:
+        with trio.fail_after(DEADLINE):
+            async with raw_tcp(b.address) as raw:  # an unauthenticated peer announcing 1 MiB
+                server = await b.accept()
+                await raw.send_all(struct.pack(">I", 1024 * 1024) + b"x" * 2000)
+                with pytest.raises(StreamClosed, match="above the 1024-byte limit"):
+                    await server.receive()
+                assert await read_until_eof(raw) == b""
+            async with raw_tcp(b.address) as raw:
+                server = await b.accept()
+                await raw.send_all(struct.pack(">I", 5) + b"hello")
+                assert await server.receive() == b"hello"
+                server.limit_receive(None)  # what the endpoint does once a frame authenticated
+                await raw.send_all(struct.pack(">I", 100_000) + b"y" * 100_000)
+                assert await server.receive() == b"y" * 100_000
+            async with UdpTransport.open(bind="127.0.0.1:0") as a, await a.connect(b.address) as out:
+                server = await b.accept()
+                await server.send(b"z" * 100_000)  # outbound directions are not limited
+                assert await out.receive() == b"z" * 100_000
+
+
 async def test_frame_split_across_writes_survives_a_cancelled_receive() -> None:
     async with UdpTransport.open(bind="127.0.0.1:0") as b:
         with trio.fail_after(DEADLINE):

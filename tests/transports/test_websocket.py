@@ -106,7 +106,59 @@ async def test_unknown_path_and_anonymous_packets_are_rejected() -> None:
         with trio.fail_after(DEADLINE):
             for path, status in (("/nope", b"404"), ("/packet", b"400"), ("/packet?from=bad", b"400")):
                 assert (await upgrade_status(b.address, path)).startswith(b"HTTP/1.1 " + status)
-            assert (await upgrade_status(b.address, "/packet?from=x:1")).startswith(b"HTTP/1.1 101")
+            assert (await upgrade_status(b.address, "/packet?from=127.0.0.1:1")).startswith(b"HTTP/1.1 101")
+            assert (await upgrade_status(b.address, "/packet?from=localhost:1")).startswith(b"HTTP/1.1 101")
+
+
+async def test_a_packet_link_must_come_from_the_address_it_claims() -> None:
+    async with WebSocketTransport.open(bind="127.0.0.1:0") as b:
+        with trio.fail_after(DEADLINE):
+            # replies go to `from`: a forged one would make this node reflect traffic elsewhere
+            for claimed in ("10.9.8.7:7946", "192.0.2.1:1", "no-such-host.invalid:1"):
+                status = await upgrade_status(b.address, f"/packet?from={claimed}")
+                assert status.startswith(b"HTTP/1.1 403"), (claimed, status)
+            assert b.packet_links_refused == 3
+            # a stream's forged `from` is ignored: its peer is the socket address
+            async with raw_websocket(b.address, "/stream?from=10.9.8.7:7946"), await b.accept() as inbound:
+                assert parse_hostport(inbound.peer)[0] == "127.0.0.1"
+
+
+async def test_inbound_packet_links_are_capped() -> None:
+    async with WebSocketTransport.open(bind="127.0.0.1:0", max_packet_links=3, packet_links_per_host=2) as b:
+        with trio.fail_after(DEADLINE):
+            async with raw_websocket(b.address, "/packet?from=127.0.0.1:1"), \
+                    raw_websocket(b.address, "/packet?from=127.0.0.1:2"):
+                await wait_for(lambda: sum(b._packet_links_in.values()) == 2)
+                # a third from the same host is over the per-host cap
+                assert (await upgrade_status(b.address, "/packet?from=127.0.0.1:3")).startswith(b"HTTP/1.1 503")
+            await wait_for(lambda: not b._packet_links_in)  # released when they close
+            assert (await upgrade_status(b.address, "/packet?from=127.0.0.1:3")).startswith(b"HTTP/1.1 101")
+
+
+async def test_an_idle_inbound_packet_link_is_closed() -> None:
+    async with WebSocketTransport.open(bind="127.0.0.1:0", packet_idle_timeout=0.2) as b:
+        with trio.fail_after(DEADLINE):
+            async with raw_websocket(b.address, "/packet?from=127.0.0.1:1") as ws:
+                await ws.send_message(b"one")
+                assert await b.receive_packet() == ("127.0.0.1:1", b"one")
+                await wait_for(lambda: ws.closed is not None)  # the server hung up on the silent link
+            assert not b._packet_links_in and not b._connections
+
+
+async def test_inbound_streams_start_with_the_inbound_frame_limit() -> None:
+    async with WebSocketTransport.open(bind="127.0.0.1:0") as a, \
+            WebSocketTransport.open(bind="127.0.0.1:0", inbound_frame_limit=1024) as b:
+        with trio.fail_after(DEADLINE):
+            async with await a.connect(b.address) as client, await b.accept() as server:
+                await client.send(b"x" * 2048)  # unauthenticated and over the inbound limit
+                with pytest.raises(StreamClosed):
+                    await server.receive()
+            async with await a.connect(b.address) as client, await b.accept() as server:
+                await client.send(b"small")
+                assert await server.receive() == b"small"
+                server.limit_receive(None)  # what the endpoint does once a frame authenticated
+                await client.send(b"x" * 4096)
+                assert await server.receive() == b"x" * 4096
 
 
 async def test_inbound_stream_peer_is_the_from_address() -> None:

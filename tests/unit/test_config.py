@@ -148,3 +148,31 @@ def test_direct_construction_is_validated_the_same_way() -> None:
     with pytest.raises(ConfigError):
         Config(write_ack="eventually")
     assert Config(port=0, data_dir="/tmp/x").data_dir == Path("/tmp/x")
+
+
+def test_cluster_mode_requires_a_gossip_key_unless_insecure_on_purpose() -> None:
+    base = {"DAKERA_CLUSTER_MODE": "true", "DAKERA_NODE_ID": "node-1"}
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(base)
+    assert info.value.variable == "DAKERA_GOSSIP_KEY" and "DAKERA_GOSSIP_INSECURE=true" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError):
+        Config.from_env({**base, "DAKERA_GOSSIP_INSECURE": "false"})
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({**base, "DAKERA_GOSSIP_INSECURE": "maybe"})
+    assert info.value.variable == "DAKERA_GOSSIP_INSECURE"
+    assert Config.from_env({**base, "DAKERA_GOSSIP_INSECURE": "TRUE"}).gossip_insecure
+    assert Config.from_env({**base, "DAKERA_GOSSIP_KEY": KEY}).gossip_keys == (bytes(range(32)),)
+    assert not Config().gossip_insecure and Config().gossip_frame_window == 60.0  # single node: no key needed
+    assert Config.from_env({"DAKERA_GOSSIP_FRAME_WINDOW_SECONDS": "120"}).gossip_frame_window == 120.0
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"DAKERA_GOSSIP_FRAME_WINDOW_SECONDS": "0"})
+    assert info.value.variable == "DAKERA_GOSSIP_FRAME_WINDOW_SECONDS"
+
+
+def test_repr_never_shows_secrets() -> None:
+    c = Config(root_api_key="s3cret-root", cluster_mode=True, node_id="n1", gossip_keys=(b"K" * 32, b"L" * 32))
+    text = repr(c)
+    assert "s3cret-root" not in text and "KKKK" not in text and "LLLL" not in text
+    assert "root_api_key='<redacted>'" in text and "gossip_keys=<2 keys redacted>" in text
+    assert "root_api_key=None" in repr(Config())

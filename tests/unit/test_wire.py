@@ -16,16 +16,17 @@ import dakera_actors.membership.messages  # noqa: F401
 import dakera_actors.sharding.actor  # noqa: F401
 from dakera_actors import wire
 from dakera_actors.wire import (
-    SEAL_OVERHEAD,
     Codec,
     ErrorReply,
     FrameRejected,
     Ping,
     Pong,
+    ReplayCache,
     decode_frame,
     encode_frame,
     message,
     registered_messages,
+    seal_overhead,
 )
 
 KEY_A = bytes(range(32))
@@ -148,8 +149,8 @@ def test_every_truncation_of_a_frame_is_rejected(cut: int) -> None:
 
 def test_sealed_frame_needs_the_right_key() -> None:
     frame = encode_frame(Ping(seq=1), "node-1", (KEY_A,))
-    assert len(frame) == len(encode_frame(Ping(seq=1), "node-1")) + SEAL_OVERHEAD
-    assert b"node-1" not in frame  # sealed means encrypted, not just signed
+    assert len(frame) == len(encode_frame(Ping(seq=1), "node-1")) + seal_overhead("node-1")
+    assert b"\xa4ping" not in frame  # sealed means encrypted, not just signed (the sender is in the header)
     assert reason(frame, keys=(KEY_B,)) == "auth"
     assert reason(frame) == "sealed"
     assert reason(encode_frame(Ping(seq=1), "node-1"), keys=(KEY_A,)) == "unsealed"
@@ -162,7 +163,7 @@ def test_any_flipped_bit_in_a_sealed_frame_is_rejected(position: int, bit: int) 
     frame = bytearray(encode_frame(Ping(seq=42), "node-1", (KEY_A,)))
     position %= len(frame)
     frame[position] ^= 1 << bit
-    assert reason(bytes(frame), keys=(KEY_A,)) in ("auth", "unsealed")
+    assert reason(bytes(frame), keys=(KEY_A,)) in ("auth", "unsealed", "version")
 
 
 def test_codec_counts_rejections_instead_of_raising() -> None:
@@ -184,3 +185,108 @@ def test_registering_a_tag_twice_is_refused() -> None:
             seq: int
     with pytest.raises(TypeError):
         message("plain")(int)
+
+
+# -- sealed frames bind their sender and time ---------------------------------------------------
+def _reseal(frame: bytes, *, sender: str | None = None, stamp_ms: int | None = None,
+            inner_sender: str | None = None, key: bytes = KEY_A) -> bytes:
+    """A frame re-sealed by someone holding the key, with a header or inner sender changed."""
+    import os as _os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    env_ts = int.from_bytes(frame[1:9], "big")
+    name_len = frame[9]
+    old_sender = frame[10:10 + name_len].decode()
+    plain = AESGCM(key).decrypt(frame[10 + name_len:22 + name_len], frame[22 + name_len:],
+                                b"dakera-wire/2" + frame[:10 + name_len])
+    if inner_sender is not None:
+        obj = msgpack.unpackb(plain)
+        obj[2] = inner_sender
+        plain = msgpack.packb(obj, use_bin_type=True)
+    name = (sender or old_sender).encode()
+    header = bytes([0xD6]) + (env_ts if stamp_ms is None else stamp_ms).to_bytes(8, "big") + bytes([len(name)]) + name
+    nonce = _os.urandom(12)
+    return header + nonce + AESGCM(key).encrypt(nonce, plain, b"dakera-wire/2" + header)
+
+
+def test_a_rewritten_header_sender_fails_authentication() -> None:
+    frame = encode_frame(Ping(seq=1), "node-1", (KEY_A,))
+    forged = frame[:10] + b"node-2" + frame[16:]  # same length: only the name differs
+    assert reason(forged, keys=(KEY_A,)) == "auth"
+
+
+def test_the_inner_sender_must_match_the_sealed_header() -> None:
+    frame = encode_frame(Ping(seq=1), "node-1", (KEY_A,))
+    assert reason(_reseal(frame, sender="node-2"), keys=(KEY_A,)) == "sender"
+    assert reason(_reseal(frame, inner_sender="evil"), keys=(KEY_A,)) == "sender"
+    assert decode_frame(_reseal(frame), keys=(KEY_A,), max_size=MAX).sender == "node-1"
+
+
+def test_frames_outside_the_window_are_stale() -> None:
+    now = 1_700_000_000.0
+    for stamp, expected in ((now - 61, "stale"), (now + 61, "stale"), (now - 59, None), (now + 59, None)):
+        frame = encode_frame(Ping(seq=1), "node-1", (KEY_A,), now=stamp)
+        if expected is None:
+            assert decode_frame(frame, keys=(KEY_A,), max_size=MAX, now=now).message == Ping(seq=1)
+        else:
+            assert reason_at(frame, now) == expected
+    frame = encode_frame(Ping(seq=1), "node-1", (KEY_A,), now=now - 20)
+    with pytest.raises(FrameRejected) as exc:
+        decode_frame(frame, keys=(KEY_A,), max_size=MAX, now=now, window=10)
+    assert exc.value.reason == "stale"
+
+
+def reason_at(frame: bytes, now: float) -> str:
+    with pytest.raises(FrameRejected) as exc:
+        decode_frame(frame, keys=(KEY_A,), max_size=MAX, now=now)
+    return exc.value.reason
+
+
+def test_layout_1_sealed_frames_are_refused() -> None:
+    assert reason(b"\xd5" + bytes(40), keys=(KEY_A,)) == "version"
+
+
+def test_an_exact_replay_is_refused_and_counted() -> None:
+    clock = [1_700_000_000.0]
+    seen: list[str] = []
+    sender = Codec("node-1", (KEY_A,), wall_clock=lambda: clock[0])
+    receiver = Codec("node-2", (KEY_A,), on_reject=seen.append, wall_clock=lambda: clock[0])
+    frame = sender.encode(Ping(seq=1))
+    assert receiver.decode(frame, max_size=MAX) is not None
+    clock[0] += 30
+    assert receiver.decode(frame, max_size=MAX) is None
+    assert receiver.decode(sender.encode(Ping(seq=1)), max_size=MAX) is not None  # a new frame is fine
+    clock[0] += 31
+    assert receiver.decode(frame, max_size=MAX) is None  # now out of the window
+    assert seen == ["replay", "stale"]
+    assert len(receiver.replay) <= 2
+
+
+def test_a_restarted_receiver_refuses_frames_from_before_it_started() -> None:
+    clock = [1_700_000_000.0]
+    sender = Codec("node-1", (KEY_A,), wall_clock=lambda: clock[0])
+    frame = sender.encode(Ping(seq=1))
+    first = Codec("node-2", (KEY_A,), wall_clock=lambda: clock[0] - 0.001)
+    assert first.decode(frame, max_size=MAX) is not None
+    clock[0] += 5  # the receiver restarts inside the window: its cache is empty
+    seen: list[str] = []
+    restarted = Codec("node-2", (KEY_A,), on_reject=seen.append, wall_clock=lambda: clock[0])
+    assert restarted.decode(frame, max_size=MAX) is None
+    assert seen == ["stale"]
+    assert restarted.decode(sender.encode(Ping(seq=2)), max_size=MAX) is not None
+
+
+def test_a_full_replay_cache_raises_its_floor_instead_of_forgetting() -> None:
+    cache = ReplayCache(floor_ms=0, capacity=3)
+    now, window = 10_000, 60_000
+    for i in range(3):
+        cache.check(1000 + i, bytes([i]) * 12, now, window)
+    cache.check(2000, b"n" * 12, now, window)  # evicts the entry stamped 1000
+    assert len(cache) == 3 and cache.floor_ms == 1001
+    with pytest.raises(FrameRejected) as exc:
+        cache.check(1000, bytes([0]) * 12, now, window)  # the evicted one cannot come back
+    assert exc.value.reason == "stale"
+    with pytest.raises(FrameRejected) as exc:
+        cache.check(2000, b"n" * 12, now, window)
+    assert exc.value.reason == "replay"
