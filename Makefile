@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast bench lint clean
+.PHONY: setup run cluster test test-fast bench lint mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 ## the inner loop: everything but the real-process tests (no sockets, no subprocesses)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not real" -x
+
+## break each README guarantee on purpose, one at a time, and check a test catches it (a table)
+mutate: $(STAMP)
+	$(BIN)/python tests/mutate.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/transport.py

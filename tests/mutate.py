@@ -1,0 +1,182 @@
+"""`make mutate`: break each guarantee of the README on purpose and check that a test notices.
+
+Each mutation names the promise it breaks, one exact piece of source text and what it becomes,
+and the tests meant to catch it. For each one, in turn, the tracked tree is copied to a scratch
+folder, the text is replaced (it must occur exactly once, or the mutation is reported STALE: the
+list must follow the code), and the named tests run against the copy (``PYTHONPATH`` points there,
+so real-process tests start the mutated node too). A mutation is caught when those tests fail.
+A baseline run of every named test on the unmutated copy comes first: a test that fails without
+any mutation proves nothing.
+
+    .venv/bin/python tests/mutate.py               # every mutation, a table at the end
+    .venv/bin/python tests/mutate.py fsync fence   # only those whose name contains a word given
+
+Exit code 0 only when every mutation is caught. Add the mutation of each new guarantee here when
+the guarantee lands, and record the table in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    promise: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...] = field(default_factory=tuple)
+
+
+MUTATIONS: list[Mutation] = [
+    Mutation(
+        "fsync-before-ack",
+        "a write is acknowledged only once fsynced in the primary's WAL",
+        "dakera_actors/wal/actor.py",
+        "        self.log.sync()\n        return records, time.perf_counter() - started",
+        "        return records, time.perf_counter() - started",
+        ("tests/wal", "tests/store", "tests/sim/test_replication.py"),
+    ),
+    Mutation(
+        "shard-map-fence",
+        "a shard map from a leader with a lower token than one known is refused",
+        "dakera_actors/sharding/actor.py",
+        "        if not await self.lease.fence(offered.token):",
+        "        if False:",
+        ("tests/sim/test_shard_map.py", "tests/sim/test_lease.py", "tests/sharding"),
+    ),
+    Mutation(
+        "voter-regrants-equal-token",
+        "a voter never grants a fresh lease at or below a token it has seen",
+        "dakera_actors/lease/core.py",
+        "        elif req.token <= max(self.highest, self.fence_floor):",
+        "        elif req.token < max(self.highest, self.fence_floor):",
+        ("tests/lease",),
+    ),
+    Mutation(
+        "restart-quiet-period",
+        "a restarted voter grants nothing for TTL + margin (it may have promised before dying)",
+        "dakera_actors/lease/core.py",
+        "        if now < self._quiet_until and candidate != self.self_id:",
+        "        if False:",
+        ("tests/lease",),
+    ),
+    Mutation(
+        "quorum-moved-shard",
+        "a primary whose shard the map moved away never counts itself as a copy of a quorum write",
+        "dakera_actors/replication/actor.py",
+        '                raise ApiError(503, f"shard {shard} moved before the write reached {need} copies; it may or may "',
+        '                pass\n            if False:\n                raise ApiError(503, f"shard {shard} moved before the write reached {need} copies; it may or may "',
+        ("tests/sim/test_replication_history.py", "tests/sim/test_replication.py"),
+    ),
+    Mutation(
+        "ack-mode-ignored",
+        "quorum/all writes wait for that many copies",
+        "dakera_actors/replication/actor.py",
+        "        mode = self.config.write_ack",
+        '        mode = "primary"',
+        ("tests/sim/test_replication_history.py", "tests/sim/test_replication.py"),
+    ),
+    Mutation(
+        "unsealed-frames-accepted",
+        "with a gossip key, a plain (unsealed) frame is refused",
+        "dakera_actors/wire.py",
+        '        raise FrameRejected("unsealed", "plain frame but a gossip key is required")',
+        "        pass",
+        ("tests/unit/test_wire.py", "tests/real/test_gossip_security.py"),
+    ),
+    Mutation(
+        "replay-accepted",
+        "an exact replay of a sealed frame is refused, even by a restarted receiver",
+        "dakera_actors/wire.py",
+        "        if nonce in self._seen:",
+        "        if False:",
+        ("tests/unit/test_wire.py", "tests/real/test_gossip_security.py"),
+    ),
+    Mutation(
+        "sender-not-bound",
+        "a sealed frame cannot be re-attributed to another sender",
+        "dakera_actors/wire.py",
+        "    if sealed is not None and sender != sealed.sender:",
+        "    if False:",
+        ("tests/unit/test_wire.py", "tests/real/test_gossip_security.py"),
+    ),
+]
+
+
+def _copy_tree(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, check=True, capture_output=True).stdout.split(b"\0")
+    for raw in files:
+        if not raw:
+            continue
+        rel = raw.decode()
+        src = ROOT / rel
+        if not src.is_file():
+            continue  # deleted in the work tree
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
+def _pytest(tree: Path, tests: tuple[str, ...], log: Path) -> tuple[int, float]:
+    env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=os.environ.get("HYPOTHESIS_PROFILE", "default"))
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                              cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return proc.returncode, time.monotonic() - started
+
+
+def main(argv: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not argv or any(word in m.name for word in argv)]
+    logs = Path(tempfile.mkdtemp(prefix="dakera-mutate-logs-"))
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="dakera-mutate-") as scratch:
+        tree = Path(scratch) / "tree"
+        _copy_tree(tree)
+        all_tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        code, seconds = _pytest(tree, all_tests, logs / "baseline.log")
+        print(f"baseline: {'pass' if code == 0 else 'FAIL'} in {seconds:.0f}s ({len(all_tests)} test paths)", flush=True)
+        if code != 0:
+            print(f"the named tests fail without any mutation: see {logs / 'baseline.log'}")
+            return 1
+        for m in chosen:
+            target = tree / m.path
+            original = target.read_text()
+            count = original.count(m.old)
+            if count != 1:
+                rows.append((m.name, m.promise, f"STALE ({count} matches)", "-"))
+                print(f"{m.name}: STALE, the text occurs {count} times in {m.path}", flush=True)
+                continue
+            target.write_text(original.replace(m.old, m.new))
+            try:
+                code, seconds = _pytest(tree, m.tests, logs / f"{m.name}.log")
+            finally:
+                target.write_text(original)
+            # pytest exit codes: 1 = tests failed (caught); 0 = all passed (missed); others = broken run
+            verdict = {0: "MISSED", 1: "caught"}.get(code, f"ERROR (pytest exit {code})")
+            rows.append((m.name, m.promise, verdict, f"{seconds:.0f}s"))
+            print(f"{m.name}: {verdict} in {seconds:.0f}s", flush=True)
+    print()
+    print("| mutation | promise broken | result | time |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"\nlogs: {logs}")
+    return 0 if all(r[2] == "caught" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
