@@ -24,7 +24,16 @@ from ..runtime import Actor, Published
 from ..wal.actor import disk_call
 from ..wire import Envelope
 from .core import Broadcast, LeaseCore, Persist, Send
-from .messages import ConfigAck, ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+from .messages import (
+    ConfigAck,
+    ConfigCommit,
+    LeaseAnnounce,
+    LeaseGrant,
+    LeasePreVote,
+    LeasePreVoteReply,
+    LeaseRelease,
+    LeaseRequest,
+)
 
 
 @attrs.frozen
@@ -67,7 +76,8 @@ class LeaseActor(Actor):
         self._addresses: dict[str, str] = {}
         self._reachable: list[str] = []
         self.view: Published[LeaseView] = Published(LeaseView(None, 0, 0.0, False))
-        for kind in (LeaseRequest, LeaseGrant, LeaseRelease, LeaseAnnounce, ConfigCommit, ConfigAck):
+        for kind in (LeaseRequest, LeaseGrant, LeaseRelease, LeaseAnnounce, ConfigCommit, ConfigAck,
+                     LeasePreVote, LeasePreVoteReply):
             endpoint.on_packet(kind, self._on_packet)
         metrics.registry.register(_LeaseCollector(self))
         metrics.leader_lease_remaining_ms.set_function(self._remaining_ms)
@@ -161,6 +171,7 @@ class _LeaseCollector(Collector):
             ("dakera_lease_campaigns", core.stats.campaigns, "Elections this node started"),
             ("dakera_lease_elections_won", core.stats.elections_won, "Elections this node won"),
             ("dakera_lease_step_downs", core.stats.step_downs, "Leases this node lost without a renewal"),
+            ("dakera_lease_prevotes", core.stats.prevotes, "Pre-vote rounds this node started"),
         ):
             family = CounterMetricFamily(name, text)
             family.add_metric([], value)

@@ -2,17 +2,27 @@
 
 Protocol (pure: messages and ticks in, effects out):
 
-- A **candidate** asks every voter for a lease of ``ttl`` under token ``t = highest seen + 1``,
-  records ``t`` durably first (``Persist`` precedes every send), and holds the lease once a
-  quorum granted the same token. Validity is counted from the moment it *asked*, minus the drift
-  margin: ``lease_until = asked_at + ttl - margin``, so it always ends before any voter's promise.
+- A **candidate** first runs a **pre-vote** (as Raft's PreVote): it asks every voter "would you
+  grant token ``t = highest seen + 1``?". Nobody binds itself: the voter promises and records
+  nothing, the candidate neither persists nor raises its token. A voter says yes only if it would
+  grant that request now *and* it hears no live leader other than the candidate (leader
+  stickiness: a node that was cut off, or one that just healed, cannot unseat a healthy leader).
+  Only once the candidate has *heard* a quorum of yeses does the real campaign start: it asks
+  every voter for a lease of ``ttl`` under a fresh token, records that token durably first
+  (``Persist`` precedes every send), and holds the lease once a quorum granted the same token.
+  A node that can send but not receive therefore never holds voters with promises nor burns
+  tokens; one that can receive but not send is never heard. Validity is counted from the moment
+  it *asked*, minus the drift margin: ``lease_until = asked_at + ttl - margin``, so it always
+  ends before any voter's promise.
 - A **voter** grants at most one lease per token and promises, by its own clock, not to grant
   to anyone else until ``received_at + ttl + margin``. It never grants a token at or below the
   highest it has seen (persisted before it answers, so a restart cannot grant an old token).
   After a restart it grants nothing new for ``ttl + margin``: it may have promised before dying.
 - The **holder** renews under the same token every ``ttl * renew_fraction`` and steps down the
-  moment ``lease_until`` passes without a renewal. A candidate that cannot reach quorum releases
-  the grants it got, so a split vote costs one round trip rather than a whole TTL.
+  moment ``lease_until`` passes without a renewal; stepping down it releases every voter's
+  promise (a leader that stops hearing renewal grants, but can still send, does not keep the
+  voters bound for another TTL). A candidate that cannot reach quorum releases the grants it
+  got, so a split vote costs one round trip rather than a whole TTL.
 - **Voters** are the members of the cluster configuration the last leader committed. A new
   cluster bootstraps when a node sees ``bootstrap_expect`` members: it proposes the first
   ``bootstrap_expect`` of them by id and needs *all* of them to grant (unanimity), so two
@@ -34,7 +44,16 @@ from typing import Any
 
 import attrs
 
-from .messages import ConfigAck, ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+from .messages import (
+    ConfigAck,
+    ConfigCommit,
+    LeaseAnnounce,
+    LeaseGrant,
+    LeasePreVote,
+    LeasePreVoteReply,
+    LeaseRelease,
+    LeaseRequest,
+)
 
 
 @attrs.frozen
@@ -100,7 +119,7 @@ class _Grant:
 
 @attrs.define
 class _Round:
-    """One campaign or renewal: who granted, and when it was asked."""
+    """One pre-vote, campaign or renewal: who granted, and when it was asked."""
 
     token: int
     asked_at: float
@@ -110,6 +129,8 @@ class _Round:
     renew: bool
     bootstrap: tuple[str, ...] = ()
     granted: set[str] = attrs.Factory(set)
+    prevote: bool = False
+    refused: set[str] = attrs.Factory(set)
 
 
 @attrs.define
@@ -120,6 +141,7 @@ class LeaseStats:
     grants_given: int = 0
     grants_refused: int = 0
     fencing_rejections: int = 0
+    prevotes: int = 0
 
 
 class LeaseCore:
@@ -219,12 +241,14 @@ class LeaseCore:
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         if self.leader == self.self_id and now >= self.lease_until:
+            effects.extend(self._release_voters())
             self._step_down()
         rnd = self._round
         if rnd is not None and now >= rnd.deadline:
             self._round = None
             if not rnd.renew:
-                effects.extend(self._release(rnd))
+                if not rnd.prevote:
+                    effects.extend(self._release(rnd))
                 self._next_campaign = now + self._backoff()
         if self.leader == self.self_id and now >= self._next_renew and self._round is None:
             effects.extend(self._start_round(now, renew=True))
@@ -239,7 +263,7 @@ class LeaseCore:
             # quorum would refuse too (each refused round costs a timeout and burns a token)
             if self._round is None and self.lease_remaining(now) is None and now >= self._quiet_until \
                     and not promised:
-                effects.extend(self._campaign(now))
+                effects.extend(self._prevote(now))
         return effects
 
     def _announcement(self, now: float) -> LeaseAnnounce:
@@ -248,18 +272,48 @@ class LeaseCore:
                              voters=list(config.voters) if config else [],
                              config_version=config.version if config else 0)
 
-    def _campaign(self, now: float) -> list[Effect]:
+    def _electorate(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """Whom a campaign of this node asks (and the bootstrap proposal, if any), or None."""
         voters = self._voters()
         bootstrap: tuple[str, ...] = ()
         if voters is None:
             proposal = self._bootstrap_set()
             if proposal is None:
-                return []
+                return None
             voters, bootstrap = proposal, proposal
         if self.self_id not in voters:
-            return []  # only voters lead: the leader's own promise is part of its quorum
+            return None  # only voters lead: the leader's own promise is part of its quorum
+        return voters, bootstrap
+
+    def _next_token(self) -> int:
+        token = max(self.highest, self.proposed, self.fence_floor) + 1
+        return token
+
+    def _prevote(self, now: float) -> list[Effect]:
+        """Ask whether a campaign could win, binding nobody and persisting nothing."""
+        electorate, token = self._electorate(), self._next_token()
+        if electorate is None:
+            return []
+        voters, bootstrap = electorate
+        self.stats.prevotes += 1
+        needed = len(voters) if bootstrap else len(voters) // 2 + 1
+        rnd = _Round(token, now, now + self.cfg.request_timeout, voters, needed, False, bootstrap, prevote=True)
+        self._round = rnd
+        ask = LeasePreVote(token=token, ttl=self.cfg.ttl, config_version=self.config.version if self.config else 0,
+                           bootstrap=list(bootstrap), voters=list(self.config.voters) if self.config else [])
+        if self.self_id in voters and self._prevote_refusal(self.self_id, ask, now) is None:
+            rnd.granted.add(self.self_id)
+        effects: list[Effect] = [Send(v, ask) for v in voters if v != self.self_id]
+        effects.extend(self._check_round(now))
+        return effects
+
+    def _campaign(self, now: float) -> list[Effect]:
+        electorate, token = self._electorate(), self._next_token()
+        if electorate is None:
+            return []
+        voters, bootstrap = electorate
         self.stats.campaigns += 1
-        self.proposed = max(self.highest, self.proposed, self.fence_floor) + 1
+        self.proposed = token
         return [self._persist(), *self._start_round(now, renew=False, voters=voters, bootstrap=bootstrap)]
 
     def _start_round(self, now: float, *, renew: bool, voters: tuple[str, ...] | None = None,
@@ -295,6 +349,14 @@ class LeaseCore:
             self._grant = None
         return []
 
+    def _release_voters(self) -> list[Effect]:
+        """The lease ran out without a renewal: give the voters back their promises, so a leader
+        that can send but no longer hears grants does not hold them for another TTL. Safe: this
+        node never acts under the token again (it steps down before anything else)."""
+        voters = self._voters() or ()
+        return [Send(v, LeaseRelease(self.leader_token)) for v in voters if v != self.self_id] \
+            + self._release_own(self.leader_token)
+
     def _step_down(self) -> None:
         self.stats.step_downs += 1
         self.leader = None
@@ -304,44 +366,62 @@ class LeaseCore:
         self._config_change = None
 
     # -- voting ------------------------------------------------------------------------
-    def _decide(self, candidate: str, req: LeaseRequest, now: float) -> tuple[LeaseGrant, bool]:
-        """The voter's rule. Returns the answer and whether state must be persisted first."""
-
-        adopted = False
-
-        def refuse(reason: str) -> tuple[LeaseGrant, bool]:
-            self.stats.grants_refused += 1
-            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), adopted
-
+    def _judge(self, candidate: str, req: LeaseRequest | LeasePreVote, renew: bool, now: float,
+               config: ClusterConfig | None) -> str | None:
+        """The voter's rule, reading state only: why a request would be refused, or None.
+        ``config`` is the configuration to judge by (the request's, when it is newer)."""
         grant = self._grant
         if now < self._quiet_until and candidate != self.self_id:
-            return refuse("restarted recently")  # it may have promised before it died
-        if req.voters and req.config_version > (self.config.version if self.config else 0):
-            # a newer configuration than ours exists (its commit did not reach us): only a leader
-            # makes one, and versions only grow, so take it before judging the request by it
-            self.config = ClusterConfig(tuple(req.voters), req.config_version)
-            adopted = True
-        if req.renew and grant is not None and grant.holder == candidate and grant.token == req.token:
-            grant.until = now + req.ttl + self.cfg.drift_margin
-            self.stats.grants_given += 1
-            return LeaseGrant(token=req.token, granted=True, highest=self.highest), adopted
-        if self.config is not None:
-            if candidate not in self.config.voters:
-                return refuse("not a voter")
-            if req.config_version < self.config.version:
-                return refuse("stale configuration")
+            return "restarted recently"  # it may have promised before it died
+        if config is not None:
+            if candidate not in config.voters:
+                return "not a voter"
+            if req.config_version < config.version:
+                return "stale configuration"
         elif not req.bootstrap or self.self_id not in req.bootstrap or candidate not in req.bootstrap:
-            return refuse("not bootstrapped")
+            return "not bootstrapped"
         if grant is not None and now < grant.until and grant.holder != candidate:
-            return refuse(f"promised to {grant.holder}")
+            return f"promised to {grant.holder}"
         # a fresh grant needs a token above every token granted or led before. A renewal may be
         # granted by a voter that holds no other promise (it joined, restarted, or its promise
         # lapsed) as long as no newer leader is known: mutual exclusion comes from the promises
-        if req.renew:
+        if renew:
             if req.token < self.fence_floor:
-                return refuse("a newer leader is known")
+                return "a newer leader is known"
         elif req.token <= max(self.highest, self.fence_floor):
-            return refuse("token not above the highest seen")
+            return "token not above the highest seen"
+        return None
+
+    def _config_for(self, req: LeaseRequest | LeasePreVote) -> ClusterConfig | None:
+        if req.voters and req.config_version > (self.config.version if self.config else 0):
+            # a newer configuration than ours exists (its commit did not reach us): only a leader
+            # makes one, and versions only grow, so judge the request by it
+            return ClusterConfig(tuple(req.voters), req.config_version)
+        return self.config
+
+    def _prevote_refusal(self, candidate: str, ask: LeasePreVote, now: float) -> str | None:
+        """Why this node would not back ``candidate``'s campaign now, or None."""
+        leader = self.current_leader(now)
+        if leader is not None and leader != candidate:
+            return f"leader {leader} is alive"  # stickiness: a healthy leader is not unseated
+        return self._judge(candidate, ask, False, now, self._config_for(ask))
+
+    def _decide(self, candidate: str, req: LeaseRequest, now: float) -> tuple[LeaseGrant, bool]:
+        """The voter's rule. Returns the answer and whether state must be persisted first."""
+
+        config = self._config_for(req)
+        adopted = config is not self.config
+        self.config = config
+        grant = self._grant
+        if req.renew and grant is not None and grant.holder == candidate and grant.token == req.token \
+                and not (now < self._quiet_until and candidate != self.self_id):
+            grant.until = now + req.ttl + self.cfg.drift_margin
+            self.stats.grants_given += 1
+            return LeaseGrant(token=req.token, granted=True, highest=self.highest), adopted
+        reason = self._judge(candidate, req, req.renew, now, config)
+        if reason is not None:
+            self.stats.grants_refused += 1
+            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), adopted
         self.highest = max(self.highest, req.token)
         self._grant = _Grant(candidate, req.token, now + req.ttl + self.cfg.drift_margin)
         self.stats.grants_given += 1
@@ -353,6 +433,12 @@ class LeaseCore:
             answer, persist = self._decide(sender, message, now)
             effects: list[Effect] = [self._persist()] if persist else []
             return [*effects, Send(sender, answer)]
+        if isinstance(message, LeasePreVote):
+            reason = self._prevote_refusal(sender, message, now)
+            return [Send(sender, LeasePreVoteReply(token=message.token, granted=reason is None,
+                                                   highest=self.highest, reason=reason or ""))]
+        if isinstance(message, LeasePreVoteReply):
+            return self._on_prevote_reply(message, sender, now)
         if isinstance(message, LeaseGrant):
             return self._on_grant(message, sender, now)
         if isinstance(message, LeaseRelease):
@@ -368,22 +454,47 @@ class LeaseCore:
             return self._on_config_ack(message, sender, now)
         return []
 
+    def _on_prevote_reply(self, reply: LeasePreVoteReply, sender: str, now: float) -> list[Effect]:
+        rnd = self._round
+        if reply.highest > self.proposed:
+            self.proposed = reply.highest  # someone is ahead: our campaign must outbid it
+        if rnd is None or not rnd.prevote or reply.token != rnd.token or sender not in rnd.voters:
+            return []
+        if reply.granted:
+            rnd.granted.add(sender)
+            return self._check_round(now)
+        return self._refused(rnd, sender, now)
+
     def _on_grant(self, grant: LeaseGrant, sender: str, now: float) -> list[Effect]:
         rnd = self._round
         if grant.highest > self.proposed:
             self.proposed = grant.highest  # someone is ahead: our next campaign must outbid it
-        if rnd is None or grant.token != rnd.token or sender not in rnd.voters:
+        if rnd is None or rnd.prevote or grant.token != rnd.token or sender not in rnd.voters:
             return []
         if grant.granted:
             rnd.granted.add(sender)
             return self._check_round(now)
-        return []
+        return self._refused(rnd, sender, now) if not rnd.renew else []
+
+    def _refused(self, rnd: _Round, sender: str, now: float) -> list[Effect]:
+        """A refusal: once enough refused that quorum is out of reach, give up at once (and give
+        the grants back) rather than at the timeout, so colliding candidates part quickly."""
+        rnd.refused.add(sender)
+        if len(rnd.voters) - len(rnd.refused) >= rnd.needed:
+            return []
+        self._round = None
+        self._next_campaign = now + self._backoff()
+        return [] if rnd.prevote else self._release(rnd)
 
     def _check_round(self, now: float) -> list[Effect]:
         rnd = self._round
         if rnd is None or len(rnd.granted) < rnd.needed:
             return []
         self._round = None
+        if rnd.prevote:
+            if self.lease_remaining(now) is not None:
+                return []  # a leader appeared meanwhile: the campaign would only disturb it
+            return self._campaign(now)  # a quorum was heard: the real campaign may bind voters
         if rnd.renew:
             if self.leader == self.self_id and rnd.token == self.leader_token:
                 self.lease_until = rnd.asked_at + self.cfg.ttl - self.cfg.drift_margin

@@ -15,7 +15,15 @@ from dakera_actors.lease.core import (
     Persist,
     Send,
 )
-from dakera_actors.lease.messages import ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+from dakera_actors.lease.messages import (
+    ConfigCommit,
+    LeaseAnnounce,
+    LeaseGrant,
+    LeasePreVote,
+    LeasePreVoteReply,
+    LeaseRelease,
+    LeaseRequest,
+)
 
 CFG = LeaseConfig(ttl=1.0, drift_margin=0.15, bootstrap_expect=3)
 VOTERS = ClusterConfig(("a", "b", "c"), 1)
@@ -81,6 +89,18 @@ def test_release_frees_the_voter_at_once() -> None:
     assert answer(v, "c", LeaseRequest(6, 1.0, config_version=1), 0.2).granted
 
 
+def campaign(core: LeaseCore, now: float, yes: tuple[str, ...] = ("b",)) -> list[object]:
+    """Tick ``core`` into a pre-vote and answer it yes from ``yes``: the effects of the campaign."""
+    effects = core.tick(now)
+    asks = [e for e in effects if isinstance(e, Send) and isinstance(e.message, LeasePreVote)]
+    assert asks and not any(isinstance(e, Persist) for e in effects)  # a pre-vote records nothing
+    token = asks[0].message.token
+    out: list[object] = []
+    for voter_id in yes:
+        out.extend(core.handle(LeasePreVoteReply(token=token, granted=True, highest=0), voter_id, now))
+    return out
+
+
 def elect(cores: dict[str, LeaseCore], now: float = 2.0) -> str:
     """Drive a campaign of the first core that campaigns, delivering messages instantly."""
     for node_id, core in cores.items():  # one after the other, each round delivered at once
@@ -119,7 +139,7 @@ def test_holder_steps_down_when_it_cannot_renew() -> None:
 def test_campaign_without_quorum_releases_its_grants() -> None:
     cores = {i: voter(i) for i in "abc"}
     a = cores["a"]
-    effects = a.tick(5.0)
+    effects = campaign(a, 5.0)
     requests = [e for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRequest)]
     assert requests and all(r.message.token == 1 for r in requests)
     later = a.tick(5.0 + CFG.request_timeout + 0.01)  # no answers came
@@ -130,12 +150,12 @@ def test_campaign_without_quorum_releases_its_grants() -> None:
 
 def test_tokens_survive_restarts_and_are_never_proposed_twice() -> None:
     a = voter("a")
-    effects = a.tick(5.0)
+    effects = campaign(a, 5.0)
     persisted = [e.state for e in effects if isinstance(e, Persist)][-1]
     assert persisted.proposed_token == 1
     again = LeaseCore(CFG, self_id="a", state=persisted, now=10.0, rng=random.Random(2), restarted=True)
     again.on_members({"a", "b", "c"}, set(), 10.0)
-    effects = again.tick(12.0)
+    effects = campaign(again, 12.0)
     tokens = {e.message.token for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRequest)}
     assert tokens == {2}
 
@@ -170,3 +190,52 @@ def test_config_commit_is_fenced_and_acknowledged_by_voters() -> None:
     b.fence(9)
     b.handle(ConfigCommit(token=4, voters=["a"], version=3), "a", 0.1)
     assert b.config.version == 2  # a stale leader cannot shrink the voters
+
+
+# -- pre-vote ------------------------------------------------------------------------------------
+def test_a_pre_vote_binds_nobody_and_persists_nothing() -> None:
+    v = voter()
+    effects = v.handle(LeasePreVote(token=5, ttl=1.0, config_version=1), "a", 0.0)
+    assert not any(isinstance(e, Persist) for e in effects)
+    (reply,) = [e.message for e in effects if isinstance(e, Send)]
+    assert isinstance(reply, LeasePreVoteReply) and reply.granted
+    assert v.highest == 0 and v._grant is None  # no promise: another candidate may still win
+    assert answer(v, "c", LeaseRequest(3, 1.0, config_version=1), 0.1).granted
+
+
+def test_a_candidate_that_hears_no_pre_vote_never_binds_voters_nor_burns_tokens() -> None:
+    """The deaf node of issue 13: it keeps asking, but hearing no answer it never campaigns."""
+    a = voter("a")
+    sent: list[object] = []
+    now = 2.0
+    for _ in range(100):
+        effects = a.tick(now)
+        assert not any(isinstance(e, Persist) for e in effects)
+        sent.extend(e.message for e in effects if isinstance(e, Send))
+        now = a.next_deadline() + 0.001
+    assert sent and all(isinstance(m, LeasePreVote) for m in sent)
+    assert a.proposed == 0 and a.stats.campaigns == 0
+
+
+def test_voters_that_hear_a_live_leader_refuse_pre_votes() -> None:
+    b = voter("b")
+    b.handle(LeaseAnnounce(token=4, remaining=0.9, voters=["a", "b", "c"], config_version=1), "a", 0.0)
+    effects = b.handle(LeasePreVote(token=5, ttl=1.0, config_version=1), "c", 0.1)
+    (reply,) = [e.message for e in effects if isinstance(e, Send)]
+    assert not reply.granted and "leader a is alive" in reply.reason
+    effects = b.handle(LeasePreVote(token=5, ttl=1.0, config_version=1), "c", 1.0)  # the lease lapsed
+    assert [e.message for e in effects if isinstance(e, Send)][0].granted
+
+
+def test_a_leader_whose_lease_runs_out_gives_the_voters_back() -> None:
+    cores = {i: voter(i) for i in "abc"}
+    leader = elect(cores)
+    core = cores[leader]
+    end = core.lease_until
+    effects = core.tick(end + 0.001)  # no renewal was heard (deaf): it steps down...
+    releases = {e.to for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRelease)}
+    assert releases == set(cores) - {leader}
+    for other in releases:  # ...and the voters, which heard it, are free at once
+        cores[other].handle(LeaseRelease(core.leader_token), leader, end + 0.01)
+        assert cores[other]._grant is None
+
