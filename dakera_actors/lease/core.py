@@ -34,6 +34,12 @@ Protocol (pure: messages and ticks in, effects out):
   one after the other share a voter, whose promise keeps their leases apart.
 - **Fencing**: every leader decision carries its token; ``fence(token)`` accepts only tokens at
   or above the highest seen, and raises the highest seen.
+- **Token bounds**: tokens stay below ``MAX_TOKEN`` (2^31: the shard-map epoch is
+  ``(token << 32) | version``). A token from a peer (announce, commit, request, pre-vote, the
+  ``highest`` of a reply, a fenced decision) more than ``max_token_jump`` above every token this
+  node knows is refused and counted: elections raise tokens one at a time. While the node hears
+  no leader the allowance grows by ``token_rate`` per second, so a node that was away through
+  many elections still catches up. A persisted state beyond the bound refuses to load.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from .messages import (
     LeaseRequest,
 )
 
+MAX_TOKEN = 2**31 - 1  # the shard-map epoch is (token << 32) | version in a signed 64-bit field
+
 
 @attrs.frozen
 class LeaseConfig:
@@ -66,6 +74,10 @@ class LeaseConfig:
     bootstrap_expect: int = 3
     max_voters: int = 5
     voter_dead_grace: float = 30.0  # a voter Dead this long is replaced
+    # a token from a peer more than this above every token known is refused: elections add one
+    # at a time. While no leader is heard the allowance grows by token_rate per second
+    max_token_jump: int = 1000
+    token_rate: float = 100.0
 
 
 @attrs.frozen
@@ -85,6 +97,15 @@ class LeaseState:
     leader_token: int = 0  # the highest token a leader is known to have held: the fencing floor
     proposed_token: int = 0  # the highest this node proposed as a candidate: never proposed again
     config: ClusterConfig | None = None
+
+    def check(self) -> None:
+        """Refuse a state no election can have produced (a token at or beyond ``MAX_TOKEN``)."""
+        for name in ("highest_token", "leader_token", "proposed_token"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_TOKEN:
+                raise ValueError(f"lease state {name}={value} outside 0..{MAX_TOKEN}")
+        if self.config is not None and not 0 <= self.config.version <= MAX_TOKEN:
+            raise ValueError(f"lease state config version {self.config.version} outside 0..{MAX_TOKEN}")
 
 
 @attrs.frozen
@@ -142,11 +163,13 @@ class LeaseStats:
     grants_refused: int = 0
     fencing_rejections: int = 0
     prevotes: int = 0
+    tokens_refused: int = 0  # tokens beyond MAX_TOKEN or a jump no election could make
 
 
 class LeaseCore:
     def __init__(self, config: LeaseConfig, *, self_id: str, state: LeaseState, now: float,
                  rng: random.Random, restarted: bool = True) -> None:
+        state.check()
         self.cfg = config
         self.self_id = self_id
         self.rng = rng
@@ -170,6 +193,7 @@ class LeaseCore:
         self._next_announce = math.inf
         self._config_change: ClusterConfig | None = None
         self._config_acks: set[str] = set()
+        self._in_touch_at = now  # when this node last heard (or was) the current leader
 
     # -- queries -----------------------------------------------------------------------
     def is_leader(self, now: float) -> bool:
@@ -197,17 +221,31 @@ class LeaseCore:
             times.append(self.lease_until)
         return min(times)
 
-    def fence(self, token: int) -> bool:
-        """Accept a leader decision stamped ``token``? Only if no newer leader is known.
+    def fence(self, token: int, now: float | None = None) -> bool:
+        """Accept a leader decision stamped ``token``? Only if no newer leader is known, and the
+        token is one an election could have produced (see :meth:`plausible`).
 
         Accepting raises the floor: from then on every decision of older leaders is refused.
         The caller persists :meth:`state` when the floor moved (see ``fence_floor``).
         """
+        if not self.plausible(token, now):
+            return False
         if token < self.fence_floor:
             self.stats.fencing_rejections += 1
             return False
         self.fence_floor = token
         return True
+
+    def plausible(self, token: int, now: float | None = None) -> bool:
+        """Could an election have produced ``token``, given the tokens this node knows? No if it
+        is beyond ``MAX_TOKEN`` or jumps more than the allowance above every known token (the
+        allowance grows while no leader is heard). A refusal is counted in ``tokens_refused``."""
+        known = max(self.highest, self.fence_floor, self.proposed)
+        away = 0.0 if now is None else max(0.0, now - self._in_touch_at)
+        if 0 <= token <= MAX_TOKEN and token <= known + self.cfg.max_token_jump + self.cfg.token_rate * away:
+            return True
+        self.stats.tokens_refused += 1
+        return False
 
     # -- helpers -----------------------------------------------------------------------
     def _backoff(self) -> float:
@@ -285,14 +323,14 @@ class LeaseCore:
             return None  # only voters lead: the leader's own promise is part of its quorum
         return voters, bootstrap
 
-    def _next_token(self) -> int:
+    def _next_token(self) -> int | None:
         token = max(self.highest, self.proposed, self.fence_floor) + 1
-        return token
+        return token if token <= MAX_TOKEN else None
 
     def _prevote(self, now: float) -> list[Effect]:
         """Ask whether a campaign could win, binding nobody and persisting nothing."""
         electorate, token = self._electorate(), self._next_token()
-        if electorate is None:
+        if electorate is None or token is None:
             return []
         voters, bootstrap = electorate
         self.stats.prevotes += 1
@@ -309,7 +347,7 @@ class LeaseCore:
 
     def _campaign(self, now: float) -> list[Effect]:
         electorate, token = self._electorate(), self._next_token()
-        if electorate is None:
+        if electorate is None or token is None:
             return []
         voters, bootstrap = electorate
         self.stats.campaigns += 1
@@ -429,6 +467,10 @@ class LeaseCore:
 
     # -- messages ----------------------------------------------------------------------
     def handle(self, message: Any, sender: str, now: float) -> list[Effect]:
+        token = getattr(message, "highest" if isinstance(message, LeaseGrant | LeasePreVoteReply) else "token", None)
+        if isinstance(token, int) and not isinstance(message, LeaseRelease | ConfigCommit) \
+                and not self.plausible(token, now):
+            return []  # forged or corrupt: no election produces it (ConfigCommit: see fence)
         if isinstance(message, LeaseRequest):
             answer, persist = self._decide(sender, message, now)
             effects: list[Effect] = [self._persist()] if persist else []
@@ -498,10 +540,12 @@ class LeaseCore:
         if rnd.renew:
             if self.leader == self.self_id and rnd.token == self.leader_token:
                 self.lease_until = rnd.asked_at + self.cfg.ttl - self.cfg.drift_margin
+                self._in_touch_at = now
             return []
         if rnd.token < self.fence_floor:
             return self._release(rnd)  # a newer leader appeared while grants came in: void
         self.stats.elections_won += 1
+        self._in_touch_at = now
         self.fence_floor = rnd.token
         self.leader = self.self_id
         self.leader_token = rnd.token
@@ -523,6 +567,7 @@ class LeaseCore:
         if ann.token > self.fence_floor:
             self.fence_floor = ann.token
             effects.append(self._persist())
+        self._in_touch_at = now
         if self.leader == self.self_id and sender != self.self_id and self.leader_token < ann.token:
             self._step_down()  # a newer lease exists: this node's is over
         self.leader = sender
@@ -542,7 +587,7 @@ class LeaseCore:
 
     def _on_config(self, msg: ConfigCommit, sender: str, now: float) -> list[Effect]:
         floor = self.fence_floor
-        if not self.fence(msg.token):
+        if not self.fence(msg.token, now):
             return []
         effects: list[Effect] = [self._persist()] if self.fence_floor != floor else []
         if self.config is None or msg.version > self.config.version:

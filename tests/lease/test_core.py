@@ -239,3 +239,50 @@ def test_a_leader_whose_lease_runs_out_gives_the_voters_back() -> None:
         cores[other].handle(LeaseRelease(core.leader_token), leader, end + 0.01)
         assert cores[other]._grant is None
 
+
+# -- token bounds --------------------------------------------------------------------------------
+def test_a_forged_announce_beyond_the_bound_is_refused_and_counted() -> None:
+    """Issue 13 item 2: LeaseAnnounce token 2^32 made the node follow 'evil' and persist it."""
+    b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
+    effects = b.handle(LeaseAnnounce(token=2**32, remaining=0.9), "evil", 0.0)
+    assert effects == [] and b.fence_floor == 7 and b.current_leader(0.1) is None
+    assert b.stats.tokens_refused == 1
+    assert not b.fence(2**31) and not b.fence(2**32) and b.stats.tokens_refused == 3
+
+
+def test_a_token_jump_no_election_could_make_is_refused_until_time_explains_it() -> None:
+    b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
+    jump = 7 + CFG.max_token_jump + 500
+    assert b.handle(LeaseAnnounce(token=jump, remaining=0.9), "a", 0.0) == []
+    assert not b.fence(jump, 0.0) and b.fence_floor == 7 and b.stats.tokens_refused == 2
+    b.handle(LeaseAnnounce(token=8, remaining=0.9), "a", 0.1)  # a plausible leader is followed
+    assert b.current_leader(0.2) == "a" and b.fence_floor == 8
+    # a node that heard no leader for a while may have missed many elections: it catches up
+    later = 0.1 + 10.0
+    assert b.fence(jump, later) and b.fence_floor == jump
+
+
+def test_forged_requests_and_replies_cannot_raise_tokens() -> None:
+    v = voter()
+    effects = v.handle(LeaseRequest(2**32, 1.0, config_version=1), "a", 0.0)
+    assert effects == [] and v.highest == 0
+    assert v.handle(LeaseRequest(2**32, 1.0, renew=True, config_version=1), "a", 0.0) == []
+    assert v.handle(LeasePreVote(token=2**40, ttl=1.0, config_version=1), "a", 0.0) == []
+    v.handle(LeaseGrant(token=1, granted=False, highest=2**40), "a", 0.0)
+    v.handle(LeasePreVoteReply(token=1, granted=False, highest=2**40), "a", 0.0)
+    assert v.proposed == 0 and v.stats.tokens_refused == 5
+    v.handle(ConfigCommit(token=2**33, voters=["evil"], version=9), "a", 0.0)
+    assert v.config == VOTERS and v.fence_floor == 0
+
+
+def test_a_persisted_token_beyond_the_bound_is_a_startup_error() -> None:
+    from dakera_actors.lease.store import LeaseStateCorrupt, decode, encode
+    from dakera_actors.store.engine import StorageError
+
+    poisoned = LeaseState(highest_token=2**32 + 2, leader_token=2**32, proposed_token=2**32 + 2, config=VOTERS)
+    with pytest.raises(LeaseStateCorrupt, match="highest_token") as info:
+        decode(encode(poisoned))
+    assert isinstance(info.value, StorageError)  # __main__ prints it and exits 1, no traceback
+    with pytest.raises(ValueError):
+        LeaseCore(CFG, self_id="b", state=poisoned, now=0.0, rng=random.Random(1))
+    assert decode(encode(LeaseState(highest_token=2**31 - 1, config=VOTERS))).highest_token == 2**31 - 1

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from dakera_actors.lease.messages import ConfigCommit
+from dakera_actors.lease.messages import ConfigCommit, LeaseAnnounce
 from dakera_actors.testing import Cluster, open_cluster
 from dakera_actors.wire import encode_frame
 
@@ -126,6 +126,25 @@ async def test_stale_leader_decisions_are_rejected_by_every_node(autojump_clock:
             node = cluster.node(target)
             assert node.lease.core.config.version < 999  # type: ignore[union-attr]
             assert node.metrics.sample("dakera_fencing_rejections_total") >= 1
+
+
+async def test_a_forged_announce_with_a_huge_token_is_refused_and_counted(autojump_clock: MockClock) -> None:
+    """Issue 13 item 2: LeaseAnnounce token 2^32 made a node follow "evil", persist the token
+    and crash on the next epoch; now it is refused, counted, and the node keeps its leader."""
+    async with checked_cluster(3, seed=12) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        leader = agreed_leader(cluster)
+        target = next(i for i in cluster.ids if i != leader)
+        forger = next(i for i in cluster.ids if i not in (leader, target))
+        transport = cluster.node(forger).endpoint.transport  # type: ignore[union-attr]
+        for token in (2**32, history.leaders[-1][1] + 10**6):
+            forged = encode_frame(LeaseAnnounce(token=token, remaining=0.9), forger)
+            await transport.send_packet(cluster.address(target), forged)
+        await trio.sleep(1)
+        node = cluster.node(target)
+        assert node.lease.core.fence_floor == history.leaders[-1][1]  # type: ignore[union-attr]
+        assert node.metrics.sample("dakera_lease_tokens_refused_total") == 2
+        assert agreed_leader(cluster) == leader
 
 
 async def test_fencing_token_survives_restarts(autojump_clock: MockClock) -> None:
