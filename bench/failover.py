@@ -1,7 +1,7 @@
 """Leader failover benchmark: how long the cluster is without a leader after the leader dies.
 
-Usage: ``.venv/bin/python bench/failover.py [--quick] [--runs N] [--reps N] [--skip-sim] [--skip-real]``
-(from the repo root).
+Usage: ``.venv/bin/python bench/failover.py [--quick] [--runs N] [--reps N] [--skip-sim] [--skip-real]
+[--deaf [--deaf-reps N]]`` (from the repo root).
 
 Part 1, simulation. ``LeaseSim`` (tests/lease/sim.py: pure ``LeaseCore`` instances, a heap of
 events, drifting clocks, an invariant checker after every event) with the default ``LeaseConfig``
@@ -18,6 +18,15 @@ each seeded with the other two), wait until all three name the same leader in
 ``GET /admin/cluster/status``, SIGKILL it, poll both survivors every 20 ms until they name the
 same new leader with a higher ``fencing_token``. Fresh processes and data dirs per repetition.
 
+Part 3, a deaf leader (``--deaf``, needs root, ``ip`` and ``tc``). 5 ``python -m dakera_actors``
+nodes, each in its own network namespace, joined by veth pairs to a bridge that lives in a sixth
+namespace (where this script polls from): every address is inside a namespace the script created,
+and every namespace (with the processes in it) is removed when it ends, error or not. Once all
+five name one leader, a ``blackhole`` qdisc on the leader's bridge port drops every frame sent to
+it (it can still send, with permanent neighbour entries: issue 13 item 7) for 20 s; the other four are polled every 50 ms
+for the time until they name another leader and for the tokens; then the filter is removed and
+the five are polled for 10 s more: does leadership move back?
+
 Figures only: nothing here passes or fails. Beside them the script prints the issue's target,
 the seed document's figure and the analytical bound for the configured timings.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import math
 import os
 import random
@@ -341,6 +351,204 @@ def real_run(*, elect_max: float = 60.0, failover_max: float = 30.0, poll: float
             stop_cluster(nodes)
 
 
+# -- part 3: a deaf leader, real processes in network namespaces ----------------------------
+
+DEAF_FOR = 20.0  # the issue's probe: the leader's inbound traffic dropped this long
+AFTER_HEAL = 10.0
+SUBNET = "10.213.13"  # only ever assigned inside namespaces this script creates
+CLONE_NEWNET = 0x40000000
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+
+
+class NetnsLab:
+    """``n`` namespaces with one node address each, bridged in a hub namespace. ``close()``
+    kills whatever runs in them and deletes them; it is safe to call after a partial setup."""
+
+    def __init__(self, n: int) -> None:
+        prefix = f"dkdeaf{os.getpid()}"
+        self.hub = f"{prefix}-hub"
+        self.names = [f"{prefix}-n{i + 1}" for i in range(n)]
+        self.addresses = [f"{SUBNET}.{11 + i}" for i in range(n)]
+        self.created: list[str] = []
+        self._home: int | None = None
+
+    def open(self) -> None:
+        for name in (self.hub, *self.names):
+            _run("ip", "netns", "add", name)
+            self.created.append(name)
+            _run("ip", "-n", name, "link", "set", "lo", "up")
+        _run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", self.hub, "addr", "add", f"{SUBNET}.1/24", "dev", "br0")
+        _run("ip", "-n", self.hub, "link", "set", "br0", "up")
+        for i, (name, address) in enumerate(zip(self.names, self.addresses, strict=True)):
+            _run("ip", "-n", self.hub, "link", "add", f"v{i + 1}", "type", "veth", "peer", "name", "eth0",
+                 "netns", name)
+            _run("ip", "-n", self.hub, "link", "set", f"v{i + 1}", "master", "br0", "up")
+            _run("ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+            _run("ip", "-n", name, "link", "set", "eth0", "up")
+
+    def enter_hub(self) -> None:
+        """Move this (main) thread into the hub namespace, so its sockets reach the nodes."""
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.hub}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns into the hub namespace")
+        finally:
+            os.close(fd)
+
+    def deafen(self, i: int) -> None:
+        """Drop every frame the bridge sends to node ``i`` (a ``blackhole`` qdisc on its port, in
+        the hub): it receives nothing. So that it can still send, its neighbour entries for the
+        other nodes are made permanent first (ARP replies no longer reach it)."""
+        for j, name in enumerate(self.names):
+            if j != i:
+                link = json.loads(subprocess.run(["ip", "-j", "-n", name, "link", "show", "eth0"],
+                                                 capture_output=True, text=True, check=True).stdout)
+                _run("ip", "-n", self.names[i], "neigh", "replace", self.addresses[j], "lladdr",
+                     link[0]["address"], "dev", "eth0", "nud", "permanent")
+        _run("tc", "-n", self.hub, "qdisc", "add", "dev", f"v{i + 1}", "root", "blackhole")
+
+    def heal(self, i: int) -> None:
+        _run("tc", "-n", self.hub, "qdisc", "del", "dev", f"v{i + 1}", "root")
+
+    def close(self) -> None:
+        if self._home is not None:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).setns(self._home, CLONE_NEWNET)
+            os.close(self._home)
+            self._home = None
+        for name in reversed(self.created):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in pids:  # only processes inside a namespace this script created
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        self.created.clear()
+
+
+@attrs.frozen
+class DeafRun:
+    old: str
+    new: str | None
+    first: float | None  # cut -> the first of the other four names another leader
+    all_four: float | None  # cut -> all four name the same other leader
+    tokens: tuple[int, int, int]  # before the cut, highest seen during it, after the heal
+    after_heal: str | None  # the leader all five name 10 s after the heal
+    moved_back: bool
+
+
+def deaf_run(lab: NetnsLab, root: Path, poll: float = 0.05) -> DeafRun:
+    n = len(lab.names)
+    gossip = [f"{a}:7946" for a in lab.addresses]
+    key = base64.b64encode(os.urandom(32)).decode()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DAKERA_")}
+    base["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    nodes: list[RealNode] = []
+    try:
+        for i in range(n):
+            env = dict(base)
+            env.update({
+                "DAKERA_CLUSTER_MODE": "true", "DAKERA_NODE_ID": f"node-{i + 1}",
+                "DAKERA_HOST": lab.addresses[i], "DAKERA_PORT": "8080", "DAKERA_GOSSIP_PORT": "7946",
+                "DAKERA_GOSSIP_BIND": gossip[i], "DAKERA_GOSSIP_KEY": key,
+                "DAKERA_CLUSTER_SEEDS": ",".join(a for a in gossip if a != gossip[i]),
+                "DAKERA_BOOTSTRAP_EXPECT": "3",
+                "DAKERA_DATA_DIR": str(root / f"node-{i + 1}"), "DAKERA_LOG_LEVEL": "warning",
+            })
+            log = root / f"node-{i + 1}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(["ip", "netns", "exec", lab.names[i], sys.executable, "-m",
+                                            "dakera_actors"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            nodes.append(RealNode(f"node-{i + 1}", f"http://{lab.addresses[i]}:8080", process, log))
+        with httpx.Client(timeout=0.5) as client:
+            started = time.monotonic()
+            while True:
+                views = [leader_of(client, node) for node in nodes]
+                if all(v is not None and v[0] is not None for v in views) and len(set(views)) == 1:
+                    break
+                if any(node.process.poll() is not None for node in nodes):
+                    raise RuntimeError("a node exited during startup")
+                if time.monotonic() - started > 60:
+                    raise RuntimeError(f"no agreed leader after 60 s: {views}")
+                time.sleep(poll)
+            time.sleep(5.0)  # the leader grows the voters from three to five, one at a time
+            views = [leader_of(client, node) for node in nodes]
+            if len(set(views)) != 1 or views[0] is None or views[0][0] is None:
+                raise RuntimeError(f"leadership not settled: {views}")
+            old, token = views[0]
+            deaf = next(i for i, node in enumerate(nodes) if node.id == old)
+            others = [node for i, node in enumerate(nodes) if i != deaf]
+            lab.deafen(deaf)
+            cut = time.monotonic()
+            first = all_four = None
+            new: str | None = None
+            highest = token
+            while (now := time.monotonic() - cut) < DEAF_FOR:
+                views = [leader_of(client, node) for node in others]
+                highest = max([highest, *(v[1] for v in views if v is not None)])
+                fresh = [v for v in views if v is not None and v[0] not in (None, old)]
+                if fresh and first is None:
+                    first = now
+                if all_four is None and len(fresh) == len(others) and len(set(fresh)) == 1:
+                    all_four, new = now, fresh[0][0]
+                time.sleep(poll)
+            lab.heal(deaf)
+            healed = time.monotonic()
+            leaders_seen: set[str | None] = set()
+            while time.monotonic() - healed < AFTER_HEAL:
+                views = [leader_of(client, node) for node in nodes]
+                leaders_seen |= {v[0] for v in views if v is not None}
+                highest = max([highest, *(v[1] for v in views if v is not None)])
+                time.sleep(poll)
+            final = [leader_of(client, node) for node in nodes]
+            agreed = final[0][0] if final[0] is not None and len(set(final)) == 1 else None
+            end_token = max(v[1] for v in final if v is not None)
+            return DeafRun(str(old), new, first, all_four, (token, highest, end_token), agreed,
+                           old in leaders_seen)
+    except BaseException:
+        for node in nodes:
+            if node.process.poll() not in (None, -signal.SIGKILL):
+                print(f"--- {node.id} log tail ---\n{node.log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+        raise
+    finally:
+        stop_cluster(nodes)
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
+def deaf_bench(reps: int) -> list[DeafRun]:
+    done: list[DeafRun] = []
+    for rep in range(reps):
+        lab = NetnsLab(5)
+        try:
+            with tempfile.TemporaryDirectory(prefix="dakera-bench-deaf-") as tmp:
+                lab.open()
+                lab.enter_hub()
+                run = deaf_run(lab, Path(tmp))
+        finally:
+            lab.close()
+        done.append(run)
+        print(f"  rep {rep + 1}: {run.old} (token {run.tokens[0]}) made deaf; another leader named after "
+              f"{_secs(run.first)}, all four agree on {run.new or '-'} after {_secs(run.all_four)}; highest token "
+              f"during the cut {run.tokens[1]}; after the heal all five name {run.after_heal or '-'} "
+              f"(token {run.tokens[2]}), the deaf node named again: {run.moved_back}", flush=True)
+    return done
+
+
 # -- output --------------------------------------------------------------------------------
 
 def _pct(values: list[float], q: float) -> str:
@@ -363,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--deaf", action="store_true",
+                        help="part 3: a deaf leader among 5 nodes in network namespaces (root, ip, tc)")
+    parser.add_argument("--deaf-reps", type=int, default=0, help="deaf-leader repetitions (default 3, quick 1)")
     args = parser.parse_args(argv)
     runs = args.runs or (50 if args.quick else 500)
     reps = args.reps or (2 if args.quick else 5)
@@ -459,6 +670,24 @@ def main(argv: list[str] | None = None) -> int:
                       f"< {TARGET_S:.1f}", f"~{SEED_DOC_S:.0f}", f"{bound['bound'] - bound['rtt']:.3f}"]])
         print("  wall-clock seconds from SIGKILL, polling GET /admin/cluster/status on both survivors every\n"
               "  20 ms (+ two requests' time per poll, so figures are late by up to ~30 ms)")
+    if args.deaf:
+        deaf_reps = args.deaf_reps or (1 if args.quick else 3)
+        print(f"\n== 3. Deaf leader: 5 x python -m dakera_actors, each in its own network namespace; the "
+              f"leader's inbound traffic dropped for {DEAF_FOR:.0f} s, then healed; {deaf_reps} repetition(s) ==")
+        runs3 = deaf_bench(deaf_reps)
+        firsts3 = [r.first for r in runs3 if r.first is not None]
+        alls3 = [r.all_four for r in runs3 if r.all_four is not None]
+        print()
+        print_table(["reps", "another leader p50 / max (s)", "all four agree p50 / max (s)", "no leader in 20 s",
+                     "tokens before -> during -> after", "moved back after heal"],
+                    [[str(len(runs3)),
+                      f"{statistics.median(firsts3):.2f} / {max(firsts3):.2f}" if firsts3 else "-",
+                      f"{statistics.median(alls3):.2f} / {max(alls3):.2f}" if alls3 else "-",
+                      str(sum(r.first is None for r in runs3)),
+                      ", ".join(f"{a}->{b}->{c}" for a, b, c in (r.tokens for r in runs3)),
+                      str(sum(r.moved_back for r in runs3))]])
+        print("  wall-clock seconds from installing the filter, polling GET /admin/cluster/status on the\n"
+              "  other four every 50 ms (the deaf node's own HTTP is unreachable while it is deaf)")
     print(f"\ntotal wall time {time.perf_counter() - began:.0f} s")
     return 0
 

@@ -24,7 +24,16 @@ from ..runtime import Actor, Published
 from ..wal.actor import disk_call
 from ..wire import Envelope
 from .core import Broadcast, LeaseCore, Persist, Send
-from .messages import ConfigAck, ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+from .messages import (
+    ConfigAck,
+    ConfigCommit,
+    LeaseAnnounce,
+    LeaseGrant,
+    LeasePreVote,
+    LeasePreVoteReply,
+    LeaseRelease,
+    LeaseRequest,
+)
 
 
 @attrs.frozen
@@ -67,7 +76,8 @@ class LeaseActor(Actor):
         self._addresses: dict[str, str] = {}
         self._reachable: list[str] = []
         self.view: Published[LeaseView] = Published(LeaseView(None, 0, 0.0, False))
-        for kind in (LeaseRequest, LeaseGrant, LeaseRelease, LeaseAnnounce, ConfigCommit, ConfigAck):
+        for kind in (LeaseRequest, LeaseGrant, LeaseRelease, LeaseAnnounce, ConfigCommit, ConfigAck,
+                     LeasePreVote, LeasePreVoteReply):
             endpoint.on_packet(kind, self._on_packet)
         metrics.registry.register(_LeaseCollector(self))
         metrics.leader_lease_remaining_ms.set_function(self._remaining_ms)
@@ -101,13 +111,20 @@ class LeaseActor(Actor):
     async def handle(self, message: Any) -> Any:
         now = trio.current_time()
         if isinstance(message, _Fence):
-            floor = self.core.fence_floor
-            accepted = self.core.fence(message.token)
+            floor, refused = self.core.fence_floor, self.core.stats.tokens_refused
+            accepted = self.core.fence(message.token, now)
+            if self.core.stats.tokens_refused != refused:
+                self.log.warning("lease_token_refused", token=message.token, floor=floor)
             if accepted and self.core.fence_floor != floor:
                 await disk_call(self.store.blocking, self.store.save, self.core.state())
             return accepted
         if isinstance(message, _Inbound):
-            await self._carry_out(self.core.handle(message.message, message.sender, now))
+            refused = self.core.stats.tokens_refused
+            effects = self.core.handle(message.message, message.sender, now)
+            if self.core.stats.tokens_refused != refused:
+                self.log.warning("lease_token_refused", sender=message.sender, kind=type(message.message).__name__,
+                                 floor=self.core.fence_floor)
+            await self._carry_out(effects)
         elif isinstance(message, _Members):
             members = message.view.members
             self._addresses = {m.id: m.address for m in members.values()}
@@ -161,6 +178,9 @@ class _LeaseCollector(Collector):
             ("dakera_lease_campaigns", core.stats.campaigns, "Elections this node started"),
             ("dakera_lease_elections_won", core.stats.elections_won, "Elections this node won"),
             ("dakera_lease_step_downs", core.stats.step_downs, "Leases this node lost without a renewal"),
+            ("dakera_lease_prevotes", core.stats.prevotes, "Pre-vote rounds this node started"),
+            ("dakera_lease_tokens_refused", core.stats.tokens_refused,
+             "Tokens refused as beyond the bound or a jump no election could make"),
         ):
             family = CounterMetricFamily(name, text)
             family.add_metric([], value)

@@ -2,17 +2,27 @@
 
 Protocol (pure: messages and ticks in, effects out):
 
-- A **candidate** asks every voter for a lease of ``ttl`` under token ``t = highest seen + 1``,
-  records ``t`` durably first (``Persist`` precedes every send), and holds the lease once a
-  quorum granted the same token. Validity is counted from the moment it *asked*, minus the drift
-  margin: ``lease_until = asked_at + ttl - margin``, so it always ends before any voter's promise.
+- A **candidate** first runs a **pre-vote** (as Raft's PreVote): it asks every voter "would you
+  grant token ``t = highest seen + 1``?". Nobody binds itself: the voter promises and records
+  nothing, the candidate neither persists nor raises its token. A voter says yes only if it would
+  grant that request now *and* it hears no live leader other than the candidate (leader
+  stickiness: a node that was cut off, or one that just healed, cannot unseat a healthy leader).
+  Only once the candidate has *heard* a quorum of yeses does the real campaign start: it asks
+  every voter for a lease of ``ttl`` under a fresh token, records that token durably first
+  (``Persist`` precedes every send), and holds the lease once a quorum granted the same token.
+  A node that can send but not receive therefore never holds voters with promises nor burns
+  tokens; one that can receive but not send is never heard. Validity is counted from the moment
+  it *asked*, minus the drift margin: ``lease_until = asked_at + ttl - margin``, so it always
+  ends before any voter's promise.
 - A **voter** grants at most one lease per token and promises, by its own clock, not to grant
   to anyone else until ``received_at + ttl + margin``. It never grants a token at or below the
   highest it has seen (persisted before it answers, so a restart cannot grant an old token).
   After a restart it grants nothing new for ``ttl + margin``: it may have promised before dying.
 - The **holder** renews under the same token every ``ttl * renew_fraction`` and steps down the
-  moment ``lease_until`` passes without a renewal. A candidate that cannot reach quorum releases
-  the grants it got, so a split vote costs one round trip rather than a whole TTL.
+  moment ``lease_until`` passes without a renewal; stepping down it releases every voter's
+  promise (a leader that stops hearing renewal grants, but can still send, does not keep the
+  voters bound for another TTL). A candidate that cannot reach quorum releases the grants it
+  got, so a split vote costs one round trip rather than a whole TTL.
 - **Voters** are the members of the cluster configuration the last leader committed. A new
   cluster bootstraps when a node sees ``bootstrap_expect`` members: it proposes the first
   ``bootstrap_expect`` of them by id and needs *all* of them to grant (unanimity), so two
@@ -24,6 +34,12 @@ Protocol (pure: messages and ticks in, effects out):
   one after the other share a voter, whose promise keeps their leases apart.
 - **Fencing**: every leader decision carries its token; ``fence(token)`` accepts only tokens at
   or above the highest seen, and raises the highest seen.
+- **Token bounds**: tokens stay below ``MAX_TOKEN`` (2^31: the shard-map epoch is
+  ``(token << 32) | version``). A token from a peer (announce, commit, request, pre-vote, the
+  ``highest`` of a reply, a fenced decision) more than ``max_token_jump`` above every token this
+  node knows is refused and counted: elections raise tokens one at a time. While the node hears
+  no leader the allowance grows by ``token_rate`` per second, so a node that was away through
+  many elections still catches up. A persisted state beyond the bound refuses to load.
 """
 
 from __future__ import annotations
@@ -34,7 +50,18 @@ from typing import Any
 
 import attrs
 
-from .messages import ConfigAck, ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+from .messages import (
+    ConfigAck,
+    ConfigCommit,
+    LeaseAnnounce,
+    LeaseGrant,
+    LeasePreVote,
+    LeasePreVoteReply,
+    LeaseRelease,
+    LeaseRequest,
+)
+
+MAX_TOKEN = 2**31 - 1  # the shard-map epoch is (token << 32) | version in a signed 64-bit field
 
 
 @attrs.frozen
@@ -47,6 +74,10 @@ class LeaseConfig:
     bootstrap_expect: int = 3
     max_voters: int = 5
     voter_dead_grace: float = 30.0  # a voter Dead this long is replaced
+    # a token from a peer more than this above every token known is refused: elections add one
+    # at a time. While no leader is heard the allowance grows by token_rate per second
+    max_token_jump: int = 1000
+    token_rate: float = 100.0
 
 
 @attrs.frozen
@@ -66,6 +97,15 @@ class LeaseState:
     leader_token: int = 0  # the highest token a leader is known to have held: the fencing floor
     proposed_token: int = 0  # the highest this node proposed as a candidate: never proposed again
     config: ClusterConfig | None = None
+
+    def check(self) -> None:
+        """Refuse a state no election can have produced (a token at or beyond ``MAX_TOKEN``)."""
+        for name in ("highest_token", "leader_token", "proposed_token"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_TOKEN:
+                raise ValueError(f"lease state {name}={value} outside 0..{MAX_TOKEN}")
+        if self.config is not None and not 0 <= self.config.version <= MAX_TOKEN:
+            raise ValueError(f"lease state config version {self.config.version} outside 0..{MAX_TOKEN}")
 
 
 @attrs.frozen
@@ -100,7 +140,7 @@ class _Grant:
 
 @attrs.define
 class _Round:
-    """One campaign or renewal: who granted, and when it was asked."""
+    """One pre-vote, campaign or renewal: who granted, and when it was asked."""
 
     token: int
     asked_at: float
@@ -110,6 +150,8 @@ class _Round:
     renew: bool
     bootstrap: tuple[str, ...] = ()
     granted: set[str] = attrs.Factory(set)
+    prevote: bool = False
+    refused: set[str] = attrs.Factory(set)
 
 
 @attrs.define
@@ -120,11 +162,14 @@ class LeaseStats:
     grants_given: int = 0
     grants_refused: int = 0
     fencing_rejections: int = 0
+    prevotes: int = 0
+    tokens_refused: int = 0  # tokens beyond MAX_TOKEN or a jump no election could make
 
 
 class LeaseCore:
     def __init__(self, config: LeaseConfig, *, self_id: str, state: LeaseState, now: float,
                  rng: random.Random, restarted: bool = True) -> None:
+        state.check()
         self.cfg = config
         self.self_id = self_id
         self.rng = rng
@@ -148,6 +193,7 @@ class LeaseCore:
         self._next_announce = math.inf
         self._config_change: ClusterConfig | None = None
         self._config_acks: set[str] = set()
+        self._in_touch_at = now  # when this node last heard (or was) the current leader
 
     # -- queries -----------------------------------------------------------------------
     def is_leader(self, now: float) -> bool:
@@ -175,17 +221,31 @@ class LeaseCore:
             times.append(self.lease_until)
         return min(times)
 
-    def fence(self, token: int) -> bool:
-        """Accept a leader decision stamped ``token``? Only if no newer leader is known.
+    def fence(self, token: int, now: float | None = None) -> bool:
+        """Accept a leader decision stamped ``token``? Only if no newer leader is known, and the
+        token is one an election could have produced (see :meth:`plausible`).
 
         Accepting raises the floor: from then on every decision of older leaders is refused.
         The caller persists :meth:`state` when the floor moved (see ``fence_floor``).
         """
+        if not self.plausible(token, now):
+            return False
         if token < self.fence_floor:
             self.stats.fencing_rejections += 1
             return False
         self.fence_floor = token
         return True
+
+    def plausible(self, token: int, now: float | None = None) -> bool:
+        """Could an election have produced ``token``, given the tokens this node knows? No if it
+        is beyond ``MAX_TOKEN`` or jumps more than the allowance above every known token (the
+        allowance grows while no leader is heard). A refusal is counted in ``tokens_refused``."""
+        known = max(self.highest, self.fence_floor, self.proposed)
+        away = 0.0 if now is None else max(0.0, now - self._in_touch_at)
+        if 0 <= token <= MAX_TOKEN and token <= known + self.cfg.max_token_jump + self.cfg.token_rate * away:
+            return True
+        self.stats.tokens_refused += 1
+        return False
 
     # -- helpers -----------------------------------------------------------------------
     def _backoff(self) -> float:
@@ -219,12 +279,14 @@ class LeaseCore:
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         if self.leader == self.self_id and now >= self.lease_until:
+            effects.extend(self._release_voters())
             self._step_down()
         rnd = self._round
         if rnd is not None and now >= rnd.deadline:
             self._round = None
             if not rnd.renew:
-                effects.extend(self._release(rnd))
+                if not rnd.prevote:
+                    effects.extend(self._release(rnd))
                 self._next_campaign = now + self._backoff()
         if self.leader == self.self_id and now >= self._next_renew and self._round is None:
             effects.extend(self._start_round(now, renew=True))
@@ -239,7 +301,7 @@ class LeaseCore:
             # quorum would refuse too (each refused round costs a timeout and burns a token)
             if self._round is None and self.lease_remaining(now) is None and now >= self._quiet_until \
                     and not promised:
-                effects.extend(self._campaign(now))
+                effects.extend(self._prevote(now))
         return effects
 
     def _announcement(self, now: float) -> LeaseAnnounce:
@@ -248,18 +310,48 @@ class LeaseCore:
                              voters=list(config.voters) if config else [],
                              config_version=config.version if config else 0)
 
-    def _campaign(self, now: float) -> list[Effect]:
+    def _electorate(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """Whom a campaign of this node asks (and the bootstrap proposal, if any), or None."""
         voters = self._voters()
         bootstrap: tuple[str, ...] = ()
         if voters is None:
             proposal = self._bootstrap_set()
             if proposal is None:
-                return []
+                return None
             voters, bootstrap = proposal, proposal
         if self.self_id not in voters:
-            return []  # only voters lead: the leader's own promise is part of its quorum
+            return None  # only voters lead: the leader's own promise is part of its quorum
+        return voters, bootstrap
+
+    def _next_token(self) -> int | None:
+        token = max(self.highest, self.proposed, self.fence_floor) + 1
+        return token if token <= MAX_TOKEN else None
+
+    def _prevote(self, now: float) -> list[Effect]:
+        """Ask whether a campaign could win, binding nobody and persisting nothing."""
+        electorate, token = self._electorate(), self._next_token()
+        if electorate is None or token is None:
+            return []
+        voters, bootstrap = electorate
+        self.stats.prevotes += 1
+        needed = len(voters) if bootstrap else len(voters) // 2 + 1
+        rnd = _Round(token, now, now + self.cfg.request_timeout, voters, needed, False, bootstrap, prevote=True)
+        self._round = rnd
+        ask = LeasePreVote(token=token, ttl=self.cfg.ttl, config_version=self.config.version if self.config else 0,
+                           bootstrap=list(bootstrap), voters=list(self.config.voters) if self.config else [])
+        if self.self_id in voters and self._prevote_refusal(self.self_id, ask, now) is None:
+            rnd.granted.add(self.self_id)
+        effects: list[Effect] = [Send(v, ask) for v in voters if v != self.self_id]
+        effects.extend(self._check_round(now))
+        return effects
+
+    def _campaign(self, now: float) -> list[Effect]:
+        electorate, token = self._electorate(), self._next_token()
+        if electorate is None or token is None:
+            return []
+        voters, bootstrap = electorate
         self.stats.campaigns += 1
-        self.proposed = max(self.highest, self.proposed, self.fence_floor) + 1
+        self.proposed = token
         return [self._persist(), *self._start_round(now, renew=False, voters=voters, bootstrap=bootstrap)]
 
     def _start_round(self, now: float, *, renew: bool, voters: tuple[str, ...] | None = None,
@@ -295,6 +387,14 @@ class LeaseCore:
             self._grant = None
         return []
 
+    def _release_voters(self) -> list[Effect]:
+        """The lease ran out without a renewal: give the voters back their promises, so a leader
+        that can send but no longer hears grants does not hold them for another TTL. Safe: this
+        node never acts under the token again (it steps down before anything else)."""
+        voters = self._voters() or ()
+        return [Send(v, LeaseRelease(self.leader_token)) for v in voters if v != self.self_id] \
+            + self._release_own(self.leader_token)
+
     def _step_down(self) -> None:
         self.stats.step_downs += 1
         self.leader = None
@@ -304,44 +404,62 @@ class LeaseCore:
         self._config_change = None
 
     # -- voting ------------------------------------------------------------------------
-    def _decide(self, candidate: str, req: LeaseRequest, now: float) -> tuple[LeaseGrant, bool]:
-        """The voter's rule. Returns the answer and whether state must be persisted first."""
-
-        adopted = False
-
-        def refuse(reason: str) -> tuple[LeaseGrant, bool]:
-            self.stats.grants_refused += 1
-            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), adopted
-
+    def _judge(self, candidate: str, req: LeaseRequest | LeasePreVote, renew: bool, now: float,
+               config: ClusterConfig | None) -> str | None:
+        """The voter's rule, reading state only: why a request would be refused, or None.
+        ``config`` is the configuration to judge by (the request's, when it is newer)."""
         grant = self._grant
         if now < self._quiet_until and candidate != self.self_id:
-            return refuse("restarted recently")  # it may have promised before it died
-        if req.voters and req.config_version > (self.config.version if self.config else 0):
-            # a newer configuration than ours exists (its commit did not reach us): only a leader
-            # makes one, and versions only grow, so take it before judging the request by it
-            self.config = ClusterConfig(tuple(req.voters), req.config_version)
-            adopted = True
-        if req.renew and grant is not None and grant.holder == candidate and grant.token == req.token:
-            grant.until = now + req.ttl + self.cfg.drift_margin
-            self.stats.grants_given += 1
-            return LeaseGrant(token=req.token, granted=True, highest=self.highest), adopted
-        if self.config is not None:
-            if candidate not in self.config.voters:
-                return refuse("not a voter")
-            if req.config_version < self.config.version:
-                return refuse("stale configuration")
+            return "restarted recently"  # it may have promised before it died
+        if config is not None:
+            if candidate not in config.voters:
+                return "not a voter"
+            if req.config_version < config.version:
+                return "stale configuration"
         elif not req.bootstrap or self.self_id not in req.bootstrap or candidate not in req.bootstrap:
-            return refuse("not bootstrapped")
+            return "not bootstrapped"
         if grant is not None and now < grant.until and grant.holder != candidate:
-            return refuse(f"promised to {grant.holder}")
+            return f"promised to {grant.holder}"
         # a fresh grant needs a token above every token granted or led before. A renewal may be
         # granted by a voter that holds no other promise (it joined, restarted, or its promise
         # lapsed) as long as no newer leader is known: mutual exclusion comes from the promises
-        if req.renew:
+        if renew:
             if req.token < self.fence_floor:
-                return refuse("a newer leader is known")
+                return "a newer leader is known"
         elif req.token <= max(self.highest, self.fence_floor):
-            return refuse("token not above the highest seen")
+            return "token not above the highest seen"
+        return None
+
+    def _config_for(self, req: LeaseRequest | LeasePreVote) -> ClusterConfig | None:
+        if req.voters and req.config_version > (self.config.version if self.config else 0):
+            # a newer configuration than ours exists (its commit did not reach us): only a leader
+            # makes one, and versions only grow, so judge the request by it
+            return ClusterConfig(tuple(req.voters), req.config_version)
+        return self.config
+
+    def _prevote_refusal(self, candidate: str, ask: LeasePreVote, now: float) -> str | None:
+        """Why this node would not back ``candidate``'s campaign now, or None."""
+        leader = self.current_leader(now)
+        if leader is not None and leader != candidate:
+            return f"leader {leader} is alive"  # stickiness: a healthy leader is not unseated
+        return self._judge(candidate, ask, False, now, self._config_for(ask))
+
+    def _decide(self, candidate: str, req: LeaseRequest, now: float) -> tuple[LeaseGrant, bool]:
+        """The voter's rule. Returns the answer and whether state must be persisted first."""
+
+        config = self._config_for(req)
+        adopted = config is not self.config
+        self.config = config
+        grant = self._grant
+        if req.renew and grant is not None and grant.holder == candidate and grant.token == req.token \
+                and not (now < self._quiet_until and candidate != self.self_id):
+            grant.until = now + req.ttl + self.cfg.drift_margin
+            self.stats.grants_given += 1
+            return LeaseGrant(token=req.token, granted=True, highest=self.highest), adopted
+        reason = self._judge(candidate, req, req.renew, now, config)
+        if reason is not None:
+            self.stats.grants_refused += 1
+            return LeaseGrant(token=req.token, granted=False, highest=self.highest, reason=reason), adopted
         self.highest = max(self.highest, req.token)
         self._grant = _Grant(candidate, req.token, now + req.ttl + self.cfg.drift_margin)
         self.stats.grants_given += 1
@@ -349,10 +467,20 @@ class LeaseCore:
 
     # -- messages ----------------------------------------------------------------------
     def handle(self, message: Any, sender: str, now: float) -> list[Effect]:
+        token = getattr(message, "highest" if isinstance(message, LeaseGrant | LeasePreVoteReply) else "token", None)
+        if isinstance(token, int) and not isinstance(message, LeaseRelease | ConfigCommit) \
+                and not self.plausible(token, now):
+            return []  # forged or corrupt: no election produces it (ConfigCommit: see fence)
         if isinstance(message, LeaseRequest):
             answer, persist = self._decide(sender, message, now)
             effects: list[Effect] = [self._persist()] if persist else []
             return [*effects, Send(sender, answer)]
+        if isinstance(message, LeasePreVote):
+            reason = self._prevote_refusal(sender, message, now)
+            return [Send(sender, LeasePreVoteReply(token=message.token, granted=reason is None,
+                                                   highest=self.highest, reason=reason or ""))]
+        if isinstance(message, LeasePreVoteReply):
+            return self._on_prevote_reply(message, sender, now)
         if isinstance(message, LeaseGrant):
             return self._on_grant(message, sender, now)
         if isinstance(message, LeaseRelease):
@@ -368,29 +496,56 @@ class LeaseCore:
             return self._on_config_ack(message, sender, now)
         return []
 
+    def _on_prevote_reply(self, reply: LeasePreVoteReply, sender: str, now: float) -> list[Effect]:
+        rnd = self._round
+        if reply.highest > self.proposed:
+            self.proposed = reply.highest  # someone is ahead: our campaign must outbid it
+        if rnd is None or not rnd.prevote or reply.token != rnd.token or sender not in rnd.voters:
+            return []
+        if reply.granted:
+            rnd.granted.add(sender)
+            return self._check_round(now)
+        return self._refused(rnd, sender, now)
+
     def _on_grant(self, grant: LeaseGrant, sender: str, now: float) -> list[Effect]:
         rnd = self._round
         if grant.highest > self.proposed:
             self.proposed = grant.highest  # someone is ahead: our next campaign must outbid it
-        if rnd is None or grant.token != rnd.token or sender not in rnd.voters:
+        if rnd is None or rnd.prevote or grant.token != rnd.token or sender not in rnd.voters:
             return []
         if grant.granted:
             rnd.granted.add(sender)
             return self._check_round(now)
-        return []
+        return self._refused(rnd, sender, now) if not rnd.renew else []
+
+    def _refused(self, rnd: _Round, sender: str, now: float) -> list[Effect]:
+        """A refusal: once enough refused that quorum is out of reach, give up at once (and give
+        the grants back) rather than at the timeout, so colliding candidates part quickly."""
+        rnd.refused.add(sender)
+        if len(rnd.voters) - len(rnd.refused) >= rnd.needed:
+            return []
+        self._round = None
+        self._next_campaign = now + self._backoff()
+        return [] if rnd.prevote else self._release(rnd)
 
     def _check_round(self, now: float) -> list[Effect]:
         rnd = self._round
         if rnd is None or len(rnd.granted) < rnd.needed:
             return []
         self._round = None
+        if rnd.prevote:
+            if self.lease_remaining(now) is not None:
+                return []  # a leader appeared meanwhile: the campaign would only disturb it
+            return self._campaign(now)  # a quorum was heard: the real campaign may bind voters
         if rnd.renew:
             if self.leader == self.self_id and rnd.token == self.leader_token:
                 self.lease_until = rnd.asked_at + self.cfg.ttl - self.cfg.drift_margin
+                self._in_touch_at = now
             return []
         if rnd.token < self.fence_floor:
             return self._release(rnd)  # a newer leader appeared while grants came in: void
         self.stats.elections_won += 1
+        self._in_touch_at = now
         self.fence_floor = rnd.token
         self.leader = self.self_id
         self.leader_token = rnd.token
@@ -412,6 +567,7 @@ class LeaseCore:
         if ann.token > self.fence_floor:
             self.fence_floor = ann.token
             effects.append(self._persist())
+        self._in_touch_at = now
         if self.leader == self.self_id and sender != self.self_id and self.leader_token < ann.token:
             self._step_down()  # a newer lease exists: this node's is over
         self.leader = sender
@@ -431,7 +587,7 @@ class LeaseCore:
 
     def _on_config(self, msg: ConfigCommit, sender: str, now: float) -> list[Effect]:
         floor = self.fence_floor
-        if not self.fence(msg.token):
+        if not self.fence(msg.token, now):
             return []
         effects: list[Effect] = [self._persist()] if self.fence_floor != floor else []
         if self.config is None or msg.version > self.config.version:

@@ -62,3 +62,27 @@ class ConfigCommit:
 @attrs.frozen
 class ConfigAck:
     version: int
+
+
+@message("lease.prevote")
+@attrs.frozen
+class LeasePreVote:
+    """Would you grant me (the sender) a lease under ``token``? Binds nobody: the voter promises
+    nothing and records nothing, and the candidate has not persisted ``token``. Only a candidate
+    that *hears* a quorum of yeses starts the real campaign, so a node that cannot receive never
+    holds voters or burns tokens. Fields as in :class:`LeaseRequest`."""
+
+    token: int
+    ttl: float
+    config_version: int = 0
+    bootstrap: list[str] = attrs.field(factory=list)
+    voters: list[str] = attrs.field(factory=list)
+
+
+@message("lease.prevote-reply")
+@attrs.frozen
+class LeasePreVoteReply:
+    token: int
+    granted: bool
+    highest: int  # as in LeaseGrant: a refused candidate learns the token to outbid
+    reason: str = ""

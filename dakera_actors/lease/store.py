@@ -12,14 +12,16 @@ from typing import Any
 
 import msgpack
 
+from ..store.engine import StorageError
 from ..wal.statefile import StateFile
 from .core import ClusterConfig, LeaseState
 
 FILE_NAME = "lease.msgpack"
 
 
-class LeaseStateCorrupt(RuntimeError):
-    """The lease state file exists but cannot be read: the node must not guess its tokens."""
+class LeaseStateCorrupt(StorageError):
+    """The lease state file exists but cannot be read, or holds a token no election can have
+    produced: the node must not guess its tokens (a startup error naming the file)."""
 
 
 def encode(state: LeaseState) -> bytes:
@@ -34,9 +36,14 @@ def decode(raw: bytes) -> LeaseState:
     try:
         d: dict[str, Any] = msgpack.unpackb(raw, raw=False)
         config = ClusterConfig(tuple(d["voters"]), int(d["config_version"])) if d["voters"] else None
-        return LeaseState(int(d["highest"]), int(d["leader"]), int(d["proposed"]), config)
+        state = LeaseState(int(d["highest"]), int(d["leader"]), int(d["proposed"]), config)
     except Exception as exc:
         raise LeaseStateCorrupt(f"lease state does not decode ({type(exc).__name__})") from None
+    try:
+        state.check()
+    except ValueError as exc:
+        raise LeaseStateCorrupt(f"{FILE_NAME}: {exc} (written by a node that accepted a forged token?)") from None
+    return state
 
 
 class FileLeaseStore:

@@ -2,7 +2,10 @@
 
 Each node has its own clock ``local = offset + rate * true_time``; the invariant checker works in
 true time, which no node can see: at every event, at most one node may consider its lease valid,
-and every newly elected leader's token must exceed all earlier leaders' tokens.
+and every change of holder must come with a token strictly above every earlier leader's token.
+
+Links fail whole (partitions), one way per pair (``cut``), or one way per node: a *deaf* node
+sends but receives nothing, a *mute* node receives but sends nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class LeaseSim:
                       for i in range(1, n + 1)}
         self.groups: list[set[str]] = []
         self.cut: set[tuple[str, str]] = set()
+        self.deaf: set[str] = set()  # these nodes send but receive nothing
+        self.mute: set[str] = set()  # these nodes receive but send nothing
         self._events: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self.leaders: list[tuple[float, str, int]] = []  # (true time, id, token) of each election
@@ -69,10 +74,10 @@ class LeaseSim:
         self.groups = [set(g) for g in groups]
 
     def heal(self) -> None:
-        self.groups, self.cut = [], set()
+        self.groups, self.cut, self.deaf, self.mute = [], set(), set(), set()
 
     def can_talk(self, a: str, b: str) -> bool:
-        if (a, b) in self.cut:
+        if (a, b) in self.cut or a in self.mute or b in self.deaf:
             return False
         if not self.groups:
             return True
@@ -138,10 +143,15 @@ class LeaseSim:
             raise Violation(f"two valid leases at t={self.now:.4f}: {holders}")
         for node_id, token in holders:
             if not self.leaders or self.leaders[-1][1:] != (node_id, token):
-                if token <= self.max_token and (not self.leaders or self.leaders[-1][2] != token):
+                # the same holder may lose and regain validity under one token (a late renewal);
+                # any other change of holder needs a strictly higher token
+                if token <= self.max_token:
                     raise Violation(f"leader {node_id} token {token} not above {self.max_token}")
                 self.leaders.append((self.now, node_id, token))
                 self.max_token = max(self.max_token, token)
+
+    def both_ways(self, a: str, b: str) -> bool:
+        return self.can_talk(a, b) and self.can_talk(b, a)
 
     def leader(self) -> str | None:
         holders = self.holders()

@@ -15,7 +15,15 @@ from dakera_actors.lease.core import (
     Persist,
     Send,
 )
-from dakera_actors.lease.messages import ConfigCommit, LeaseAnnounce, LeaseGrant, LeaseRelease, LeaseRequest
+from dakera_actors.lease.messages import (
+    ConfigCommit,
+    LeaseAnnounce,
+    LeaseGrant,
+    LeasePreVote,
+    LeasePreVoteReply,
+    LeaseRelease,
+    LeaseRequest,
+)
 
 CFG = LeaseConfig(ttl=1.0, drift_margin=0.15, bootstrap_expect=3)
 VOTERS = ClusterConfig(("a", "b", "c"), 1)
@@ -81,6 +89,18 @@ def test_release_frees_the_voter_at_once() -> None:
     assert answer(v, "c", LeaseRequest(6, 1.0, config_version=1), 0.2).granted
 
 
+def campaign(core: LeaseCore, now: float, yes: tuple[str, ...] = ("b",)) -> list[object]:
+    """Tick ``core`` into a pre-vote and answer it yes from ``yes``: the effects of the campaign."""
+    effects = core.tick(now)
+    asks = [e for e in effects if isinstance(e, Send) and isinstance(e.message, LeasePreVote)]
+    assert asks and not any(isinstance(e, Persist) for e in effects)  # a pre-vote records nothing
+    token = asks[0].message.token
+    out: list[object] = []
+    for voter_id in yes:
+        out.extend(core.handle(LeasePreVoteReply(token=token, granted=True, highest=0), voter_id, now))
+    return out
+
+
 def elect(cores: dict[str, LeaseCore], now: float = 2.0) -> str:
     """Drive a campaign of the first core that campaigns, delivering messages instantly."""
     for node_id, core in cores.items():  # one after the other, each round delivered at once
@@ -119,7 +139,7 @@ def test_holder_steps_down_when_it_cannot_renew() -> None:
 def test_campaign_without_quorum_releases_its_grants() -> None:
     cores = {i: voter(i) for i in "abc"}
     a = cores["a"]
-    effects = a.tick(5.0)
+    effects = campaign(a, 5.0)
     requests = [e for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRequest)]
     assert requests and all(r.message.token == 1 for r in requests)
     later = a.tick(5.0 + CFG.request_timeout + 0.01)  # no answers came
@@ -130,12 +150,12 @@ def test_campaign_without_quorum_releases_its_grants() -> None:
 
 def test_tokens_survive_restarts_and_are_never_proposed_twice() -> None:
     a = voter("a")
-    effects = a.tick(5.0)
+    effects = campaign(a, 5.0)
     persisted = [e.state for e in effects if isinstance(e, Persist)][-1]
     assert persisted.proposed_token == 1
     again = LeaseCore(CFG, self_id="a", state=persisted, now=10.0, rng=random.Random(2), restarted=True)
     again.on_members({"a", "b", "c"}, set(), 10.0)
-    effects = again.tick(12.0)
+    effects = campaign(again, 12.0)
     tokens = {e.message.token for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRequest)}
     assert tokens == {2}
 
@@ -170,3 +190,99 @@ def test_config_commit_is_fenced_and_acknowledged_by_voters() -> None:
     b.fence(9)
     b.handle(ConfigCommit(token=4, voters=["a"], version=3), "a", 0.1)
     assert b.config.version == 2  # a stale leader cannot shrink the voters
+
+
+# -- pre-vote ------------------------------------------------------------------------------------
+def test_a_pre_vote_binds_nobody_and_persists_nothing() -> None:
+    v = voter()
+    effects = v.handle(LeasePreVote(token=5, ttl=1.0, config_version=1), "a", 0.0)
+    assert not any(isinstance(e, Persist) for e in effects)
+    (reply,) = [e.message for e in effects if isinstance(e, Send)]
+    assert isinstance(reply, LeasePreVoteReply) and reply.granted
+    assert v.highest == 0 and v._grant is None  # no promise: another candidate may still win
+    assert answer(v, "c", LeaseRequest(3, 1.0, config_version=1), 0.1).granted
+
+
+def test_a_candidate_that_hears_no_pre_vote_never_binds_voters_nor_burns_tokens() -> None:
+    """The deaf node of issue 13: it keeps asking, but hearing no answer it never campaigns."""
+    a = voter("a")
+    sent: list[object] = []
+    now = 2.0
+    for _ in range(100):
+        effects = a.tick(now)
+        assert not any(isinstance(e, Persist) for e in effects)
+        sent.extend(e.message for e in effects if isinstance(e, Send))
+        now = a.next_deadline() + 0.001
+    assert sent and all(isinstance(m, LeasePreVote) for m in sent)
+    assert a.proposed == 0 and a.stats.campaigns == 0
+
+
+def test_voters_that_hear_a_live_leader_refuse_pre_votes() -> None:
+    b = voter("b")
+    b.handle(LeaseAnnounce(token=4, remaining=0.9, voters=["a", "b", "c"], config_version=1), "a", 0.0)
+    effects = b.handle(LeasePreVote(token=5, ttl=1.0, config_version=1), "c", 0.1)
+    (reply,) = [e.message for e in effects if isinstance(e, Send)]
+    assert not reply.granted and "leader a is alive" in reply.reason
+    effects = b.handle(LeasePreVote(token=5, ttl=1.0, config_version=1), "c", 1.0)  # the lease lapsed
+    assert [e.message for e in effects if isinstance(e, Send)][0].granted
+
+
+def test_a_leader_whose_lease_runs_out_gives_the_voters_back() -> None:
+    cores = {i: voter(i) for i in "abc"}
+    leader = elect(cores)
+    core = cores[leader]
+    end = core.lease_until
+    effects = core.tick(end + 0.001)  # no renewal was heard (deaf): it steps down...
+    releases = {e.to for e in effects if isinstance(e, Send) and isinstance(e.message, LeaseRelease)}
+    assert releases == set(cores) - {leader}
+    for other in releases:  # ...and the voters, which heard it, are free at once
+        cores[other].handle(LeaseRelease(core.leader_token), leader, end + 0.01)
+        assert cores[other]._grant is None
+
+
+# -- token bounds --------------------------------------------------------------------------------
+def test_a_forged_announce_beyond_the_bound_is_refused_and_counted() -> None:
+    """Issue 13 item 2: LeaseAnnounce token 2^32 made the node follow 'evil' and persist it."""
+    b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
+    effects = b.handle(LeaseAnnounce(token=2**32, remaining=0.9), "evil", 0.0)
+    assert effects == [] and b.fence_floor == 7 and b.current_leader(0.1) is None
+    assert b.stats.tokens_refused == 1
+    assert not b.fence(2**31) and not b.fence(2**32) and b.stats.tokens_refused == 3
+
+
+def test_a_token_jump_no_election_could_make_is_refused_until_time_explains_it() -> None:
+    b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
+    jump = 7 + CFG.max_token_jump + 500
+    assert b.handle(LeaseAnnounce(token=jump, remaining=0.9), "a", 0.0) == []
+    assert not b.fence(jump, 0.0) and b.fence_floor == 7 and b.stats.tokens_refused == 2
+    b.handle(LeaseAnnounce(token=8, remaining=0.9), "a", 0.1)  # a plausible leader is followed
+    assert b.current_leader(0.2) == "a" and b.fence_floor == 8
+    # a node that heard no leader for a while may have missed many elections: it catches up
+    later = 0.1 + 10.0
+    assert b.fence(jump, later) and b.fence_floor == jump
+
+
+def test_forged_requests_and_replies_cannot_raise_tokens() -> None:
+    v = voter()
+    effects = v.handle(LeaseRequest(2**32, 1.0, config_version=1), "a", 0.0)
+    assert effects == [] and v.highest == 0
+    assert v.handle(LeaseRequest(2**32, 1.0, renew=True, config_version=1), "a", 0.0) == []
+    assert v.handle(LeasePreVote(token=2**40, ttl=1.0, config_version=1), "a", 0.0) == []
+    v.handle(LeaseGrant(token=1, granted=False, highest=2**40), "a", 0.0)
+    v.handle(LeasePreVoteReply(token=1, granted=False, highest=2**40), "a", 0.0)
+    assert v.proposed == 0 and v.stats.tokens_refused == 5
+    v.handle(ConfigCommit(token=2**33, voters=["evil"], version=9), "a", 0.0)
+    assert v.config == VOTERS and v.fence_floor == 0
+
+
+def test_a_persisted_token_beyond_the_bound_is_a_startup_error() -> None:
+    from dakera_actors.lease.store import LeaseStateCorrupt, decode, encode
+    from dakera_actors.store.engine import StorageError
+
+    poisoned = LeaseState(highest_token=2**32 + 2, leader_token=2**32, proposed_token=2**32 + 2, config=VOTERS)
+    with pytest.raises(LeaseStateCorrupt, match="highest_token") as info:
+        decode(encode(poisoned))
+    assert isinstance(info.value, StorageError)  # __main__ prints it and exits 1, no traceback
+    with pytest.raises(ValueError):
+        LeaseCore(CFG, self_id="b", state=poisoned, now=0.0, rng=random.Random(1))
+    assert decode(encode(LeaseState(highest_token=2**31 - 1, config=VOTERS))).highest_token == 2**31 - 1

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from dakera_actors.lease.messages import ConfigCommit
+from dakera_actors.lease.messages import ConfigCommit, LeaseAnnounce
 from dakera_actors.testing import Cluster, open_cluster
 
 from ..waiting import eventually
@@ -129,6 +129,25 @@ async def test_stale_leader_decisions_are_rejected_by_every_node(autojump_clock:
             assert node.metrics.sample("dakera_fencing_rejections_total") >= 1
 
 
+async def test_a_forged_announce_with_a_huge_token_is_refused_and_counted(autojump_clock: MockClock) -> None:
+    """Issue 13 item 2: LeaseAnnounce token 2^32 made a node follow "evil", persist the token
+    and crash on the next epoch; now it is refused, counted, and the node keeps its leader."""
+    async with checked_cluster(3, seed=12) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        leader = agreed_leader(cluster)
+        target = next(i for i in cluster.ids if i != leader)
+        forger = next(i for i in cluster.ids if i not in (leader, target))
+        transport = cluster.node(forger).endpoint.transport  # type: ignore[union-attr]
+        for token in (2**32, history.leaders[-1][1] + 10**6):
+            forged = encode_frame(LeaseAnnounce(token=token, remaining=0.9), forger)
+            await transport.send_packet(cluster.address(target), forged)
+        await trio.sleep(1)
+        node = cluster.node(target)
+        assert node.lease.core.fence_floor == history.leaders[-1][1]  # type: ignore[union-attr]
+        assert node.metrics.sample("dakera_lease_tokens_refused_total") == 2
+        assert agreed_leader(cluster) == leader
+
+
 async def test_fencing_token_survives_restarts(autojump_clock: MockClock) -> None:
     async with checked_cluster(3, seed=7) as (cluster, history):
         for _ in range(3):
@@ -166,3 +185,32 @@ async def test_flapping_links_loss_and_delay_never_give_two_leaders(autojump_clo
         cluster.set_faults()
         await eventually(lambda: agreed_leader(cluster) is not None, timeout=30)
         assert len(history.leaders) >= 1
+
+
+async def test_deaf_leader_is_replaced_and_healing_does_not_bring_it_back(autojump_clock: MockClock) -> None:
+    """Issue 13 item 7, in whole nodes: the leader hears nothing for 20 s but can still send.
+    Before pre-votes no other node led for the whole 20 s and the deaf node came back with 38
+    more tokens; now another node leads within the lease TTL plus the detection time (see
+    tests/lease/test_sim.py), tokens grow by a few at most, and the healed node stays a follower."""
+    async with checked_cluster(5, seed=11) as (cluster, history):
+        await eventually(lambda: agreed_leader(cluster) is not None, timeout=20)
+        await eventually(lambda: all(len(n.lease.core.config.voters) == 5  # type: ignore[union-attr]
+                                     for n in cluster.nodes.values() if n.lease.core.config), timeout=30)
+        old = agreed_leader(cluster)
+        assert old is not None
+        token = history.leaders[-1][1]
+        rest = [i for i in cluster.ids if i != old]
+        for other in rest:
+            cluster.cut(other, old)  # one way: the deaf node still reaches everyone
+        cut_at = trio.current_time()
+        ttl = cluster.node(old).config.lease_ttl_ms / 1000
+        await eventually(lambda: agreed_leader(cluster, among=rest, exclude=old) is not None,
+                         timeout=ttl + 2 * ttl + 0.15 + 1, interval=0.01)  # TTL + detection (+ membership)
+        new = agreed_leader(cluster, among=rest)
+        elected = len(history.leaders)
+        await trio.sleep_until(cut_at + 20)
+        assert agreed_leader(cluster, among=rest) == new and len(history.leaders) == elected
+        cluster.heal()
+        await trio.sleep(10)
+        assert agreed_leader(cluster) == new and len(history.leaders) == elected  # all five, the healed one too
+        assert history.leaders[-1][1] - token <= 4, history.leaders
