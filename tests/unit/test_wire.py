@@ -69,8 +69,8 @@ def test_every_registered_message_round_trips(tag: str) -> None:
         assert env.sender == "node-1" and env.message == msg and env.tag == tag
 
 
-@given(n=st.integers(-2**63, 2**64 - 1), name=st.text(), blob=st.binary(), tags=st.lists(st.text()),
-       scores=st.dictionaries(st.text(), st.floats(allow_nan=False)), maybe=st.none() | st.integers(0, 10))
+@given(n=st.integers(0, 2**63 - 1), name=st.text(), blob=st.binary(), tags=st.lists(st.text()),
+       scores=st.dictionaries(st.text(), st.floats(-1e18, 1e18)), maybe=st.none() | st.integers(0, 10))
 def test_sample_round_trips_for_any_values(n: int, name: str, blob: bytes, tags: list[str],
                                            scores: dict[str, float], maybe: int | None) -> None:
     msg = Sample(n, name, blob, tags, scores, maybe)
