@@ -28,6 +28,7 @@ async def test_a_raising_handler_closes_only_its_stream(autojump_clock: trio.tes
         server = Endpoint(ta, Codec("a"), metrics, get_logger("test"), api_address="http://a")
         client = Endpoint(tb, Codec("b"), NodeMetrics(), get_logger("test"), api_address="http://b")
         sunk: list[int] = []
+        got = trio.Event()
 
         async def handler(envelope: Envelope, stream: MessageStream) -> None:
             if envelope.message.n == 0:
@@ -38,6 +39,7 @@ async def test_a_raising_handler_closes_only_its_stream(autojump_clock: trio.tes
             if envelope.message.n == 0:
                 raise KeyError("bad packet")
             sunk.append(envelope.message.n)
+            got.set()
 
         server.on_stream(Boom, handler)
         server.on_packet(Boom, sink)
@@ -54,8 +56,8 @@ async def test_a_raising_handler_closes_only_its_stream(autojump_clock: trio.tes
 
         await client.send(server.address, Boom(0))
         await client.send(server.address, Boom(7))
-        while not sunk:
-            await trio.sleep(0.01)
+        with trio.fail_after(5):
+            await got.wait()
         assert sunk == [7]
         assert metrics.sample("dakera_wire_rejected_total", reason="handler_error") == 2
         assert await client.ping(server.address, timeout=1)
