@@ -36,6 +36,7 @@ from ..membership.member import MemberState
 from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
+from ..store.records import BadRecord, check_memory, check_replicated
 from ..transport import TransportError
 from ..wal.record import WalRecord
 from ..wire import Envelope, message
@@ -364,18 +365,44 @@ class Replicator(Actor):
         except (TransportError, RemoteError):
             return False
         answer: FetchReply = reply.message
+        clean = True
         if answer.records:
-            entries = [(int(s), op, body, float(ts), int(seq), int(epoch))
-                       for s, seq, epoch, op, body, ts in answer.records if s in shards]
+            entries = self._checked_records(peer, answer.records, shards)
+            clean = len(entries) == sum(1 for r in answer.records if r[0] in shards)
             applied = await self.owner.replicate(entries)
             self._metrics.replication_records.labels("received").inc(applied)
         for shard in answer.snapshot:
-            if shard in shards:
-                await self._copy_shard(peer, address, shard)
-        return True
+            if shard in shards and not await self._copy_shard(peer, address, shard):
+                clean = False
+        return clean  # after a refusal, back off: the primary would send the same records at once
 
-    async def _copy_shard(self, peer: str, address: str, shard: int) -> None:
-        """Fetch a whole copy of ``shard`` from ``peer`` and install it, if its history is newer."""
+    def _refuse(self, peer: str, what: str, shard: int, exc: BadRecord) -> None:
+        self._metrics.wire_rejected.labels("bad_record").inc()
+        self.node.log.warning("replicated_data_refused", source=peer, what=what, shard=shard, problem=str(exc))
+
+    def _checked_records(self, peer: str, records: list[list[Any]], shards: list[int]
+                         ) -> list[tuple[int, str, Any, float, int, int]]:
+        """The records of ``shards`` that may be logged: a shard's records stop at its first bad
+        one (what follows it could not apply in order anyway). The refused record is never
+        acknowledged (our position does not pass it), so the primary sees this replica stuck."""
+        entries: list[tuple[int, str, Any, float, int, int]] = []
+        stopped: set[int] = set()
+        dim = self.shards.dim
+        for s, seq, epoch, op, body, ts in records:
+            if s not in shards or s in stopped:
+                continue
+            try:
+                check_replicated(op, body, dim)
+            except BadRecord as exc:
+                stopped.add(s)
+                self._refuse(peer, f"record seq={seq}", s, exc)
+                continue
+            entries.append((s, op, body, float(ts), seq, epoch))
+        return entries
+
+    async def _copy_shard(self, peer: str, address: str, shard: int) -> bool:
+        """Fetch a whole copy of ``shard`` from ``peer`` and install it, if its history is newer;
+        False when the copy was refused (bad parts)."""
         memories: list[Any] = []
         try:
             with trio.fail_after(max(30.0, self.config.request_timeout * 6)):
@@ -385,18 +412,25 @@ class Replicator(Actor):
                     while True:
                         chunk = (await stream.receive()).message
                         if not isinstance(chunk, SnapshotChunk) or chunk.shard != shard:
-                            return
+                            return True
                         memories.extend(chunk.memories)
                         if chunk.last:
                             break
         except (TransportError, trio.TooSlowError):
-            return
+            return True
         position: Position = (chunk.epoch, chunk.seq)
         if position <= self.shards.shard(shard).position:
-            return  # not newer than what we hold: never discard a history for an older one
+            return True  # not newer than what we hold: never discard a history for an older one
+        try:
+            for part in memories:
+                check_memory(part[0], part[1], self.shards.dim)
+        except BadRecord as exc:
+            self._refuse(peer, "snapshot", shard, exc)  # installed whole or not at all
+            return False
         await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch))
         self._metrics.replication_snapshots.labels("received").inc()
         self.node.log.info("shard_copied", shard=shard, source=peer, memories=len(memories), seq=chunk.seq)
+        return True
 
     # -- primary side: serving ---------------------------------------------------------
     async def _serve_fetch(self, envelope: Envelope, stream: MessageStream) -> None:
