@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import msgpack
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -37,6 +36,7 @@ from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
 from ..store.records import BadRecord, check_memory, check_replicated
+from ..store.sizing import cut_by_bytes, packed_size
 from ..transport import TransportError
 from ..wal.record import WalRecord
 from ..wire import Envelope, message
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new records
 MAX_FETCH_RECORDS = 512
-SNAPSHOT_CHUNK = 256  # memories per snapshot frame
+FRAME_SHARE = 0.75  # of the frame limit a fetch reply or snapshot chunk fills (the rest: framing, seal)
 RETRY = 0.2  # after a failed fetch
 HANDOVER_WAIT = 30.0
 DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (a takeover may still read
@@ -417,7 +417,7 @@ class Replicator(Actor):
                         if chunk.last:
                             break
         except (TransportError, trio.TooSlowError):
-            return True
+            return False  # back off before asking again (the primary may fail the same way at once)
         position: Position = (chunk.epoch, chunk.seq)
         if position <= self.shards.shard(shard).position:
             return True  # not newer than what we hold: never discard a history for an older one
@@ -438,9 +438,11 @@ class Replicator(Actor):
         sender = envelope.sender
         deadline = trio.current_time() + min(msg.wait_ms / 1000, 5.0)
         started_under = self.map.key if self.map is not None else None
+        budget = self._frame_budget()
         while True:
             now = trio.current_time()
             records: list[list[Any]] = []
+            size = 0  # encoded bytes of records: a reply must fit one frame whatever the memories
             snapshot: list[int] = []
             for shard, epoch, seq in msg.positions:
                 if not 0 <= shard < self.config.shards:
@@ -455,9 +457,15 @@ class Replicator(Actor):
                     del self.handing_over[shard]  # the new primary has every record we wrote
                 if verdict == "wait" and shard in self.live:
                     self._retake(shard, sender)
-                if verdict == "records" and len(records) < MAX_FETCH_RECORDS:
-                    records.extend([shard, e.seq, e.epoch, e.op, e.body, e.ts]
-                                   for e in tail.after(seq, max_records=MAX_FETCH_RECORDS - len(records)))
+                if verdict == "records" and len(records) < MAX_FETCH_RECORDS and size < budget:
+                    for e in tail.after(seq, max_records=MAX_FETCH_RECORDS - len(records)):
+                        record = [shard, e.seq, e.epoch, e.op, e.body, e.ts]
+                        n = packed_size(record)
+                        if records and size + n > budget:
+                            size = budget  # full: the rest goes in the next fetch
+                            break
+                        records.append(record)
+                        size += n
                 elif verdict == "snapshot":
                     snapshot.append(shard)
             if records or snapshot or now >= deadline:
@@ -467,7 +475,7 @@ class Replicator(Actor):
             await self._wait_change(deadline)
         if records:
             self._metrics.replication_records.labels("sent").inc(len(records))
-            self._metrics.replication_bytes.labels("sent").inc(len(msgpack.packb(records, use_bin_type=True)))
+            self._metrics.replication_bytes.labels("sent").inc(sum(packed_size(r) for r in records))
         await stream.send(FetchReply(records, snapshot))
 
     async def _serve_snapshot(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -476,13 +484,17 @@ class Replicator(Actor):
             await stream.send(SnapshotChunk(shard, 0, 0, [], True))
             return
         image = self.shards.dump(shard)  # consistent: nothing is applied while it is taken
-        memories = image["memories"]
-        for at in range(0, max(len(memories), 1), SNAPSHOT_CHUNK):
-            chunk = memories[at:at + SNAPSHOT_CHUNK]
-            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk,
-                                            at + SNAPSHOT_CHUNK >= len(memories)))
-            self._metrics.replication_bytes.labels("snapshot").inc(len(msgpack.packb(chunk, use_bin_type=True)))
+        # cut by encoded bytes, not by count: 256 large memories are over a frame
+        chunks = list(cut_by_bytes(image["memories"], self._frame_budget()))
+        for i, (chunk, size) in enumerate(chunks):
+            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk, i == len(chunks) - 1))
+            self._metrics.replication_bytes.labels("snapshot").inc(size)
         self._metrics.replication_snapshots.labels("sent").inc()
+
+    def _frame_budget(self) -> int:
+        endpoint = self.node.endpoint
+        assert endpoint is not None
+        return int((endpoint.transport.max_frame_size - endpoint.codec.overhead) * FRAME_SHARE)
 
     async def _serve_positions(self, envelope: Envelope, stream: MessageStream) -> None:
         msg: PositionQuery = envelope.message
