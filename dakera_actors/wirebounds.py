@@ -50,22 +50,40 @@ class EpochOverflow(ValueError):
     """A map key whose epoch would not fit 63 bits: a domain error, never an encoder crash."""
 
 
-Check = Callable[[Any, str], None]
+Check = Callable[[Any], None]  # raises OutOfBounds; the message gains its path on the way up
 
 
-def _fail(path: str, problem: str) -> None:
-    raise OutOfBounds(f"{path}: {problem}")
+def _fail(problem: str) -> None:
+    raise OutOfBounds(problem)
 
 
-# -- specs: each is a callable check(value, path) ---------------------------------------------------
+def _within(where: str, check: Check, value: Any) -> None:
+    """``check(value)``, naming ``where`` in the error: paths are built only on failure (the
+    check runs on every SWIM packet)."""
+    try:
+        check(value)
+    except OutOfBounds as exc:
+        raise OutOfBounds(f"{where}{'' if str(exc).startswith(('[', '.')) else ': '}{exc}") from None
+
+
+def _fields(obj: Any, checks: tuple[tuple[str, Check], ...], prefix: str) -> None:
+    try:
+        for name, check in checks:
+            check(getattr(obj, name))
+    except OutOfBounds:
+        for name, check in checks:
+            _within(prefix + name, check, getattr(obj, name))
+
+
+# -- specs: each is a callable check(value) ---------------------------------------------------
 @attrs.frozen
 class Int:
     lo: int = 0
     hi: int = I63
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if type(v) is not int or not self.lo <= v <= self.hi:
-            _fail(path, f"int in [{self.lo}, {self.hi}] expected")
+            _fail(f"int in [{self.lo}, {self.hi}] expected")
 
 
 @attrs.frozen
@@ -73,17 +91,17 @@ class Float:
     lo: float = -MAX_FLOAT
     hi: float = MAX_FLOAT
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         # NaN fails both comparisons, so it never passes
         if type(v) not in (int, float) or not self.lo <= v <= self.hi:
-            _fail(path, f"number in [{self.lo}, {self.hi}] expected")
+            _fail(f"number in [{self.lo}, {self.hi}] expected")
 
 
 @attrs.frozen
 class Bool:
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if type(v) is not bool:
-            _fail(path, "bool expected")
+            _fail("bool expected")
 
 
 @attrs.frozen
@@ -91,27 +109,27 @@ class Text:
     max_len: int = MAX_TEXT
     min_len: int = 0
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if type(v) is not str or not self.min_len <= len(v) <= self.max_len:
-            _fail(path, f"string of {self.min_len}..{self.max_len} characters expected")
+            _fail(f"string of {self.min_len}..{self.max_len} characters expected")
 
 
 @attrs.frozen
 class Blob:
     max_len: int = MAX_BLOB
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if not isinstance(v, bytes | bytearray) or len(v) > self.max_len:
-            _fail(path, f"bytes of at most {self.max_len} expected")
+            _fail(f"bytes of at most {self.max_len} expected")
 
 
 @attrs.frozen
 class OneOf:
     values: frozenset[Any]
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if type(v) is bool or v not in self.values:
-            _fail(path, f"one of {sorted(self.values)} expected")
+            _fail(f"one of {sorted(self.values)} expected")
 
 
 @attrs.frozen
@@ -122,11 +140,16 @@ class Seq:
     max_len: int = MAX_ITEMS
     min_len: int = 0
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if not isinstance(v, list) or not self.min_len <= len(v) <= self.max_len:
-            _fail(path, f"list of {self.min_len}..{self.max_len} items expected")
-        for i, x in enumerate(v):
-            self.item(x, f"{path}[{i}]")
+            _fail(f"list of {self.min_len}..{self.max_len} items expected")
+        item = self.item
+        try:
+            for x in v:
+                item(x)
+        except OutOfBounds:
+            for i, x in enumerate(v):
+                _within(f"[{i}]", item, x)
 
 
 @attrs.frozen
@@ -135,11 +158,15 @@ class Fixed:
 
     items: tuple[Check, ...]
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if not isinstance(v, list | tuple) or len(v) != len(self.items):
-            _fail(path, f"list of exactly {len(self.items)} elements expected")
-        for i, (x, check) in enumerate(zip(v, self.items, strict=True)):
-            check(x, f"{path}[{i}]")
+            _fail(f"list of exactly {len(self.items)} elements expected")
+        try:
+            for x, check in zip(v, self.items, strict=True):
+                check(x)
+        except OutOfBounds:
+            for i, (x, check) in enumerate(zip(v, self.items, strict=True)):
+                _within(f"[{i}]", check, x)
 
 
 @attrs.frozen
@@ -148,12 +175,18 @@ class Mapping:
     value: Check
     max_len: int = MAX_ITEMS
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if not isinstance(v, dict) or len(v) > self.max_len:
-            _fail(path, f"map of at most {self.max_len} entries expected")
-        for k, x in v.items():
-            self.key(k, f"{path}.<key>")
-            self.value(x, f"{path}.{str(k)[:32]}")
+            _fail(f"map of at most {self.max_len} entries expected")
+        key, value = self.key, self.value
+        try:
+            for k, x in v.items():
+                key(k)
+                value(x)
+        except OutOfBounds:
+            for k, x in v.items():
+                _within(".<key>", key, k)
+                _within(f".{str(k)[:32]}", value, x)
 
 
 @attrs.frozen
@@ -165,22 +198,26 @@ class Keys:
     other: Check
     max_len: int = 64
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if not isinstance(v, dict) or len(v) > self.max_len:
-            _fail(path, f"map of at most {self.max_len} entries expected")
+            _fail(f"map of at most {self.max_len} entries expected")
+        known, other = self.known, self.other
         for k, x in v.items():
             if type(k) is not str or len(k) > 64:
-                _fail(path, "keys must be strings of at most 64 characters")
-            self.known.get(k, self.other)(x, f"{path}.{k}")
+                _fail("keys must be strings of at most 64 characters")
+            try:
+                known.get(k, other)(x)
+            except OutOfBounds:
+                _within(f".{k}", known.get(k, other), x)
 
 
 @attrs.frozen
 class Optional:
     spec: Check
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if v is not None:
-            self.spec(v, path)
+            self.spec(v)
 
 
 @attrs.frozen
@@ -191,19 +228,19 @@ class Opaque:
     max_depth: int = MAX_DEPTH
     max_items: int = MAX_ITEMS
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         # iterative: a hostile depth must not cost a RecursionError
         stack: list[tuple[Any, int]] = [(v, 0)]
         while stack:
             x, depth = stack.pop()
             if isinstance(x, list | tuple | dict):
                 if depth >= self.max_depth:
-                    _fail(path, f"nested deeper than {self.max_depth}")
+                    _fail(f"nested deeper than {self.max_depth}")
                 if len(x) > self.max_items:
-                    _fail(path, f"container of more than {self.max_items} entries")
+                    _fail(f"container of more than {self.max_items} entries")
                 stack.extend((y, depth + 1) for y in (x.values() if isinstance(x, dict) else x))
             elif isinstance(x, float) and not math.isfinite(x):
-                _fail(path, "non-finite float")
+                _fail("non-finite float")
 
 
 @attrs.frozen
@@ -212,11 +249,10 @@ class Nested:
 
     cls: type
 
-    def __call__(self, v: Any, path: str) -> None:
+    def __call__(self, v: Any) -> None:
         if not isinstance(v, self.cls):
-            _fail(path, f"{self.cls.__name__} expected")
-        for name, check in checks_of(self.cls):
-            check(getattr(v, name), f"{path}.{name}")
+            _fail(f"{self.cls.__name__} expected")
+        _fields(v, checks_of(self.cls), ".")
 
 
 # -- the protocol's named bounds -------------------------------------------------------------------
@@ -285,8 +321,7 @@ def checks_of(cls: type) -> tuple[tuple[str, Check], ...]:
 
 def check_message(msg: Any) -> None:
     """Raise :class:`OutOfBounds` unless every field of ``msg`` is within its bound."""
-    for name, check in checks_of(type(msg)):
-        check(getattr(msg, name), name)
+    _fields(msg, checks_of(type(msg)), "")
 
 
 def epoch_of(token: int, version: int) -> int:

@@ -99,3 +99,14 @@ def test_epoch_never_overflows() -> None:
         wb.epoch_of(1, 2**32)
     with pytest.raises(wb.EpochOverflow):
         _ = ShardMap(token=2**32, version=1, rf=1, placement=[["a"]]).epoch
+
+
+def test_a_bound_failure_names_the_path() -> None:
+    from dakera_actors.membership.member import Update
+    from dakera_actors.membership.messages import SwimGossip
+    from dakera_actors.replication.actor import Fetch
+
+    with pytest.raises(wb.OutOfBounds, match=r"^positions\[1\]\[2\]: int in"):
+        wb.check_message(Fetch(positions=[[0, 1, 2], [0, 1, -1]]))
+    with pytest.raises(wb.OutOfBounds, match=r"^updates\[0\]\.meta\.map\[0\]: int in"):
+        wb.check_message(SwimGossip(updates=[Update("a", 0, 1, meta={"map": [2**40, 1]})]))
