@@ -34,9 +34,14 @@ MAX_DEPTH: Final = 32  # nesting of an ``Any`` value (a memory record is 3 deep)
 MAX_FLOAT: Final = 1e18  # |x| of a float field; NaN and infinities never pass
 I63: Final = 2**63 - 1  # the largest int every msgpack encoder and the WAL carry as signed
 
-TOKEN_MAX: Final = 2**31 - 1  # lease tokens: one per election, 2**31 is never reached honestly
-VERSION_MAX: Final = 2**32 - 1  # shard map and voter config versions (the low half of an epoch)
+TOKEN_MAX: Final = 2**31 - 1  # the largest lease token an epoch encodes
+VERSION_MAX: Final = 2**32 - 1  # the largest shard map version an epoch encodes (its low half)
 EPOCH_MAX: Final = (TOKEN_MAX << 32) | VERSION_MAX  # < 2**63: an epoch always fits a signed int64
+#: what a peer may send is half of that: a token or version accepted at its wire bound can still
+#: grow by a billion (elections, maps) before the epoch encoding would refuse it; an honest
+#: cluster makes one token per election and one version per map, and never gets near either
+WIRE_TOKEN_MAX: Final = 2**30 - 1
+WIRE_VERSION_MAX: Final = 2**31 - 1
 SHARDS_MAX: Final = 65_536  # DAKERA_SHARDS' own upper bound
 MEMBERS_MAX: Final = 1024  # members in a map, a voter set or a push-pull exchange
 ID_MAX: Final = 253  # a node id (the wire sender's bound) or address
@@ -256,8 +261,8 @@ class Nested:
 
 
 # -- the protocol's named bounds -------------------------------------------------------------------
-TOKEN: Final = Int(0, TOKEN_MAX)
-VERSION: Final = Int(0, VERSION_MAX)
+TOKEN: Final = Int(0, WIRE_TOKEN_MAX)
+VERSION: Final = Int(0, WIRE_VERSION_MAX)
 EPOCH: Final = Int(0, EPOCH_MAX)
 SEQ: Final = Int(0, I63)
 SHARD: Final = Int(0, SHARDS_MAX - 1)

@@ -91,3 +91,38 @@ def mutated(draw: st.DrawFn, cls: type) -> dict[str, Any]:
             else:
                 payload[name] = draw(hostile())
     return payload
+
+
+def minimal(spec: Any) -> Any:
+    """One small valid value of ``spec`` (unstructured), deterministic."""
+    if isinstance(spec, wb.Int):
+        return max(spec.lo, min(spec.hi, 7))
+    if isinstance(spec, wb.Float):
+        return max(spec.lo, min(spec.hi, 1.5))
+    if isinstance(spec, wb.Bool):
+        return True
+    if isinstance(spec, wb.Text):
+        return "x" * max(1, spec.min_len) if spec.max_len else ""
+    if isinstance(spec, wb.Blob):
+        return b"\x00\x01"
+    if isinstance(spec, wb.OneOf):
+        return sorted(spec.values)[-1]
+    if isinstance(spec, wb.Seq):
+        return [minimal(spec.item)] * max(1, spec.min_len)
+    if isinstance(spec, wb.Fixed):
+        return [minimal(i) for i in spec.items]
+    if isinstance(spec, wb.Mapping):
+        return {minimal(spec.key): minimal(spec.value)}
+    if isinstance(spec, wb.Keys):
+        return {k: minimal(c) for k, c in spec.known.items()}
+    if isinstance(spec, wb.Optional):
+        return minimal(spec.spec)
+    if isinstance(spec, wb.Opaque):
+        return {"k": [1, "v", None]}
+    if isinstance(spec, wb.Nested):
+        return minimal_payload(spec.cls)
+    raise TypeError(f"no value for {spec!r}")
+
+
+def minimal_payload(cls: type) -> dict[str, Any]:
+    return {name: minimal(check) for name, check in wb.checks_of(cls)}

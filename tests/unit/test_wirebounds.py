@@ -55,7 +55,7 @@ def test_every_field_has_a_bound() -> None:
             assert callable(check)
 
 
-@pytest.mark.parametrize("value", [2**31, 2**32, 2**63, 2**64 - 1, -1, True, 1.5])
+@pytest.mark.parametrize("value", [2**30, 2**31, 2**32, 2**63, 2**64 - 1, -1, True, 1.5])
 def test_out_of_range_tokens_are_rejected(value: Any) -> None:
     # the probe: LeaseAnnounce(token=2**32) poisoned the node; a ShardMap or a PositionQuery the same
     assert rejected("lease.announce", {"token": value, "remaining": 1.0}) == "invalid"
@@ -93,6 +93,8 @@ def test_epoch_never_overflows() -> None:
     from dakera_actors.sharding.shardmap import ShardMap
 
     assert wb.epoch_of(wb.TOKEN_MAX, wb.VERSION_MAX) == wb.EPOCH_MAX < 2**63
+    # what the wire accepts can grow by a billion before the encoding refuses it
+    assert wb.WIRE_TOKEN_MAX + 2**30 <= wb.TOKEN_MAX and wb.WIRE_VERSION_MAX + 2**31 <= wb.VERSION_MAX
     with pytest.raises(wb.EpochOverflow):
         wb.epoch_of(2**31, 1)
     with pytest.raises(wb.EpochOverflow):
