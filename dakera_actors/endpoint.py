@@ -246,7 +246,11 @@ class Endpoint:
             if sink is None:
                 self.log.debug("packet_unhandled", tag=envelope.tag, sender=envelope.sender)
                 continue
-            result = sink(envelope, source)
+            try:
+                result = sink(envelope, source)
+            except Exception as exc:  # one peer's packet must never stop the reader: drop it
+                self._handler_failed(exc, envelope.tag, envelope.sender, source)
+                continue
             if isinstance(result, Awaitable):
                 raise TypeError(f"packet sink for {envelope.tag} must not be async")
 
@@ -281,12 +285,25 @@ class Endpoint:
                 if handler is None:
                     await stream.send(ErrorReply(code="unhandled", detail=first.tag))
                     continue
-                await handler(first, stream)
+                try:
+                    await handler(first, stream)
+                except (StreamClosed, ConnectError):
+                    raise
+                except Exception as exc:  # only this stream ends; Cancelled/KeyboardInterrupt go on
+                    self._handler_failed(exc, first.tag, first.sender, raw.peer)
+                    return
         except (StreamClosed, ConnectError):
             pass  # the peer went away: nothing to answer
         finally:
             await stream.aclose()
             self._inbound.release_on_behalf_of(raw)
+
+    def _handler_failed(self, exc: Exception, tag: str, sender: str, peer: str) -> None:
+        """A decoded frame whose handling raised: logged with the peer and counted; the caller
+        drops the packet or closes the stream, and the node carries on."""
+        self.metrics.wire_rejected.labels("handler_error").inc()
+        self.log.warning("peer_frame_failed", tag=tag, sender=sender, peer=peer,
+                         error=f"{type(exc).__name__}: {exc}"[:300])
 
     # -- built-in handlers -------------------------------------------------------------
     def _pong(self, seq: int) -> Pong:

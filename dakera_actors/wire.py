@@ -47,9 +47,12 @@ from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
+import cattrs.gen
 import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import wirebounds
 
 VERSION: Final = 1
 SEAL_MARKER: Final = 0xD6  # never the first byte of a plain frame (a msgpack fixarray is 0x9X)
@@ -80,6 +83,8 @@ REJECT_REASONS: Final = (
     "sender",  # sealed, but the sender inside differs from the sealed header's
     "stale",  # sealed, but stamped outside the time window (or before this process started)
     "replay",  # sealed, and this exact frame was already accepted
+    "handler_error",  # decoded, but handling it raised: only that stream or packet was dropped
+    "bad_record",  # a replicated record or snapshot part that fails its checks, refused before the WAL
 )
 
 M = TypeVar("M")
@@ -121,9 +126,29 @@ def message(tag: str) -> Callable[[type[M]], type[M]]:
             raise ValueError(f"wire tag {tag!r} already used by {_registry[tag].__name__}")
         _registry[tag] = cls
         _tags[cls] = tag
+        _bounded(cls)
         return cls  # type: ignore[return-value]
 
     return register
+
+
+def _bounded(cls: type) -> None:
+    """Structure ``cls`` as cattrs would, then check every field against its wire bound
+    (:mod:`.wirebounds`): an out-of-range value rejects the frame as ``invalid``."""
+    base: Callable[[Any, Any], Any] | None = None
+
+    def hook(value: Any, _t: Any) -> Any:
+        nonlocal base
+        if base is None:  # built on first use: the class's annotations may name later classes
+            base = cattrs.gen.make_dict_structure_fn(cls, _converter)
+        msg = base(value, cls)
+        wirebounds.check_message(msg)
+        return msg
+
+    _converter.register_structure_hook(cls, hook)
+
+
+bound = wirebounds.bound
 
 
 def register_structure_hook(cls: type, hook: Callable[[Any, Any], Any]) -> None:
@@ -347,16 +372,16 @@ class Codec:
 class Ping:
     """Liveness and identity check over a packet or a stream; answered by a Pong."""
 
-    seq: int
+    seq: int = attrs.field(metadata=bound(wirebounds.SEQ))
 
 
 @message("pong")
 @attrs.frozen
 class Pong:
-    seq: int
-    node_id: str
-    version: str
-    api_address: str
+    seq: int = attrs.field(metadata=bound(wirebounds.SEQ))
+    node_id: str = attrs.field(metadata=bound(wirebounds.NODE_ID))
+    version: str = attrs.field(metadata=bound(wirebounds.Text(64)))
+    api_address: str = attrs.field(metadata=bound(wirebounds.URL))
 
 
 @message("error")
@@ -364,5 +389,5 @@ class Pong:
 class ErrorReply:
     """Sent on a stream instead of a reply when the request could not be served."""
 
-    code: str
-    detail: str = ""
+    code: str = attrs.field(metadata=bound(wirebounds.Text(64)))
+    detail: str = attrs.field(default="", metadata=bound(wirebounds.Text(65_536)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ..wire import message
+from ..wirebounds import MEMBERS, REASON, SECONDS, TOKEN, VERSION, bound
 
 
 @message("lease.request")
@@ -12,21 +13,23 @@ from ..wire import message
 class LeaseRequest:
     """Grant me (the sender) a lease of ``ttl`` seconds under ``token``."""
 
-    token: int
-    ttl: float
+    token: int = attrs.field(metadata=bound(TOKEN))
+    ttl: float = attrs.field(metadata=bound(SECONDS))
     renew: bool = False
-    config_version: int = 0
-    bootstrap: list[str] = attrs.field(factory=list)  # the proposed first voters, before any config
-    voters: list[str] = attrs.field(factory=list)  # the candidate's configuration (version above)
+    config_version: int = attrs.field(default=0, metadata=bound(VERSION))
+    #: the proposed first voters, before any config
+    bootstrap: list[str] = attrs.field(factory=list, metadata=bound(MEMBERS))
+    voters: list[str] = attrs.field(factory=list, metadata=bound(MEMBERS))  # the candidate's configuration (version above)
 
 
 @message("lease.grant")
 @attrs.frozen
 class LeaseGrant:
-    token: int
+    token: int = attrs.field(metadata=bound(TOKEN))
     granted: bool
-    highest: int  # the highest token this voter has seen: a refused candidate learns to outbid it
-    reason: str = ""
+    #: the highest token this voter has seen: a refused candidate learns to outbid it
+    highest: int = attrs.field(metadata=bound(TOKEN))
+    reason: str = attrs.field(default="", metadata=bound(REASON))
 
 
 @message("lease.release")
@@ -34,7 +37,7 @@ class LeaseGrant:
 class LeaseRelease:
     """A candidate that did not reach quorum gives back the grant it got under ``token``."""
 
-    token: int
+    token: int = attrs.field(metadata=bound(TOKEN))
 
 
 @message("lease.announce")
@@ -42,10 +45,10 @@ class LeaseRelease:
 class LeaseAnnounce:
     """The holder's heartbeat to every member: who leads, under which token, for how long."""
 
-    token: int
-    remaining: float
-    voters: list[str] = attrs.field(factory=list)
-    config_version: int = 0
+    token: int = attrs.field(metadata=bound(TOKEN))
+    remaining: float = attrs.field(metadata=bound(SECONDS))
+    voters: list[str] = attrs.field(factory=list, metadata=bound(MEMBERS))
+    config_version: int = attrs.field(default=0, metadata=bound(VERSION))
 
 
 @message("lease.config")
@@ -53,15 +56,15 @@ class LeaseAnnounce:
 class ConfigCommit:
     """The leader's new voter set, fenced by its token."""
 
-    token: int
-    voters: list[str]
-    version: int
+    token: int = attrs.field(metadata=bound(TOKEN))
+    voters: list[str] = attrs.field(metadata=bound(MEMBERS))
+    version: int = attrs.field(metadata=bound(VERSION))
 
 
 @message("lease.config-ack")
 @attrs.frozen
 class ConfigAck:
-    version: int
+    version: int = attrs.field(metadata=bound(VERSION))
 
 
 @message("lease.prevote")
@@ -72,17 +75,18 @@ class LeasePreVote:
     that *hears* a quorum of yeses starts the real campaign, so a node that cannot receive never
     holds voters or burns tokens. Fields as in :class:`LeaseRequest`."""
 
-    token: int
-    ttl: float
-    config_version: int = 0
-    bootstrap: list[str] = attrs.field(factory=list)
-    voters: list[str] = attrs.field(factory=list)
+    token: int = attrs.field(metadata=bound(TOKEN))
+    ttl: float = attrs.field(metadata=bound(SECONDS))
+    config_version: int = attrs.field(default=0, metadata=bound(VERSION))
+    bootstrap: list[str] = attrs.field(factory=list, metadata=bound(MEMBERS))
+    voters: list[str] = attrs.field(factory=list, metadata=bound(MEMBERS))
 
 
 @message("lease.prevote-reply")
 @attrs.frozen
 class LeasePreVoteReply:
-    token: int
+    token: int = attrs.field(metadata=bound(TOKEN))
     granted: bool
-    highest: int  # as in LeaseGrant: a refused candidate learns the token to outbid
-    reason: str = ""
+    #: as in LeaseGrant: a refused candidate learns the token to outbid
+    highest: int = attrs.field(metadata=bound(TOKEN))
+    reason: str = attrs.field(default="", metadata=bound(REASON))

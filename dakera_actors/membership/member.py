@@ -17,6 +17,23 @@ from typing import Any
 
 import attrs
 
+from ..wirebounds import (
+    ADDRESS,
+    ID_MAX,
+    NODE_ID,
+    SEQ,
+    TOKEN,
+    URL,
+    VERSION,
+    Bool,
+    Fixed,
+    Keys,
+    OneOf,
+    Opaque,
+    Text,
+    bound,
+)
+
 
 class MemberState(enum.IntEnum):
     """Ordered by how bad the news is: at one incarnation, a higher value wins."""
@@ -32,17 +49,24 @@ class MemberState(enum.IntEnum):
         return self.name.capitalize()
 
 
+#: the wire bounds of an Update's fields (see :mod:`dakera_actors.wirebounds`)
+STATE = OneOf(frozenset(int(s) for s in MemberState))
+#: member metadata: the keys this version reads are typed (a leader's map header is compared with
+#: the installed map's key); keys from newer versions pass as small opaque values
+META = Keys({"maintenance": Bool(), "map": Fixed((TOKEN, VERSION))}, other=Opaque(max_depth=4, max_items=64))
+
+
 @attrs.frozen
 class Update:
     """One piece of membership news; also the unit of push-pull state exchange."""
 
-    id: str
-    state: int  # a MemberState value (an int on the wire)
-    incarnation: int
-    address: str = ""  # gossip address
-    api: str = ""  # API URL
-    meta: dict[str, Any] = attrs.field(factory=dict)
-    by: str = ""  # who suspected/declared (for Suspect/Dead), for suspicion confirmations
+    id: str = attrs.field(metadata=bound(NODE_ID))
+    state: int = attrs.field(metadata=bound(STATE))  # a MemberState value (an int on the wire)
+    incarnation: int = attrs.field(metadata=bound(SEQ))
+    address: str = attrs.field(default="", metadata=bound(ADDRESS))  # gossip address
+    api: str = attrs.field(default="", metadata=bound(URL))  # API URL
+    meta: dict[str, Any] = attrs.field(factory=dict, metadata=bound(META))
+    by: str = attrs.field(default="", metadata=bound(Text(ID_MAX)))  # who suspected/declared (for Suspect/Dead), for suspicion confirmations
 
 
 @attrs.frozen

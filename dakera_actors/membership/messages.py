@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from ..wire import message, register_structure_hook
+from ..wirebounds import ADDRESS, MEMBERS_MAX, NODE_ID, SEQ, Nested, Seq, bound
 from .member import Update
 
 _UPDATE_TEXT = ("id", "address", "api", "by")
@@ -28,6 +29,7 @@ def _structure_update(value: Any, _type: Any) -> Update:
 
 
 register_structure_hook(Update, _structure_update)
+UPDATES = Seq(Nested(Update), MEMBERS_MAX)  # bounded by the packet too; push-pull streams carry them all
 
 
 @message("swim.ping")
@@ -35,16 +37,16 @@ register_structure_hook(Update, _structure_update)
 class SwimPing:
     """Are you alive? ``target`` is the id the sender means to reach (an address may be reused)."""
 
-    seq: int
-    target: str
-    updates: list[Update] = attrs.field(factory=list)
+    seq: int = attrs.field(metadata=bound(SEQ))
+    target: str = attrs.field(metadata=bound(NODE_ID))
+    updates: list[Update] = attrs.field(factory=list, metadata=bound(UPDATES))
 
 
 @message("swim.ack")
 @attrs.frozen
 class SwimAck:
-    seq: int
-    updates: list[Update] = attrs.field(factory=list)
+    seq: int = attrs.field(metadata=bound(SEQ))
+    updates: list[Update] = attrs.field(factory=list, metadata=bound(UPDATES))
 
 
 @message("swim.ping-req")
@@ -52,10 +54,10 @@ class SwimAck:
 class SwimPingReq:
     """Please probe ``target`` at ``address`` for me and relay its ack (or a nack)."""
 
-    seq: int
-    target: str
-    address: str
-    updates: list[Update] = attrs.field(factory=list)
+    seq: int = attrs.field(metadata=bound(SEQ))
+    target: str = attrs.field(metadata=bound(NODE_ID))
+    address: str = attrs.field(metadata=bound(ADDRESS))
+    updates: list[Update] = attrs.field(factory=list, metadata=bound(UPDATES))
 
 
 @message("swim.nack")
@@ -63,8 +65,8 @@ class SwimPingReq:
 class SwimNack:
     """Lifeguard: "I tried your indirect probe and heard nothing": the requester is not the problem."""
 
-    seq: int
-    updates: list[Update] = attrs.field(factory=list)
+    seq: int = attrs.field(metadata=bound(SEQ))
+    updates: list[Update] = attrs.field(factory=list, metadata=bound(UPDATES))
 
 
 @message("swim.gossip")
@@ -72,7 +74,7 @@ class SwimNack:
 class SwimGossip:
     """Updates pushed to a few random members each gossip interval (no reply)."""
 
-    updates: list[Update]
+    updates: list[Update] = attrs.field(metadata=bound(UPDATES))
 
 
 @message("swim.push-pull")
@@ -80,5 +82,5 @@ class SwimGossip:
 class SwimPushPull:
     """Full state exchange over a stream: on join, and periodically to heal what gossip missed."""
 
-    members: list[Update]
+    members: list[Update] = attrs.field(metadata=bound(UPDATES))
     join: bool = False

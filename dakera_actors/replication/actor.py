@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import msgpack
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -36,9 +35,31 @@ from ..membership.member import MemberState
 from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
+from ..store.records import BadRecord, check_memory, check_replicated
+from ..store.sizing import cut_by_bytes, packed_size
 from ..transport import TransportError
 from ..wal.record import WalRecord
 from ..wire import Envelope, message
+from ..wirebounds import (
+    EPOCH,
+    NODE_ID,
+    POSITION,
+    REASON,
+    RF,
+    SEQ,
+    SHARD,
+    SHARD_LIST,
+    SHARDS_MAX,
+    Blob,
+    Bool,
+    Fixed,
+    Float,
+    Int,
+    Opaque,
+    Seq,
+    Text,
+    bound,
+)
 from .core import Position, ShardProgress, ShardTail, decide, is_prefix, needed
 
 if TYPE_CHECKING:
@@ -46,7 +67,7 @@ if TYPE_CHECKING:
 
 LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new records
 MAX_FETCH_RECORDS = 512
-SNAPSHOT_CHUNK = 256  # memories per snapshot frame
+FRAME_SHARE = 0.75  # of the frame limit a fetch reply or snapshot chunk fills (the rest: framing, seal)
 RETRY = 0.2  # after a failed fetch
 HANDOVER_WAIT = 30.0
 DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (a takeover may still read
@@ -55,33 +76,40 @@ LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
 SILENT_REPLICA = 5.0  # a replica that has not fetched for this long is not healthy (it polls twice a second)
 
 
+#: one replicated record on the wire: [shard, seq, epoch, op, body, ts] (the body is checked by
+#: dakera_actors.store.records before it is logged)
+RECORD = Fixed((SHARD, SEQ, EPOCH, Text(64), Opaque(), Float(0.0, 1e11)))
+#: [shard, lag ms, lag records, healthy replicas, replicas, [[replica, behind, fetched, acked, lag ms]]]
+STATUS_ROW = Fixed((SHARD, Int(), Int(), RF, RF, Seq(Fixed((NODE_ID, Int(), Bool(), SEQ, Int())), RF.hi)))
+
+
 @message("repl.fetch")
 @attrs.frozen
 class Fetch:
-    positions: list[list[int]]  # [shard, epoch, seq]
-    wait_ms: int = 0
+    positions: list[list[int]] = attrs.field(metadata=bound(Seq(POSITION, SHARDS_MAX)))  # [shard, epoch, seq]
+    wait_ms: int = attrs.field(default=0, metadata=bound(Int(0, 60_000)))
 
 
 @message("repl.records")
 @attrs.frozen
 class FetchReply:
-    records: list[list[Any]]  # [shard, seq, epoch, op, body, ts], in order per shard
-    snapshot: list[int] = attrs.field(factory=list)  # shards the replica must copy whole
+    records: list[list[Any]] = attrs.field(metadata=bound(Seq(RECORD)))  # [shard, seq, epoch, op, body, ts], in order per shard
+    snapshot: list[int] = attrs.field(factory=list, metadata=bound(SHARD_LIST))  # shards the replica must copy whole
 
 
 @message("repl.snapshot-request")
 @attrs.frozen
 class SnapshotRequest:
-    shard: int
+    shard: int = attrs.field(metadata=bound(SHARD))
 
 
 @message("repl.snapshot-chunk")
 @attrs.frozen
 class SnapshotChunk:
-    shard: int
-    epoch: int
-    seq: int
-    memories: list[Any]
+    shard: int = attrs.field(metadata=bound(SHARD))
+    epoch: int = attrs.field(metadata=bound(EPOCH))
+    seq: int = attrs.field(metadata=bound(SEQ))
+    memories: list[Any] = attrs.field(metadata=bound(Seq(Fixed((Opaque(), Blob())))))  # [memory record, vector bytes]
     last: bool
 
 
@@ -91,15 +119,15 @@ class PositionQuery:
     """Where is each of these shards on you? With a map: install it and stop taking their records
     from anyone else first (a takeover)."""
 
-    shards: list[int]
+    shards: list[int] = attrs.field(metadata=bound(SHARD_LIST))
     map: ShardMap | None = None
 
 
 @message("repl.positions")
 @attrs.frozen
 class Positions:
-    positions: list[list[int]]  # [shard, epoch, seq]
-    refused: str = ""
+    positions: list[list[int]] = attrs.field(metadata=bound(Seq(POSITION, SHARDS_MAX)))  # [shard, epoch, seq]
+    refused: str = attrs.field(default="", metadata=bound(REASON))
 
 
 @message("repl.status-request")
@@ -111,7 +139,7 @@ class StatusRequest:
 @message("repl.status")
 @attrs.frozen
 class StatusReply:
-    shards: list[list[Any]]  # [shard, lag_ms, lag_records, healthy replicas, replicas]
+    shards: list[list[Any]] = attrs.field(metadata=bound(Seq(STATUS_ROW, SHARDS_MAX)))  # see Replicator.local_status
 
 
 @attrs.frozen
@@ -337,18 +365,44 @@ class Replicator(Actor):
         except (TransportError, RemoteError):
             return False
         answer: FetchReply = reply.message
+        clean = True
         if answer.records:
-            entries = [(int(s), op, body, float(ts), int(seq), int(epoch))
-                       for s, seq, epoch, op, body, ts in answer.records if s in shards]
+            entries = self._checked_records(peer, answer.records, shards)
+            clean = len(entries) == sum(1 for r in answer.records if r[0] in shards)
             applied = await self.owner.replicate(entries)
             self._metrics.replication_records.labels("received").inc(applied)
         for shard in answer.snapshot:
-            if shard in shards:
-                await self._copy_shard(peer, address, shard)
-        return True
+            if shard in shards and not await self._copy_shard(peer, address, shard):
+                clean = False
+        return clean  # after a refusal, back off: the primary would send the same records at once
 
-    async def _copy_shard(self, peer: str, address: str, shard: int) -> None:
-        """Fetch a whole copy of ``shard`` from ``peer`` and install it, if its history is newer."""
+    def _refuse(self, peer: str, what: str, shard: int, exc: BadRecord) -> None:
+        self._metrics.wire_rejected.labels("bad_record").inc()
+        self.node.log.warning("replicated_data_refused", source=peer, what=what, shard=shard, problem=str(exc))
+
+    def _checked_records(self, peer: str, records: list[list[Any]], shards: list[int]
+                         ) -> list[tuple[int, str, Any, float, int, int]]:
+        """The records of ``shards`` that may be logged: a shard's records stop at its first bad
+        one (what follows it could not apply in order anyway). The refused record is never
+        acknowledged (our position does not pass it), so the primary sees this replica stuck."""
+        entries: list[tuple[int, str, Any, float, int, int]] = []
+        stopped: set[int] = set()
+        dim = self.shards.dim
+        for s, seq, epoch, op, body, ts in records:
+            if s not in shards or s in stopped:
+                continue
+            try:
+                check_replicated(op, body, dim)
+            except BadRecord as exc:
+                stopped.add(s)
+                self._refuse(peer, f"record seq={seq}", s, exc)
+                continue
+            entries.append((s, op, body, float(ts), seq, epoch))
+        return entries
+
+    async def _copy_shard(self, peer: str, address: str, shard: int) -> bool:
+        """Fetch a whole copy of ``shard`` from ``peer`` and install it, if its history is newer;
+        False when the copy was refused (bad parts)."""
         memories: list[Any] = []
         try:
             with trio.fail_after(max(30.0, self.config.request_timeout * 6)):
@@ -358,18 +412,25 @@ class Replicator(Actor):
                     while True:
                         chunk = (await stream.receive()).message
                         if not isinstance(chunk, SnapshotChunk) or chunk.shard != shard:
-                            return
+                            return True
                         memories.extend(chunk.memories)
                         if chunk.last:
                             break
         except (TransportError, trio.TooSlowError):
-            return
+            return False  # back off before asking again (the primary may fail the same way at once)
         position: Position = (chunk.epoch, chunk.seq)
         if position <= self.shards.shard(shard).position:
-            return  # not newer than what we hold: never discard a history for an older one
+            return True  # not newer than what we hold: never discard a history for an older one
+        try:
+            for part in memories:
+                check_memory(part[0], part[1], self.shards.dim)
+        except BadRecord as exc:
+            self._refuse(peer, "snapshot", shard, exc)  # installed whole or not at all
+            return False
         await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch))
         self._metrics.replication_snapshots.labels("received").inc()
         self.node.log.info("shard_copied", shard=shard, source=peer, memories=len(memories), seq=chunk.seq)
+        return True
 
     # -- primary side: serving ---------------------------------------------------------
     async def _serve_fetch(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -377,9 +438,11 @@ class Replicator(Actor):
         sender = envelope.sender
         deadline = trio.current_time() + min(msg.wait_ms / 1000, 5.0)
         started_under = self.map.key if self.map is not None else None
+        budget = self._frame_budget()
         while True:
             now = trio.current_time()
             records: list[list[Any]] = []
+            size = 0  # encoded bytes of records: a reply must fit one frame whatever the memories
             snapshot: list[int] = []
             for shard, epoch, seq in msg.positions:
                 if not 0 <= shard < self.config.shards:
@@ -394,9 +457,15 @@ class Replicator(Actor):
                     del self.handing_over[shard]  # the new primary has every record we wrote
                 if verdict == "wait" and shard in self.live:
                     self._retake(shard, sender)
-                if verdict == "records" and len(records) < MAX_FETCH_RECORDS:
-                    records.extend([shard, e.seq, e.epoch, e.op, e.body, e.ts]
-                                   for e in tail.after(seq, max_records=MAX_FETCH_RECORDS - len(records)))
+                if verdict == "records" and len(records) < MAX_FETCH_RECORDS and size < budget:
+                    for e in tail.after(seq, max_records=MAX_FETCH_RECORDS - len(records)):
+                        record = [shard, e.seq, e.epoch, e.op, e.body, e.ts]
+                        n = packed_size(record)
+                        if records and size + n > budget:
+                            size = budget  # full: the rest goes in the next fetch
+                            break
+                        records.append(record)
+                        size += n
                 elif verdict == "snapshot":
                     snapshot.append(shard)
             if records or snapshot or now >= deadline:
@@ -406,7 +475,7 @@ class Replicator(Actor):
             await self._wait_change(deadline)
         if records:
             self._metrics.replication_records.labels("sent").inc(len(records))
-            self._metrics.replication_bytes.labels("sent").inc(len(msgpack.packb(records, use_bin_type=True)))
+            self._metrics.replication_bytes.labels("sent").inc(sum(packed_size(r) for r in records))
         await stream.send(FetchReply(records, snapshot))
 
     async def _serve_snapshot(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -415,13 +484,17 @@ class Replicator(Actor):
             await stream.send(SnapshotChunk(shard, 0, 0, [], True))
             return
         image = self.shards.dump(shard)  # consistent: nothing is applied while it is taken
-        memories = image["memories"]
-        for at in range(0, max(len(memories), 1), SNAPSHOT_CHUNK):
-            chunk = memories[at:at + SNAPSHOT_CHUNK]
-            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk,
-                                            at + SNAPSHOT_CHUNK >= len(memories)))
-            self._metrics.replication_bytes.labels("snapshot").inc(len(msgpack.packb(chunk, use_bin_type=True)))
+        # cut by encoded bytes, not by count: 256 large memories are over a frame
+        chunks = list(cut_by_bytes(image["memories"], self._frame_budget()))
+        for i, (chunk, size) in enumerate(chunks):
+            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk, i == len(chunks) - 1))
+            self._metrics.replication_bytes.labels("snapshot").inc(size)
         self._metrics.replication_snapshots.labels("sent").inc()
+
+    def _frame_budget(self) -> int:
+        endpoint = self.node.endpoint
+        assert endpoint is not None
+        return int((endpoint.transport.max_frame_size - endpoint.codec.overhead) * FRAME_SHARE)
 
     async def _serve_positions(self, envelope: Envelope, stream: MessageStream) -> None:
         msg: PositionQuery = envelope.message

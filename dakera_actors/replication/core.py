@@ -28,14 +28,13 @@ from typing import Any, Literal
 
 import attrs
 
+from ..wirebounds import epoch_of as epoch_of  # the one encoder of epochs, re-exported
+
 Position = tuple[int, int]  # (epoch, seq)
 Decision = Literal["current", "records", "snapshot", "wait"]
 ACK_MODES = ("primary", "quorum", "all")
 
 
-def epoch_of(token: int, version: int) -> int:
-    """The epoch of records written under the shard map ``(token, version)``: ordered like the key."""
-    return (token << 32) | (version & 0xFFFFFFFF)
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ from ..transport import TransportError
 from ..wal.actor import disk_call
 from ..wal.statefile import StateFile
 from ..wire import Envelope, message, structure, unstructure
+from ..wirebounds import REASON, SEQ, Seq, bound
 from .rebalance import TransferWatch, moves, read_round, settled, transferring
 from .shardmap import ShardMap, acceptable, next_map, target_of
 
@@ -44,7 +45,7 @@ FILE_NAME = "shardmap.msgpack"
 @attrs.frozen
 class ShardMapAck:
     accepted: bool
-    reason: str = ""
+    reason: str = attrs.field(default="", metadata=bound(REASON))
 
 
 @message("shard.map-pull")
@@ -52,7 +53,7 @@ class ShardMapAck:
 class ShardMapPull:
     """A node whose map is older than the (token, version) the leader gossips asks for the body."""
 
-    have: list[int] = attrs.field(factory=list)
+    have: list[int] = attrs.field(factory=list, metadata=bound(Seq(SEQ, 16)))
 
 
 @attrs.frozen

@@ -31,6 +31,7 @@ from ..runtime import ActorStopped, ActorTimeout
 from ..transport import TransportError
 from ..wal.actor import disk_call
 from ..wire import Envelope, message
+from ..wirebounds import REASON, SHARD_LIST, STATUS, Blob, Int, Optional, bound
 from .maintenance import MaintenanceOptions, MaintenanceState, MaintenanceStore
 
 if TYPE_CHECKING:
@@ -42,22 +43,22 @@ if TYPE_CHECKING:
 class MaintenanceCommand:
     enable: bool | None = None  # None: only report
     reject_requests: bool = False
-    duration_minutes: int | None = None
-    reason: str = ""
+    duration_minutes: int | None = attrs.field(default=None, metadata=bound(Optional(Int(0, 100 * 366 * 24 * 60))))
+    reason: str = attrs.field(default="", metadata=bound(REASON))
 
 
 @message("ops.rebalance")
 @attrs.frozen
 class RebalanceCommand:
     dry_run: bool = False
-    shard_ids: list[int] | None = None
+    shard_ids: list[int] | None = attrs.field(default=None, metadata=bound(Optional(SHARD_LIST)))
 
 
 @message("ops.reply")
 @attrs.frozen
 class OperationReply:
-    status: int
-    body: bytes
+    status: int = attrs.field(metadata=bound(STATUS))
+    body: bytes = attrs.field(metadata=bound(Blob()))
 
 
 class Operations:

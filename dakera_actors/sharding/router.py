@@ -27,6 +27,7 @@ from ..store import model
 from ..store.shard import shard_of
 from ..transport import TransportError
 from ..wire import Envelope, message
+from ..wirebounds import STATUS, URL, VERSION, Blob, Int, Mapping, Text, bound
 from .idempotency import IdempotencyCache
 
 if TYPE_CHECKING:
@@ -45,23 +46,23 @@ WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget"}
 @message("route.forward")
 @attrs.frozen
 class Forward:
-    op: str
-    body: bytes
-    args: dict[str, str]
-    memory_id: str = ""
-    agent: str = ""  # the agent named in the path, for the agents/... routes
-    hops: int = 0
-    map_version: int = 0
+    op: str = attrs.field(metadata=bound(Text(64)))
+    body: bytes = attrs.field(metadata=bound(Blob()))
+    args: dict[str, str] = attrs.field(metadata=bound(Mapping(Text(256), Text(65_536), max_len=64)))
+    memory_id: str = attrs.field(default="", metadata=bound(Text()))
+    agent: str = attrs.field(default="", metadata=bound(Text()))  # the agent named in the path, for the agents/... routes
+    hops: int = attrs.field(default=0, metadata=bound(Int(0, 64)))
+    map_version: int = attrs.field(default=0, metadata=bound(VERSION))
     #: set on writes by the node that took them from HTTP: the owner applies each id once
-    request_id: str = ""
+    request_id: str = attrs.field(default="", metadata=bound(Text(128)))
 
 
 @message("route.reply")
 @attrs.frozen
 class ForwardReply:
-    status: int
-    body: bytes
-    owner: str = ""  # the owner's API address
+    status: int = attrs.field(metadata=bound(STATUS))
+    body: bytes = attrs.field(metadata=bound(Blob()))
+    owner: str = attrs.field(default="", metadata=bound(URL))  # the owner's API address
 
 
 def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from ..wire import message
+from ..wirebounds import EPOCH, MEMBERS, NODE_ID, RF, SHARDS_MAX, TOKEN, VERSION, Seq, bound, epoch_of
 from .placement import balance, check, copies_wanted, plan
 from .rebalance import settled, step
 
@@ -20,20 +21,20 @@ from .rebalance import settled, step
 @message("shard.map")
 @attrs.frozen
 class ShardMap:
-    token: int
-    version: int
-    rf: int
-    placement: list[list[str]]
+    token: int = attrs.field(metadata=bound(TOKEN))
+    version: int = attrs.field(metadata=bound(VERSION))
+    rf: int = attrs.field(metadata=bound(RF))
+    placement: list[list[str]] = attrs.field(metadata=bound(Seq(Seq(NODE_ID, RF.hi), SHARDS_MAX)))
     #: members still holding copies while down, within their grace period: never primary, and
     #: not counted (nor waited for) by quorum/all acknowledgements
-    down: list[str] = attrs.field(factory=list)
+    down: list[str] = attrs.field(factory=list, metadata=bound(MEMBERS))
     #: per shard, the epoch of the map in which its primary took the role: a node that finds
     #: this changed must take the shard over again, even if it was primary before (it may have
     #: missed the maps in between, where another primary wrote)
-    since: list[int] = attrs.field(factory=list)
+    since: list[int] = attrs.field(factory=list, metadata=bound(Seq(EPOCH, SHARDS_MAX)))
     #: copies per shard that count (acknowledgements, primaries); copies after them are learners,
     #: new copies still filling during a transfer. 0: every copy counts (maps from before)
-    width: int = 0
+    width: int = attrs.field(default=0, metadata=bound(RF))
 
     @property
     def key(self) -> tuple[int, int]:
@@ -42,7 +43,7 @@ class ShardMap:
     @property
     def epoch(self) -> int:
         """The epoch records written under this map carry (see :mod:`dakera_actors.replication`)."""
-        return (self.token << 32) | (self.version & 0xFFFFFFFF)
+        return epoch_of(self.token, self.version)
 
     def primary_since(self, shard: int) -> int:
         return self.since[shard] if shard < len(self.since) else 0
@@ -135,7 +136,7 @@ def next_map(current: ShardMap | None, eligible: Iterable[str], *, token: int, s
             and current.down == down and current.counted == width):
         return None
     version = (current.version + 1) if current is not None else 1
-    epoch = (token << 32) | (version & 0xFFFFFFFF)
+    epoch = epoch_of(token, version)
     since = [current.since[s] if current is not None and s < len(current.since) and current.placement[s][:1] == c[:1]
              else epoch for s, c in enumerate(as_lists)]
     return ShardMap(token=token, version=version, rf=rf, placement=as_lists, down=down, since=since, width=width)

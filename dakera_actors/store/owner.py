@@ -28,16 +28,18 @@ from ..log import get_logger
 from ..metrics import NodeMetrics
 from ..replication.core import feed
 from ..runtime import Actor, BatchActor, Request
+from ..wal import record as walrecord
 from ..wal.actor import WalActor, disk_call
 from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
 from .shard import ShardSet
+from .sizing import cut_by_bytes
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
 _log = get_logger("dakera_actors.store")
 
 
-LOAD_CHUNK = 256  # memories per ``load`` record of an install
+LOAD_RECORD_BYTES = 8 * 1024 * 1024  # of memories per ``load`` record of an install (the WAL takes 64 MiB)
 
 
 @attrs.frozen
@@ -198,8 +200,11 @@ class ShardOwner(BatchActor):
                 start = len(entries)
                 now = self.wall_clock()
                 entries.append((msg.shard, "reset", {}, now))
-                for at in range(0, len(msg.memories), LOAD_CHUNK):
-                    entries.append((msg.shard, "load", {"memories": msg.memories[at:at + LOAD_CHUNK]}, now))
+                # cut by encoded bytes: a shard of large non-ASCII memories in one record was over the
+                # WAL's record limit, and the replica crashed on it
+                budget = min(LOAD_RECORD_BYTES, walrecord.MAX_RECORD_BYTES // 2)
+                entries.extend((msg.shard, "load", {"memories": part}, now)
+                               for part, _size in cut_by_bytes(msg.memories, budget) if part)
                 entries.append((msg.shard, "mark", {"seq": msg.seq, "epoch": msg.epoch}, now))
                 next_seq[msg.shard] = msg.seq
                 answers.append((req, start, len(entries) - start))

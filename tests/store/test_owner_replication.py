@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 import trio
 import trio.testing
 
 from dakera_actors.config import Config
+from dakera_actors.store import owner as owner_module
 from dakera_actors.store.engine import start_storage
 from dakera_actors.store.model import Memory
 from dakera_actors.store.owner import Install
@@ -55,14 +57,15 @@ async def test_replicated_records_apply_in_order_and_survive_a_restart(autojump_
         nursery.cancel_scope.cancel()
 
 
-async def test_an_install_is_all_or_position_zero(autojump_clock: trio.testing.MockClock,
-                                                  no_threads: None) -> None:  # noqa: F811
+async def test_an_install_is_all_or_position_zero(autojump_clock: trio.testing.MockClock, no_threads: None,  # noqa: F811
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(owner_module, "LOAD_RECORD_BYTES", 32 * 1024)  # load records are cut by bytes
     disk = SimDisk("copy")
     async with trio.open_nursery() as nursery:
         node = await started(disk, nursery)
         assert node.memory is not None
         shard = node.memory.shards.shard_of("a")
-        memories = [memory_record(f"m{i}") for i in range(600)]  # three load records
+        memories = [memory_record(f"m{i}") for i in range(600)]  # several load records
         await node.memory.owner.install(Install(shard, memories, seq=900, epoch=12))
         assert node.memory.shards.shard(shard).position == (12, 900)
         assert node.memory.shards.shard(shard).memory_count == 600

@@ -1,0 +1,118 @@
+"""Checks of the records a replica takes from its primary, before they are logged.
+
+A record goes to the WAL first and is applied after: one that cannot be applied (an unknown op,
+a body of the wrong shape, a vector of the wrong length) would be fsynced, fail to apply, and fail
+again on every replay, so the node would crash-loop. So what comes from another node (replicated
+records and snapshot parts) is checked here against what :mod:`.shard` applies, and refused whole
+if anything is off. The limits are the API's (:mod:`.model`): every honest record passed them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import attrs
+
+from . import model
+
+#: the ops a primary replicates (reset/load/mark are a replica's own install, never sent)
+REPLICATED_OPS: Final = frozenset({"put", "patch", "delete", "delete_where", "purge"})
+_MEMORY_KEYS: Final = frozenset({"id", "a", "c", "t", "i", "g", "m", "s", "ca", "ua", "x"})
+_PATCH_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryUpdate))
+_FILTER_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryFilter))
+MAX_IDS: Final = 100_000  # ids of one delete record
+MAX_SHORT_TEXT: Final = 4096  # a session id or memory type
+
+
+class BadRecord(ValueError):
+    """A record or snapshot part that must not be logged; the message says what is wrong."""
+
+
+def _need(ok: bool, problem: str) -> None:
+    if not ok:
+        raise BadRecord(problem)
+
+
+def _number(v: Any) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _text(v: Any, max_chars: int, *, empty: bool = False) -> bool:
+    return type(v) is str and (empty or v != "") and len(v) <= max_chars
+
+
+def _agent(v: Any) -> bool:
+    return _text(v, model.MAX_AGENT_ID_BYTES) and len(v.encode("utf-8", "surrogatepass")) <= model.MAX_AGENT_ID_BYTES
+
+
+def _tags(v: Any) -> bool:
+    return type(v) is list and len(v) <= model.MAX_TAGS and all(_text(t, model.MAX_TAG_CHARS, empty=True) for t in v)
+
+
+def _metadata(v: Any) -> bool:
+    return type(v) is dict and all(type(k) is str for k in v)
+
+
+def _vector(v: Any, dim: int) -> bool:
+    return type(v) is bytes and len(v) == 4 * dim
+
+
+def check_memory(record: Any, vector: Any, dim: int) -> None:
+    """One ``[memory record, vector bytes]`` of a ``put``, a ``load`` or a snapshot."""
+    _need(type(record) is dict and set(record) == _MEMORY_KEYS, "memory record keys")
+    _need(_text(record["id"], model.MAX_MEMORY_ID_CHARS), "memory id")
+    _need(_agent(record["a"]), "memory agent")
+    _need(_text(record["c"], model.MAX_CONTENT_CHARS, empty=True), "memory content")
+    _need(_text(record["t"], 64), "memory type")
+    _need(_number(record["i"]), "memory importance")
+    _need(_tags(record["g"]), "memory tags")
+    _need(_metadata(record["m"]), "memory metadata")
+    _need(record["s"] is None or _text(record["s"], MAX_SHORT_TEXT, empty=True), "memory session")
+    _need(_number(record["ca"]) and _number(record["ua"]), "memory timestamps")
+    _need(record["x"] is None or (type(record["x"]) is int and 0 <= record["x"] <= model.MAX_TIMESTAMP),
+          "memory expiry")
+    _need(_vector(vector, dim), f"vector of {4 * dim} bytes")
+
+
+def _check_patch_set(changes: Any) -> None:
+    _need(type(changes) is dict and set(changes) <= _PATCH_FIELDS, "patch fields")
+    checks = {"content": lambda v: _text(v, model.MAX_CONTENT_CHARS, empty=True), "memory_type": lambda v: _text(v, 64),
+              "importance": _number, "tags": _tags, "metadata": _metadata}
+    for name, value in changes.items():
+        _need(checks[name](value), f"patch {name}")
+
+
+def _check_filter(flt: Any) -> None:
+    _need(type(flt) is dict and set(flt) <= _FILTER_FIELDS, "filter fields")
+    for name, value in flt.items():
+        if name == "tags":
+            _need(_tags(value), "filter tags")
+        elif name in ("memory_type", "session_id"):
+            _need(_text(value, MAX_SHORT_TEXT, empty=True), f"filter {name}")
+        else:
+            _need(_number(value), f"filter {name}")
+
+
+def check_replicated(op: Any, body: Any, dim: int) -> None:
+    """Raise :class:`BadRecord` unless ``(op, body)`` is a record :meth:`ShardSet.apply` applies."""
+    _need(op in REPLICATED_OPS, f"op {str(op)[:32]!r} is not replicated")
+    _need(type(body) is dict, "body is not a map")
+    if op == "put":
+        _need(set(body) == {"m", "v"}, "put keys")
+        check_memory(body["m"], body["v"], dim)
+    elif op == "patch":
+        _need(set(body) == {"a", "id", "set", "v", "ua"}, "patch keys")
+        _need(_agent(body["a"]) and _text(body["id"], model.MAX_MEMORY_ID_CHARS), "patch target")
+        _check_patch_set(body["set"])
+        _need(body["v"] is None or _vector(body["v"], dim), f"vector of {4 * dim} bytes")
+        _need(_number(body["ua"]), "patch time")
+    elif op == "delete":
+        _need(set(body) == {"a", "ids"} and _agent(body["a"]), "delete keys")
+        ids = body["ids"]
+        _need(type(ids) is list and len(ids) <= MAX_IDS and all(type(i) is str for i in ids), "delete ids")
+    elif op == "delete_where":
+        _need(set(body) == {"a", "f", "now"} and _agent(body["a"]) and _number(body["now"]), "delete_where keys")
+        _check_filter(body["f"])
+    else:  # purge
+        _need(set(body) == {"now"} and _number(body["now"]), "purge keys")
