@@ -121,6 +121,62 @@ MUTATIONS: list[Mutation] = [
         ("tests/sim/test_replication_history.py", "tests/sim/test_replication.py"),
     ),
     Mutation(
+        "mid-log-damage-cut",
+        "recovery stops on damage that valid records follow instead of cutting acknowledged writes",
+        "dakera_actors/wal/log.py",
+        """        if self.mode != "strict":
+            return
+        kept_in = self._copy_aside(path, buf[offset:], f".at-{offset}" + QUARANTINE_SUFFIX, reuse=True)""",
+        """        if True:
+            return
+        kept_in = self._copy_aside(path, buf[offset:], f".at-{offset}" + QUARANTINE_SUFFIX, reuse=True)""",
+        ("tests/wal",),
+    ),
+    Mutation(
+        "wal-crc-unchecked",
+        "a WAL record whose checksum does not match is never replayed",
+        "dakera_actors/wal/record.py",
+        "        if crc32c(payload) != crc:\n            return _stop(records, pos, \"corrupt\", \"crc mismatch\")",
+        "        if False:\n            return _stop(records, pos, \"corrupt\", \"crc mismatch\")",
+        ("tests/wal",),
+    ),
+    Mutation(
+        "snapshot-gap-accepted",
+        "replay refuses a gap between the snapshot it starts from and the log",
+        "dakera_actors/store/engine.py",
+        "    if gaps and mode == \"strict\":",
+        "    if False:",
+        ("tests/wal", "tests/store"),
+    ),
+    Mutation(
+        "replicated-record-unchecked",
+        "a replicated record is validated before it is durable on the replica",
+        "dakera_actors/replication/actor.py",
+        "                check_replicated(op, body, dim)",
+        "                pass",
+        ("tests/sim/test_replication_hostile.py", "tests/store"),
+    ),
+    Mutation(
+        "epoch-unbounded",
+        "a shard-map epoch can never overflow 64 bits",
+        "dakera_actors/wirebounds.py",
+        "    if not (0 <= token <= TOKEN_MAX and 0 <= version <= VERSION_MAX):",
+        "    if False:",
+        ("tests/unit/test_wirebounds.py",),
+    ),
+    Mutation(
+        "handler-error-kills-node",
+        "one peer's frame that fails to handle closes only its own stream",
+        "dakera_actors/endpoint.py",
+        """                except Exception as exc:  # only this stream ends; Cancelled/KeyboardInterrupt go on
+                    self._handler_failed(exc, first.tag, first.sender, raw.peer)
+                    return""",
+        """                except ZeroDivisionError as exc:
+                    self._handler_failed(exc, first.tag, first.sender, raw.peer)
+                    return""",
+        ("tests/transports/test_endpoint_isolation.py",),
+    ),
+    Mutation(
         "unsealed-frames-accepted",
         "with a gossip key, a plain (unsealed) frame is refused",
         "dakera_actors/wire.py",
