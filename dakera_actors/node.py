@@ -27,6 +27,7 @@ from .endpoint import Endpoint
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
+from .runtime.offload import Offload
 from .transport import Transport, format_hostport, load_transport, parse_hostport
 from .wire import Codec
 
@@ -115,6 +116,8 @@ class Node:
         self.data_dir = Path(config.data_dir)
         self.node_id = config.node_id or ""
         self.metrics = NodeMetrics()
+        #: worker threads for CPU-heavy work; inline on a simulated disk (deterministic simulations)
+        self.offload = Offload(config.cpu_threads, inline=disk is not None)
         self.readiness = Readiness()
         #: this node's maintenance flag as stored (read before membership starts)
         self.maintenance_state: Any = None
