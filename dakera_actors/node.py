@@ -135,6 +135,8 @@ class Node:
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
+        #: open HTTP connections against DAKERA_MAX_CONNECTIONS (set when the listener starts)
+        self.http_connections: Any = None
         self.started_at = 0.0
         self._stop_requested = trio.Event()
         self._http_done = trio.Event()
@@ -192,7 +194,8 @@ class Node:
     async def _serve_http(self, front: trio.Nursery, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from hypercorn.config import Config as HyperConfig
-        from hypercorn.trio import serve
+
+        from .api.server import ConnectionGauge, serve
 
         hyper = HyperConfig()
         hyper.bind = [format_hostport(self.config.host, self.config.port)]
@@ -201,8 +204,9 @@ class Node:
         hyper.graceful_timeout = self.config.shutdown_grace
         hyper.keep_alive_timeout = 75
         hyper.h11_max_incomplete_size = 64 * 1024
+        self.http_connections = ConnectionGauge(self.config.max_connections)
         binds = await front.start(
-            lambda task_status: serve(self.app, hyper,
+            lambda task_status: serve(self.app, hyper, self.http_connections,
                                       shutdown_trigger=self._stop_requested.wait,
                                       task_status=task_status))
         _, port = parse_hostport(binds[0].split("://", 1)[-1])

@@ -25,6 +25,9 @@ def error_response(err: ApiError) -> Response:
     headers = {}
     if err.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="dakera"'
+    if err.status == 413:
+        # the body was refused unread: the connection cannot carry another request after it
+        headers["Connection"] = "close"
     if "retry_after" in err.extra:
         headers["Retry-After"] = str(err.extra["retry_after"])  # the SDK waits this long, then retries
     return json_response(err.body(), err.status, headers or None)
