@@ -36,6 +36,7 @@ from ..membership.member import MemberState
 from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
+from ..store.shard import image as shard_image
 from ..transport import TransportError
 from ..wal.record import WalRecord
 from ..wire import Envelope, message
@@ -414,7 +415,8 @@ class Replicator(Actor):
         if not 0 <= shard < self.config.shards:
             await stream.send(SnapshotChunk(shard, 0, 0, [], True))
             return
-        image = self.shards.dump(shard)  # consistent: nothing is applied while it is taken
+        # frozen on the loop (consistent: nothing is applied while it is taken), imaged off it
+        image = await self.node.offload.run(shard_image, self.shards.freeze(shard))
         memories = image["memories"]
         for at in range(0, max(len(memories), 1), SNAPSHOT_CHUNK):
             chunk = memories[at:at + SNAPSHOT_CHUNK]

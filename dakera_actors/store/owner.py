@@ -31,7 +31,7 @@ from ..runtime import Actor, BatchActor, Request
 from ..wal.actor import WalActor, disk_call
 from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
-from .shard import ShardSet
+from .shard import FrozenShard, ShardSet, image
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
 _log = get_logger("dakera_actors.store")
@@ -94,7 +94,7 @@ class OwnerHooks(Protocol):
 
 @attrs.frozen
 class Checkpoint:
-    images: list[dict[str, Any]]
+    images: list[FrozenShard]
     live_shards: list[int]
 
 
@@ -251,9 +251,10 @@ class ShardOwner(BatchActor):
         live = [s.id for s in self.shards.shards.values() if s.applied_lsn > 0]
         dirty = [sid for sid in live if self.shards.shards[sid].applied_lsn > self.checkpointer.snapshot_lsn(sid)]
         if dirty:
-            # each dump is a consistent image: nothing is applied while it is taken
-            images = [self.shards.dump(sid) for sid in dirty]
-            await self.checkpointer.tell(Checkpoint(images, live))
+            # each freeze is consistent (nothing is applied while it is taken) and cheap; the
+            # checkpointer turns it into an image in its worker thread, off the event loop
+            frozen = [self.shards.freeze(sid) for sid in dirty]
+            await self.checkpointer.tell(Checkpoint(frozen, live))
 
 
 class Checkpointer(Actor):
@@ -274,17 +275,17 @@ class Checkpointer(Actor):
         """The snapshot LSNs found on disk at start."""
         self._snap_lsn.update(latest)
 
-    def _write(self, image: dict[str, Any]) -> float:
+    def _write(self, frozen: FrozenShard) -> float:
         started = time.perf_counter()
-        self.store.write(image["shard"], image["lsn"], image)
-        self.store.prune(image["shard"], keep=self.keep)
+        self.store.write(frozen.id, frozen.lsn, image(frozen))
+        self.store.prune(frozen.id, keep=self.keep)
         return time.perf_counter() - started
 
     async def handle(self, message: Any) -> Any:
         assert isinstance(message, Checkpoint)
-        for image in message.images:
-            seconds = await disk_call(self.store.blocking, self._write, image)
-            self._snap_lsn[image["shard"]] = image["lsn"]
+        for frozen in message.images:
+            seconds = await disk_call(self.store.blocking, self._write, frozen)
+            self._snap_lsn[frozen.id] = frozen.lsn
             self.metrics.snapshots_written.inc()
             self.metrics.snapshot_seconds.observe(seconds)
         # the log is needed from the oldest snapshot on: a shard without one needs all of it

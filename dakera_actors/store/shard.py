@@ -252,10 +252,14 @@ class ShardSet:
     # -- snapshots ---------------------------------------------------------------------
     def dump(self, shard_id: int) -> dict[str, Any]:
         """A msgpack-ready image of one shard, taken at its applied LSN."""
+        return image(self.freeze(shard_id))
+
+    def freeze(self, shard_id: int) -> FrozenShard:
+        """The shard as it is now, cheaply (references, no copies): what :func:`image` turns into a
+        snapshot image later, in a worker thread, while the event loop goes on applying writes."""
         shard = self.shard(shard_id)
-        return {"v": 1, "shard": shard_id, "lsn": shard.applied_lsn, "seq": shard.seq, "epoch": shard.epoch,
-                "memories": [[m.to_record(), data.vectors[m.id]]
-                             for data in shard.agents.values() for m in data.memories.values()]}
+        return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch,
+                           [(m, data.vectors[m.id]) for data in shard.agents.values() for m in data.memories.values()])
 
     def load(self, image: dict[str, Any]) -> None:
         """Replace one shard with a snapshot image from :meth:`dump`."""
@@ -267,6 +271,24 @@ class ShardSet:
             self._index(shard, data, memory, vector)
         shard.applied_lsn = image["lsn"]
         shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
+
+
+@attrs.frozen
+class FrozenShard:
+    """One shard at one applied LSN. Memories are immutable (a write replaces the object) and vectors
+    are bytes, so the image stays consistent however the live shard changes meanwhile."""
+
+    id: int
+    lsn: int
+    seq: int
+    epoch: int
+    memories: list[tuple[Memory, bytes]]
+
+
+def image(frozen: FrozenShard) -> dict[str, Any]:
+    """The msgpack-ready snapshot image of a frozen shard (CPU work: safe in a worker thread)."""
+    return {"v": 1, "shard": frozen.id, "lsn": frozen.lsn, "seq": frozen.seq, "epoch": frozen.epoch,
+            "memories": [[m.to_record(), vector] for m, vector in frozen.memories]}
 
 
 _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
