@@ -37,6 +37,7 @@ from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
 from ..store.shard import image as shard_image
+from ..store.shard import record_contents
 from ..transport import TransportError
 from ..wal.record import WalRecord
 from ..wire import Envelope, message
@@ -341,6 +342,7 @@ class Replicator(Actor):
         if answer.records:
             entries = [(int(s), op, body, float(ts), int(seq), int(epoch))
                        for s, seq, epoch, op, body, ts in answer.records if s in shards]
+            await self._tokens_ahead([c for e in entries for c in record_contents(e[1], e[2])])
             applied = await self.owner.replicate(entries)
             self._metrics.replication_records.labels("received").inc(applied)
         for shard in answer.snapshot:
@@ -368,9 +370,16 @@ class Replicator(Actor):
         position: Position = (chunk.epoch, chunk.seq)
         if position <= self.shards.shard(shard).position:
             return  # not newer than what we hold: never discard a history for an older one
+        await self._tokens_ahead(record_contents("load", {"memories": memories}))
         await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch))
         self._metrics.replication_snapshots.labels("received").inc()
         self.node.log.info("shard_copied", shard=shard, source=peer, memories=len(memories), seq=chunk.seq)
+
+    async def _tokens_ahead(self, contents: list[str]) -> None:
+        """Tokenize what the next apply will index in a worker thread, not on the event loop."""
+        if contents:
+            size = sum(len(c) for c in contents)
+            self.shards.expect(contents, await self.node.offload.run(self.shards.tokens_ahead, contents, size=size))
 
     # -- primary side: serving ---------------------------------------------------------
     async def _serve_fetch(self, envelope: Envelope, stream: MessageStream) -> None:

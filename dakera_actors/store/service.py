@@ -60,15 +60,27 @@ class MemoryService:
     def _new_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    async def _embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+    async def _embed(self, texts: list[str], *, stored: bool = True) -> tuple[np.ndarray, int]:
+        """Vectors of ``texts`` in a worker thread, with the tokens the index will want when they
+        are ``stored`` (so applying the write does not tokenize on the event loop)."""
         size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         if size > self.max_text_bytes:
             raise ApiError(413, f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
                                 "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it",
                            code="PAYLOAD_TOO_LARGE")
         started = time.perf_counter()
-        vectors = await self.offload.run(self.embedder.embed, texts, size=size)
-        return vectors, int((time.perf_counter() - started) * 1000)
+        if not stored:
+            vectors = await self.offload.run(self.embedder.embed, texts, size=size)
+            return vectors, int((time.perf_counter() - started) * 1000)
+
+        def work() -> tuple[np.ndarray, int, list[list[str]]]:
+            vectors = self.embedder.embed(texts)
+            ms = int((time.perf_counter() - started) * 1000)
+            return vectors, ms, self.shards.tokens_ahead(texts)
+
+        vectors, ms, tokens = await self.offload.run(work, size=size)
+        self.shards.expect(texts, tokens)
+        return vectors, ms
 
     def _build(self, new: NewMemory, vector: np.ndarray, now: float) -> dict[str, Any]:
         expires_at = new.expiry(now)
@@ -214,7 +226,7 @@ class MemoryService:
             query, warnings = model.parse_recall(data, default_top_k=default_top_k)
         except Invalid as exc:
             raise invalid(exc) from None
-        vectors, embed_ms = await self._embed([query.query])
+        vectors, embed_ms = await self._embed([query.query], stored=False)
         started = time.perf_counter()
         hits = self.shards.recall(query, self.tokenize(query.query), vectors[0], self.wall_clock())
         search_ms = int((time.perf_counter() - started) * 1000)

@@ -38,6 +38,7 @@ from ..search import AgentIndex, Hit
 from .model import Memory, MemoryFilter, RecallQuery
 
 Tokenizer = Callable[[str], list[str]]
+MAX_TOKENS_AHEAD = 20_000  # contents whose tokens wait for their record to be applied
 
 
 def shard_of(agent_id: str, shard_count: int) -> int:
@@ -90,6 +91,20 @@ class ShardSet:
         self.dim = dim
         self.tokenize = tokenize
         self.shards: dict[int, Shard] = {}
+        #: content -> tokens worked out ahead, in a worker thread, for records about to be applied
+        #: (tokenizing a 2 MB batch takes the best part of a second: not on the event loop)
+        self._tokens_ahead: dict[str, list[str]] = {}
+
+    def tokens_ahead(self, contents: list[str]) -> list[list[str]]:
+        """Tokenize ``contents`` (CPU work: call it in a worker thread), for :meth:`expect`."""
+        return [self.tokenize(c) for c in contents]
+
+    def expect(self, contents: list[str], tokens: list[list[str]]) -> None:
+        """Remember the tokens of contents about to be applied (on the event loop, cheap). Only a
+        cache: applying gives the same state whether a content's tokens are here or not."""
+        if len(self._tokens_ahead) > MAX_TOKENS_AHEAD:
+            self._tokens_ahead.clear()  # writes that never got applied (refused, timed out)
+        self._tokens_ahead.update(zip(contents, tokens, strict=True))
 
     # -- placement ---------------------------------------------------------------------
     def shard_of(self, agent_id: str) -> int:
@@ -143,7 +158,9 @@ class ShardSet:
     def _index(self, shard: Shard, data: AgentData, memory: Memory, vector: bytes) -> None:
         data.memories[memory.id] = memory
         data.vectors[memory.id] = vector
-        data.index.add(memory.id, self.tokenize(memory.content), np.frombuffer(vector, dtype=np.float32))
+        tokens = self._tokens_ahead.pop(memory.content, None)
+        data.index.add(memory.id, tokens if tokens is not None else self.tokenize(memory.content),
+                       np.frombuffer(vector, dtype=np.float32))
         if memory.expires_at is not None:
             heapq.heappush(shard.expiries, (memory.expires_at, memory.agent_id, memory.id))
 
@@ -271,6 +288,23 @@ class ShardSet:
             self._index(shard, data, memory, vector)
         shard.applied_lsn = image["lsn"]
         shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
+
+
+def record_contents(op: str, body: Any) -> list[str]:
+    """The memory contents a record will index when applied (for tokenizing them ahead). Bad
+    bodies give nothing here: applying them is what reports them."""
+    try:
+        if op == "put":
+            content = body["m"]["c"]
+            return [content] if isinstance(content, str) else []
+        if op == "patch":
+            content = body["set"].get("content")
+            return [content] if isinstance(content, str) else []
+        if op == "load":
+            return [r["c"] for r, _ in body["memories"] if isinstance(r["c"], str)]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    return []
 
 
 @attrs.frozen

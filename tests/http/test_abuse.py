@@ -170,3 +170,26 @@ async def test_the_default_agent_page_is_bounded(tmp_path: Path, monkeypatch: py
         page = await client.get("/v1/agents")
         assert [a["agent_id"] for a in page.json()] == ["agent-0", "agent-1", "agent-2"]
         assert page.headers["link"] == '</v1/agents?limit=3&offset=3>; rel="next"'
+
+
+async def test_stored_text_is_tokenized_off_the_event_loop(tmp_path: Path) -> None:
+    # tokenizing a 2 MB batch for the index took most of a second on the loop when it was applied
+    async with memory_node(tmp_path) as (node, client):
+        assert node.memory is not None
+        shards = node.memory.shards
+        real = shards.tokenize
+        on_loop: list[str] = []
+
+        def watched(text: str) -> list[str]:
+            if threading.current_thread() is threading.main_thread() and text.startswith("stored "):
+                on_loop.append(text)
+            return real(text)
+
+        shards.tokenize = watched
+        # large enough to be worth a thread (small requests stay on the loop: a hop costs more)
+        filler = " ".join(f"word{n}" for n in range(300))
+        batch = {"agent_id": "a1", "memories": [{"content": f"stored fact {i} {filler}"} for i in range(50)]}
+        assert (await client.post("/v1/memories/store/batch", json=batch)).status_code == 200
+        assert on_loop == []
+        hits = (await client.post("/v1/memory/recall", json={"agent_id": "a1", "query": "fact 7"})).json()
+        assert hits["memories"][0]["content"].startswith("stored fact 7 ")  # the index got the same tokens
