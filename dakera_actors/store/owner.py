@@ -31,13 +31,19 @@ from ..runtime import Actor, BatchActor, Request
 from ..wal.actor import WalActor, disk_call
 from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
-from .shard import FrozenShard, ShardSet, image
+from .shard import FrozenShard, ShardSet, image, record_contents
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
 _log = get_logger("dakera_actors.store")
 
 
 LOAD_CHUNK = 256  # memories per ``load`` record of an install
+APPLY_SLICE_BYTES = 64 * 1024  # content indexed between two yields to the event loop
+
+
+def record_size(record: WalRecord) -> int:
+    """About how much indexing applying ``record`` costs: the bytes of content it indexes."""
+    return sum(len(c) for c in record_contents(record.op, record.body)) + 64
 
 
 @attrs.frozen
@@ -225,7 +231,17 @@ class ShardOwner(BatchActor):
     async def _commit(self, entries: list[tuple[Any, ...]]) -> list[Any]:
         records = await self.wal.append(entries)
         self._since_checkpoint += len(records)
-        results = [self.shards.apply(r.lsn, r.shard, r.op, r.body, r.seq, r.epoch) for r in records]
+        results = []
+        applied_bytes = 0
+        for record in records:
+            results.append(self.shards.apply(record.lsn, record.shard, record.op, record.body, record.seq,
+                                             record.epoch))
+            applied_bytes += record_size(record)
+            if applied_bytes >= APPLY_SLICE_BYTES:
+                # indexing a big batch takes long: let the lease and gossip timers run between
+                # slices (the records are durable already; readers may see part of the batch)
+                applied_bytes = 0
+                await trio.lowlevel.checkpoint()
         now = trio.current_time()
         for record in records:
             feed(self.tails, record, now)

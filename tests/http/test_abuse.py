@@ -193,3 +193,31 @@ async def test_stored_text_is_tokenized_off_the_event_loop(tmp_path: Path) -> No
         assert on_loop == []
         hits = (await client.post("/v1/memory/recall", json={"agent_id": "a1", "query": "fact 7"})).json()
         assert hits["memories"][0]["content"].startswith("stored fact 7 ")  # the index got the same tokens
+
+
+async def test_applying_a_big_batch_lets_other_tasks_run_between_slices(tmp_path: Path) -> None:
+    async with memory_node(tmp_path) as (node, client):
+        assert node.memory is not None
+        shards = node.memory.shards
+        real_apply = shards.apply
+        events: list[str] = []
+
+        def apply(*args: Any, **kwargs: Any) -> Any:
+            events.append("apply")
+            return real_apply(*args, **kwargs)
+
+        shards.apply = apply  # type: ignore[method-assign]
+        batch = {"agent_id": "a1", "memories": [{"content": f"fact {i} " + "word " * 400} for i in range(200)]}
+
+        async def ticker() -> None:  # what the lease timer needs: a turn now and then
+            while True:
+                events.append("tick")
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            assert (await client.post("/v1/memories/store/batch", json=batch)).status_code == 200
+            nursery.cancel_scope.cancel()
+        first, last = events.index("apply"), len(events) - 1 - events[::-1].index("apply")
+        assert events[first:last + 1].count("apply") == 200
+        assert "tick" in events[first:last], "the whole batch was applied without a break"
