@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def mount_memory_routes(app: QuartTrio, node: Node) -> None:
-    from ..sharding.router import LARGE_ANSWER  # here: the router imports the facade's errors
+    from ..sharding.router import LARGE_ANSWER, rough_size  # here: the router imports the facade's errors
 
     def router() -> Router:
         if node.router is None:
@@ -31,7 +31,7 @@ def mount_memory_routes(app: QuartTrio, node: Node) -> None:
         status, payload, owner = await router().run(op, raw, dict(request.args), memory_id=memory_id,
                                                        path_agent=agent)
         # a large answer is serialized in a worker thread, not on the loop the protocols share
-        data = (await node.offload.run(safejson.dumps, payload) if op in LARGE_ANSWER
+        data = (await node.offload.run(safejson.dumps, payload, size=rough_size(payload)) if op in LARGE_ANSWER
                 else safejson.dumps(payload))
         # smart clients and load balancers can go straight to the owner next time
         return json_bytes_response(data, status, {"X-Dakera-Owner": owner} if owner else None)
@@ -83,7 +83,7 @@ def mount_memory_routes(app: QuartTrio, node: Node) -> None:
         headers = {}
         if len(page) == limit:  # there may be more
             headers["Link"] = f'</v1/agents?limit={limit}&offset={offset + limit}>; rel="next"'
-        data = await node.offload.run(safejson.dumps, page) if len(page) > 100 else safejson.dumps(page)
+        data = await node.offload.run(safejson.dumps, page, size=rough_size(page))
         return json_bytes_response(data, 200, headers or None)
 
     @app.get("/v1/agents/<agent_id>/memories")

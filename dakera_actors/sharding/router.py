@@ -69,6 +69,13 @@ def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:
         raise ApiError(400, str(exc), field=exc.field) from None
 
 
+def rough_size(payload: Any) -> int:
+    """A guess at an answer's JSON size from how many memories it lists (a few top-k hits are
+    cheaper to serialize on the loop than to hand to a busy worker thread)."""
+    items = payload.get("memories", payload.get("stored")) if isinstance(payload, dict) else payload
+    return 2048 * len(items) if isinstance(items, list) else 0
+
+
 def parse_body(raw: bytes, *, required: bool) -> Any:
     """A request body as the memory API takes it; raises :class:`safejson.JsonInvalid` when bad."""
     if not raw:
@@ -190,7 +197,7 @@ class Router:
     async def _dumps(self, op: str, payload: Any) -> bytes:
         """The answer's JSON: in a worker thread for the operations whose answers can be large."""
         if op in LARGE_ANSWER:
-            return await self.node.offload.run(safejson.dumps, payload)
+            return await self.node.offload.run(safejson.dumps, payload, size=rough_size(payload))
         return safejson.dumps(payload)
 
     # -- entry from another node -------------------------------------------------------
