@@ -212,6 +212,14 @@ class Config:
     checkpoint_interval: float = attrs.field(default=300.0, validator=_positive_float(86_400))
     max_body_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_int_range(1024, 1024**3))
     max_frame_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
+    #: total text bytes one request may ask to embed (a 413 beyond it)
+    max_request_text_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_int_range(1024, 1024**3))
+    #: HTTP requests served at once (health routes excepted); more get a 503 with Retry-After
+    max_concurrent_requests: int = attrs.field(default=64, validator=_int_range(1, 100_000))
+    #: open HTTP connections; more wait in the listen backlog until one closes
+    max_connections: int = attrs.field(default=512, validator=_int_range(1, 1_000_000))
+    #: worker threads for CPU-heavy work (embedding, large JSON, snapshot images)
+    cpu_threads: int = attrs.field(default=2, validator=_int_range(1, 256))
     shutdown_grace: float = attrs.field(default=4.0, validator=_positive_float(60))
     request_timeout: float = attrs.field(default=5.0, validator=_positive_float(300))
     log_level: str = attrs.field(default="info", validator=_one_of(LOG_LEVELS))

@@ -27,6 +27,7 @@ from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
+from .runtime.offload import Offload
 from .transport import Transport, format_hostport, load_transport, parse_hostport
 from .wal.log import DIR_MODE, FILE_MODE, fsync_directory, write_private
 from .wire import Codec
@@ -118,6 +119,8 @@ class Node:
         self.data_dir = Path(config.data_dir)
         self.node_id = config.node_id or ""
         self.metrics = NodeMetrics()
+        #: worker threads for CPU-heavy work; inline on a simulated disk (deterministic simulations)
+        self.offload = Offload(config.cpu_threads, inline=disk is not None)
         self.readiness = Readiness()
         #: this node's maintenance flag as stored (read before membership starts)
         self.maintenance_state: Any = None
@@ -135,6 +138,8 @@ class Node:
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
+        #: open HTTP connections against DAKERA_MAX_CONNECTIONS (set when the listener starts)
+        self.http_connections: Any = None
         self.started_at = 0.0
         self._stop_requested = trio.Event()
         self._http_done = trio.Event()
@@ -199,7 +204,8 @@ class Node:
     async def _serve_http(self, front: trio.Nursery, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from hypercorn.config import Config as HyperConfig
-        from hypercorn.trio import serve
+
+        from .api.server import ConnectionGauge, serve
 
         hyper = HyperConfig()
         hyper.bind = [format_hostport(self.config.host, self.config.port)]
@@ -208,8 +214,9 @@ class Node:
         hyper.graceful_timeout = self.config.shutdown_grace
         hyper.keep_alive_timeout = 75
         hyper.h11_max_incomplete_size = 64 * 1024
+        self.http_connections = ConnectionGauge(self.config.max_connections)
         binds = await front.start(
-            lambda task_status: serve(self.app, hyper,
+            lambda task_status: serve(self.app, hyper, self.http_connections,
                                       shutdown_trigger=self._stop_requested.wait,
                                       task_status=task_status))
         _, port = parse_hostport(binds[0].split("://", 1)[-1])

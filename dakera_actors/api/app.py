@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
+from ..safejson import JsonInvalid
 from .errors import ApiError
 from .memory import mount_memory_routes
 from .operations import mount_operation_routes
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 
 OPEN_PREFIX = "/health"
+# answered whatever the load: what an orchestrator and a scraper need to see an overloaded node
+UNLIMITED_PREFIXES = (OPEN_PREFIX, "/metrics", "/v1/ops/metrics")
 
 
 def create_app(node: Node) -> QuartTrio:
@@ -38,14 +41,25 @@ def create_app(node: Node) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     metrics = node.metrics
     root_key = (node.config.root_api_key or "").encode()
+    limit = node.config.max_concurrent_requests
+    admitted = 0  # requests being served now, health and metrics excepted
 
     # -- cross-cutting: auth, body limit, latency ----------------------------------------
     @app.before_request
     async def _before() -> Response | None:
+        nonlocal admitted
         g.started = time.perf_counter()
         metrics.http_in_flight.inc()
         node.in_flight += 1
         g.in_flight = g.counted = True
+        if not request.path.startswith(UNLIMITED_PREFIXES):
+            if admitted >= limit:
+                # shed load before reading the body or doing any work: the request changed nothing
+                node.log.debug("http_overloaded", path=request.path, in_flight=admitted, limit=limit)
+                raise ApiError(503, f"node is serving {admitted} requests, its limit "
+                                    "(DAKERA_MAX_CONCURRENT_REQUESTS); retry shortly", retry_after=1)
+            admitted += 1
+            g.admitted = True
         length = request.content_length
         if length is not None and length > node.config.max_body_bytes:
             raise ApiError(413, f"request body of {length} bytes exceeds the limit of "
@@ -79,6 +93,10 @@ def create_app(node: Node) -> QuartTrio:
 
     @app.teardown_request
     async def _teardown(_exc: BaseException | None) -> None:
+        nonlocal admitted
+        if getattr(g, "admitted", False):
+            g.admitted = False
+            admitted -= 1
         if getattr(g, "counted", False):  # runs even when the request was cut short
             g.counted = False
             node.in_flight -= 1
@@ -90,6 +108,10 @@ def create_app(node: Node) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def _api_error(err: ApiError) -> Response:
         return error_response(err)
+
+    @app.errorhandler(JsonInvalid)
+    async def _bad_json(err: JsonInvalid) -> Response:
+        return error_response(ApiError(400, str(err)))
 
     @app.errorhandler(RequestEntityTooLarge)
     async def _too_large(_err: RequestEntityTooLarge) -> Response:

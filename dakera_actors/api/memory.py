@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from .. import safejson
+from ..store import model
 from .errors import ApiError
-from .responses import json_response, request_bytes
+from .responses import json_bytes_response, request_bytes
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
 
 
 def mount_memory_routes(app: QuartTrio, node: Node) -> None:
+    from ..sharding.router import LARGE_ANSWER, rough_size  # here: the router imports the facade's errors
+
     def router() -> Router:
         if node.router is None:
             raise ApiError(503, "node is not ready: still starting", retry_after=1)
@@ -26,8 +30,11 @@ def mount_memory_routes(app: QuartTrio, node: Node) -> None:
         raw = await request_bytes()
         status, payload, owner = await router().run(op, raw, dict(request.args), memory_id=memory_id,
                                                        path_agent=agent)
+        # a large answer is serialized in a worker thread, not on the loop the protocols share
+        data = (await node.offload.run(safejson.dumps, payload, size=rough_size(payload)) if op in LARGE_ANSWER
+                else safejson.dumps(payload))
         # smart clients and load balancers can go straight to the owner next time
-        return json_response(payload, status, {"X-Dakera-Owner": owner} if owner else None)
+        return json_bytes_response(data, status, {"X-Dakera-Owner": owner} if owner else None)
 
     @app.post("/v1/memory/store")
     async def store() -> Response:
@@ -67,7 +74,17 @@ def mount_memory_routes(app: QuartTrio, node: Node) -> None:
 
     @app.get("/v1/agents")
     async def agents() -> Response:
-        return json_response(await router().list_agents())
+        # a plain list, as the SDK reads it; bounded pages (limit/offset), the next one linked
+        try:
+            limit, offset = model.parse_agent_page(request.args)
+        except model.Invalid as exc:
+            raise ApiError(400, str(exc), field=exc.field) from None
+        page = await router().list_agents(limit, offset)
+        headers = {}
+        if len(page) == limit:  # there may be more
+            headers["Link"] = f'</v1/agents?limit={limit}&offset={offset + limit}>; rel="next"'
+        data = await node.offload.run(safejson.dumps, page, size=rough_size(page))
+        return json_bytes_response(data, 200, headers or None)
 
     @app.get("/v1/agents/<agent_id>/memories")
     async def agent_memories(agent_id: str) -> Response:

@@ -36,6 +36,8 @@ from ..runtime import Actor
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install
 from ..store.records import BadRecord, check_memory, check_replicated
+from ..store.shard import image as shard_image
+from ..store.shard import record_contents
 from ..store.sizing import cut_by_bytes, packed_size
 from ..transport import TransportError
 from ..wal.record import WalRecord
@@ -369,6 +371,7 @@ class Replicator(Actor):
         if answer.records:
             entries = self._checked_records(peer, answer.records, shards)
             clean = len(entries) == sum(1 for r in answer.records if r[0] in shards)
+            await self._tokens_ahead([c for e in entries for c in record_contents(e[1], e[2])])
             applied = await self.owner.replicate(entries)
             self._metrics.replication_records.labels("received").inc(applied)
         for shard in answer.snapshot:
@@ -427,10 +430,17 @@ class Replicator(Actor):
         except BadRecord as exc:
             self._refuse(peer, "snapshot", shard, exc)  # installed whole or not at all
             return False
+        await self._tokens_ahead(record_contents("load", {"memories": memories}))
         await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch))
         self._metrics.replication_snapshots.labels("received").inc()
         self.node.log.info("shard_copied", shard=shard, source=peer, memories=len(memories), seq=chunk.seq)
         return True
+
+    async def _tokens_ahead(self, contents: list[str]) -> None:
+        """Tokenize what the next apply will index in a worker thread, not on the event loop."""
+        if contents:
+            size = sum(len(c) for c in contents)
+            self.shards.expect(contents, await self.node.offload.run(self.shards.tokens_ahead, contents, size=size))
 
     # -- primary side: serving ---------------------------------------------------------
     async def _serve_fetch(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -483,7 +493,8 @@ class Replicator(Actor):
         if not 0 <= shard < self.config.shards:
             await stream.send(SnapshotChunk(shard, 0, 0, [], True))
             return
-        image = self.shards.dump(shard)  # consistent: nothing is applied while it is taken
+        # frozen on the loop (consistent: nothing is applied while it is taken), imaged off it
+        image = await self.node.offload.run(shard_image, self.shards.freeze(shard))
         # cut by encoded bytes, not by count: 256 large memories are over a frame
         chunks = list(cut_by_bytes(image["memories"], self._frame_budget()))
         for i, (chunk, size) in enumerate(chunks):

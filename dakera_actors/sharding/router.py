@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .. import safejson
 from ..api.errors import ApiError
-from ..api.responses import parse_json
 from ..endpoint import MessageStream, RemoteError
 from ..store import model
 from ..store.shard import shard_of
@@ -41,6 +41,9 @@ PATH_AGENT = {"agent_memories", "agent_stats"}
 EVENTUAL_OPS = {"get", "recall", "search"}
 # operations that change data: forwarded with a request id, applied once per id
 WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget"}
+NO_BODY = {"get", "agent_memories", "agent_stats"}
+# answers that can run to megabytes: serialized off the event loop
+LARGE_ANSWER = {"store_batch", "recall", "search", "batch_recall", "agent_memories", "local_agents"}
 
 
 @message("route.forward")
@@ -76,6 +79,22 @@ def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:
         raise ApiError(400, str(exc), field=exc.field) from None
 
 
+def rough_size(payload: Any) -> int:
+    """A guess at an answer's JSON size from how many memories it lists (a few top-k hits are
+    cheaper to serialize on the loop than to hand to a busy worker thread)."""
+    items = payload.get("memories", payload.get("stored")) if isinstance(payload, dict) else payload
+    return 2048 * len(items) if isinstance(items, list) else 0
+
+
+def parse_body(raw: bytes, *, required: bool) -> Any:
+    """A request body as the memory API takes it; raises :class:`safejson.JsonInvalid` when bad."""
+    if not raw:
+        if required:
+            raise safejson.JsonInvalid("request body must be a JSON object")
+        return None
+    return safejson.loads(raw)
+
+
 def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str | None:
     if op in BODY_AGENT:
         value = body.get("agent_id") if isinstance(body, dict) else None
@@ -99,7 +118,8 @@ class Router:
     async def run(self, op: str, raw: bytes, args: dict[str, str], *, memory_id: str = "",
                   path_agent: str = "") -> tuple[int, Any, str]:
         """(status, JSON body, owner API address) of one memory request."""
-        body = parse_json(raw, required=op not in ("get", "agent_memories", "agent_stats"))
+        # large bodies parse in a worker thread; a bad one raises JsonInvalid (the facade's 400)
+        body = await self.node.offload.run(lambda: parse_body(raw, required=op not in NO_BODY), size=len(raw))
         request = Forward(op, raw, args, memory_id, path_agent, 0, self._map_version())
         agent = agent_of(op, body, args, path_agent)
         owner = self._owner(agent)
@@ -110,9 +130,12 @@ class Router:
             request = attrs.evolve(request, request_id=f"{self.node.node_id}/{self.node.rng.getrandbits(64):016x}")
         return await self._forward(owner, request)
 
-    async def list_agents(self) -> list[dict[str, Any]]:
-        """Every agent, from every member's shards, merged (the owner's entry wins)."""
-        status, mine = await self._local(Forward("local_agents", b"", {}), None)
+    async def list_agents(self, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """One page of the agents (in id order) of every member's shards, merged (the owner's entry
+        wins). Each member sends only its first ``offset + limit`` agents: every agent of the page
+        is among those of each member that holds it."""
+        args = {"first": str(offset + limit)}
+        status, mine = await self._local(Forward("local_agents", b"", args), None)
         if status != 200:
             raise ApiError(status, mine.get("error", "not ready"), code=mine.get("code"))
         merged: dict[str, tuple[bool, dict[str, Any]]] = {
@@ -123,7 +146,7 @@ class Router:
                 continue
             try:
                 reply = await self.node.endpoint.request(  # type: ignore[union-attr]
-                    member.address, Forward("local_agents", b"", {}, hops=1, map_version=self._map_version()),
+                    member.address, Forward("local_agents", b"", args, hops=1, map_version=self._map_version()),
                     timeout=self.node.config.request_timeout)
             except (TransportError, RemoteError):
                 raise ApiError(503, f"member {member.id} did not answer the agent listing", retry_after=1) from None
@@ -131,11 +154,11 @@ class Router:
             if answer.status != 200:
                 raise ApiError(503, f"member {member.id} could not list its agents", retry_after=1)
             self.node.metrics.forwarded_requests.inc()
-            for entry in json.loads(answer.body):
+            for entry in await self.node.offload.run(json.loads, answer.body, size=len(answer.body)):
                 from_owner = self._owner(entry["agent_id"]) == member.id
                 if entry["agent_id"] not in merged or (from_owner and not merged[entry["agent_id"]][0]):
                     merged[entry["agent_id"]] = (from_owner, entry)
-        return [merged[a][1] for a in sorted(merged)]
+        return [merged[a][1] for a in sorted(merged)[offset:offset + limit]]
 
     # -- helpers -----------------------------------------------------------------------
     def _map_version(self) -> int:
@@ -183,7 +206,14 @@ class Router:
         except (TransportError, RemoteError) as exc:
             raise ApiError(503, f"shard owner {owner} did not answer: {exc}", retry_after=1) from None
         answer: ForwardReply = reply.message
-        return answer.status, json.loads(answer.body) if answer.body else None, answer.owner or member.api
+        payload = await self.node.offload.run(json.loads, answer.body, size=len(answer.body)) if answer.body else None
+        return answer.status, payload, answer.owner or member.api
+
+    async def _dumps(self, op: str, payload: Any) -> bytes:
+        """The answer's JSON: in a worker thread for the operations whose answers can be large."""
+        if op in LARGE_ANSWER:
+            return await self.node.offload.run(safejson.dumps, payload, size=rough_size(payload))
+        return safejson.dumps(payload)
 
     # -- entry from another node -------------------------------------------------------
     async def _serve(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -196,7 +226,13 @@ class Router:
 
     async def _answer(self, envelope: Envelope, request: Forward) -> ForwardReply:
         try:
-            body = parse_json(request.body, required=False)
+            try:
+                # the same parser and limits as the facade: a body that reaches the owner only by
+                # forwarding (an older peer, or a forged frame) gets the same 400, never a crash
+                body = await self.node.offload.run(lambda: parse_body(request.body, required=False),
+                                                   size=len(request.body))
+            except safejson.JsonInvalid as exc:
+                raise ApiError(400, str(exc)) from None
             if request.map_version > self._map_version() and self.node.shard_map is not None:
                 # the sender knows a newer map: learn it before deciding who owns the shard, or
                 # a new primary could answer from a copy it has not finished taking over
@@ -210,11 +246,12 @@ class Router:
                     or (wants_eventual(request.op, body, request.args) and self._holds(agent)))
             if mine:
                 status, payload = await self._local(request, body)
-                reply = ForwardReply(status, json.dumps(payload).encode(), self.node.api_address)
+                reply = ForwardReply(status, await self._dumps(request.op, payload),
+                                     self.node.api_address)
             elif request.hops == 0:
                 assert owner is not None
                 status, payload, owner_api = await self._forward(owner, attrs.evolve(request, hops=1))
-                reply = ForwardReply(status, json.dumps(payload).encode(), owner_api)
+                reply = ForwardReply(status, await self._dumps(request.op, payload), owner_api)
             else:
                 raise ApiError(503, "shard maps disagree; retry shortly", retry_after=1)
         except ApiError as err:

@@ -18,6 +18,7 @@ import attrs
 
 from ..log import get_logger
 from ..replication.core import ShardTail, feed
+from ..runtime.offload import INLINE
 from ..search import make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
 from ..wal.log import WalRecoveryError, WriteAheadLog
@@ -153,7 +154,8 @@ async def start_storage(node: Node) -> MemoryService:
                        checkpoint_interval=config.checkpoint_interval)
     for actor in (wal, checkpointer, owner):
         await node.start_actor(actor)
-    service = MemoryService(shards, owner, embedder, tokenize, wall_clock=node.wall_clock, rng=node.rng)
+    service = MemoryService(shards, owner, embedder, tokenize, wall_clock=node.wall_clock, rng=node.rng,
+                            offload=getattr(node, "offload", INLINE), max_text_bytes=config.max_request_text_bytes)
     service.tails = owner.tails = tails
     node.memory = service
     shard_map = getattr(node, "shard_map", None)

@@ -525,6 +525,38 @@ def parse_batch_forget(data: Any) -> tuple[str, MemoryFilter]:
     return agent, flt
 
 
+#: agents per page of GET /v1/agents when the client names no limit (the SDK names none)
+AGENT_PAGE = 1000
+MAX_AGENT_PAGE = 10_000
+MAX_OFFSET = 10_000_000
+
+
+def _int_arg(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(name, f"must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise Invalid(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def parse_agent_page(args: Mapping[str, str]) -> tuple[int, int]:
+    """``(limit, offset)`` query parameters of the agent listing (agents in id order)."""
+    limit = _int_arg(args, "limit", AGENT_PAGE, 1, MAX_AGENT_PAGE)
+    offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
+    assert limit is not None and offset is not None
+    return limit, offset
+
+
+def parse_agent_prefix(args: Mapping[str, str]) -> int | None:
+    """``first``: how many of a node's agents (in id order) a listing needs; None means all."""
+    return _int_arg(args, "first", None, 1, MAX_AGENT_PAGE + MAX_OFFSET)
+
+
 def parse_listing(args: Mapping[str, str]) -> tuple[int, int, str | None]:
     """``limit``/``offset``/``memory_type`` query parameters of an agent's memory listing."""
 

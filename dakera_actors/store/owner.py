@@ -32,7 +32,7 @@ from ..wal import record as walrecord
 from ..wal.actor import WalActor, disk_call
 from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
-from .shard import ShardSet
+from .shard import FrozenShard, ShardSet, image, record_contents
 from .sizing import cut_by_bytes
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
@@ -40,6 +40,12 @@ _log = get_logger("dakera_actors.store")
 
 
 LOAD_RECORD_BYTES = 8 * 1024 * 1024  # of memories per ``load`` record of an install (the WAL takes 64 MiB)
+APPLY_SLICE_BYTES = 64 * 1024  # content indexed between two yields to the event loop
+
+
+def record_size(record: WalRecord) -> int:
+    """About how much indexing applying ``record`` costs: the bytes of content it indexes."""
+    return sum(len(c) for c in record_contents(record.op, record.body)) + 64
 
 
 @attrs.frozen
@@ -96,7 +102,7 @@ class OwnerHooks(Protocol):
 
 @attrs.frozen
 class Checkpoint:
-    images: list[dict[str, Any]]
+    images: list[FrozenShard]
     live_shards: list[int]
 
 
@@ -230,7 +236,17 @@ class ShardOwner(BatchActor):
     async def _commit(self, entries: list[tuple[Any, ...]]) -> list[Any]:
         records = await self.wal.append(entries)
         self._since_checkpoint += len(records)
-        results = [self.shards.apply(r.lsn, r.shard, r.op, r.body, r.seq, r.epoch) for r in records]
+        results = []
+        applied_bytes = 0
+        for record in records:
+            results.append(self.shards.apply(record.lsn, record.shard, record.op, record.body, record.seq,
+                                             record.epoch))
+            applied_bytes += record_size(record)
+            if applied_bytes >= APPLY_SLICE_BYTES:
+                # indexing a big batch takes long: let the lease and gossip timers run between
+                # slices (the records are durable already; readers may see part of the batch)
+                applied_bytes = 0
+                await trio.lowlevel.checkpoint()
         now = trio.current_time()
         for record in records:
             feed(self.tails, record, now)
@@ -256,9 +272,10 @@ class ShardOwner(BatchActor):
         live = [s.id for s in self.shards.shards.values() if s.applied_lsn > 0]
         dirty = [sid for sid in live if self.shards.shards[sid].applied_lsn > self.checkpointer.snapshot_lsn(sid)]
         if dirty:
-            # each dump is a consistent image: nothing is applied while it is taken
-            images = [self.shards.dump(sid) for sid in dirty]
-            await self.checkpointer.tell(Checkpoint(images, live))
+            # each freeze is consistent (nothing is applied while it is taken) and cheap; the
+            # checkpointer turns it into an image in its worker thread, off the event loop
+            frozen = [self.shards.freeze(sid) for sid in dirty]
+            await self.checkpointer.tell(Checkpoint(frozen, live))
 
 
 class Checkpointer(Actor):
@@ -283,17 +300,17 @@ class Checkpointer(Actor):
         """The LSN every live shard can be rebuilt from with any of its kept snapshots."""
         return min((self.store.oldest_lsn(s) or 0 for s in live_shards), default=0)
 
-    def _write(self, image: dict[str, Any]) -> float:
+    def _write(self, frozen: FrozenShard) -> float:
         started = time.perf_counter()
-        self.store.write(image["shard"], image["lsn"], image)
-        self.store.prune(image["shard"], keep=self.keep)
+        self.store.write(frozen.id, frozen.lsn, image(frozen))
+        self.store.prune(frozen.id, keep=self.keep)
         return time.perf_counter() - started
 
     async def handle(self, message: Any) -> Any:
         assert isinstance(message, Checkpoint)
-        for image in message.images:
-            seconds = await disk_call(self.store.blocking, self._write, image)
-            self._snap_lsn[image["shard"]] = image["lsn"]
+        for frozen in message.images:
+            seconds = await disk_call(self.store.blocking, self._write, frozen)
+            self._snap_lsn[frozen.id] = frozen.lsn
             self.metrics.snapshots_written.inc()
             self.metrics.snapshot_seconds.observe(seconds)
         # the log is needed from the oldest snapshot recovery may fall back to (a newer one can

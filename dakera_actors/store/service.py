@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..api.errors import ApiError
+from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
 from . import model
 from .model import Invalid, Memory, NewMemory
@@ -38,8 +39,13 @@ def not_found(agent_id: str, memory_id: str) -> ApiError:
 
 class MemoryService:
     def __init__(self, shards: ShardSet, owner: ShardOwner, embedder: Embedder, tokenize: Tokenizer,
-                 *, wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 *, wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 offload: Offload = INLINE, max_text_bytes: int = 8 * 1024 * 1024) -> None:
         self.shards = shards
+        #: where embedding runs: worker threads, so a big batch does not stall the protocols
+        self.offload = offload
+        #: total UTF-8 bytes of text one request may ask to embed
+        self.max_text_bytes = max_text_bytes
         self.owner = owner
         self.embedder = embedder
         self.tokenize = tokenize
@@ -54,10 +60,27 @@ class MemoryService:
     def _new_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    def _embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+    async def _embed(self, texts: list[str], *, stored: bool = True) -> tuple[np.ndarray, int]:
+        """Vectors of ``texts`` in a worker thread, with the tokens the index will want when they
+        are ``stored`` (so applying the write does not tokenize on the event loop)."""
+        size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+        if size > self.max_text_bytes:
+            raise ApiError(413, f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
+                                "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it",
+                           code="PAYLOAD_TOO_LARGE")
         started = time.perf_counter()
-        vectors = self.embedder.embed(texts)
-        return vectors, int((time.perf_counter() - started) * 1000)
+        if not stored:
+            vectors = await self.offload.run(self.embedder.embed, texts, size=size)
+            return vectors, int((time.perf_counter() - started) * 1000)
+
+        def work() -> tuple[np.ndarray, int, list[list[str]]]:
+            vectors = self.embedder.embed(texts)
+            ms = int((time.perf_counter() - started) * 1000)
+            return vectors, ms, self.shards.tokens_ahead(texts)
+
+        vectors, ms, tokens = await self.offload.run(work, size=size)
+        self.shards.expect(texts, tokens)
+        return vectors, ms
 
     def _build(self, new: NewMemory, vector: np.ndarray, now: float) -> dict[str, Any]:
         expires_at = new.expiry(now)
@@ -104,7 +127,7 @@ class MemoryService:
         if op == "batch_forget":
             return await self.batch_forget(body)
         if op in ("recall", "search"):
-            return self.recall(body, default_top_k=5 if op == "recall" else 10)
+            return await self.recall(body, default_top_k=5 if op == "recall" else 10)
         if op == "batch_recall":
             return self.batch_recall(body)
         if op == "agent_memories":
@@ -112,7 +135,7 @@ class MemoryService:
         if op == "agent_stats":
             return self.agent_stats(agent)
         if op == "local_agents":
-            return self.list_agents()
+            return self.list_agents(args)
         raise ApiError(400, f"unknown operation {op!r}")
 
     # -- writes ------------------------------------------------------------------------
@@ -121,7 +144,7 @@ class MemoryService:
             new, warnings = model.parse_store(data)
         except Invalid as exc:
             raise invalid(exc) from None
-        vectors, ms = self._embed([new.content])
+        vectors, ms = await self._embed([new.content])
         now = self.wall_clock()
         body = self._build(new, vectors[0], now)
         shard = self.shards.shard_of(new.agent_id)
@@ -133,7 +156,7 @@ class MemoryService:
             items, warnings = model.parse_store_batch(data)
         except Invalid as exc:
             raise invalid(exc) from None
-        vectors, ms = self._embed([i.content for i in items])
+        vectors, ms = await self._embed([i.content for i in items])
         now = self.wall_clock()
         bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
         shard = self.shards.shard_of(items[0].agent_id)
@@ -157,7 +180,7 @@ class MemoryService:
             raise not_found(agent, mid)
         vector = None
         if update.content is not None:
-            vector = self._embed([update.content])[0][0].astype(np.float32).tobytes()
+            vector = (await self._embed([update.content]))[0][0].astype(np.float32).tobytes()
         body = {"a": agent, "id": mid, "set": update.to_record(), "v": vector, "ua": now}
         shard = self.shards.shard_of(agent)
         memory = (await self._commit(shard, [(shard, "patch", body)], now))[0]
@@ -198,12 +221,12 @@ class MemoryService:
             raise not_found(agent, mid)
         return memory.to_json()
 
-    def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
+    async def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
         try:
             query, warnings = model.parse_recall(data, default_top_k=default_top_k)
         except Invalid as exc:
             raise invalid(exc) from None
-        vectors, embed_ms = self._embed([query.query])
+        vectors, embed_ms = await self._embed([query.query], stored=False)
         started = time.perf_counter()
         hits = self.shards.recall(query, self.tokenize(query.query), vectors[0], self.wall_clock())
         search_ms = int((time.perf_counter() - started) * 1000)
@@ -225,10 +248,17 @@ class MemoryService:
         return {"memories": [m.to_json() for m in matching[:limit]], "total": len(everything),
                 "filtered": len(matching), "truncated": len(matching) > limit}
 
-    def list_agents(self) -> list[dict[str, Any]]:
+    def list_agents(self, args: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """This node's agents in id order: the first ``args["first"]`` of them (all without it)."""
         now = self.wall_clock()
-        out = []
+        out: list[dict[str, Any]] = []
+        try:
+            first = model.parse_agent_prefix(args or {})
+        except Invalid as exc:
+            raise invalid(exc) from None
         for agent in self.shards.agent_ids():
+            if first is not None and len(out) >= first:
+                break
             memories = list(self.shards.live(agent, now))
             if memories:
                 out.append({"agent_id": agent, "memory_count": len(memories),

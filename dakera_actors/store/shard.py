@@ -38,6 +38,7 @@ from ..search import AgentIndex, Hit
 from .model import Memory, MemoryFilter, RecallQuery
 
 Tokenizer = Callable[[str], list[str]]
+MAX_TOKENS_AHEAD = 20_000  # contents whose tokens wait for their record to be applied
 
 
 def shard_of(agent_id: str, shard_count: int) -> int:
@@ -90,6 +91,20 @@ class ShardSet:
         self.dim = dim
         self.tokenize = tokenize
         self.shards: dict[int, Shard] = {}
+        #: content -> tokens worked out ahead, in a worker thread, for records about to be applied
+        #: (tokenizing a 2 MB batch takes the best part of a second: not on the event loop)
+        self._tokens_ahead: dict[str, list[str]] = {}
+
+    def tokens_ahead(self, contents: list[str]) -> list[list[str]]:
+        """Tokenize ``contents`` (CPU work: call it in a worker thread), for :meth:`expect`."""
+        return [self.tokenize(c) for c in contents]
+
+    def expect(self, contents: list[str], tokens: list[list[str]]) -> None:
+        """Remember the tokens of contents about to be applied (on the event loop, cheap). Only a
+        cache: applying gives the same state whether a content's tokens are here or not."""
+        if len(self._tokens_ahead) > MAX_TOKENS_AHEAD:
+            self._tokens_ahead.clear()  # writes that never got applied (refused, timed out)
+        self._tokens_ahead.update(zip(contents, tokens, strict=True))
 
     # -- placement ---------------------------------------------------------------------
     def shard_of(self, agent_id: str) -> int:
@@ -143,7 +158,9 @@ class ShardSet:
     def _index(self, shard: Shard, data: AgentData, memory: Memory, vector: bytes) -> None:
         data.memories[memory.id] = memory
         data.vectors[memory.id] = vector
-        data.index.add(memory.id, self.tokenize(memory.content), np.frombuffer(vector, dtype=np.float32))
+        tokens = self._tokens_ahead.pop(memory.content, None)
+        data.index.add(memory.id, tokens if tokens is not None else self.tokenize(memory.content),
+                       np.frombuffer(vector, dtype=np.float32))
         if memory.expires_at is not None:
             heapq.heappush(shard.expiries, (memory.expires_at, memory.agent_id, memory.id))
 
@@ -252,10 +269,14 @@ class ShardSet:
     # -- snapshots ---------------------------------------------------------------------
     def dump(self, shard_id: int) -> dict[str, Any]:
         """A msgpack-ready image of one shard, taken at its applied LSN."""
+        return image(self.freeze(shard_id))
+
+    def freeze(self, shard_id: int) -> FrozenShard:
+        """The shard as it is now, cheaply (references, no copies): what :func:`image` turns into a
+        snapshot image later, in a worker thread, while the event loop goes on applying writes."""
         shard = self.shard(shard_id)
-        return {"v": 1, "shard": shard_id, "lsn": shard.applied_lsn, "seq": shard.seq, "epoch": shard.epoch,
-                "memories": [[m.to_record(), data.vectors[m.id]]
-                             for data in shard.agents.values() for m in data.memories.values()]}
+        return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch,
+                           [(m, data.vectors[m.id]) for data in shard.agents.values() for m in data.memories.values()])
 
     def load(self, image: dict[str, Any]) -> None:
         """Replace one shard with a snapshot image from :meth:`dump`."""
@@ -267,6 +288,41 @@ class ShardSet:
             self._index(shard, data, memory, vector)
         shard.applied_lsn = image["lsn"]
         shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
+
+
+def record_contents(op: str, body: Any) -> list[str]:
+    """The memory contents a record will index when applied (for tokenizing them ahead). Bad
+    bodies give nothing here: applying them is what reports them."""
+    try:
+        if op == "put":
+            content = body["m"]["c"]
+            return [content] if isinstance(content, str) else []
+        if op == "patch":
+            content = body["set"].get("content")
+            return [content] if isinstance(content, str) else []
+        if op == "load":
+            return [r["c"] for r, _ in body["memories"] if isinstance(r["c"], str)]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    return []
+
+
+@attrs.frozen
+class FrozenShard:
+    """One shard at one applied LSN. Memories are immutable (a write replaces the object) and vectors
+    are bytes, so the image stays consistent however the live shard changes meanwhile."""
+
+    id: int
+    lsn: int
+    seq: int
+    epoch: int
+    memories: list[tuple[Memory, bytes]]
+
+
+def image(frozen: FrozenShard) -> dict[str, Any]:
+    """The msgpack-ready snapshot image of a frozen shard (CPU work: safe in a worker thread)."""
+    return {"v": 1, "shard": frozen.id, "lsn": frozen.lsn, "seq": frozen.seq, "epoch": frozen.epoch,
+            "memories": [[m.to_record(), vector] for m, vector in frozen.memories]}
 
 
 _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {

@@ -212,3 +212,21 @@ def test_a_snapshot_image_from_before_positions_loads_at_zero() -> None:
     t = new_set()
     t.load(image)
     assert t.shard(shard).position == (0, 0) and t.get("a", "m1", 2.0) is not None
+
+
+def test_a_frozen_shard_images_as_it_was_however_the_shard_changes_after() -> None:
+    # a snapshot is imaged in a worker thread while the loop goes on applying writes
+    from dakera_actors.store.shard import image
+
+    s = new_set()
+    records = [put(f"m{i}", "a1", f"fact {i}", 10.0 + i) for i in range(5)]
+    apply_all(s, records)
+    shard = records[0][0]
+    before = s.dump(shard)
+    frozen = s.freeze(shard)
+    lsn = len(records) + 1
+    s.apply(lsn, shard, "patch", {"a": "a1", "id": "m0", "set": {"content": "changed"}, "v": None, "ua": 99.0})
+    s.apply(lsn + 1, shard, "delete", {"a": "a1", "ids": ["m1"]})
+    s.apply(lsn + 2, *put("m9", "a1", "new", 50.0))
+    assert image(frozen) == before
+    assert s.dump(shard) != before
