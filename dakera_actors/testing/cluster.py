@@ -117,8 +117,6 @@ class Cluster:
             finally:
                 slot.node = None
                 slot.scope = None
-                if slot.killed and slot.disk is not None:
-                    slot.disk.crash()  # what the dead process had not fsynced is gone
                 down.set()
 
     async def start(self, node_id: str) -> Node:
@@ -141,6 +139,10 @@ class Cluster:
         if self.network is not None:
             self.network.kill(slot.gossip_address)
         slot.killed = True
+        if slot.disk is not None:
+            # power is lost before any code of the node runs again: what it had not synced is
+            # gone, and its cancellation (on_stop closing the log, finally blocks) writes nothing
+            slot.disk.crash()
         slot.scope.cancel()
         slot.node = None
 

@@ -323,8 +323,8 @@ async def test_every_acknowledged_memory_survives_a_crash(autojump_clock: trio.t
             await trio.sleep(0.5 + life)  # let checkpoints and purges run on the mock clock
             for _ in range(7 * life + 3):  # stop in the middle of group commits
                 await trio.lowlevel.checkpoint()
+            disk.crash()  # power goes first: the cancellation below must not be able to sync
             nursery.cancel_scope.cancel()
-        disk.crash()
         assert len(acked) > 20 * (life + 1)
 
     async with trio.open_nursery() as nursery:
