@@ -215,9 +215,9 @@ class MemoryLog:
         self.close()
 
     def _check_usable(self) -> None:
+        self._disk.check_alive(self._incarnation)  # first: say the process is dead, not just closed
         if self._closed:
             raise WalFailedError("the write-ahead log is closed")
-        self._disk.check_alive(self._incarnation)
         if self._epoch != self._disk._epoch:
             raise WalFailedError(f"simulated disk {self._disk.name} crashed or was reopened since this log was opened")
 
