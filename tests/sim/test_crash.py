@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import trio
 import trio.testing
 
-from dakera_actors.testing import open_cluster
+from dakera_actors.testing import Cluster, open_cluster
 from dakera_actors.wal.actor import WalActor
 from dakera_actors.wal.memory import SimDisk
 
@@ -31,3 +32,54 @@ async def test_kill_loses_the_unsynced_tail_although_on_stop_would_sync_it(
         await eventually(lambda: restarted.readiness.ready, timeout=30)
         wal = next(a for a in restarted.actors if isinstance(a, WalActor))
         assert wal.log.last_lsn == synced
+
+
+def settled(cluster: Cluster) -> bool:
+    """Every node runs, ready, with one map naming them all, nothing down, no shard syncing."""
+    maps = [n.shard_map.view.value for n in cluster.nodes.values()]  # type: ignore[union-attr]
+    keys = {m.key if m is not None else None for m in maps}
+    return (len(cluster.nodes) == len(cluster.ids) and len(keys) == 1 and None not in keys
+            and maps[0] is not None and len(maps[0].members()) == len(cluster.ids) and not maps[0].down
+            and all(n.readiness.ready and n.replicator is not None and not n.replicator.syncing
+                    for n in cluster.nodes.values()))
+
+
+async def test_every_acknowledged_write_survives_a_power_cut_of_the_whole_cluster(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Replication cannot hide a missing fsync here: every copy loses power at the same instant."""
+    async with open_cluster(3, seed=31) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        acked: dict[str, str] = {}
+        enough = trio.Event()  # writes take no simulated time: wait on the count, not the clock
+
+        async def writer(w: int) -> None:
+            for i in range(1000):
+                mid, agent = f"w{w}-{i}", f"agent-{(7 * w + i) % 11}"
+                try:
+                    async with cluster.client(cluster.ids[w % 3]) as http:
+                        r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": mid, "id": mid})
+                except httpx.ConnectError:  # resumed after the power cut, before its cancellation
+                    return
+                if r.status_code == 200:
+                    acked[mid] = agent
+                if len(acked) >= 60:
+                    enough.set()
+
+        async with trio.open_nursery() as nursery:
+            for w in range(6):
+                nursery.start_soon(writer, w)
+            with trio.fail_after(60):
+                await enough.wait()
+            for node_id in cluster.ids:  # no node runs between these: one instant for all
+                cluster.kill(node_id)
+            nursery.cancel_scope.cancel()  # writes in flight are cut, never acknowledged
+        for node_id in cluster.ids:
+            await cluster.restart(node_id)
+        await eventually(lambda: settled(cluster), timeout=120)
+        lost: list[tuple[str, int]] = []
+        for mid, agent in acked.items():
+            async with cluster.client(cluster.ids[len(lost) % 3]) as http:
+                got = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            if got.status_code != 200 or got.json().get("content") != mid:
+                lost.append((mid, got.status_code))
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
