@@ -62,11 +62,13 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatasyncGate]:
 
 async def hold_then_release(gate: DatasyncGate, acks: int) -> None:
     """The body both tests share: writes are in flight; check the order of events."""
-    await eventually(lambda: bool(gate.events), timeout=30)
-    assert gate.events[0] == "datasync", f"acknowledged before any datasync: {gate.events}"
-    await trio.testing.wait_all_tasks_blocked()  # everything that could run without the disk has
-    assert "ack" not in gate.events, f"acknowledged while the datasync was held: {gate.events}"
-    gate.opened.set()
+    try:
+        await eventually(lambda: bool(gate.events), timeout=30)
+        assert gate.events[0] == "datasync", f"acknowledged before any datasync: {gate.events}"
+        await trio.testing.wait_all_tasks_blocked()  # everything that could run without the disk has
+        assert "ack" not in gate.events, f"acknowledged while the datasync was held: {gate.events}"
+    finally:
+        gate.opened.set()  # also when failing: the log's close syncs (on the event loop) on the way out
     await eventually(lambda: gate.events.count("ack") == acks, timeout=30)
     first_ack = gate.events.index("ack")
     assert "datasync returned" in gate.events[:first_ack], gate.events
