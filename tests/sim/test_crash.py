@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -83,3 +84,16 @@ async def test_every_acknowledged_write_survives_a_power_cut_of_the_whole_cluste
             if got.status_code != 200 or got.json().get("content") != mid:
                 lost.append((mid, got.status_code))
         assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+
+
+def test_what_a_killed_node_raises_while_unwinding_is_dropped_but_an_interrupt() -> None:
+    from dakera_actors.testing.cluster import _fail_unless_dead
+    from dakera_actors.wal.memory import SimDiskCrashedError
+
+    _fail_unless_dead(SimDiskCrashedError("dead disk"))
+    _fail_unless_dead(ExceptionGroup("unwinding", [SimDiskCrashedError("wal"), RuntimeError("actor crashed")]))
+    with pytest.raises(BaseExceptionGroup) as raised:
+        _fail_unless_dead(BaseExceptionGroup("unwinding", [RuntimeError("x"), KeyboardInterrupt()]))
+    assert raised.value.subgroup(KeyboardInterrupt) is not None
+    with pytest.raises(SystemExit):
+        _fail_unless_dead(SystemExit(1))
