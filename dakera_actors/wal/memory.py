@@ -3,7 +3,14 @@
 Simulation tests run hundreds of nodes in one process under ``trio.testing.MockClock``; the file
 layer would need a worker thread per disk call, and the mock clock jumps while a thread works.
 A :class:`SimDisk` stands in for a node's data directory instead. It outlives the node: the
-harness kills the node, calls :meth:`SimDisk.crash`, and a new node recovers from the same disk.
+harness calls :meth:`SimDisk.crash` and only then cancels the node, and a new node recovers from
+the same disk.
+
+A crash is a loss of power at one instant: every handle opened before it (the log, the snapshot
+store, the state files) belongs to the dead process and refuses every later call with
+:class:`SimDiskCrashedError`, so nothing the dead node runs while it unwinds (``on_stop`` closing
+and syncing its log, a ``finally`` saving state) can reach the disk. A real ``kill -9`` runs none
+of that code; here it runs but writes nothing.
 
 Crash semantics are those of a machine losing power:
 
@@ -38,6 +45,10 @@ from .snapshot import _MAX_LSN, _MAX_SHARD, SnapshotStore, _unpack, snapshot_nam
 DEFAULT_SEGMENT_RECORDS: Final = 1024
 
 
+class SimDiskCrashedError(WalFailedError):
+    """A handle opened before :meth:`SimDisk.crash` was used: the process that held it is dead."""
+
+
 @attrs.define
 class _WalImage:
     """What the disk holds of the log: frames of LSNs ``first_lsn..``, the first ``synced`` durable."""
@@ -65,8 +76,18 @@ class SimDisk:
         self.files: dict[str, bytes] = {}
         self._wal = _WalImage()
         self._snapshots: dict[int, dict[int, bytes]] = {}  # shard -> lsn -> packed state
-        self._store = MemorySnapshotStore(self)
         self._epoch = 0  # bumped by crash() and open_log(): older logs refuse every call
+        self._incarnation = 0  # bumped by crash(): every older handle refuses every call
+
+    @property
+    def incarnation(self) -> int:
+        """How many times this disk crashed: handles opened under an older value are dead."""
+        return self._incarnation
+
+    def check_alive(self, incarnation: int) -> None:
+        """Refuse a call through a handle opened under ``incarnation`` if the disk crashed since."""
+        if incarnation != self._incarnation:
+            raise SimDiskCrashedError(f"simulated disk {self.name} crashed: this handle belongs to a dead process")
 
     def open_log(self, *, log: EventLogger | None = None) -> MemoryLog:
         """The WAL as found on this disk. A log opened earlier on this disk stops working."""
@@ -74,13 +95,15 @@ class SimDisk:
         return MemoryLog(self, log=log)
 
     def snapshot_store(self) -> MemorySnapshotStore:
-        """The one snapshot store of this disk."""
-        return self._store
+        """The snapshot store of this disk, as a handle of the current incarnation."""
+        return MemorySnapshotStore(self)
 
     def crash(self) -> None:
-        """Lose every WAL record not yet synced; logs opened before stop working (close is a no-op)."""
+        """Lose power now: every WAL record not yet synced is gone, and every handle opened before
+        (log, snapshot store, state files) refuses every later call (a log's close is a no-op)."""
         del self._wal.frames[self._wal.synced:]
         self._epoch += 1
+        self._incarnation += 1
         self.crashes += 1
 
     @property
@@ -99,6 +122,7 @@ class MemoryLog:
         self._disk = disk
         self._wal = disk._wal
         self._epoch = disk._epoch
+        self._incarnation = disk._incarnation
         self._log = log or get_logger("dakera_actors.wal")
         self._closed = False
         self.recovery = RecoveryReport(
@@ -191,6 +215,7 @@ class MemoryLog:
         self.close()
 
     def _check_usable(self) -> None:
+        self._disk.check_alive(self._incarnation)  # first: say the process is dead, not just closed
         if self._closed:
             raise WalFailedError("the write-ahead log is closed")
         if self._epoch != self._disk._epoch:
@@ -204,11 +229,17 @@ class MemorySnapshotStore:
 
     def __init__(self, disk: SimDisk, *, log: EventLogger | None = None) -> None:
         self.directory = disk.path / "snapshots"
+        self._disk = disk
+        self._incarnation = disk.incarnation
         self._snapshots = disk._snapshots
         self._log = log or get_logger("dakera_actors.wal")
 
+    def _check_alive(self) -> None:
+        self._disk.check_alive(self._incarnation)
+
     def write(self, shard: int, lsn: int, state: Any) -> Path:
         """Store a copy of ``state`` as shard ``shard`` at ``lsn``; refuses what msgpack cannot carry."""
+        self._check_alive()
         if not (0 <= shard <= _MAX_SHARD and 0 <= lsn <= _MAX_LSN):
             raise ValueError(f"shard {shard} or lsn {lsn} out of range")
         raw = msgpack.packb(state, use_bin_type=True)
@@ -226,14 +257,17 @@ class MemorySnapshotStore:
         return None if lsn is None else (lsn, _unpack(self._snapshots[shard][lsn]))
 
     def latest_lsn(self, shard: int) -> int | None:
+        self._check_alive()
         return max(self._snapshots.get(shard) or (), default=None)
 
     def all_latest(self) -> dict[int, int]:
         """Shard to the LSN of its newest snapshot, for every shard that has one."""
+        self._check_alive()
         return {shard: max(by_lsn) for shard, by_lsn in sorted(self._snapshots.items()) if by_lsn}
 
     def min_snapshot_lsn(self, shards: Iterable[int]) -> int:
         """The LSN every one of ``shards`` has a snapshot at or beyond; 0 if any has none."""
+        self._check_alive()
         lowest: int | None = None
         for shard in shards:
             lsn = self.latest_lsn(shard)
@@ -244,14 +278,17 @@ class MemorySnapshotStore:
 
     def oldest_lsn(self, shard: int) -> int | None:
         """The LSN of the oldest snapshot of ``shard``, or None (see ``SnapshotStore.oldest_lsn``)."""
+        self._check_alive()
         return min(self._snapshots.get(shard) or (), default=None)
 
     def shards(self) -> set[int]:
         """Every shard with at least one snapshot."""
+        self._check_alive()
         return {shard for shard, by_lsn in self._snapshots.items() if by_lsn}
 
     def prune(self, shard: int, keep: int = 2) -> int:
         """Keep the newest ``keep`` snapshots of ``shard``; delete the rest. Returns how many."""
+        self._check_alive()
         if keep < 1:
             raise ValueError("keep must be at least 1: pruning must never leave a shard without a snapshot")
         by_lsn = self._snapshots.get(shard, {})

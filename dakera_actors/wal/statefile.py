@@ -3,7 +3,8 @@ the maintenance flag.
 
 Each is one file (mode 0600) replaced atomically (tmp, fsync, rename, fsync the directory), so a crash leaves
 the old or the new content, never a torn one. On a SimDisk (tests) the same name lives in the
-disk's ``files`` and survives simulated crashes. What an unreadable file means is the caller's
+disk's ``files`` and survives simulated crashes; a StateFile made before a crash belongs to the
+dead process and refuses every call after it (see :mod:`.memory`). What an unreadable file means is the caller's
 decision (the lease refuses to start; a shard map is simply re-sent by the leader).
 """
 
@@ -22,9 +23,11 @@ class StateFile:
         self.path = Path(directory) / name if disk is None and directory is not None else None
         #: reading and writing block (a real file): call them through ``disk_call``
         self.blocking = disk is None
+        self._incarnation = disk.incarnation if disk is not None else 0
 
     def read(self) -> bytes | None:
         if self.disk is not None:
+            self.disk.check_alive(self._incarnation)
             raw: bytes | None = self.disk.files.get(self.name)
             return raw
         assert self.path is not None
@@ -32,6 +35,7 @@ class StateFile:
 
     def write(self, raw: bytes) -> None:
         if self.disk is not None:
+            self.disk.check_alive(self._incarnation)
             self.disk.files[self.name] = raw
             return
         assert self.path is not None

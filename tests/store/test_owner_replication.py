@@ -46,8 +46,8 @@ async def test_replicated_records_apply_in_order_and_survive_a_restart(autojump_
         assert await owner.replicate([put("m3", 3)]) == 1
         assert shards.shard(shard).position == (7, 3)
         assert node.memory.tails[shard].last == (7, 3)
+        disk.crash()  # before the cancellation, which must not be able to sync anything
         nursery.cancel_scope.cancel()
-    disk.crash()
     async with trio.open_nursery() as nursery:
         node = await started(disk, nursery)
         assert node.memory is not None
@@ -70,8 +70,8 @@ async def test_an_install_is_all_or_position_zero(autojump_clock: trio.testing.M
         assert node.memory.shards.shard(shard).position == (12, 900)
         assert node.memory.shards.shard(shard).memory_count == 600
         assert node.memory.tails[shard].last == (12, 900)
+        disk.crash()  # before the cancellation, which must not be able to sync anything
         nursery.cancel_scope.cancel()
-    disk.crash()
     async with trio.open_nursery() as nursery:
         node = await started(disk, nursery)
         assert node.memory is not None

@@ -24,7 +24,8 @@ from dakera_actors.store.engine import start_storage
 from dakera_actors.store.service import MemoryService
 from dakera_actors.wal import SnapshotStore, WalFailedError, WalRecord, WriteAheadLog, encode_record
 from dakera_actors.wal.actor import WalActor
-from dakera_actors.wal.memory import MemoryLog, MemorySnapshotStore, SimDisk
+from dakera_actors.wal.memory import MemoryLog, MemorySnapshotStore, SimDisk, SimDiskCrashedError
+from dakera_actors.wal.statefile import StateFile
 
 PER_SEGMENT = 4
 Log = WriteAheadLog | MemoryLog
@@ -323,8 +324,8 @@ async def test_every_acknowledged_memory_survives_a_crash(autojump_clock: trio.t
             await trio.sleep(0.5 + life)  # let checkpoints and purges run on the mock clock
             for _ in range(7 * life + 3):  # stop in the middle of group commits
                 await trio.lowlevel.checkpoint()
+            disk.crash()  # power goes first: the cancellation below must not be able to sync
             nursery.cancel_scope.cancel()
-        disk.crash()
         assert len(acked) > 20 * (life + 1)
 
     async with trio.open_nursery() as nursery:
@@ -337,3 +338,23 @@ async def test_every_acknowledged_memory_survives_a_crash(autojump_clock: trio.t
         wal = node.actors[0]
         assert isinstance(wal, WalActor) and wal.log.segments()[0].first_lsn > 1  # and the WAL was truncated behind it
         nursery.cancel_scope.cancel()
+
+
+def test_a_dead_process_cannot_write_after_the_crash() -> None:
+    """What a killed node's cancellation runs (on_stop closing its log, finally blocks saving
+    state, a checkpointer finishing) must not reach the disk: every handle from before refuses."""
+    disk = SimDisk("n")
+    log, snaps, state = disk.open_log(), disk.snapshot_store(), StateFile("lease.state", None, disk)
+    log.append([entry(0)])
+    log.sync()
+    log.append([entry(1)])  # in flight at the crash
+    state.write(b"old")
+    disk.crash()
+    log.close()  # would have synced entry 1 before the crash was honest
+    for call in (lambda: log.sync(), lambda: snaps.write(0, 9, {"x": 1}), lambda: snaps.prune(0),
+                 lambda: state.write(b"new"), lambda: state.read()):
+        with pytest.raises(SimDiskCrashedError):
+            call()
+    assert disk.synced_lsn == 1 and disk.snapshot_store().all_latest() == {}
+    assert StateFile("lease.state", None, disk).read() == b"old"  # the next process's handles work
+    assert disk.open_log().last_lsn == 1
