@@ -9,7 +9,7 @@ from .history import ABSENT, History, Op
 def history(*ops: tuple[str, str, float, float, str, object]) -> History:
     h = History()
     for kind, mid, start, end, outcome, value in ops:
-        h.ops.append(Op(kind, mid, "agent-1", "node-1", start, end, outcome, value))
+        h.ops.append(Op(kind, mid, "agent-1", "node-1", (start, 0), (end, 0), outcome, value))
     return h
 
 
@@ -63,6 +63,23 @@ def test_a_read_concurrent_with_a_write_may_see_either_value() -> None:
     assert not early.check_reads()
     after = history(("store", "a", 0, 2, "ok", 0), ("read", "a", 3, 4, "ok", ABSENT))
     assert after.check_reads()
+
+
+def test_a_read_through_a_cut_off_node_is_excused_only_within_its_window() -> None:
+    h = history(("store", "a", 0, 1, "ok", 0), ("update", "a", 2, 3, "ok", 1), ("read", "a", 4, 5, "ok", 0))
+    h.cut_off.append(("node-1", (3.5, 0), (4.5, 0)))
+    assert not h.check_reads()
+    h.cut_off[0] = ("node-2", (3.5, 0), (4.5, 0))
+    assert h.check_reads()
+    h.cut_off[0] = ("node-1", (5.5, 0), (6, 0))
+    assert h.check_reads()
+
+
+def test_operations_at_one_clock_reading_are_ordered_by_tick() -> None:
+    h = History()
+    h.ops += [Op("store", "a", "agent-1", "node-1", (1.0, 1), (1.0, 2), "ok", 0),
+              Op("read", "a", "agent-1", "node-1", (1.0, 3), (1.0, 4), "ok", ABSENT)]
+    assert h.check_reads(), "the read began after the store was acknowledged, at the same clock reading"
 
 
 def test_the_share_of_acknowledged_writes_counts_every_write() -> None:
