@@ -4,19 +4,25 @@ drained by maintenance, sometimes behind slow links so that flips happen with th
 little behind, sometimes with a node killed mid-move), and sometimes a primary is killed right
 after it acknowledged a write. ``history.py`` records every operation and judges the history: no
 acknowledged write or update lost, no forgotten memory back, no read older than a write
-acknowledged before it began (reads go to the primary: read-your-writes), replicas equal to their
-primaries at the end, and a minimum share of writes acknowledged so an unavailable cluster cannot
-pass.
+acknowledged before it began (reads go to the primary: read-your-writes; reads through a node cut
+off by a partition are excused, a known gap pinned below as a strict xfail), replicas equal to
+their primaries at the end, and a minimum share of writes acknowledged so an unavailable cluster
+cannot pass.
 
 Each schedule is seeded (the seed is in the test id, and in the failure message). The suite runs
-a handful per configuration; ``REPLICATION_SCHEDULES=N`` runs N of each.
+16 per configuration; ``REPLICATION_SCHEDULES=N`` runs N of each, and ``REPLICATION_SHARES=1``
+prints each schedule's share of acknowledged writes and answered reads (run pytest with ``-s``).
 
 Failures come one at a time (quorum of three survives one; `all` with RF=3 on five nodes survives two
 at a time): after each fault the clients pause until the cluster is whole again (every member in
 the map, no copy marked down, replicas equal to primaries), as the guarantee "survives any single
 failure" means.
 
-The schedules once found by random seeds are written out below as explicit scenarios."""
+The schedules once found by random seeds are written out below as explicit scenarios: seed 111
+(a cut-off primary acknowledging a write by counting itself after its shard moved) and a primary
+killed right after an acknowledgement. (Seed 103 was no fault of the cluster: the checker took a
+503 right after the cluster was whole again for a lost write; every read now asks again after a
+503, as a client would.)"""
 
 from __future__ import annotations
 
@@ -40,8 +46,8 @@ SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "16"))
 # (nodes, RF, ack mode, simultaneous failures)
 SETUPS = [(3, 2, "quorum", 1), (3, 2, "all", 1), (5, 3, "quorum", 1), (5, 3, "all", 2)]
 CASES = [(seed, *setup) for setup in SETUPS for seed in range(1, SCHEDULES + 1)]
-#: a healthy schedule acknowledges most writes (observed shares are in the issue notes); an
-#: unavailable cluster acknowledges none
+#: a healthy schedule acknowledges most writes (92-100% over the first 48 schedules: writes
+#: fail only to the shards a fault touches, for seconds); an unavailable cluster acknowledges none
 MIN_ACKNOWLEDGED = 0.7
 MIN_WRITES = 20
 
