@@ -67,9 +67,11 @@ class Op:
     outcome: str = "unknown"  # ok, failed, unknown
     value: Any = None  # what a write leaves (version or ABSENT); what a read saw
     status: int | None = None
+    owner: str = ""  # X-Dakera-Owner of the answer: who served it (set when forwarded)
 
     def __str__(self) -> str:
-        return (f"{self.kind} {self.mid}={self.value} via {self.via} [{self.start[0]:.2f}, {self.end[0]:.2f}] "
+        owner = f" from {self.owner}" if self.owner else ""
+        return (f"{self.kind} {self.mid}={self.value} via {self.via}{owner} [{self.start[0]:.2f}, {self.end[0]:.2f}] "
                 f"{self.outcome} {self.status}")
 
 
@@ -253,6 +255,7 @@ class Client:
                        params={"agent_id": target.agent})
         op.end = instant()
         op.status = r.status_code if r is not None else None
+        op.owner = r.headers.get("X-Dakera-Owner", "") if r is not None else ""
         if r is not None and r.status_code == 200:
             op.outcome, op.value = "ok", version_of(r.json()["content"], target.mid)
         elif r is not None and r.status_code == 404:

@@ -46,6 +46,12 @@ SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "16"))
 # (nodes, RF, ack mode, simultaneous failures)
 SETUPS = [(3, 2, "quorum", 1), (3, 2, "all", 1), (5, 3, "quorum", 1), (5, 3, "all", 2)]
 CASES = [(seed, *setup) for setup in SETUPS for seed in range(1, SCHEDULES + 1)]
+#: schedules that found a real bug not fixed yet: (seed, *setup) -> what goes wrong. Not strict:
+#: Trio shuffles the order of tasks woken together, so a schedule does not replay exactly.
+KNOWN: dict[tuple[int, int, int, str, int], str] = {
+    (4, 5, 3, "quorum", 1): "a read through a node just restarted on an old stored map answered 404 for a "
+                            "memory acknowledged 1.8 s before the read began (drain+kill; once in 2 runs)",
+}
 #: a healthy schedule acknowledges most writes (92-100% over the first 48 schedules: writes
 #: fail only to the shards a fault touches, for seconds); an unavailable cluster acknowledges none
 MIN_ACKNOWLEDGED = 0.7
@@ -190,8 +196,10 @@ def cluster_config(rf: int, ack: str, grace: float, timeout: float = 2.0) -> dic
             "log_level": os.environ.get("REPLICATION_LOG_LEVEL", "warning"), "rereplication_grace": grace}
 
 
-@pytest.mark.parametrize(("seed", "nodes", "rf", "ack", "failures"), CASES,
-                         ids=[f"{n}n-rf{rf}-{ack}-f{f}-seed{s}" for s, n, rf, ack, f in CASES])
+@pytest.mark.parametrize(("seed", "nodes", "rf", "ack", "failures"), [
+    pytest.param(*case, id="{1}n-rf{2}-{3}-f{4}-seed{0}".format(*case),
+                 marks=[pytest.mark.xfail(strict=False, reason=KNOWN[case])] if case in KNOWN else [])
+    for case in CASES])
 async def test_history_is_consistent(autojump_clock: MockClock, seed: int, nodes: int, rf: int, ack: str,
                                      failures: int) -> None:
     rng = random.Random(seed * 1000 + nodes * 10 + rf)
