@@ -3,6 +3,8 @@ flag each kind of violation and accept what an operation of unknown outcome may 
 
 from __future__ import annotations
 
+import pytest
+
 from .history import ABSENT, History, Op
 
 
@@ -87,3 +89,13 @@ def test_the_share_of_acknowledged_writes_counts_every_write() -> None:
                 ("store", "c", 0, 1, "failed", 0), ("read", "a", 2, 3, "ok", 0))
     assert h.share_acknowledged() == 1 / 3
     assert History().share_acknowledged() == 0.0
+
+
+def test_an_unavailable_cluster_cannot_pass() -> None:
+    from .test_replication_history import MIN_WRITES, judge
+
+    unavailable = history(*[("store", f"m{i}", i, i + 0.5, "unknown", 0) for i in range(MIN_WRITES * 2)])
+    with pytest.raises(AssertionError, match="acknowledged"):
+        judge(unavailable, {f"m{i}": ABSENT for i in range(MIN_WRITES * 2)}, seed=0)
+    healthy = history(*[("store", f"m{i}", i, i + 0.5, "ok", 0) for i in range(MIN_WRITES)])
+    judge(healthy, {f"m{i}": 0 for i in range(MIN_WRITES)}, seed=0)
