@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -123,3 +125,80 @@ def running(nodes: list[NodeProcess]) -> Iterator[list[NodeProcess]]:
     finally:
         for node in nodes:
             node.stop()
+
+
+class WorkerFailed(AssertionError):
+    """A load thread ended with an exception; the original is its ``__cause__``. An AssertionError
+    so that ``wait_for`` (which treats HTTP and parse errors as "not yet") stops at once."""
+
+
+class Workers:
+    """Load threads whose every exception, of any type, is kept and re-raised in the test.
+
+    A thread that dies of an unexpected exception must fail the test, not leave an empty error list
+    behind; ``check()`` raises the first failure (as ``WorkerFailed`` from it) and ``finish()`` also
+    fails when a thread does not stop."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._failures: list[tuple[str, BaseException]] = []
+        self._lock = threading.Lock()
+
+    def start(self, target: Callable[..., None], *args: Any) -> None:
+        """Run ``target(*args)`` in a thread; it should loop until ``self.stop`` is set."""
+        name = f"{getattr(target, '__name__', 'worker')}{args}"
+
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:  # noqa: BLE001 - every kind is kept and re-raised by check()
+                with self._lock:
+                    self._failures.append((name, exc))
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def check(self) -> None:
+        """Re-raise the first exception any thread ended with (naming how many there were)."""
+        with self._lock:
+            failures = list(self._failures)
+        if failures:
+            name, exc = failures[0]
+            raise WorkerFailed(f"{len(failures)} load thread(s) failed; first {name}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def finish(self, timeout: float = 60.0) -> None:
+        """Stop the threads, wait for them, and fail on any exception or a thread still running."""
+        self.stop.set()
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        self.check()
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        assert not stuck, f"load threads still running {timeout}s after stop: {stuck}"
+
+
+class Acks:
+    """Acknowledged writes with the monotonic time each acknowledgement arrived, thread safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entries: list[tuple[float, str, str]] = []  # (acknowledged at, memory id, agent)
+
+    def add(self, mid: str, agent: str) -> None:
+        with self._lock:
+            self.entries.append((time.monotonic(), mid, agent))
+
+    def snapshot(self) -> list[tuple[float, str, str]]:
+        with self._lock:
+            return list(self.entries)
+
+    def between(self, start: float, end: float = float("inf")) -> list[tuple[float, str, str]]:
+        """The acknowledgements that arrived strictly after ``start`` and before ``end``."""
+        return [e for e in self.snapshot() if start < e[0] < end]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.entries)

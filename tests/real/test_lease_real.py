@@ -50,7 +50,7 @@ def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
 
 
 def test_one_leader_and_failover_with_a_higher_token(cluster: list[NodeProcess]) -> None:
-    leader, token = wait_for(lambda: agreed(cluster), 20, "one agreed leader")
+    leader, token = wait_for(lambda: agreed(cluster), 60, "one agreed leader")
     roles = {m["id"]: m["role"] for m in httpx.get(cluster[0].url + "/admin/cluster/nodes").json()}
     assert [i for i, r in roles.items() if r == "leader"] == [leader]
     victim = next(n for n in cluster if n.env["DAKERA_NODE_ID"] == leader)
@@ -58,8 +58,8 @@ def test_one_leader_and_failover_with_a_higher_token(cluster: list[NodeProcess])
     victim.signal(signal.SIGKILL)
     victim.wait(10)
     new_leader, new_token = wait_for(lambda: (a := agreed(survivors)) and a[0] != leader and a,
-                                     20, "a new agreed leader")
+                                     60, "a new agreed leader")
     assert new_token > token
     victim.start()  # it rejoins as a follower and learns the newer token
     victim.wait_healthy()
-    wait_for(lambda: agreed(cluster) == (new_leader, new_token), 20, "the restarted node to follow")
+    wait_for(lambda: agreed(cluster) == (new_leader, new_token), 60, "the restarted node to follow")

@@ -38,7 +38,7 @@ def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
 
 def test_five_processes_agree_detect_a_kill_and_a_restart(cluster: list[NodeProcess]) -> None:
     ids = {f"node-{i}" for i in range(1, 6)}
-    wait_for(lambda: all(states(n) == dict.fromkeys(ids, "Alive") for n in cluster), 30, "five Alive members")
+    wait_for(lambda: all(states(n) == dict.fromkeys(ids, "Alive") for n in cluster), 60, "five Alive members")
     for node in cluster:
         ready = httpx.get(node.url + "/health/ready")
         assert ready.status_code == 200
@@ -47,17 +47,17 @@ def test_five_processes_agree_detect_a_kill_and_a_restart(cluster: list[NodeProc
     victim, survivors = cluster[3], cluster[:3] + cluster[4:]
     victim.signal(signal.SIGKILL)
     victim.wait(10)
-    wait_for(lambda: all(states(n).get("node-4") == "Dead" for n in survivors), 30, "node-4 Dead everywhere")
+    wait_for(lambda: all(states(n).get("node-4") == "Dead" for n in survivors), 60, "node-4 Dead everywhere")
     assert httpx.get(survivors[0].url + "/admin/cluster/status").json()["alive"] == 4
     victim.start()
     victim.wait_healthy()
-    wait_for(lambda: all(states(n).get("node-4") == "Alive" for n in survivors), 30, "node-4 Alive again")
-    wait_for(lambda: states(victim) == dict.fromkeys(ids, "Alive"), 30, "the restarted node's full view")
+    wait_for(lambda: all(states(n).get("node-4") == "Alive" for n in survivors), 60, "node-4 Alive again")
+    wait_for(lambda: states(victim) == dict.fromkeys(ids, "Alive"), 60, "the restarted node's full view")
 
 
 def test_garbage_on_the_gossip_port_is_dropped_and_counted(cluster: list[NodeProcess]) -> None:
     ids = {f"node-{i}" for i in range(1, 6)}
-    wait_for(lambda: all(states(n) == dict.fromkeys(ids, "Alive") for n in cluster), 30, "five Alive members")
+    wait_for(lambda: all(states(n) == dict.fromkeys(ids, "Alive") for n in cluster), 60, "five Alive members")
     target = cluster[0]
     port = int(target.env["DAKERA_GOSSIP_PORT"])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -70,8 +70,8 @@ def test_garbage_on_the_gossip_port_is_dropped_and_counted(cluster: list[NodePro
         text = httpx.get(target.url + "/metrics").text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
-    wait_for(lambda: metric("dakera_wire_rejected_total") >= 3, 10, "rejections counted")
+    wait_for(lambda: metric("dakera_wire_rejected_total") >= 3, 30, "rejections counted")
     probes = metric("dakera_swim_probes_total")
     # a few more protocol periods after the garbage: the node kept probing and its view held
-    wait_for(lambda: metric("dakera_swim_probes_total") >= probes + 3, 10, "probing to go on")
+    wait_for(lambda: metric("dakera_swim_probes_total") >= probes + 3, 30, "probing to go on")
     assert states(target) == dict.fromkeys(ids, "Alive")

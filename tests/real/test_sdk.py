@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +16,12 @@ from dakera import (
     BatchStoreMemoryItem,
     BatchStoreMemoryRequest,
     DakeraClient,
+    DakeraError,
     NotFoundError,
     ValidationError,
 )
 
-from .procs import NodeProcess
+from .procs import Acks, NodeProcess, Workers, wait_for
 
 pytestmark = pytest.mark.real
 KEY = "sdk-test-root-key"
@@ -103,43 +103,38 @@ def test_sdk_raises_the_right_exceptions(node: NodeProcess) -> None:
 
 def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     proc = NodeProcess(tmp_path, name="crash").start()
-    acked: list[tuple[str, str]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
+    acked = Acks()
+    workers = Workers()
+    killing = threading.Event()
     try:
         proc.wait_healthy()
 
         def writer(w: int) -> None:
             c = DakeraClient(proc.url, max_retries=1, timeout=5)
             i = 0
-            while not stop.is_set():
+            while not workers.stop.is_set():
                 try:
                     m = c.store_memory(f"agent-{w}", f"writer {w} memory {i}")
-                except Exception:
-                    return  # the node died under us: this write was never acknowledged
-                with lock:
-                    acked.append((f"agent-{w}", m["id"]))
+                except DakeraError:
+                    if killing.is_set():
+                        return  # the node died under us: this write was never acknowledged
+                    raise  # before the kill nothing may fail (re-raised in the test by Workers)
+                acked.add(m["id"], f"agent-{w}")
                 i += 1
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 30
-        while len(acked) < 300:
-            assert time.monotonic() < deadline and any(t.is_alive() for t in threads), proc.log()[-2000:]
-            time.sleep(0.01)
+        for w in range(4):
+            workers.start(writer, w)
+        wait_for(lambda: workers.check() or len(acked) >= 300, 60, "300 acknowledged writes")
+        killing.set()
         proc.signal(signal.SIGKILL)  # mid-stream: writers are still sending
         proc.wait(10)
-        stop.set()
-        for t in threads:
-            t.join(10)
+        workers.finish()
         n = len(acked)
-        assert n >= 300
         proc.start()
         proc.wait_healthy()
         c = DakeraClient(proc.url, max_retries=3, timeout=30)
         problems = []
-        for agent, mid in acked:
+        for _, mid, agent in acked.snapshot():
             try:
                 assert c.get_memory(agent, mid)["id"] == mid
             except Exception as exc:  # collect them all: the kind of failure is the diagnosis
@@ -147,5 +142,5 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert not problems, f"{len(problems)} of {n} acknowledged writes unreadable: {problems[:5]}\n" + proc.log()[-3000:]
         assert "storage_recovered" in proc.log()
     finally:
-        stop.set()
+        workers.stop.set()
         proc.stop()

@@ -67,10 +67,21 @@ class Traffic:
             await trio.sleep(self.rng.uniform(0.005, 0.05))
 
 
+#: a counted copy may trail its primary by a few in-flight records; this far behind, for longer
+#: than FAR_BEHIND_SECONDS of simulated time, it is not a copy the map should count
+FAR_BEHIND_RECORDS = 5
+FAR_BEHIND_SECONDS = 2.0
+
+
 async def watch_copies(cluster: Cluster, problems: list[str], stop: trio.Event) -> None:
     """Invariant while shards move: a copy the map counts is never an empty one (a new copy is
-    a learner until it has caught up), so no shard ever has fewer than RF copies with its data."""
+    a learner until it has caught up), so no shard ever has fewer than RF copies with its data;
+    and no counted copy stays far behind its primary (more than FAR_BEHIND_RECORDS records for
+    longer than FAR_BEHIND_SECONDS), which an empty-only check would miss."""
+    behind_since: dict[tuple[int, str, str], float] = {}  # (shard, copy, primary) -> first seen far behind
     while not stop.is_set():
+        now = trio.current_time()
+        far: set[tuple[int, str, str]] = set()
         for node in list(cluster.nodes.values()):
             smap = node.shard_map.view.value  # type: ignore[union-attr]
             if smap is None or not node.readiness.ready:
@@ -79,7 +90,21 @@ async def watch_copies(cluster: Cluster, problems: list[str], stop: trio.Event) 
                 counted = [c for c in copies[:smap.counted] if c in cluster.nodes]
                 seqs = {c: cluster.node(c).memory.shards.shard(shard).seq for c in counted}  # type: ignore[union-attr]
                 if seqs and max(seqs.values()) >= 3 and min(seqs.values()) == 0:
-                    problems.append(f"t={trio.current_time():.2f} map {smap.key} shard {shard}: {seqs}")
+                    problems.append(f"t={now:.2f} map {smap.key} shard {shard}: {seqs}")
+                primary = copies[0]
+                if primary not in seqs:
+                    continue
+                for c, seq in seqs.items():
+                    if c != primary and seqs[primary] - seq > FAR_BEHIND_RECORDS:
+                        key = (shard, c, primary)
+                        far.add(key)
+                        since = behind_since.setdefault(key, now)
+                        if now - since > FAR_BEHIND_SECONDS:
+                            problems.append(f"t={now:.2f} map {smap.key} shard {shard}: counted copy {c} "
+                                            f"{seqs[primary] - seq} records behind {primary} since t={since:.2f}")
+                            behind_since[key] = now  # report it again only after another bound
+        for key in set(behind_since) - far:
+            del behind_since[key]  # caught up (or no longer counted): the clock starts afresh
         await trio.sleep(0.01)
 
 

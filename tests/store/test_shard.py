@@ -7,7 +7,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dakera_actors.search import HashingEmbedder, tokenize
@@ -149,6 +149,112 @@ def test_snapshot_plus_tail_equals_full_replay(script: list[tuple[str, str, int,
     assert state(restored) == state(full)
     for agent in "abcde":
         assert [m.id for m in restored.newest_first(agent, 100.0)] == [m.id for m in full.newest_first(agent, 100.0)]
+
+
+class Model:
+    """An independent model of the shard state machine: a dict per agent of the fields a memory
+    has, written from the API's documented behaviour, not from the code under test."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, dict[str, dict[str, Any]]] = {}
+
+    @staticmethod
+    def live(m: dict[str, Any], now: float) -> bool:
+        return m["expires_at"] is None or m["expires_at"] > now
+
+    def apply(self, script_op: tuple[str, str, int, int], i: int, text: str) -> Any:
+        op, agent, n, t = script_op
+        mid, mems = f"m{n}", self.agents.setdefault(agent, {})
+        if op == "put":  # an upsert by id: content and fields replaced, the first created_at kept
+            old = mems.get(mid)
+            mems[mid] = {"content": text, "importance": (n % 5) / 4, "created_at": old["created_at"] if old else t,
+                         "updated_at": t, "expires_at": t + 10 if n % 3 == 0 else None}
+            return ("put", mid, mems[mid]["content"], mems[mid]["created_at"])
+        if op == "patch":  # only an existing memory (expired but not yet purged counts)
+            if mid not in mems:
+                return None
+            mems[mid].update(content=text, importance=0.3, updated_at=t + i)
+            return ("patch", mid, text, mems[mid]["created_at"])
+        if op == "delete":
+            return [x for x in dict.fromkeys([mid, "m0"]) if mems.pop(x, None) is not None]
+        if op == "delete_where":  # evaluated at the record's time: expired memories are not matched
+            doomed = [x for x, m in mems.items() if self.live(m, t) and m["importance"] >= 0.5]
+            for x in doomed:
+                del mems[x]
+            return len(doomed)
+        # purge drops every expired memory of the shard (all agents hashed to it)
+        purged = 0
+        for other, others in self.agents.items():
+            if shard_of(other, SHARDS) == shard_of(agent, SHARDS):
+                for x in [x for x, m in others.items() if not self.live(m, t)]:
+                    del others[x]
+                    purged += 1
+        return purged
+
+    def newest_first(self, agent: str, now: float) -> list[str]:
+        live = [(m["created_at"], x) for x, m in self.agents.get(agent, {}).items() if self.live(m, now)]
+        return [x for _, x in sorted(live, reverse=True)]
+
+
+def observed(result: Any, op: str) -> Any:
+    """The part of ShardSet.apply's answer the model predicts."""
+    if op in ("put", "patch") and result is not None:
+        return (op, result.id, result.content, result.created_at)
+    return result
+
+
+def script_texts(script: list[tuple[str, str, int, int]]) -> list[str]:
+    words = ["alpha", "beta", "gamma", "delta", "editor", "dark", "mode", "berlin"]
+    return [" ".join(words[(n + k * t) % len(words)] for k in range(3)) for _, _, n, t in script]
+
+
+# few agents, ids and instants, so that operations meet: a delete_where after an expiry, a purge
+# at the very instant of one, a patch of a put
+crowded_ops = st.lists(
+    st.tuples(st.sampled_from(["put", "put", "patch", "delete", "delete_where", "purge"]),
+              st.sampled_from(["a", "b"]), st.integers(0, 6), st.sampled_from(range(0, 51, 5))),
+    max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(crowded_ops, st.integers(0, 60))
+def test_apply_agrees_with_an_independent_model(script: list[tuple[str, str, int, int]], now: int) -> None:
+    """Every answer, and then get/list/recall at several times (the expiry instants among them),
+    against the model and a brute-force ranking."""
+    records = to_records(script)
+    s, model = new_set(), Model()
+    for i, ((op, *_), text, (lsn, record)) in enumerate(zip(script, script_texts(script), enumerate(records, 1),
+                                                          strict=True)):
+        assert observed(s.apply(lsn, *record), op) == model.apply(script[i], i, text), (i, script[i])
+    expiries = {m["expires_at"] for mems in model.agents.values() for m in mems.values() if m["expires_at"]}
+    for at in sorted({now, *expiries}):
+        check_reads(s, model, float(at))
+
+
+def check_reads(s: ShardSet, model: Model, now: float) -> None:
+    for agent in "ab":
+        expected = model.newest_first(agent, now)
+        assert [m.id for m in s.newest_first(agent, now)] == expected
+        for n in range(7):
+            got = s.get(agent, f"m{n}", now)
+            want = model.agents.get(agent, {}).get(f"m{n}")
+            if want is None or not Model.live(want, now):
+                assert got is None
+            else:
+                assert got is not None and (got.content, got.importance, got.created_at, got.updated_at) == (
+                    want["content"], want["importance"], want["created_at"], want["updated_at"])
+        # vector recall against a brute-force cosine over the model's live memories
+        query = "dark mode editor"
+        qvec = EMB.embed([query])[0]
+        q = RecallQuery(agent_id=agent, query=query, top_k=3, routing="vector")
+        hits = s.recall(q, tokenize(query), qvec, now)
+        brute = sorted(((float(np.dot(EMB.embed([model.agents[agent][x]["content"]])[0], qvec)), x)
+                        for x in expected), key=lambda p: (-p[0], p[1]))[:3]
+        assert len(hits) == len(brute)
+        for (m, hit), (score, _) in zip(hits, brute, strict=True):
+            assert m.id in expected  # never an expired or deleted memory
+            assert abs(hit.score - score) < 1e-5  # the k best scores, in order (ties may swap ids)
+            assert abs(hit.score - float(np.dot(EMB.embed([m.content])[0], qvec))) < 1e-5
 
 
 @given(ops)
