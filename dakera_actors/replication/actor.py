@@ -626,8 +626,13 @@ class Replicator(Actor):
                     continue
                 deadline = trio.current_time() + self.config.request_timeout * 4
                 while self.shards.shard(shard).position < target[0] and trio.current_time() < deadline:
+                    before = self.shards.shard(shard).position
                     if not await self._fetch_once(target[1], member.address, [shard], 0):
                         break
+                    if self.shards.shard(shard).position == before:
+                        # it answered with nothing newer (its own copy may be moving): ask again
+                        # after a pause, never in a tight loop (that spun a simulation's clock still)
+                        await trio.sleep(RETRY)
                 if self.shards.shard(shard).position < target[0]:
                     continue
                 self.node.log.info("shard_caught_up", shard=shard, source=target[1], seq=target[0][1])
