@@ -41,10 +41,12 @@ def test_killed_leader_is_replaced_with_a_higher_token(seed: int) -> None:
     old = settle(sim)
     old_token = sim.leaders[-1][2]
     sim.crash(old)
-    killed_at = sim.now
-    new = settle(sim, other_than=old)
+    cfg = LeaseConfig()
+    # a protocol bound in simulated time (the voters' promises run out, then one pre-vote and one
+    # campaign round with backoff), not a wall-clock figure: those are in bench/failover.py
+    bound = cfg.ttl + cfg.drift_margin + 2 * cfg.ttl
+    new = settle(sim, limit=bound, other_than=old)
     assert new != old and sim.leaders[-1][2] > old_token
-    assert sim.now - killed_at > 0  # failover time is measured in bench/failover.py, not asserted
 
 
 @pytest.mark.parametrize("seed", range(10))
