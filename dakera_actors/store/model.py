@@ -559,20 +559,10 @@ def parse_agent_prefix(args: Mapping[str, str]) -> int | None:
 
 def parse_listing(args: Mapping[str, str]) -> tuple[int, int, str | None]:
     """``limit``/``offset``/``memory_type`` query parameters of an agent's memory listing."""
-
-    def int_arg(name: str, default: int, lo: int, hi: int) -> int:
-        raw = args.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise Invalid(name, f"must be an integer, got {raw!r}") from None
-        if not lo <= value <= hi:
-            raise Invalid(name, f"must be between {lo} and {hi}, got {value}")
-        return value
-
     memory_type = args.get("memory_type") or None
     if memory_type is not None and memory_type not in MEMORY_TYPES:
         raise Invalid("memory_type", f"must be one of {', '.join(MEMORY_TYPES)}")
-    return int_arg("limit", 50, 1, MAX_LIST_LIMIT), int_arg("offset", 0, 0, 10_000_000), memory_type
+    limit = _int_arg(args, "limit", 50, 1, MAX_LIST_LIMIT)
+    offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
+    assert limit is not None and offset is not None
+    return limit, offset, memory_type
