@@ -79,6 +79,9 @@ class NodeMetrics:
         self.http_latency = Histogram("dakera_http_request_duration_seconds", "HTTP request latency by route",
                                       ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.http_in_flight = Gauge("dakera_http_requests_in_flight", "HTTP requests being served", registry=r)
+        self.http_shed = Counter("dakera_http_shed", "HTTP work turned away over a limit: requests "
+                                 "(DAKERA_MAX_CONCURRENT_REQUESTS), connections (DAKERA_MAX_CONNECTIONS)",
+                                 ["reason"], registry=r)
         # write-ahead log and storage
         self.wal_fsync_seconds = Histogram("dakera_wal_fsync_seconds", "Time of one WAL fsync (one group commit)",
                                            buckets=LATENCY_BUCKETS, registry=r)

@@ -214,7 +214,8 @@ class Node:
         hyper.graceful_timeout = self.config.shutdown_grace
         hyper.keep_alive_timeout = 75
         hyper.h11_max_incomplete_size = 64 * 1024
-        self.http_connections = ConnectionGauge(self.config.max_connections)
+        shed = self.metrics.http_shed.labels("connections")
+        self.http_connections = ConnectionGauge(self.config.max_connections, on_refuse=shed.inc)
         binds = await front.start(
             lambda task_status: serve(self.app, hyper, self.http_connections,
                                       shutdown_trigger=self._stop_requested.wait,

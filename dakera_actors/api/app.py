@@ -56,6 +56,7 @@ def create_app(node: Node) -> QuartTrio:
             if admitted >= limit:
                 # shed load before reading the body or doing any work: the request changed nothing
                 node.log.debug("http_overloaded", path=request.path, in_flight=admitted, limit=limit)
+                metrics.http_shed.labels("requests").inc()
                 raise ApiError(503, f"node is serving {admitted} requests, its limit "
                                     "(DAKERA_MAX_CONCURRENT_REQUESTS); retry shortly", retry_after=1)
             admitted += 1

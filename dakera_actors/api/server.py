@@ -36,10 +36,11 @@ OVER_LIMIT_BODY = (b'{"error":"node has too many open connections (DAKERA_MAX_CO
 class ConnectionGauge:
     """Open HTTP connections, and how many were turned away over the limit."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_refuse: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
         self.open = 0
         self.refused = 0
+        self.on_refuse = on_refuse  # e.g. a metric: what is refused here never reaches the app
 
 
 async def _refuse(stream: trio.SocketStream) -> None:
@@ -79,6 +80,7 @@ async def serve(app: Any, config: HyperConfig, gauge: ConnectionGauge, *,
                 # ``limit`` connections are ever served together
                 if gauge.open >= gauge.limit:
                     gauge.refused += 1
+                    gauge.on_refuse()
                     _log.debug("http_connection_refused", open=gauge.open, limit=gauge.limit)
                     await _refuse(stream)
                     return

@@ -133,6 +133,7 @@ async def test_more_requests_than_the_limit_get_503_with_retry_after(tmp_path: P
                 over = await client.post("/v1/memory/store", json={"agent_id": "over", "content": "x"})
                 err = assert_error(over, 503, "SERVICE_UNAVAILABLE")
                 assert over.headers["retry-after"] == "1" and "DAKERA_MAX_CONCURRENT_REQUESTS" in err["error"]
+                assert node.metrics.sample("dakera_http_shed_total", reason="requests") == 1
                 # health and metrics are exempt
                 assert (await client.get("/health")).status_code == 200
                 assert (await client.get("/metrics")).status_code == 200

@@ -58,7 +58,10 @@ def test_the_connection_limit_holds_and_the_node_answers_afterwards(node: NodePr
     finally:
         for sock in held:
             sock.close()
-    wait_for(lambda: httpx.get(node.url + "/health", timeout=2).status_code == 200, 10, "health after the flood")
+    wait_for(lambda: httpx.get(node.url + "/health", timeout=2).status_code == 200, 30, "health after the flood")
+    shed = [line for line in httpx.get(node.url + "/metrics", timeout=10).text.splitlines()
+            if line.startswith('dakera_http_shed_total{reason="connections"}')]
+    assert shed and float(shed[0].split()[-1]) == 3 * LIMIT, shed
     assert "Traceback" not in node.log()
 
 
