@@ -1,0 +1,1 @@
+"""Replication: positions, tails and fetch decisions (core.py) and the replicator actor."""
