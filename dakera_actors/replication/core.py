@@ -28,8 +28,6 @@ from typing import Any, Literal
 
 import attrs
 
-from ..wirebounds import epoch_of as epoch_of  # the one encoder of epochs, re-exported
-
 Position = tuple[int, int]  # (epoch, seq)
 Decision = Literal["current", "records", "snapshot", "wait"]
 ACK_MODES = ("primary", "quorum", "all")

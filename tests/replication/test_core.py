@@ -12,12 +12,12 @@ from dakera_actors.replication.core import (
     ShardTail,
     TailEntry,
     decide,
-    epoch_of,
     feed,
     is_prefix,
     needed,
 )
 from dakera_actors.wal.record import WalRecord
+from dakera_actors.wirebounds import epoch_of
 
 
 def entry(seq: int, epoch: int = 7, at: float = 0.0) -> TailEntry:
