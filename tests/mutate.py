@@ -1,4 +1,4 @@
-"""`make mutate`: break each guarantee of the README on purpose and check that a test notices.
+"""`make mutate`: break the README's central guarantees on purpose and check that a test notices.
 
 Each mutation names the promise it breaks, one exact piece of source text and what it becomes,
 and the tests meant to catch it. For each one, in turn, the tracked tree is copied to a scratch

@@ -34,12 +34,11 @@ OVER_LIMIT_BODY = (b'{"error":"node has too many open connections (DAKERA_MAX_CO
 
 
 class ConnectionGauge:
-    """Open HTTP connections, and how many were turned away over the limit."""
+    """Open HTTP connections against their limit; ``on_refuse`` hears of each one turned away."""
 
     def __init__(self, limit: int, on_refuse: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
         self.open = 0
-        self.refused = 0
         self.on_refuse = on_refuse  # e.g. a metric: what is refused here never reaches the app
 
 
@@ -79,7 +78,6 @@ async def serve(app: Any, config: HyperConfig, gauge: ConnectionGauge, *,
                 # counted when its task starts: one task at a time runs this check, so at most
                 # ``limit`` connections are ever served together
                 if gauge.open >= gauge.limit:
-                    gauge.refused += 1
                     gauge.on_refuse()
                     _log.debug("http_connection_refused", open=gauge.open, limit=gauge.limit)
                     await _refuse(stream)
