@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
+from ..errors import ServiceError
 from ..safejson import JsonInvalid
 from .errors import ApiError
 from .memory import mount_memory_routes
@@ -106,8 +107,8 @@ def create_app(node: Node) -> QuartTrio:
                 node.idle = trio.Event()
 
     # -- errors: JSON, always ------------------------------------------------------------
-    @app.errorhandler(ApiError)
-    async def _api_error(err: ApiError) -> Response:
+    @app.errorhandler(ServiceError)
+    async def _api_error(err: ServiceError) -> Response:
         return error_response(err)
 
     @app.errorhandler(JsonInvalid)

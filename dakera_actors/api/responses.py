@@ -8,7 +8,8 @@ from typing import Any
 from quart import Response, request
 
 from .. import safejson
-from .errors import ApiError, bad_request
+from ..errors import ServiceError
+from .errors import bad_request
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -21,7 +22,7 @@ def json_bytes_response(data: bytes, status: int = 200, headers: dict[str, str] 
     return Response(data, status=status, content_type="application/json", headers=headers)
 
 
-def error_response(err: ApiError) -> Response:
+def error_response(err: ServiceError) -> Response:
     headers = {}
     if err.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="dakera"'

@@ -41,28 +41,18 @@ from ..store.shard import record_contents
 from ..store.sizing import cut_by_bytes, packed_size
 from ..transport import TransportError
 from ..wal.record import WalRecord
-from ..wire import Envelope, message
-from ..wirebounds import (
-    EPOCH,
-    NODE_ID,
-    POSITION,
-    REASON,
-    RF,
-    SEQ,
-    SHARD,
-    SHARD_LIST,
-    SHARDS_MAX,
-    Blob,
-    Bool,
-    Fixed,
-    Float,
-    Int,
-    Opaque,
-    Seq,
-    Text,
-    bound,
-)
+from ..wire import Envelope
 from .core import Position, ShardProgress, ShardTail, decide, is_prefix, needed
+from .messages import (
+    Fetch,
+    FetchReply,
+    PositionQuery,
+    Positions,
+    SnapshotChunk,
+    SnapshotRequest,
+    StatusReply,
+    StatusRequest,
+)
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -76,72 +66,6 @@ DROP_DELAY = 10.0  # a copy the map no longer names is deleted this long after (
 # it), and only while every copy the map names is Alive
 LAG_ALERT_MS = 1000  # the seed's alert: a replica further behind is not healthy
 SILENT_REPLICA = 5.0  # a replica that has not fetched for this long is not healthy (it polls twice a second)
-
-
-#: one replicated record on the wire: [shard, seq, epoch, op, body, ts] (the body is checked by
-#: dakera_actors.store.records before it is logged)
-RECORD = Fixed((SHARD, SEQ, EPOCH, Text(64), Opaque(), Float(0.0, 1e11)))
-#: [shard, lag ms, lag records, healthy replicas, replicas, [[replica, behind, fetched, acked, lag ms]]]
-STATUS_ROW = Fixed((SHARD, Int(), Int(), RF, RF, Seq(Fixed((NODE_ID, Int(), Bool(), SEQ, Int())), RF.hi)))
-
-
-@message("repl.fetch")
-@attrs.frozen
-class Fetch:
-    positions: list[list[int]] = attrs.field(metadata=bound(Seq(POSITION, SHARDS_MAX)))  # [shard, epoch, seq]
-    wait_ms: int = attrs.field(default=0, metadata=bound(Int(0, 60_000)))
-
-
-@message("repl.records")
-@attrs.frozen
-class FetchReply:
-    records: list[list[Any]] = attrs.field(metadata=bound(Seq(RECORD)))  # [shard, seq, epoch, op, body, ts], in order per shard
-    snapshot: list[int] = attrs.field(factory=list, metadata=bound(SHARD_LIST))  # shards the replica must copy whole
-
-
-@message("repl.snapshot-request")
-@attrs.frozen
-class SnapshotRequest:
-    shard: int = attrs.field(metadata=bound(SHARD))
-
-
-@message("repl.snapshot-chunk")
-@attrs.frozen
-class SnapshotChunk:
-    shard: int = attrs.field(metadata=bound(SHARD))
-    epoch: int = attrs.field(metadata=bound(EPOCH))
-    seq: int = attrs.field(metadata=bound(SEQ))
-    memories: list[Any] = attrs.field(metadata=bound(Seq(Fixed((Opaque(), Blob())))))  # [memory record, vector bytes]
-    last: bool
-
-
-@message("repl.position-query")
-@attrs.frozen
-class PositionQuery:
-    """Where is each of these shards on you? With a map: install it and stop taking their records
-    from anyone else first (a takeover)."""
-
-    shards: list[int] = attrs.field(metadata=bound(SHARD_LIST))
-    map: ShardMap | None = None
-
-
-@message("repl.positions")
-@attrs.frozen
-class Positions:
-    positions: list[list[int]] = attrs.field(metadata=bound(Seq(POSITION, SHARDS_MAX)))  # [shard, epoch, seq]
-    refused: str = attrs.field(default="", metadata=bound(REASON))
-
-
-@message("repl.status-request")
-@attrs.frozen
-class StatusRequest:
-    pass
-
-
-@message("repl.status")
-@attrs.frozen
-class StatusReply:
-    shards: list[list[Any]] = attrs.field(metadata=bound(Seq(STATUS_ROW, SHARDS_MAX)))  # see Replicator.local_status
 
 
 @attrs.frozen

@@ -336,7 +336,7 @@ class ShardMapActor(Actor):
     async def _promotion_order(self, placement: list[list[str]]) -> list[list[str]]:
         """The counted copies with each orphaned shard's surviving copies ordered by position,
         newest history first: the leader promotes the replica that has the most."""
-        from ..replication.actor import PositionQuery, Positions
+        from ..replication.messages import PositionQuery, Positions
 
         eligible = set(self._eligible)
         orphaned = {s: [m for m in c if m in eligible] for s, c in enumerate(placement)
@@ -385,7 +385,7 @@ class ShardMapActor(Actor):
     async def _poll_learners(self) -> None:
         """Ask the primaries of transferring shards how far their learners are; recompute (flip)
         as soon as one has caught up."""
-        from ..replication.actor import StatusReply, StatusRequest
+        from ..replication.messages import StatusReply, StatusRequest
 
         try:
             current = self.view.value

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from prometheus_client.parser import text_string_to_metric_families
 
 from dakera_actors.endpoint import StreamHello
-from dakera_actors.replication.actor import SnapshotRequest
+from dakera_actors.replication.messages import SnapshotRequest
 from dakera_actors.sharding.router import Forward, ForwardReply
 from dakera_actors.wire import Ping, decode_frame, encode_frame
 

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from dakera_actors.lease.messages import LeaseAnnounce
-from dakera_actors.replication.actor import PositionQuery, Positions
+from dakera_actors.replication.messages import PositionQuery, Positions
 from dakera_actors.sharding.shardmap import ShardMap
 from dakera_actors.testing import Cluster, open_cluster
 

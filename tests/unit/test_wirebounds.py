@@ -106,7 +106,7 @@ def test_epoch_never_overflows() -> None:
 def test_a_bound_failure_names_the_path() -> None:
     from dakera_actors.membership.member import Update
     from dakera_actors.membership.messages import SwimGossip
-    from dakera_actors.replication.actor import Fetch
+    from dakera_actors.replication.messages import Fetch
 
     with pytest.raises(wb.OutOfBounds, match=r"^positions\[1\]\[2\]: int in"):
         wb.check_message(Fetch(positions=[[0, 1, 2], [0, 1, -1]]))
