@@ -100,21 +100,17 @@ def segment_name(first_lsn: int) -> str:
     return f"{first_lsn:020d}{SEGMENT_SUFFIX}"
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make file creations, renames and deletions in ``directory`` survive a crash."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory (which makes creations, renames and deletions in it survive
+    a crash), by path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_directory = fsync_path
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -267,7 +263,7 @@ class _Recovery:
                 self._quarantine(found[i + 1 :])
                 break
         for segment in self.kept:  # what we read may still be only in the page cache of a dead process
-            _fsync_file(segment.path)
+            fsync_path(segment.path)
         fsync_directory(self.directory)
         report = RecoveryReport(
             segments_scanned=self.scanned, records_recovered=self.records, last_lsn=self.last_lsn,

@@ -40,7 +40,7 @@ from dakera_actors.log import EventLogger, get_logger
 
 from .log import RecoveryReport, SegmentInfo, WalFailedError, WriteAheadLog, segment_name
 from .record import HEADER_SIZE, WalRecord, decode_payload, encode_record
-from .snapshot import _MAX_LSN, _MAX_SHARD, SnapshotStore, _unpack, snapshot_name
+from .snapshot import _MAX_LSN, _MAX_SHARD, SnapshotStore, _unpack, lowest_common_lsn, snapshot_name
 
 DEFAULT_SEGMENT_RECORDS: Final = 1024
 
@@ -196,9 +196,7 @@ class MemoryLog:
                                      sum(map(len, block))))
         return infos
 
-    def sealed_segments(self) -> list[SegmentInfo]:
-        """The segments that will never be written again (all but the active one)."""
-        return self.segments()[:-1]
+    sealed_segments = WriteAheadLog.sealed_segments  # all but the active one: the same rule
 
     def close(self) -> None:
         """Sync (unless the disk crashed since the open) and stop. Idempotent."""
@@ -268,13 +266,7 @@ class MemorySnapshotStore:
     def min_snapshot_lsn(self, shards: Iterable[int]) -> int:
         """The LSN every one of ``shards`` has a snapshot at or beyond; 0 if any has none."""
         self._check_alive()
-        lowest: int | None = None
-        for shard in shards:
-            lsn = self.latest_lsn(shard)
-            if lsn is None:
-                return 0
-            lowest = lsn if lowest is None else min(lowest, lsn)
-        return lowest or 0
+        return lowest_common_lsn(self.latest_lsn, shards)
 
     def oldest_lsn(self, shard: int) -> int | None:
         """The LSN of the oldest snapshot of ``shard``, or None (see ``SnapshotStore.oldest_lsn``)."""

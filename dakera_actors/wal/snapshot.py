@@ -20,7 +20,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -61,6 +61,18 @@ def snapshot_name(shard: int, lsn: int) -> str:
 def _unpack(raw: bytes) -> Any:
     # strict_map_key=False: any map key the writer accepted must read back
     return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
+
+
+def lowest_common_lsn(latest_lsn: Callable[[int], int | None], shards: Iterable[int]) -> int:
+    """The LSN every one of ``shards`` has a snapshot at or beyond (``latest_lsn`` of each);
+    0 if any has none, or if there are no shards at all (keep the whole log)."""
+    lowest: int | None = None
+    for shard in shards:
+        lsn = latest_lsn(shard)
+        if lsn is None:
+            return 0
+        lowest = lsn if lowest is None else min(lowest, lsn)
+    return lowest or 0
 
 
 class SnapshotStore:
@@ -138,13 +150,7 @@ class SnapshotStore:
         The log before this LSN is no longer needed by these shards: pass it to
         ``WriteAheadLog.truncate_before``. With no shards at all it is 0 (keep everything).
         """
-        lowest: int | None = None
-        for shard in shards:
-            lsn = self.latest_lsn(shard)
-            if lsn is None:
-                return 0
-            lowest = lsn if lowest is None else min(lowest, lsn)
-        return lowest or 0
+        return lowest_common_lsn(self.latest_lsn, shards)
 
     def oldest_lsn(self, shard: int) -> int | None:
         """The LSN of the oldest snapshot file of ``shard`` (checked or not), or None.
