@@ -20,7 +20,7 @@ from dakera_actors.sharding.leader import (
     position_asks,
     promotion_order,
 )
-from dakera_actors.sharding.shardmap import ShardMap
+from dakera_actors.sharding.shardmap import ShardMap, acceptable
 
 TIMING = LeaderTiming(settle=0.2, poll=0.5, resend=5.0, waiting_report=10.0, caught_up_lag_ms=500)
 
@@ -320,3 +320,21 @@ def test_a_refused_own_step_is_reported_and_not_sent() -> None:
     assert proposal is not None
     (log,) = leader.refused(proposal.map, "stale token 1")
     assert isinstance(log, Log) and log.level == "error" and log.event == "shard_map_step_refused"
+
+
+def test_a_shard_left_on_one_copy_of_two_gets_its_copy_back_whatever_else_transfers() -> None:
+    """Seed 25 of the history sim (3 nodes, RF 2): shards whose other copy was dropped while their
+    last one was down sit on that one member, marked down; once it is back (or its grace is over)
+    the next map must give them their second copy at once, or it is invalid (one copy of two) and
+    the leader's own check refuses every map from then on: the member stays down in the map."""
+    placement = [["n1"], ["n1"], ["n1"], ["n2", "n3"], ["n3", "n2"], ["n1"], ["n1"]]
+    stuck = ShardMap(token=2, version=18, rf=2, placement=placement, down=["n1"], since=[1] * 7, width=2)
+    for members in (alive("n1", "n2", "n3"), [*alive("n2", "n3"), member("n1", MemberState.DEAD, since=0.0)]):
+        leader = MapLeader("n2", shards=7, rf=2, grace=5.0, concurrency=2, timing=TIMING)
+        leader.on_members(members, 10.0)
+        leader.on_lease(View("n2", 2, True), 10.0)
+        leader.installed(stuck, 10.0)
+        proposal = leader.propose({}, 10.0)
+        assert proposal is not None
+        assert acceptable(stuck, proposal.map, shards=7) == []
+        assert all(len(c) >= 2 for c in proposal.map.placement)
