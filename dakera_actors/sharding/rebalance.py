@@ -102,7 +102,10 @@ def _step(current: Sequence[Sequence[str]], width: int, target: Sequence[Sequenc
             kept = cur[:width] + [m for m in learners if m in tgt]
             out.append(kept + [m for m in new if m not in kept])
             continue
-        if moving < concurrency:
+        if moving < concurrency or len(cur) < width:
+            # a shard short of the map's width (its other copies were lost while it was down, and
+            # it is back, or their grace is over) makes no valid map as it is: it gets its copies
+            # now, whatever else is transferring
             moving += 1
             out.append(cur + new)
             continue

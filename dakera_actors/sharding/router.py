@@ -239,7 +239,7 @@ class Router:
                 # a new primary could answer from a copy it has not finished taking over
                 member = self.node.membership.view.value.members.get(envelope.sender) if self.node.membership else None
                 if member is not None:
-                    await self.node.shard_map.catch_up(member.address, request.map_version,
+                    await self.node.shard_map.catch_up(member.id, request.map_version,
                                                        timeout=self.node.config.request_timeout / 2)
             agent = agent_of(request.op, body, request.args, request.agent)
             owner = self._owner(agent)
