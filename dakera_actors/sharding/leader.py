@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import attrs
 
 from ..membership.member import Member, MemberState
+from ..replication.status import ShardStatus
 from .rebalance import TransferWatch, moves, read_round, settled, transferring
 from .shardmap import ShardMap, next_map, target_of
 
@@ -305,7 +306,7 @@ class MapLeader:
         self._proposal = Proposal(proposal, abandoned, tuple(effects))
         return self._proposal
 
-    def on_round(self, replies: Mapping[str, Sequence[Sequence[object]] | str], now: float) -> list[Effect]:
+    def on_round(self, replies: Mapping[str, Sequence[ShardStatus] | str], now: float) -> list[Effect]:
         """The replies of a :class:`Poll` round (member -> its status rows, or why none came):
         who caught up, who made progress, what to report, what to give up."""
         current, self._round = self._round, None

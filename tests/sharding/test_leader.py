@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dakera_actors.membership.member import Member, MemberState
+from dakera_actors.replication.status import ReplicaStatus, ShardStatus
 from dakera_actors.sharding.leader import (
     Abandoned,
     AnnounceHeader,
@@ -60,11 +61,12 @@ def plans(effects: list[Any]) -> list[Recompute]:
     return [e for e in effects if isinstance(e, Recompute)]
 
 
-def status(shard: int, *replicas: tuple[str, int, bool, int]) -> list[Any]:
+def status(shard: int, *replicas: tuple[str, int, bool, int]) -> ShardStatus:
     """A primary's status row for ``shard``: replicas as (member, behind, fetched, acked); one
     that is behind is a minute behind."""
-    return [shard, 0, 0, len(replicas), len(replicas),
-            [[m, behind, fresh, acked, 60_000 if behind else 0] for m, behind, fresh, acked in replicas]]
+    return ShardStatus(shard, 0, 0, len(replicas), len(replicas),
+                       [ReplicaStatus(m, behind, fresh, acked, 60_000 if behind else 0)
+                        for m, behind, fresh, acked in replicas])
 
 
 def run(leader: MapLeader, until: float) -> list[Any]:
