@@ -9,7 +9,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import safejson
-from ..store import model
+from ..store import validation
 from .errors import ApiError
 from .responses import json_bytes_response, request_bytes
 
@@ -76,8 +76,8 @@ def mount_memory_routes(app: QuartTrio, node: Node) -> None:
     async def agents() -> Response:
         # a plain list, as the SDK reads it; bounded pages (limit/offset), the next one linked
         try:
-            limit, offset = model.parse_agent_page(request.args)
-        except model.Invalid as exc:
+            limit, offset = validation.parse_agent_page(request.args)
+        except validation.Invalid as exc:
             raise ApiError(400, str(exc), field=exc.field) from None
         page = await router().list_agents(limit, offset)
         headers = {}

@@ -23,7 +23,7 @@ import attrs
 from .. import safejson
 from ..api.errors import ApiError
 from ..endpoint import MessageStream, RemoteError
-from ..store import model
+from ..store import validation
 from ..store.shard import shard_of
 from ..transport import TransportError
 from ..wire import Envelope, message
@@ -74,8 +74,8 @@ def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:
         return False
     value = args.get("consistency") if op == "get" else (body.get("consistency") if isinstance(body, dict) else None)
     try:
-        return model.consistency(value) == "eventual"
-    except model.Invalid as exc:
+        return validation.consistency(value) == "eventual"
+    except validation.Invalid as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
 
 

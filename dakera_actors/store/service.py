@@ -19,9 +19,10 @@ import numpy as np
 from ..api.errors import ApiError
 from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
-from . import model
-from .model import Invalid, Memory, NewMemory
+from . import validation
+from .model import Memory, NewMemory
 from .shard import ShardSet, Tokenizer
+from .validation import Invalid
 
 if TYPE_CHECKING:
     from ..replication.actor import Replicator
@@ -141,7 +142,7 @@ class MemoryService:
     # -- writes ------------------------------------------------------------------------
     async def store(self, data: Any) -> dict[str, Any]:
         try:
-            new, warnings = model.parse_store(data)
+            new, warnings = validation.parse_store(data)
         except Invalid as exc:
             raise invalid(exc) from None
         vectors, ms = await self._embed([new.content])
@@ -153,7 +154,7 @@ class MemoryService:
 
     async def store_batch(self, data: Any) -> dict[str, Any]:
         try:
-            items, warnings = model.parse_store_batch(data)
+            items, warnings = validation.parse_store_batch(data)
         except Invalid as exc:
             raise invalid(exc) from None
         vectors, ms = await self._embed([i.content for i in items])
@@ -170,9 +171,9 @@ class MemoryService:
 
     async def update(self, agent_id: Any, memory_id: str, data: Any) -> dict[str, Any]:
         try:
-            agent = model.agent_id(agent_id)
-            mid = model.memory_id(memory_id, "memory_id")
-            update, warnings = model.parse_update(data)
+            agent = validation.agent_id(agent_id)
+            mid = validation.memory_id(memory_id, "memory_id")
+            update, warnings = validation.parse_update(data)
         except Invalid as exc:
             raise invalid(exc) from None
         now = self.wall_clock()
@@ -190,7 +191,7 @@ class MemoryService:
 
     async def forget(self, data: Any) -> dict[str, Any]:
         try:
-            agent, ids = model.parse_forget(data)
+            agent, ids = validation.parse_forget(data)
         except Invalid as exc:
             raise invalid(exc) from None
         now = self.wall_clock()
@@ -200,7 +201,7 @@ class MemoryService:
 
     async def batch_forget(self, data: Any) -> dict[str, Any]:
         try:
-            agent, flt = model.parse_batch_forget(data)
+            agent, flt = validation.parse_batch_forget(data)
         except Invalid as exc:
             raise invalid(exc) from None
         now = self.wall_clock()
@@ -212,8 +213,8 @@ class MemoryService:
     # -- reads -------------------------------------------------------------------------
     def get(self, agent_id: Any, memory_id: str) -> dict[str, Any]:
         try:
-            agent = model.agent_id(agent_id)
-            mid = model.memory_id(memory_id, "memory_id")
+            agent = validation.agent_id(agent_id)
+            mid = validation.memory_id(memory_id, "memory_id")
         except Invalid as exc:
             raise invalid(exc) from None
         memory = self.shards.get(agent, mid, self.wall_clock())
@@ -223,7 +224,7 @@ class MemoryService:
 
     async def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
         try:
-            query, warnings = model.parse_recall(data, default_top_k=default_top_k)
+            query, warnings = validation.parse_recall(data, default_top_k=default_top_k)
         except Invalid as exc:
             raise invalid(exc) from None
         vectors, embed_ms = await self._embed([query.query], stored=False)
@@ -240,7 +241,7 @@ class MemoryService:
 
     def batch_recall(self, data: Any) -> dict[str, Any]:
         try:
-            agent, flt, limit = model.parse_batch_recall(data)
+            agent, flt, limit = validation.parse_batch_recall(data)
         except Invalid as exc:
             raise invalid(exc) from None
         everything = self.shards.newest_first(agent, self.wall_clock())
@@ -253,7 +254,7 @@ class MemoryService:
         now = self.wall_clock()
         out: list[dict[str, Any]] = []
         try:
-            first = model.parse_agent_prefix(args or {})
+            first = validation.parse_agent_prefix(args or {})
         except Invalid as exc:
             raise invalid(exc) from None
         for agent in self.shards.agent_ids():
@@ -268,8 +269,8 @@ class MemoryService:
 
     def agent_memories(self, agent_id: str, args: Mapping[str, str]) -> list[dict[str, Any]]:
         try:
-            agent = model.agent_id(agent_id)
-            limit, offset, memory_type = model.parse_listing(args)
+            agent = validation.agent_id(agent_id)
+            limit, offset, memory_type = validation.parse_listing(args)
         except Invalid as exc:
             raise invalid(exc) from None
         page = self.shards.newest_first(agent, self.wall_clock(), memory_type)[offset:offset + limit]
@@ -277,7 +278,7 @@ class MemoryService:
 
     def agent_stats(self, agent_id: str) -> dict[str, Any]:
         try:
-            agent = model.agent_id(agent_id)
+            agent = validation.agent_id(agent_id)
         except Invalid as exc:
             raise invalid(exc) from None
         memories = list(self.shards.live(agent, self.wall_clock()))
