@@ -274,10 +274,6 @@ class Config:
         return LeaseConfig(ttl=ttl, drift_margin=margin, request_timeout=ttl * 0.3, bootstrap_expect=expect,
                            max_voters=self.max_voters)
 
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.root_api_key)
-
     # -- environment -----------------------------------------------------------------
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:

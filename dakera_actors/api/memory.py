@@ -3,24 +3,18 @@ to the router, which serves it here or forwards it to the owner of the agent's s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import safejson
+from ..routing.router import LARGE_ANSWER, Router, rough_size
 from ..store import validation
+from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_bytes_response, request_bytes
 
-if TYPE_CHECKING:
-    from ..node import Node
-    from ..sharding.router import Router
 
-
-def mount_memory_routes(app: QuartTrio, node: Node) -> None:
-    from ..sharding.router import LARGE_ANSWER, rough_size  # here: the router imports the facade's errors
-
+def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
     def router() -> Router:
         if node.router is None:
             raise ApiError(503, "node is not ready: still starting", retry_after=1)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quart import Response
 from quart_trio import QuartTrio
 
-from ..sharding.maintenance import MaintenanceOptions
+from ..operations.maintenance import MaintenanceOptions
+from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_body, json_response
-
-if TYPE_CHECKING:
-    from ..node import Node
 
 MAX_REASON = 1024
 MAX_MINUTES = 525_600  # a year
@@ -78,7 +76,7 @@ def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
     return dry_run, ids
 
 
-def mount_operation_routes(app: QuartTrio, node: Node, admin_route: Callable[..., Any]) -> None:
+def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callable[..., Any]) -> None:
     def ops() -> Any:
         if node.operations is None:
             raise ApiError(409, "this needs cluster mode")

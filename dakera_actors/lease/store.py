@@ -59,10 +59,3 @@ class FileLeaseStore:
 
     def save(self, state: LeaseState) -> None:
         self.file.write(encode(state))
-
-
-class SimLeaseStore(FileLeaseStore):
-    """The same on a SimDisk: durable across simulated crashes, no threads."""
-
-    def __init__(self, disk: Any) -> None:
-        super().__init__(None, disk)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..api.errors import ApiError
+from ..errors import InvalidRequest, NotFound, TooLarge
 from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
 from . import validation
@@ -30,12 +30,12 @@ if TYPE_CHECKING:
     from .owner import ShardOwner
 
 
-def invalid(exc: Invalid) -> ApiError:
-    return ApiError(400, str(exc), field=exc.field)
+def invalid(exc: Invalid) -> InvalidRequest:
+    return InvalidRequest(str(exc), field=exc.field)
 
 
-def not_found(agent_id: str, memory_id: str) -> ApiError:
-    return ApiError(404, f"memory {memory_id!r} not found for agent {agent_id!r}", code="NOT_FOUND")
+def not_found(agent_id: str, memory_id: str) -> NotFound:
+    return NotFound(f"memory {memory_id!r} not found for agent {agent_id!r}", code="NOT_FOUND")
 
 
 class MemoryService:
@@ -66,9 +66,8 @@ class MemoryService:
         are ``stored`` (so applying the write does not tokenize on the event loop)."""
         size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         if size > self.max_text_bytes:
-            raise ApiError(413, f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
-                                "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it",
-                           code="PAYLOAD_TOO_LARGE")
+            raise TooLarge(f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
+                           "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it")
         started = time.perf_counter()
         if not stored:
             vectors = await self.offload.run(self.embedder.embed, texts, size=size)
@@ -86,7 +85,7 @@ class MemoryService:
     def _build(self, new: NewMemory, vector: np.ndarray, now: float) -> dict[str, Any]:
         expires_at = new.expiry(now)
         if expires_at is not None and expires_at <= now:
-            raise ApiError(400, "expires_at: is in the past", field="expires_at")
+            raise InvalidRequest("expires_at: is in the past", field="expires_at")
         memory = Memory(id=new.id or self._new_id(), agent_id=new.agent_id, content=new.content,
                         memory_type=new.memory_type, importance=new.importance, tags=new.tags,
                         metadata=new.metadata, session_id=new.session_id, created_at=now,
@@ -109,7 +108,7 @@ class MemoryService:
     async def execute(self, op: str, body: Any, args: Mapping[str, str], memory_id: str = "",
                       agent: str = "", *, shard: int | None = None, eventual: bool = False) -> Any:
         """Run one named operation: what a route does here, and what a forwarded request does on
-        its owner. Raises ApiError for anything the caller got wrong.
+        its owner. Raises a :class:`~dakera_actors.errors.ServiceError` for anything the caller got wrong.
 
         ``shard``: the shard the request's agent lives in; on a primary that is still taking the
         shard over, the request waits for that (read-your-writes), unless ``eventual``."""
@@ -137,7 +136,7 @@ class MemoryService:
             return self.agent_stats(agent)
         if op == "local_agents":
             return self.list_agents(args)
-        raise ApiError(400, f"unknown operation {op!r}")
+        raise InvalidRequest(f"unknown operation {op!r}")
 
     # -- writes ------------------------------------------------------------------------
     async def store(self, data: Any) -> dict[str, Any]:
