@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import __version__
 from .config import Config
 from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
 from .log import EventLogger, get_logger
@@ -30,6 +29,7 @@ from .runtime import Actor, ActorStopped
 from .runtime.offload import Offload
 from .runtime.readiness import Readiness
 from .transport import Transport, format_hostport, load_transport, parse_hostport
+from .version import __version__
 from .wal.log import DIR_MODE, FILE_MODE
 from .wal.statefile import StateFile
 from .wire import Codec
@@ -37,7 +37,9 @@ from .wire import Codec
 if TYPE_CHECKING:
     from .api.deps import FacadeDeps
     from .lease.actor import LeaseActor
+    from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
+    from .membership.core import SwimConfig
     from .operations.maintenance import MaintenanceStore
     from .operations.service import Operations
     from .peers import Peers
@@ -56,6 +58,34 @@ STALE_LOG_INTERVAL = 60.0  # seconds between warnings about stale frames (each i
 
 class DataDirLocked(RuntimeError):
     """Another live process already uses this data directory."""
+
+
+def swim_settings(config: Config) -> SwimConfig:
+    """The SWIM core's timing, in seconds, from the node's configuration."""
+    from .membership.core import SwimConfig
+
+    return SwimConfig(
+        probe_interval=config.gossip_probe_interval_ms / 1000,
+        probe_timeout=config.gossip_probe_timeout_ms / 1000,
+        indirect_checks=config.gossip_indirect_checks,
+        suspicion_mult=config.gossip_suspicion_mult,
+        suspicion_max_mult=config.gossip_suspicion_max_mult,
+        retransmit_mult=config.gossip_retransmit_mult,
+        gossip_interval=config.gossip_interval_ms / 1000,
+        gossip_nodes=config.gossip_nodes,
+        push_pull_interval=config.gossip_push_pull_interval_ms / 1000,
+        awareness_max=config.gossip_awareness_max,
+    )
+
+
+def lease_settings(config: Config) -> LeaseConfig:
+    """The lease core's timing and voter rules, in seconds, from the node's configuration."""
+    from .lease.core import LeaseConfig
+
+    ttl, margin = config.lease_ttl_ms / 1000, config.lease_drift_ms / 1000
+    expect = config.bootstrap_expect or min(3, 1 + len(config.cluster_seeds))
+    return LeaseConfig(ttl=ttl, drift_margin=margin, request_timeout=ttl * 0.3, bootstrap_expect=expect,
+                       max_voters=config.max_voters)
 
 
 def guess_local_ip() -> str:
@@ -214,7 +244,7 @@ class Node:
         elif state.enabled:
             self.log.info("maintenance_kept", reason=state.reason or "-", reject_requests=state.reject_requests)
         self.maintenance_state = state
-        core = SwimCore(self.config.swim(), self_id=self.node_id, address=self.endpoint.address,
+        core = SwimCore(swim_settings(self.config), self_id=self.node_id, address=self.endpoint.address,
                         api=self.api_address, meta={"maintenance": state.enabled},
                         # wall-clock milliseconds: a restarted node outranks what peers recall of it
                         incarnation=int(self.wall_clock() * 1000), seeds=list(self.config.cluster_seeds),
@@ -244,7 +274,7 @@ class Node:
         assert self.peers is not None
         store = FileLeaseStore(self.data_dir, self.disk)
         state = await disk_call(store.blocking, store.load)
-        core = LeaseCore(self.config.lease(), self_id=self.node_id, state=state, now=trio.current_time(),
+        core = LeaseCore(lease_settings(self.config), self_id=self.node_id, state=state, now=trio.current_time(),
                          rng=self.rng, restarted=True)
         self.lease = LeaseActor(core, store, self.endpoint, self.peers, self.metrics, self.log)
         await self.start_actor(self.lease)

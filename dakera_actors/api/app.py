@@ -17,9 +17,9 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .. import __version__
 from ..errors import ServiceError
 from ..safejson import JsonInvalid
+from ..version import __version__
 from . import admin_views
 from .deps import FacadeDeps
 from .errors import ApiError

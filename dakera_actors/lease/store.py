@@ -12,8 +12,7 @@ from typing import Any
 
 import msgpack
 
-from ..store.engine import StorageError
-from ..wal.statefile import StateFile
+from ..wal.statefile import StateFile, StorageError
 from .core import ClusterConfig, LeaseState
 
 FILE_NAME = "lease.msgpack"

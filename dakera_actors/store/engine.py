@@ -29,15 +29,14 @@ from ..wal.actor import WalActor, disk_call
 from ..wal.log import WalRecoveryError, WriteAheadLog
 from ..wal.memory import SimDisk, SnapshotStorage, WalLog
 from ..wal.snapshot import SnapshotStore
+from ..wal.statefile import StorageError
 from .owner import Checkpointer, ShardCollector, ShardOwner
 from .service import MemoryService
 from .shard import ShardSet
 
+__all__ = ["Recovered", "StorageError", "open_storage", "recover", "start_storage"]
+
 _log = get_logger("dakera_actors.store")
-
-
-class StorageError(RuntimeError):
-    """The data dir is in a state the node must not guess its way out of."""
 
 
 @attrs.define
