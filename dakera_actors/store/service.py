@@ -11,7 +11,8 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,8 +31,13 @@ if TYPE_CHECKING:
     from .owner import ShardOwner
 
 
-def invalid(exc: Invalid) -> InvalidRequest:
-    return InvalidRequest(str(exc), field=exc.field)
+@contextmanager
+def valid() -> Iterator[None]:
+    """Inside: a request that fails validation is refused with a 400 naming the field."""
+    try:
+        yield
+    except Invalid as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
 
 
 def not_found(agent_id: str, memory_id: str) -> NotFound:
@@ -140,10 +146,8 @@ class MemoryService:
 
     # -- writes ------------------------------------------------------------------------
     async def store(self, data: Any) -> dict[str, Any]:
-        try:
+        with valid():
             new, warnings = validation.parse_store(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
         vectors, ms = await self._embed([new.content])
         now = self.wall_clock()
         body = self._build(new, vectors[0], now)
@@ -152,10 +156,8 @@ class MemoryService:
         return self._with_warnings({"memory": memory.to_json(), "embedding_time_ms": ms}, warnings)
 
     async def store_batch(self, data: Any) -> dict[str, Any]:
-        try:
+        with valid():
             items, warnings = validation.parse_store_batch(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
         vectors, ms = await self._embed([i.content for i in items])
         now = self.wall_clock()
         bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
@@ -169,12 +171,10 @@ class MemoryService:
         }, warnings)
 
     async def update(self, agent_id: Any, memory_id: str, data: Any) -> dict[str, Any]:
-        try:
+        with valid():
             agent = validation.agent_id(agent_id)
             mid = validation.memory_id(memory_id, "memory_id")
             update, warnings = validation.parse_update(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
         now = self.wall_clock()
         if self.shards.get(agent, mid, now) is None:
             raise not_found(agent, mid)
@@ -189,20 +189,16 @@ class MemoryService:
         return self._with_warnings(memory.to_json(), warnings)
 
     async def forget(self, data: Any) -> dict[str, Any]:
-        try:
+        with valid():
             agent, ids = validation.parse_forget(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
         now = self.wall_clock()
         shard = self.shards.shard_of(agent)
         deleted = (await self._commit(shard, [(shard, "delete", {"a": agent, "ids": list(ids)})], now))[0]
         return {"deleted_count": len(deleted), "memory_ids": deleted}
 
     async def batch_forget(self, data: Any) -> dict[str, Any]:
-        try:
+        with valid():
             agent, flt = validation.parse_batch_forget(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
         now = self.wall_clock()
         shard = self.shards.shard_of(agent)
         count = (await self._commit(shard, [(shard, "delete_where", {"a": agent, "f": flt.to_record(), "now": now})],
@@ -211,21 +207,17 @@ class MemoryService:
 
     # -- reads -------------------------------------------------------------------------
     def get(self, agent_id: Any, memory_id: str) -> dict[str, Any]:
-        try:
+        with valid():
             agent = validation.agent_id(agent_id)
             mid = validation.memory_id(memory_id, "memory_id")
-        except Invalid as exc:
-            raise invalid(exc) from None
         memory = self.shards.get(agent, mid, self.wall_clock())
         if memory is None:
             raise not_found(agent, mid)
         return memory.to_json()
 
     async def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
-        try:
+        with valid():
             query, warnings = validation.parse_recall(data, default_top_k=default_top_k)
-        except Invalid as exc:
-            raise invalid(exc) from None
         vectors, embed_ms = await self._embed([query.query], stored=False)
         started = time.perf_counter()
         hits = self.shards.recall(query, self.tokenize(query.query), vectors[0], self.wall_clock())
@@ -239,10 +231,8 @@ class MemoryService:
                                     "search_time_ms": search_ms}, warnings)
 
     def batch_recall(self, data: Any) -> dict[str, Any]:
-        try:
+        with valid():
             agent, flt, limit = validation.parse_batch_recall(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
         everything = self.shards.newest_first(agent, self.wall_clock())
         matching = [m for m in everything if flt.matches(m)]
         return {"memories": [m.to_json() for m in matching[:limit]], "total": len(everything),
@@ -252,10 +242,8 @@ class MemoryService:
         """This node's agents in id order: the first ``args["first"]`` of them (all without it)."""
         now = self.wall_clock()
         out: list[dict[str, Any]] = []
-        try:
+        with valid():
             first = validation.parse_agent_prefix(args or {})
-        except Invalid as exc:
-            raise invalid(exc) from None
         for agent in self.shards.agent_ids():
             if first is not None and len(out) >= first:
                 break
@@ -267,19 +255,15 @@ class MemoryService:
         return out
 
     def agent_memories(self, agent_id: str, args: Mapping[str, str]) -> list[dict[str, Any]]:
-        try:
+        with valid():
             agent = validation.agent_id(agent_id)
             limit, offset, memory_type = validation.parse_listing(args)
-        except Invalid as exc:
-            raise invalid(exc) from None
         page = self.shards.newest_first(agent, self.wall_clock(), memory_type)[offset:offset + limit]
         return [m.to_json() for m in page]
 
     def agent_stats(self, agent_id: str) -> dict[str, Any]:
-        try:
+        with valid():
             agent = validation.agent_id(agent_id)
-        except Invalid as exc:
-            raise invalid(exc) from None
         memories = list(self.shards.live(agent, self.wall_clock()))
         sessions = {m.session_id for m in memories if m.session_id}
         created = [m.created_at for m in memories]
