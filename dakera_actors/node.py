@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .api.deps import FacadeDeps
 from .config import Config
 from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
 from .log import EventLogger, get_logger
@@ -35,7 +36,6 @@ from .wal.statefile import StateFile
 from .wire import Codec
 
 if TYPE_CHECKING:
-    from .api.deps import FacadeDeps
     from .lease.actor import LeaseActor
     from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
@@ -147,9 +147,10 @@ class Node:
         self._http_done = trio.Event()
         self._lock_fd: int | None = None
         self._stale_logged = float("-inf")
-        #: what the HTTP facade reads (filled in as services start) and the app over it, both
-        #: created once the node id is known
-        self.facade: FacadeDeps | None = None
+        #: what the HTTP facade reads (filled in as services start), and the app over it (created
+        #: once the node id is known)
+        self.facade = FacadeDeps(config, self.node_id, self.metrics, self.log, self.offload, self.readiness,
+                                 api_address=self.api_address)
         self.app: Any = None
         self.metrics.watch_actors(lambda: list(self.actors))
 
@@ -177,6 +178,7 @@ class Node:
             # id file (a fresh random id next start) nor lose the rename
             id_file.write((self.node_id + "\n").encode())
         self.log = self.log.bind(node=self.node_id)
+        self.facade.node_id, self.facade.log = self.node_id, self.log
 
     def _release_data_dir(self) -> None:
         if self._lock_fd is not None:
@@ -222,8 +224,7 @@ class Node:
         self.http_port = port
         if not self.api_address:
             self.api_address = "http://" + _advertised(self.config.host, port)
-        if self.facade is not None:
-            self.facade.api_address = self.api_address
+        self.facade.api_address = self.api_address
         self.log.info("http_listening", bind=binds[0], advertise=self.api_address)
         task_status.started()
 
@@ -253,8 +254,7 @@ class Node:
         await self.start_actor(self.membership)
         self.peers = Peers(self.endpoint, lambda: membership.view.value.members, self_id=self.node_id,
                            timeout=self.config.request_timeout)
-        if self.facade is not None:
-            self.facade.membership = membership.view
+        self.facade.membership = membership.view
         self.readiness.require("membership")
 
         async def open_when_joined() -> None:
@@ -278,8 +278,7 @@ class Node:
                          rng=self.rng, restarted=True)
         self.lease = LeaseActor(core, store, self.endpoint, self.peers, self.metrics, self.log)
         await self.start_actor(self.lease)
-        if self.facade is not None:
-            self.facade.lease = self.lease.view
+        self.facade.lease = self.lease.view
         self.nursery.start_soon(self.lease.follow, self.membership.view)
 
     async def _start_shard_map(self) -> None:
@@ -295,8 +294,7 @@ class Node:
                                        transfer_timeout=self.config.transfer_timeout)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
-        if self.facade is not None:
-            self.facade.shard_map = self.shard_map.view
+        self.facade.shard_map = self.shard_map.view
         self.readiness.require("shard_map")
 
         async def open_when_mapped() -> None:
@@ -344,8 +342,7 @@ class Node:
                              metrics=self.metrics, rng=self.rng,
                              storage_ready=lambda: self.readiness.is_open("storage"),
                              peers=self.peers, endpoint=self.endpoint, shard_map=self.shard_map)
-        if self.facade is not None:
-            self.facade.router = self.router
+        self.facade.router = self.router
 
     def _start_operations(self) -> None:
         from .operations.service import Operations
@@ -361,8 +358,7 @@ class Node:
                                      membership=self.membership, lease=self.lease.view, shard_map=self.shard_map,
                                      handing_over=handing_over, peers=self.peers, endpoint=self.endpoint,
                                      wall_clock=self.wall_clock, log=self.log, nursery=self.nursery)
-        if self.facade is not None:
-            self.facade.operations = self.operations
+        self.facade.operations = self.operations
 
     async def _start_storage(self) -> None:
         """Recover the store, start replication over it (cluster mode), then open the gate."""
@@ -375,8 +371,7 @@ class Node:
             await self._start_replication(self.memory)
         assert self.router is not None
         self.router.attach(self.memory)
-        if self.facade is not None:
-            self.facade.memory = self.memory
+        self.facade.memory = self.memory
         self.readiness.open("storage")
 
     async def _start_replication(self, service: MemoryService) -> None:
@@ -392,8 +387,7 @@ class Node:
         await self.start_actor(replicator)
         self.nursery.start_soon(replicator.follow, self.shard_map.view)
         self.metrics.register_replication(ReplicationCollector(replicator))
-        if self.facade is not None:
-            self.facade.replication = replicator
+        self.facade.replication = replicator
 
 
 @asynccontextmanager
@@ -413,13 +407,10 @@ async def open_node(
     ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk.
     """
     from .api.app import create_app
-    from .api.deps import FacadeDeps
 
     node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk)
     node._prepare_data_dir()
-    node.facade = facade = FacadeDeps(config, node.node_id, node.metrics, node.log, node.offload, node.readiness,
-                                      api_address=node.api_address)
-    node.app = create_app(facade)
+    node.app = create_app(node.facade)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)
     node.metrics.gossip_members.labels("alive").set(1)
     try:
@@ -471,12 +462,12 @@ async def open_node(
                     finally:
                         node._stop_requested.set()
                         node.readiness.stopping = True
-                        node.log.info("node_stopping", in_flight=facade.in_flight.count)
+                        node.log.info("node_stopping", in_flight=node.facade.in_flight.count)
                         # requests already inside finish while the node is still a full member
                         # (hypercorn drains its own; this also covers in-process ASGI callers)
                         with trio.move_on_after(config.shutdown_grace):
-                            while facade.in_flight.count > 0:
-                                await facade.in_flight.idle.wait()
+                            while node.facade.in_flight.count > 0:
+                                await node.facade.in_flight.idle.wait()
                         if node.membership is not None:
                             # a graceful stop says goodbye; a killed node (cancelled here) cannot
                             await trio.lowlevel.checkpoint_if_cancelled()

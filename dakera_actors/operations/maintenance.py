@@ -1,6 +1,6 @@
 """A node's maintenance flag as it is kept across restarts, and the options an operator sets.
 
-See :mod:`.operations` for what maintenance does.
+See :mod:`.service` for what maintenance does.
 """
 
 from __future__ import annotations
