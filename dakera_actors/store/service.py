@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,9 +26,17 @@ from .shard import ShardSet, Tokenizer
 from .validation import Invalid
 
 if TYPE_CHECKING:
-    from ..replication.actor import Replicator
     from ..replication.core import ShardTail
     from .owner import ShardOwner
+
+
+class ReplicationGate(Protocol):
+    """What the service waits on in cluster mode (the replicator): a shard it is still taking
+    over, and the acknowledgements ``DAKERA_WRITE_ACK`` asks for."""
+
+    async def ready(self, shard: int, timeout: float) -> None: ...
+
+    async def acknowledged(self, shard: int, seq: int, timeout: float) -> None: ...
 
 
 @contextmanager
@@ -59,7 +67,7 @@ class MemoryService:
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
         #: the replication layer (cluster mode): takeover gate and write acknowledgements
-        self.replication: Replicator | None = None
+        self.replication: ReplicationGate | None = None
         self.tails: dict[int, ShardTail] = {}
         self.request_timeout = 5.0
 
