@@ -16,3 +16,11 @@ def test_the_domain_and_the_json_parser_load_without_quart() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_layering_contracts_hold() -> None:
+    """pyproject.toml's import-linter contracts (the layers, the facade, the pure cores, the
+    transport plugins), checked in the suite as well as by `make lint`, so CI sees a broken layer."""
+    code = "import sys\nfrom importlinter.cli import lint_imports\nsys.exit(lint_imports(no_cache=True, no_logo=True))\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
