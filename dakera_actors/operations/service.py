@@ -180,30 +180,40 @@ class Operations:
 
     async def maintenance(self, enable: bool | None, node_ids: list[str] | None,
                           options: MaintenanceOptions | None = None) -> Any:
-        """Enable/disable (None: report) on this node, or on the named members."""
+        """Enable/disable (None: report) on this node, or on the named members (asked at once;
+        a name no member has is refused before anything changes)."""
         options = options or MaintenanceOptions()
         if not node_ids:
             return self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)
-        answers = []
-        for node_id in node_ids:
-            if node_id == self.node_id:
-                answers.append(self.maintenance_status() if enable is None
-                               else await self.set_maintenance(enable, options))
-                continue
-            answers.append(await self._ask(node_id, MaintenanceCommand(
-                enable, options.reject_requests, options.duration_minutes, options.reason)))
+        others = [n for n in dict.fromkeys(node_ids) if n != self.node_id]
+        for node_id in others:
+            if self.peers.member(node_id) is None:
+                raise NotFound(f"no member {node_id!r} in this cluster", code="NOT_FOUND")
+        mine = None
+        if self.node_id in node_ids:
+            mine = self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)
+        replies = await self.peers.gather(others, MaintenanceCommand(
+            enable, options.reject_requests, options.duration_minutes, options.reason))
+        answers = [mine if n == self.node_id else self._answer(replies[n]) for n in node_ids]
         return answers[0] if len(answers) == 1 else {"nodes": answers}
 
     async def _ask(self, node_id: str, command: object) -> Any:
         try:
-            answer: Reply = await self.peers.request(node_id, command)
+            reply = await self.peers.request(node_id, command)
         except PeerUnavailable as exc:
-            if exc.unknown:
-                raise NotFound(f"no member {node_id!r} in this cluster", code="NOT_FOUND") from None
-            raise Unavailable(str(exc)) from None
-        if answer.status != 200:
-            raise answer.error()
-        return json.loads(answer.body)
+            reply = exc
+        return self._answer(reply)
+
+    @staticmethod
+    def _answer(reply: Reply | PeerUnavailable) -> Any:
+        """A member's answer to a command, or the refusal it stands for."""
+        if isinstance(reply, PeerUnavailable):
+            if reply.unknown:
+                raise NotFound(f"no member {reply.member_id!r} in this cluster", code="NOT_FOUND")
+            raise Unavailable(str(reply))
+        if reply.status != 200:
+            raise reply.error()
+        return json.loads(reply.body)
 
     async def _serve_maintenance(self, envelope: Envelope, stream: MessageStream) -> None:
         command: MaintenanceCommand = envelope.message
