@@ -1,5 +1,6 @@
-"""The admin JSON views (``/admin/cluster/status``, ``/nodes``, ``/shards``), built from what this
-node sees: the membership, lease and shard-map views and the shards it holds."""
+"""The admin JSON views (``/admin/cluster/status``, ``/nodes``, ``/shards``, maintenance), built from
+what this node sees: the membership, lease and shard-map views, the shards it holds, and the
+maintenance status operations report."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ from typing import Any
 
 import trio
 
+from ..operations.maintenance import MaintenanceStatus
 from .deps import FacadeDeps
+
+
+def maintenance_view(statuses: list[MaintenanceStatus]) -> dict[str, Any]:
+    """``/admin/maintenance/*`` and ``/v1/admin/cluster/maintenance*``: one node's status, or
+    ``{"nodes": [...]}`` for several."""
+    views = [{"status": s.phase, "node_id": s.node_id, "maintenance": s.maintenance,
+              "shards_remaining": s.shards_remaining, "primary_shards": s.primary_shards,
+              "replica_shards": s.replica_shards, "reason": s.reason, "reject_requests": s.reject_requests,
+              "ends_in_seconds": s.ends_in_seconds} for s in statuses]
+    return views[0] if len(views) == 1 else {"nodes": views}
 
 
 def cluster_status(deps: FacadeDeps) -> dict[str, Any]:

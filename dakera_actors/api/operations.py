@@ -9,6 +9,8 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from ..operations.maintenance import MaintenanceOptions
+from ..operations.service import Operations
+from .admin_views import maintenance_view
 from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_body, json_response
@@ -77,14 +79,14 @@ def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
 
 
 def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callable[..., Any]) -> None:
-    def ops() -> Any:
+    def ops() -> Operations:
         if node.operations is None:
             raise ApiError(409, "this needs cluster mode")
         return node.operations
 
     async def set_maintenance(enable: bool) -> Response:
         node_ids, options = parse_maintenance(await json_body(required=False))
-        return json_response(await ops().maintenance(enable, node_ids, options if enable else None))
+        return json_response(maintenance_view(await ops().maintenance(enable, node_ids, options if enable else None)))
 
     @admin_route("/maintenance/enable", ["POST"])
     async def maintenance_enable() -> Response:
@@ -96,7 +98,7 @@ def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callab
 
     @admin_route("/maintenance/status", ["GET"])
     async def maintenance_status() -> Response:
-        return json_response(await ops().maintenance(None, None))
+        return json_response(maintenance_view(await ops().maintenance(None, None)))
 
     # the SDK's paths
     @admin_route("/cluster/maintenance/enable", ["POST"])
@@ -109,7 +111,7 @@ def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callab
 
     @admin_route("/cluster/maintenance", ["GET"])
     async def cluster_maintenance() -> Response:
-        return json_response(await ops().maintenance(None, None))
+        return json_response(maintenance_view(await ops().maintenance(None, None)))
 
     async def rebalance() -> Response:
         dry_run, shard_ids = parse_rebalance(await json_body(required=False), node.config.shards)

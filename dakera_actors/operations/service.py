@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 import trio
 
 from ..endpoint import Endpoint, MessageStream
@@ -34,7 +35,7 @@ from ..runtime import ActorStopped, ActorTimeout
 from ..runtime.published import Published
 from ..wal.actor import disk_call
 from ..wire import Envelope
-from .maintenance import MaintenanceOptions, MaintenanceState, MaintenanceStore
+from .maintenance import MaintenanceOptions, MaintenanceState, MaintenanceStatus, MaintenanceStore
 from .messages import MaintenanceCommand, RebalanceCommand
 
 if TYPE_CHECKING:
@@ -103,22 +104,20 @@ class Operations:
         me = self.membership.view.value.members.get(self.node_id)
         return bool(me is not None and me.maintenance)
 
-    def maintenance_status(self) -> dict[str, Any]:
+    def maintenance_status(self) -> MaintenanceStatus:
         smap = self.shard_map.view.value
         me = self.node_id
         held = sum(1 for copies in smap.placement if me in copies) if smap else 0
-        remaining = held + self.handing_over()
         active = self._in_maintenance()
         until = self.state.until if active else None
-        return {"status": "drained" if active and remaining == 0 else "draining" if active else "active",
-                "node_id": me, "maintenance": active, "shards_remaining": remaining,
-                "primary_shards": smap.primaries_of(me) if smap else [],
-                "replica_shards": smap.replicas_of(me) if smap else [],
-                "reason": self.state.reason if active else "",
-                "reject_requests": active and self.state.reject_requests,
-                "ends_in_seconds": max(0, round(until - self.wall_clock())) if until is not None else None}
+        return MaintenanceStatus(
+            node_id=me, maintenance=active, shards_remaining=held + self.handing_over(),
+            primary_shards=smap.primaries_of(me) if smap else [],
+            replica_shards=smap.replicas_of(me) if smap else [],
+            reason=self.state.reason if active else "", reject_requests=active and self.state.reject_requests,
+            ends_in_seconds=max(0, round(until - self.wall_clock())) if until is not None else None)
 
-    async def set_maintenance(self, enable: bool, options: MaintenanceOptions | None = None) -> dict[str, Any]:
+    async def set_maintenance(self, enable: bool, options: MaintenanceOptions | None = None) -> MaintenanceStatus:
         membership = self.membership
         options = options or MaintenanceOptions()
         until = (self.wall_clock() + options.duration_minutes * 60
@@ -179,12 +178,12 @@ class Operations:
         self.nursery.start_soon(expire)
 
     async def maintenance(self, enable: bool | None, node_ids: list[str] | None,
-                          options: MaintenanceOptions | None = None) -> Any:
+                          options: MaintenanceOptions | None = None) -> list[MaintenanceStatus]:
         """Enable/disable (None: report) on this node, or on the named members (asked at once;
-        a name no member has is refused before anything changes)."""
+        a name no member has is refused before anything changes): each one's status."""
         options = options or MaintenanceOptions()
         if not node_ids:
-            return self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)
+            return [self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)]
         others = [n for n in dict.fromkeys(node_ids) if n != self.node_id]
         for node_id in others:
             if self.peers.member(node_id) is None:
@@ -194,8 +193,10 @@ class Operations:
             mine = self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)
         replies = await self.peers.gather(others, MaintenanceCommand(
             enable, options.reject_requests, options.duration_minutes, options.reason))
-        answers = [mine if n == self.node_id else self._answer(replies[n]) for n in node_ids]
-        return answers[0] if len(answers) == 1 else {"nodes": answers}
+        statuses = {n: MaintenanceStatus.of_json(self._answer(replies[n])) for n in others}
+        if mine is not None:
+            statuses[self.node_id] = mine
+        return [statuses[n] for n in node_ids]
 
     async def _ask(self, node_id: str, command: object) -> Any:
         try:
@@ -215,10 +216,14 @@ class Operations:
             raise reply.error()
         return json.loads(reply.body)
 
+    async def _local_maintenance(self, enable: bool | None, options: MaintenanceOptions) -> dict[str, Any]:
+        status = self.maintenance_status() if enable is None else await self.set_maintenance(enable, options)
+        return attrs.asdict(status)
+
     async def _serve_maintenance(self, envelope: Envelope, stream: MessageStream) -> None:
         command: MaintenanceCommand = envelope.message
         options = MaintenanceOptions(command.reject_requests, command.duration_minutes, command.reason)
-        await self._reply(stream, self.maintenance(command.enable, None, options))
+        await self._reply(stream, self._local_maintenance(command.enable, options))
 
     # -- rebalance ---------------------------------------------------------------------
     async def rebalance(self, dry_run: bool, shard_ids: list[int] | None) -> Any:
