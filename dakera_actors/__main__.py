@@ -19,8 +19,8 @@ import trio
 from . import log
 from .config import Config, ConfigError
 from .node import DataDirLocked, open_node
-from .store.engine import StorageError
 from .wal.log import WalRecoveryError
+from .wal.statefile import StorageError
 
 EXIT_DAMAGED_DATA = 3
 

@@ -248,36 +248,6 @@ class Config:
     def gossip_bind_address(self) -> str:
         return self.gossip_bind or f"0.0.0.0:{self.gossip_port}"
 
-    def swim(self) -> Any:
-        """The SWIM core's timing, in seconds."""
-        from .membership.core import SwimConfig
-
-        return SwimConfig(
-            probe_interval=self.gossip_probe_interval_ms / 1000,
-            probe_timeout=self.gossip_probe_timeout_ms / 1000,
-            indirect_checks=self.gossip_indirect_checks,
-            suspicion_mult=self.gossip_suspicion_mult,
-            suspicion_max_mult=self.gossip_suspicion_max_mult,
-            retransmit_mult=self.gossip_retransmit_mult,
-            gossip_interval=self.gossip_interval_ms / 1000,
-            gossip_nodes=self.gossip_nodes,
-            push_pull_interval=self.gossip_push_pull_interval_ms / 1000,
-            awareness_max=self.gossip_awareness_max,
-        )
-
-    def lease(self) -> Any:
-        """The lease core's timing and voter rules, in seconds."""
-        from .lease.core import LeaseConfig
-
-        ttl, margin = self.lease_ttl_ms / 1000, self.lease_drift_ms / 1000
-        expect = self.bootstrap_expect or min(3, 1 + len(self.cluster_seeds))
-        return LeaseConfig(ttl=ttl, drift_margin=margin, request_timeout=ttl * 0.3, bootstrap_expect=expect,
-                           max_voters=self.max_voters)
-
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.root_api_key)
-
     # -- environment -----------------------------------------------------------------
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:

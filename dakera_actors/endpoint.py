@@ -22,10 +22,10 @@ from typing import Any
 import attrs
 import trio
 
-from . import __version__
 from .log import EventLogger
 from .metrics import NodeMetrics
 from .transport import ConnectError, FrameTooLarge, Stream, StreamClosed, Transport, TransportError
+from .version import __version__
 from .wire import Codec, Envelope, ErrorReply, Ping, Pong, message, tag_of
 
 PacketSink = Callable[[Envelope, str], Any]  # (envelope, source address), must not block

@@ -21,24 +21,31 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import __version__
+from .api.deps import FacadeDeps
 from .config import Config
 from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
 from .runtime.offload import Offload
+from .runtime.readiness import Readiness
 from .transport import Transport, format_hostport, load_transport, parse_hostport
-from .wal.log import DIR_MODE, FILE_MODE, fsync_directory, write_private
+from .version import __version__
+from .wal.log import DIR_MODE, FILE_MODE
+from .wal.statefile import StateFile
 from .wire import Codec
 
 if TYPE_CHECKING:
     from .lease.actor import LeaseActor
+    from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
+    from .membership.core import SwimConfig
+    from .operations.maintenance import MaintenanceStore
+    from .operations.service import Operations
+    from .peers import Peers
     from .replication.actor import Replicator
+    from .routing.router import Router
     from .sharding.actor import ShardMapActor
-    from .sharding.operations import Operations
-    from .sharding.router import Router
     from .store.service import MemoryService
     from .wal.memory import SimDisk
 
@@ -53,40 +60,32 @@ class DataDirLocked(RuntimeError):
     """Another live process already uses this data directory."""
 
 
-class Readiness:
-    """Named gates that must all open before ``/health/ready`` says 200."""
+def swim_settings(config: Config) -> SwimConfig:
+    """The SWIM core's timing, in seconds, from the node's configuration."""
+    from .membership.core import SwimConfig
 
-    def __init__(self) -> None:
-        self._required: list[str] = []
-        self._open: set[str] = set()
-        self.changed = trio.Event()
+    return SwimConfig(
+        probe_interval=config.gossip_probe_interval_ms / 1000,
+        probe_timeout=config.gossip_probe_timeout_ms / 1000,
+        indirect_checks=config.gossip_indirect_checks,
+        suspicion_mult=config.gossip_suspicion_mult,
+        suspicion_max_mult=config.gossip_suspicion_max_mult,
+        retransmit_mult=config.gossip_retransmit_mult,
+        gossip_interval=config.gossip_interval_ms / 1000,
+        gossip_nodes=config.gossip_nodes,
+        push_pull_interval=config.gossip_push_pull_interval_ms / 1000,
+        awareness_max=config.gossip_awareness_max,
+    )
 
-    def require(self, gate: str) -> None:
-        if gate not in self._required:
-            self._required.append(gate)
 
-    def open(self, gate: str) -> None:
-        self._open.add(gate)
-        self.changed.set()
-        self.changed = trio.Event()
+def lease_settings(config: Config) -> LeaseConfig:
+    """The lease core's timing and voter rules, in seconds, from the node's configuration."""
+    from .lease.core import LeaseConfig
 
-    def close(self, gate: str) -> None:
-        self._open.discard(gate)
-
-    def is_open(self, gate: str) -> bool:
-        return gate in self._open
-
-    def missing(self) -> list[str]:
-        waiting = [g for g in self._required if g not in self._open]
-        return waiting + ["stopping"] * self.stopping + ["maintenance (rejecting requests)"] * self.rejecting
-
-    stopping = False  # set when the node starts to stop: load balancers take it out at once
-    #: in maintenance with reject_requests: client requests get 503, and so does readiness
-    rejecting = False
-
-    @property
-    def ready(self) -> bool:
-        return not self.missing()
+    ttl, margin = config.lease_ttl_ms / 1000, config.lease_drift_ms / 1000
+    expect = config.bootstrap_expect or min(3, 1 + len(config.cluster_seeds))
+    return LeaseConfig(ttl=ttl, drift_margin=margin, request_timeout=ttl * 0.3, bootstrap_expect=expect,
+                       max_voters=config.max_voters)
 
 
 def guess_local_ip() -> str:
@@ -135,6 +134,9 @@ class Node:
         self.router: Router | None = None
         self.replicator: Replicator | None = None
         self.operations: Operations | None = None
+        #: member-addressed requests to the other members (cluster mode, once membership runs)
+        self.peers: Peers | None = None
+        self._maintenance_store: MaintenanceStore | None = None
         self.nursery: trio.Nursery | None = None
         self.api_address = config.api_advertise or ""
         self.http_port: int | None = None
@@ -145,10 +147,11 @@ class Node:
         self._http_done = trio.Event()
         self._lock_fd: int | None = None
         self._stale_logged = float("-inf")
-        #: HTTP requests being served (the app counts them); a stop waits for them to finish
-        self.in_flight = 0
-        self.idle = trio.Event()
-        self.app: Any = None  # the Quart app, created once the node id is known
+        #: what the HTTP facade reads (filled in as services start), and the app over it (created
+        #: once the node id is known)
+        self.facade = FacadeDeps(config, self.node_id, self.metrics, self.log, self.offload, self.readiness,
+                                 api_address=self.api_address)
+        self.app: Any = None
         self.metrics.watch_actors(lambda: list(self.actors))
 
     # -- identity and data dir ---------------------------------------------------------
@@ -165,20 +168,17 @@ class Node:
                 raise DataDirLocked(f"data dir {self.data_dir} is in use by another node process") from None
             raise
         self._lock_fd = fd
-        id_file = self.data_dir / NODE_ID_FILE
-        stored = id_file.read_text().strip() if id_file.exists() else ""
+        id_file = StateFile(NODE_ID_FILE, self.data_dir)
+        stored = (id_file.read() or b"").decode().strip()
         if not self.node_id:
             # a single node keeps the id it was first given, so its logs and metrics stay stable
             self.node_id = stored or f"node-{self.rng.getrandbits(32):08x}"
         if stored != self.node_id:
-            # fsynced, then renamed, then the directory fsynced: a crash must not leave an
-            # empty id file (a fresh random id next start) nor lose the rename
-            tmp = id_file.with_suffix(".tmp")
-            tmp.unlink(missing_ok=True)
-            write_private(tmp, (self.node_id + "\n").encode())
-            os.replace(tmp, id_file)
-            fsync_directory(self.data_dir)
+            # atomically (fsynced, renamed, directory fsynced): a crash must not leave an empty
+            # id file (a fresh random id next start) nor lose the rename
+            id_file.write((self.node_id + "\n").encode())
         self.log = self.log.bind(node=self.node_id)
+        self.facade.node_id, self.facade.log = self.node_id, self.log
 
     def _release_data_dir(self) -> None:
         if self._lock_fd is not None:
@@ -224,17 +224,19 @@ class Node:
         self.http_port = port
         if not self.api_address:
             self.api_address = "http://" + _advertised(self.config.host, port)
+        self.facade.api_address = self.api_address
         self.log.info("http_listening", bind=binds[0], advertise=self.api_address)
         task_status.started()
 
     async def _start_membership(self) -> None:
         from .membership.actor import MembershipActor
         from .membership.core import SwimCore
-        from .sharding.maintenance import MaintenanceState, MaintenanceStore
+        from .operations.maintenance import MaintenanceState, MaintenanceStore
+        from .peers import Peers
         from .wal.actor import disk_call
 
         assert self.endpoint is not None and self.nursery is not None
-        store = MaintenanceStore(self.data_dir, self.disk)
+        store = self._maintenance_store = MaintenanceStore(self.data_dir, self.disk)
         state = await disk_call(store.blocking, store.load)
         if state.enabled and state.expired(self.wall_clock()):
             self.log.info("maintenance_expired", reason=state.reason or "-", while_down=True)
@@ -243,13 +245,16 @@ class Node:
         elif state.enabled:
             self.log.info("maintenance_kept", reason=state.reason or "-", reject_requests=state.reject_requests)
         self.maintenance_state = state
-        core = SwimCore(self.config.swim(), self_id=self.node_id, address=self.endpoint.address,
+        core = SwimCore(swim_settings(self.config), self_id=self.node_id, address=self.endpoint.address,
                         api=self.api_address, meta={"maintenance": state.enabled},
                         # wall-clock milliseconds: a restarted node outranks what peers recall of it
                         incarnation=int(self.wall_clock() * 1000), seeds=list(self.config.cluster_seeds),
                         rng=self.rng, now=trio.current_time(), packet_budget=self.endpoint.packet_budget)
-        self.membership = MembershipActor(core, self.endpoint, self.metrics, self.log, self.nursery)
+        self.membership = membership = MembershipActor(core, self.endpoint, self.metrics, self.log, self.nursery)
         await self.start_actor(self.membership)
+        self.peers = Peers(self.endpoint, lambda: membership.view.value.members, self_id=self.node_id,
+                           timeout=self.config.request_timeout)
+        self.facade.membership = membership.view
         self.readiness.require("membership")
 
         async def open_when_joined() -> None:
@@ -262,35 +267,35 @@ class Node:
     async def _start_lease(self) -> None:
         from .lease.actor import LeaseActor
         from .lease.core import LeaseCore
-        from .lease.store import FileLeaseStore, SimLeaseStore
+        from .lease.store import FileLeaseStore
         from .wal.actor import disk_call
 
         assert self.endpoint is not None and self.nursery is not None and self.membership is not None
-        store = SimLeaseStore(self.disk) if self.disk is not None else FileLeaseStore(self.data_dir)
+        assert self.peers is not None
+        store = FileLeaseStore(self.data_dir, self.disk)
         state = await disk_call(store.blocking, store.load)
-        core = LeaseCore(self.config.lease(), self_id=self.node_id, state=state, now=trio.current_time(),
+        core = LeaseCore(lease_settings(self.config), self_id=self.node_id, state=state, now=trio.current_time(),
                          rng=self.rng, restarted=True)
-        self.lease = LeaseActor(core, store, self.endpoint, self.metrics, self.log)
+        self.lease = LeaseActor(core, store, self.endpoint, self.peers, self.metrics, self.log)
         await self.start_actor(self.lease)
+        self.facade.lease = self.lease.view
         self.nursery.start_soon(self.lease.follow, self.membership.view)
 
     async def _start_shard_map(self) -> None:
-        from .peers import Peers
-        from .sharding.actor import SEND_TIMEOUT, ShardMapActor, ShardMapStore
+        from .sharding.actor import ShardMapActor, ShardMapStore
         from .sharding.leader import MapLeader
 
-        assert self.endpoint and self.lease and self.membership and self.nursery
+        assert self.endpoint and self.lease and self.membership and self.nursery and self.peers
         membership = self.membership
         core = MapLeader(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
                          grace=self.config.rereplication_grace, concurrency=self.config.rebalance_concurrency,
                          transfer_timeout=self.config.transfer_timeout)
-        peers = Peers(self.endpoint, lambda: membership.view.value.members, self_id=self.node_id,
-                      timeout=SEND_TIMEOUT)
-        self.shard_map = ShardMapActor(core, endpoint=self.endpoint, peers=peers, lease=self.lease,
+        self.shard_map = ShardMapActor(core, endpoint=self.endpoint, peers=self.peers, lease=self.lease,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
                                        log=self.log, nursery=self.nursery, announce=membership.update_meta)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
+        self.facade.shard_map = self.shard_map.view
         self.readiness.require("shard_map")
 
         async def open_when_mapped() -> None:
@@ -330,78 +335,64 @@ class Node:
                                     "API key (stores, reads, whole shards, leadership)")
             await trio.sleep(INSECURE_REMINDER)
 
-    def cluster_status(self) -> dict[str, Any]:
-        """``GET /admin/cluster/status``. Leader and shard fields fill in as those layers land."""
-        shards = self.config.shards
-        members = self.membership.view.value.members if self.membership else {}
-        alive = sum(1 for m in members.values() if m.alive) if members else 1
-        known = sum(1 for m in members.values() if m.state.label != "Left") if members else 1
-        cluster = self.config.cluster_mode
-        lease = self.lease.view.value if self.lease else None
-        smap = self.shard_map.view.value if self.shard_map else None
-        return {
-            "status": ("healthy" if self.readiness.ready and alive == known else
-                       "degraded" if self.readiness.ready else "unavailable"),
-            "node_id": self.node_id,
-            "leader": lease.leader if lease else (None if cluster else self.node_id),
-            "fencing_token": lease.token if lease else 0,
-            "lease_remaining_ms": (None if lease is None or (left := lease.remaining(trio.current_time())) is None
-                                   else int(left * 1000)),
-            "nodes": known,
-            "alive": alive,
-            "replication_factor": min(self.config.replication_factor, max(alive, 1)),
-            "shard_count": shards,
-            "shard_map_version": smap.version if smap else 0,
-            "shard_distribution": (smap.distribution() if smap else {} if cluster
-                                   else {self.node_id: {"primary": shards, "replica": 0}}),
-            "shard_balance": round(smap.balance(), 4) if smap else 0.0,
-            "unassigned_shards": (sum(1 for c in smap.placement if not c) if smap else shards if cluster else 0),
-            "shards_moving": len(smap.placement) - sum(1 for c in smap.placement if len(c) <= smap.counted) if smap else 0,
-        }
+    # -- services, each built from what it uses -----------------------------------------
+    def _start_router(self) -> None:
+        from .routing.router import Router
 
-    def cluster_shards(self) -> dict[str, Any]:
-        """``GET /admin/cluster/shards``: each shard's copies and, where held here, its size."""
-        smap = self.shard_map.view.value if self.shard_map else None
-        local = self.memory.shards.shards if self.memory else {}
-        now = trio.current_time()
-        out = []
-        for shard in range(self.config.shards):
-            copies = (smap.placement[shard] if smap else [] if self.config.cluster_mode else [self.node_id])
-            held = local.get(shard)
-            out.append({
-                "id": shard,
-                "primary": copies[0] if copies else None,
-                "replicas": list(copies[1:]),
-                # counted where this node holds the shard; lag where this node is its primary
-                "memories": held.memory_count if held is not None else 0,
-                "size_bytes": sum(len(m.content) for a in held.agents.values() for m in a.memories.values())
-                if held is not None else 0,
-                "seq": held.seq if held is not None else 0,
-                "lag_ms": int(self.replicator.shard_lag(shard, now)[0]) if self.replicator is not None else 0,
-            })
-        return {"shards": out, "shard_map_version": smap.version if smap else 0}
+        self.router = Router(self.config, node_id=self.node_id, api_address=self.api_address, offload=self.offload,
+                             metrics=self.metrics, rng=self.rng,
+                             storage_ready=lambda: self.readiness.is_open("storage"),
+                             peers=self.peers, endpoint=self.endpoint, shard_map=self.shard_map)
+        self.facade.router = self.router
 
-    def cluster_nodes(self) -> list[dict[str, Any]]:
-        """``GET /admin/cluster/nodes``: every member this node knows of, itself included."""
-        if self.membership is None:
-            return [{
-                "id": self.node_id, "state": "Alive", "role": "leader", "api_address": self.api_address,
-                "gossip_address": None, "incarnation": 0, "maintenance": False,
-                "primary_shards": list(range(self.config.shards)), "replica_shards": [],
-            }]
-        leader = self.lease.view.value.leader if self.lease else None
-        smap = self.shard_map.view.value if self.shard_map else None
-        return [{
-            "id": m.id,
-            "state": m.state.label,
-            "role": "leader" if m.id == leader else "follower",
-            "api_address": m.api,
-            "gossip_address": m.address,
-            "incarnation": m.incarnation,
-            "maintenance": m.maintenance,
-            "primary_shards": smap.primaries_of(m.id) if smap else [],
-            "replica_shards": smap.replicas_of(m.id) if smap else [],
-        } for m in sorted(self.membership.view.value.members.values(), key=lambda m: m.id)]
+    def _start_operations(self) -> None:
+        from .operations.service import Operations
+
+        assert self.membership and self.lease and self.shard_map and self.peers and self.endpoint
+        assert self.nursery is not None and self._maintenance_store is not None
+
+        def handing_over() -> int:  # primaries this node still hands over (a drain is not over)
+            return len(self.replicator.handing_over) if self.replicator is not None else 0
+
+        self.operations = Operations(node_id=self.node_id, store=self._maintenance_store,
+                                     state=self.maintenance_state, flags=self.readiness,
+                                     membership=self.membership, lease=self.lease.view, shard_map=self.shard_map,
+                                     handing_over=handing_over, peers=self.peers, endpoint=self.endpoint,
+                                     wall_clock=self.wall_clock, log=self.log, nursery=self.nursery)
+        self.facade.operations = self.operations
+
+    async def _start_storage(self) -> None:
+        """Recover the store, start replication over it (cluster mode), then open the gate."""
+        from .store.engine import start_storage
+
+        self.memory = await start_storage(self.config, data_dir=self.data_dir, disk=self.disk, metrics=self.metrics,
+                                          log=self.log, wall_clock=self.wall_clock, rng=self.rng,
+                                          offload=self.offload, start_actor=self.start_actor)
+        if self.endpoint is not None and self.shard_map is not None:
+            await self._start_replication(self.memory)
+        assert self.router is not None
+        self.router.attach(self.memory)
+        self.facade.memory = self.memory
+        self.readiness.open("storage")
+
+    async def _start_replication(self, service: MemoryService) -> None:
+        from .replication.actor import ReplicationCollector, Replicator, frame_budget
+
+        assert self.shard_map is not None and self.nursery is not None
+        assert self.peers is not None and self.endpoint is not None
+        endpoint = self.endpoint
+        replicator = Replicator(self.node_id, self.config, service, self.peers, self.shard_map, self.metrics,
+                                self.log, self.nursery, self.offload,
+                                frame_budget(endpoint.transport.max_frame_size, endpoint.codec.overhead))
+        service.owner.hooks = replicator
+        service.replication = replicator
+        service.request_timeout = self.config.request_timeout
+        self.replicator = replicator
+        self.shard_map.replication_status = replicator.local_status
+        await self.start_actor(replicator)
+        self.nursery.start_soon(replicator.follow, self.shard_map.view)
+        self.metrics.register_replication(ReplicationCollector(replicator))
+        self.facade.replication = replicator
 
 
 @asynccontextmanager
@@ -420,13 +411,11 @@ async def open_node(
     ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``);
     ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk.
     """
-    from .api import create_app
-    from .sharding.router import Router
-    from .store.engine import start_storage
+    from .api.app import create_app
 
     node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk)
     node._prepare_data_dir()
-    node.app = create_app(node)
+    node.app = create_app(node.facade)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)
     node.metrics.gossip_members.labels("alive").set(1)
     try:
@@ -463,15 +452,14 @@ async def open_node(
                         node.readiness.require("transport")
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
-                    node.router = Router(node)
                     if node.transport is not None:
                         await node._start_membership()
                         await node._start_lease()
                         await node._start_shard_map()
-                        from .sharding.operations import Operations
-
-                        node.operations = Operations(node)
-                    await start_storage(node)
+                    node._start_router()
+                    if node.transport is not None:
+                        node._start_operations()
+                    await node._start_storage()
                     node.log.info("node_started", version=__version__, cluster_mode=config.cluster_mode,
                                   data_dir=str(node.data_dir), api=node.api_address or "-")
                     try:
@@ -479,12 +467,12 @@ async def open_node(
                     finally:
                         node._stop_requested.set()
                         node.readiness.stopping = True
-                        node.log.info("node_stopping", in_flight=node.in_flight)
+                        node.log.info("node_stopping", in_flight=node.facade.in_flight.count)
                         # requests already inside finish while the node is still a full member
                         # (hypercorn drains its own; this also covers in-process ASGI callers)
                         with trio.move_on_after(config.shutdown_grace):
-                            while node.in_flight > 0:
-                                await node.idle.wait()
+                            while node.facade.in_flight.count > 0:
+                                await node.facade.in_flight.idle.wait()
                         if node.membership is not None:
                             # a graceful stop says goodbye; a killed node (cancelled here) cannot
                             await trio.lowlevel.checkpoint_if_cancelled()

@@ -16,10 +16,10 @@ def load_all_messages() -> dict[str, type]:
     """Every message class a node registers (importing the modules that define them)."""
     import dakera_actors.lease.messages  # noqa: F401
     import dakera_actors.membership.messages  # noqa: F401
+    import dakera_actors.operations.service  # noqa: F401
     import dakera_actors.replication.actor  # noqa: F401
+    import dakera_actors.routing.router  # noqa: F401
     import dakera_actors.sharding.actor  # noqa: F401
-    import dakera_actors.sharding.operations  # noqa: F401
-    import dakera_actors.sharding.router  # noqa: F401
 
     return {t: c for t, c in wire.registered_messages().items() if not t.startswith("test.")}
 

@@ -30,8 +30,8 @@ Behaviour worth knowing:
   streams not yet taken by :meth:`UdpTransport.accept` wait in a queue of ``accept_backlog``;
   beyond it they are closed and counted in ``accepts_dropped``.
 
-The TCP helpers at the bottom (:class:`TcpConnection`, :func:`bind_tcp_listener`, ...) are shared
-with the WebSocket transport.
+The TCP helpers (:class:`~transports.tcp.TcpConnection`, binding, accepting, advertised
+addresses) live in :mod:`transports.tcp`, shared with the WebSocket transport.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ import ipaddress
 import math
 import socket as stdlib_socket
 import struct
-import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,8 +55,19 @@ from dakera_actors.transport import (
     Stream,
     StreamClosed,
     Transport,
-    format_hostport,
     parse_hostport,
+)
+from transports.tcp import (
+    RECV_CHUNK,
+    TcpConnection,
+    accept_forever,
+    advertised_address,
+    allow_dual_stack,
+    bind_tcp_listener,
+    check_limits,
+    open_tcp_connection,
+    resolve_bind_address,
+    sockaddr_to_address,
 )
 
 log = get_logger("dakera_actors.transports.udp")
@@ -66,7 +76,6 @@ _HEADER = struct.Struct(">I")
 _PACKET_BUFFER = 1024  # inbound packets queued before new ones are dropped
 _ACCEPT_BACKLOG = 64  # accepted streams queued before new ones are refused
 _BIND_ATTEMPTS = 16  # port-0 retries when the TCP port is already taken for UDP
-_RECV_CHUNK = 64 * 1024
 _MAX_RECV_CHUNK = 1024 * 1024  # cap on one read while a large frame is arriving
 _COALESCE_LIMIT = 64 * 1024  # frames up to this size go out with their header in one write
 _UDP_SOCKET_BUFFER = 4 * 1024 * 1024  # requested SO_RCVBUF/SO_SNDBUF; the kernel may cap it
@@ -74,21 +83,7 @@ _RESOLVE_TIMEOUT = 1.0
 _RESOLVE_TTL = 30.0  # seconds a resolved host name is reused
 _RESOLVE_RETRY = 5.0  # seconds a failed lookup is remembered before it is tried again
 _RESOLVE_CACHE = 4096  # cached destinations before the cache is flushed
-_ACCEPT_ERROR_PAUSE = 0.1  # back-off after e.g. EMFILE so an accept loop cannot spin
 
-# accept() errors that concern one aborted connection, not the listener (same list as trio's).
-_IGNORABLE_ACCEPT_ERRNOS = {
-    getattr(errno, name)
-    for name in ("EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN",
-                 "ENONET", "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH")
-    if hasattr(errno, name)
-}
-
-# Destinations that select the default route when "connected" to; nothing is ever sent to them.
-_ROUTE_PROBES: dict[int, str] = {
-    stdlib_socket.AF_INET: "192.0.2.1",  # TEST-NET-1 (RFC 5737)
-    stdlib_socket.AF_INET6: "2001:db8::1",  # documentation prefix (RFC 3849)
-}
 
 
 class UdpStream(Stream):
@@ -181,10 +176,10 @@ class UdpStream(Stream):
     def _read_size(self) -> int:
         """Ask for the rest of the current frame in one read when it is large."""
         if len(self._buffer) < _HEADER.size:
-            return _RECV_CHUNK
+            return RECV_CHUNK
         (size,) = _HEADER.unpack_from(self._buffer)
         missing = _HEADER.size + min(size, self._receive_max) - len(self._buffer)
-        return min(max(missing, _RECV_CHUNK), _MAX_RECV_CHUNK)
+        return min(max(missing, RECV_CHUNK), _MAX_RECV_CHUNK)
 
     def _take_frame(self) -> bytes | None:
         """Pop one complete frame off the buffer; close the stream on an oversized prefix."""
@@ -399,7 +394,7 @@ async def _bind_tcp_and_udp(family: int, sockaddr: Any, backlog: int
         port = listener.getsockname()[1]
         udp = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
         try:
-            _allow_dual_stack(udp, sockaddr)
+            allow_dual_stack(udp, sockaddr)
             await udp.bind((sockaddr[0], port, *sockaddr[2:]))
         except OSError as exc:
             udp.close()
@@ -442,209 +437,3 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-# -- TCP/IP helpers, shared with the WebSocket transport -----------------------------------
-
-class TcpConnection(trio.abc.Stream):
-    """A TCP socket as a :class:`trio.abc.Stream` that a transport can close synchronously.
-
-    Differences from :class:`trio.SocketStream`: :meth:`close` is synchronous (a transport shuts
-    many connections down in a ``finally``); :attr:`ended` is set once the connection has
-    reached end-of-file, failed or been closed; and a write interrupted after part of its data
-    reached the socket closes the connection, since the peer's framing would be lost (this
-    applies to the whole of one :meth:`send_chunks` call).
-    """
-
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self.socket = sock
-        self.ended = trio.Event()
-        try:  # frames are latency-sensitive and written whole: never wait for Nagle
-            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.send_chunks((data,))
-
-    async def send_chunks(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
-        """Write every chunk, in order, as one unit for the purpose of cancellation."""
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("connection is closed")
-        written = 0
-        try:
-            for chunk in chunks:
-                with memoryview(chunk) as view:
-                    pos = 0
-                    while pos < len(view):
-                        with view[pos:] as rest:
-                            sent = await self.socket.send(rest)
-                        pos += sent
-                        written += sent
-            if not written:
-                await trio.lowlevel.checkpoint()
-        except OSError as exc:
-            self.close()
-            raise trio.BrokenResourceError(str(exc)) from exc
-        except BaseException:
-            if written:  # cancelled mid-write: the byte stream is no longer parseable
-                self.close()
-            raise
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.socket.wait_writable()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self.socket.fileno() == -1:
-            raise trio.ClosedResourceError("connection is closed")
-        try:
-            data = await self.socket.recv(max_bytes or _RECV_CHUNK)
-        except OSError as exc:
-            self.close()
-            raise trio.BrokenResourceError(str(exc)) from exc
-        except trio.ClosedResourceError:
-            self.ended.set()
-            raise
-        if not data:
-            self.ended.set()
-        return data
-
-    def close(self) -> None:
-        self.ended.set()
-        self.socket.close()  # wakes any task waiting on the socket with ClosedResourceError
-
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    @property
-    def peer_address(self) -> str | None:
-        try:
-            return sockaddr_to_address(self.socket.getpeername())
-        except OSError:
-            return None
-
-
-async def open_tcp_connection(address: str) -> TcpConnection:
-    """Connect to ``host:port``; ConnectError on a bad address or a refusal (caller bounds time)."""
-    try:
-        host, port = parse_hostport(address)
-    except ValueError as exc:
-        raise ConnectError(str(exc)) from None
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to {address}: {exc}") from None
-    return TcpConnection(stream.socket)
-
-
-async def accept_forever(listener: trio.socket.SocketType,
-                         on_accept: Callable[[trio.socket.SocketType, Any], None]) -> None:
-    """Accept connections until the listener is closed; ``on_accept`` must not block."""
-    while True:
-        try:
-            sock, sockaddr = await listener.accept()
-        except trio.ClosedResourceError:
-            return
-        except OSError as exc:
-            if listener.fileno() == -1 or exc.errno == errno.EBADF:
-                return
-            if exc.errno in _IGNORABLE_ACCEPT_ERRNOS:
-                continue
-            log.warning("accept_failed", error=str(exc))
-            await trio.sleep(_ACCEPT_ERROR_PAUSE)  # e.g. out of file descriptors
-            continue
-        on_accept(sock, sockaddr)
-
-
-async def resolve_bind_address(host: str, port: int) -> tuple[int, Any]:
-    """``(family, sockaddr)`` to bind for ``host``: its first address, as getaddrinfo orders them."""
-    infos = await trio.socket.getaddrinfo(host, port, type=stdlib_socket.SOCK_STREAM,
-                                          flags=stdlib_socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(f"cannot resolve bind host {host!r}")
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
-
-
-async def bind_tcp_listener(family: int, sockaddr: Any, backlog: int) -> trio.socket.SocketType:
-    """A listening TCP socket bound to ``sockaddr``."""
-    sock = trio.socket.socket(family, stdlib_socket.SOCK_STREAM)
-    try:
-        if sys.platform != "win32":  # rebind at once after a restart (TIME_WAIT); unsafe on Windows
-            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-        _allow_dual_stack(sock, sockaddr)
-        await sock.bind(sockaddr)
-        sock.listen(backlog)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _allow_dual_stack(sock: trio.socket.SocketType, sockaddr: Any) -> None:
-    """A wildcard IPv6 bind also serves IPv4 (the Linux default, not everyone's)."""
-    if sock.family == stdlib_socket.AF_INET6 and _is_unspecified(sockaddr[0]):
-        try:
-            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
-        except OSError:
-            pass
-
-
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
-
-
-def normalize_host(host: str) -> str:
-    """``::ffff:1.2.3.4`` (how a dual-stack socket sees IPv4 peers) becomes ``1.2.3.4``."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
-
-
-def sockaddr_to_address(sockaddr: Any) -> str:
-    """A socket address tuple as ``host:port`` (IPv6 bracketed, IPv4-mapped unwrapped)."""
-    return format_hostport(normalize_host(sockaddr[0]), sockaddr[1])
-
-
-def guess_advertise_host(family: int) -> str:
-    """Best-effort IP other hosts can reach us on: the source address of the default route.
-
-    Connecting a UDP socket sends nothing; it only makes the kernel pick a route and a source
-    address. Without a default route this falls back to loopback (and logs a warning).
-    """
-    families = [family] + ([stdlib_socket.AF_INET] if family == stdlib_socket.AF_INET6 else [])
-    for fam in families:
-        try:
-            with stdlib_socket.socket(fam, stdlib_socket.SOCK_DGRAM) as probe:
-                probe.connect((_ROUTE_PROBES[fam], 9))
-                host = probe.getsockname()[0]
-        except (OSError, KeyError):
-            continue
-        if not _is_unspecified(host):
-            return normalize_host(host)
-    fallback = "::1" if family == stdlib_socket.AF_INET6 else "127.0.0.1"
-    log.warning("advertise_fallback_to_loopback", host=fallback,
-                hint="no default route; pass advertise= so peers can reach this node")
-    return fallback
-
-
-def advertised_address(advertise: str | None, listener: trio.socket.SocketType) -> str:
-    """The address peers should use: ``advertise`` when given (port optional), else derived."""
-    bound_host, bound_port = listener.getsockname()[:2]
-    if advertise is None:
-        host = (guess_advertise_host(listener.family) if _is_unspecified(bound_host)
-                else normalize_host(bound_host))
-        return format_hostport(host, bound_port)
-    host, port = parse_hostport(advertise, default_port=bound_port)
-    return format_hostport(host, port or bound_port)
-
-
-def check_limits(**limits: int) -> None:
-    """Every size and queue length given must be a positive integer."""
-    for name, value in limits.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -28,7 +28,7 @@ the timeout (refused, not a WebSocket server, handshake rejected or cut short), 
 the connection is gone, FrameTooLarge on send before anything is written. The message size limit
 is ``max_frame_size``: a peer sending more gets the connection closed with status 1009 and the
 receiver sees StreamClosed; nothing beyond the limit is buffered. A send cancelled mid-message
-closes the connection (see :class:`transports.udp.TcpConnection`). Closing the transport closes
+closes the connection (see :class:`transports.tcp.TcpConnection`). Closing the transport closes
 every connection it holds; peers see StreamClosed.
 
 Binding and the default advertised address work as in :mod:`transports.udp` (TCP only here).
@@ -62,7 +62,7 @@ from dakera_actors.transport import (
     format_hostport,
     parse_hostport,
 )
-from transports.udp import (
+from transports.tcp import (
     TcpConnection,
     accept_forever,
     advertised_address,

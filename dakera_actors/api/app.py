@@ -10,32 +10,30 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .. import __version__
 from ..errors import ServiceError
 from ..safejson import JsonInvalid
+from ..version import __version__
+from . import admin_views
+from .deps import FacadeDeps
 from .errors import ApiError
 from .memory import mount_memory_routes
 from .operations import mount_operation_routes
 from .responses import error_response, json_response
-
-if TYPE_CHECKING:
-    from ..node import Node
-
 
 OPEN_PREFIX = "/health"
 # answered whatever the load: what an orchestrator and a scraper need to see an overloaded node
 UNLIMITED_PREFIXES = (OPEN_PREFIX, "/metrics", "/v1/ops/metrics")
 
 
-def create_app(node: Node) -> QuartTrio:
+def create_app(node: FacadeDeps) -> QuartTrio:
+    """The Quart-Trio app of the memory API, the admin routes, health and metrics over ``node``."""
     app = QuartTrio("dakera_actors")
     app.config["MAX_CONTENT_LENGTH"] = node.config.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
@@ -51,7 +49,7 @@ def create_app(node: Node) -> QuartTrio:
         nonlocal admitted
         g.started = time.perf_counter()
         metrics.http_in_flight.inc()
-        node.in_flight += 1
+        node.in_flight.enter()
         g.in_flight = g.counted = True
         if not request.path.startswith(UNLIMITED_PREFIXES):
             if admitted >= limit:
@@ -101,10 +99,7 @@ def create_app(node: Node) -> QuartTrio:
             admitted -= 1
         if getattr(g, "counted", False):  # runs even when the request was cut short
             g.counted = False
-            node.in_flight -= 1
-            if node.in_flight == 0:
-                node.idle.set()
-                node.idle = trio.Event()
+            node.in_flight.leave()
 
     # -- errors: JSON, always ------------------------------------------------------------
     @app.errorhandler(ServiceError)
@@ -171,18 +166,18 @@ def create_app(node: Node) -> QuartTrio:
 
     @admin_route("/cluster/status", ["GET"])
     async def cluster_status() -> Response:
-        return json_response(node.cluster_status())
+        return json_response(admin_views.cluster_status(node))
 
     @admin_route("/cluster/nodes", ["GET"])
     async def cluster_nodes() -> Response:
-        return json_response(node.cluster_nodes())
+        return json_response(admin_views.cluster_nodes(node))
 
     @admin_route("/cluster/shards", ["GET"])
     async def cluster_shards() -> Response:
-        body = node.cluster_shards()
-        if node.replicator is not None and node.replicator.map is not None:
+        body = admin_views.cluster_shards(node)
+        if node.replication is not None and node.replication.map is not None:
             # lag as each shard's primary sees it (this node only knows its own primaries')
-            report = {s["id"]: s for s in (await node.replicator.cluster_status())["shards"]}
+            report = {s["id"]: s for s in (await node.replication.cluster_status())["shards"]}
             for shard in body["shards"]:
                 row = report.get(shard["id"])
                 if row is not None and row["lag_ms"] is not None:
@@ -192,11 +187,11 @@ def create_app(node: Node) -> QuartTrio:
 
     @admin_route("/cluster/replication", ["GET"])
     async def cluster_replication() -> Response:
-        if node.replicator is None:  # a single node: one copy of everything, nothing to lag
+        if node.replication is None:  # a single node: one copy of everything, nothing to lag
             return json_response({"replication_factor": 1, "write_ack": node.config.write_ack,
                                   "healthy_replicas": 0, "under_replicated_shards": 0, "lag_ms": 0,
                                   "down": [], "unreachable_primaries": [], "shards": []})
-        return json_response(await node.replicator.cluster_status())
+        return json_response(await node.replication.cluster_status())
 
     mount_operation_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route

@@ -3,24 +3,18 @@ to the router, which serves it here or forwards it to the owner of the agent's s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from .. import safejson
-from ..store import model
+from ..routing.router import LARGE_ANSWER, Router, rough_size
+from ..store import validation
+from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_bytes_response, request_bytes
 
-if TYPE_CHECKING:
-    from ..node import Node
-    from ..sharding.router import Router
 
-
-def mount_memory_routes(app: QuartTrio, node: Node) -> None:
-    from ..sharding.router import LARGE_ANSWER, rough_size  # here: the router imports the facade's errors
-
+def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
     def router() -> Router:
         if node.router is None:
             raise ApiError(503, "node is not ready: still starting", retry_after=1)
@@ -76,8 +70,8 @@ def mount_memory_routes(app: QuartTrio, node: Node) -> None:
     async def agents() -> Response:
         # a plain list, as the SDK reads it; bounded pages (limit/offset), the next one linked
         try:
-            limit, offset = model.parse_agent_page(request.args)
-        except model.Invalid as exc:
+            limit, offset = validation.parse_agent_page(request.args)
+        except validation.Invalid as exc:
             raise ApiError(400, str(exc), field=exc.field) from None
         page = await router().list_agents(limit, offset)
         headers = {}

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quart import Response
 from quart_trio import QuartTrio
 
-from ..sharding.maintenance import MaintenanceOptions
+from ..operations.maintenance import MaintenanceOptions
+from ..operations.service import Operations
+from .admin_views import maintenance_view
+from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_body, json_response
-
-if TYPE_CHECKING:
-    from ..node import Node
 
 MAX_REASON = 1024
 MAX_MINUTES = 525_600  # a year
@@ -78,15 +78,15 @@ def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
     return dry_run, ids
 
 
-def mount_operation_routes(app: QuartTrio, node: Node, admin_route: Callable[..., Any]) -> None:
-    def ops() -> Any:
+def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callable[..., Any]) -> None:
+    def ops() -> Operations:
         if node.operations is None:
             raise ApiError(409, "this needs cluster mode")
         return node.operations
 
     async def set_maintenance(enable: bool) -> Response:
         node_ids, options = parse_maintenance(await json_body(required=False))
-        return json_response(await ops().maintenance(enable, node_ids, options if enable else None))
+        return json_response(maintenance_view(await ops().maintenance(enable, node_ids, options if enable else None)))
 
     @admin_route("/maintenance/enable", ["POST"])
     async def maintenance_enable() -> Response:
@@ -98,7 +98,7 @@ def mount_operation_routes(app: QuartTrio, node: Node, admin_route: Callable[...
 
     @admin_route("/maintenance/status", ["GET"])
     async def maintenance_status() -> Response:
-        return json_response(await ops().maintenance(None, None))
+        return json_response(maintenance_view(await ops().maintenance(None, None)))
 
     # the SDK's paths
     @admin_route("/cluster/maintenance/enable", ["POST"])
@@ -111,7 +111,7 @@ def mount_operation_routes(app: QuartTrio, node: Node, admin_route: Callable[...
 
     @admin_route("/cluster/maintenance", ["GET"])
     async def cluster_maintenance() -> Response:
-        return json_response(await ops().maintenance(None, None))
+        return json_response(maintenance_view(await ops().maintenance(None, None)))
 
     async def rebalance() -> Response:
         dry_run, shard_ids = parse_rebalance(await json_body(required=False), node.config.shards)

@@ -20,6 +20,7 @@ from ..log import EventLogger
 from ..membership.actor import MembershipView
 from ..membership.member import MemberState
 from ..metrics import NodeMetrics
+from ..peers import Peers
 from ..runtime import Actor, Published
 from ..wal.actor import disk_call
 from ..wire import Envelope
@@ -66,15 +67,16 @@ class _Fence:
 
 
 class LeaseActor(Actor):
-    def __init__(self, core: LeaseCore, store: Any, endpoint: Endpoint, metrics: NodeMetrics,
+    """Lease packets arrive through ``endpoint``; the core's sends and broadcasts go out through
+    ``peers`` (member ids, the membership view's addresses)."""
+
+    def __init__(self, core: LeaseCore, store: Any, endpoint: Endpoint, peers: Peers, metrics: NodeMetrics,
                  log: EventLogger) -> None:
         super().__init__("lease")
         self.core = core
         self.store = store
-        self.endpoint = endpoint
+        self.peers = peers
         self.log = log
-        self._addresses: dict[str, str] = {}
-        self._reachable: list[str] = []
         self.view: Published[LeaseView] = Published(LeaseView(None, 0, 0.0, False))
         for kind in (LeaseRequest, LeaseGrant, LeaseRelease, LeaseAnnounce, ConfigCommit, ConfigAck,
                      LeasePreVote, LeasePreVoteReply):
@@ -127,10 +129,7 @@ class LeaseActor(Actor):
             await self._carry_out(effects)
         elif isinstance(message, _Members):
             members = message.view.members
-            self._addresses = {m.id: m.address for m in members.values()}
             alive = {m.id for m in members.values() if m.state == MemberState.ALIVE}
-            self._reachable = [m.id for m in members.values()
-                               if m.reachable and m.id != self.core.self_id]
             dead = {m.id for m in members.values() if m.state in (MemberState.DEAD, MemberState.LEFT)}
             await self._carry_out(self.core.on_members(alive, dead, now))
         return None
@@ -140,12 +139,10 @@ class LeaseActor(Actor):
             if isinstance(effect, Persist):
                 await disk_call(self.store.blocking, self.store.save, effect.state)
             elif isinstance(effect, Send):
-                address = self._addresses.get(effect.to)
-                if address is not None and effect.to != self.core.self_id:
-                    await self.endpoint.send(address, effect.message)
+                await self.peers.send(effect.to, effect.message)  # an unknown member is skipped
             else:
-                for member in self._reachable:
-                    await self.endpoint.send(self._addresses[member], effect.message)
+                for member in self.peers.reachable():
+                    await self.peers.send(member, effect.message)
         self._publish()
 
     def _publish(self) -> None:

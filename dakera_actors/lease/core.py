@@ -50,6 +50,7 @@ from typing import Any
 
 import attrs
 
+from ..wirebounds import TOKEN_MAX
 from .messages import (
     ConfigAck,
     ConfigCommit,
@@ -61,7 +62,7 @@ from .messages import (
     LeaseRequest,
 )
 
-MAX_TOKEN = 2**31 - 1  # the shard-map epoch is (token << 32) | version in a signed 64-bit field
+MAX_TOKEN = TOKEN_MAX  # the shard-map epoch (wirebounds.epoch_of) holds the token in its high 31 bits
 
 
 @attrs.frozen

@@ -12,8 +12,7 @@ from typing import Any
 
 import msgpack
 
-from ..store.engine import StorageError
-from ..wal.statefile import StateFile
+from ..wal.statefile import StateFile, StorageError
 from .core import ClusterConfig, LeaseState
 
 FILE_NAME = "lease.msgpack"
@@ -59,10 +58,3 @@ class FileLeaseStore:
 
     def save(self, state: LeaseState) -> None:
         self.file.write(encode(state))
-
-
-class SimLeaseStore(FileLeaseStore):
-    """The same on a SimDisk: durable across simulated crashes, no threads."""
-
-    def __init__(self, disk: Any) -> None:
-        super().__init__(None, disk)

@@ -42,6 +42,7 @@ from ..store.records import BadRecord, check_memory, check_replicated
 from ..store.shard import ShardSet, record_contents
 from ..store.shard import image as shard_image
 from ..store.sizing import cut_by_bytes, packed_size
+from ..store.tail import Position, ShardTail
 from ..wal.record import WalRecord
 from ..wire import Envelope
 from .core import (
@@ -66,8 +67,9 @@ from .messages import (
     StatusRequest,
     record_wire,
 )
-from .status import ShardStatus, cluster_report, primaries
-from .tail import Position, ShardTail, replaces
+from .rows import ShardStatus
+from .status import cluster_report, primaries
+from .tail import replaces
 
 LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new records
 FRAME_SHARE = 0.75  # of the frame limit a fetch reply or snapshot chunk fills (the rest: framing, seal)

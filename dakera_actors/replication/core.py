@@ -44,11 +44,13 @@ import attrs
 
 from ..membership.member import MemberState
 from ..sharding.shardmap import ShardMap
+from ..store.tail import Position, ShardTail
 from ..wal.record import WalRecord
 from .messages import Positions
 from .progress import ShardProgress, needed
-from .status import ReplicaStatus, ShardStatus, wanted_replicas
-from .tail import Position, ShardTail, decide, is_prefix
+from .rows import ReplicaStatus, ShardStatus
+from .status import wanted_replicas
+from .tail import decide, is_prefix
 
 
 @attrs.frozen

@@ -38,7 +38,7 @@ from ..wirebounds import (
     Text,
     bound,
 )
-from .status import ShardStatus
+from .rows import ShardStatus
 
 
 def record_wire(record: WalRecord) -> list[Any]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from .tail import ShardTail
+from ..store.tail import ShardTail
 
 
 def needed(mode: str, copies: int) -> int:

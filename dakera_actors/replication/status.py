@@ -1,9 +1,5 @@
-"""Replication status: each primary's typed rows about its replicas, and the cluster-wide merge.
+"""Replication status: the cluster-wide merge of every primary's typed rows (:mod:`.rows`).
 
-A primary reports one :class:`ShardStatus` per shard it leads (its :class:`ReplicaStatus` rows say
-how far each replica is); the rows are also the wire form of
-:class:`~dakera_actors.replication.messages.StatusReply`, with every field bounded. The rebalancer
-reads them to tell when a learner has caught up (:func:`dakera_actors.sharding.rebalance.read_round`);
 :func:`cluster_report` merges every primary's rows into ``GET /admin/cluster/replication``.
 Pure: the fan-out that gathers the rows is the replicator's.
 """
@@ -13,36 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from ..wirebounds import NODE_ID, RF, SEQ, SHARD, Int, Nested, Seq, bound
+from .rows import ShardStatus
 
 if TYPE_CHECKING:
     from ..sharding.shardmap import ShardMap
-
-
-@attrs.frozen
-class ReplicaStatus:
-    """What a primary knows of one replica of one shard."""
-
-    member: str = attrs.field(metadata=bound(NODE_ID))
-    behind: int = attrs.field(metadata=bound(Int()))  # records it lacks
-    fresh: bool  # it fetched recently
-    acked: int = attrs.field(metadata=bound(SEQ))  # the highest seq it acknowledged
-    lag_ms: int = attrs.field(metadata=bound(Int()))  # since the oldest record it lacks was committed
-
-
-@attrs.frozen
-class ShardStatus:
-    """A primary's view of one shard it leads: the worst lag, healthy replicas, and each replica.
-    ``replicas`` is empty while the primary is still taking the shard over."""
-
-    shard: int = attrs.field(metadata=bound(SHARD))
-    lag_ms: int = attrs.field(metadata=bound(Int()))
-    lag_records: int = attrs.field(metadata=bound(Int()))
-    healthy_replicas: int = attrs.field(metadata=bound(RF))
-    replica_count: int = attrs.field(metadata=bound(RF))
-    replicas: list[ReplicaStatus] = attrs.field(factory=list, metadata=bound(Seq(Nested(ReplicaStatus), RF.hi)))
 
 
 def cluster_report(smap: ShardMap, write_ack: str, rows: Mapping[str, Sequence[ShardStatus] | None],

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import attrs
 
 from ..membership.member import Member, MemberState
-from ..replication.status import ShardStatus
+from ..replication.rows import ShardStatus
 from .rebalance import TransferWatch, moves, read_round, settled, transferring
 from .shardmap import ShardMap, next_map, target_of
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from ..replication.status import ShardStatus
+from ..replication.rows import ShardStatus
 
 Placement = list[list[str]]
 

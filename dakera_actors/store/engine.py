@@ -5,37 +5,38 @@ the log is applied (records a snapshot already holds are skipped by LSN). The lo
 already cut off any torn tail when it was opened, and refused damage that valid records follow;
 here a gap between a shard's snapshot and the start of the log is refused the same way. Recovery runs in a worker thread
 so the HTTP facade answers /health meanwhile; the memory routes wait on the "storage" gate.
-A node with a simulated disk (``node.disk``, a :class:`~dakera_actors.wal.memory.SimDisk`)
+A node with a simulated disk (a :class:`~dakera_actors.wal.memory.SimDisk`)
 keeps its log and snapshots there and recovers on the event loop: nothing there blocks.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import attrs
 
-from ..log import get_logger
-from ..replication.tail import ShardTail, feed
-from ..runtime.offload import INLINE
+from ..config import Config
+from ..log import EventLogger, get_logger
+from ..metrics import NodeMetrics
+from ..runtime import Actor
+from ..runtime.offload import Offload
 from ..search import make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
 from ..wal.log import WalRecoveryError, WriteAheadLog
 from ..wal.memory import SimDisk, SnapshotStorage, WalLog
 from ..wal.snapshot import SnapshotStore
+from ..wal.statefile import StorageError
 from .owner import Checkpointer, ShardCollector, ShardOwner
 from .service import MemoryService
 from .shard import ShardSet
+from .tail import ShardTail, feed
 
-if TYPE_CHECKING:
-    from ..node import Node
+__all__ = ["Recovered", "StorageError", "open_storage", "recover", "start_storage"]
 
 _log = get_logger("dakera_actors.store")
-
-
-class StorageError(RuntimeError):
-    """The data dir is in a state the node must not guess its way out of."""
 
 
 @attrs.define
@@ -47,15 +48,14 @@ class Recovered:
     seconds: float
 
 
-def open_storage(node: Node) -> tuple[WalLog, SnapshotStorage]:
-    """The node's log and snapshot store: on ``node.disk`` when it has a SimDisk, else the files
-    under ``node.data_dir`` (blocking then: opening the log recovers it)."""
-    disk: SimDisk | None = getattr(node, "disk", None)
+def open_storage(config: Config, data_dir: Path, disk: SimDisk | None) -> tuple[WalLog, SnapshotStorage]:
+    """The node's log and snapshot store: on ``disk`` when it is a SimDisk, else the files under
+    ``data_dir`` (blocking then: opening the log recovers it)."""
     if disk is not None:
         return disk.open_log(), disk.snapshot_store()
-    store = SnapshotStore(node.data_dir / "snapshots")
-    return WriteAheadLog.open(node.data_dir / "wal", segment_bytes=node.config.wal_segment_bytes,
-                              recovery=node.config.wal_recovery), store
+    store = SnapshotStore(data_dir / "snapshots")
+    return WriteAheadLog.open(data_dir / "wal", segment_bytes=config.wal_segment_bytes,
+                              recovery=config.wal_recovery), store
 
 
 def _log_start(log: WalLog) -> int:
@@ -127,58 +127,35 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
     return Recovered(log, store, loaded, replayed, time.perf_counter() - started)
 
 
-async def start_storage(node: Node) -> MemoryService:
-    """Recover and start the WAL, checkpointer and shard owner in the node's nursery."""
-    config = node.config
-    # required before the first await: /health/ready must not say 200 while the embedder loads
-    node.readiness.require("storage")
-    blocking = getattr(node, "disk", None) is None  # a SimDisk never blocks: no worker thread
+async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None, metrics: NodeMetrics,
+                        log: EventLogger, wall_clock: Callable[[], float], rng: random.Random,
+                        offload: Offload, start_actor: Callable[[Actor], Awaitable[None]]) -> MemoryService:
+    """Recover and start the WAL, checkpointer and shard owner (``start_actor`` runs each in the
+    node's nursery); returns the memory service over them. ``disk``: a simulated disk, else the
+    files under ``data_dir``."""
+    blocking = disk is None  # a SimDisk never blocks: no worker thread
     embedder = await disk_call(blocking, make_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
-    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(node), tails,
+    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
                                                           mode=config.wal_recovery))
     report = recovered.log.recovery
-    node.log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
-                  last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
-                  wal_records_dropped=report.records_dropped,
-                  seconds=round(recovered.seconds, 3), memories=sum(s.memory_count for s in shards.shards.values()))
-    node.metrics.wal_replayed_records.set(recovered.replayed)
-    node.metrics.registry.register(ShardCollector(shards))
+    log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
+             last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
+             wal_records_dropped=report.records_dropped,
+             seconds=round(recovered.seconds, 3), memories=sum(s.memory_count for s in shards.shards.values()))
+    metrics.wal_replayed_records.set(recovered.replayed)
+    metrics.registry.register(ShardCollector(shards))
 
-    wal = WalActor(recovered.log, node.metrics)
-    checkpointer = Checkpointer(recovered.store, wal, node.metrics)
+    wal = WalActor(recovered.log, metrics)
+    checkpointer = Checkpointer(recovered.store, wal, metrics)
     checkpointer.known(recovered.snapshots)
-    owner = ShardOwner(shards, wal, checkpointer, node.metrics, wall_clock=node.wall_clock,
+    owner = ShardOwner(shards, wal, checkpointer, metrics, wall_clock=wall_clock,
                        checkpoint_records=config.checkpoint_records,
                        checkpoint_interval=config.checkpoint_interval)
     for actor in (wal, checkpointer, owner):
-        await node.start_actor(actor)
-    service = MemoryService(shards, owner, embedder, tokenize, wall_clock=node.wall_clock, rng=node.rng,
-                            offload=getattr(node, "offload", INLINE), max_text_bytes=config.max_request_text_bytes)
+        await start_actor(actor)
+    service = MemoryService(shards, owner, embedder, tokenize, wall_clock=wall_clock, rng=rng,
+                            offload=offload, max_text_bytes=config.max_request_text_bytes)
     service.tails = owner.tails = tails
-    node.memory = service
-    shard_map = getattr(node, "shard_map", None)
-    if getattr(node, "endpoint", None) is not None and shard_map is not None:
-        from ..peers import Peers
-        from ..replication.actor import ReplicationCollector, Replicator, frame_budget
-
-        endpoint = node.endpoint
-        assert endpoint is not None and node.nursery is not None
-        membership = node.membership
-        peers = Peers(endpoint, lambda: membership.view.value.members if membership is not None else {},
-                      self_id=node.node_id, timeout=config.request_timeout)
-        replicator = Replicator(node.node_id, config, service, peers, shard_map, node.metrics, node.log,
-                                node.nursery, node.offload,
-                                frame_budget(endpoint.transport.max_frame_size, endpoint.codec.overhead))
-        owner.hooks = replicator
-        service.replication = replicator
-        service.request_timeout = config.request_timeout
-        node.replicator = replicator
-        shard_map.replication_status = replicator.local_status
-        await node.start_actor(replicator)
-        assert node.nursery is not None
-        node.nursery.start_soon(replicator.follow, shard_map.view)
-        node.metrics.register_replication(ReplicationCollector(replicator))
-    node.readiness.open("storage")
     return service

@@ -23,10 +23,9 @@ import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..api.errors import ApiError
+from ..errors import Unavailable
 from ..log import get_logger
 from ..metrics import NodeMetrics
-from ..replication.tail import feed
 from ..runtime import Actor, BatchActor, Request
 from ..wal import record as walrecord
 from ..wal.actor import Entry, WalActor, disk_call
@@ -34,6 +33,7 @@ from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
 from .shard import FrozenShard, ShardSet, image, record_contents
 from .sizing import cut_by_bytes
+from .tail import feed
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
 _log = get_logger("dakera_actors.store")
@@ -127,16 +127,8 @@ class ShardOwner(BatchActor):
         self.tails: dict[int, Any] = {}
 
     # -- the writers' side -------------------------------------------------------------
-    async def write(self, shard: int, op: str, body: Any, ts: float) -> Any:
-        """Make one record durable and applied; returns what applying it returned."""
-        return (await self.commit([(shard, op, body)], ts)).results[0]
-
-    async def write_many(self, entries: list[tuple[int, str, Any]], ts: float) -> list[Any]:
-        """Several records in one durable batch (a batch store): all or none are acknowledged."""
-        return (await self.commit(entries, ts)).results
-
     async def commit(self, entries: list[tuple[int, str, Any]], ts: float) -> Committed:
-        """Write as the shard's primary; raises a 503 ApiError when this node may not write it now."""
+        """Write as the shard's primary; raises :class:`~dakera_actors.errors.Unavailable` when this node may not write it now."""
         committed: Committed = await self.ask(Write(entries, ts), timeout=WRITE_TIMEOUT)
         return committed
 
@@ -189,8 +181,7 @@ class ShardOwner(BatchActor):
             if isinstance(msg, Write):
                 refused = [s for s in {e[0] for e in msg.entries} if self.hooks and not self.hooks.writable(s)]
                 if refused:
-                    req.fail(ApiError(503, f"shard {refused[0]} is moving to or from this node; retry shortly",
-                                      retry_after=1))
+                    req.fail(Unavailable(f"shard {refused[0]} is moving to or from this node; retry shortly"))
                     continue
                 start = len(entries)
                 entries.extend(WalRecord(0, shard, op, body, msg.ts, seq_after(shard), epoch)

@@ -4,7 +4,7 @@ A record goes to the WAL first and is applied after: one that cannot be applied 
 a body of the wrong shape, a vector of the wrong length) would be fsynced, fail to apply, and fail
 again on every replay, so the node would crash-loop. So what comes from another node (replicated
 records and snapshot parts) is checked here against what :mod:`.shard` applies, and refused whole
-if anything is off. The limits are the API's (:mod:`.model`): every honest record passed them.
+if anything is off. The limits are the API's (:mod:`.validation`): every honest record passed them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import attrs
 
-from . import model
+from . import model, validation
 
 #: the ops a primary replicates (reset/load/mark are a replica's own install, never sent)
 REPLICATED_OPS: Final = frozenset({"put", "patch", "delete", "delete_where", "purge"})
@@ -43,11 +43,11 @@ def _text(v: Any, max_chars: int, *, empty: bool = False) -> bool:
 
 
 def _agent(v: Any) -> bool:
-    return _text(v, model.MAX_AGENT_ID_BYTES) and len(v.encode("utf-8", "surrogatepass")) <= model.MAX_AGENT_ID_BYTES
+    return _text(v, validation.MAX_AGENT_ID_BYTES) and len(v.encode("utf-8", "surrogatepass")) <= validation.MAX_AGENT_ID_BYTES
 
 
 def _tags(v: Any) -> bool:
-    return type(v) is list and len(v) <= model.MAX_TAGS and all(_text(t, model.MAX_TAG_CHARS, empty=True) for t in v)
+    return type(v) is list and len(v) <= validation.MAX_TAGS and all(_text(t, validation.MAX_TAG_CHARS, empty=True) for t in v)
 
 
 def _metadata(v: Any) -> bool:
@@ -61,23 +61,23 @@ def _vector(v: Any, dim: int) -> bool:
 def check_memory(record: Any, vector: Any, dim: int) -> None:
     """One ``[memory record, vector bytes]`` of a ``put``, a ``load`` or a snapshot."""
     _need(type(record) is dict and set(record) == _MEMORY_KEYS, "memory record keys")
-    _need(_text(record["id"], model.MAX_MEMORY_ID_CHARS), "memory id")
+    _need(_text(record["id"], validation.MAX_MEMORY_ID_CHARS), "memory id")
     _need(_agent(record["a"]), "memory agent")
-    _need(_text(record["c"], model.MAX_CONTENT_CHARS, empty=True), "memory content")
+    _need(_text(record["c"], validation.MAX_CONTENT_CHARS, empty=True), "memory content")
     _need(_text(record["t"], 64), "memory type")
     _need(_number(record["i"]), "memory importance")
     _need(_tags(record["g"]), "memory tags")
     _need(_metadata(record["m"]), "memory metadata")
     _need(record["s"] is None or _text(record["s"], MAX_SHORT_TEXT, empty=True), "memory session")
     _need(_number(record["ca"]) and _number(record["ua"]), "memory timestamps")
-    _need(record["x"] is None or (type(record["x"]) is int and 0 <= record["x"] <= model.MAX_TIMESTAMP),
+    _need(record["x"] is None or (type(record["x"]) is int and 0 <= record["x"] <= validation.MAX_TIMESTAMP),
           "memory expiry")
     _need(_vector(vector, dim), f"vector of {4 * dim} bytes")
 
 
 def _check_patch_set(changes: Any) -> None:
     _need(type(changes) is dict and set(changes) <= _PATCH_FIELDS, "patch fields")
-    checks = {"content": lambda v: _text(v, model.MAX_CONTENT_CHARS, empty=True), "memory_type": lambda v: _text(v, 64),
+    checks = {"content": lambda v: _text(v, validation.MAX_CONTENT_CHARS, empty=True), "memory_type": lambda v: _text(v, 64),
               "importance": _number, "tags": _tags, "metadata": _metadata}
     for name, value in changes.items():
         _need(checks[name](value), f"patch {name}")
@@ -103,7 +103,7 @@ def check_replicated(op: Any, body: Any, dim: int) -> None:
         check_memory(body["m"], body["v"], dim)
     elif op == "patch":
         _need(set(body) == {"a", "id", "set", "v", "ua"}, "patch keys")
-        _need(_agent(body["a"]) and _text(body["id"], model.MAX_MEMORY_ID_CHARS), "patch target")
+        _need(_agent(body["a"]) and _text(body["id"], validation.MAX_MEMORY_ID_CHARS), "patch target")
         _check_patch_set(body["set"])
         _need(body["v"] is None or _vector(body["v"], dim), f"vector of {4 * dim} bytes")
         _need(_number(body["ua"]), "patch time")

@@ -11,30 +11,45 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..api.errors import ApiError
+from ..errors import InvalidRequest, NotFound, TooLarge
 from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
-from . import model
-from .model import Invalid, Memory, NewMemory
+from . import validation
+from .model import Memory, NewMemory
 from .shard import ShardSet, Tokenizer
+from .validation import Invalid
 
 if TYPE_CHECKING:
-    from ..replication.actor import Replicator
-    from ..replication.tail import ShardTail
     from .owner import ShardOwner
+    from .tail import ShardTail
 
 
-def invalid(exc: Invalid) -> ApiError:
-    return ApiError(400, str(exc), field=exc.field)
+class ReplicationGate(Protocol):
+    """What the service waits on in cluster mode (the replicator): a shard it is still taking
+    over, and the acknowledgements ``DAKERA_WRITE_ACK`` asks for."""
+
+    async def ready(self, shard: int, timeout: float) -> None: ...
+
+    async def acknowledged(self, shard: int, seq: int, timeout: float) -> None: ...
 
 
-def not_found(agent_id: str, memory_id: str) -> ApiError:
-    return ApiError(404, f"memory {memory_id!r} not found for agent {agent_id!r}", code="NOT_FOUND")
+@contextmanager
+def valid() -> Iterator[None]:
+    """Inside: a request that fails validation is refused with a 400 naming the field."""
+    try:
+        yield
+    except Invalid as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
+
+
+def not_found(agent_id: str, memory_id: str) -> NotFound:
+    return NotFound(f"memory {memory_id!r} not found for agent {agent_id!r}", code="NOT_FOUND")
 
 
 class MemoryService:
@@ -52,7 +67,7 @@ class MemoryService:
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
         #: the replication layer (cluster mode): takeover gate and write acknowledgements
-        self.replication: Replicator | None = None
+        self.replication: ReplicationGate | None = None
         self.tails: dict[int, ShardTail] = {}
         self.request_timeout = 5.0
 
@@ -65,9 +80,8 @@ class MemoryService:
         are ``stored`` (so applying the write does not tokenize on the event loop)."""
         size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         if size > self.max_text_bytes:
-            raise ApiError(413, f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
-                                "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it",
-                           code="PAYLOAD_TOO_LARGE")
+            raise TooLarge(f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
+                           "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it")
         started = time.perf_counter()
         if not stored:
             vectors = await self.offload.run(self.embedder.embed, texts, size=size)
@@ -85,7 +99,7 @@ class MemoryService:
     def _build(self, new: NewMemory, vector: np.ndarray, now: float) -> dict[str, Any]:
         expires_at = new.expiry(now)
         if expires_at is not None and expires_at <= now:
-            raise ApiError(400, "expires_at: is in the past", field="expires_at")
+            raise InvalidRequest("expires_at: is in the past", field="expires_at")
         memory = Memory(id=new.id or self._new_id(), agent_id=new.agent_id, content=new.content,
                         memory_type=new.memory_type, importance=new.importance, tags=new.tags,
                         metadata=new.metadata, session_id=new.session_id, created_at=now,
@@ -108,7 +122,7 @@ class MemoryService:
     async def execute(self, op: str, body: Any, args: Mapping[str, str], memory_id: str = "",
                       agent: str = "", *, shard: int | None = None, eventual: bool = False) -> Any:
         """Run one named operation: what a route does here, and what a forwarded request does on
-        its owner. Raises ApiError for anything the caller got wrong.
+        its owner. Raises a :class:`~dakera_actors.errors.ServiceError` for anything the caller got wrong.
 
         ``shard``: the shard the request's agent lives in; on a primary that is still taking the
         shard over, the request waits for that (read-your-writes), unless ``eventual``."""
@@ -136,14 +150,12 @@ class MemoryService:
             return self.agent_stats(agent)
         if op == "local_agents":
             return self.list_agents(args)
-        raise ApiError(400, f"unknown operation {op!r}")
+        raise InvalidRequest(f"unknown operation {op!r}")
 
     # -- writes ------------------------------------------------------------------------
     async def store(self, data: Any) -> dict[str, Any]:
-        try:
-            new, warnings = model.parse_store(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            new, warnings = validation.parse_store(data)
         vectors, ms = await self._embed([new.content])
         now = self.wall_clock()
         body = self._build(new, vectors[0], now)
@@ -152,10 +164,8 @@ class MemoryService:
         return self._with_warnings({"memory": memory.to_json(), "embedding_time_ms": ms}, warnings)
 
     async def store_batch(self, data: Any) -> dict[str, Any]:
-        try:
-            items, warnings = model.parse_store_batch(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            items, warnings = validation.parse_store_batch(data)
         vectors, ms = await self._embed([i.content for i in items])
         now = self.wall_clock()
         bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
@@ -169,12 +179,10 @@ class MemoryService:
         }, warnings)
 
     async def update(self, agent_id: Any, memory_id: str, data: Any) -> dict[str, Any]:
-        try:
-            agent = model.agent_id(agent_id)
-            mid = model.memory_id(memory_id, "memory_id")
-            update, warnings = model.parse_update(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent = validation.agent_id(agent_id)
+            mid = validation.memory_id(memory_id, "memory_id")
+            update, warnings = validation.parse_update(data)
         now = self.wall_clock()
         if self.shards.get(agent, mid, now) is None:
             raise not_found(agent, mid)
@@ -189,20 +197,16 @@ class MemoryService:
         return self._with_warnings(memory.to_json(), warnings)
 
     async def forget(self, data: Any) -> dict[str, Any]:
-        try:
-            agent, ids = model.parse_forget(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent, ids = validation.parse_forget(data)
         now = self.wall_clock()
         shard = self.shards.shard_of(agent)
         deleted = (await self._commit(shard, [(shard, "delete", {"a": agent, "ids": list(ids)})], now))[0]
         return {"deleted_count": len(deleted), "memory_ids": deleted}
 
     async def batch_forget(self, data: Any) -> dict[str, Any]:
-        try:
-            agent, flt = model.parse_batch_forget(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent, flt = validation.parse_batch_forget(data)
         now = self.wall_clock()
         shard = self.shards.shard_of(agent)
         count = (await self._commit(shard, [(shard, "delete_where", {"a": agent, "f": flt.to_record(), "now": now})],
@@ -211,21 +215,17 @@ class MemoryService:
 
     # -- reads -------------------------------------------------------------------------
     def get(self, agent_id: Any, memory_id: str) -> dict[str, Any]:
-        try:
-            agent = model.agent_id(agent_id)
-            mid = model.memory_id(memory_id, "memory_id")
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent = validation.agent_id(agent_id)
+            mid = validation.memory_id(memory_id, "memory_id")
         memory = self.shards.get(agent, mid, self.wall_clock())
         if memory is None:
             raise not_found(agent, mid)
         return memory.to_json()
 
     async def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
-        try:
-            query, warnings = model.parse_recall(data, default_top_k=default_top_k)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            query, warnings = validation.parse_recall(data, default_top_k=default_top_k)
         vectors, embed_ms = await self._embed([query.query], stored=False)
         started = time.perf_counter()
         hits = self.shards.recall(query, self.tokenize(query.query), vectors[0], self.wall_clock())
@@ -239,10 +239,8 @@ class MemoryService:
                                     "search_time_ms": search_ms}, warnings)
 
     def batch_recall(self, data: Any) -> dict[str, Any]:
-        try:
-            agent, flt, limit = model.parse_batch_recall(data)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent, flt, limit = validation.parse_batch_recall(data)
         everything = self.shards.newest_first(agent, self.wall_clock())
         matching = [m for m in everything if flt.matches(m)]
         return {"memories": [m.to_json() for m in matching[:limit]], "total": len(everything),
@@ -252,10 +250,8 @@ class MemoryService:
         """This node's agents in id order: the first ``args["first"]`` of them (all without it)."""
         now = self.wall_clock()
         out: list[dict[str, Any]] = []
-        try:
-            first = model.parse_agent_prefix(args or {})
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            first = validation.parse_agent_prefix(args or {})
         for agent in self.shards.agent_ids():
             if first is not None and len(out) >= first:
                 break
@@ -267,19 +263,15 @@ class MemoryService:
         return out
 
     def agent_memories(self, agent_id: str, args: Mapping[str, str]) -> list[dict[str, Any]]:
-        try:
-            agent = model.agent_id(agent_id)
-            limit, offset, memory_type = model.parse_listing(args)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent = validation.agent_id(agent_id)
+            limit, offset, memory_type = validation.parse_listing(args)
         page = self.shards.newest_first(agent, self.wall_clock(), memory_type)[offset:offset + limit]
         return [m.to_json() for m in page]
 
     def agent_stats(self, agent_id: str) -> dict[str, Any]:
-        try:
-            agent = model.agent_id(agent_id)
-        except Invalid as exc:
-            raise invalid(exc) from None
+        with valid():
+            agent = validation.agent_id(agent_id)
         memories = list(self.shards.live(agent, self.wall_clock()))
         sessions = {m.session_id for m in memories if m.session_id}
         created = [m.created_at for m in memories]

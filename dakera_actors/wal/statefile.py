@@ -17,6 +17,10 @@ from typing import Any
 from .log import FILE_MODE, fsync_directory
 
 
+class StorageError(RuntimeError):
+    """The data dir is in a state the node must not guess its way out of (the node refuses to start)."""
+
+
 class StateFile:
     def __init__(self, name: str, directory: Path | None, disk: Any = None) -> None:
         self.name, self.disk = name, disk

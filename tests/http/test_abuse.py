@@ -162,9 +162,9 @@ async def test_the_agent_listing_is_paged(tmp_path: Path) -> None:
 
 
 async def test_the_default_agent_page_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dakera_actors.store import model
+    from dakera_actors.store import validation
 
-    monkeypatch.setattr(model, "AGENT_PAGE", 3)
+    monkeypatch.setattr(validation, "AGENT_PAGE", 3)
     async with memory_node(tmp_path) as (_, client):
         for i in range(5):
             await store(client, f"agent-{i}", "x")

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dakera_actors.endpoint import StreamHello
 from dakera_actors.replication.messages import SnapshotRequest
-from dakera_actors.sharding.router import Forward, ForwardReply
+from dakera_actors.routing.messages import Forward, Reply
 from dakera_actors.wire import Ping, decode_frame, encode_frame
 
 from .procs import TEST_GOSSIP_KEY, NodeProcess, free_port, wait_for
@@ -122,7 +122,7 @@ def test_a_replayed_write_is_refused_even_after_the_node_restarts(node: NodeProc
     reply = exchange(node, frame)
     assert reply is not None
     answer = decode_frame(reply, keys=(KEY,), max_size=1 << 20).message
-    assert isinstance(answer, ForwardReply) and answer.status == 200
+    assert isinstance(answer, Reply) and answer.status == 200
     assert exchange(node, frame) is None
     wait_for(lambda: rejected(node) == {"replay": 1}, 30, "the replay counted")
     assert stored(node, "replayed") == 1

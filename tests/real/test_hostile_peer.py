@@ -35,7 +35,7 @@ MESSAGES = load_all_messages()
 #: change state: an authenticated peer's valid lease or map is the lease and map rules' business)
 READ_ONLY = {"ping", "pong", "error", "repl.fetch", "repl.records", "repl.snapshot-request", "repl.snapshot-chunk",
              "repl.status-request", "repl.status", "repl.positions", "shard.map-pull", "shard.map-ack",
-             "route.reply", "ops.reply"}
+             "route.reply"}
 
 
 class Raw:

@@ -21,9 +21,9 @@ from dakera_actors.replication.core import (
     StartTakeover,
 )
 from dakera_actors.replication.messages import Positions
-from dakera_actors.replication.status import ReplicaStatus, ShardStatus
-from dakera_actors.replication.tail import ShardTail
+from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
 from dakera_actors.sharding.shardmap import ShardMap
+from dakera_actors.store.tail import ShardTail
 from dakera_actors.wal.record import WalRecord
 
 ALIVE, SUSPECT, DEAD = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD

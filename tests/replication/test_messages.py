@@ -7,7 +7,7 @@ import pytest
 
 from dakera_actors import wire
 from dakera_actors.replication.messages import FetchReply, StatusReply
-from dakera_actors.replication.status import ReplicaStatus, ShardStatus
+from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
 from dakera_actors.wal.record import WalRecord, numbered
 
 

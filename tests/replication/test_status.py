@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dakera_actors.replication.status import ReplicaStatus, ShardStatus, cluster_report, primaries
+from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
+from dakera_actors.replication.status import cluster_report, primaries
 from dakera_actors.sharding.shardmap import ShardMap
 
 

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dakera_actors.replication.progress import ShardProgress, needed
-from dakera_actors.replication.tail import ShardTail, decide, feed, is_prefix, replaces
+from dakera_actors.replication.tail import decide, is_prefix, replaces
+from dakera_actors.store.tail import ShardTail, feed
 from dakera_actors.wal.record import WalRecord
 from dakera_actors.wirebounds import epoch_of
 

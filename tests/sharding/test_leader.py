@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dakera_actors.membership.member import Member, MemberState
-from dakera_actors.replication.status import ReplicaStatus, ShardStatus
+from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
 from dakera_actors.sharding.leader import (
     Abandoned,
     AnnounceHeader,

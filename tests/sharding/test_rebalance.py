@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dakera_actors.replication.status import ReplicaStatus, ShardStatus
+from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
 from dakera_actors.sharding.placement import plan
 from dakera_actors.sharding.rebalance import TransferWatch, moves, read_round, settled, step, transferring
 

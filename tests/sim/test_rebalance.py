@@ -213,6 +213,14 @@ async def test_rebalance_route_plans_on_the_leader_and_checks_its_input(autojump
                 assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST", (bad, r.text)
             assert (await http.post("/admin/maintenance/enable", json={"node_ids": "node-2"})).status_code == 400
             assert (await http.post("/admin/maintenance/enable", json={"node_ids": ["nope"]})).status_code == 404
+            # a list naming one member that does not exist changes nothing on the others
+            r = await http.post("/admin/maintenance/enable", json={"node_ids": [follower, "nope"]})
+            assert r.status_code == 404, r.text
+            assert not (await http.get("/admin/maintenance/status")).json()["maintenance"]
+            # several members are asked at once and each answers for itself
+            both = [i for i in cluster.ids if i != follower][:2]
+            r = await http.post("/admin/maintenance/disable", json={"node_ids": both})
+            assert r.status_code == 200 and [n["node_id"] for n in r.json()["nodes"]] == both, r.text
         # a planned move is reported before it is made: take a node out and look
         cluster.kill("node-3")
         await eventually(lambda: (m := one_map(cluster)) is not None and "node-3" in m.down, timeout=30)

@@ -73,7 +73,7 @@ async def test_an_unreachable_owner_is_a_clean_503(autojump_clock: MockClock) ->
 async def test_the_same_forwarded_write_delivered_twice_is_applied_once(autojump_clock: MockClock) -> None:
     import json
 
-    from dakera_actors.sharding.router import Forward
+    from dakera_actors.routing.messages import Forward
 
     async with open_cluster(3, seed=21) as cluster:
         await eventually(lambda: ready(cluster), timeout=30)
@@ -111,7 +111,7 @@ async def test_a_forward_larger_than_the_unauthenticated_limit_goes_through(auto
     import json
 
     from dakera_actors.endpoint import UNAUTHENTICATED_FRAME_LIMIT
-    from dakera_actors.sharding.router import Forward
+    from dakera_actors.routing.messages import Forward
 
     async with open_cluster(2, seed=22) as cluster:
         await eventually(lambda: ready(cluster), timeout=30)

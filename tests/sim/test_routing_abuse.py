@@ -8,7 +8,7 @@ import json
 import trio
 import trio.testing
 
-from dakera_actors.sharding.router import Forward, ForwardReply
+from dakera_actors.routing.messages import Forward, Reply
 from dakera_actors.store.shard import shard_of
 from dakera_actors.testing import open_cluster
 
@@ -30,7 +30,7 @@ async def test_a_forwarded_body_nested_too_deeply_is_a_400_and_the_owner_stays_u
             b"[" * 100_000 + b"]" * 100_000 + b"}"
         reply = await sender.endpoint.request(owner.address, Forward("store", deep, {}, map_version=smap.version),
                                               timeout=5)
-        answer: ForwardReply = reply.message
+        answer: Reply = reply.message
         assert answer.status == 400, answer
         body = json.loads(answer.body)
         assert body["code"] == "INVALID_REQUEST" and "nested" in body["error"]

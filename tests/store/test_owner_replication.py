@@ -3,7 +3,7 @@ positions and order, installs are one logged batch, and a restart rebuilds the r
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import trio
@@ -11,7 +11,6 @@ import trio.testing
 
 from dakera_actors.config import Config
 from dakera_actors.store import owner as owner_module
-from dakera_actors.store.engine import start_storage
 from dakera_actors.store.model import Memory
 from dakera_actors.store.owner import Install
 from dakera_actors.wal.memory import SimDisk
@@ -29,7 +28,7 @@ def memory_record(mid: str, agent: str = "a") -> list[Any]:
 
 async def started(disk: SimDisk, nursery: trio.Nursery) -> FakeNode:
     node = FakeNode(disk, nursery, CONFIG)
-    await start_storage(cast(Any, node))
+    await node.start_storage()
     return node
 
 

@@ -22,7 +22,7 @@ def test_defaults_are_the_embedded_single_node() -> None:
     assert c.transport == "udp" and c.gossip_keys == ()
     assert (c.replication_factor, c.shards, c.write_ack) == (2, 64, "primary")
     assert (c.storage, c.s3_endpoint, c.s3_bucket, c.s3_region) == ("filesystem", None, "dakera", "us-east-1")
-    assert c.redis_url is None and c.root_api_key is None and not c.auth_enabled
+    assert c.redis_url is None and c.root_api_key is None
 
 
 def test_every_variable_is_parsed() -> None:
@@ -73,7 +73,6 @@ def test_every_variable_is_parsed() -> None:
     assert (c.log_level, c.log_format) == ("debug", "json")
     assert (c.rereplication_grace, c.replication_tail_records) == (90.0, 4096)
     assert (c.rebalance_concurrency, c.transfer_timeout) == (8, 120.0)
-    assert c.auth_enabled
 
 
 def test_gossip_bind_follows_gossip_port_when_unset() -> None:

@@ -10,9 +10,17 @@ from tests.real.procs import ROOT
 
 def test_the_domain_and_the_json_parser_load_without_quart() -> None:
     code = ("import sys\n"
-            "import dakera_actors.safejson, dakera_actors.sharding.router, dakera_actors.store.service\n"
-            "import dakera_actors.replication.actor, dakera_actors.sharding.operations\n"
+            "import dakera_actors.safejson, dakera_actors.routing.router, dakera_actors.store.service\n"
+            "import dakera_actors.replication.actor, dakera_actors.operations.service\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('quart', 'quart_trio')))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_layering_contracts_hold() -> None:
+    """pyproject.toml's import-linter contracts (the layers, the facade, the pure cores, the
+    transport plugins), checked in the suite as well as by `make lint`, so CI sees a broken layer."""
+    code = "import sys\nfrom importlinter.cli import lint_imports\nsys.exit(lint_imports(no_cache=True, no_logo=True))\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

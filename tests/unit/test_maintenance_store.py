@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dakera_actors.sharding.maintenance import STATE_FILE, MaintenanceState, MaintenanceStore
+from dakera_actors.operations.maintenance import STATE_FILE, MaintenanceState, MaintenanceStore
 from dakera_actors.wal.memory import SimDisk
 
 

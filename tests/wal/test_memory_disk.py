@@ -7,7 +7,7 @@ import random
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import trio
@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from dakera_actors.config import Config
 from dakera_actors.log import get_logger
 from dakera_actors.metrics import NodeMetrics
-from dakera_actors.node import Readiness
 from dakera_actors.runtime import Actor
+from dakera_actors.runtime.offload import INLINE
+from dakera_actors.runtime.readiness import Readiness
 from dakera_actors.store.engine import start_storage
 from dakera_actors.store.service import MemoryService
 from dakera_actors.wal import SnapshotStore, WalFailedError, WalRecord, WriteAheadLog, encode_record
@@ -267,7 +268,7 @@ def test_snapshots_survive_a_crash() -> None:
 
 
 class FakeNode:
-    """What start_storage reads from a node, with the actors in a test's nursery."""
+    """What a node hands start_storage, with the actors in a test's nursery."""
 
     def __init__(self, disk: SimDisk, nursery: trio.Nursery, config: Config) -> None:
         self.disk = disk
@@ -285,6 +286,14 @@ class FakeNode:
     async def start_actor(self, actor: Actor) -> None:
         self.actors.append(actor)
         await self._nursery.start(actor.run)
+
+    async def start_storage(self) -> None:
+        """What the node does: recover and start the store behind the "storage" gate."""
+        self.readiness.require("storage")
+        self.memory = await start_storage(self.config, data_dir=self.data_dir, disk=self.disk, metrics=self.metrics,
+                                          log=self.log, wall_clock=self.wall_clock, rng=self.rng, offload=INLINE,
+                                          start_actor=self.start_actor)
+        self.readiness.open("storage")
 
 
 @pytest.fixture
@@ -315,7 +324,7 @@ async def test_every_acknowledged_memory_survives_a_crash(autojump_clock: trio.t
     for life in range(3):
         async with trio.open_nursery() as nursery:
             node = FakeNode(disk, nursery, config)
-            await start_storage(cast(Any, node))
+            await node.start_storage()
             assert node.readiness.ready and node.memory is not None
             for memory_id, (agent, content) in acked.items():
                 assert node.memory.get(agent, memory_id)["content"] == content
@@ -330,7 +339,7 @@ async def test_every_acknowledged_memory_survives_a_crash(autojump_clock: trio.t
 
     async with trio.open_nursery() as nursery:
         node = FakeNode(disk, nursery, config)
-        await start_storage(cast(Any, node))
+        await node.start_storage()
         assert node.memory is not None
         for memory_id, (agent, content) in acked.items():
             assert node.memory.get(agent, memory_id)["content"] == content

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from dakera_actors.store import model
-from dakera_actors.store.model import Invalid
+from dakera_actors.store import validation
+from dakera_actors.store.validation import Invalid
 
 
 def refused(parse: Any, body: Any) -> str:
@@ -17,10 +17,10 @@ def refused(parse: Any, body: Any) -> str:
 
 
 def test_store_minimal_and_full() -> None:
-    new, warnings = model.parse_store({"agent_id": "a1", "content": "hello"})
+    new, warnings = validation.parse_store({"agent_id": "a1", "content": "hello"})
     assert (new.memory_type, new.importance, new.tags, new.metadata, new.id) == ("episodic", 0.5, (), {}, None)
     assert warnings == []
-    new, warnings = model.parse_store({
+    new, warnings = validation.parse_store({
         "agent_id": "a.b_c-1", "content": "x", "memory_type": "Semantic", "importance": 1, "tags": ["t", "t", "u"],
         "metadata": {"k": [1, 2]}, "session_id": "s1", "ttl_seconds": 60, "id": "mem-1", "lang": "en"})
     assert (new.memory_type, new.importance, new.tags, new.id) == ("semantic", 1.0, ("t", "u"), "mem-1")
@@ -55,36 +55,36 @@ def test_store_minimal_and_full() -> None:
     ({"agent_id": "a", "content": "x", "colour": "red"}, "colour"),
 ])
 def test_store_refusals_name_the_field(body: Any, field: str) -> None:
-    assert refused(model.parse_store, body) == field
+    assert refused(validation.parse_store, body) == field
 
 
 def test_content_limit_is_in_characters() -> None:
-    new, _ = model.parse_store({"agent_id": "a", "content": "é" * 100_000})
+    new, _ = validation.parse_store({"agent_id": "a", "content": "é" * 100_000})
     assert len(new.content) == 100_000
 
 
 def test_expiry_prefers_expires_at_over_ttl() -> None:
-    new, _ = model.parse_store({"agent_id": "a", "content": "x", "ttl_seconds": 10, "expires_at": 2_000_000_000})
+    new, _ = validation.parse_store({"agent_id": "a", "content": "x", "ttl_seconds": 10, "expires_at": 2_000_000_000})
     assert new.expiry(1000.0) == 2_000_000_000
-    new, _ = model.parse_store({"agent_id": "a", "content": "x", "ttl_seconds": 10})
+    new, _ = validation.parse_store({"agent_id": "a", "content": "x", "ttl_seconds": 10})
     assert new.expiry(1000.2) == 1011
 
 
 def test_batch_store_limits_and_item_paths() -> None:
-    items, _ = model.parse_store_batch({"agent_id": "a", "memories": [{"content": "x"}] * 1000})
+    items, _ = validation.parse_store_batch({"agent_id": "a", "memories": [{"content": "x"}] * 1000})
     assert len(items) == 1000
-    assert refused(model.parse_store_batch, {"agent_id": "a", "memories": []}) == "memories"
-    assert refused(model.parse_store_batch, {"agent_id": "a", "memories": [{"content": "x"}] * 1001}) == "memories"
-    assert refused(model.parse_store_batch, {"agent_id": "a", "memories": [{"content": "x"}, {"content": ""}]}) \
+    assert refused(validation.parse_store_batch, {"agent_id": "a", "memories": []}) == "memories"
+    assert refused(validation.parse_store_batch, {"agent_id": "a", "memories": [{"content": "x"}] * 1001}) == "memories"
+    assert refused(validation.parse_store_batch, {"agent_id": "a", "memories": [{"content": "x"}, {"content": ""}]}) \
         == "memories[1].content"
-    _, warnings = model.parse_store_batch({"agent_id": "a", "memories": [{"content": "x", "lang": "en"}] * 3})
+    _, warnings = validation.parse_store_batch({"agent_id": "a", "memories": [{"content": "x", "lang": "en"}] * 3})
     assert warnings == ["field 'memories[].lang' is not supported by this server and was ignored"]
 
 
 def test_recall_defaults_bounds_and_time_window() -> None:
-    q, _ = model.parse_recall({"agent_id": "a", "query": "q"})
+    q, _ = validation.parse_recall({"agent_id": "a", "query": "q"})
     assert (q.top_k, q.routing, q.fusion, q.vector_weight, q.filter.empty) == (5, "hybrid", "minmax", 0.5, True)
-    q, _ = model.parse_recall({"agent_id": "a", "query": "q", "routing": "auto", "since": "2026-01-01T00:00:00Z",
+    q, _ = validation.parse_recall({"agent_id": "a", "query": "q", "routing": "auto", "since": "2026-01-01T00:00:00Z",
                                "until": 1_900_000_000, "min_importance": 0.2, "memory_type": "semantic"})
     assert q.routing == "hybrid" and q.filter.created_after == 1767225600.0
     assert q.filter.created_before == 1_900_000_000 and q.filter.min_importance == 0.2
@@ -95,34 +95,34 @@ def test_recall_defaults_bounds_and_time_window() -> None:
                         ({"agent_id": "a", "query": "q", "vector_weight": 2}, "vector_weight"),
                         ({"agent_id": "a", "query": "q", "since": "yesterday"}, "since"),
                         ({"agent_id": "a"}, "query")]:
-        assert refused(model.parse_recall, body) == field
-    _, warnings = model.parse_recall({"agent_id": "a", "query": "q", "rerank": False, "neighborhood": False})
+        assert refused(validation.parse_recall, body) == field
+    _, warnings = validation.parse_recall({"agent_id": "a", "query": "q", "rerank": False, "neighborhood": False})
     assert len(warnings) == 2
 
 
 def test_update_needs_a_field() -> None:
-    update, _ = model.parse_update({"importance": 0.9, "tags": ["x"]})
+    update, _ = validation.parse_update({"importance": 0.9, "tags": ["x"]})
     assert update.to_record() == {"importance": 0.9, "tags": ["x"]}
-    assert refused(model.parse_update, {}) == "body"
-    assert refused(model.parse_update, {"agent_id": "a"}) == "agent_id"  # the SDK sends it as a query arg
+    assert refused(validation.parse_update, {}) == "body"
+    assert refused(validation.parse_update, {"agent_id": "a"}) == "agent_id"  # the SDK sends it as a query arg
 
 
 def test_forget_and_batch_forget() -> None:
-    assert model.parse_forget({"agent_id": "a", "memory_ids": ["m1", "m1", "m2"]}) == ("a", ("m1", "m2"))
-    assert refused(model.parse_forget, {"agent_id": "a", "memory_ids": []}) == "memory_ids"
-    assert refused(model.parse_forget, {"agent_id": "a", "memory_ids": ["ok", ""]}) == "memory_ids[1]"
-    assert refused(model.parse_batch_forget, {"agent_id": "a", "filter": {}}) == "filter"
-    assert refused(model.parse_batch_forget, {"agent_id": "a"}) == "filter"
-    assert refused(model.parse_batch_forget, {"agent_id": "a", "filter": {"colour": 1}}) == "filter.colour"
-    agent, flt = model.parse_batch_forget({"agent_id": "a", "filter": {"tags": ["x"], "created_before": 10}})
+    assert validation.parse_forget({"agent_id": "a", "memory_ids": ["m1", "m1", "m2"]}) == ("a", ("m1", "m2"))
+    assert refused(validation.parse_forget, {"agent_id": "a", "memory_ids": []}) == "memory_ids"
+    assert refused(validation.parse_forget, {"agent_id": "a", "memory_ids": ["ok", ""]}) == "memory_ids[1]"
+    assert refused(validation.parse_batch_forget, {"agent_id": "a", "filter": {}}) == "filter"
+    assert refused(validation.parse_batch_forget, {"agent_id": "a"}) == "filter"
+    assert refused(validation.parse_batch_forget, {"agent_id": "a", "filter": {"colour": 1}}) == "filter.colour"
+    agent, flt = validation.parse_batch_forget({"agent_id": "a", "filter": {"tags": ["x"], "created_before": 10}})
     assert flt.tags == ("x",) and flt.created_before == 10.0
 
 
 def test_listing_args() -> None:
-    assert model.parse_listing({}) == (50, 0, None)
-    assert model.parse_listing({"limit": "5", "offset": "10", "memory_type": "working"}) == (5, 10, "working")
+    assert validation.parse_listing({}) == (50, 0, None)
+    assert validation.parse_listing({"limit": "5", "offset": "10", "memory_type": "working"}) == (5, 10, "working")
     for args, field in [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"offset": "-1"}, "offset"),
                         ({"memory_type": "dream"}, "memory_type")]:
         with pytest.raises(Invalid) as info:
-            model.parse_listing(args)
+            validation.parse_listing(args)
         assert info.value.field == field

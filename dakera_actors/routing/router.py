@@ -16,23 +16,29 @@ answers a repeated id with its first answer instead of applying the write again 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from .. import safejson
-from ..api.errors import ApiError
-from ..endpoint import MessageStream, RemoteError
-from ..errors import ServiceError
-from ..store import model
+from ..config import Config
+from ..endpoint import Endpoint, MessageStream
+from ..errors import InvalidRequest, ServiceError, Unavailable
+from ..metrics import NodeMetrics
+from ..peers import Peers, PeerUnavailable
+from ..runtime.offload import Offload
+from ..runtime.published import Published
+from ..store import validation
 from ..store.shard import shard_of
-from ..transport import TransportError
-from ..wire import Envelope, message
-from ..wirebounds import STATUS, URL, VERSION, Blob, Int, Mapping, Text, bound
+from ..wire import Envelope
 from .idempotency import IdempotencyCache
+from .messages import Forward, Reply
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ..sharding.shardmap import ShardMap
+    from ..store.service import MemoryService
 
 # operations keyed by the agent in the body, in the query string, or in the path
 BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget"}
@@ -47,26 +53,13 @@ NO_BODY = {"get", "agent_memories", "agent_stats"}
 LARGE_ANSWER = {"store_batch", "recall", "search", "batch_recall", "agent_memories", "local_agents"}
 
 
-@message("route.forward")
-@attrs.frozen
-class Forward:
-    op: str = attrs.field(metadata=bound(Text(64)))
-    body: bytes = attrs.field(metadata=bound(Blob()))
-    args: dict[str, str] = attrs.field(metadata=bound(Mapping(Text(256), Text(65_536), max_len=64)))
-    memory_id: str = attrs.field(default="", metadata=bound(Text()))
-    agent: str = attrs.field(default="", metadata=bound(Text()))  # the agent named in the path, for the agents/... routes
-    hops: int = attrs.field(default=0, metadata=bound(Int(0, 64)))
-    map_version: int = attrs.field(default=0, metadata=bound(VERSION))
-    #: set on writes by the node that took them from HTTP: the owner applies each id once
-    request_id: str = attrs.field(default="", metadata=bound(Text(128)))
+class MapSource(Protocol):
+    """What routing reads of the shard map: the installed map, and a way to learn a newer one."""
 
+    @property
+    def view(self) -> Published[ShardMap | None]: ...
 
-@message("route.reply")
-@attrs.frozen
-class ForwardReply:
-    status: int = attrs.field(metadata=bound(STATUS))
-    body: bytes = attrs.field(metadata=bound(Blob()))
-    owner: str = attrs.field(default="", metadata=bound(URL))  # the owner's API address
+    async def catch_up(self, member_id: str, version: int, *, timeout: float) -> None: ...
 
 
 def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:
@@ -75,9 +68,9 @@ def wants_eventual(op: str, body: Any, args: dict[str, str]) -> bool:
         return False
     value = args.get("consistency") if op == "get" else (body.get("consistency") if isinstance(body, dict) else None)
     try:
-        return model.consistency(value) == "eventual"
-    except model.Invalid as exc:
-        raise ApiError(400, str(exc), field=exc.field) from None
+        return validation.consistency(value) == "eventual"
+    except validation.Invalid as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
 
 
 def rough_size(payload: Any) -> int:
@@ -107,28 +100,52 @@ def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str |
 
 
 class Router:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Runs a memory request here or on its owner; serves what other nodes forward to this one.
+
+    ``peers`` and ``endpoint`` are None on a single node (nothing to forward to); ``shard_map``
+    is None there too (this node owns everything). The store is attached with :meth:`attach`
+    once it is recovered: until then every request here is a 503.
+    """
+
+    def __init__(self, config: Config, *, node_id: str, api_address: str, offload: Offload,
+                 metrics: NodeMetrics, rng: random.Random, storage_ready: Callable[[], bool],
+                 peers: Peers | None = None,
+                 endpoint: Endpoint | None = None, shard_map: MapSource | None = None) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.api_address = api_address
+        self.offload = offload
+        self.metrics = metrics
+        self.rng = rng
+        self.peers = peers
+        self.shard_map = shard_map
+        self.service: MemoryService | None = None
+        #: False while the store is being recovered (the node's "storage" gate)
+        self.storage_ready = storage_ready
         # an id can come back while a sealed copy of its frame is fresh, or while its sender retries
-        ttl = node.config.gossip_frame_window + 2 * node.config.request_timeout
-        self.applied: IdempotencyCache[ForwardReply] = IdempotencyCache(ttl, keep=lambda r: r.status < 500)
-        if node.endpoint is not None:  # a single node has no peers to forward to
-            node.endpoint.on_stream(Forward, self._serve)
+        ttl = config.gossip_frame_window + 2 * config.request_timeout
+        self.applied: IdempotencyCache[Reply] = IdempotencyCache(ttl, keep=lambda r: r.status < 500)
+        if endpoint is not None:  # a single node has no peers to forward to
+            endpoint.on_stream(Forward, self._serve)
+
+    def attach(self, service: MemoryService) -> None:
+        """The recovered store: from now on requests this node owns are served here."""
+        self.service = service
 
     # -- entry from HTTP ---------------------------------------------------------------
     async def run(self, op: str, raw: bytes, args: dict[str, str], *, memory_id: str = "",
                   path_agent: str = "") -> tuple[int, Any, str]:
         """(status, JSON body, owner API address) of one memory request."""
         # large bodies parse in a worker thread; a bad one raises JsonInvalid (the facade's 400)
-        body = await self.node.offload.run(lambda: parse_body(raw, required=op not in NO_BODY), size=len(raw))
+        body = await self.offload.run(lambda: parse_body(raw, required=op not in NO_BODY), size=len(raw))
         request = Forward(op, raw, args, memory_id, path_agent, 0, self._map_version())
         agent = agent_of(op, body, args, path_agent)
         owner = self._owner(agent)
-        if owner is None or owner == self.node.node_id or (wants_eventual(op, body, args) and self._holds(agent)):
+        if owner is None or owner == self.node_id or (wants_eventual(op, body, args) and self._holds(agent)):
             status, payload = await self._local(request, body)
-            return status, payload, self.node.api_address
+            return status, payload, self.api_address
         if op in WRITE_OPS:
-            request = attrs.evolve(request, request_id=f"{self.node.node_id}/{self.node.rng.getrandbits(64):016x}")
+            request = attrs.evolve(request, request_id=f"{self.node_id}/{self.rng.getrandbits(64):016x}")
         return await self._forward(owner, request)
 
     async def list_agents(self, limit: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -138,53 +155,56 @@ class Router:
         args = {"first": str(offset + limit)}
         status, mine = await self._local(Forward("local_agents", b"", args), None)
         if status != 200:
-            raise ApiError(status, mine.get("error", "not ready"), code=mine.get("code"))
+            raise ServiceError.from_reply(status, mine)
         merged: dict[str, tuple[bool, dict[str, Any]]] = {
-            a["agent_id"]: (self._owner(a["agent_id"]) in (None, self.node.node_id), a) for a in mine}
-        members = self.node.membership.view.value.members if self.node.membership else {}
-        for member in members.values():
-            if member.id == self.node.node_id or not member.alive:
-                continue
-            try:
-                reply = await self.node.endpoint.request(  # type: ignore[union-attr]
-                    member.address, Forward("local_agents", b"", args, hops=1, map_version=self._map_version()),
-                    timeout=self.node.config.request_timeout)
-            except (TransportError, RemoteError):
-                raise ApiError(503, f"member {member.id} did not answer the agent listing", retry_after=1) from None
-            answer: ForwardReply = reply.message
+            a["agent_id"]: (self._owner(a["agent_id"]) in (None, self.node_id), a) for a in mine}
+        others = ([m.id for m in self.peers.members().values() if m.id != self.node_id and m.alive]
+                  if self.peers is not None else [])
+        if not others:
+            return [merged[a][1] for a in sorted(merged)[offset:offset + limit]]
+        assert self.peers is not None
+        answers = await self.peers.gather(
+            others, Forward("local_agents", b"", args, hops=1, map_version=self._map_version()))
+        for member_id in others:  # in membership order: the first non-owner entry of an agent stays
+            answer = answers[member_id]
+            if isinstance(answer, PeerUnavailable):
+                raise Unavailable(f"member {member_id} did not answer the agent listing")
             if answer.status != 200:
-                raise ApiError(503, f"member {member.id} could not list its agents", retry_after=1)
-            self.node.metrics.forwarded_requests.inc()
-            for entry in await self.node.offload.run(json.loads, answer.body, size=len(answer.body)):
-                from_owner = self._owner(entry["agent_id"]) == member.id
+                raise Unavailable(f"member {member_id} could not list its agents")
+            self.metrics.forwarded_requests.inc()
+            for entry in await self.offload.run(json.loads, answer.body, size=len(answer.body)):
+                from_owner = self._owner(entry["agent_id"]) == member_id
                 if entry["agent_id"] not in merged or (from_owner and not merged[entry["agent_id"]][0]):
                     merged[entry["agent_id"]] = (from_owner, entry)
         return [merged[a][1] for a in sorted(merged)[offset:offset + limit]]
 
     # -- helpers -----------------------------------------------------------------------
+    def _map(self) -> ShardMap | None:
+        return self.shard_map.view.value if self.shard_map is not None else None
+
     def _map_version(self) -> int:
-        smap = self.node.shard_map.view.value if self.node.shard_map else None
+        smap = self._map()
         return smap.version if smap else 0
 
     def _owner(self, agent: str | None) -> str | None:
-        smap = self.node.shard_map.view.value if self.node.shard_map else None
+        smap = self._map()
         if agent is None:
             return None  # no agent: serve here (validation answers bad input)
         if smap is None:
-            if self.node.shard_map is not None:  # a cluster node that has no map yet
-                raise ApiError(503, "node is not ready: no shard map yet", retry_after=1)
+            if self.shard_map is not None:  # a cluster node that has no map yet
+                raise Unavailable("node is not ready: no shard map yet")
             return None
         return smap.owner(shard_of(agent, smap.shards))
 
     def _holds(self, agent: str | None) -> bool:
         """True when this node holds a copy (primary or replica) of the agent's shard."""
-        smap = self.node.shard_map.view.value if self.node.shard_map else None
-        return agent is not None and smap is not None and self.node.node_id in smap.placement[shard_of(agent, smap.shards)]
+        smap = self._map()
+        return agent is not None and smap is not None and self.node_id in smap.placement[shard_of(agent, smap.shards)]
 
     async def _local(self, request: Forward, body: Any) -> tuple[int, Any]:
-        service = self.node.memory
-        if service is None or not self.node.readiness.is_open("storage"):
-            raise ApiError(503, "node is not ready: storage is still being recovered", retry_after=1)
+        service = self.service
+        if service is None or not self.storage_ready():
+            raise Unavailable("node is not ready: storage is still being recovered")
         try:
             agent = agent_of(request.op, body, request.args, request.agent)
             eventual = wants_eventual(request.op, body, request.args)
@@ -195,25 +215,21 @@ class Router:
             return err.status, err.body()
 
     async def _forward(self, owner: str, request: Forward) -> tuple[int, Any, str]:
-        members = self.node.membership.view.value.members if self.node.membership else {}
-        member = members.get(owner)
-        if member is None or not member.reachable:
-            raise ApiError(503, f"shard owner {owner} is unreachable; retry once the map moves the shard",
-                           retry_after=1)
-        self.node.metrics.forwarded_requests.inc()
+        member = self.peers.member(owner) if self.peers is not None else None
+        if self.peers is None or member is None or not member.reachable:
+            raise Unavailable(f"shard owner {owner} is unreachable; retry once the map moves the shard")
+        self.metrics.forwarded_requests.inc()
         try:
-            reply = await self.node.endpoint.request(  # type: ignore[union-attr]
-                member.address, request, timeout=self.node.config.request_timeout)
-        except (TransportError, RemoteError) as exc:
-            raise ApiError(503, f"shard owner {owner} did not answer: {exc}", retry_after=1) from None
-        answer: ForwardReply = reply.message
-        payload = await self.node.offload.run(json.loads, answer.body, size=len(answer.body)) if answer.body else None
+            answer: Reply = await self.peers.request(owner, request)
+        except PeerUnavailable as exc:
+            raise Unavailable(f"shard owner {owner} did not answer: {exc.reason}") from None
+        payload = await self.offload.run(json.loads, answer.body, size=len(answer.body)) if answer.body else None
         return answer.status, payload, answer.owner or member.api
 
     async def _dumps(self, op: str, payload: Any) -> bytes:
         """The answer's JSON: in a worker thread for the operations whose answers can be large."""
         if op in LARGE_ANSWER:
-            return await self.node.offload.run(safejson.dumps, payload, size=rough_size(payload))
+            return await self.offload.run(safejson.dumps, payload, size=rough_size(payload))
         return safejson.dumps(payload)
 
     # -- entry from another node -------------------------------------------------------
@@ -225,36 +241,35 @@ class Router:
             reply = await self._answer(envelope, request)
         await stream.send(reply)
 
-    async def _answer(self, envelope: Envelope, request: Forward) -> ForwardReply:
+    async def _answer(self, envelope: Envelope, request: Forward) -> Reply:
         try:
             try:
                 # the same parser and limits as the facade: a body that reaches the owner only by
                 # forwarding (an older peer, or a forged frame) gets the same 400, never a crash
-                body = await self.node.offload.run(lambda: parse_body(request.body, required=False),
-                                                   size=len(request.body))
+                body = await self.offload.run(lambda: parse_body(request.body, required=False),
+                                              size=len(request.body))
             except safejson.JsonInvalid as exc:
-                raise ApiError(400, str(exc)) from None
-            if request.map_version > self._map_version() and self.node.shard_map is not None:
+                raise InvalidRequest(str(exc)) from None
+            if request.map_version > self._map_version() and self.shard_map is not None:
                 # the sender knows a newer map: learn it before deciding who owns the shard, or
                 # a new primary could answer from a copy it has not finished taking over
-                member = self.node.membership.view.value.members.get(envelope.sender) if self.node.membership else None
-                if member is not None:
-                    await self.node.shard_map.catch_up(member.id, request.map_version,
-                                                       timeout=self.node.config.request_timeout / 2)
+                sender = self.peers.member(envelope.sender) if self.peers is not None else None
+                if sender is not None:
+                    await self.shard_map.catch_up(sender.id, request.map_version,
+                                                  timeout=self.config.request_timeout / 2)
             agent = agent_of(request.op, body, request.args, request.agent)
             owner = self._owner(agent)
-            mine = (request.op == "local_agents" or owner in (None, self.node.node_id)
+            mine = (request.op == "local_agents" or owner in (None, self.node_id)
                     or (wants_eventual(request.op, body, request.args) and self._holds(agent)))
             if mine:
                 status, payload = await self._local(request, body)
-                reply = ForwardReply(status, await self._dumps(request.op, payload),
-                                     self.node.api_address)
+                reply = Reply(status, await self._dumps(request.op, payload), self.api_address)
             elif request.hops == 0:
                 assert owner is not None
                 status, payload, owner_api = await self._forward(owner, attrs.evolve(request, hops=1))
-                reply = ForwardReply(status, await self._dumps(request.op, payload), owner_api)
+                reply = Reply(status, await self._dumps(request.op, payload), owner_api)
             else:
-                raise ApiError(503, "shard maps disagree; retry shortly", retry_after=1)
+                raise Unavailable("shard maps disagree; retry shortly")
         except ServiceError as err:
-            reply = ForwardReply(err.status, json.dumps(err.body()).encode(), self.node.api_address)
+            reply = Reply.of_error(err, self.api_address)
         return reply

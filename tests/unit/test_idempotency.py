@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from dakera_actors.sharding.idempotency import IdempotencyCache
+from dakera_actors.routing.idempotency import IdempotencyCache
 
 
 async def test_concurrent_copies_share_one_application(autojump_clock: trio.testing.MockClock) -> None:

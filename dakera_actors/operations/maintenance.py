@@ -1,6 +1,6 @@
 """A node's maintenance flag as it is kept across restarts, and the options an operator sets.
 
-See :mod:`.operations` for what maintenance does.
+See :mod:`.service` for what maintenance does.
 """
 
 from __future__ import annotations
@@ -33,6 +33,34 @@ class MaintenanceState:
 
     def expired(self, wall_now: float) -> bool:
         return self.until is not None and wall_now >= self.until
+
+
+@attrs.frozen
+class MaintenanceStatus:
+    """One node's maintenance as it reports it (here, or in a reply to another node)."""
+
+    node_id: str
+    maintenance: bool
+    shards_remaining: int  # shards the map still places here plus primaries still being handed over
+    primary_shards: list[int]
+    replica_shards: list[int]
+    reason: str = ""
+    reject_requests: bool = False
+    ends_in_seconds: int | None = None
+
+    @property
+    def phase(self) -> str:
+        """``drained`` (in maintenance, nothing left here: safe to stop), ``draining`` or ``active``."""
+        return "drained" if self.maintenance and self.shards_remaining == 0 else \
+            "draining" if self.maintenance else "active"
+
+    @classmethod
+    def of_json(cls, data: Any) -> MaintenanceStatus:
+        """The status another node answered with (its fields as JSON)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a maintenance status is a JSON object, not {type(data).__name__}")
+        known = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class MaintenanceStore:

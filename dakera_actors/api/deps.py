@@ -1,0 +1,78 @@
+"""What the HTTP facade reads, handed to :func:`~dakera_actors.api.app.create_app` by the node.
+
+The app is created before the services it fronts (so ``/health`` answers while storage recovers
+and the cluster forms); the node fills the optional fields in as each service starts. Nothing
+here is the node itself: the facade sees only these views and services.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import trio
+
+from ..config import Config
+from ..log import EventLogger
+from ..metrics import NodeMetrics
+from ..runtime.offload import Offload
+from ..runtime.published import Published
+from ..runtime.readiness import Readiness
+
+if TYPE_CHECKING:
+    from ..lease.actor import LeaseView
+    from ..membership.actor import MembershipView
+    from ..operations.service import Operations
+    from ..routing.router import Router
+    from ..sharding.shardmap import ShardMap
+    from ..store.service import MemoryService
+
+
+class ReplicationReport(Protocol):
+    """What the admin views read of replication (cluster mode)."""
+
+    @property
+    def map(self) -> ShardMap | None: ...
+
+    def shard_lag(self, shard: int, now: float) -> tuple[float, int, int, int]: ...
+
+    async def cluster_status(self) -> dict[str, Any]: ...
+
+
+class InFlight:
+    """HTTP requests being served: a stopping node waits for them (``idle`` fires at zero)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = trio.Event()
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+            self.idle = trio.Event()
+
+
+@attrs.define(eq=False)
+class FacadeDeps:
+    """The facade's dependencies: fixed ones first, then those the node fills in as they start."""
+
+    config: Config
+    node_id: str
+    metrics: NodeMetrics
+    log: EventLogger
+    offload: Offload
+    readiness: Readiness
+    in_flight: InFlight = attrs.field(factory=InFlight)
+    #: this node's API address, known once the HTTP listener is bound
+    api_address: str = ""
+    router: Router | None = None
+    operations: Operations | None = None  # cluster mode
+    memory: MemoryService | None = None  # once storage is recovered
+    membership: Published[MembershipView] | None = None  # cluster mode
+    lease: Published[LeaseView] | None = None  # cluster mode
+    shard_map: Published[ShardMap | None] | None = None  # cluster mode
+    replication: ReplicationReport | None = None  # cluster mode, once storage is recovered
