@@ -1,4 +1,5 @@
-"""The admin JSON views (``/admin/cluster/status``, ``/nodes``, ``/shards``, maintenance), built from
+"""The admin JSON views (``/admin/cluster/status``, ``/nodes``, ``/shards``, ``/replication``,
+maintenance), built from
 what this node sees: the membership, lease and shard-map views, the shards it holds, and the
 maintenance status operations report."""
 
@@ -9,6 +10,7 @@ from typing import Any
 import trio
 
 from ..operations.maintenance import MaintenanceStatus
+from ..replication.status import ClusterReplication
 from .deps import FacadeDeps
 
 
@@ -98,3 +100,23 @@ def cluster_nodes(deps: FacadeDeps) -> list[dict[str, Any]]:
         "primary_shards": smap.primaries_of(m.id) if smap else [],
         "replica_shards": smap.replicas_of(m.id) if smap else [],
     } for m in sorted(deps.membership.value.members.values(), key=lambda m: m.id)]
+
+
+def replication_report(report: ClusterReplication | None, write_ack: str) -> dict[str, Any]:
+    """``GET /admin/cluster/replication``: each shard's copies and lag as its primary reports them.
+    ``None`` is a single node: one copy of everything, nothing to lag."""
+    if report is None:
+        return {"replication_factor": 1, "write_ack": write_ack, "healthy_replicas": 0,
+                "under_replicated_shards": 0, "lag_ms": 0, "down": [], "unreachable_primaries": [], "shards": []}
+    smap, shards = report.map, []
+    for shard, copies in enumerate(smap.placement):
+        row = report.rows.get(shard)
+        shards.append({"id": shard, "primary": copies[0] if copies else None, "replicas": list(copies[1:]),
+                       "lag_ms": row.lag_ms if row else None, "lag_records": row.lag_records if row else None,
+                       "healthy_replicas": row.healthy_replicas if row else 0,
+                       "under_replicated": report.under_replicated(shard)})
+    return {"replication_factor": smap.rf, "write_ack": write_ack,
+            "healthy_replicas": sum(r.healthy_replicas for r in report.rows.values()),
+            "under_replicated_shards": sum(1 for s in shards if s["under_replicated"]),
+            "lag_ms": max((r.lag_ms for r in report.rows.values()), default=0),
+            "down": list(smap.down), "unreachable_primaries": report.unreachable, "shards": shards}

@@ -177,21 +177,18 @@ def create_app(node: FacadeDeps) -> QuartTrio:
         body = admin_views.cluster_shards(node)
         if node.replication is not None and node.replication.map is not None:
             # lag as each shard's primary sees it (this node only knows its own primaries')
-            report = {s["id"]: s for s in (await node.replication.cluster_status())["shards"]}
+            report = await node.replication.cluster_status()
             for shard in body["shards"]:
-                row = report.get(shard["id"])
-                if row is not None and row["lag_ms"] is not None:
-                    shard["lag_ms"] = row["lag_ms"]
-                    shard["under_replicated"] = row["under_replicated"]
+                row = report.rows.get(shard["id"])
+                if row is not None:
+                    shard["lag_ms"] = row.lag_ms
+                    shard["under_replicated"] = report.under_replicated(shard["id"])
         return json_response(body)
 
     @admin_route("/cluster/replication", ["GET"])
     async def cluster_replication() -> Response:
-        if node.replication is None:  # a single node: one copy of everything, nothing to lag
-            return json_response({"replication_factor": 1, "write_ack": node.config.write_ack,
-                                  "healthy_replicas": 0, "under_replicated_shards": 0, "lag_ms": 0,
-                                  "down": [], "unreachable_primaries": [], "shards": []})
-        return json_response(await node.replication.cluster_status())
+        report = await node.replication.cluster_status() if node.replication is not None else None
+        return json_response(admin_views.replication_report(report, node.config.write_ack))
 
     mount_operation_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route

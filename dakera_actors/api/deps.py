@@ -7,7 +7,7 @@ here is the node itself: the facade sees only these views and services.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..lease.actor import LeaseView
     from ..membership.actor import MembershipView
     from ..operations.service import Operations
+    from ..replication.status import ClusterReplication
     from ..routing.router import Router
     from ..sharding.shardmap import ShardMap
     from ..store.service import MemoryService
@@ -36,7 +37,7 @@ class ReplicationReport(Protocol):
 
     def shard_lag(self, shard: int, now: float) -> tuple[float, int, int, int]: ...
 
-    async def cluster_status(self) -> dict[str, Any]: ...
+    async def cluster_status(self) -> ClusterReplication: ...
 
 
 class InFlight:

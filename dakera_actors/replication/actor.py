@@ -68,7 +68,7 @@ from .messages import (
     record_wire,
 )
 from .rows import ShardStatus
-from .status import cluster_report, primaries
+from .status import ClusterReplication, merge, primaries
 from .tail import replaces
 
 LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new records
@@ -447,9 +447,8 @@ class Replicator(Actor):
     async def _serve_status(self, envelope: Envelope, stream: MessageStream) -> None:
         await stream.send(StatusReply(self.local_status()))
 
-    async def cluster_status(self) -> dict[str, Any]:
-        """``GET /admin/cluster/replication``: every primary's view of its replicas, merged
-        (:func:`~.status.cluster_report`)."""
+    async def cluster_status(self) -> ClusterReplication:
+        """Every primary's view of its replicas, gathered and merged (:func:`~.status.merge`)."""
         smap = self.core.map
         if smap is None:
             raise Unavailable("no shard map yet")
@@ -458,7 +457,7 @@ class Replicator(Actor):
         rows: dict[str, list[ShardStatus] | None] = {
             m: r.shards if isinstance(r, StatusReply) else None for m, r in replies.items()}
         rows[self.me] = self.local_status()
-        return cluster_report(smap, self.config.write_ack, rows)
+        return merge(smap, rows)
 
 
 def _record_size(record: WalRecord) -> int:

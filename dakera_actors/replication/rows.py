@@ -4,7 +4,7 @@
 They are the wire form of :class:`~dakera_actors.replication.messages.StatusReply` (every field
 bounded), what the rebalancer reads to tell when a learner has caught up
 (:func:`dakera_actors.sharding.rebalance.read_round`), and what
-:func:`dakera_actors.replication.status.cluster_report` merges. Plain data: no map, no I/O.
+:func:`dakera_actors.replication.status.merge` merges. Plain data: no map, no I/O.
 """
 
 from __future__ import annotations

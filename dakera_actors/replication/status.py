@@ -1,13 +1,16 @@
 """Replication status: the cluster-wide merge of every primary's typed rows (:mod:`.rows`).
 
-:func:`cluster_report` merges every primary's rows into ``GET /admin/cluster/replication``.
-Pure: the fan-out that gathers the rows is the replicator's.
+:func:`merge` believes each primary about its own shards only; ``GET /admin/cluster/replication``
+is that merge as JSON (:func:`dakera_actors.api.admin_views.replication_report`). Pure: the
+fan-out that gathers the rows is the replicator's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import attrs
 
 from .rows import ShardStatus
 
@@ -15,30 +18,31 @@ if TYPE_CHECKING:
     from ..sharding.shardmap import ShardMap
 
 
-def cluster_report(smap: ShardMap, write_ack: str, rows: Mapping[str, Sequence[ShardStatus] | None],
-                   ) -> dict[str, Any]:
-    """``GET /admin/cluster/replication``: every primary's rows (``rows``: member -> its rows, or None
-    when it did not answer), merged. Only a shard's primary in ``smap`` is believed about it."""
+@attrs.frozen
+class ClusterReplication:
+    """Every primary's view of its replicas, merged: ``rows`` maps a shard to its primary's row
+    (a shard whose primary did not answer, or that has none, is absent); ``unreachable`` names
+    the primaries that did not answer."""
+
+    map: ShardMap
+    rows: dict[int, ShardStatus]
+    unreachable: list[str]
+
+    def under_replicated(self, shard: int) -> bool:
+        """Fewer healthy replicas than wanted, or unheard of."""
+        row = self.rows.get(shard)
+        return row is None or row.healthy_replicas < wanted_replicas(self.map)
+
+
+def merge(smap: ShardMap, rows: Mapping[str, Sequence[ShardStatus] | None]) -> ClusterReplication:
+    """Merge every primary's rows (``rows``: member -> its rows, or None when it did not answer).
+    Only a shard's primary in ``smap`` is believed about it."""
     merged: dict[int, ShardStatus] = {}
-    missing = sorted(member for member, answer in rows.items() if answer is None)
     for member, answer in rows.items():
         for reported in answer or ():
             if 0 <= reported.shard < len(smap.placement) and smap.owner(reported.shard) == member:
                 merged[reported.shard] = reported
-    want = wanted_replicas(smap)
-    shards, under, healthy, worst = [], 0, 0, 0
-    for shard, copies in enumerate(smap.placement):
-        row = merged.get(shard)
-        ok = row is not None and row.healthy_replicas >= want
-        under += 0 if ok else 1
-        healthy += row.healthy_replicas if row is not None else 0
-        worst = max(worst, row.lag_ms if row is not None else 0)
-        shards.append({"id": shard, "primary": copies[0] if copies else None, "replicas": list(copies[1:]),
-                       "lag_ms": row.lag_ms if row else None, "lag_records": row.lag_records if row else None,
-                       "healthy_replicas": row.healthy_replicas if row else 0, "under_replicated": not ok})
-    return {"replication_factor": smap.rf, "write_ack": write_ack,
-            "healthy_replicas": healthy, "under_replicated_shards": under, "lag_ms": worst,
-            "down": list(smap.down), "unreachable_primaries": missing, "shards": shards}
+    return ClusterReplication(smap, merged, sorted(m for m, answer in rows.items() if answer is None))
 
 
 def wanted_replicas(smap: ShardMap) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dakera_actors.api.admin_views import replication_report
 from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
-from dakera_actors.replication.status import cluster_report, primaries
+from dakera_actors.replication.status import merge, primaries
 from dakera_actors.sharding.shardmap import ShardMap
 
 
@@ -17,7 +18,9 @@ def test_the_report_merges_each_primarys_rows_and_names_who_did_not_answer() -> 
         "b": [ShardStatus(1, 40, 1, 1, 2, []), ShardStatus(70, 1, 1, 1, 1, [])],  # 70: no such shard
         "c": None,  # did not answer
     }
-    report = cluster_report(smap, "quorum", rows)
+    merged = merge(smap, rows)
+    assert sorted(merged.rows) == [0, 1] and merged.unreachable == ["c"]
+    report = replication_report(merged, "quorum")
     assert report["replication_factor"] == 3 and report["write_ack"] == "quorum"
     assert report["unreachable_primaries"] == ["c"] and report["down"] == ["c"]
     assert report["healthy_replicas"] == 3 and report["lag_ms"] == 120
