@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import msgpack
 
 from dakera_actors.log import EventLogger, get_logger
 
 from .log import RecoveryReport, SegmentInfo, WalFailedError, WriteAheadLog, segment_name
 from .record import HEADER_SIZE, Entry, WalRecord, decode_payload, encode_record, numbered
-from .snapshot import _MAX_LSN, _MAX_SHARD, SnapshotStore, _unpack, lowest_common_lsn, snapshot_name
+from .snapshot import SnapshotStore, _unpack, lowest_common_lsn, pack_checked, snapshot_name
 
 DEFAULT_SEGMENT_RECORDS: Final = 1024
 
@@ -238,13 +237,7 @@ class MemorySnapshotStore:
     def write(self, shard: int, lsn: int, state: Any) -> Path:
         """Store a copy of ``state`` as shard ``shard`` at ``lsn``; refuses what msgpack cannot carry."""
         self._check_alive()
-        if not (0 <= shard <= _MAX_SHARD and 0 <= lsn <= _MAX_LSN):
-            raise ValueError(f"shard {shard} or lsn {lsn} out of range")
-        raw = msgpack.packb(state, use_bin_type=True)
-        try:
-            _unpack(raw)
-        except Exception as exc:
-            raise ValueError(f"snapshot state would not read back ({type(exc).__name__}: {exc})") from None
+        raw = pack_checked(shard, lsn, state)
         self._snapshots.setdefault(shard, {})[lsn] = raw
         self._log.info("snapshot_written", shard=shard, lsn=lsn, bytes=len(raw))
         return self.directory / snapshot_name(shard, lsn)

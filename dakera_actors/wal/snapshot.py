@@ -63,6 +63,19 @@ def _unpack(raw: bytes) -> Any:
     return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
 
 
+def pack_checked(shard: int, lsn: int, state: Any) -> bytes:
+    """``state`` packed for a snapshot of ``shard`` at ``lsn``, decoded once to prove it reads back
+    (an unreadable snapshot would otherwise be found only when needed); ValueError/TypeError if not."""
+    if not (0 <= shard <= _MAX_SHARD and 0 <= lsn <= _MAX_LSN):
+        raise ValueError(f"shard {shard} or lsn {lsn} out of range")
+    raw: bytes = msgpack.packb(state, use_bin_type=True)
+    try:
+        _unpack(raw)
+    except Exception as exc:
+        raise ValueError(f"snapshot state would not read back ({type(exc).__name__}: {exc})") from None
+    return raw
+
+
 def lowest_common_lsn(latest_lsn: Callable[[int], int | None], shards: Iterable[int]) -> int:
     """The LSN every one of ``shards`` has a snapshot at or beyond (``latest_lsn`` of each);
     0 if any has none, or if there are no shards at all (keep the whole log)."""
@@ -92,13 +105,7 @@ class SnapshotStore:
         Raises ``TypeError``/``ValueError`` for a state msgpack cannot carry or read back (the
         packed state is decoded once first: an unreadable snapshot would be found only when needed).
         """
-        if not (0 <= shard <= _MAX_SHARD and 0 <= lsn <= _MAX_LSN):
-            raise ValueError(f"shard {shard} or lsn {lsn} out of range")
-        raw = msgpack.packb(state, use_bin_type=True)
-        try:
-            _unpack(raw)
-        except Exception as exc:
-            raise ValueError(f"snapshot state would not read back ({type(exc).__name__}: {exc})") from None
+        raw = pack_checked(shard, lsn, state)
         body = zlib.compress(raw, 1)  # level 1: most of the size win for a fraction of the CPU
         header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, shard, lsn, crc32c(body), len(body))
         final = self.directory / snapshot_name(shard, lsn)
