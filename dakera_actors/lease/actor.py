@@ -24,7 +24,7 @@ from ..peers import Peers
 from ..runtime import Actor, Published
 from ..wal.actor import disk_call
 from ..wire import Envelope
-from .core import Broadcast, LeaseCore, Persist, Send
+from .core import Effect, LeaseCore, Persist, Send, TokenRefused
 from .messages import (
     ConfigAck,
     ConfigCommit,
@@ -113,20 +113,11 @@ class LeaseActor(Actor):
     async def handle(self, message: Any) -> Any:
         now = trio.current_time()
         if isinstance(message, _Fence):
-            floor, refused = self.core.fence_floor, self.core.stats.tokens_refused
-            accepted = self.core.fence(message.token, now)
-            if self.core.stats.tokens_refused != refused:
-                self.log.warning("lease_token_refused", token=message.token, floor=floor)
-            if accepted and self.core.fence_floor != floor:
-                await disk_call(self.store.blocking, self.store.save, self.core.state())
+            accepted, effects = self.core.fence_check(message.token, now)
+            await self._carry_out(effects)
             return accepted
         if isinstance(message, _Inbound):
-            refused = self.core.stats.tokens_refused
-            effects = self.core.handle(message.message, message.sender, now)
-            if self.core.stats.tokens_refused != refused:
-                self.log.warning("lease_token_refused", sender=message.sender, kind=type(message.message).__name__,
-                                 floor=self.core.fence_floor)
-            await self._carry_out(effects)
+            await self._carry_out(self.core.handle(message.message, message.sender, now))
         elif isinstance(message, _Members):
             members = message.view.members
             alive = {m.id for m in members.values() if m.state == MemberState.ALIVE}
@@ -134,10 +125,13 @@ class LeaseActor(Actor):
             await self._carry_out(self.core.on_members(alive, dead, now))
         return None
 
-    async def _carry_out(self, effects: list[Send | Broadcast | Persist]) -> None:
+    async def _carry_out(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Persist):
                 await disk_call(self.store.blocking, self.store.save, effect.state)
+            elif isinstance(effect, TokenRefused):
+                self.log.warning("lease_token_refused", token=effect.token, floor=effect.floor,
+                                 sender=effect.sender or "-", kind=effect.kind or "fence")
             elif isinstance(effect, Send):
                 await self.peers.send(effect.to, effect.message)  # an unknown member is skipped
             else:

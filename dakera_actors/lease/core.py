@@ -129,7 +129,18 @@ class Persist:
     state: LeaseState
 
 
-Effect = Send | Broadcast | Persist
+@attrs.frozen
+class TokenRefused:
+    """A token no election could have produced was refused (beyond the bound, or a jump above
+    every known token): the actor logs it, so a forged or corrupt decision is visible."""
+
+    token: int
+    floor: int
+    sender: str = ""  # who sent it ("" for a decision checked through fence_check)
+    kind: str = ""  # the message type it came in
+
+
+Effect = Send | Broadcast | Persist | TokenRefused
 
 
 @attrs.define
@@ -179,6 +190,7 @@ class LeaseCore:
         self.proposed = state.proposed_token
         self.config = state.config
         self.stats = LeaseStats()
+        self._refusals: list[TokenRefused] = []  # refusals not yet returned as effects
         self.alive: set[str] = {self_id}  # reachable members, from membership
         self.dead_since: dict[str, float] = {}
         self.leader: str | None = None  # the holder this node believes in
@@ -246,6 +258,7 @@ class LeaseCore:
         if 0 <= token <= MAX_TOKEN and token <= known + self.cfg.max_token_jump + self.cfg.token_rate * away:
             return True
         self.stats.tokens_refused += 1
+        self._refusals.append(TokenRefused(token, self.fence_floor))
         return False
 
     # -- helpers -----------------------------------------------------------------------
@@ -467,7 +480,24 @@ class LeaseCore:
         return LeaseGrant(token=req.token, granted=True, highest=self.highest), True
 
     # -- messages ----------------------------------------------------------------------
+    def fence_check(self, token: int, now: float) -> tuple[bool, list[Effect]]:
+        """:meth:`fence` as effects: accepted or not, plus a Persist when the floor moved (before the
+        answer is given, so a restart cannot accept an older leader again) and any refusal."""
+        floor = self.fence_floor
+        accepted = self.fence(token, now)
+        effects: list[Effect] = [self._persist()] if accepted and self.fence_floor != floor else []
+        return accepted, [*effects, *self._take_refusals()]
+
+    def _take_refusals(self, sender: str = "", kind: str = "") -> list[Effect]:
+        refused, self._refusals = self._refusals, []
+        return [attrs.evolve(r, sender=sender, kind=kind) for r in refused]
+
     def handle(self, message: Any, sender: str, now: float) -> list[Effect]:
+        """Effects of one lease message from ``sender`` (a refused token among them, if any)."""
+        effects = self._handle(message, sender, now)
+        return [*effects, *self._take_refusals(sender, type(message).__name__)] if self._refusals else effects
+
+    def _handle(self, message: Any, sender: str, now: float) -> list[Effect]:
         token = getattr(message, "highest" if isinstance(message, LeaseGrant | LeasePreVoteReply) else "token", None)
         if isinstance(token, int) and not isinstance(message, LeaseRelease | ConfigCommit) \
                 and not self.plausible(token, now):

@@ -14,6 +14,7 @@ from dakera_actors.lease.core import (
     LeaseState,
     Persist,
     Send,
+    TokenRefused,
 )
 from dakera_actors.lease.messages import (
     ConfigCommit,
@@ -245,15 +246,26 @@ def test_a_forged_announce_beyond_the_bound_is_refused_and_counted() -> None:
     """Issue 13 item 2: LeaseAnnounce token 2^32 made the node follow 'evil' and persist it."""
     b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
     effects = b.handle(LeaseAnnounce(token=2**32, remaining=0.9), "evil", 0.0)
-    assert effects == [] and b.fence_floor == 7 and b.current_leader(0.1) is None
+    # nothing is sent or persisted: the only effect is the refusal, for the actor to log
+    assert effects == [TokenRefused(2**32, 7, "evil", "LeaseAnnounce")]
+    assert b.fence_floor == 7 and b.current_leader(0.1) is None
     assert b.stats.tokens_refused == 1
     assert not b.fence(2**31) and not b.fence(2**32) and b.stats.tokens_refused == 3
+
+
+def test_fence_check_persists_a_raised_floor_and_reports_a_refusal() -> None:
+    b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
+    accepted, effects = b.fence_check(8, 0.0)
+    assert accepted and effects == [Persist(b.state())] and b.fence_floor == 8
+    assert b.fence_check(8, 0.0) == (True, [])  # the floor did not move: nothing to persist
+    assert b.fence_check(5, 0.0) == (False, [])  # stale: refused, counted as a fencing rejection
+    assert b.fence_check(2**31, 0.0) == (False, [TokenRefused(2**31, 8)])
 
 
 def test_a_token_jump_no_election_could_make_is_refused_until_time_explains_it() -> None:
     b = voter("b", state=LeaseState(highest_token=7, leader_token=7, config=VOTERS))
     jump = 7 + CFG.max_token_jump + 500
-    assert b.handle(LeaseAnnounce(token=jump, remaining=0.9), "a", 0.0) == []
+    assert b.handle(LeaseAnnounce(token=jump, remaining=0.9), "a", 0.0) == [TokenRefused(jump, 7, "a", "LeaseAnnounce")]
     assert not b.fence(jump, 0.0) and b.fence_floor == 7 and b.stats.tokens_refused == 2
     b.handle(LeaseAnnounce(token=8, remaining=0.9), "a", 0.1)  # a plausible leader is followed
     assert b.current_leader(0.2) == "a" and b.fence_floor == 8
@@ -264,10 +276,13 @@ def test_a_token_jump_no_election_could_make_is_refused_until_time_explains_it()
 
 def test_forged_requests_and_replies_cannot_raise_tokens() -> None:
     v = voter()
+    def refused_only(effects: list[object]) -> bool:  # nothing sent or persisted, only the refusal
+        return len(effects) == 1 and isinstance(effects[0], TokenRefused)
+
     effects = v.handle(LeaseRequest(2**32, 1.0, config_version=1), "a", 0.0)
-    assert effects == [] and v.highest == 0
-    assert v.handle(LeaseRequest(2**32, 1.0, renew=True, config_version=1), "a", 0.0) == []
-    assert v.handle(LeasePreVote(token=2**40, ttl=1.0, config_version=1), "a", 0.0) == []
+    assert refused_only(effects) and v.highest == 0
+    assert refused_only(v.handle(LeaseRequest(2**32, 1.0, renew=True, config_version=1), "a", 0.0))
+    assert refused_only(v.handle(LeasePreVote(token=2**40, ttl=1.0, config_version=1), "a", 0.0))
     v.handle(LeaseGrant(token=1, granted=False, highest=2**40), "a", 0.0)
     v.handle(LeasePreVoteReply(token=1, granted=False, highest=2**40), "a", 0.0)
     assert v.proposed == 0 and v.stats.tokens_refused == 5
