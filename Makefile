@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast bench lint mutate clean
+.PHONY: setup run cluster test test-fast bench lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test-fast: $(STAMP)
 ## break each README guarantee on purpose, one at a time, and check a test catches it (a table)
 mutate: $(STAMP)
 	$(BIN)/python tests/mutate.py
+
+## the replication simulator outside pytest: SCHEDULES per ack mode (quorum, all, primary), JOBS processes;
+## prints schedules/second, the primary-ack loss window, and any failing seed with a shrunk trace
+SCHEDULES ?= 10000
+JOBS ?= 1
+sim: $(STAMP)
+	$(BIN)/python -m tests.replication.sim --schedules $(SCHEDULES) --jobs $(JOBS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/transport.py
