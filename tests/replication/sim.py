@@ -901,9 +901,11 @@ class ReplicationSim:
         self.wiped: list[tuple[float, str]] = []  # (time, node) of each crash that took the disk
         self.beyond = 0  # acknowledged writes whose every copy lost its disk (not judged)
         #: the README's promise: quorum/all count the *live* copies, so a write whose every copy
-        #: is marked down later (a majority of a shard's copies cut off at once: more than one
-        #: failure at a time) may be superseded; False judges those writes too
+        #: is marked down by a newer map than the one it was written under (a majority of a shard's
+        #: copies cut off at once: more than one failure at a time) may be superseded; False
+        #: judges those writes too
         self.excuse_down = schedule.excuse_down
+        self.downs: list[tuple[int, frozenset[str]]] = []  # (epoch, down) of each map that marked some down
         for i in range(schedule.n):
             self.add_node(f"n{i}")
         self.push(0.0, "oracle", None)
@@ -1084,10 +1086,11 @@ class ReplicationSim:
     def published(self, smap: ShardMap) -> None:
         self.note(f"map {smap.key} width={smap.counted} {smap.placement} down={smap.down} since={smap.since}")
         self.map_by_key[smap.key] = smap
-        down = set(smap.down)
+        down = frozenset(smap.down)
         if down and self.excuse_down:
+            self.downs.append((smap.epoch, down))
             for op in self.history.ops:
-                if op.outcome == "ok" and op.holders and op.holders <= down:
+                if op.outcome == "ok" and op.holders and op.seq and op.seq[1] < smap.epoch and op.holders <= down:
                     op.outvoted = True
         if self.newest is None or smap.key > self.newest.key:
             self.newest = smap
@@ -1181,6 +1184,8 @@ class ReplicationSim:
                     raise Violation(f"shard {key[0]} epoch {key[1]}: writes acknowledged by {other} and {node.id}")
                 op.holders = node.holders(shard, seq)
                 op.isolated = not self.majority_of(node.id)
+                op.outvoted = any(epoch > seq_epoch and op.holders <= down for epoch, down in self.downs
+                                  for seq_epoch in (op.seq[1],))
                 if self.mode == "primary":
                     self.exposed[op.seq] = self.now
                 self.reply(node, via, op, "ok")
