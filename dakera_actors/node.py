@@ -275,16 +275,20 @@ class Node:
         self.nursery.start_soon(self.lease.follow, self.membership.view)
 
     async def _start_shard_map(self) -> None:
-        from .sharding.actor import ShardMapActor, ShardMapStore
+        from .peers import Peers
+        from .sharding.actor import SEND_TIMEOUT, ShardMapActor, ShardMapStore
+        from .sharding.leader import MapLeader
 
         assert self.endpoint and self.lease and self.membership and self.nursery
-        self.shard_map = ShardMapActor(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
-                                       endpoint=self.endpoint, lease=self.lease,
+        membership = self.membership
+        core = MapLeader(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
+                         grace=self.config.rereplication_grace, concurrency=self.config.rebalance_concurrency,
+                         transfer_timeout=self.config.transfer_timeout)
+        peers = Peers(self.endpoint, lambda: membership.view.value.members, self_id=self.node_id,
+                      timeout=SEND_TIMEOUT)
+        self.shard_map = ShardMapActor(core, endpoint=self.endpoint, peers=peers, lease=self.lease,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
-                                       log=self.log, nursery=self.nursery, membership=self.membership,
-                                       grace=self.config.rereplication_grace,
-                                       concurrency=self.config.rebalance_concurrency,
-                                       transfer_timeout=self.config.transfer_timeout)
+                                       log=self.log, nursery=self.nursery, announce=membership.update_meta)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.readiness.require("shard_map")

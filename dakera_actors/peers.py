@@ -78,6 +78,20 @@ class Peers:
         except (TransportError, RemoteError) as exc:
             raise PeerUnavailable(member_id, f"did not answer: {exc}") from None
 
+    async def receive_until(self, member_id: str, first: object, done: Callable[[Any], bool], *,
+                            timeout: float | None = None) -> list[Any]:
+        """Open a stream to ``member_id`` with ``first`` and read its replies until one for which
+        ``done`` is true (included); a failure anywhere on the way is a :class:`PeerUnavailable`."""
+        replies: list[Any] = []
+        stream = await self.open_stream(member_id, first, timeout=timeout)
+        try:
+            async with stream:
+                while not replies or not done(replies[-1]):
+                    replies.append((await stream.receive()).message)
+        except (TransportError, RemoteError) as exc:
+            raise PeerUnavailable(member_id, f"stream failed: {exc}") from None
+        return replies
+
     async def gather(self, member_ids: Iterable[str], msg: object | Callable[[str], object], *,
                      timeout: float | None = None) -> dict[str, Any]:
         """Ask every member in ``member_ids`` at once (``msg`` may be a function of the id); each

@@ -156,6 +156,11 @@ def register_structure_hook(cls: type, hook: Callable[[Any, Any], Any]) -> None:
     _converter.register_structure_hook(cls, hook)
 
 
+def register_unstructure_hook(cls: type, hook: Callable[[Any], Any]) -> None:
+    """A hand-written encoder for a hot type (the inverse of its structure hook)."""
+    _converter.register_unstructure_hook(cls, hook)
+
+
 def registered_messages() -> dict[str, type]:
     """Tag to class, for every registered message (used by the round-trip tests)."""
     return dict(_registry)

@@ -1,188 +1,460 @@
-"""The replication protocol's pure core: positions, the primary's tail, fetch decisions, acks, lag.
+"""The replication protocol's pure core: who this node is for each shard, and every decision about it.
 
-Every shard has one history, a sequence of records numbered ``seq = 1, 2, ...`` by whichever
-node is its primary. Each record also carries the **epoch** it was written under: the key of
-the shard map its primary had installed (``token << 32 | version``), so one (epoch, seq) pair
-names one record cluster-wide: under one map a shard has one primary. A copy's **position** is
-the (epoch, seq) of the last record it applied; positions compare as tuples, which is the
-"who has the newer history" rule (Raft's up-to-date check).
+:class:`ReplicationCore` owns the per-shard roles of one node and makes the protocol's decisions;
+the :class:`~dakera_actors.replication.actor.Replicator` around it carries them out (fetch loops,
+serving streams, whole-shard copies, applying through the shard owner). Nothing here does I/O
+or reads a clock: events come in with ``now`` (and the member states where they matter), effects
+and verdicts come out, the way :mod:`dakera_actors.lease.core` works.
 
-The primary keeps the newest records of each shard in memory (:class:`ShardTail`). A replica
-asks for what follows its position and :func:`decide` answers:
+The rules, each in the method that applies it:
 
-- ``current``: nothing to send;
-- ``records``: the replica's last record is one of ours (same seq, same epoch), send what follows;
-- ``snapshot``: our history is newer than the replica's and the tail does not reach back to
-  it, or the replica's last record is not ours (it diverged): it gets a whole copy of the shard;
-- ``wait``: the replica holds a history that is not older than ours (a returning old primary
-  with writes nobody replicated): it keeps them until ours is newer, then gets a snapshot.
-
-Nothing here does I/O or reads a clock: the actor passes ``now`` in.
+- **Roles follow the map** (:meth:`~ReplicationCore.on_map`): a shard this node is primary of is
+  *syncing* (taking over) until a takeover finishes, then *live* (writable, readable); a role
+  that changed hands in maps this node may not have seen makes it take the shard over again. A
+  live shard the map moves away is *handing over* until the new primary confirms it holds every
+  record (or ``handover_wait`` passes): drains wait for that. Replicas fetch from each primary
+  they replicate from.
+- **A fetch is an acknowledgement** (:meth:`~ReplicationCore.on_fetch`): a replica position on our
+  history raises its acknowledged seq; the tail decides records, a whole copy, or nothing
+  (:func:`~.tail.decide`); a replica holding a newer history than a live shard of ours makes us
+  take the shard over again from it (*retake*); the new primary fetching at our final position
+  confirms a handover.
+- **A takeover asks first** (:meth:`~ReplicationCore.plan_takeover`,
+  :meth:`~ReplicationCore.takeover_sources`, :meth:`~ReplicationCore.confirmations`,
+  :meth:`~ReplicationCore.finish_takeover`): every copy, the previous primary and every other
+  reachable member are asked where the shards are (each installs the map first and stops taking
+  their records from anyone else); the newest history wins; a copy nobody knows of yet, or a
+  refusal (a newer map), blocks the shard until the next round. A shard goes live only if its
+  role has not changed hands since the round began.
+- **Acknowledgements** (:meth:`~ReplicationCore.ack_state`): ``quorum``/``all`` count the copies the
+  map counts (not learners, not copies marked down); a primary the map moved away, or marked down,
+  never counts itself: the write is refused as "moved" (it may or may not be kept).
+- **Old copies are deleted late** (:meth:`~ReplicationCore.tick`): a copy the map no longer names
+  is dropped ``drop_delay`` after, and only while every copy the map names is Alive (a successor
+  may still need what it holds); never before a map has come from the cluster since start.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
-from typing import Any, Literal
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from typing import Literal
 
 import attrs
 
-Position = tuple[int, int]  # (epoch, seq)
-Decision = Literal["current", "records", "snapshot", "wait"]
-ACK_MODES = ("primary", "quorum", "all")
-
-
+from ..membership.member import MemberState
+from ..sharding.shardmap import ShardMap
+from ..wal.record import WalRecord
+from .messages import Positions
+from .progress import ShardProgress, needed
+from .status import ReplicaStatus, ShardStatus, wanted_replicas
+from .tail import Position, ShardTail, decide, is_prefix
 
 
 @attrs.frozen
-class TailEntry:
-    seq: int
-    epoch: int
-    op: str
-    body: Any
-    ts: float
-    at: float  # local monotonic time it was committed here (lag is measured from it)
+class ReplicationConfig:
+    handover_wait: float = 30.0  # an old primary waits this long for the new one to confirm
+    # a copy the map no longer names is deleted this long after (a takeover may still read it)
+    drop_delay: float = 10.0
+    lag_alert_ms: int = 1000  # the seed's alert: a replica further behind is not healthy
+    silent_replica: float = 5.0  # a replica that has not fetched for this long is not healthy
+    max_fetch_records: int = 512
 
 
-class ShardTail:
-    """The newest replicated records of one shard, in memory, and the position just before them."""
+# -- effects: what the actor carries out -------------------------------------------------------
+@attrs.frozen
+class StartFetching:
+    """Fetch from primary ``peer`` (start a fetch loop unless one runs)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = max(1, limit)
-        self.entries: deque[TailEntry] = deque()
-        self.base: Position = (0, 0)  # position before entries[0]: (0, 0) is the empty history
-
-    @property
-    def last(self) -> Position:
-        return (self.entries[-1].epoch, self.entries[-1].seq) if self.entries else self.base
-
-    def reset(self, position: Position) -> None:
-        """Forget the entries: the history now ends at ``position`` (an install or a snapshot)."""
-        self.entries.clear()
-        self.base = position
-
-    def append(self, entry: TailEntry) -> None:
-        if entry.seq <= self.last[1]:
-            return  # already here (a replayed record)
-        if entry.seq != self.last[1] + 1:
-            self.reset((-1, entry.seq - 1))  # a gap: the record before it is unknown (-1 matches nothing)
-        self.entries.append(entry)
-        while len(self.entries) > self.limit:
-            dropped = self.entries.popleft()
-            self.base = (dropped.epoch, dropped.seq)
-
-    def epoch_at(self, seq: int) -> int | None:
-        """The epoch of our record ``seq``, or None when the tail does not reach it."""
-        if seq == self.base[1]:
-            return self.base[0]
-        first = self.base[1] + 1
-        if first <= seq < first + len(self.entries):
-            return self.entries[seq - first].epoch
-        return None
-
-    def after(self, seq: int, *, max_records: int) -> list[TailEntry]:
-        first = self.base[1] + 1
-        start = max(0, seq + 1 - first)
-        return [self.entries[i] for i in range(start, min(len(self.entries), start + max_records))]
-
-    def committed_at(self, seq: int) -> float | None:
-        first = self.base[1] + 1
-        if first <= seq < first + len(self.entries):
-            return self.entries[seq - first].at
-        return None
+    peer: str
 
 
-def feed(tails: dict[int, ShardTail], record: Any, now: float) -> None:
-    """Keep ``tails`` in step with one committed (or replayed) WAL record."""
-    tail = tails.get(record.shard)
-    if tail is None:
-        return
-    if record.op == "reset":
-        tail.reset((0, 0))
-    elif record.op == "mark":
-        tail.reset((int(record.body["epoch"]), int(record.body["seq"])))
-    elif record.seq:
-        tail.append(TailEntry(record.seq, record.epoch, record.op, record.body, record.ts, now))
+@attrs.frozen
+class StartTakeover:
+    """``shards`` started taking over (start the takeover loop unless it runs)."""
+
+    shards: tuple[int, ...]
 
 
-def decide(tail: ShardTail, replica: Position) -> Decision:
-    """What a replica at ``replica`` gets from a primary holding ``tail`` (see the module docstring)."""
-    ours = tail.last
-    if replica == ours:
-        return "current"
-    if replica[1] < ours[1] and tail.epoch_at(replica[1]) == replica[0]:
-        return "records"
-    if ours > replica:
-        return "snapshot"
-    return "wait"
+@attrs.frozen
+class Retake:
+    """``copy`` holds a newer history of live ``shard`` than ours: it is syncing again."""
+
+    shard: int
+    copy: str
+    position: Position
 
 
-def is_prefix(tail: ShardTail, replica: Position) -> bool:
-    """True when ``replica`` is a position in our history: an acknowledgement we may count."""
-    return replica[1] <= tail.last[1] and tail.epoch_at(replica[1]) == replica[0]
+@attrs.frozen
+class HandoverConfirmed:
+    """The new primary of ``shard`` holds every record we wrote."""
+
+    shard: int
 
 
-def needed(mode: str, copies: int) -> int:
-    """Copies (the primary's included) a write must be durable on before it is acknowledged."""
-    if mode == "primary" or copies <= 1:
-        return 1
-    if mode == "quorum":
-        return copies // 2 + 1
-    if mode == "all":
-        return copies
-    raise ValueError(f"unknown write ack mode {mode!r}")
+@attrs.frozen
+class DropCopy:
+    """Delete this node's copy of ``shard`` (the map no longer names it, every copy is Alive)."""
+
+    shard: int
+    map_version: int
 
 
-@attrs.define
-class ReplicaProgress:
-    """What a primary knows of one replica of one shard."""
-
-    acked: int = 0  # highest seq the replica confirmed durable (in our history)
-    seen_at: float = 0.0  # when it last fetched
-    behind_since: float | None = None  # when it was first seen behind what we had, None while current
+Effect = StartFetching | StartTakeover | Retake | HandoverConfirmed | DropCopy
 
 
-class ShardProgress:
-    """A primary's view of its replicas of one shard: acknowledgements and lag."""
+# -- results -----------------------------------------------------------------------------------
+@attrs.frozen
+class FetchAnswer:
+    """What a fetch gets: records that follow, shards to copy whole; ``acked``: an acknowledgement
+    was news (wake the writes waiting for it)."""
 
-    def __init__(self) -> None:
-        self.replicas: dict[str, ReplicaProgress] = {}
+    records: list[WalRecord]
+    snapshot: list[int]
+    acked: bool
+    effects: list[Effect]
 
-    def assign(self, replicas: Iterable[str], now: float) -> None:
-        """The replicas the map names now; a new one starts behind from ``now``."""
-        wanted = set(replicas)
-        for gone in set(self.replicas) - wanted:
-            del self.replicas[gone]
-        for member in wanted - set(self.replicas):
-            self.replicas[member] = ReplicaProgress(acked=0, seen_at=0.0, behind_since=now)
 
-    def ack(self, member: str, seq: int, last: int, now: float) -> bool:
-        """A fetch from ``member`` says it holds our history up to ``seq``; True if that is news."""
-        progress = self.replicas.get(member)
-        if progress is None:
-            return False
-        progress.seen_at = now
-        news = seq > progress.acked
-        progress.acked = max(progress.acked, seq)
-        if progress.acked >= last:
-            progress.behind_since = None
-        elif progress.behind_since is None:
-            progress.behind_since = now
-        return news
+@attrs.frozen
+class TakeoverPlan:
+    """One takeover round: under ``map``, ask each member of ``asks`` where those shards are;
+    ``blocked`` shards wait for the next round (a copy this node does not know yet)."""
 
-    def count(self, seq: int) -> int:
-        """Copies holding ``seq``, the primary's own included."""
-        return 1 + sum(1 for p in self.replicas.values() if p.acked >= seq)
+    map: ShardMap
+    shards: list[int]
+    asks: dict[str, list[int]]
+    blocked: frozenset[int]
+    previous: dict[int, str]  # shard -> its primary before this node, to confirm to
 
-    def lag(self, member: str, tail: ShardTail, now: float) -> tuple[int, float]:
-        """(records, seconds) the replica is behind: seconds since the oldest record it lacks."""
-        progress = self.replicas[member]
-        records = max(0, tail.last[1] - progress.acked)
-        if records == 0:
-            return 0, 0.0
-        # the oldest record it lacks, if the tail still holds it; else since it was seen behind
-        since = tail.committed_at(progress.acked + 1)
-        if since is None:
-            since = progress.behind_since if progress.behind_since is not None else now
-        return records, max(0.0, now - since)
+
+@attrs.frozen
+class Source:
+    position: Position
+    member: str
+
+
+@attrs.frozen
+class TakeoverVerdict:
+    """From the answers: ``sources`` to catch up from (to that position), ``ready`` shards whose
+    newest copy is ours, ``blocked`` shards that wait for the next round."""
+
+    sources: dict[int, Source]
+    ready: list[int]
+    blocked: frozenset[int]
+
+
+AckVerdict = Literal["satisfied", "moved", "waiting"]
+
+
+@attrs.frozen
+class AckState:
+    verdict: AckVerdict
+    have: int
+    need: int
+
+
+@attrs.frozen
+class ShardLag:
+    lag_ms: float
+    lag_records: int
+    healthy: int
+    replicas: int
+
+
+class ReplicationCore:
+    """One node's replication roles and decisions (see the module docstring)."""
+
+    def __init__(self, me: str, tails: dict[int, ShardTail], config: ReplicationConfig | None = None) -> None:
+        self.me = me
+        self.tails = tails
+        self.cfg = config or ReplicationConfig()
+        self.map: ShardMap | None = None
+        self.live: set[int] = set()  # shards this node is primary of and has taken over
+        self.syncing: set[int] = set()  # shards this node is primary of, still taking over
+        self.live_since: dict[int, int] = {}  # shard -> the map's primary epoch it went live under
+        self.previous: dict[int, str] = {}  # shard -> its primary in the map before, for the takeover
+        self.drop_at: dict[int, float] = {}  # shard -> when to delete this node's copy
+        #: shards this node was primary of until a map moved the role while it lived, until the
+        #: new primary confirms it holds everything (or handover_wait passes): drains wait for it
+        self.handing_over: dict[int, float] = {}
+        self.networked = False  # a map has come from the cluster since start (not just the disk)
+        self.progress: dict[int, ShardProgress] = {}
+
+    # -- queries -----------------------------------------------------------------------
+    def epoch(self) -> int:
+        return self.map.epoch if self.map is not None else 0
+
+    def writable(self, shard: int) -> bool:
+        """May this node write ``shard`` as its primary now? (Always, without a map: a single node.)"""
+        return self.map is None or shard in self.live
+
+    def taking_over(self, shard: int) -> bool:
+        return self.map is not None and shard in self.syncing
+
+    def replicated_from(self, peer: str) -> list[int]:
+        """The shards this node replicates from primary ``peer``."""
+        smap = self.map
+        if smap is None:
+            return []
+        return [s for s, c in enumerate(smap.placement) if c and c[0] == peer and self.me in c[1:]]
+
+    def next_deadline(self) -> float:
+        return min(min(self.drop_at.values(), default=math.inf), min(self.handing_over.values(), default=math.inf))
+
+    # -- the map -----------------------------------------------------------------------
+    def on_map(self, smap: ShardMap, now: float, *, held: Set[int], from_cluster: bool) -> list[Effect]:
+        """Follow a newer map: roles, fetch loops, takeovers, drop timers. ``held``: shards with data
+        on this node; ``from_cluster``: the map came from the cluster (not the disk at start)."""
+        if self.map is not None and smap.key <= self.map.key:
+            return []
+        if from_cluster and self.map is not None:
+            self.networked = True
+        before = self.map
+        self.map = smap
+        taking: list[int] = []
+        for shard, copies in enumerate(smap.placement):
+            if copies and copies[0] == self.me:
+                self.progress.setdefault(shard, ShardProgress()).assign(copies[1:], now)
+                if shard in self.live and self.live_since.get(shard) != smap.primary_since(shard):
+                    self.live.discard(shard)  # the role changed hands in maps we may not have seen
+                if shard not in self.live and shard not in self.syncing:
+                    self.syncing.add(shard)
+                    taking.append(shard)
+                    old = before.placement[shard][:1] if before is not None else []
+                    if old and old[0] != self.me:
+                        self.previous[shard] = old[0]  # it may hold writes no copy has yet
+            else:
+                if shard in self.live:
+                    self.handing_over[shard] = now + self.cfg.handover_wait
+                self.live.discard(shard)
+                self.syncing.discard(shard)
+                self.progress.pop(shard, None)
+        for shard, copies in enumerate(smap.placement):
+            if self.me in copies:
+                self.drop_at.pop(shard, None)
+            elif self.networked and shard in held and shard not in self.drop_at:
+                self.drop_at[shard] = now + self.cfg.drop_delay
+        effects: list[Effect] = [StartFetching(peer) for peer in sorted(
+            {c[0] for c in smap.placement if c and c[0] != self.me and self.me in c[1:]})]
+        if taking:
+            effects.append(StartTakeover(tuple(taking)))
+        return effects
+
+    # -- serving a fetch ---------------------------------------------------------------
+    def on_fetch(self, member: str, positions: Sequence[Sequence[int]], now: float, *,
+                 budget: float = math.inf, size: Callable[[WalRecord], int] = lambda _r: 0) -> FetchAnswer:
+        """A fetch from ``member`` at ``positions`` ([shard, epoch, seq] each): count its
+        acknowledgements and decide what it gets. Records stop at ``max_fetch_records`` and at
+        ``budget`` bytes (``size`` measures one; the first record goes whatever its size)."""
+        records: list[WalRecord] = []
+        used = 0.0  # encoded bytes of records: a reply must fit one frame whatever the memories
+        snapshot: list[int] = []
+        acked = False
+        effects: list[Effect] = []
+        cap = self.cfg.max_fetch_records
+        for shard, epoch, seq in positions:
+            tail = self.tails.get(shard)
+            if tail is None:
+                continue  # not a shard of this cluster
+            position = (epoch, seq)
+            progress = self.progress.get(shard)
+            if progress is not None and is_prefix(tail, position) and progress.ack(member, seq, tail.last[1], now):
+                acked = True
+            verdict = decide(tail, position)
+            if verdict == "current" and shard in self.handing_over and self._owner(shard) == member:
+                del self.handing_over[shard]  # the new primary has every record we wrote
+                effects.append(HandoverConfirmed(shard))
+            if verdict == "wait" and shard in self.live:
+                # a replica holds a newer history than ours (we took over while it was unreachable
+                # and have written nothing since): take the shard over again, from it
+                self.live.discard(shard)
+                self.syncing.add(shard)
+                effects.append(Retake(shard, member, tail.last))
+            if verdict == "records" and len(records) < cap and used < budget:
+                for record in tail.after(seq, max_records=cap - len(records)):
+                    n = size(record)
+                    if records and used + n > budget:
+                        used = budget  # full: the rest goes in the next fetch
+                        break
+                    records.append(record)
+                    used += n
+            elif verdict == "snapshot":
+                snapshot.append(shard)
+        return FetchAnswer(records, snapshot, acked, effects)
+
+    def _owner(self, shard: int) -> str | None:
+        return self.map.owner(shard) if self.map is not None else None
+
+    # -- taking over -------------------------------------------------------------------
+    def plan_takeover(self, members: Mapping[str, MemberState]) -> TakeoverPlan | None:
+        """Whom to ask where the syncing shards are: every copy (the ones marked down too: a member
+        the leader saw die may be back), the previous primary even if the map dropped its copy (it
+        was handed over alive), and every other reachable member (a copy a recent map dropped keeps
+        its data for ``drop_delay``, and may be the only other holder of writes the dead primary
+        acknowledged with it). A copy not in ``members`` at all (we just started) blocks its shard;
+        one known down is not asked (the leader already chose over it)."""
+        smap = self.map
+        if smap is None or not self.syncing:
+            return None
+        shards = sorted(self.syncing)
+        asks: dict[str, list[int]] = {}
+        blocked: set[int] = set()
+        for shard in shards:
+            copies = set(smap.placement[shard][1:])
+            if shard in self.previous:
+                copies.add(self.previous[shard])
+            for member in sorted(copies - {self.me}):
+                state = members.get(member)
+                if state is None:
+                    blocked.add(shard)
+                elif _reachable(state):
+                    asks.setdefault(member, []).append(shard)
+        for member, state in sorted(members.items()):
+            if member != self.me and _reachable(state):
+                mine = asks.setdefault(member, [])
+                mine.extend(s for s in shards if s not in mine)
+                mine.sort()
+        return TakeoverPlan(smap, shards, {m: s for m, s in asks.items() if s}, frozenset(blocked),
+                            {s: self.previous[s] for s in shards if s in self.previous})
+
+    def takeover_sources(self, plan: TakeoverPlan, answers: Mapping[str, object],
+                         own: Mapping[int, Position]) -> TakeoverVerdict:
+        """Read the answers (member -> :class:`Positions`, or anything else for no answer): the
+        newest history of each shard wins; a refusal (the member has a newer map: ours is about to
+        be replaced) blocks the shards asked of it. ``own``: this node's position in each shard."""
+        best: dict[int, Source] = {}
+        blocked = set(plan.blocked)
+        for member, answer in sorted(answers.items()):
+            asked = plan.asks.get(member, [])
+            if not isinstance(answer, Positions):
+                continue  # no answer: whatever it holds, the others decide
+            if answer.refused:
+                blocked.update(asked)
+                continue
+            for shard, epoch, seq in answer.positions:
+                if shard in asked and (shard not in best or (epoch, seq) > best[shard].position):
+                    best[shard] = Source((epoch, seq), member)
+        sources: dict[int, Source] = {}
+        ready: list[int] = []
+        for shard in plan.shards:
+            if shard in blocked:
+                continue
+            target = best.get(shard)
+            if target is not None and target.position > own.get(shard, (0, 0)):
+                sources[shard] = target
+            else:
+                ready.append(shard)
+        return TakeoverVerdict(sources, ready, frozenset(blocked))
+
+    def confirmations(self, plan: TakeoverPlan, done: Iterable[int]) -> dict[str, list[int]]:
+        """The previous primary, alive, waits to hear that we hold everything it wrote (a drain
+        counts it as remaining until then): one fetch at our final position tells it."""
+        confirm: dict[str, list[int]] = {}
+        for shard in sorted(done):
+            previous = plan.previous.get(shard)
+            if previous is not None:
+                confirm.setdefault(previous, []).append(shard)
+        return confirm
+
+    def finish_takeover(self, plan: TakeoverPlan, done: Iterable[int]) -> list[int]:
+        """Make the caught-up shards live. Maps change often while shards move: a takeover still
+        counts if the role has not changed hands meanwhile (nobody else can have written the shard
+        since); returns the shards that went live."""
+        smap = self.map
+        went: list[int] = []
+        if smap is None:
+            return went
+        for shard in sorted(done):
+            if (shard in self.syncing and smap.owner(shard) == self.me
+                    and smap.primary_since(shard) == plan.map.primary_since(shard)):
+                self.syncing.discard(shard)
+                self.previous.pop(shard, None)
+                self.live.add(shard)
+                self.live_since[shard] = plan.map.primary_since(shard)
+                went.append(shard)
+        return went
+
+    # -- acknowledgements --------------------------------------------------------------
+    def ack_state(self, shard: int, seq: int, mode: str) -> AckState:
+        """Is ``seq`` of ``shard`` on as many copies as ``mode`` asks for? "moved": never will be here."""
+        smap = self.map
+        if mode == "primary" or smap is None:
+            return AckState("satisfied", 1, 1)
+        live = smap.live_copies(shard)
+        need = needed(mode, len(live))
+        if shard not in self.live or self.me not in live:
+            # the map moved the shard (or marked us down) after the commit: our copy no longer
+            # counts, and whether the new primary took this record over is not ours to say
+            return AckState("moved", 0, need)
+        progress = self.progress.get(shard)
+        have = progress.count(seq, live) if progress is not None else 1
+        return AckState("satisfied" if have >= need else "waiting", have, need)
+
+    # -- lag and status ----------------------------------------------------------------
+    def shard_lag(self, shard: int, now: float) -> ShardLag:
+        """The worst lag of the counted replicas of a shard this node is primary of, and how many
+        are healthy (within ``lag_alert_ms`` and fetching)."""
+        smap = self.map
+        progress = self.progress.get(shard)
+        if smap is None or progress is None:
+            return ShardLag(0.0, 0, 0, 0)
+        live = smap.live_copies(shard)
+        worst_ms, worst_records, healthy = 0.0, 0, 0
+        for member in progress.replicas:
+            records, seconds = progress.lag(member, self.tails[shard], now)
+            if member in live:
+                worst_ms, worst_records = max(worst_ms, seconds * 1000), max(worst_records, records)
+                if seconds * 1000 <= self.cfg.lag_alert_ms and self._fresh(progress.replicas[member].seen_at, now):
+                    healthy += 1
+        return ShardLag(worst_ms, worst_records, healthy, len(smap.placement[shard]) - 1)
+
+    def _fresh(self, seen_at: float, now: float) -> bool:
+        return seen_at > 0 and now - seen_at <= self.cfg.silent_replica
+
+    def local_status(self, now: float) -> list[ShardStatus]:
+        """A row per shard this node is primary of; per-replica rows only once it is live."""
+        out = []
+        for shard in sorted(self.live | self.syncing):
+            lag = self.shard_lag(shard, now)
+            progress = self.progress.get(shard)
+            tail = self.tails[shard]
+            each = [] if progress is None or shard not in self.live else [
+                ReplicaStatus(m, max(0, tail.last[1] - p.acked), self._fresh(p.seen_at, now), p.acked,
+                              int(progress.lag(m, tail, now)[1] * 1000))
+                for m, p in sorted(progress.replicas.items())]
+            out.append(ShardStatus(shard, int(lag.lag_ms), lag.lag_records, lag.healthy, lag.replicas, each))
+        return out
+
+    def under_replicated(self, now: float) -> int:
+        """Shards this node is primary of with fewer healthy replicas than wanted."""
+        smap = self.map
+        if smap is None:
+            return 0
+        want = wanted_replicas(smap)
+        return sum(1 for s in self.live | self.syncing if self.shard_lag(s, now).healthy < want)
+
+    # -- timers ------------------------------------------------------------------------
+    def tick(self, now: float, members: Mapping[str, MemberState]) -> list[Effect]:
+        """Expire handovers nobody came for (not holding a drain forever) and drop old copies that
+        are due, while every copy the map names is Alive (else wait ``drop_delay`` more: if the
+        unwell copy was the primary, its successor may still need what this copy holds)."""
+        for shard, until in list(self.handing_over.items()):
+            if until <= now:
+                del self.handing_over[shard]
+        effects: list[Effect] = []
+        for shard, at in sorted(self.drop_at.items()):
+            if at > now:
+                continue
+            del self.drop_at[shard]
+            smap = self.map
+            if smap is None or self.me in smap.placement[shard]:
+                continue
+            if any(members.get(m) != MemberState.ALIVE for m in smap.placement[shard]):
+                self.drop_at[shard] = now + self.cfg.drop_delay
+                continue
+            effects.append(DropCopy(shard, smap.version))
+        return effects
+
+
+def _reachable(state: MemberState) -> bool:
+    return state in (MemberState.ALIVE, MemberState.SUSPECT)

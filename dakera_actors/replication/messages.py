@@ -4,7 +4,9 @@ Replicas pull: :class:`Fetch` carries a copy's position in each shard it replica
 primary and is its acknowledgement; :class:`FetchReply` answers with the records that follow or
 the shards to copy whole (:class:`SnapshotRequest` streams :class:`SnapshotChunk`). A new primary
 asks the other copies where they are (:class:`PositionQuery`, with the map to install first when
-it is taking over). :class:`StatusRequest` asks a primary for its view of its replicas.
+it is taking over). :class:`StatusRequest` asks a primary for its view of its replicas (typed
+rows: :class:`~.status.ShardStatus`). A record travels as the WAL's own
+:class:`~dakera_actors.wal.record.WalRecord`, packed as ``[shard, seq, epoch, op, body, ts]``.
 Every field is bounded at decode (:mod:`dakera_actors.wirebounds`).
 """
 
@@ -15,33 +17,61 @@ from typing import Any
 import attrs
 
 from ..sharding.shardmap import ShardMap
-from ..wire import message
+from ..wal.record import WalRecord
+from ..wire import message, register_structure_hook, register_unstructure_hook
 from ..wirebounds import (
     EPOCH,
-    NODE_ID,
     POSITION,
     REASON,
-    RF,
     SEQ,
     SHARD,
     SHARD_LIST,
     SHARDS_MAX,
     Blob,
-    Bool,
     Fixed,
     Float,
     Int,
+    Nested,
     Opaque,
+    OutOfBounds,
     Seq,
     Text,
     bound,
 )
+from .status import ShardStatus
 
-#: one replicated record on the wire: [shard, seq, epoch, op, body, ts] (the body is checked by
+
+def record_wire(record: WalRecord) -> list[Any]:
+    """A record as a fetch reply carries it: ``[shard, seq, epoch, op, body, ts]`` (its LSN is the
+    primary's own and means nothing to a replica, whose log assigns its own)."""
+    return [record.shard, record.seq, record.epoch, record.op, record.body, record.ts]
+
+
+def _structure_record(value: Any, _type: Any) -> WalRecord:
+    """Records are most of every fetch reply: decode them directly, as strictly as cattrs would."""
+    if not isinstance(value, list | tuple) or len(value) != 6:
+        raise TypeError("a record must be [shard, seq, epoch, op, body, ts]")
+    shard, seq, epoch, op, body, ts = value
+    if (any(type(x) is not int for x in (shard, seq, epoch)) or type(op) is not str
+            or type(ts) not in (int, float)):
+        raise TypeError("bad record field types")
+    return WalRecord(0, shard, op, body, float(ts), seq, epoch)
+
+
+class _RecordBound(Fixed):
+    """A decoded record, checked field by field in its wire order (a :class:`Fixed` of the wire form)."""
+
+    def __call__(self, v: Any) -> None:
+        if not isinstance(v, WalRecord):
+            raise OutOfBounds("WalRecord expected")
+        super().__call__(record_wire(v))
+
+
+register_structure_hook(WalRecord, _structure_record)
+register_unstructure_hook(WalRecord, record_wire)
+#: one replicated record: [shard, seq, epoch, op, body, ts] (the body is checked by
 #: dakera_actors.store.records before it is logged)
-RECORD = Fixed((SHARD, SEQ, EPOCH, Text(64), Opaque(), Float(0.0, 1e11)))
-#: [shard, lag ms, lag records, healthy replicas, replicas, [[replica, behind, fetched, acked, lag ms]]]
-STATUS_ROW = Fixed((SHARD, Int(), Int(), RF, RF, Seq(Fixed((NODE_ID, Int(), Bool(), SEQ, Int())), RF.hi)))
+RECORD = _RecordBound((SHARD, SEQ, EPOCH, Text(64), Opaque(), Float(0.0, 1e11)))
 
 
 @message("repl.fetch")
@@ -54,7 +84,7 @@ class Fetch:
 @message("repl.records")
 @attrs.frozen
 class FetchReply:
-    records: list[list[Any]] = attrs.field(metadata=bound(Seq(RECORD)))  # [shard, seq, epoch, op, body, ts], in order per shard
+    records: list[WalRecord] = attrs.field(metadata=bound(Seq(RECORD)))  # in order per shard
     snapshot: list[int] = attrs.field(factory=list, metadata=bound(SHARD_LIST))  # shards the replica must copy whole
 
 
@@ -100,4 +130,4 @@ class StatusRequest:
 @message("repl.status")
 @attrs.frozen
 class StatusReply:
-    shards: list[list[Any]] = attrs.field(metadata=bound(Seq(STATUS_ROW, SHARDS_MAX)))  # see Replicator.local_status
+    shards: list[ShardStatus] = attrs.field(metadata=bound(Seq(Nested(ShardStatus), SHARDS_MAX)))

@@ -27,6 +27,7 @@ import trio
 
 from ..api.errors import ApiError
 from ..endpoint import MessageStream, RemoteError
+from ..errors import ServiceError
 from ..runtime import ActorStopped, ActorTimeout
 from ..transport import TransportError
 from ..wal.actor import disk_call
@@ -222,6 +223,6 @@ class Operations:
     async def _reply(stream: MessageStream, work: Any) -> None:
         try:
             body, status = await work, 200
-        except ApiError as err:
+        except ServiceError as err:
             body, status = err.body(), err.status
         await stream.send(OperationReply(status, json.dumps(body).encode()))

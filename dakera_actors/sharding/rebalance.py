@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
+from ..replication.status import ShardStatus
+
 Placement = list[list[str]]
 
 
@@ -100,7 +102,10 @@ def _step(current: Sequence[Sequence[str]], width: int, target: Sequence[Sequenc
             kept = cur[:width] + [m for m in learners if m in tgt]
             out.append(kept + [m for m in new if m not in kept])
             continue
-        if moving < concurrency:
+        if moving < concurrency or len(cur) < width:
+            # a shard short of the map's width (its other copies were lost while it was down, and
+            # it is back, or their grace is over) makes no valid map as it is: it gets its copies
+            # now, whatever else is transferring
             moving += 1
             out.append(cur + new)
             continue
@@ -162,11 +167,10 @@ class Round:
 
 
 def read_round(pending: Mapping[int, Sequence[str]], owner: Callable[[int], str | None],
-               replies: Mapping[str, Sequence[Sequence[object]] | str], *, caught_lag_ms: int) -> Round:
-    """Read the primaries' replication status rows (``replies``: member -> its rows, or why it
-    did not answer) for the learners in ``pending``. Rows are ``[shard, lag ms, lag records,
-    healthy, replicas, [[replica, behind, fresh, acked, lag ms], ...]]``; only a shard's primary
-    in the map is believed about it.
+               replies: Mapping[str, Sequence[ShardStatus] | str], *, caught_lag_ms: int) -> Round:
+    """Read the primaries' replication status rows (``replies``: member -> its
+    :class:`~dakera_actors.replication.status.ShardStatus` rows, or why it did not answer) for the
+    learners in ``pending``; only a shard's primary in the map is believed about it.
 
     A learner has caught up when it fetched recently and lacks nothing, or lacks only records
     written in the last ``caught_lag_ms`` (on a busy shard a learner is seldom at 0 at the moment
@@ -179,21 +183,17 @@ def read_round(pending: Mapping[int, Sequence[str]], owner: Callable[[int], str 
             heard.update({(s, m): rows for s, learners in pending.items() if owner(s) == member for m in learners})
             continue
         for row in rows:
-            shard = row[0]
-            if not isinstance(shard, int) or shard not in pending or len(row) <= 5 or owner(shard) != member:
+            shard = row.shard
+            if shard not in pending or owner(shard) != member:
                 continue
-            replicas = row[5]
-            assert isinstance(replicas, list | tuple)
-            if not replicas:
+            if not row.replicas:
                 heard.update({(shard, m): "primary still taking the shard over" for m in pending[shard]})
-            for replica in replicas:
-                m, behind, fresh = replica[:3]
-                if m not in pending[shard]:
+            for replica in row.replicas:
+                if replica.member not in pending[shard]:
                     continue
-                heard[(shard, m)] = list(replica)
-                lag_ms = replica[4] if len(replica) > 4 else None
-                if fresh and (behind == 0 or (lag_ms is not None and lag_ms <= caught_lag_ms)):
-                    caught.add((shard, m))
-                if fresh and len(replica) > 3:
-                    acked[(shard, m)] = int(replica[3])
+                heard[(shard, replica.member)] = replica
+                if replica.fresh and (replica.behind == 0 or replica.lag_ms <= caught_lag_ms):
+                    caught.add((shard, replica.member))
+                if replica.fresh:
+                    acked[(shard, replica.member)] = replica.acked
     return Round(caught, acked, heard)

@@ -23,6 +23,7 @@ import attrs
 from .. import safejson
 from ..api.errors import ApiError
 from ..endpoint import MessageStream, RemoteError
+from ..errors import ServiceError
 from ..store import model
 from ..store.shard import shard_of
 from ..transport import TransportError
@@ -190,7 +191,7 @@ class Router:
             shard = shard_of(agent, service.shards.shard_count) if agent is not None else None
             return 200, await service.execute(request.op, body, request.args, request.memory_id, request.agent,
                                               shard=shard, eventual=eventual)
-        except ApiError as err:
+        except ServiceError as err:
             return err.status, err.body()
 
     async def _forward(self, owner: str, request: Forward) -> tuple[int, Any, str]:
@@ -238,7 +239,7 @@ class Router:
                 # a new primary could answer from a copy it has not finished taking over
                 member = self.node.membership.view.value.members.get(envelope.sender) if self.node.membership else None
                 if member is not None:
-                    await self.node.shard_map.catch_up(member.address, request.map_version,
+                    await self.node.shard_map.catch_up(member.id, request.map_version,
                                                        timeout=self.node.config.request_timeout / 2)
             agent = agent_of(request.op, body, request.args, request.agent)
             owner = self._owner(agent)
@@ -254,6 +255,6 @@ class Router:
                 reply = ForwardReply(status, await self._dumps(request.op, payload), owner_api)
             else:
                 raise ApiError(503, "shard maps disagree; retry shortly", retry_after=1)
-        except ApiError as err:
+        except ServiceError as err:
             reply = ForwardReply(err.status, json.dumps(err.body()).encode(), self.node.api_address)
         return reply

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..log import get_logger
-from ..replication.core import ShardTail, feed
+from ..replication.tail import ShardTail, feed
 from ..runtime.offload import INLINE
 from ..search import make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
@@ -160,9 +160,17 @@ async def start_storage(node: Node) -> MemoryService:
     node.memory = service
     shard_map = getattr(node, "shard_map", None)
     if getattr(node, "endpoint", None) is not None and shard_map is not None:
-        from ..replication.actor import ReplicationCollector, Replicator
+        from ..peers import Peers
+        from ..replication.actor import ReplicationCollector, Replicator, frame_budget
 
-        replicator = Replicator(node)
+        endpoint = node.endpoint
+        assert endpoint is not None and node.nursery is not None
+        membership = node.membership
+        peers = Peers(endpoint, lambda: membership.view.value.members if membership is not None else {},
+                      self_id=node.node_id, timeout=config.request_timeout)
+        replicator = Replicator(node.node_id, config, service, peers, shard_map, node.metrics, node.log,
+                                node.nursery, node.offload,
+                                frame_budget(endpoint.transport.max_frame_size, endpoint.codec.overhead))
         owner.hooks = replicator
         service.replication = replicator
         service.request_timeout = config.request_timeout

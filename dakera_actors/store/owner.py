@@ -26,10 +26,10 @@ from prometheus_client.registry import Collector
 from ..api.errors import ApiError
 from ..log import get_logger
 from ..metrics import NodeMetrics
-from ..replication.core import feed
+from ..replication.tail import feed
 from ..runtime import Actor, BatchActor, Request
 from ..wal import record as walrecord
-from ..wal.actor import WalActor, disk_call
+from ..wal.actor import Entry, WalActor, disk_call
 from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
 from .shard import FrozenShard, ShardSet, image, record_contents
@@ -64,9 +64,9 @@ class Committed:
 
 @attrs.frozen
 class Replicate:
-    """Records a primary sent, applied here in its order: ``(shard, op, body, ts, seq, epoch)``."""
+    """Records a primary sent, logged and applied here in its order (each keeps its seq and epoch)."""
 
-    entries: list[tuple[int, str, Any, float, int, int]]
+    records: list[WalRecord]
 
 
 @attrs.frozen
@@ -140,10 +140,10 @@ class ShardOwner(BatchActor):
         committed: Committed = await self.ask(Write(entries, ts), timeout=WRITE_TIMEOUT)
         return committed
 
-    async def replicate(self, entries: list[tuple[int, str, Any, float, int, int]]) -> int:
+    async def replicate(self, records: list[WalRecord]) -> int:
         """Log and apply a primary's records (in order, from the shard's current seq on); returns
         how many were new."""
-        applied: int = await self.ask(Replicate(entries), timeout=WRITE_TIMEOUT)
+        applied: int = await self.ask(Replicate(records), timeout=WRITE_TIMEOUT)
         return applied
 
     async def install(self, install: Install) -> None:
@@ -174,7 +174,7 @@ class ShardOwner(BatchActor):
     async def handle_batch(self, batch: list[Request]) -> None:
         """One durable batch: primary writes get the next seqs of their shards; replicated records
         keep theirs (those already here or out of order are dropped); installs go in whole."""
-        entries: list[tuple[Any, ...]] = []
+        entries: list[Entry] = []
         answers: list[tuple[Request, int, int]] = []  # (request, first entry, entry count)
         next_seq: dict[int, int] = {}
         epoch = self.hooks.epoch() if self.hooks is not None else 0
@@ -193,14 +193,15 @@ class ShardOwner(BatchActor):
                                       retry_after=1))
                     continue
                 start = len(entries)
-                entries.extend((shard, op, body, msg.ts, seq_after(shard), epoch) for shard, op, body in msg.entries)
+                entries.extend(WalRecord(0, shard, op, body, msg.ts, seq_after(shard), epoch)
+                               for shard, op, body in msg.entries)
                 answers.append((req, start, len(msg.entries)))
             elif isinstance(msg, Replicate):
                 start = len(entries)
-                for shard, op, body, ts, seq, rec_epoch in msg.entries:
-                    if seq == next_seq.get(shard, self.shards.shard(shard).seq) + 1:
-                        next_seq[shard] = seq
-                        entries.append((shard, op, body, ts, seq, rec_epoch))
+                for record in msg.records:
+                    if record.seq == next_seq.get(record.shard, self.shards.shard(record.shard).seq) + 1:
+                        next_seq[record.shard] = record.seq
+                        entries.append(record)  # logged as it came (the log gives it its own LSN)
                 answers.append((req, start, len(entries) - start))
             elif isinstance(msg, Install):
                 start = len(entries)
@@ -225,7 +226,8 @@ class ShardOwner(BatchActor):
             msg = req.message
             if isinstance(msg, Write):
                 last = entries[start + count - 1]
-                req.reply(Committed(results[start:start + count], last[4]))
+                assert isinstance(last, WalRecord)
+                req.reply(Committed(results[start:start + count], last.seq))
             elif isinstance(msg, Replicate):
                 req.reply(count)
             else:
@@ -233,7 +235,7 @@ class ShardOwner(BatchActor):
         if self._since_checkpoint >= self.checkpoint_records:
             await self._checkpoint()
 
-    async def _commit(self, entries: list[tuple[Any, ...]]) -> list[Any]:
+    async def _commit(self, entries: list[Entry]) -> list[Any]:
         records = await self.wal.append(entries)
         self._since_checkpoint += len(records)
         results = []

@@ -25,7 +25,7 @@ from .shard import ShardSet, Tokenizer
 
 if TYPE_CHECKING:
     from ..replication.actor import Replicator
-    from ..replication.core import ShardTail
+    from ..replication.tail import ShardTail
     from .owner import ShardOwner
 
 

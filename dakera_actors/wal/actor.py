@@ -21,10 +21,9 @@ import trio
 from ..metrics import NodeMetrics
 from ..runtime import BatchActor, Request
 from .memory import WalLog
-from .record import WalRecord
+from .record import Entry, WalRecord
 
 T = TypeVar("T")
-Entry = tuple[Any, ...]  # (shard, op, body, ts[, seq, epoch])
 APPEND_TIMEOUT = 120.0  # a disk that takes this long for one fsync is a failed disk
 
 

@@ -52,13 +52,13 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from dakera_actors.log import EventLogger, get_logger
 
-from .record import SearchExhausted, StopReason, WalRecord, encode_record, find_record, scan
+from .record import Entry, SearchExhausted, StopReason, WalRecord, encode_record, find_record, numbered, scan
 
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 SEGMENT_SUFFIX: Final = ".wal"
@@ -462,15 +462,15 @@ class WriteAheadLog:
         """The LSN of the newest appended record (0 for an empty log); it may not be synced yet."""
         return self._last_lsn
 
-    def append(self, entries: Sequence[tuple[Any, ...]]) -> list[WalRecord]:
-        """Log ``(shard, op, body, ts[, seq, epoch])`` entries under consecutive LSNs; not durable until :meth:`sync`.
+    def append(self, entries: Sequence[Entry]) -> list[WalRecord]:
+        """Log records (or ``(shard, op, body, ts[, seq, epoch])`` entries) under consecutive LSNs; not durable until :meth:`sync`.
 
         Every entry is encoded before anything is written, so a body that cannot be encoded
         (``TypeError``/``ValueError``) leaves the log untouched.
         """
         self._check_usable()
         first = self._last_lsn + 1
-        records = [WalRecord(first + i, *entry) for i, entry in enumerate(entries)]
+        records = [numbered(entry, first + i) for i, entry in enumerate(entries)]
         frames = [encode_record(rec) for rec in records]
         if not records:
             return records

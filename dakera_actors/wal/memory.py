@@ -39,7 +39,7 @@ import msgpack
 from dakera_actors.log import EventLogger, get_logger
 
 from .log import RecoveryReport, SegmentInfo, WalFailedError, WriteAheadLog, segment_name
-from .record import HEADER_SIZE, WalRecord, decode_payload, encode_record
+from .record import HEADER_SIZE, Entry, WalRecord, decode_payload, encode_record, numbered
 from .snapshot import _MAX_LSN, _MAX_SHARD, SnapshotStore, _unpack, snapshot_name
 
 DEFAULT_SEGMENT_RECORDS: Final = 1024
@@ -145,14 +145,14 @@ class MemoryLog:
         self._wal.synced = 0
         self._wal.empty_segment = True
 
-    def append(self, entries: Sequence[tuple[Any, ...]]) -> list[WalRecord]:
-        """Log ``(shard, op, body, ts[, seq, epoch])`` entries under consecutive LSNs; lost on a crash until :meth:`sync`.
+    def append(self, entries: Sequence[Entry]) -> list[WalRecord]:
+        """Log records (or ``(shard, op, body, ts[, seq, epoch])`` entries) under consecutive LSNs; lost on a crash until :meth:`sync`.
 
         Every entry is encoded first, so a body that cannot be encoded leaves the disk untouched.
         """
         self._check_usable()
         first = self.last_lsn + 1
-        records = [WalRecord(first + i, *entry) for i, entry in enumerate(entries)]
+        records = [numbered(entry, first + i) for i, entry in enumerate(entries)]
         frames = [encode_record(rec) for rec in records]
         self._wal.frames.extend(frames)
         return records

@@ -54,6 +54,18 @@ class WalRecord:
     epoch: int = 0
 
 
+#: what a log appends: a record (its ``lsn`` is the log's to give: a replicated record arrives
+#: with none), or a ``(shard, op, body, ts[, seq, epoch])`` tuple
+Entry = WalRecord | tuple[Any, ...]
+
+
+def numbered(entry: Entry, lsn: int) -> WalRecord:
+    """``entry`` as the record logged under ``lsn``."""
+    if isinstance(entry, WalRecord):
+        return attrs.evolve(entry, lsn=lsn)
+    return WalRecord(lsn, *entry)
+
+
 class RecordError(ValueError):
     """A payload that is not a valid record (raised by :func:`decode_payload`)."""
 

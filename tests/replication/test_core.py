@@ -1,4 +1,4 @@
-"""The replication core, pure: tails, fetch decisions, acknowledgements, lag."""
+"""The replication toolbox, pure: tails, fetch decisions, acknowledgements, lag."""
 
 from __future__ import annotations
 
@@ -7,27 +7,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dakera_actors.replication.core import (
-    ShardProgress,
-    ShardTail,
-    TailEntry,
-    decide,
-    feed,
-    is_prefix,
-    needed,
-)
+from dakera_actors.replication.progress import ShardProgress, needed
+from dakera_actors.replication.tail import ShardTail, decide, feed, is_prefix, replaces
 from dakera_actors.wal.record import WalRecord
 from dakera_actors.wirebounds import epoch_of
 
 
-def entry(seq: int, epoch: int = 7, at: float = 0.0) -> TailEntry:
-    return TailEntry(seq, epoch, "put", {"n": seq}, 1.0, at)
+def entry(seq: int, epoch: int = 7) -> WalRecord:
+    return WalRecord(seq, 0, "put", {"n": seq}, 1.0, seq=seq, epoch=epoch)
 
 
 def tail_of(*seqs: int, epoch: int = 7, limit: int = 100) -> ShardTail:
     tail = ShardTail(limit)
     for seq in seqs:
-        tail.append(entry(seq, epoch))
+        tail.append(entry(seq, epoch), 0.0)
     return tail
 
 
@@ -49,9 +42,9 @@ def test_tail_keeps_the_newest_and_remembers_what_came_before() -> None:
 
 def test_tail_ignores_replays_and_marks_a_gap_unknown() -> None:
     tail = tail_of(1, 2, 3)
-    tail.append(entry(2))
+    tail.append(entry(2), 0.0)
     assert tail.last == (7, 3) and len(tail.entries) == 3
-    tail.append(entry(6))
+    tail.append(entry(6), 0.0)
     assert tail.base == (-1, 5) and tail.last == (7, 6)
     assert decide(tail, (7, 5)) == "snapshot"  # nobody's record 5 matches an unknown one
 
@@ -75,7 +68,7 @@ def test_a_diverged_replica_is_replaced_only_by_a_newer_history() -> None:
     new = ShardTail(100)
     new.reset((5, 100))
     for seq in (101, 102, 103):
-        new.append(entry(seq, epoch=9))
+        new.append(entry(seq, epoch=9), 0.0)
     assert decide(new, (5, 105)) == "snapshot"  # (9, 103) > (5, 105): ours is newer
     assert decide(new, (5, 100)) == "records"  # the common prefix
     # the promoted copy has written nothing yet: the returning one keeps its extra records
@@ -107,13 +100,14 @@ def test_needed_refuses_an_unknown_mode() -> None:
 def test_progress_counts_acks_and_measures_lag_from_the_oldest_missing_record() -> None:
     tail = ShardTail(100)
     for seq, at in ((1, 10.0), (2, 11.0), (3, 12.5)):
-        tail.append(entry(seq, at=at))
+        tail.append(entry(seq), at)
     progress = ShardProgress()
     progress.assign(["b", "c"], now=9.0)
-    assert progress.count(1) == 1
+    assert progress.count(1, ["a", "b", "c"]) == 1
     assert progress.ack("b", 2, tail.last[1], now=13.0)
     assert not progress.ack("b", 1, tail.last[1], now=13.1)  # old news
-    assert progress.count(2) == 2 and progress.count(3) == 1
+    assert progress.count(2, ["a", "b", "c"]) == 2 and progress.count(3, ["a", "b", "c"]) == 1
+    assert progress.count(2, ["a", "c"]) == 1  # b is not counted (a learner, or marked down)
     assert progress.lag("b", tail, now=14.0) == (1, pytest.approx(1.5))  # record 3 at 12.5
     assert progress.lag("c", tail, now=14.0) == (3, pytest.approx(4.0))  # record 1 at 10.0
     assert not progress.ack("stranger", 3, 3, now=14.0)
@@ -147,12 +141,12 @@ def test_a_replica_following_decisions_always_ends_equal(epochs: list[int], limi
     """Whatever the primary wrote and however short its tail, a replica that applies what
     decide() says (records, or a whole copy) ends at the primary's position."""
     primary = ShardTail(limit)
-    history: list[TailEntry] = []
+    history: list[WalRecord] = []
     epoch = 1
     for seq, bump in enumerate(epochs, start=1):
         epoch += bump
         e = entry(seq, epoch)
-        primary.append(e)
+        primary.append(e, 0.0)
         history.append(e)
     replica: tuple[int, int] = (0, 0)
     for _ in range(len(history) + 2):
@@ -172,3 +166,8 @@ def test_a_replica_following_decisions_always_ends_equal(epochs: list[int], limi
 def test_entries_are_immutable() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         entry(1).seq = 2  # type: ignore[misc]
+
+
+def test_a_whole_copy_replaces_only_an_older_history() -> None:
+    assert replaces((7, 10), (7, 9)) and replaces((8, 1), (7, 9))
+    assert not replaces((7, 9), (7, 9)) and not replaces((6, 20), (7, 9))

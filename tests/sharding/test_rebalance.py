@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dakera_actors.replication.status import ReplicaStatus, ShardStatus
 from dakera_actors.sharding.placement import plan
 from dakera_actors.sharding.rebalance import TransferWatch, moves, read_round, settled, step, transferring
 
@@ -125,14 +126,18 @@ def test_transfer_watch_counts_time_without_progress() -> None:
     assert watch.stalled(180.0, 60.0) == set() and watch.stalled(181.0, 60.0) == {(0, "c")}
 
 
+def row(shard: int, healthy: int, count: int, *replicas: ReplicaStatus) -> ShardStatus:
+    return ShardStatus(shard, 0, 0, healthy, count, list(replicas))
+
+
 def test_read_round_believes_only_the_primary_and_applies_the_lag_rule() -> None:
     pending = {1: ["c"], 2: ["d"], 3: ["e"], 4: ["f"]}
     owners = {1: "a", 2: "a", 3: "b", 4: "x"}
-    replies = {
-        "a": [[1, 0, 0, 1, 2, [["b", 0, True, 9, 0], ["c", 0, True, 9, 0]]],  # c: nothing missing
-              [2, 0, 0, 1, 2, [["d", 3, True, 6, 40]]],  # d: 3 records behind, but only 40 ms
-              [3, 0, 0, 1, 2, [["e", 0, True, 9, 0]]]],  # shard 3 is b's: a's word does not count
-        "b": [[3, 0, 0, 0, 1, []]],  # b still taking shard 3 over: no per-replica rows yet
+    replies: dict[str, list[ShardStatus] | str] = {
+        "a": [row(1, 1, 2, ReplicaStatus("b", 0, True, 9, 0), ReplicaStatus("c", 0, True, 9, 0)),  # c: nothing missing
+              row(2, 1, 2, ReplicaStatus("d", 3, True, 6, 40)),  # d: 3 records behind, but only 40 ms
+              row(3, 1, 2, ReplicaStatus("e", 0, True, 9, 0))],  # shard 3 is b's: a's word does not count
+        "b": [row(3, 0, 1)],  # b still taking shard 3 over: no per-replica rows yet
         "x": "unreachable: no route",
     }
     found = read_round(pending, owners.get, replies, caught_lag_ms=500)
@@ -144,10 +149,11 @@ def test_read_round_believes_only_the_primary_and_applies_the_lag_rule() -> None
 
 def test_read_round_never_counts_a_silent_or_far_behind_learner() -> None:
     pending = {0: ["c", "d", "e"]}
-    rows = [[0, 0, 0, 1, 4, [["c", 0, False, 5, 0], ["d", 2, True, 3, 501], ["e", 0, True, 5]]]]
+    rows = [row(0, 1, 4, ReplicaStatus("c", 0, False, 5, 0), ReplicaStatus("d", 2, True, 3, 501),
+                ReplicaStatus("e", 0, True, 5, 0))]
     found = read_round(pending, lambda s: "a", {"a": rows}, caught_lag_ms=500)
     assert found.caught == {(0, "e")}  # c has not fetched lately; d lags by more than the limit
-    assert found.acked == {(0, "d"): 3, (0, "e"): 5}  # e's row is from an older node: no lag field
+    assert found.acked == {(0, "d"): 3, (0, "e"): 5}
 
 
 def test_a_down_primary_is_replaced_even_while_its_shard_waits_for_a_learner() -> None:

@@ -62,7 +62,7 @@ async def test_a_pulled_map_newer_by_version_under_an_old_token_is_refused(autoj
         leader, receiver, current, newer = await deposed_leader_and_receiver(cluster)
         cluster.node(leader).shard_map.view.set(newer)  # type: ignore[union-attr]  # what it serves to a pull
         await cluster.node(receiver).shard_map.catch_up(  # type: ignore[union-attr]
-            cluster.address(leader), newer.version, timeout=5)
+            leader, newer.version, timeout=5)
         assert_unchanged(cluster, receiver, current)
 
 

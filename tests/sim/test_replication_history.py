@@ -52,9 +52,10 @@ KNOWN: dict[tuple[int, int, int, str, int], str] = {
     (4, 5, 3, "quorum", 1): "a read through a node just restarted on an old stored map answered 404 for a "
                             "memory acknowledged 1.8 s before the read began (drain+kill; once in 7 runs)",
     # outside the default 16: REPLICATION_SCHEDULES=25 and more
-    **{(25, 3, 2, ack, 1): "after a drain, then a primary killed right after an ack and restarted, the "
-                           "leader's next map (clearing its down mark) gives 9 shards one copy of 2, its own "
-                           "check refuses it (shard_map_step_refused) and the node stays down in the map"
+    **{(25, 3, 2, ack, 1): "a drain with the other node killed (one live copy per shard), then a primary "
+                           "killed right after an ack and restarted: acknowledged updates and forgets are "
+                           "undone at the end (final reads older than acknowledged). (The map that got stuck "
+                           "here, one copy of 2 refused by the leader's own check, is fixed: rebalance.step)"
        for ack in ("quorum", "all")},
 }
 #: a healthy schedule acknowledges most writes (92-100% over the first 48 schedules: writes

@@ -6,9 +6,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from dakera_actors.replication.core import TailEntry
 from dakera_actors.store.shard import shard_of
 from dakera_actors.testing import open_cluster
+from dakera_actors.wal.record import WalRecord
 
 from ..waiting import eventually
 from .test_replication import agent_on, image, one_map, replicas_equal_primaries, settled, store
@@ -34,8 +34,8 @@ async def test_a_record_with_an_unknown_op_is_refused_before_the_wal(autojump_cl
         primary = cluster.node("node-1")
         tail = primary.memory.tails[shard]  # type: ignore[union-attr]
         epoch, seq = tail.last
-        tail.append(TailEntry(seq + 1, epoch, "bogus", {"x": 1}, 0.0, trio.current_time()))
-        tail.append(TailEntry(seq + 2, epoch, "put", {"m": {}, "v": b""}, 0.0, trio.current_time()))
+        tail.append(WalRecord(0, shard, "bogus", {"x": 1}, 0.0, seq + 1, epoch), trio.current_time())
+        tail.append(WalRecord(0, shard, "put", {"m": {}, "v": b""}, 0.0, seq + 2, epoch), trio.current_time())
         primary.replicator._notify()  # type: ignore[union-attr]
         await eventually(lambda: refused(cluster, replica) >= 1, timeout=10)
         assert image(cluster, replica, shard)[0] == (epoch, seq)  # neither applied nor logged

@@ -77,9 +77,9 @@ async def test_a_stale_map_is_refused_by_every_node(autojump_clock: MockClock) -
 
 async def test_a_node_behind_the_gossiped_header_pulls_the_map(autojump_clock: MockClock,
                                                                monkeypatch: object) -> None:
-    import dakera_actors.sharding.actor as actor_module
+    import dakera_actors.sharding.leader as leader_module
 
-    monkeypatch.setattr(actor_module, "RESEND", 1e9)  # type: ignore[attr-defined]  # no re-sends
+    monkeypatch.setattr(leader_module, "RESEND", 1e9)  # type: ignore[attr-defined]  # no re-sends
     async with open_cluster(3, seed=4) as cluster:
         await eventually(lambda: one_map(cluster) is not None, timeout=30)
         current = one_map(cluster)

@@ -15,6 +15,7 @@ from dakera_actors.store.engine import start_storage
 from dakera_actors.store.model import Memory
 from dakera_actors.store.owner import Install
 from dakera_actors.wal.memory import SimDisk
+from dakera_actors.wal.record import WalRecord
 
 from ..wal.test_memory_disk import FakeNode, no_threads  # noqa: F401 - a fixture
 
@@ -40,7 +41,8 @@ async def test_replicated_records_apply_in_order_and_survive_a_restart(autojump_
         assert node.memory is not None
         shards, owner = node.memory.shards, node.memory.owner
         shard = shards.shard_of("a")
-        put = lambda mid, seq: (shard, "put", {"m": memory_record(mid)[0], "v": memory_record(mid)[1]}, 1.0, seq, 7)  # noqa: E731
+        put = lambda mid, seq: WalRecord(0, shard, "put", {"m": memory_record(mid)[0], "v": memory_record(mid)[1]},  # noqa: E731
+                                         1.0, seq, 7)
         assert await owner.replicate([put("m1", 1), put("m2", 2)]) == 2
         assert await owner.replicate([put("m2", 2), put("m4", 4)]) == 0  # a repeat, then a gap: nothing
         assert await owner.replicate([put("m3", 3)]) == 1

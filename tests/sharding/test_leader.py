@@ -1,0 +1,340 @@
+"""The shard-map leader's scheduling, pure: when it plans, pushes, polls, reports and gives up."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+from dakera_actors.membership.member import Member, MemberState
+from dakera_actors.sharding.leader import (
+    Abandoned,
+    AnnounceHeader,
+    Broadcast,
+    LeaderTiming,
+    Log,
+    MapLeader,
+    Poll,
+    Recompute,
+    position_asks,
+    promotion_order,
+)
+from dakera_actors.sharding.shardmap import ShardMap, acceptable
+
+TIMING = LeaderTiming(settle=0.2, poll=0.5, resend=5.0, waiting_report=10.0, caught_up_lag_ms=500)
+
+
+@attrs.frozen
+class View:
+    leader: str | None
+    token: int
+    is_self: bool
+
+
+LEADS = View("a", 1, True)
+
+
+def member(id: str, state: MemberState = MemberState.ALIVE, *, since: float = 0.0,
+           maintenance: bool = False) -> Member:
+    return Member(id=id, address=f"addr-{id}", api="", incarnation=1, state=state,
+                  meta={"maintenance": True} if maintenance else {}, since=since)
+
+
+def alive(*ids: str) -> list[Member]:
+    return [member(i) for i in ids]
+
+
+def core(shards: int = 4, rf: int = 2, **kwargs: Any) -> MapLeader:
+    return MapLeader("a", shards=shards, rf=rf, timing=TIMING, **kwargs)
+
+
+def kinds(effects: list[Any]) -> list[type]:
+    return [type(e) for e in effects]
+
+
+def plans(effects: list[Any]) -> list[Recompute]:
+    return [e for e in effects if isinstance(e, Recompute)]
+
+
+def status(shard: int, *replicas: tuple[str, int, bool, int]) -> list[Any]:
+    """A primary's status row for ``shard``: replicas as (member, behind, fetched, acked); one
+    that is behind is a minute behind."""
+    return [shard, 0, 0, len(replicas), len(replicas),
+            [[m, behind, fresh, acked, 60_000 if behind else 0] for m, behind, fresh, acked in replicas]]
+
+
+def run(leader: MapLeader, until: float) -> list[Any]:
+    """Fire every timer due up to ``until``, in order, as the actor does; returns their effects."""
+    effects: list[Any] = []
+    while leader.next_deadline() <= until:
+        effects += leader.tick(leader.next_deadline())
+    return effects
+
+
+def leading(leader: MapLeader, now: float = 0.0) -> ShardMap:
+    """Make ``leader`` lead and install its first map; returns that map."""
+    assert kinds(leader.on_lease(LEADS, now)) == [Recompute]
+    proposal = leader.propose({}, now)
+    assert proposal is not None
+    leader.installed(proposal.map, now)
+    return proposal.map
+
+
+def transferring_map(token: int = 1, version: int = 5) -> ShardMap:
+    """One shard, two counted copies on a and b, c filling as a learner."""
+    return ShardMap(token=token, version=version, rf=2, placement=[["a", "b", "c"]], since=[1], width=2)
+
+
+def test_gaining_the_lease_plans_at_once_then_pushes_and_announces() -> None:
+    leader = core()
+    assert leader.on_members(alive("a", "b", "c"), 0.0) == []  # not leading: nothing to plan
+    assert leader.next_deadline() == math.inf
+    effects = leader.on_lease(LEADS, 1.0)
+    assert effects == [Recompute(ask={}, only=None)]
+    proposal = leader.propose({}, 1.0)
+    assert proposal is not None and proposal.map.token == 1 and proposal.map.version == 1
+    assert leader.installed(proposal.map, 1.0) == [Broadcast(proposal.map, ("b", "c")), AnnounceHeader(1, 1)]
+    # the same lease again (a renewal) plans nothing
+    assert leader.on_lease(LEADS, 2.0) == []
+    # the map is re-sent every resend period
+    assert leader.next_deadline() == 1.0 + TIMING.poll
+    assert leader.tick(1.0 + TIMING.poll) == []  # no learners: no poll
+    assert leader.tick(1.0 + TIMING.resend) == [Broadcast(proposal.map, ("b", "c"))]
+    assert leader.next_deadline() == 1.0 + 2 * TIMING.resend
+
+
+def test_a_new_token_restamps_the_map_and_resumes_transfers() -> None:
+    leader = core(shards=1)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    leader.installed(transferring_map(), 0.0)  # installed before this node led
+    effects = leader.on_lease(View("a", 2, True), 1.0)
+    assert kinds(effects) == [Recompute]  # at once: the map must carry the new token
+    proposal = leader.propose({}, 1.0)
+    assert proposal is not None and proposal.map.token == 2
+    assert leader.tick(1.0 + TIMING.poll) == [Poll(("a",))]  # and the learner is polled
+
+
+def test_a_burst_of_member_changes_makes_one_map() -> None:
+    leader = core()
+    leader.on_members(alive("a", "b"), 0.0)
+    leading(leader)
+    run(leader, 9.9)
+    assert leader.on_members(alive("a", "b", "c"), 10.0) == []
+    assert leader.on_members(alive("a", "b", "c", "d"), 10.1) == []
+    assert leader.eligible == ("a", "b", "c", "d")
+    assert plans(run(leader, 10.1)) == []
+    assert len(plans(run(leader, 10.0 + TIMING.settle))) == 1  # one plan for the burst
+    assert plans(run(leader, 10.5)) == []
+    # news that changes nothing plans nothing
+    assert leader.on_members(alive("a", "b", "c", "d"), 11.0) == []
+    assert plans(run(leader, 14.9)) == []
+
+
+def test_a_dead_member_is_kept_within_its_grace_then_dropped() -> None:
+    leader = core(shards=4, rf=2, grace=30.0)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    first = leading(leader)
+    assert "c" in first.members()
+    run(leader, 9.9)
+    leader.on_members([*alive("a", "b"), member("c", MemberState.DEAD, since=10.0)], 10.0)
+    assert (leader.eligible, leader.keep) == (("a", "b"), ("c",))
+    assert len(plans(run(leader, 10.0 + TIMING.settle))) == 1
+    kept = leader.propose({}, 10.2)
+    assert kept is not None and kept.map.down == ["c"] and "c" in kept.map.members()
+    leader.installed(kept.map, 10.2)
+    assert plans(run(leader, 39.9)) == []
+    assert leader.keep == ("c",)
+    run(leader, 40.0)  # the grace is over: c is no longer kept
+    assert (leader.eligible, leader.keep) == (("a", "b"), ())
+    assert len(plans(run(leader, 40.0 + TIMING.settle))) == 1
+    target = leader.rebalance(True, None, 40.2)
+    assert target is not None and target.plan and all("c" not in move["to"] for move in target.plan)
+    dropped = leader.propose({}, 40.2)
+    assert dropped is not None and dropped.map.down == []
+    # c's copies are being replaced: each shard it holds gets a new copy filling as a learner
+    assert all(len(c) > dropped.map.counted for c in dropped.map.placement if "c" in c)
+
+
+def test_a_member_in_maintenance_is_drained_not_dropped() -> None:
+    leader = core(shards=4, rf=2)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    first = leading(leader)
+    run(leader, 4.9)
+    leader.on_members([*alive("a", "b"), member("c", maintenance=True)], 5.0)
+    assert (leader.eligible, leader.draining, leader.keep) == (("a", "b"), ("c",), ())
+    assert len(plans(run(leader, 5.0 + TIMING.settle))) == 1
+    step = leader.propose({}, 5.2)
+    assert step is not None and step.map.learners_any()
+    # c's copies stay while their replacements fill as learners: nothing is dropped at once
+    for shard, copies in enumerate(first.placement):
+        assert set(copies) <= set(step.map.placement[shard]), (copies, step.map.placement[shard])
+
+
+def test_a_caught_up_learner_is_flipped_at_once() -> None:
+    leader = core(shards=1)
+    leader.on_members([*alive("a", "c"), member("b", maintenance=True)], 0.0)
+    leader.on_lease(LEADS, 0.0)
+    leader.installed(transferring_map(), 0.0)
+    assert leader.tick(TIMING.poll) == [Poll(("a",))]
+    assert leader.tick(2 * TIMING.poll) == []  # one round in flight at a time
+    replies = {"a": [status(0, ("b", 0, True, 7), ("c", 3, True, 4))]}
+    assert kinds(leader.on_round(replies, 1.1)) == []  # c is still behind
+    assert leader.caught == set()
+    replies = {"a": [status(0, ("b", 0, True, 7), ("c", 0, True, 7))]}
+    assert leader.tick(1.1) == []  # due again only after the poll period
+    assert leader.tick(1.6) == [Poll(("a",))]
+    effects = leader.on_round(replies, 1.7)
+    assert kinds(effects) == [Recompute] and leader.caught == {(0, "c")}
+    flip = leader.propose({}, 1.7)
+    assert flip is not None and flip.map.placement == [["a", "c"]]
+
+
+def test_a_primary_that_does_not_answer_is_reported_waiting_then_abandoned_and_retried() -> None:
+    leader = core(shards=1, transfer_timeout=30.0)
+    leader.on_members([*alive("a", "c"), member("b", maintenance=True)], 0.0)
+    leader.on_lease(LEADS, 0.0)
+    leader.installed(transferring_map(), 0.0)
+    now, logged, abandoned = 0.0, list[Log](), list[Abandoned]()
+    while not abandoned:
+        now += TIMING.poll
+        if Poll(("a",)) in leader.tick(now):
+            effects = leader.on_round({"a": "member a did not answer"}, now)
+            logged += [e for e in effects if isinstance(e, Log)]
+            abandoned += [e for e in effects if isinstance(e, Abandoned)]
+        assert now < 100
+    assert now >= 30.0 and abandoned == [Abandoned(((0, "c"),))]
+    waiting = [e for e in logged if e.event == "transfer_waiting"]
+    assert waiting and waiting[0].fields["primary_says"] == "member a did not answer"
+    assert len(waiting) == 3  # every waiting_report seconds, not every round
+    assert [e.event for e in logged if e.level == "warning"] == ["transfer_stalled"]
+    assert leader.stalled == {(0, "c")}
+    dropped = leader.propose({}, now)
+    assert dropped is not None and dropped.map.placement == [["a", "b"]]  # the learner leaves the map
+    assert kinds(leader.installed(dropped.map, now)) == [Broadcast, AnnounceHeader]
+    assert leader.stalled == set()
+    again = leader.propose({}, now + 1)
+    assert again is not None and again.map.placement == [["a", "b", "c"]]  # and the transfer starts afresh
+
+
+def test_progress_keeps_a_slow_transfer_alive() -> None:
+    leader = core(shards=1, transfer_timeout=30.0)
+    leader.on_members([*alive("a", "c"), member("b", maintenance=True)], 0.0)
+    leader.on_lease(LEADS, 0.0)
+    leader.installed(transferring_map(), 0.0)
+    now, acked = 0.0, 0
+    while now < 100:
+        now += TIMING.poll
+        if Poll(("a",)) in leader.tick(now):
+            acked += 1
+            effects = leader.on_round({"a": [status(0, ("b", 0, True, 900), ("c", 500, True, acked))]}, now)
+            assert not any(isinstance(e, Abandoned | Log) for e in effects)
+
+
+def test_when_transfers_finish_the_leader_plans_once_more() -> None:
+    leader = core(shards=1)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    leader.on_lease(LEADS, 0.0)
+    leader.installed(transferring_map(version=5), 0.0)
+    leader.tick(0.0)  # the plan of the new leader (not carried out here)
+    done = ShardMap(token=1, version=6, rf=2, placement=[["a", "c"]], since=[1], width=2)
+    leader.installed(done, 0.1)
+    assert leader.next_deadline() == 0.1 + TIMING.settle
+    assert kinds(leader.tick(0.1 + TIMING.settle)) == [Recompute]
+    leader.installed(attrs.evolve(done, version=7), 0.4)
+    assert plans(run(leader, 4.0)) == []  # once, not after every map
+
+
+def test_a_node_that_does_not_lead_does_nothing() -> None:
+    leader = core(shards=1)
+    assert leader.on_lease(View("b", 3, False), 0.0) == []
+    assert leader.on_members([*alive("a", "b"), member("c", MemberState.DEAD, since=0.0)], 0.0) == []
+    assert leader.installed(transferring_map(), 0.0) == []
+    for t in (0.2, 0.5, 5.0, 30.0, 60.0):
+        assert leader.tick(t) == []
+    assert leader.on_round({"a": [status(0, ("c", 0, True, 7))]}, 61.0) == []
+    assert leader.propose({}, 61.0) is None
+    assert leader.rebalance(True, None, 61.0) is None
+
+
+def test_losing_the_lease_stops_resends_and_rounds() -> None:
+    leader = core(shards=1)
+    leader.on_members([*alive("a", "c"), member("b", maintenance=True)], 0.0)
+    leader.on_lease(LEADS, 0.0)
+    leader.installed(transferring_map(), 0.0)
+    assert leader.tick(TIMING.poll) == [Poll(("a",))]
+    assert leader.on_lease(View("b", 2, False), 0.6) == []
+    assert leader.on_round({"a": [status(0, ("c", 0, True, 7))]}, 0.7) == []  # a late round is ignored
+    assert leader.tick(100.0) == []
+    assert leader.next_deadline() == math.inf
+
+
+def test_rebalance_dry_run_plans_without_moving_and_a_real_one_steps_limited() -> None:
+    leader = core(shards=4, rf=2)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    leading(leader)
+    leader.on_members(alive("a", "b", "c", "d"), 1.0)
+    dry = leader.rebalance(True, None, 1.0)
+    assert dry is not None and dry.plan and dry.effects == ()
+    assert all(move["to"] != move["from"] for move in dry.plan)
+    shard = dry.plan[0]["shard"]
+    limited = leader.rebalance(True, {shard}, 1.0)
+    assert limited is not None and [m["shard"] for m in limited.plan] == [shard]
+    real = leader.rebalance(False, {shard}, 1.0)
+    assert real is not None and real.effects == (Recompute(ask={}, only=frozenset({shard})),)
+    step = leader.propose({}, 1.0, only={shard})
+    assert step is not None
+    assert all(step.map.placement[s][:1] == leading_copies(leader, s) for s in range(4) if s != shard)
+    # the plan the members' change asked for stays due
+    assert plans(run(leader, 1.0 + TIMING.settle)) == [Recompute(ask={}, only=None)]
+
+
+def leading_copies(leader: MapLeader, shard: int) -> list[str]:
+    assert leader.map is not None
+    return leader.map.placement[shard][:1]
+
+
+def test_orphaned_shards_promote_the_copy_with_the_newest_history() -> None:
+    placement = [["x", "a", "b"], ["a", "b", "x"], ["x", "b", "y"]]
+    assert position_asks(placement, ["a", "b"]) == {"a": [0], "b": [0]}  # shard 2 has one survivor
+    positions = {(0, "a"): (5, 10), (0, "b"): (5, 12)}
+    assert promotion_order(placement, ["a", "b"], positions) == [["b", "a", "x"], ["a", "b", "x"], ["b", "x", "y"]]
+    assert promotion_order(placement, ["a", "b"], {(0, "a"): (6, 1)})[0] == ["a", "b", "x"]  # epoch first
+    leader = core(shards=3, rf=3)
+    leader.on_members(alive("a", "b", "x"), 0.0)
+    leader.on_lease(LEADS, 0.0)
+    leader.installed(ShardMap(token=1, version=2, rf=3, placement=placement, since=[1, 1, 1], width=3), 0.0)
+    leader.on_members([*alive("a", "b"), member("x", MemberState.DEAD, since=1.0), member("y", MemberState.DEAD)], 1.0)
+    (recompute,) = leader.tick(1.0 + TIMING.settle)
+    assert recompute == Recompute(ask={"a": [0], "b": [0]}, only=None)
+    proposal = leader.propose(positions, 1.2)
+    assert proposal is not None and proposal.map.placement[0][0] == "b"
+    assert [e.event for e in proposal.effects if isinstance(e, Log)] == ["shards_promoting"]
+
+
+def test_a_refused_own_step_is_reported_and_not_sent() -> None:
+    leader = core()
+    leader.on_members(alive("a", "b"), 0.0)
+    leader.on_lease(LEADS, 0.0)
+    proposal = leader.propose({}, 0.0)
+    assert proposal is not None
+    (log,) = leader.refused(proposal.map, "stale token 1")
+    assert isinstance(log, Log) and log.level == "error" and log.event == "shard_map_step_refused"
+
+
+def test_a_shard_left_on_one_copy_of_two_gets_its_copy_back_whatever_else_transfers() -> None:
+    """Seed 25 of the history sim (3 nodes, RF 2): shards whose other copy was dropped while their
+    last one was down sit on that one member, marked down; once it is back (or its grace is over)
+    the next map must give them their second copy at once, or it is invalid (one copy of two) and
+    the leader's own check refuses every map from then on: the member stays down in the map."""
+    placement = [["n1"], ["n1"], ["n1"], ["n2", "n3"], ["n3", "n2"], ["n1"], ["n1"]]
+    stuck = ShardMap(token=2, version=18, rf=2, placement=placement, down=["n1"], since=[1] * 7, width=2)
+    for members in (alive("n1", "n2", "n3"), [*alive("n2", "n3"), member("n1", MemberState.DEAD, since=0.0)]):
+        leader = MapLeader("n2", shards=7, rf=2, grace=5.0, concurrency=2, timing=TIMING)
+        leader.on_members(members, 10.0)
+        leader.on_lease(View("n2", 2, True), 10.0)
+        leader.installed(stuck, 10.0)
+        proposal = leader.propose({}, 10.0)
+        assert proposal is not None
+        assert acceptable(stuck, proposal.map, shards=7) == []
+        assert all(len(c) >= 2 for c in proposal.map.placement)
