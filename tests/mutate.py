@@ -115,10 +115,10 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "quorum-moved-shard",
         "a primary whose shard the map moved away never counts itself as a copy of a quorum write",
-        "dakera_actors/replication/actor.py",
-        "            if shard not in self.live or self.me not in live:",
-        "            if False:",
-        ("tests/sim/test_replication_history.py",),
+        "dakera_actors/replication/core.py",
+        "        if shard not in self.live or self.me not in live:",
+        "        if False:",
+        ("tests/replication/test_core.py", "tests/sim/test_replication_history.py"),
     ),
     Mutation(
         "ack-mode-ignored",
@@ -160,7 +160,7 @@ MUTATIONS: list[Mutation] = [
         "replicated-record-unchecked",
         "a replicated record is validated before it is durable on the replica",
         "dakera_actors/replication/actor.py",
-        "                check_replicated(op, body, dim)",
+        "                check_replicated(record.op, record.body, dim)",
         "                pass",
         ("tests/sim/test_replication_hostile.py", "tests/store"),
     ),

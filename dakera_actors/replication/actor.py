@@ -156,9 +156,6 @@ class Replicator(Actor):
     def purgeable(self, shard: int) -> bool:
         return self.core.writable(shard)
 
-    def tail(self, shard: int) -> ShardTail:
-        return self.core.tails[shard]
-
     def committed(self, records: list[WalRecord]) -> None:
         self._notify()  # the owner has fed the tails: wake long-polling fetches and ack waiters
 
@@ -234,18 +231,21 @@ class Replicator(Actor):
                 if effect.peer not in self._fetchers:
                     self._fetchers[effect.peer] = trio.Lock()
                     self._nursery.start_soon(self._fetch_loop, effect.peer)
-            elif isinstance(effect, StartTakeover | Retake):
-                if isinstance(effect, Retake):
-                    self.log.warning("shard_retaking_from_newer_copy", shard=effect.shard, copy=effect.copy,
-                                     position=list(self.shards.shard(effect.shard).position))
-                else:
-                    self.log.info("shards_taking_over", shards=len(effect.shards),
-                                  map_version=self.core.map.version if self.core.map else 0)
-                if not self._takeover_running:
-                    self._takeover_running = True
-                    self._nursery.start_soon(self._takeover_loop)
+            elif isinstance(effect, StartTakeover):
+                self.log.info("shards_taking_over", shards=len(effect.shards),
+                              map_version=self.core.map.version if self.core.map else 0)
+                self._start_takeover()
+            elif isinstance(effect, Retake):
+                self.log.warning("shard_retaking_from_newer_copy", shard=effect.shard, copy=effect.copy,
+                                 position=list(effect.position))
+                self._start_takeover()
             elif isinstance(effect, HandoverConfirmed):
                 self.log.info("shard_handover_confirmed", shard=effect.shard)
+
+    def _start_takeover(self) -> None:
+        if not self._takeover_running:
+            self._takeover_running = True
+            self._nursery.start_soon(self._takeover_loop)
 
     # -- replica side: fetching --------------------------------------------------------
     async def _fetch_loop(self, peer: str) -> None:

@@ -1,173 +1,367 @@
-"""The replication toolbox, pure: tails, fetch decisions, acknowledgements, lag."""
+"""ReplicationCore, pure: roles on map changes, fetch verdicts, retakes, handovers, the takeover
+plan and verdict, acknowledgements, drop timers, lag and status. No Trio, no I/O: time and member
+states are arguments."""
 
 from __future__ import annotations
 
-import attrs
+import math
+
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from dakera_actors.replication.progress import ShardProgress, needed
-from dakera_actors.replication.tail import ShardTail, decide, feed, is_prefix, replaces
+from dakera_actors.membership.member import MemberState
+from dakera_actors.replication.core import (
+    DropCopy,
+    HandoverConfirmed,
+    ReplicationConfig,
+    ReplicationCore,
+    Retake,
+    StartFetching,
+    StartTakeover,
+)
+from dakera_actors.replication.messages import Positions
+from dakera_actors.replication.status import ReplicaStatus, ShardStatus
+from dakera_actors.replication.tail import ShardTail
+from dakera_actors.sharding.shardmap import ShardMap
 from dakera_actors.wal.record import WalRecord
-from dakera_actors.wirebounds import epoch_of
+
+ALIVE, SUSPECT, DEAD = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
+SHARDS = 4
 
 
-def entry(seq: int, epoch: int = 7) -> WalRecord:
-    return WalRecord(seq, 0, "put", {"n": seq}, 1.0, seq=seq, epoch=epoch)
+def smap(version: int, placement: list[list[str]], *, token: int = 1, down: list[str] | None = None,
+         since: list[int] | None = None, width: int = 0) -> ShardMap:
+    return ShardMap(token=token, version=version, rf=3, placement=placement, down=down or [],
+                    since=since if since is not None else [0] * len(placement), width=width)
 
 
-def tail_of(*seqs: int, epoch: int = 7, limit: int = 100) -> ShardTail:
-    tail = ShardTail(limit)
+def core(me: str = "a", **config: float) -> ReplicationCore:
+    return ReplicationCore(me, {s: ShardTail(100) for s in range(SHARDS)}, ReplicationConfig(**config))  # type: ignore[arg-type]
+
+
+def write(c: ReplicationCore, shard: int, *seqs: int, epoch: int = 7, at: float = 0.0) -> None:
     for seq in seqs:
-        tail.append(entry(seq, epoch), 0.0)
-    return tail
+        c.tails[shard].append(WalRecord(seq, shard, "put", {"n": seq}, 1.0, seq, epoch), at)
 
 
-def test_epochs_order_like_map_keys() -> None:
-    assert epoch_of(1, 9) < epoch_of(2, 1) < epoch_of(2, 2)
-    assert epoch_of(0, 0) == 0
+def live(c: ReplicationCore, m: ShardMap, now: float = 0.0) -> None:
+    """Install ``m`` and finish the takeover of every shard it gives ``c`` (nobody else has data)."""
+    c.on_map(m, now, held=set(), from_cluster=True)
+    plan = c.plan_takeover({member: ALIVE for member in m.members()})
+    if plan is not None:
+        verdict = c.takeover_sources(plan, {}, {s: (0, 0) for s in plan.shards})
+        c.finish_takeover(plan, verdict.ready)
 
 
-def test_tail_keeps_the_newest_and_remembers_what_came_before() -> None:
-    tail = tail_of(*range(1, 11), limit=4)
-    assert [e.seq for e in tail.entries] == [7, 8, 9, 10]
-    assert tail.base == (7, 6)
-    assert tail.last == (7, 10)
-    assert tail.epoch_at(6) == 7 and tail.epoch_at(10) == 7
-    assert tail.epoch_at(5) is None and tail.epoch_at(11) is None
-    assert [e.seq for e in tail.after(8, max_records=10)] == [9, 10]
-    assert [e.seq for e in tail.after(6, max_records=2)] == [7, 8]
+# -- roles on map changes ------------------------------------------------------------------------
+def test_a_new_primary_syncs_first_and_replicas_fetch_from_their_primaries() -> None:
+    c = core("a")
+    effects = c.on_map(smap(1, [["a", "b"], ["b", "a"], ["c", "a"], ["b", "c"]]), 0.0, held=set(), from_cluster=False)
+    assert c.syncing == {0} and c.live == set()
+    assert StartTakeover((0,)) in effects
+    assert {e.peer for e in effects if isinstance(e, StartFetching)} == {"b", "c"}
+    assert c.replicated_from("b") == [1] and c.replicated_from("c") == [2]
+    assert not c.writable(0) and c.taking_over(0)
+    assert not c.writable(1)  # not ours to write
 
 
-def test_tail_ignores_replays_and_marks_a_gap_unknown() -> None:
-    tail = tail_of(1, 2, 3)
-    tail.append(entry(2), 0.0)
-    assert tail.last == (7, 3) and len(tail.entries) == 3
-    tail.append(entry(6), 0.0)
-    assert tail.base == (-1, 5) and tail.last == (7, 6)
-    assert decide(tail, (7, 5)) == "snapshot"  # nobody's record 5 matches an unknown one
+def test_without_a_map_everything_is_writable() -> None:
+    c = core()
+    assert c.writable(0) and not c.taking_over(0) and c.epoch() == 0
+    assert c.ack_state(0, 5, "all").verdict == "satisfied"
 
 
-def test_decide_sends_records_to_a_replica_on_our_history() -> None:
-    tail = tail_of(1, 2, 3, 4)
-    assert decide(tail, (0, 0)) == "records"
-    assert decide(tail, (7, 2)) == "records"
-    assert decide(tail, (7, 4)) == "current"
+def test_an_older_or_equal_map_changes_nothing() -> None:
+    c = core()
+    c.on_map(smap(2, [["a"]] * SHARDS), 0.0, held=set(), from_cluster=True)
+    assert c.on_map(smap(2, [["b"]] * SHARDS), 1.0, held=set(), from_cluster=True) == []
+    assert c.on_map(smap(1, [["b"]] * SHARDS), 1.0, held=set(), from_cluster=True) == []
+    assert c.map is not None and c.map.version == 2
 
 
-def test_decide_copies_whole_when_the_tail_does_not_reach_back() -> None:
-    tail = tail_of(*range(1, 21), limit=5)
-    assert decide(tail, (7, 3)) == "snapshot"
-    assert decide(tail, (0, 0)) == "snapshot"
-    assert decide(tail, (7, 15)) == "records"
+def test_a_role_moved_while_live_is_handed_over_until_confirmed_or_expired() -> None:
+    c = core("a", handover_wait=30.0)
+    live(c, smap(1, [["a", "b"]] * SHARDS))
+    assert c.live == set(range(SHARDS))
+    c.on_map(smap(2, [["b", "a"]] * SHARDS), 5.0, held=set(), from_cluster=True)
+    assert c.live == set() and set(c.handing_over) == set(range(SHARDS))
+    assert c.next_deadline() == 35.0
+    # the new primary fetches at our final position: confirmed for that shard
+    write(c, 0, 1, 2)
+    answer = c.on_fetch("b", [[0, 7, 2]], 6.0)
+    assert HandoverConfirmed(0) in answer.effects and 0 not in c.handing_over
+    # a fetch from someone else, or not yet current, confirms nothing
+    write(c, 1, 1, 2)
+    assert c.on_fetch("b", [[1, 7, 1]], 6.0).effects == [] and 1 in c.handing_over
+    assert c.on_fetch("x", [[2, 0, 0]], 6.0).effects == [] and 2 in c.handing_over
+    c.tick(35.0, {})
+    assert c.handing_over == {}  # nobody came for the rest: not holding a drain forever
 
 
-def test_a_diverged_replica_is_replaced_only_by_a_newer_history() -> None:
-    # the new primary wrote 101.. under a newer epoch: the old primary's 101..105 are not ours
-    new = ShardTail(100)
-    new.reset((5, 100))
-    for seq in (101, 102, 103):
-        new.append(entry(seq, epoch=9), 0.0)
-    assert decide(new, (5, 105)) == "snapshot"  # (9, 103) > (5, 105): ours is newer
-    assert decide(new, (5, 100)) == "records"  # the common prefix
-    # the promoted copy has written nothing yet: the returning one keeps its extra records
-    idle = ShardTail(100)
-    idle.reset((5, 100))
-    assert decide(idle, (5, 105)) == "wait"
-    assert decide(idle, (8, 100)) == "wait"  # same length, newer epoch: never discarded
+def test_a_role_that_changed_hands_in_unseen_maps_is_taken_over_again() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b"]] * SHARDS, since=[10] * SHARDS))
+    assert 0 in c.live
+    # version 5 still names us, but another primary held shard 0 in between (its since moved)
+    effects = c.on_map(smap(5, [["a", "b"]] * SHARDS, since=[50, 10, 10, 10]), 1.0, held=set(), from_cluster=True)
+    assert c.syncing == {0} and c.live == {1, 2, 3}
+    assert StartTakeover((0,)) in effects
 
 
-def test_only_acks_on_our_history_count() -> None:
-    tail = tail_of(1, 2, 3)
-    assert is_prefix(tail, (7, 2)) and is_prefix(tail, (0, 0)) and is_prefix(tail, (7, 3))
-    assert not is_prefix(tail, (6, 2)) and not is_prefix(tail, (7, 4))
+def test_the_previous_primary_is_remembered_for_the_takeover() -> None:
+    c = core("b")
+    c.on_map(smap(1, [["a", "b"]] * SHARDS), 0.0, held=set(), from_cluster=True)
+    c.on_map(smap(2, [["b"]] * SHARDS), 1.0, held=set(), from_cluster=True)  # a was dropped entirely
+    assert c.previous == {s: "a" for s in range(SHARDS)}
+    plan = c.plan_takeover({"a": ALIVE})
+    assert plan is not None and plan.asks == {"a": [0, 1, 2, 3]}
+    assert c.confirmations(plan, [0, 2]) == {"a": [0, 2]}
 
 
-@pytest.mark.parametrize(("mode", "copies", "want"), [
-    ("primary", 3, 1), ("quorum", 1, 1), ("quorum", 2, 2), ("quorum", 3, 2), ("quorum", 5, 3),
-    ("all", 2, 2), ("all", 3, 3), ("all", 1, 1),
-])
-def test_needed(mode: str, copies: int, want: int) -> None:
-    assert needed(mode, copies) == want
+# -- fetch verdicts ---------------------------------------------------------------------------------
+def test_a_fetch_acknowledges_and_gets_what_follows() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b", "c"]] * SHARDS))
+    write(c, 0, 1, 2, 3)
+    answer = c.on_fetch("b", [[0, 7, 1]], 1.0)
+    assert [r.seq for r in answer.records] == [2, 3] and answer.snapshot == [] and answer.acked
+    assert c.progress[0].replicas["b"].acked == 1
+    again = c.on_fetch("b", [[0, 7, 1]], 1.1)
+    assert not again.acked  # old news wakes nobody
+    assert c.on_fetch("b", [[0, 7, 3]], 1.2).records == []
 
 
-def test_needed_refuses_an_unknown_mode() -> None:
+def test_a_fetch_stops_at_the_record_cap_and_the_byte_budget() -> None:
+    c = core("a", max_fetch_records=2)
+    live(c, smap(1, [["a", "b"]] * SHARDS))
+    write(c, 0, 1, 2, 3)
+    write(c, 1, 1, 2, 3)
+    assert [(r.shard, r.seq) for r in c.on_fetch("b", [[0, 0, 0], [1, 0, 0]], 1.0).records] == [(0, 1), (0, 2)]
+    sized = core("a")
+    live(sized, smap(1, [["a", "b"]] * SHARDS))
+    write(sized, 0, 1, 2, 3)
+    got = sized.on_fetch("b", [[0, 0, 0]], 1.0, budget=25, size=lambda r: 10).records
+    assert [r.seq for r in got] == [1, 2]
+    # one record always goes, whatever its size (else a large one would never move)
+    assert len(sized.on_fetch("b", [[0, 0, 0]], 1.0, budget=5, size=lambda r: 10).records) == 1
+
+
+def test_a_replica_the_tail_cannot_serve_gets_a_whole_copy_and_strangers_are_ignored() -> None:
+    c = core("a")
+    c.tails[0] = ShardTail(2)
+    live(c, smap(1, [["a", "b"]] * SHARDS))
+    write(c, 0, 1, 2, 3, 4)
+    answer = c.on_fetch("b", [[0, 0, 0], [99, 0, 0]], 1.0)
+    assert answer.snapshot == [0] and answer.records == []
+
+
+def test_a_replica_with_a_newer_history_makes_a_live_primary_retake_the_shard() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b"]] * SHARDS))
+    write(c, 0, 1, 2)
+    answer = c.on_fetch("b", [[0, 7, 5]], 1.0)  # b holds writes nobody replicated to us
+    assert answer.effects == [Retake(0, "b", (7, 2))]
+    assert 0 in c.syncing and 0 not in c.live and not c.writable(0)
+    assert c.on_fetch("b", [[0, 7, 5]], 1.1).effects == []  # once
+
+
+def test_acks_count_only_on_our_history_and_only_from_the_maps_replicas() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b", "c"]] * SHARDS))
+    write(c, 0, 1, 2, 3)
+    c.on_fetch("b", [[0, 6, 2]], 1.0)  # seq 2 of another epoch: not ours
+    c.on_fetch("x", [[0, 7, 3]], 1.0)  # not a replica in the map
+    assert c.ack_state(0, 1, "quorum").have == 1
+
+
+# -- acknowledgements -------------------------------------------------------------------------------
+def test_quorum_and_all_wait_for_that_many_counted_copies() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b", "c"]] * SHARDS))
+    write(c, 0, 1, 2)
+    assert c.ack_state(0, 2, "primary").verdict == "satisfied"
+    state = c.ack_state(0, 2, "quorum")
+    assert (state.verdict, state.have, state.need) == ("waiting", 1, 2)
+    c.on_fetch("b", [[0, 7, 2]], 1.0)
+    assert c.ack_state(0, 2, "quorum").verdict == "satisfied"
+    assert c.ack_state(0, 2, "all").verdict == "waiting"
+    c.on_fetch("c", [[0, 7, 1]], 1.0)
+    assert c.ack_state(0, 1, "all").verdict == "satisfied" and c.ack_state(0, 2, "all").verdict == "waiting"
+
+
+def test_learners_and_copies_marked_down_are_neither_counted_nor_waited_for() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b", "c", "L"]] * SHARDS, width=3, down=["c"]))
+    write(c, 0, 1)
+    c.on_fetch("L", [[0, 7, 1]], 1.0)
+    state = c.ack_state(0, 1, "all")
+    assert (state.verdict, state.have, state.need) == ("waiting", 1, 2)  # a, b count; c is down; L learns
+    c.on_fetch("b", [[0, 7, 1]], 1.0)
+    assert c.ack_state(0, 1, "all").verdict == "satisfied"
+
+
+def test_a_primary_the_map_moved_or_marked_down_refuses_as_moved() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b", "c"]] * SHARDS))
+    write(c, 0, 1)
+    c.on_map(smap(2, [["b", "a", "c"]] * SHARDS), 1.0, held=set(), from_cluster=True)
+    assert c.ack_state(0, 1, "quorum").verdict == "moved"
+    d = core("a")
+    live(d, smap(1, [["a", "b", "c"]] * SHARDS))
+    d.on_map(smap(2, [["a", "b", "c"]] * SHARDS, down=["a"]), 1.0, held=set(), from_cluster=True)
+    assert d.ack_state(0, 1, "quorum").verdict == "moved"
+
+
+def test_an_unknown_ack_mode_is_refused() -> None:
+    c = core("a")
+    live(c, smap(1, [["a", "b"]] * SHARDS))
     with pytest.raises(ValueError):
-        needed("most", 3)
+        c.ack_state(0, 1, "most")
 
 
-def test_progress_counts_acks_and_measures_lag_from_the_oldest_missing_record() -> None:
-    tail = ShardTail(100)
-    for seq, at in ((1, 10.0), (2, 11.0), (3, 12.5)):
-        tail.append(entry(seq), at)
-    progress = ShardProgress()
-    progress.assign(["b", "c"], now=9.0)
-    assert progress.count(1, ["a", "b", "c"]) == 1
-    assert progress.ack("b", 2, tail.last[1], now=13.0)
-    assert not progress.ack("b", 1, tail.last[1], now=13.1)  # old news
-    assert progress.count(2, ["a", "b", "c"]) == 2 and progress.count(3, ["a", "b", "c"]) == 1
-    assert progress.count(2, ["a", "c"]) == 1  # b is not counted (a learner, or marked down)
-    assert progress.lag("b", tail, now=14.0) == (1, pytest.approx(1.5))  # record 3 at 12.5
-    assert progress.lag("c", tail, now=14.0) == (3, pytest.approx(4.0))  # record 1 at 10.0
-    assert not progress.ack("stranger", 3, 3, now=14.0)
-    progress.ack("c", 3, 3, now=14.0)
-    assert progress.lag("c", tail, now=20.0) == (0, 0.0)
-    progress.assign(["c"], now=21.0)
-    assert set(progress.replicas) == {"c"}
+# -- the takeover -----------------------------------------------------------------------------------
+def test_the_plan_asks_every_copy_and_every_other_reachable_member() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b", "c"], ["a", "d"], ["b", "a"], ["b", "c"]]), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"a": ALIVE, "b": ALIVE, "c": DEAD, "d": SUSPECT, "e": ALIVE})
+    assert plan is not None and plan.shards == [0, 1]
+    # c is known down (the leader already chose over it); e holds no copy but may hold a dropped one
+    assert plan.asks == {"b": [0, 1], "d": [0, 1], "e": [0, 1]}
+    assert plan.blocked == frozenset()
 
 
-def test_lag_beyond_the_tail_counts_from_when_the_replica_was_seen_behind() -> None:
-    tail = tail_of(*range(1, 50), limit=4)
-    progress = ShardProgress()
-    progress.assign(["b"], now=100.0)
-    assert progress.lag("b", tail, now=103.0) == (49, pytest.approx(3.0))
+def test_a_copy_nobody_knows_yet_blocks_its_shard() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b"], ["a", "z"], ["b", "a"], ["b", "a"]]), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE})
+    assert plan is not None and plan.blocked == frozenset({1})
+    verdict = c.takeover_sources(plan, {"b": Positions([[0, 0, 0], [1, 0, 0]])}, {0: (0, 0), 1: (0, 0)})
+    assert verdict.blocked == frozenset({1}) and verdict.ready == [0]
 
 
-def test_feed_follows_installs() -> None:
-    tails = {0: ShardTail(10)}
-    feed(tails, WalRecord(1, 0, "put", {}, 1.0, seq=1, epoch=4), now=1.0)
-    feed(tails, WalRecord(2, 0, "reset", {}, 1.0), now=1.0)
-    assert tails[0].last == (0, 0)
-    feed(tails, WalRecord(3, 0, "mark", {"seq": 40, "epoch": 6}, 1.0), now=1.0)
-    assert tails[0].last == (6, 40)
-    feed(tails, WalRecord(4, 0, "put", {}, 1.0, seq=41, epoch=6), now=1.0)
-    assert tails[0].last == (6, 41)
-    feed(tails, WalRecord(5, 3, "put", {}, 1.0, seq=1, epoch=6), now=1.0)  # no tail for shard 3: ignored
+def test_the_newest_copy_wins_and_an_up_to_date_shard_is_ready_at_once() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b", "c"], ["a", "b", "c"], ["b", "a"], ["b", "a"]]), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None
+    answers = {"b": Positions([[0, 7, 10], [1, 7, 3]]), "c": Positions([[0, 8, 2], [1, 7, 2]])}
+    verdict = c.takeover_sources(plan, answers, {0: (7, 5), 1: (7, 3)})
+    assert verdict.sources == {0: verdict.sources[0]} and verdict.sources[0].member == "c"
+    assert verdict.sources[0].position == (8, 2)  # a newer epoch beats a longer history
+    assert verdict.ready == [1]  # ours is the newest already
 
 
-@given(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=60), st.integers(1, 8))
-def test_a_replica_following_decisions_always_ends_equal(epochs: list[int], limit: int) -> None:
-    """Whatever the primary wrote and however short its tail, a replica that applies what
-    decide() says (records, or a whole copy) ends at the primary's position."""
-    primary = ShardTail(limit)
-    history: list[WalRecord] = []
-    epoch = 1
-    for seq, bump in enumerate(epochs, start=1):
-        epoch += bump
-        e = entry(seq, epoch)
-        primary.append(e, 0.0)
-        history.append(e)
-    replica: tuple[int, int] = (0, 0)
-    for _ in range(len(history) + 2):
-        verdict = decide(primary, replica)
-        if verdict == "current":
-            break
-        if verdict == "snapshot":
-            replica = primary.last
-        else:
-            assert verdict == "records"
-            got = primary.after(replica[1], max_records=3)
-            assert got and got[0].seq == replica[1] + 1
-            replica = (got[-1].epoch, got[-1].seq)
-    assert replica == primary.last
+def test_positions_of_shards_not_asked_are_ignored_and_silence_is_no_answer() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b"], ["b", "a"], ["b", "a"], ["b", "a"]]), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None
+    verdict = c.takeover_sources(plan, {"b": RuntimeError("down"), "c": Positions([[0, 9, 9], [2, 9, 9]])},
+                                 {0: (0, 0)})
+    assert verdict.sources[0].member == "c"  # c holds an old copy of 0 (a recent map dropped it)
+    verdict = c.takeover_sources(plan, {"b": RuntimeError("down")}, {0: (0, 0)})
+    assert verdict.ready == [0] and verdict.sources == {}
 
 
-def test_entries_are_immutable() -> None:
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        entry(1).seq = 2  # type: ignore[misc]
+def test_a_refusal_blocks_the_shards_asked_of_that_member() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b"], ["a", "c"], ["b", "a"], ["b", "a"]]), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None
+    verdict = c.takeover_sources(plan, {"b": Positions([], "a newer map is installed here"),
+                                        "c": Positions([[0, 0, 0], [1, 0, 0]])}, {0: (0, 0), 1: (0, 0)})
+    assert verdict.blocked == frozenset({0, 1})  # b was asked about both (every reachable member is)
+    assert verdict.ready == []
 
 
-def test_a_whole_copy_replaces_only_an_older_history() -> None:
-    assert replaces((7, 10), (7, 9)) and replaces((8, 1), (7, 9))
-    assert not replaces((7, 9), (7, 9)) and not replaces((6, 20), (7, 9))
+def test_a_takeover_goes_live_only_if_the_role_has_not_changed_hands_meanwhile() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b"]] * SHARDS, since=[1] * SHARDS), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE})
+    assert plan is not None
+    # meanwhile: shard 1 moved to b, shard 2 moved away and back (its since changed)
+    c.on_map(smap(3, [["a", "b"], ["b", "a"], ["a", "b"], ["a", "b"]], since=[1, 3, 3, 1]), 1.0, held=set(),
+             from_cluster=True)
+    went = c.finish_takeover(plan, [0, 1, 2, 3])
+    assert went == [0, 3] and c.live == {0, 3} and c.syncing == {2}
+    assert c.live_since == {0: 1, 3: 1}
+    assert c.writable(0) and not c.writable(2)
+
+
+def test_no_plan_without_shards_to_take_over() -> None:
+    c = core("a")
+    assert c.plan_takeover({}) is None
+    c.on_map(smap(1, [["b", "a"]] * SHARDS), 0.0, held=set(), from_cluster=True)
+    assert c.plan_takeover({"b": ALIVE}) is None
+
+
+# -- drop timers ------------------------------------------------------------------------------------
+def test_an_old_copy_is_dropped_late_and_only_while_every_copy_is_alive() -> None:
+    c = core("a", drop_delay=10.0)
+    c.on_map(smap(1, [["b", "a"]] * SHARDS), 0.0, held=set(), from_cluster=False)  # the stored map
+    c.on_map(smap(2, [["b", "a"]] * SHARDS), 0.5, held=set(), from_cluster=True)
+    c.on_map(smap(3, [["b", "c"], ["b", "a"], ["b", "c"], ["b", "a"]]), 1.0, held={0, 1, 2}, from_cluster=True)
+    assert c.drop_at == {0: 11.0, 2: 11.0}  # shard 3 holds nothing here; 1 is still ours
+    assert c.tick(10.9, {"b": ALIVE, "c": ALIVE}) == [] and c.next_deadline() == 11.0
+    effects = c.tick(11.0, {"b": ALIVE, "c": SUSPECT})
+    assert effects == [] and c.drop_at == {0: 21.0, 2: 21.0}  # c is unwell: wait
+    assert c.tick(21.0, {"b": ALIVE, "c": ALIVE}) == [DropCopy(0, 3), DropCopy(2, 3)]
+    assert c.drop_at == {} and c.next_deadline() == math.inf
+
+
+def test_a_copy_named_again_is_not_dropped() -> None:
+    c = core("a", drop_delay=10.0)
+    c.on_map(smap(1, [["b", "a"]] * SHARDS), 0.0, held=set(), from_cluster=False)
+    c.on_map(smap(2, [["b", "c"]] * SHARDS), 1.0, held={0}, from_cluster=True)
+    assert c.drop_at == {0: 11.0}
+    c.on_map(smap(3, [["b", "a"]] * SHARDS), 2.0, held={0}, from_cluster=True)
+    assert c.drop_at == {}
+
+
+def test_nothing_is_dropped_before_a_map_came_from_the_cluster() -> None:
+    c = core("a")
+    # only maps from the disk (a restarted node), and the first map seen: no drops yet
+    c.on_map(smap(1, [["b", "c"]] * SHARDS), 0.0, held={0, 1}, from_cluster=False)
+    c.on_map(smap(2, [["b", "c"]] * SHARDS), 1.0, held={0, 1}, from_cluster=False)
+    assert c.drop_at == {} and not c.networked
+    fresh = core("a")
+    fresh.on_map(smap(1, [["b", "c"]] * SHARDS), 0.0, held={0}, from_cluster=True)  # nothing installed before
+    assert fresh.drop_at == {} and not fresh.networked
+
+
+def test_a_drop_due_while_the_map_names_us_again_is_cancelled() -> None:
+    c = core("a", drop_delay=1.0)
+    c.on_map(smap(1, [["b", "a"]] * SHARDS), 0.0, held=set(), from_cluster=False)
+    c.on_map(smap(2, [["b", "c"]] * SHARDS), 0.0, held={0}, from_cluster=True)
+    c.map = smap(3, [["b", "a"]] * SHARDS)  # as if installed without on_map (defensive path)
+    assert c.tick(5.0, {"a": ALIVE, "b": ALIVE}) == [] and c.drop_at == {}
+
+
+# -- lag and status ---------------------------------------------------------------------------------
+def test_lag_and_health_count_only_fresh_counted_replicas() -> None:
+    c = core("a", lag_alert_ms=1000, silent_replica=5.0)
+    live(c, smap(1, [["a", "b", "c", "L"]] * SHARDS, width=3))
+    write(c, 0, 1, at=10.0)
+    write(c, 0, 2, at=11.0)
+    c.on_fetch("b", [[0, 7, 2]], 11.0)  # current
+    c.on_fetch("c", [[0, 7, 1]], 11.0)  # one behind since 11.0
+    c.on_fetch("L", [[0, 0, 0]], 11.0)  # a learner far behind: not in the worst lag
+    lag = c.shard_lag(0, 11.5)
+    assert (lag.lag_records, lag.healthy, lag.replicas) == (1, 2, 3)
+    assert lag.lag_ms == pytest.approx(500.0)
+    lag = c.shard_lag(0, 12.5)
+    assert lag.healthy == 1  # c is 1.5 s behind now
+    assert c.shard_lag(0, 17.0).healthy == 0  # nobody fetched for 6 s
+    assert c.under_replicated(17.0) == SHARDS
+
+
+def test_local_status_rows_are_typed_and_empty_while_taking_over() -> None:
+    c = core("a")
+    c.on_map(smap(1, [["a", "b"], ["a", "b"], ["b", "a"], ["b", "a"]]), 0.0, held=set(), from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE})
+    assert plan is not None
+    c.finish_takeover(plan, [0])
+    write(c, 0, 1, 2, at=1.0)
+    c.on_fetch("b", [[0, 7, 1]], 2.0)
+    rows = c.local_status(2.5)
+    assert rows == [ShardStatus(0, 1500, 1, 0, 1, [ReplicaStatus("b", 1, True, 1, 1500)]),
+                    ShardStatus(1, 0, 0, 0, 1, [])]

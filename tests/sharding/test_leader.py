@@ -6,6 +6,8 @@ import math
 from typing import Any
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dakera_actors.membership.member import Member, MemberState
 from dakera_actors.sharding.leader import (
@@ -20,6 +22,7 @@ from dakera_actors.sharding.leader import (
     position_asks,
     promotion_order,
 )
+from dakera_actors.sharding.rebalance import transferring
 from dakera_actors.sharding.shardmap import ShardMap, acceptable
 
 TIMING = LeaderTiming(settle=0.2, poll=0.5, resend=5.0, waiting_report=10.0, caught_up_lag_ms=500)
@@ -338,3 +341,46 @@ def test_a_shard_left_on_one_copy_of_two_gets_its_copy_back_whatever_else_transf
         assert proposal is not None
         assert acceptable(stuck, proposal.map, shards=7) == []
         assert all(len(c) >= 2 for c in proposal.map.placement)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 5), st.integers(1, 3), st.integers(1, 3),
+       st.lists(st.tuples(st.sampled_from("bcde"), st.sampled_from(["alive", "dead", "drain"]),
+                          st.floats(0.1, 40.0), st.booleans()), max_size=25))
+def test_every_map_the_leader_plans_passes_its_own_check(n: int, rf: int, concurrency: int,
+                                                        events: list[tuple[str, str, float, bool]]) -> None:
+    """Whatever the members do (one dead and one draining at most at a time, the leader up), every
+    map the leader proposes is one it accepts itself: it never gets stuck refusing its own steps.
+    (Two members dead at once on three can still leave a shard short until one returns or its
+    grace ends: a known gap, see the report of issue 15.)"""
+    ids = ["a", *"bcde"[:n - 1]]
+    states = {i: ("alive", 0.0) for i in ids}
+    leader = MapLeader("a", shards=6, rf=rf, grace=10.0, concurrency=concurrency, timing=TIMING)
+
+    def view() -> list[Member]:
+        return [member(i) if s == "alive" else member(i, maintenance=True) if s == "drain"
+                else member(i, MemberState.DEAD, since=since) for i, (s, since) in states.items()]
+
+    def carry_out(effects: list[Any], now: float) -> None:
+        for recompute in plans(effects):
+            proposal = leader.propose({}, now, only=recompute.only)
+            if proposal is not None:
+                assert acceptable(leader.map, proposal.map, shards=6) == [], (leader.map, proposal.map, states)
+                leader.installed(proposal.map, now)
+
+    leader.on_members(view(), 0.0)
+    carry_out(leader.on_lease(LEADS, 0.0), 0.0)
+    now = 0.0
+    for who, what, dt, caught in events:
+        if who not in states or any(s == what for i, (s, _t) in states.items() if i != who):
+            continue
+        now += dt
+        while leader.next_deadline() <= now:
+            carry_out(leader.tick(leader.next_deadline()), leader.next_deadline())
+        if caught and leader.map is not None:  # every learner caught up: the next step flips them
+            leader.caught = {(s, m) for s, learners in transferring(leader.map.placement, leader.map.counted).items()
+                             for m in learners}
+        states[who] = (what, now)
+        leader.on_members(view(), now)
+        while leader.next_deadline() <= now + 1.0:
+            carry_out(leader.tick(leader.next_deadline()), leader.next_deadline())
