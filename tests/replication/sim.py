@@ -2,34 +2,43 @@
 
 Everything runs from one seed: a :class:`Schedule` (the fault events and client operations, in
 true time) and a :class:`ReplicationSim` that plays it. Each node has its own drifting clock
-(``local = offset + rate * true_time``); the network loses, delays and reorders messages and
-fails whole (partitions), one way per pair (``cut``) or one way per node (``deaf``: hears
-nothing, ``mute``: says nothing). Nodes crash keeping their disk or losing it, restart, join
-and drain.
+(``local = offset + rate * true_time``); the network delays messages and fails whole
+(partitions), one way per pair (``cut``) or one way per node (``deaf``: hears nothing, ``mute``:
+says nothing); random loss hits gossip packets, while requests and answers ride streams that
+lose nothing but break with their link (as the memory transport does). Nodes crash keeping their
+disk or losing it, restart, join and drain. ``faults="one"`` keeps one node failed at a time,
+each recovered a while before the next (what the README promises ``quorum``/``all`` survive);
+``faults="any"`` lets failures pile up.
 
-What runs on each node is the replication protocol's decision code, behind a thin adapter
-(:class:`SimNode`) that does the I/O the actors do in the real node: it carries messages,
-arms timers and keeps the disk.
+On each node run the real cores, :class:`ReplicationCore` and :class:`MapLeader`, behind a thin
+adapter (:class:`SimNode`) that does what the Replicator and the ShardMapActor do around them:
+carry messages, arm timers, keep the disk (the shard data, its position, the WAL's tail, the
+map, the highest token seen), apply fetched records in order, fence fetches with position
+queries, await a takeover's asks and confirmations.
 
-Leadership of the shard map comes from a **leader oracle** rather than the lease cores: every
+Leadership of the shard map comes from a **leader oracle**, not the lease cores: every
 ``ORACLE_PERIOD`` it renews the leader's lease while the leader talks both ways with a majority,
-and elects another node with the next token once the leader could not for ``detect`` seconds.
-The deposed leader believes in its lease until its own clock says ``ttl`` has passed since its
-last renewal, so two nodes believe they lead at once whenever ``detect < ttl`` (chosen per
-schedule): harsher than the real lease (whose own simulator, tests/lease/sim.py, proves it never
-overlaps), so the shard map's fencing, not the lease, is what keeps the maps straight. The real
-lease cores cost a few ms per simulated second for 5 nodes (their rounds, renewals and pre-votes
-are most of the events), which would take most of the 10-20 ms a schedule may cost here.
+and once the leader could not for ``detect`` seconds it elects another node with the next token
+(announced by gossip, so a cut-off node learns it late). A deposed leader believes in its lease
+until its own clock says ``ttl`` has passed since its last renewal, so two nodes believe they
+lead at once whenever ``detect < ttl`` (chosen per schedule): harsher than the real lease (whose
+own simulator, tests/lease/sim.py, checks it never overlaps), so the shard map's fencing, not the
+lease, keeps the maps straight. Why not the lease cores: 3-5 of them cost about 45 ms per 9
+simulated seconds (their renewals, pre-votes and votes are most of the events), four times what
+a whole schedule costs here.
 
-The checker, after every step, uses the test-honesty rules of tests/sim/history.py (versions per
-id, reads during faults, forgets that stay forgotten): a read served by a node that is not the
-shard's current primary in the newest map is not judged (it is cut off: the known gap pinned in
-tests/sim/test_replication.py), every other read must see the last write acknowledged before it
-began or a later one; no two nodes acknowledge writes of one shard in one epoch; after the storm
-and a quiet period every shard has its copies on eligible members, all equal to the primary's,
-and the final values keep every acknowledged write. For ``primary`` acks the lost writes are
-counted and their **loss window** (how long before its primary's failure a lost write was
-acknowledged) is measured instead.
+The checker uses the test-honesty rules of tests/sim/history.py (versions per id, reads during
+faults, forgets that stay forgotten, a minimum acknowledged share). As it happens: a write
+acknowledged by ``quorum``/``all`` is on as many copies as the mode asks for; no two nodes
+acknowledge writes of one shard in one epoch; a read served by the shard's current primary (in
+the newest map) sees the last write acknowledged before it began or a later one (a read from a
+cut-off node is not judged: the README's known gap). After the storm and a quiet period every
+shard has its copies on eligible members, all equal to the primary's, and the final values keep
+every acknowledged write; a write whose every copy lost its disk, or was marked down by a newer
+map, was promised nothing more (the README: one failure at a time) and is counted, not judged.
+For ``primary`` acks the lost writes are counted and the **loss window** (how long an
+acknowledged write waits for a second copy: a primary failing within it loses the write) is
+measured instead.
 """
 
 from __future__ import annotations
