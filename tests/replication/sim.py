@@ -663,7 +663,11 @@ class SimNode:
         tk = self.takeover
         assert tk is not None
         self.takeover = None
-        self.core.finish_takeover(tk.plan, tk.done)
+        went = self.core.finish_takeover(tk.plan, tk.done)
+        if went:
+            heard = sorted(m for m in tk.plan.asks if m in tk.answers and not tk.answers[m].refused)
+            self.sim.note(f"{self.id} live for {went} at {[self.shard(s).pos for s in went]}: asked "
+                          f"{sorted(tk.plan.asks)}, heard {heard}")
         self.changed()
         if self.core.syncing:
             self.timer(RETRY, "takeover")
@@ -1001,7 +1005,6 @@ class ReplicationSim:
                 self.apply_event(self.schedule.events[data])
             elif kind == "client_timeout":
                 self.client_done(data, "unknown", None)
-            self.check()
             if stop is not None and stop():
                 return
         self.now = max(self.now, until)
@@ -1225,11 +1228,6 @@ class ReplicationSim:
             self.mine.setdefault(op.client, {})[op.mid] = [op.agent, 1]
 
     # -- the checker ---------------------------------------------------------------------------
-    def check(self) -> None:
-        """After every step: what can be judged incrementally (acks per epoch, reads) is judged
-        where it happens; here, that no live primary holds a history older than what the newest
-        map's primary of the same epoch acknowledged."""
-
     def beyond_faults(self, mid: str) -> bool:
         """Whether an acknowledged write of ``mid`` was on copies that all lost their disks since
         (more failures than its acknowledgement promised to survive: quorum of the *live* copies
