@@ -505,6 +505,10 @@ class SimNode:
         now = self.local()
         self.carry_out(self.core.on_map(smap, now, held=self.held_shards(), from_cluster=True))
         self.carry_out(self.leader.installed(smap, now))
+        # a new map ends the long polls at once (the replicas look at it before fetching again)
+        for (sender, fid), (positions, fences) in list(self.held.items()):
+            del self.held[(sender, fid)]
+            self.answer_fetch(sender, fid, "loop", positions, fences, force=True)  # type: ignore[arg-type]
         self.changed()
         return ""
 
