@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dakera_actors.membership.member import MemberState
 from dakera_actors.replication.core import (
@@ -365,3 +367,38 @@ def test_local_status_rows_are_typed_and_empty_while_taking_over() -> None:
     rows = c.local_status(2.5)
     assert rows == [ShardStatus(0, 1500, 1, 0, 1, [ReplicaStatus("b", 1, True, 1, 1500)]),
                     ShardStatus(1, 0, 0, 0, 1, [])]
+
+
+# -- invariants over any sequence of maps -----------------------------------------------------------
+MEMBERS = ["a", "b", "c"]
+
+
+@st.composite
+def map_sequences(draw: st.DrawFn) -> list[ShardMap]:
+    maps = []
+    for version in range(1, draw(st.integers(1, 8)) + 1):
+        placement = [draw(st.permutations(MEMBERS).map(lambda p: list(p[:draw(st.integers(1, 3))])))
+                     for _ in range(SHARDS)]
+        since = [draw(st.integers(0, 3)) for _ in range(SHARDS)]
+        maps.append(smap(version, placement, since=since, down=draw(st.sampled_from([[], ["a"], ["b"]]))))
+    return maps
+
+
+@given(map_sequences(), st.lists(st.booleans(), min_size=8, max_size=8))
+def test_roles_stay_consistent_whatever_maps_arrive(maps: list[ShardMap], finish: list[bool]) -> None:
+    """Whatever maps arrive (and whether takeovers finish in between): a shard is never both live
+    and syncing, only shards the map gives us are, a copy the map names is never due for deletion,
+    a shard we do not lead never acknowledges, and no fetch loop is asked for ourselves."""
+    c = core("a")
+    for i, m in enumerate(maps):
+        effects = c.on_map(m, float(i), held={0, 1, 2, 3}, from_cluster=True)
+        assert all(e.peer != "a" for e in effects if isinstance(e, StartFetching))
+        if finish[i]:
+            live(c, m, float(i))
+        mine = set(m.primaries_of("a"))
+        assert not c.live & c.syncing
+        assert c.live | c.syncing == mine
+        assert not set(c.drop_at) & {s for s, copies in enumerate(m.placement) if "a" in copies}
+        for shard in range(SHARDS):
+            if shard not in c.live:
+                assert c.ack_state(shard, 1, "quorum").verdict == "moved"
