@@ -121,6 +121,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/replication/test_core.py", "tests/sim/test_replication_history.py"),
     ),
     Mutation(
+        "takeover-read-quorum",
+        "a new primary goes live only after hearing from enough copies to meet every acknowledging quorum",
+        "dakera_actors/replication/core.py",
+        "            if any(group and len(heard[shard] & group) < takeover_quorum(mode, len(group)) for group in groups):",
+        "            if False:",
+        ("tests/replication/test_core.py", "tests/replication/test_sim.py"),
+    ),
+    Mutation(
         "ack-mode-ignored",
         "quorum/all writes wait for that many copies",
         "dakera_actors/replication/actor.py",

@@ -420,7 +420,7 @@ class Replicator(Actor):
         answers = await self.peers.gather(plan.asks, lambda m: PositionQuery(plan.asks[m], plan.map),
                                           timeout=self.config.request_timeout)
         own = {s: self.shards.shard(s).position for s in plan.shards}
-        verdict = self.core.takeover_sources(plan, answers, own)
+        verdict = self.core.takeover_sources(plan, answers, own, mode=self.config.write_ack)
         done = list(verdict.ready)
         for shard, source in sorted(verdict.sources.items()):
             if await self._catch_up(shard, source.member, source.position):

@@ -175,6 +175,9 @@ class ReplicationCore:
         self.syncing: set[int] = set()  # shards this node is primary of, still taking over
         self.live_since: dict[int, int] = {}  # shard -> the map's primary epoch it went live under
         self.previous: dict[int, str] = {}  # shard -> its primary in the map before, for the takeover
+        #: shard -> its counted copies in the map before the one that made this node its primary:
+        #: the writes acknowledged before the takeover are on enough of them (see takeover_sources)
+        self.prior: dict[int, tuple[str, ...]] = {}
         self.drop_at: dict[int, float] = {}  # shard -> when to delete this node's copy
         #: shards this node was primary of until a map moved the role while it lived, until the
         #: new primary confirms it holds everything (or handover_wait passes): drains wait for it
@@ -225,12 +228,15 @@ class ReplicationCore:
                     old = before.placement[shard][:1] if before is not None else []
                     if old and old[0] != self.me:
                         self.previous[shard] = old[0]  # it may hold writes no copy has yet
+                    if before is not None:
+                        self.prior[shard] = tuple(before.placement[shard][:before.counted])
             else:
                 if shard in self.live:
                     self.handing_over[shard] = now + self.cfg.handover_wait
                 self.live.discard(shard)
                 self.syncing.discard(shard)
                 self.progress.pop(shard, None)
+                self.prior.pop(shard, None)
         for shard, copies in enumerate(smap.placement):
             if self.me in copies:
                 self.drop_at.pop(shard, None)
@@ -320,25 +326,38 @@ class ReplicationCore:
                             {s: self.previous[s] for s in shards if s in self.previous})
 
     def takeover_sources(self, plan: TakeoverPlan, answers: Mapping[str, object],
-                         own: Mapping[int, Position]) -> TakeoverVerdict:
+                         own: Mapping[int, Position], *, mode: str = "primary") -> TakeoverVerdict:
         """Read the answers (member -> :class:`Positions`, or anything else for no answer): the
         newest history of each shard wins; a refusal (the member has a newer map: ours is about to
-        be replaced) blocks the shards asked of it. ``own``: this node's position in each shard."""
+        be replaced) blocks the shards asked of it. ``own``: this node's position in each shard.
+
+        A shard is also blocked until enough copies answered (this node included) that every write
+        ``mode`` acknowledged is among them (:func:`takeover_quorum`), both of its counted copies
+        in this map and of those in the map before (the ones the previous primary counted acks
+        over, when this node saw that map): a new primary that heard from too few could go live
+        behind a write a quorum acknowledged, and its newer epoch would discard that write when
+        the histories meet. A mute new primary, or one cut off from the copies, waits instead."""
         best: dict[int, Source] = {}
         blocked = set(plan.blocked)
+        heard: dict[int, set[str]] = {shard: {self.me} for shard in plan.shards}
         for member, answer in sorted(answers.items()):
             asked = plan.asks.get(member, [])
             if not isinstance(answer, Positions):
-                continue  # no answer: whatever it holds, the others decide
+                continue  # no answer: it counts toward no shard's quorum
             if answer.refused:
                 blocked.update(asked)
                 continue
             for shard, epoch, seq in answer.positions:
-                if shard in asked and (shard not in best or (epoch, seq) > best[shard].position):
-                    best[shard] = Source((epoch, seq), member)
+                if shard in asked:
+                    heard[shard].add(member)
+                    if shard not in best or (epoch, seq) > best[shard].position:
+                        best[shard] = Source((epoch, seq), member)
         sources: dict[int, Source] = {}
         ready: list[int] = []
         for shard in plan.shards:
+            groups = [set(plan.map.placement[shard][:plan.map.counted]), set(self.prior.get(shard, ()))]
+            if any(group and len(heard[shard] & group) < takeover_quorum(mode, len(group)) for group in groups):
+                blocked.add(shard)
             if shard in blocked:
                 continue
             target = best.get(shard)
@@ -371,6 +390,7 @@ class ReplicationCore:
                     and smap.primary_since(shard) == plan.map.primary_since(shard)):
                 self.syncing.discard(shard)
                 self.previous.pop(shard, None)
+                self.prior.pop(shard, None)
                 self.live.add(shard)
                 self.live_since[shard] = plan.map.primary_since(shard)
                 went.append(shard)
@@ -456,6 +476,16 @@ class ReplicationCore:
                 continue
             effects.append(DropCopy(shard, smap.version))
         return effects
+
+
+def takeover_quorum(mode: str, copies: int) -> int:
+    """Counted copies (the new primary's own included) a takeover must hear from before the
+    shard goes live: enough to meet every set of copies a ``mode`` write was acknowledged by
+    (``copies`` - needed + 1). ``primary`` promises nothing on failover: the new primary's own
+    copy will do, so a shard stays available whatever else is down."""
+    if mode == "primary":
+        return 1
+    return copies - needed(mode, copies) + 1
 
 
 def _reachable(state: MemberState) -> bool:

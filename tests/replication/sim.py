@@ -630,7 +630,7 @@ class SimNode:
         now = self.local()
         if tk.phase == 0:
             own = {s: self.shard(s).pos for s in tk.plan.shards}
-            verdict = self.core.takeover_sources(tk.plan, tk.answers, own)
+            verdict = self.core.takeover_sources(tk.plan, tk.answers, own, mode=self.sim.mode)
             tk.ready = list(verdict.ready)
             for shard, source in verdict.sources.items():
                 tk.catching[shard] = (source.position, source.member, now + 4 * REQUEST_TIMEOUT)

@@ -19,6 +19,7 @@ from dakera_actors.replication.core import (
     Retake,
     StartFetching,
     StartTakeover,
+    takeover_quorum,
 )
 from dakera_actors.replication.messages import Positions
 from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
@@ -273,6 +274,58 @@ def test_a_refusal_blocks_the_shards_asked_of_that_member() -> None:
                                         "c": Positions([[0, 0, 0], [1, 0, 0]])}, {0: (0, 0), 1: (0, 0)})
     assert verdict.blocked == frozenset({0, 1})  # b was asked about both (every reachable member is)
     assert verdict.ready == []
+
+
+def test_the_takeover_read_quorum_meets_every_acknowledging_quorum() -> None:
+    # copies - needed + 1: with RF 3, quorum acks sit on 2 copies, so 2 must be heard from
+    assert [takeover_quorum("quorum", n) for n in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 3]
+    assert [takeover_quorum("all", n) for n in (1, 2, 3)] == [1, 1, 1]  # every copy has every ack
+    assert [takeover_quorum("primary", n) for n in (1, 2, 3)] == [1, 1, 1]  # no promise on failover
+
+
+def test_a_takeover_that_hears_too_few_copies_waits_under_quorum() -> None:
+    """Seed 4158 of the simulator: a new primary whose asks all failed went live on its own copy,
+    behind an update a quorum had acknowledged, and its newer epoch discarded the update."""
+    c = core("a")
+    c.on_map(smap(1, [["a", "b", "c"], ["b", "a", "c"], ["b", "a", "c"], ["b", "a", "c"]]), 0.0, held=set(),
+             from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None
+    silent = {"b": RuntimeError("no answer"), "c": RuntimeError("no answer")}
+    assert c.takeover_sources(plan, silent, {0: (7, 5)}, mode="quorum").blocked == frozenset({0})
+    assert c.takeover_sources(plan, silent, {0: (7, 5)}, mode="primary").ready == [0]  # availability first
+    assert c.takeover_sources(plan, silent, {0: (7, 5)}, mode="all").ready == [0]  # ours has every ack
+    one = {"b": RuntimeError("no answer"), "c": Positions([[0, 7, 5]])}
+    verdict = c.takeover_sources(plan, one, {0: (7, 5)}, mode="quorum")
+    assert verdict.ready == [0] and verdict.blocked == frozenset()
+
+
+def test_a_copy_marked_down_still_counts_in_the_takeover_quorum() -> None:
+    """Seed 389: a partition cut a primary off with one replica; the other side marked both down. A
+    new primary there must not write at a quorum of one over what that pair acknowledged."""
+    c = core("a")
+    c.on_map(smap(2, [["a", "b", "c"], ["b", "a"], ["b", "a"], ["b", "a"]], down=["b", "c"]), 0.0, held=set(),
+             from_cluster=True)
+    plan = c.plan_takeover({"b": DEAD, "c": DEAD})
+    assert plan is not None
+    assert c.takeover_sources(plan, {}, {0: (7, 5)}, mode="quorum").blocked == frozenset({0})
+
+
+def test_a_takeover_also_needs_a_quorum_of_the_copies_of_the_map_before() -> None:
+    """The drained primary's shard moved to a node whose new map lists two copies: the writes were
+    acknowledged over the three copies of the map before, so two of those must answer too."""
+    c = core("a")
+    c.on_map(smap(1, [["b", "a", "c"]] * SHARDS), 0.0, held=set(), from_cluster=True)
+    c.on_map(smap(2, [["a", "c"]] + [["b", "a", "c"]] * (SHARDS - 1)), 1.0, held=set(), from_cluster=True)
+    assert c.prior == {0: ("b", "a", "c")}
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None and plan.shards == [0]
+    # the new map alone (a, c: quorum 1) would let a go live unheard; the map before says 2 of b, a, c
+    assert c.takeover_sources(plan, {}, {0: (7, 5)}, mode="quorum").blocked == frozenset({0})
+    verdict = c.takeover_sources(plan, {"b": Positions([[0, 7, 6]])}, {0: (7, 5)}, mode="quorum")
+    assert verdict.sources[0].member == "b" and verdict.blocked == frozenset()
+    c.finish_takeover(plan, [0])
+    assert c.prior == {} and c.live == {0}
 
 
 def test_a_takeover_goes_live_only_if_the_role_has_not_changed_hands_meanwhile() -> None:
