@@ -240,6 +240,15 @@ class Config:
                               "(the indirect probes need the rest of the period)")
         if self.lease_drift_ms * 4 >= self.lease_ttl_ms:
             raise ConfigError("DAKERA_LEASE_DRIFT_MS", "must be under a quarter of DAKERA_LEASE_TTL_MS")
+        fastest_dead = self.gossip_suspicion_mult * self.gossip_probe_interval_ms
+        if self.lease_ttl_ms + self.lease_drift_ms >= fastest_dead:
+            # a leader cut off alone keeps its lease this long, while the majority may already have
+            # declared it (and each other, from its side) Dead: it could publish a map marking the
+            # majority down and acknowledge quorum writes on its own copies
+            raise ConfigError("DAKERA_LEASE_TTL_MS",
+                              f"plus DAKERA_LEASE_DRIFT_MS ({self.lease_ttl_ms + self.lease_drift_ms} ms) must be "
+                              f"shorter than the fastest Dead verdict, DAKERA_GOSSIP_SUSPICION_MULT x "
+                              f"DAKERA_GOSSIP_PROBE_INTERVAL_MS ({fastest_dead} ms)")
         if self.storage == "s3" and not self.s3_endpoint:
             raise ConfigError("DAKERA_S3_ENDPOINT", "is required when DAKERA_STORAGE=s3")
 

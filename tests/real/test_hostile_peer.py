@@ -104,8 +104,9 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
     proc = NodeProcess(tmp_path, "node-1", DAKERA_CLUSTER_MODE="true", DAKERA_NODE_ID="node-1",
                        DAKERA_TRANSPORT="udp", DAKERA_GOSSIP_BIND=f"127.0.0.1:{port}", DAKERA_BOOTSTRAP_EXPECT="1",
                        DAKERA_GOSSIP_KEY=base64.b64encode(KEY).decode(), DAKERA_SHARDS="8",
-                       # a long lease: a scheduling stall on a loaded CI machine must not re-elect
-                       DAKERA_LEASE_TTL_MS="4000")
+                       # a long lease: a scheduling stall on a loaded CI machine must not re-elect (and a
+                       # slower failure detector, which a lease must not outlive)
+                       DAKERA_LEASE_TTL_MS="4000", DAKERA_GOSSIP_PROBE_INTERVAL_MS="2000")
     try:
         yield proc.start()
     finally:

@@ -175,3 +175,17 @@ def test_repr_never_shows_secrets() -> None:
     assert "s3cret-root" not in text and "KKKK" not in text and "LLLL" not in text
     assert "root_api_key='<redacted>'" in text and "gossip_keys=<2 keys redacted>" in text
     assert "root_api_key=None" in repr(Config())
+
+
+def test_the_lease_must_run_out_before_the_fastest_dead_verdict() -> None:
+    """The replication simulator's LONG_LEASE case: with a lease that outlives SWIM's fastest Dead
+    verdict, a leader cut off alone still leads while the majority is declared Dead on its side."""
+    assert Config.from_env({}).lease_ttl_ms == 1000  # defaults: 1000 + 150 < 4 x 500
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"DAKERA_LEASE_TTL_MS": "2000"})
+    assert info.value.variable == "DAKERA_LEASE_TTL_MS" and "2150 ms" in str(info.value)
+    assert "DAKERA_GOSSIP_SUSPICION_MULT" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError):
+        Config.from_env({"DAKERA_GOSSIP_PROBE_INTERVAL_MS": "250", "DAKERA_GOSSIP_PROBE_TIMEOUT_MS": "100"})
+    # a slower failure detector allows a longer lease
+    assert Config.from_env({"DAKERA_LEASE_TTL_MS": "4000", "DAKERA_GOSSIP_PROBE_INTERVAL_MS": "2000"}).lease_ttl_ms == 4000
