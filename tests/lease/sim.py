@@ -13,12 +13,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 from dakera_actors.lease.core import Broadcast, LeaseConfig, LeaseCore, LeaseState, Persist, Send
+
+from ..linkfaults import LinkFaults
 
 
 @attrs.define
@@ -37,7 +38,7 @@ class Violation(AssertionError):
     pass
 
 
-class LeaseSim:
+class LeaseSim(LinkFaults):
     def __init__(self, n: int, *, seed: int, config: LeaseConfig | None = None, drift: float = 0.0,
                  latency: tuple[float, float] = (0.001, 0.005), loss: float = 0.0) -> None:
         self.rng = random.Random(seed)
@@ -46,10 +47,7 @@ class LeaseSim:
         self.now = 0.0
         self.nodes = {f"n{i}": SimNode(f"n{i}", self.rng.uniform(1 - drift, 1 + drift), self.rng.uniform(0, 100))
                       for i in range(1, n + 1)}
-        self.groups: list[set[str]] = []
-        self.cut: set[tuple[str, str]] = set()
-        self.deaf: set[str] = set()  # these nodes send but receive nothing
-        self.mute: set[str] = set()  # these nodes receive but send nothing
+        LinkFaults.__init__(self)
         self._events: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self.leaders: list[tuple[float, str, int]] = []  # (true time, id, token) of each election
@@ -69,21 +67,6 @@ class LeaseSim:
 
     def restart(self, node_id: str) -> None:
         self._boot(self.nodes[node_id], restarted=True)
-
-    def partition(self, *groups: Iterable[str]) -> None:
-        self.groups = [set(g) for g in groups]
-
-    def heal(self) -> None:
-        self.groups, self.cut, self.deaf, self.mute = [], set(), set(), set()
-
-    def can_talk(self, a: str, b: str) -> bool:
-        if (a, b) in self.cut or a in self.mute or b in self.deaf:
-            return False
-        if not self.groups:
-            return True
-        ga = next((i for i, g in enumerate(self.groups) if a in g), -1)
-        gb = next((i for i, g in enumerate(self.groups) if b in g), -1)
-        return ga == gb
 
     # -- engine --------------------------------------------------------------------------
     def _push(self, at: float, kind: str, data: Any) -> None:

@@ -62,7 +62,7 @@ from dakera_actors.replication.core import (
 )
 from dakera_actors.replication.messages import Positions
 from dakera_actors.replication.progress import needed
-from dakera_actors.replication.tail import Position, ShardTail, replaces
+from dakera_actors.replication.tail import replaces
 from dakera_actors.sharding.leader import (
     AnnounceHeader,
     Broadcast,
@@ -74,7 +74,10 @@ from dakera_actors.sharding.leader import (
 )
 from dakera_actors.sharding.shardmap import ShardMap, acceptable
 from dakera_actors.store.shard import shard_of
+from dakera_actors.store.tail import Position, ShardTail
 from dakera_actors.wal.record import WalRecord
+
+from ..linkfaults import LinkFaults
 
 ABSENT = "absent"
 
@@ -853,7 +856,7 @@ class SimNode:
 
 
 # -- the simulation ------------------------------------------------------------------------
-class ReplicationSim:
+class ReplicationSim(LinkFaults):
     def __init__(self, schedule: Schedule) -> None:
         self.schedule = schedule
         seed = schedule.seed
@@ -867,10 +870,7 @@ class ReplicationSim:
         self.nodes: dict[str, SimNode] = {}
         clock_rng = random.Random(seed)
         self._clock_rng = clock_rng
-        self.groups: list[set[str]] = []
-        self.cut: set[tuple[str, str]] = set()
-        self.deaf: set[str] = set()
-        self.mute: set[str] = set()
+        LinkFaults.__init__(self)
         self.lost_at: dict[tuple[str, str], float] = {}  # (a, b): when a stopped hearing b
         self.token = 0
         self.leader: str | None = None
@@ -920,15 +920,6 @@ class ReplicationSim:
         self.nodes[node_id] = node
         node.boot()
         self.refresh_hearing()
-
-    def can_talk(self, a: str, b: str) -> bool:
-        if (a, b) in self.cut or a in self.mute or b in self.deaf:
-            return False
-        if not self.groups:
-            return True
-        ga = next((i for i, g in enumerate(self.groups) if a in g), -1)
-        gb = next((i for i, g in enumerate(self.groups) if b in g), -1)
-        return ga == gb
 
     def hears(self, a: str, b: str) -> bool:
         return self.nodes[b].up and self.can_talk(b, a)
@@ -1066,7 +1057,7 @@ class ReplicationSim:
             if args[0] in self.nodes and not self.nodes[args[0]].up:
                 self.nodes[args[0]].boot()
         elif kind == "partition":
-            self.groups = [set(g) for g in args]
+            self.partition(*args)
             self.faults.extend((self.now, m) for g in args for m in g)
         elif kind == "cut":
             self.cut.add((args[0], args[1]))
@@ -1078,7 +1069,7 @@ class ReplicationSim:
             self.mute.add(args[0])
             self.faults.append((self.now, args[0]))
         elif kind == "heal":
-            self.groups, self.cut, self.deaf, self.mute = [], set(), set(), set()
+            self.heal()
         elif kind == "join":
             if args[0] not in self.nodes:
                 self.add_node(args[0])

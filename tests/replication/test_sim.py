@@ -28,7 +28,8 @@ MIN_ACKNOWLEDGED = 0.6  # below this, a run says little (most writes answered 50
 # (replication.core.takeover_quorum).
 LONG_LEASE = ("safety assumes the lease runs out before SWIM declares the majority dead (defaults: 1 s lease, "
               ">= 2 s to Dead); with a longer lease a leader cut off alone publishes a map marking the majority down "
-              "and acknowledges quorum writes by itself. Config does not check the two against each other")
+              "and acknowledges quorum writes by itself. The configuration refuses such a lease (exit 2: "
+              "tests/unit/test_config.py); this pins why")
 
 #: seeds of the CI range whose one-failure-at-a-time schedule fails, (mode, seed) -> why: the random
 #: chunks leave them out, and each must be pinned by a strict xfail test of its own (none today)
