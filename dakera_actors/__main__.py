@@ -19,6 +19,7 @@ import trio
 from . import log
 from .config import Config, ConfigError
 from .node import DataDirLocked, open_node
+from .storage.objects import ObjectStoreUnusable
 from .wal.log import WalRecoveryError
 from .wal.statefile import StorageError
 
@@ -79,6 +80,8 @@ def _startup_failure(exc: BaseException) -> tuple[int, str] | None:
             return EXIT_DAMAGED_DATA, (f"cannot start: {leaf}. Restore the data dir from a good copy, or set "
                                        f"DAKERA_WAL_RECOVERY=truncate to start anyway without the unreadable "
                                        f"records (logged; their bytes stay beside the WAL)")
+        if isinstance(leaf, ObjectStoreUnusable):
+            return 2, f"cannot start: {leaf}"
         if isinstance(leaf, StorageError):
             return 1, f"cannot start: {leaf}"
         if isinstance(leaf, OSError):

@@ -200,7 +200,15 @@ class Config:
     storage: str = attrs.field(default="filesystem", validator=_one_of(STORAGE_KINDS))
     s3_endpoint: str | None = attrs.field(default=None, validator=_url)
     s3_bucket: str = attrs.field(default="dakera", validator=_check(lambda v: isinstance(v, str) and re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v) is not None, "must be a valid S3 bucket name"))
-    s3_region: str = "us-east-1"
+    s3_region: str = attrs.field(default="us-east-1", validator=_check(
+        lambda v: isinstance(v, str) and re.match(r"^[a-z0-9-]{1,32}$", v) is not None, "must be a region name"))
+    #: prepended to every object key, so several clusters can share a bucket
+    s3_prefix: str = attrs.field(default="", validator=_check(
+        lambda v: isinstance(v, str) and len(v) <= 256 and re.match(r"^[A-Za-z0-9._/-]*$", v) is not None
+        and ".." not in v.split("/"), "must be up to 256 of A-Z a-z 0-9 . _ / - with no '..' segment"))
+    #: S3 credentials; unset: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then the usual AWS chain
+    s3_access_key: str | None = attrs.field(default=None, repr=False)
+    s3_secret_key: str | None = attrs.field(default=None, repr=False)
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
 
     embedder: str = attrs.field(default="hashing", validator=_embedder_spec)
@@ -251,6 +259,9 @@ class Config:
                               f"DAKERA_GOSSIP_PROBE_INTERVAL_MS ({fastest_dead} ms)")
         if self.storage == "s3" and not self.s3_endpoint:
             raise ConfigError("DAKERA_S3_ENDPOINT", "is required when DAKERA_STORAGE=s3")
+        if (self.s3_access_key is None) != (self.s3_secret_key is None):
+            raise ConfigError("DAKERA_S3_SECRET_KEY" if self.s3_secret_key is None else "DAKERA_S3_ACCESS_KEY",
+                              "must be set together with the other S3 key (or neither, for the AWS chain)")
 
     # -- derived values --------------------------------------------------------------
     @property
@@ -273,6 +284,10 @@ class Config:
             if value is None:
                 continue
             kwargs[field.name] = _parse(field, var, value)
+        # the AWS variables every S3 tool reads, when the DAKERA_ ones are unset
+        for name, aws in (("s3_access_key", "AWS_ACCESS_KEY_ID"), ("s3_secret_key", "AWS_SECRET_ACCESS_KEY")):
+            if name not in kwargs and raw(aws) is not None:
+                kwargs[name] = raw(aws)
         # auto means "derive it": the same as unset
         for name in ("gossip_advertise", "api_advertise"):
             if isinstance(kwargs.get(name), str) and kwargs[name].lower() == "auto":

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .replication.actor import Replicator
     from .routing.router import Router
     from .sharding.actor import ShardMapActor
+    from .storage.objects import ObjectStore
     from .store.service import MemoryService
     from .wal.memory import SimDisk
 
@@ -120,6 +121,8 @@ class Node:
         self.metrics = NodeMetrics()
         #: worker threads for CPU-heavy work; inline on a simulated disk (deterministic simulations)
         self.offload = Offload(config.cpu_threads, inline=disk is not None)
+        #: the object store (DAKERA_STORAGE=s3), probed at start; the cold tier will write through it
+        self.objects: ObjectStore | None = None
         self.readiness = Readiness()
         #: this node's maintenance flag as stored (read before membership starts)
         self.maintenance_state: Any = None
@@ -420,6 +423,15 @@ async def open_node(
     node.metrics.gossip_members.labels("alive").set(1)
     try:
         async with AsyncExitStack() as stack:
+            if config.storage == "s3":
+                # proven usable before anything else starts: a wrong endpoint, bucket or key is a
+                # one-line start error naming the variable (exit 2), not a failure found later
+                from .storage.opening import open_object_store, probe
+
+                node.objects = await stack.enter_async_context(open_object_store(config, node.data_dir))
+                seconds = await probe(node.objects, node.node_id)
+                node.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint or "aws",
+                              bucket=config.s3_bucket, prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
             if config.cluster_mode:
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(

@@ -29,6 +29,15 @@ class ObjectExists(ObjectStoreError):
     """A put that asked for an absent key found one there (the conditional put lost)."""
 
 
+class ObjectStoreUnusable(Exception):
+    """The configured object store cannot be used; ``variable`` is the setting to look at."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
 @attrs.frozen
 class ObjectInfo:
     key: str

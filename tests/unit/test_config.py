@@ -189,3 +189,21 @@ def test_the_lease_must_run_out_before_the_fastest_dead_verdict() -> None:
         Config.from_env({"DAKERA_GOSSIP_PROBE_INTERVAL_MS": "250", "DAKERA_GOSSIP_PROBE_TIMEOUT_MS": "100"})
     # a slower failure detector allows a longer lease
     assert Config.from_env({"DAKERA_LEASE_TTL_MS": "4000", "DAKERA_GOSSIP_PROBE_INTERVAL_MS": "2000"}).lease_ttl_ms == 4000
+
+
+def test_s3_settings_prefix_keys_and_the_aws_variables() -> None:
+    c = Config.from_env({"DAKERA_S3_PREFIX": "team-a/cluster-1", "AWS_ACCESS_KEY_ID": "AKID",
+                         "AWS_SECRET_ACCESS_KEY": "secret-value"})
+    assert (c.s3_prefix, c.s3_access_key, c.s3_secret_key) == ("team-a/cluster-1", "AKID", "secret-value")
+    assert "secret-value" not in repr(c)  # never in a log line or a traceback
+    ours = Config.from_env({"DAKERA_S3_ACCESS_KEY": "mine", "DAKERA_S3_SECRET_KEY": "also-mine",
+                            "AWS_ACCESS_KEY_ID": "theirs", "AWS_SECRET_ACCESS_KEY": "theirs"})
+    assert (ours.s3_access_key, ours.s3_secret_key) == ("mine", "also-mine")
+    for env, variable in (({"DAKERA_S3_PREFIX": "a/../b"}, "DAKERA_S3_PREFIX"),
+                          ({"DAKERA_S3_PREFIX": "sp ace"}, "DAKERA_S3_PREFIX"),
+                          ({"DAKERA_S3_REGION": "Mars Central"}, "DAKERA_S3_REGION"),
+                          ({"DAKERA_S3_ACCESS_KEY": "only-one"}, "DAKERA_S3_SECRET_KEY"),
+                          ({"DAKERA_S3_SECRET_KEY": "only-one"}, "DAKERA_S3_ACCESS_KEY")):
+        with pytest.raises(ConfigError) as info:
+            Config.from_env(env)
+        assert info.value.variable == variable
