@@ -23,12 +23,15 @@ from .transport import TransportError
 class PeerUnavailable(Exception):
     """A member could not be asked: unknown, known down, or the request failed."""
 
-    def __init__(self, member_id: str, reason: str, *, unknown: bool = False) -> None:
+    def __init__(self, member_id: str, reason: str, *, unknown: bool = False, asked: bool = False) -> None:
         super().__init__(f"member {member_id} {reason}")
         self.member_id = member_id
         self.reason = reason
         #: True when the member is not in the membership view at all (not merely down)
         self.unknown = unknown
+        #: True when the request went out (the member failed to answer); False when it was
+        #: refused here, the member being unknown or known to be down
+        self.asked = asked
 
 
 class Peers:
@@ -66,7 +69,7 @@ class Peers:
         try:
             reply = await self.endpoint.request(address, msg, timeout=timeout if timeout is not None else self.timeout)
         except (TransportError, RemoteError) as exc:
-            raise PeerUnavailable(member_id, f"did not answer: {exc}") from None
+            raise PeerUnavailable(member_id, f"did not answer: {exc}", asked=True) from None
         return reply.message
 
     async def open_stream(self, member_id: str, first: object, *, timeout: float | None = None) -> MessageStream:

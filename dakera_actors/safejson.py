@@ -65,6 +65,16 @@ def loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     return body
 
 
+def loads_body(raw: bytes, *, required: bool) -> Any:
+    """A request body: :func:`loads` of ``raw``, or None when it is empty and not ``required``
+    (:class:`JsonInvalid` when it is empty and required)."""
+    if not raw:
+        if required:
+            raise JsonInvalid("request body must be a JSON object")
+        return None
+    return loads(raw)
+
+
 def dumps(body: Any) -> bytes:
     """Compact JSON bytes of an answer."""
     return json.dumps(body, separators=(",", ":")).encode()

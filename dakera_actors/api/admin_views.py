@@ -55,17 +55,18 @@ def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
     }
 
 
-def cluster_shards(deps: FacadeDeps) -> dict[str, Any]:
-    """``GET /admin/cluster/shards``: each shard's copies and, where held here, its size."""
+def cluster_shards(deps: FacadeDeps, report: ClusterReplication | None) -> dict[str, Any]:
+    """``GET /admin/cluster/shards``: each shard's copies, its size where held here, and its lag
+    (and whether it is under-replicated) as its primary reports them in ``report`` (lag 0 where
+    there is no report or its primary did not answer)."""
     smap = deps.shard_map.value if deps.shard_map else None
     local = deps.memory.shards.shards if deps.memory else {}
-    replication = deps.replication
-    now = trio.current_time()
     out = []
     for shard in range(deps.config.shards):
         copies = (smap.placement[shard] if smap else [] if deps.config.cluster_mode else [deps.node_id])
         held = local.get(shard)
-        out.append({
+        row = report.rows.get(shard) if report is not None else None
+        view: dict[str, Any] = {
             "id": shard,
             "primary": copies[0] if copies else None,
             "replicas": list(copies[1:]),
@@ -74,8 +75,11 @@ def cluster_shards(deps: FacadeDeps) -> dict[str, Any]:
             "size_bytes": sum(len(m.content) for a in held.agents.values() for m in a.memories.values())
             if held is not None else 0,
             "seq": held.seq if held is not None else 0,
-            "lag_ms": int(replication.shard_lag(shard, now)[0]) if replication is not None else 0,
-        })
+            "lag_ms": row.lag_ms if row is not None else 0,
+        }
+        if row is not None and report is not None:
+            view["under_replicated"] = report.under_replicated(shard)
+        out.append(view)
     return {"shards": out, "shard_map_version": smap.version if smap else 0}
 
 

@@ -174,16 +174,11 @@ def create_app(node: FacadeDeps) -> QuartTrio:
 
     @admin_route("/cluster/shards", ["GET"])
     async def cluster_shards() -> Response:
-        body = admin_views.cluster_shards(node)
-        if node.replication is not None and node.replication.map is not None:
-            # lag as each shard's primary sees it (this node only knows its own primaries')
-            report = await node.replication.cluster_status()
-            for shard in body["shards"]:
-                row = report.rows.get(shard["id"])
-                if row is not None:
-                    shard["lag_ms"] = row.lag_ms
-                    shard["under_replicated"] = report.under_replicated(shard["id"])
-        return json_response(body)
+        # lag as each shard's primary sees it (this node only knows its own primaries')
+        replication = node.replication
+        report = (await replication.cluster_status()
+                  if replication is not None and replication.map is not None else None)
+        return json_response(admin_views.cluster_shards(node, report))
 
     @admin_route("/cluster/replication", ["GET"])
     async def cluster_replication() -> Response:

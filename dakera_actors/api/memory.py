@@ -6,9 +6,9 @@ from __future__ import annotations
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from .. import safejson
-from ..routing.router import LARGE_ANSWER, Router, rough_size
+from ..routing.router import Router
 from ..store import validation
+from ..store.service import valid
 from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_bytes_response, request_bytes
@@ -25,8 +25,7 @@ def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
         status, payload, owner = await router().run(op, raw, dict(request.args), memory_id=memory_id,
                                                        path_agent=agent)
         # a large answer is serialized in a worker thread, not on the loop the protocols share
-        data = (await node.offload.run(safejson.dumps, payload, size=rough_size(payload)) if op in LARGE_ANSWER
-                else safejson.dumps(payload))
+        data = await router().dumps_answer(payload)
         # smart clients and load balancers can go straight to the owner next time
         return json_bytes_response(data, status, {"X-Dakera-Owner": owner} if owner else None)
 
@@ -69,15 +68,13 @@ def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
     @app.get("/v1/agents")
     async def agents() -> Response:
         # a plain list, as the SDK reads it; bounded pages (limit/offset), the next one linked
-        try:
+        with valid():
             limit, offset = validation.parse_agent_page(request.args)
-        except validation.Invalid as exc:
-            raise ApiError(400, str(exc), field=exc.field) from None
         page = await router().list_agents(limit, offset)
         headers = {}
         if len(page) == limit:  # there may be more
             headers["Link"] = f'</v1/agents?limit={limit}&offset={offset + limit}>; rel="next"'
-        data = await node.offload.run(safejson.dumps, page, size=rough_size(page))
+        data = await router().dumps_answer(page)
         return json_bytes_response(data, 200, headers or None)
 
     @app.get("/v1/agents/<agent_id>/memories")

@@ -9,7 +9,6 @@ from quart import Response, request
 
 from .. import safejson
 from ..errors import ServiceError
-from .errors import bad_request
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -35,8 +34,9 @@ def error_response(err: ServiceError) -> Response:
 
 
 async def json_body(*, required: bool = True) -> Any:
-    """The request's JSON body, or a 400 that says what is wrong with it."""
-    return parse_json(await request_bytes(), required=required)
+    """The request's JSON body; a bad one raises :class:`~dakera_actors.safejson.JsonInvalid`,
+    which the app answers with a 400 that says what is wrong with it."""
+    return safejson.loads_body(await request_bytes(), required=required)
 
 
 async def request_bytes() -> bytes:
@@ -44,14 +44,3 @@ async def request_bytes() -> bytes:
     data = await request.get_data(cache=True, as_text=False)
     return data if isinstance(data, bytes) else data.encode()
 
-
-def parse_json(raw: bytes, *, required: bool = True) -> Any:
-    """Strict, depth-bounded JSON (:func:`dakera_actors.safejson.loads`); a 400 ApiError otherwise."""
-    if not raw:
-        if required:
-            raise bad_request("request body must be a JSON object")
-        return None
-    try:
-        return safejson.loads(raw)
-    except safejson.JsonInvalid as exc:
-        raise bad_request(str(exc)) from None

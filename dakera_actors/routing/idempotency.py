@@ -5,9 +5,9 @@ turned out closed, a bounced request is forwarded on by a second node, or someon
 gossip key re-sends a captured write (the replay cache catches exact copies; this catches the
 rest). The node that first takes a write from HTTP gives it a random id; the owner remembers, per
 id, the answer it gave (or the answer being computed) and returns that instead of applying the
-write again. Memory is bounded: an entry lives ``ttl`` seconds (the frame window plus the request
-timeout: after that a sealed copy is stale anyway), and at most ``capacity`` entries are kept
-(oldest dropped first).
+write again. Memory is bounded: an entry lives ``ttl`` seconds (the router gives it the frame
+window plus twice the request timeout: after that a sealed copy is stale and its sender has
+stopped retrying), and at most ``capacity`` entries are kept (oldest dropped first).
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ class IdempotencyCache(Generic[T]):
         return len(self._entries)
 
     def _expire(self, now: float) -> None:
+        """Drop expired entries, and the oldest until there is room for one more."""
         entries = self._entries
         while entries:
-            key, first = next(iter(entries.items()))
-            if first.expires > now and len(entries) <= self.capacity:
+            first = next(iter(entries.values()))
+            if first.expires > now and len(entries) < self.capacity:
                 break
             entries.popitem(last=False)
 

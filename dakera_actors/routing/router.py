@@ -3,10 +3,10 @@
 A request names its agent; the agent's shard's primary in the installed map is its owner. The
 owner runs the request locally; any other node forwards it over the inter-node transport as one
 msgpack request/response (not a second HTTP hop) and returns the owner's answer unchanged,
-errors included. A request bounces at most once: the receiver serves it if its own map makes it
-the owner or if the sender's map is newer than its own, forwards it once more otherwise, and
-answers 503 rather than bounce again. A forward that gets no answer within the request timeout
-is a 503 naming the owner, never a hang.
+errors included. A request bounces at most once: when the sender's map is newer than its own, the
+receiver first fetches that map; it then serves the request if its map (now at least as new)
+makes it the owner, forwards it once more otherwise, and answers 503 rather than bounce again.
+A forward that gets no answer within the request timeout is a 503 naming the owner, never a hang.
 
 A forwarded write carries a request id given by the node that took it from HTTP; the owner
 answers a repeated id with its first answer instead of applying the write again (see
@@ -49,8 +49,6 @@ EVENTUAL_OPS = {"get", "recall", "search"}
 # operations that change data: forwarded with a request id, applied once per id
 WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget"}
 NO_BODY = {"get", "agent_memories", "agent_stats"}
-# answers that can run to megabytes: serialized off the event loop
-LARGE_ANSWER = {"store_batch", "recall", "search", "batch_recall", "agent_memories", "local_agents"}
 
 
 class MapSource(Protocol):
@@ -80,15 +78,6 @@ def rough_size(payload: Any) -> int:
     return 2048 * len(items) if isinstance(items, list) else 0
 
 
-def parse_body(raw: bytes, *, required: bool) -> Any:
-    """A request body as the memory API takes it; raises :class:`safejson.JsonInvalid` when bad."""
-    if not raw:
-        if required:
-            raise safejson.JsonInvalid("request body must be a JSON object")
-        return None
-    return safejson.loads(raw)
-
-
 def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str | None:
     if op in BODY_AGENT:
         value = body.get("agent_id") if isinstance(body, dict) else None
@@ -97,6 +86,16 @@ def agent_of(op: str, body: Any, args: dict[str, str], path_agent: str) -> str |
     else:
         value = path_agent or None
     return value if isinstance(value, str) and value else None
+
+
+def route_decision(op: str, owner: str | None, self_id: str, *, eventual: bool, holds: bool,
+                   hops: int) -> str:
+    """Where a request goes: ``"serve"`` here when this node owns the agent's shard (or no one
+    does, or it is an eventual read and this node holds a copy), else ``"forward"`` to the owner
+    if it has not been forwarded yet, else ``"refuse"`` (a 503: the maps disagree)."""
+    if op == "local_agents" or owner is None or owner == self_id or (eventual and holds):
+        return "serve"
+    return "forward" if hops == 0 else "refuse"
 
 
 class Router:
@@ -137,13 +136,15 @@ class Router:
                   path_agent: str = "") -> tuple[int, Any, str]:
         """(status, JSON body, owner API address) of one memory request."""
         # large bodies parse in a worker thread; a bad one raises JsonInvalid (the facade's 400)
-        body = await self.offload.run(lambda: parse_body(raw, required=op not in NO_BODY), size=len(raw))
+        body = await self.offload.run(lambda: safejson.loads_body(raw, required=op not in NO_BODY),
+                                      size=len(raw))
         request = Forward(op, raw, args, memory_id, path_agent, 0, self._map_version())
         agent = agent_of(op, body, args, path_agent)
         owner = self._owner(agent)
-        if owner is None or owner == self.node_id or (wants_eventual(op, body, args) and self._holds(agent)):
+        if self._decide(request, body, agent, owner) == "serve":
             status, payload = await self._local(request, body)
             return status, payload, self.api_address
+        assert owner is not None
         if op in WRITE_OPS:
             request = attrs.evolve(request, request_id=f"{self.node_id}/{self.rng.getrandbits(64):016x}")
         return await self._forward(owner, request)
@@ -201,6 +202,19 @@ class Router:
         smap = self._map()
         return agent is not None and smap is not None and self.node_id in smap.placement[shard_of(agent, smap.shards)]
 
+    def _decide(self, request: Forward, body: Any, agent: str | None, owner: str | None) -> str:
+        # asked only of a request this node does not own (a bad consistency value is judged
+        # where it is served, as before)
+        eventual = (owner not in (None, self.node_id) and request.op != "local_agents"
+                    and wants_eventual(request.op, body, request.args))
+        return route_decision(request.op, owner, self.node_id, eventual=eventual,
+                              holds=eventual and self._holds(agent), hops=request.hops)
+
+    async def dumps_answer(self, payload: Any) -> bytes:
+        """An answer's JSON bytes: in a worker thread when it lists many memories (a small one is
+        serialized on the loop; :class:`Offload` runs small inputs inline)."""
+        return await self.offload.run(safejson.dumps, payload, size=rough_size(payload))
+
     async def _local(self, request: Forward, body: Any) -> tuple[int, Any]:
         service = self.service
         if service is None or not self.storage_ready():
@@ -215,22 +229,21 @@ class Router:
             return err.status, err.body()
 
     async def _forward(self, owner: str, request: Forward) -> tuple[int, Any, str]:
-        member = self.peers.member(owner) if self.peers is not None else None
-        if self.peers is None or member is None or not member.reachable:
+        if self.peers is None:
             raise Unavailable(f"shard owner {owner} is unreachable; retry once the map moves the shard")
-        self.metrics.forwarded_requests.inc()
         try:
             answer: Reply = await self.peers.request(owner, request)
         except PeerUnavailable as exc:
+            if not exc.asked:  # the owner is not a member, or is known to be down
+                raise Unavailable(f"shard owner {owner} is unreachable; retry once the map moves the shard") from None
+            self.metrics.forwarded_requests.inc()
             raise Unavailable(f"shard owner {owner} did not answer: {exc.reason}") from None
+        self.metrics.forwarded_requests.inc()
+        # the owner's body is decoded (not passed through): its error bodies are not compact JSON,
+        # and the client gets the same compact bytes whichever node served it
         payload = await self.offload.run(json.loads, answer.body, size=len(answer.body)) if answer.body else None
-        return answer.status, payload, answer.owner or member.api
-
-    async def _dumps(self, op: str, payload: Any) -> bytes:
-        """The answer's JSON: in a worker thread for the operations whose answers can be large."""
-        if op in LARGE_ANSWER:
-            return await self.offload.run(safejson.dumps, payload, size=rough_size(payload))
-        return safejson.dumps(payload)
+        member = self.peers.member(owner)
+        return answer.status, payload, answer.owner or (member.api if member is not None else "")
 
     # -- entry from another node -------------------------------------------------------
     async def _serve(self, envelope: Envelope, stream: MessageStream) -> None:
@@ -246,7 +259,7 @@ class Router:
             try:
                 # the same parser and limits as the facade: a body that reaches the owner only by
                 # forwarding (an older peer, or a forged frame) gets the same 400, never a crash
-                body = await self.offload.run(lambda: parse_body(request.body, required=False),
+                body = await self.offload.run(lambda: safejson.loads_body(request.body, required=False),
                                               size=len(request.body))
             except safejson.JsonInvalid as exc:
                 raise InvalidRequest(str(exc)) from None
@@ -259,15 +272,14 @@ class Router:
                                                   timeout=self.config.request_timeout / 2)
             agent = agent_of(request.op, body, request.args, request.agent)
             owner = self._owner(agent)
-            mine = (request.op == "local_agents" or owner in (None, self.node_id)
-                    or (wants_eventual(request.op, body, request.args) and self._holds(agent)))
-            if mine:
+            decision = self._decide(request, body, agent, owner)
+            if decision == "serve":
                 status, payload = await self._local(request, body)
-                reply = Reply(status, await self._dumps(request.op, payload), self.api_address)
-            elif request.hops == 0:
+                reply = Reply(status, await self.dumps_answer(payload), self.api_address)
+            elif decision == "forward":
                 assert owner is not None
                 status, payload, owner_api = await self._forward(owner, attrs.evolve(request, hops=1))
-                reply = Reply(status, await self._dumps(request.op, payload), owner_api)
+                reply = Reply(status, await self.dumps_answer(payload), owner_api)
             else:
                 raise Unavailable("shard maps disagree; retry shortly")
         except ServiceError as err:

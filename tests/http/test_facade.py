@@ -141,7 +141,7 @@ async def test_unexpected_exception_is_a_json_500_without_traceback(tmp_path: Pa
 
 @pytest.mark.parametrize("garbage", [b"{", b"\xff\xfe", b"[1,2", b"nul"])
 async def test_json_body_helper_rejects_malformed_json(tmp_path: Path, garbage: bytes) -> None:
-    from dakera_actors.api import json_body, json_response
+    from dakera_actors.api.responses import json_body, json_response
 
     async with node_client(tmp_path) as (node, client):
         @node.app.post("/echo")  # type: ignore[union-attr]

@@ -96,7 +96,7 @@ async def test_an_unknown_or_down_member_is_refused_at_once_and_says_which(
                 await c.peers.request(member, Echo(1))
                 raise AssertionError(f"{member} was asked")
             except PeerUnavailable as exc:
-                assert exc.unknown == unknown and exc.member_id == member
+                assert exc.unknown == unknown and exc.member_id == member and not exc.asked
                 assert unknown or "Dead" in exc.reason
             assert trio.current_time() == started  # nothing was sent, nothing waited for
 
@@ -108,7 +108,7 @@ async def test_a_member_that_does_not_answer_in_time_is_unavailable(autojump_clo
             await c.peers.request("c", Stall(), timeout=0.5)
             raise AssertionError("a stalled request returned")
         except PeerUnavailable as exc:
-            assert not exc.unknown and exc.member_id == "c"
+            assert not exc.unknown and exc.member_id == "c" and exc.asked
         assert trio.current_time() - started < 1.0  # the timeout given, not the default 2 s
         # and the member is still asked normally afterwards
         assert await c.peers.request("c", Echo(1)) == Echo(12)
@@ -122,7 +122,7 @@ async def test_an_error_reply_and_an_unreachable_address_are_unavailable(
                 await c.peers.request(member, msg)
                 raise AssertionError(f"{member} answered {msg}")
             except PeerUnavailable as exc:
-                assert not exc.unknown and exc.member_id == member
+                assert not exc.unknown and exc.member_id == member and exc.asked
 
 
 async def test_gather_maps_each_member_to_its_reply_or_why_there_is_none(
