@@ -26,7 +26,7 @@ cluster: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## the inner loop: everything but the real-process tests (no sockets, no subprocesses)
+## the inner loop: everything but the real-process tests (no node processes)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not real" -x
 

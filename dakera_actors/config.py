@@ -224,7 +224,7 @@ class Config:
     max_request_text_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_int_range(1024, 1024**3))
     #: HTTP requests served at once (health routes excepted); more get a 503 with Retry-After
     max_concurrent_requests: int = attrs.field(default=64, validator=_int_range(1, 100_000))
-    #: open HTTP connections; more wait in the listen backlog until one closes
+    #: open HTTP connections; one accepted beyond them is answered 503 with Retry-After at once and closed
     max_connections: int = attrs.field(default=512, validator=_int_range(1, 1_000_000))
     #: worker threads for CPU-heavy work (embedding, large JSON, snapshot images)
     cpu_threads: int = attrs.field(default=2, validator=_int_range(1, 256))

@@ -191,11 +191,25 @@ def _is_unspecified(host: str) -> bool:
         return False
 
 
+def is_ip_literal(host: str) -> bool:
+    """True when ``host`` is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def normalize_host(host: str) -> str:
-    """``::ffff:1.2.3.4`` (how a dual-stack socket sees IPv4 peers) becomes ``1.2.3.4``."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
+    """An IP literal in its canonical form, with ``::ffff:1.2.3.4`` (how a dual-stack socket sees
+    IPv4 peers) as ``1.2.3.4``; a name unchanged."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def sockaddr_to_address(sockaddr: Any) -> str:

@@ -37,7 +37,6 @@ addresses) live in :mod:`transports.tcp`, shared with the WebSocket transport.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import math
 import socket as stdlib_socket
 import struct
@@ -65,6 +64,7 @@ from transports.tcp import (
     allow_dual_stack,
     bind_tcp_listener,
     check_limits,
+    is_ip_literal,
     open_tcp_connection,
     resolve_bind_address,
     sockaddr_to_address,
@@ -314,7 +314,7 @@ class UdpTransport(Transport):
         numeric = _numeric_sockaddr(family, host, port)
         if numeric is not None:
             return numeric, math.inf
-        if _is_ip_literal(host) and "%" not in host:
+        if is_ip_literal(host) and "%" not in host:
             return None, math.inf  # an IP of the other family: this socket cannot reach it
         flags = stdlib_socket.AI_V4MAPPED if family == stdlib_socket.AF_INET6 else 0
         with trio.move_on_after(_RESOLVE_TIMEOUT):  # a slow resolver must not stall gossip
@@ -430,10 +430,3 @@ def _numeric_sockaddr(family: int, host: str, port: int) -> tuple[str, int] | No
             pass
     return None
 
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

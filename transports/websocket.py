@@ -36,7 +36,6 @@ Binding and the default advertised address work as in :mod:`transports.udp` (TCP
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -68,6 +67,8 @@ from transports.tcp import (
     advertised_address,
     bind_tcp_listener,
     check_limits,
+    is_ip_literal,
+    normalize_host,
     open_tcp_connection,
     resolve_bind_address,
     sockaddr_to_address,
@@ -416,8 +417,8 @@ class WebSocketTransport(Transport):
         """Serve ``request``; True when the connection should stay open until its reader ends."""
         target = urllib.parse.urlsplit(request.path)
         source = _source_address(target.query)
-        remote_ip = _ip_of(remote)
-        if source is not None and not await _resolves_to(source, remote_ip):
+        remote_ip = normalize_host(parse_hostport(remote)[0])
+        if source is not None and not await _resolves_to(parse_hostport(source)[0], remote_ip):
             if target.path == PACKET_PATH:
                 self.packet_links_refused += 1
                 log.warning("packet_link_refused", reason="from_mismatch", peer=remote, claimed=source)
@@ -502,34 +503,18 @@ def _source_address(query: str) -> str | None:
     return format_hostport(host, port) if port else None
 
 
-def _ip_of(address: str) -> str:
-    """The IP of a ``host:port`` socket address, IPv4-mapped IPv6 unwrapped."""
-    host, _port = parse_hostport(address)
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-async def _resolves_to(address: str, remote_ip: str) -> bool:
-    """True when ``address``'s host is ``remote_ip`` or a name that resolves to it."""
-    host, _port = parse_hostport(address)
-    if _ip_of(address) == remote_ip:
+async def _resolves_to(host: str, remote_ip: str) -> bool:
+    """True when ``host`` is ``remote_ip`` (a normalized IP) or a name that resolves to it."""
+    if normalize_host(host) == remote_ip:
         return True
-    try:
-        ipaddress.ip_address(host)
+    if is_ip_literal(host):
         return False  # a literal that differs
-    except ValueError:
-        pass
     with trio.move_on_after(_RESOLVE_TIMEOUT):
         try:
             infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
         except OSError:
             return False
-        return any(_ip_of(format_hostport(str(info[4][0]), 0)) == remote_ip for info in infos)
+        return any(normalize_host(str(info[4][0])) == remote_ip for info in infos)
     return False
 
 

@@ -1,4 +1,5 @@
-"""Objects as files under a directory: the embedded default (``DAKERA_STORAGE=filesystem``).
+"""Objects as files under a directory (meant as the cold tier's embedded default,
+``DAKERA_STORAGE=filesystem``; the node does not open it yet).
 
 A key ``a/b/c`` is the file ``<root>/a/b/c``. A put writes a temporary file in the same
 directory, fsyncs it, then renames it into place (or, for ``if_absent``, hard-links it, which

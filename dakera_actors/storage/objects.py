@@ -18,7 +18,15 @@ MAX_KEY_BYTES = 1024
 
 
 class ObjectStoreError(Exception):
-    """The store could not do what was asked (unreachable, refused, out of space ...)."""
+    """The store could not do what was asked (unreachable, refused, out of space ...).
+
+    ``code`` is the backend's own name for the failure where it has one (an S3 error code such
+    as ``NoSuchBucket``, or ``"unreachable"``), so callers can tell failures apart without
+    reading the message."""
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ObjectNotFound(ObjectStoreError):

@@ -40,7 +40,7 @@ PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 @attrs.frozen
 class S3Settings:
     bucket: str
-    endpoint: str | None = None  # None: AWS's own endpoint for the region
+    endpoint: str  # the URL of the S3 service (DAKERA_S3_ENDPOINT, required with s3)
     region: str = "us-east-1"
     access_key: str | None = None  # None: the usual AWS chain (environment, profile, instance role)
     secret_key: str | None = None
@@ -64,12 +64,12 @@ class S3ObjectStore:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in NOT_FOUND:
-                raise ObjectNotFound(str(exc)) from None
+                raise ObjectNotFound(str(exc), code=code) from None
             if code in PRECONDITION:
-                raise ObjectExists(str(exc)) from None
-            raise ObjectStoreError(f"S3 {code or 'error'}: {exc}") from None
+                raise ObjectExists(str(exc), code=code) from None
+            raise ObjectStoreError(f"S3 {code or 'error'}: {exc}", code=code or None) from None
         except (BotoCoreError, OSError) as exc:
-            raise ObjectStoreError(f"S3 unreachable: {exc}") from None
+            raise ObjectStoreError(f"S3 unreachable: {exc}", code="unreachable") from None
 
     def _key(self, key: str) -> str:
         return self._prefix + check_key(key)
@@ -98,7 +98,7 @@ class S3ObjectStore:
         try:
             return await self._run(fetch)
         except ObjectStoreError as exc:
-            if "InvalidRange" in str(exc):
+            if exc.code == "InvalidRange":
                 return b""  # a range that starts past the end: nothing there, as a slice would say
             raise
 

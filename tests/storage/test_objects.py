@@ -166,3 +166,15 @@ async def test_s3_errors_are_object_store_errors(moto_endpoint: str) -> None:
     async with open_s3_store(missing_bucket) as s3:
         with pytest.raises(ObjectStoreError, match="NoSuchBucket"):
             await s3.put("k", b"v")
+
+
+def test_the_probe_blames_a_setting_by_the_error_code_not_the_message() -> None:
+    from dakera_actors.storage.opening import _blame
+
+    # a "403" inside a port number is not a refused key: the code says the endpoint is unreachable
+    assert _blame(ObjectStoreError("S3 unreachable: http://127.0.0.1:40300/", code="unreachable")) \
+        == "DAKERA_S3_ENDPOINT"
+    assert _blame(ObjectStoreError("S3 SlowDown: port 4030", code="SlowDown")) == "DAKERA_STORAGE"
+    assert _blame(ObjectStoreError("S3 NoSuchBucket: ...", code="NoSuchBucket")) == "DAKERA_S3_BUCKET"
+    assert _blame(ObjectStoreError("S3 AccessDenied: ...", code="AccessDenied")) == "DAKERA_S3_ACCESS_KEY"
+    assert _blame(ObjectStoreError("no code at all, 403")) == "DAKERA_STORAGE"
