@@ -42,7 +42,7 @@ from ..store.records import BadRecord, check_memory, check_replicated
 from ..store.shard import ShardSet, record_contents
 from ..store.shard import image as shard_image
 from ..store.sizing import cut_by_bytes, packed_size
-from ..store.tail import Position, ShardTail
+from ..store.tail import Position
 from ..wal.record import WalRecord
 from ..wire import Envelope
 from .core import (
@@ -55,6 +55,7 @@ from .core import (
     StartFetching,
     StartTakeover,
     TakeoverPlan,
+    takeover_refusal,
 )
 from .messages import (
     Fetch,
@@ -82,11 +83,10 @@ class _MapChanged:
 
 
 class Storage(Protocol):
-    """What the replicator uses of the node's storage: the shards, their one writer, the tails."""
+    """What the replicator uses of the node's storage: the shards and their one writer (which keeps the tails)."""
 
     shards: ShardSet
     owner: ShardOwner
-    tails: dict[int, ShardTail]
 
 
 class MapSource(Protocol):
@@ -108,7 +108,7 @@ class Replicator(Actor):
         self.config = config
         self.shards = memory.shards
         self.owner = memory.owner
-        self.core = ReplicationCore(me, memory.tails, ReplicationConfig())
+        self.core = ReplicationCore(me, memory.owner.tails, ReplicationConfig())
         self.peers = peers
         self.maps = maps
         self.log = log
@@ -139,11 +139,6 @@ class Replicator(Actor):
     def handing_over(self) -> dict[int, float]:
         return self.core.handing_over
 
-    def shard_lag(self, shard: int, now: float) -> tuple[float, int, int, int]:
-        """(lag ms, lag records, healthy replicas, replicas) of a shard this node is primary of."""
-        lag = self.core.shard_lag(shard, now)
-        return lag.lag_ms, lag.lag_records, lag.healthy, lag.replicas
-
     def local_status(self) -> list[ShardStatus]:
         """A status row per shard this node is primary of (see :class:`~.status.ShardStatus`)."""
         return self.core.local_status(trio.current_time())
@@ -153,9 +148,6 @@ class Replicator(Actor):
         return self.core.epoch()
 
     def writable(self, shard: int) -> bool:
-        return self.core.writable(shard)
-
-    def purgeable(self, shard: int) -> bool:
         return self.core.writable(shard)
 
     def committed(self, records: list[WalRecord]) -> None:
@@ -386,9 +378,9 @@ class Replicator(Actor):
         shards = [s for s in msg.shards if s in self.core.tails]
         if msg.map is not None:
             reason = await self.maps.offer(msg.map, envelope.sender)
-            current = self.maps.view.value
-            if current is None or current.key != msg.map.key:
-                await stream.send(Positions([], reason or "a newer map is installed here"))
+            refusal = takeover_refusal(self.maps.view.value, msg.map, reason)
+            if refusal:
+                await stream.send(Positions([], refusal))
                 return
             while self.core.map is None or self.core.map.key < msg.map.key:
                 await self._changed.wait()  # our own map follower catches up on the install

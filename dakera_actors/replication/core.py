@@ -488,5 +488,14 @@ def takeover_quorum(mode: str, copies: int) -> int:
     return copies - needed(mode, copies) + 1
 
 
+def takeover_refusal(installed: ShardMap | None, asked: ShardMap, offer_reason: str) -> str:
+    """Why a position query carrying the map ``asked`` is refused here ("" when it is answered):
+    it is answered only once that very map is installed (``installed``, after offering it; the
+    offer's refusal ``offer_reason`` says why not, else a newer map is installed here)."""
+    if installed is not None and installed.key == asked.key:
+        return ""
+    return offer_reason or "a newer map is installed here"
+
+
 def _reachable(state: MemberState) -> bool:
     return state in (MemberState.ALIVE, MemberState.SUSPECT)

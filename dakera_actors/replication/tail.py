@@ -1,11 +1,6 @@
 """A shard's history as the replication protocol sees it: positions, the primary's tail, fetch decisions.
 
-Every shard has one history, a sequence of records numbered ``seq = 1, 2, ...`` by whichever
-node is its primary. Each record also carries the **epoch** it was written under: the key of
-the shard map its primary had installed (``token << 32 | version``), so one (epoch, seq) pair
-names one record cluster-wide: under one map a shard has one primary. A copy's **position** is
-the (epoch, seq) of the last record it applied; positions compare as tuples, which is the
-"who has the newer history" rule (Raft's up-to-date check).
+Histories, epochs and positions are defined in :mod:`dakera_actors.store.tail`.
 
 The primary's store keeps the newest records of each shard in memory
 (:class:`~dakera_actors.store.tail.ShardTail`: one record type end to end). A replica asks for
@@ -35,7 +30,7 @@ def decide(tail: ShardTail, replica: Position) -> Decision:
     ours = tail.last
     if replica == ours:
         return "current"
-    if replica[1] < ours[1] and tail.epoch_at(replica[1]) == replica[0]:
+    if is_prefix(tail, replica):  # one of ours, and not our last: what follows it
         return "records"
     if ours > replica:
         return "snapshot"

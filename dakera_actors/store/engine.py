@@ -34,7 +34,7 @@ from .service import MemoryService
 from .shard import ShardSet
 from .tail import ShardTail, feed
 
-__all__ = ["Recovered", "StorageError", "open_storage", "recover", "start_storage"]
+__all__ = ["Recovered", "open_storage", "recover", "start_storage"]
 
 _log = get_logger("dakera_actors.store")
 
@@ -150,12 +150,11 @@ async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None,
     wal = WalActor(recovered.log, metrics)
     checkpointer = Checkpointer(recovered.store, wal, metrics)
     checkpointer.known(recovered.snapshots)
-    owner = ShardOwner(shards, wal, checkpointer, metrics, wall_clock=wall_clock,
+    owner = ShardOwner(shards, wal, checkpointer, metrics, tails, wall_clock=wall_clock,
                        checkpoint_records=config.checkpoint_records,
                        checkpoint_interval=config.checkpoint_interval)
     for actor in (wal, checkpointer, owner):
         await start_actor(actor)
     service = MemoryService(shards, owner, embedder, tokenize, wall_clock=wall_clock, rng=rng,
                             offload=offload, max_text_bytes=config.max_request_text_bytes)
-    service.tails = owner.tails = tails
     return service

@@ -33,7 +33,7 @@ from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
 from .shard import FrozenShard, ShardSet, image, record_contents
 from .sizing import cut_by_bytes
-from .tail import feed
+from .tail import ShardTail, feed
 
 WRITE_TIMEOUT = 150.0  # above the WAL's own fsync ceiling: a write answers or the node is down
 _log = get_logger("dakera_actors.store")
@@ -97,7 +97,6 @@ class OwnerHooks(Protocol):
     def epoch(self) -> int: ...
     def writable(self, shard: int) -> bool: ...
     def committed(self, records: list[WalRecord]) -> None: ...
-    def purgeable(self, shard: int) -> bool: ...
 
 
 @attrs.frozen
@@ -108,7 +107,7 @@ class Checkpoint:
 
 class ShardOwner(BatchActor):
     def __init__(self, shards: ShardSet, wal: WalActor, checkpointer: Checkpointer, metrics: NodeMetrics,
-                 *, wall_clock: Callable[[], float] = time.time, checkpoint_records: int = 50_000,
+                 tails: dict[int, ShardTail], *, wall_clock: Callable[[], float] = time.time, checkpoint_records: int = 50_000,
                  checkpoint_interval: float = 300.0, purge_interval: float = 1.0) -> None:
         super().__init__("shard-owner")
         self.shards = shards
@@ -124,7 +123,7 @@ class ShardOwner(BatchActor):
         self._next_purge = math.inf
         self.hooks: OwnerHooks | None = None
         #: the replication tails (shard -> newest records), kept in step with every commit
-        self.tails: dict[int, Any] = {}
+        self.tails = tails
 
     # -- the writers' side -------------------------------------------------------------
     async def commit(self, entries: list[tuple[int, str, Any]], ts: float) -> Committed:
@@ -250,7 +249,7 @@ class ShardOwner(BatchActor):
     async def _purge_expired(self) -> None:
         now = self.wall_clock()
         due = [s.id for s in self.shards.shards.values() if (at := s.next_expiry()) is not None and at <= now
-               and (self.hooks is None or self.hooks.purgeable(s.id))]
+               and (self.hooks is None or self.hooks.writable(s.id))]
         if due:
             # a purge is a primary's write like any other: it replicates, replicas never purge alone
             epoch = self.hooks.epoch() if self.hooks is not None else 0

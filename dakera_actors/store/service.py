@@ -27,7 +27,6 @@ from .validation import Invalid
 
 if TYPE_CHECKING:
     from .owner import ShardOwner
-    from .tail import ShardTail
 
 
 class ReplicationGate(Protocol):
@@ -68,7 +67,6 @@ class MemoryService:
         self.rng = rng or random.Random()
         #: the replication layer (cluster mode): takeover gate and write acknowledgements
         self.replication: ReplicationGate | None = None
-        self.tails: dict[int, ShardTail] = {}
         self.request_timeout = 5.0
 
     # -- helpers -----------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Every shard has one history, a sequence of records numbered ``seq = 1, 2, ...`` by whichever
 node is its primary. Each record also carries the **epoch** it was written under: the key of
 the shard map its primary had installed (``token << 32 | version``), so one (epoch, seq) pair
-names one record cluster-wide. A copy's **position** is the (epoch, seq) of the last record it
-applied; positions compare as tuples ("who has the newer history").
+names one record cluster-wide: under one map a shard has one primary. A copy's **position** is
+the (epoch, seq) of the last record it applied; positions compare as tuples, which is the
+"who has the newer history" rule (Raft's up-to-date check).
 
 The store keeps the newest records of each shard in memory (:class:`ShardTail`), in step with
 every commit (:func:`feed`): the very :class:`~dakera_actors.wal.record.WalRecord` objects its log
@@ -54,26 +55,25 @@ class ShardTail:
             self._at.popleft()
             self.base = (dropped.epoch, dropped.seq)
 
+    def _index(self, seq: int) -> int:
+        """Where record ``seq`` is (or would be) in ``entries``: out of range when the tail does not hold it."""
+        return seq - self.base[1] - 1
+
     def epoch_at(self, seq: int) -> int | None:
         """The epoch of our record ``seq``, or None when the tail does not reach it."""
         if seq == self.base[1]:
             return self.base[0]
-        first = self.base[1] + 1
-        if first <= seq < first + len(self.entries):
-            return self.entries[seq - first].epoch
-        return None
+        i = self._index(seq)
+        return self.entries[i].epoch if 0 <= i < len(self.entries) else None
 
     def after(self, seq: int, *, max_records: int) -> list[WalRecord]:
         """Up to ``max_records`` of our records that follow ``seq``, in order."""
-        first = self.base[1] + 1
-        start = max(0, seq + 1 - first)
+        start = max(0, self._index(seq + 1))
         return [self.entries[i] for i in range(start, min(len(self.entries), start + max_records))]
 
     def committed_at(self, seq: int) -> float | None:
-        first = self.base[1] + 1
-        if first <= seq < first + len(self.entries):
-            return self._at[seq - first]
-        return None
+        i = self._index(seq)
+        return self._at[i] if 0 <= i < len(self.entries) else None
 
 
 def feed(tails: dict[int, ShardTail], record: WalRecord, now: float) -> None:

@@ -110,9 +110,6 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-fsync_directory = fsync_path
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -128,7 +125,29 @@ def write_private(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    fsync_directory(path.parent)
+    fsync_path(path.parent)
+
+
+def replace_durably(path: Path, *chunks: bytes, tmp: Path) -> None:
+    """Replace ``path`` with ``chunks`` (one after the other) atomically and durably: write ``tmp``
+    (mode 0600 from the start; a crash's leftover, which would keep its old mode, is removed first),
+    fsync it, rename it over ``path`` and fsync the directory (the rename is only durable once the
+    directory is).
+    A crash leaves the old or the new content, never a torn one; a failure removes ``tmp``."""
+    tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
 
 
 def _unwritten_sector(buf: bytes, start: int, stop: int) -> bool:
@@ -264,7 +283,7 @@ class _Recovery:
                 break
         for segment in self.kept:  # what we read may still be only in the page cache of a dead process
             fsync_path(segment.path)
-        fsync_directory(self.directory)
+        fsync_path(self.directory)
         report = RecoveryReport(
             segments_scanned=self.scanned, records_recovered=self.records, last_lsn=self.last_lsn,
             bytes_truncated=self.truncated, reason=self.reason, problems=tuple(self.problems),
@@ -376,7 +395,7 @@ class _Recovery:
             self.problems.append(f"{path.name}: after damaged data, renamed aside to {target.name}")
             self.log.error("wal_segment_quarantined", segment=path.name, moved_to=target.name)
         if rest:
-            fsync_directory(self.directory)
+            fsync_path(self.directory)
 
 
 def _truncate_file(path: Path, size: int) -> None:
@@ -450,7 +469,7 @@ class WriteAheadLog:
         self._segments = []
         self._last_lsn = next_lsn - 1
         self._writable_segment(next_lsn)  # an empty segment whose name carries the next LSN
-        fsync_directory(self.directory)
+        fsync_path(self.directory)
         self._dir_dirty = False
 
     @property
@@ -528,7 +547,7 @@ class WriteAheadLog:
                 _datasync(self._fd)
                 self._active_dirty = False
             if self._dir_dirty:  # a new segment's name is only durable once its directory is
-                fsync_directory(self.directory)
+                fsync_path(self.directory)
                 self._dir_dirty = False
         except OSError as exc:
             self._fail("sync", exc)
@@ -570,7 +589,7 @@ class WriteAheadLog:
             os.unlink(segment.path)
             # one directory fsync per deletion: a crash must not bring back an older segment
             # without the ones after it, which recovery would read as a hole
-            fsync_directory(self.directory)
+            fsync_path(self.directory)
             self._segments.pop(0)
             fd = self._unsynced.pop(segment.path, None)
             if fd is not None:

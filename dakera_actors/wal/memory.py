@@ -29,7 +29,7 @@ Every call returns at once (``blocking = False``): the actors call it on the eve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,7 +39,7 @@ from dakera_actors.log import EventLogger, get_logger
 
 from .log import RecoveryReport, SegmentInfo, WalFailedError, WriteAheadLog, segment_name
 from .record import HEADER_SIZE, Entry, WalRecord, decode_payload, encode_record, numbered
-from .snapshot import SnapshotStore, _unpack, lowest_common_lsn, pack_checked, snapshot_name
+from .snapshot import SnapshotStore, _unpack, pack_checked, snapshot_name
 
 DEFAULT_SEGMENT_RECORDS: Final = 1024
 
@@ -255,11 +255,6 @@ class MemorySnapshotStore:
         """Shard to the LSN of its newest snapshot, for every shard that has one."""
         self._check_alive()
         return {shard: max(by_lsn) for shard, by_lsn in sorted(self._snapshots.items()) if by_lsn}
-
-    def min_snapshot_lsn(self, shards: Iterable[int]) -> int:
-        """The LSN every one of ``shards`` has a snapshot at or beyond; 0 if any has none."""
-        self._check_alive()
-        return lowest_common_lsn(self.latest_lsn, shards)
 
     def oldest_lsn(self, shard: int) -> int | None:
         """The LSN of the oldest snapshot of ``shard``, or None (see ``SnapshotStore.oldest_lsn``)."""

@@ -20,7 +20,6 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +29,7 @@ from crc32c import crc32c
 
 from dakera_actors.log import EventLogger, get_logger
 
-from .log import DIR_MODE, FILE_MODE, fsync_directory
+from .log import DIR_MODE, fsync_path, replace_durably
 
 SNAPSHOT_MAGIC: Final = b"DKSN"
 SNAPSHOT_VERSION: Final = 1
@@ -76,18 +75,6 @@ def pack_checked(shard: int, lsn: int, state: Any) -> bytes:
     return raw
 
 
-def lowest_common_lsn(latest_lsn: Callable[[int], int | None], shards: Iterable[int]) -> int:
-    """The LSN every one of ``shards`` has a snapshot at or beyond (``latest_lsn`` of each);
-    0 if any has none, or if there are no shards at all (keep the whole log)."""
-    lowest: int | None = None
-    for shard in shards:
-        lsn = latest_lsn(shard)
-        if lsn is None:
-            return 0
-        lowest = lsn if lowest is None else min(lowest, lsn)
-    return lowest or 0
-
-
 class SnapshotStore:
     """Snapshots of every shard of one node, in one directory."""
 
@@ -109,19 +96,8 @@ class SnapshotStore:
         body = zlib.compress(raw, 1)  # level 1: most of the size win for a fraction of the CPU
         header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, shard, lsn, crc32c(body), len(body))
         final = self.directory / snapshot_name(shard, lsn)
-        tmp = final.with_name(final.name + TMP_SUFFIX)
-        try:
-            # 0600 from the start: a snapshot holds every memory of its shard
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
-                f.write(header)
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_directory(self.directory)  # the rename is only durable once the directory is
+        # 0600 from the start: a snapshot holds every memory of its shard
+        replace_durably(final, header, body, tmp=final.with_name(final.name + TMP_SUFFIX))
         self._log.info("snapshot_written", shard=shard, lsn=lsn, bytes=len(header) + len(body),
                        state_bytes=len(raw))
         return final
@@ -150,14 +126,6 @@ class SnapshotStore:
         shards = sorted({snap.shard for snap in self.files()})
         found = {shard: self.latest_lsn(shard) for shard in shards}
         return {shard: lsn for shard, lsn in found.items() if lsn is not None}
-
-    def min_snapshot_lsn(self, shards: Iterable[int]) -> int:
-        """The LSN every one of ``shards`` has a valid snapshot at or beyond; 0 if any has none.
-
-        The log before this LSN is no longer needed by these shards: pass it to
-        ``WriteAheadLog.truncate_before``. With no shards at all it is 0 (keep everything).
-        """
-        return lowest_common_lsn(self.latest_lsn, shards)
 
     def oldest_lsn(self, shard: int) -> int | None:
         """The LSN of the oldest snapshot file of ``shard`` (checked or not), or None.
@@ -192,7 +160,7 @@ class SnapshotStore:
             snap.path.unlink(missing_ok=True)
             deleted += 1
         if deleted:
-            fsync_directory(self.directory)
+            fsync_path(self.directory)
             self._log.info("snapshots_pruned", shard=shard, deleted=deleted, kept=kept)
         return deleted
 

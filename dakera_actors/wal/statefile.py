@@ -10,11 +10,10 @@ decision (the lease refuses to start; a shard map is simply re-sent by the leade
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from .log import FILE_MODE, fsync_directory
+from .log import replace_durably
 
 
 class StorageError(RuntimeError):
@@ -43,11 +42,4 @@ class StateFile:
             self.disk.files[self.name] = raw
             return
         assert self.path is not None
-        tmp = self.path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)  # a crash's leftover would keep its old mode
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_directory(self.path.parent)
+        replace_durably(self.path, raw, tmp=self.path.with_suffix(".tmp"))

@@ -292,7 +292,7 @@ def test_forged_requests_and_replies_cannot_raise_tokens() -> None:
 
 def test_a_persisted_token_beyond_the_bound_is_a_startup_error() -> None:
     from dakera_actors.lease.store import LeaseStateCorrupt, decode, encode
-    from dakera_actors.store.engine import StorageError
+    from dakera_actors.wal.statefile import StorageError
 
     poisoned = LeaseState(highest_token=2**32 + 2, leader_token=2**32, proposed_token=2**32 + 2, config=VOTERS)
     with pytest.raises(LeaseStateCorrupt, match="highest_token") as info:

@@ -59,6 +59,7 @@ from dakera_actors.replication.core import (
     StartFetching,
     StartTakeover,
     TakeoverPlan,
+    takeover_refusal,
 )
 from dakera_actors.replication.messages import Positions
 from dakera_actors.replication.progress import needed
@@ -74,12 +75,13 @@ from dakera_actors.sharding.leader import (
 )
 from dakera_actors.sharding.shardmap import ShardMap, acceptable
 from dakera_actors.store.shard import shard_of
-from dakera_actors.store.tail import Position, ShardTail
+from dakera_actors.store.tail import Position, ShardTail, feed
 from dakera_actors.wal.record import WalRecord
 
+from .. import histrule
 from ..linkfaults import LinkFaults
 
-ABSENT = "absent"
+ABSENT = histrule.ABSENT
 
 # -- protocol constants (seconds, local time): the actors', scaled to short schedules ---------
 LONG_POLL = 0.5
@@ -287,21 +289,14 @@ class History:
 
     def allowed(self, mid: str, *, acked_before: float, invoked_before: float) -> set[Any]:
         """What ``mid`` may hold for a read that began at ``acked_before`` and ended at
-        ``invoked_before`` (tests/sim/history.py's rule): the value of the last write acknowledged
-        before the read began (absent if none), or of any later write not known to have failed
-        that was invoked before the read ended."""
-        writes = [op for op in self.by_mid.get(mid, []) if op.outcome != "failed"]
-        last = max((i for i, op in enumerate(writes) if op.outcome == "ok" and op.end < acked_before), default=None)
-        allowed: set[Any] = {ABSENT} if last is None else {writes[last].value}
-        later = writes if last is None else writes[last + 1:]
-        return allowed | {op.value for op in later if op.start < invoked_before}
+        ``invoked_before`` (see :func:`tests.histrule.allowed`)."""
+        return histrule.allowed(self.by_mid.get(mid, []), acked_before=acked_before, invoked_before=invoked_before)
 
     def writes(self) -> list[Op]:
         return [op for op in self.ops if op.kind != "read"]
 
     def share_acknowledged(self) -> float:
-        writes = self.writes()
-        return sum(op.outcome == "ok" for op in writes) / len(writes) if writes else 0.0
+        return histrule.share_acknowledged(self.writes())
 
 
 # -- per-node state ------------------------------------------------------------------------
@@ -311,8 +306,8 @@ class ShardData:
 
     data: dict[str, int] = field(default_factory=dict)
     pos: Position = (0, 0)
-    log: list[WalRecord] = field(default_factory=list)  # the newest records (a WAL's tail, for replay)
-    base: Position = (0, 0)  # position before log[0]
+    #: the newest records (a WAL's tail, for replay) and the position before them
+    log: ShardTail = field(default_factory=lambda: ShardTail(TAIL_LIMIT))
 
 
 @dataclass
@@ -370,9 +365,9 @@ class SimNode:
             tail = self.tails[shard] = ShardTail(TAIL_LIMIT)
             held = self.disk.shards.get(shard)
             if held is not None:
-                tail.reset(held.base)
-                for record in held.log:  # the WAL replay feeds the tail
-                    tail.append(record, self.local())
+                tail.reset(held.log.base)
+                for record in held.log.entries:  # the WAL replay feeds the tail
+                    feed(self.tails, record, self.local())
         self.core = ReplicationCore(self.id, self.tails, REPLICATION)
         self.leader = MapLeader(self.id, shards=sim.shards, rf=sim.rf, grace=GRACE, timing=TIMING,
                                 transfer_timeout=TRANSFER_TIMEOUT)
@@ -453,15 +448,13 @@ class SimNode:
             acked = self.sim.exposed.pop((shard, record.epoch, record.seq), None)
             if acked is not None:
                 self.sim.windows.append(self.sim.now - acked)
-        held.log.append(record)
-        if len(held.log) > TAIL_LIMIT:
-            dropped = held.log.pop(0)
-            held.base = (dropped.epoch, dropped.seq)
-        self.tails[shard].append(record, self.local())  # feed(): the owner keeps the tails in step
+        held.log.append(record, self.sim.now)
+        feed(self.tails, record, self.local())  # the owner keeps the tails in step
 
     def install(self, shard: int, data: dict[str, int], pos: Position) -> None:
         held = self.shard(shard)
-        held.data, held.pos, held.log, held.base = dict(data), pos, [], pos
+        held.data, held.pos = dict(data), pos
+        held.log.reset(pos)
         self.tails[shard].reset(pos)
 
     # -- effects -----------------------------------------------------------------------------
@@ -681,9 +674,9 @@ class SimNode:
 
     def on_posq(self, sender: str, tid: int, shards: list[int], smap: ShardMap | None) -> None:
         if smap is not None:
-            reason = self.offer(smap)
-            if self.map is None or self.map.key != smap.key:
-                self.send(sender, ("pos", tid, Positions([], reason or "a newer map is installed here")))
+            refusal = takeover_refusal(self.map, smap, self.offer(smap))
+            if refusal:
+                self.send(sender, ("pos", tid, Positions([], refusal)))
                 return
             for shard in shards:  # the fence: nothing more from a fetch sent before this answer
                 self.fence[shard] = self.fence.get(shard, 0) + 1

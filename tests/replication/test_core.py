@@ -20,6 +20,7 @@ from dakera_actors.replication.core import (
     StartFetching,
     StartTakeover,
     takeover_quorum,
+    takeover_refusal,
 )
 from dakera_actors.replication.messages import Positions
 from dakera_actors.replication.rows import ReplicaStatus, ShardStatus
@@ -455,3 +456,12 @@ def test_roles_stay_consistent_whatever_maps_arrive(maps: list[ShardMap], finish
         for shard in range(SHARDS):
             if shard not in c.live:
                 assert c.ack_state(shard, 1, "quorum").verdict == "moved"
+
+
+def test_takeover_refusal_answers_only_under_the_asked_map() -> None:
+    asked = smap(2, [["a", "b"]])
+    assert takeover_refusal(asked, asked, "") == ""
+    assert takeover_refusal(smap(2, [["a", "b"]]), asked, "") == ""  # the same key, another copy
+    assert takeover_refusal(None, asked, "") == "a newer map is installed here"
+    assert takeover_refusal(smap(3, [["a", "b"]]), asked, "") == "a newer map is installed here"
+    assert takeover_refusal(smap(1, [["a", "b"]]), asked, "stale token") == "stale token"

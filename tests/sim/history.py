@@ -31,7 +31,9 @@ import trio
 from dakera_actors.store.shard import shard_of
 from dakera_actors.testing import Cluster
 
-ABSENT = "absent"
+from .. import histrule
+from ..histrule import ABSENT
+
 CONTENT = re.compile(r"^(?P<mid>\S+) version (?P<version>\d+) ")
 
 
@@ -94,20 +96,13 @@ class History:
         return [op for op in self.ops if op.kind != "read"]
 
     def share_acknowledged(self) -> float:
-        writes = self.writes()
-        return sum(op.outcome == "ok" for op in writes) / len(writes) if writes else 0.0
+        return histrule.share_acknowledged(self.writes())
 
     def allowed(self, mid: str, *, acked_before: Instant, invoked_before: Instant) -> set[Any]:
         """Values ``mid`` may hold for a read that began at ``acked_before`` and ended at
-        ``invoked_before``: the value of the last write acknowledged before the read began (absent
-        if none), and of any later write of unknown or acknowledged outcome invoked before the read
-        ended."""
-        writes = [op for op in self.ops if op.mid == mid and op.kind != "read" and op.outcome != "failed"]
-        last = max((i for i, op in enumerate(writes) if op.outcome == "ok" and op.end < acked_before), default=None)
-        allowed: set[Any] = {ABSENT} if last is None else {writes[last].value}
-        later = writes if last is None else writes[last + 1:]
-        allowed |= {op.value for op in later if op.start < invoked_before}
-        return allowed
+        ``invoked_before`` (see :func:`tests.histrule.allowed`)."""
+        writes = [op for op in self.ops if op.mid == mid and op.kind != "read"]
+        return histrule.allowed(writes, acked_before=acked_before, invoked_before=invoked_before)
 
     def check_final(self, final: dict[str, Any]) -> list[str]:
         """Problems with the final values (every write has completed, so nothing is in flight)."""

@@ -32,7 +32,7 @@ async def test_a_record_with_an_unknown_op_is_refused_before_the_wal(autojump_cl
         await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
         # "the primary" hands out whatever its tail holds: here a record no node can apply
         primary = cluster.node("node-1")
-        tail = primary.memory.tails[shard]  # type: ignore[union-attr]
+        tail = primary.memory.owner.tails[shard]  # type: ignore[union-attr]
         epoch, seq = tail.last
         tail.append(WalRecord(0, shard, "bogus", {"x": 1}, 0.0, seq + 1, epoch), trio.current_time())
         tail.append(WalRecord(0, shard, "put", {"m": {}, "v": b""}, 0.0, seq + 2, epoch), trio.current_time())

@@ -46,14 +46,14 @@ async def test_replicated_records_apply_in_order_and_survive_a_restart(autojump_
         assert await owner.replicate([put("m2", 2), put("m4", 4)]) == 0  # a repeat, then a gap: nothing
         assert await owner.replicate([put("m3", 3)]) == 1
         assert shards.shard(shard).position == (7, 3)
-        assert node.memory.tails[shard].last == (7, 3)
+        assert node.memory.owner.tails[shard].last == (7, 3)
         disk.crash()  # before the cancellation, which must not be able to sync anything
         nursery.cancel_scope.cancel()
     async with trio.open_nursery() as nursery:
         node = await started(disk, nursery)
         assert node.memory is not None
         assert node.memory.shards.shard(shard).position == (7, 3)
-        tail = node.memory.tails[shard]
+        tail = node.memory.owner.tails[shard]
         assert tail.last == (7, 3) and [e.seq for e in tail.entries] == [1, 2, 3]  # rebuilt from the log
         nursery.cancel_scope.cancel()
 
@@ -70,7 +70,7 @@ async def test_an_install_is_all_or_position_zero(autojump_clock: trio.testing.M
         await node.memory.owner.install(Install(shard, memories, seq=900, epoch=12))
         assert node.memory.shards.shard(shard).position == (12, 900)
         assert node.memory.shards.shard(shard).memory_count == 600
-        assert node.memory.tails[shard].last == (12, 900)
+        assert node.memory.owner.tails[shard].last == (12, 900)
         disk.crash()  # before the cancellation, which must not be able to sync anything
         nursery.cancel_scope.cancel()
     async with trio.open_nursery() as nursery:

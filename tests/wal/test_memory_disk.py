@@ -238,8 +238,6 @@ def test_snapshots_round_trip_and_prune(snapshots: SnapshotStore | MemorySnapsho
     assert snapshots.latest(3) == (30, {"shard": 3, "memories": [{"id": "a", "v": b"\x00\x01"}], "t": [1, 2]})
     snapshots.write(5, 7, {"shard": 5})
     assert snapshots.all_latest() == {3: 30, 5: 7}
-    assert snapshots.min_snapshot_lsn([3, 5]) == 7 and snapshots.min_snapshot_lsn([3, 6]) == 0
-    assert snapshots.min_snapshot_lsn([]) == 0
     with pytest.raises(ValueError):
         snapshots.prune(3, keep=0)
     assert snapshots.prune(3, keep=2) == 1 and snapshots.prune(3, keep=2) == 0

@@ -111,15 +111,12 @@ def test_an_interrupted_write_is_ignored_then_cleaned(tmp_path: Path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00001-00000000000000000005.snap"]
 
 
-def test_all_latest_and_min_snapshot_lsn(tmp_path: Path) -> None:
+def test_all_latest(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.write(0, 10, {})
     store.write(0, 30, {})
     store.write(1, 20, {})
     assert store.all_latest() == {0: 30, 1: 20}
-    assert store.min_snapshot_lsn([0, 1]) == 20 and store.min_snapshot_lsn([0]) == 30
-    assert store.min_snapshot_lsn([0, 1, 2]) == 0  # shard 2 has none: keep the whole log
-    assert store.min_snapshot_lsn([]) == 0
 
 
 @pytest.mark.parametrize("state", [{(1, 2): "tuple keys"}, {1, 2}, object()])
