@@ -1,10 +1,18 @@
-"""Helpers the bench scripts share: plain tables and loopback ports."""
+"""Helpers the bench scripts share: plain tables, percentiles and loopback ports."""
 
 from __future__ import annotations
 
 from dakera_actors.testing.cluster import free_port
 
-__all__ = ["free_port", "print_table"]
+__all__ = ["free_port", "percentile", "print_table"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``values`` by rank (no interpolation); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

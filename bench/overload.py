@@ -40,15 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import print_table  # noqa: E402
+from common import percentile, print_table  # noqa: E402
 from failover import RealNode, leader_of, start_cluster, stop_cluster  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def batch_body(agent: str, target_bytes: int, rng: random.Random, vocabulary: list[str]) -> bytes:

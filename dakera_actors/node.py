@@ -234,17 +234,15 @@ class Node:
     async def _start_membership(self) -> None:
         from .membership.actor import MembershipActor
         from .membership.core import SwimCore
-        from .operations.maintenance import MaintenanceState, MaintenanceStore
+        from .operations.maintenance import MaintenanceStore
         from .peers import Peers
         from .wal.actor import disk_call
 
         assert self.endpoint is not None and self.nursery is not None
         store = self._maintenance_store = MaintenanceStore(self.data_dir, self.disk)
-        state = await disk_call(store.blocking, store.load)
-        if state.enabled and state.expired(self.wall_clock()):
-            self.log.info("maintenance_expired", reason=state.reason or "-", while_down=True)
-            state = MaintenanceState()
-            await disk_call(store.blocking, store.save, state)
+        state, ended = await disk_call(store.blocking, store.load_current, self.wall_clock())
+        if ended is not None:
+            self.log.info("maintenance_expired", reason=ended.reason or "-", while_down=True)
         elif state.enabled:
             self.log.info("maintenance_kept", reason=state.reason or "-", reject_requests=state.reject_requests)
         self.maintenance_state = state
@@ -258,7 +256,6 @@ class Node:
         self.peers = Peers(self.endpoint, lambda: membership.view.value.members, self_id=self.node_id,
                            timeout=self.config.request_timeout)
         self.facade.membership = membership.view
-        self.readiness.require("membership")
 
         async def open_when_joined() -> None:
             assert self.membership is not None
@@ -293,13 +290,12 @@ class Node:
         core = MapLeader(self.node_id, shards=self.config.shards, rf=self.config.replication_factor,
                          grace=self.config.rereplication_grace, concurrency=self.config.rebalance_concurrency,
                          transfer_timeout=self.config.transfer_timeout)
-        self.shard_map = ShardMapActor(core, endpoint=self.endpoint, peers=self.peers, lease=self.lease,
+        self.shard_map = ShardMapActor(core, endpoint=self.endpoint, peers=self.peers, fence=self.lease.fence,
                                        store=ShardMapStore(self.data_dir, self.disk), metrics=self.metrics,
                                        log=self.log, nursery=self.nursery, announce=membership.update_meta)
         await self.start_actor(self.shard_map)
         self.nursery.start_soon(self.shard_map.follow, self.lease.view, self.membership.view)
         self.facade.shard_map = self.shard_map.view
-        self.readiness.require("shard_map")
 
         async def open_when_mapped() -> None:
             assert self.shard_map is not None and self.membership is not None
@@ -428,9 +424,9 @@ async def open_node(
                 # one-line start error naming the variable (exit 2), not a failure found later
                 from .storage.opening import open_object_store, probe
 
-                node.objects = await stack.enter_async_context(open_object_store(config, node.data_dir))
+                node.objects = await stack.enter_async_context(open_object_store(config))
                 seconds = await probe(node.objects, node.node_id)
-                node.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint or "aws",
+                node.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint,
                               bucket=config.s3_bucket, prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
             if config.cluster_mode:
                 transport_cls = load_transport(config.transport)
@@ -461,7 +457,6 @@ async def open_node(
                         node.endpoint = Endpoint(node.transport, codec, node.metrics, node.log,
                                                  api_address=node.api_address,
                                                  request_timeout=config.request_timeout)
-                        node.readiness.require("transport")
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
                     if node.transport is not None:

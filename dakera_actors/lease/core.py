@@ -483,10 +483,15 @@ class LeaseCore:
     def fence_check(self, token: int, now: float) -> tuple[bool, list[Effect]]:
         """:meth:`fence` as effects: accepted or not, plus a Persist when the floor moved (before the
         answer is given, so a restart cannot accept an older leader again) and any refusal."""
+        effects = self._fence_persist(token, now)
+        return effects is not None, [*(effects or []), *self._take_refusals()]
+
+    def _fence_persist(self, token: int, now: float) -> list[Effect] | None:
+        """:meth:`fence` ``token``: None when refused, else the Persist of a raised floor (or nothing)."""
         floor = self.fence_floor
-        accepted = self.fence(token, now)
-        effects: list[Effect] = [self._persist()] if accepted and self.fence_floor != floor else []
-        return accepted, [*effects, *self._take_refusals()]
+        if not self.fence(token, now):
+            return None
+        return [self._persist()] if self.fence_floor != floor else []
 
     def _take_refusals(self, sender: str = "", kind: str = "") -> list[Effect]:
         refused, self._refusals = self._refusals, []
@@ -591,13 +596,9 @@ class LeaseCore:
         return effects
 
     def _on_announce(self, ann: LeaseAnnounce, sender: str, now: float) -> list[Effect]:
-        if ann.token < self.fence_floor:
-            self.stats.fencing_rejections += 1
+        effects = self._fence_persist(ann.token, now)
+        if effects is None:
             return []  # a stale leader still announcing: ignored
-        effects: list[Effect] = []
-        if ann.token > self.fence_floor:
-            self.fence_floor = ann.token
-            effects.append(self._persist())
         self._in_touch_at = now
         if self.leader == self.self_id and sender != self.self_id and self.leader_token < ann.token:
             self._step_down()  # a newer lease exists: this node's is over
@@ -617,10 +618,9 @@ class LeaseCore:
         return [Broadcast(ConfigCommit(token=self.leader_token, voters=list(config.voters), version=config.version))]
 
     def _on_config(self, msg: ConfigCommit, sender: str, now: float) -> list[Effect]:
-        floor = self.fence_floor
-        if not self.fence(msg.token, now):
+        effects = self._fence_persist(msg.token, now)
+        if effects is None:
             return []
-        effects: list[Effect] = [self._persist()] if self.fence_floor != floor else []
         if self.config is None or msg.version > self.config.version:
             self.config = ClusterConfig(tuple(msg.voters), msg.version)
             effects.append(self._persist())

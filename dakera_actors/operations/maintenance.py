@@ -82,6 +82,15 @@ class MaintenanceStore:
             # starting in maintenance is the safe reading (no shards come to a node mid-work)
             return MaintenanceState(True, False, f"unreadable {STATE_FILE} ({type(exc).__name__}): disable to clear")
 
+    def load_current(self, wall_now: float) -> tuple[MaintenanceState, MaintenanceState | None]:
+        """The state to start in, and the one that ended while the node was down (None if none):
+        a maintenance whose end time has passed is cleared here, and the cleared state saved."""
+        state = self.load()
+        if not (state.enabled and state.expired(wall_now)):
+            return state, None
+        self.save(MaintenanceState())
+        return MaintenanceState(), state
+
     def save(self, state: MaintenanceState) -> None:
         self.file.write(msgpack.packb({"v": 1, "enabled": state.enabled, "reject_requests": state.reject_requests,
                                        "reason": state.reason, "until": state.until}, use_bin_type=True))

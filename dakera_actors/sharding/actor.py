@@ -21,7 +21,7 @@ import trio
 
 from ..endpoint import Endpoint, MessageStream
 from ..errors import Unavailable
-from ..lease.actor import LeaseActor, LeaseView
+from ..lease.actor import LeaseView
 from ..log import EventLogger
 from ..membership.actor import MembershipView
 from ..metrics import NodeMetrics
@@ -40,6 +40,7 @@ from .leader import (
     Log,
     MapLeader,
     Poll,
+    Pull,
     RebalancePlan,
     Recompute,
 )
@@ -122,15 +123,15 @@ class ShardMapActor(Actor):
     """Push, pull, persist and publish the shard map; the leader's decisions come from ``core``.
 
     ``endpoint``: where the map streams are served; ``peers``: how members are asked;
-    ``lease``: the fencing check; ``announce``: gossips this node's metadata (the map header)."""
+    ``fence``: the lease's fencing check of a map's token; ``announce``: gossips this node's metadata (the map header)."""
 
-    def __init__(self, core: MapLeader, *, endpoint: Endpoint, peers: Peers, lease: LeaseActor,
-                 store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery,
+    def __init__(self, core: MapLeader, *, endpoint: Endpoint, peers: Peers,
+                 fence: Callable[[int], Awaitable[bool]], store: ShardMapStore, metrics: NodeMetrics, log: EventLogger, nursery: trio.Nursery,
                  announce: Callable[..., Awaitable[None]] | None = None) -> None:
         super().__init__("shard-map")
         self.core = core
         self.self_id, self.shards = core.self_id, core.shards
-        self.peers, self.lease, self.store = peers, lease, store
+        self.peers, self.fence, self.store = peers, fence, store
         self.metrics, self.log, self._nursery = metrics, log, nursery
         self._announce = announce
         #: this node's replication status rows (the replicator's), when it is the leader and a primary
@@ -144,6 +145,7 @@ class ShardMapActor(Actor):
         self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
             Recompute: self._recompute, Poll: self._poll, Broadcast: self._push,
             AnnounceHeader: self._announce_header, Log: self._log, Abandoned: self._count_abandoned,
+            Pull: self._pull,
         }
         endpoint.on_stream(ShardMap, self._serve_offer)
         endpoint.on_stream(ShardMapPull, self._serve_pull)
@@ -180,16 +182,20 @@ class ShardMapActor(Actor):
     async def catch_up(self, member: str, version: int, *, timeout: float) -> None:
         """Fetch the map from ``member`` (which has version ``version``) and install it if it is
         newer and fenced; returns when done or after ``timeout``."""
+        current = self.view.value
+        if current is None or current.version < version:
+            await self._fetch(member, timeout)
+
+    async def _fetch(self, member: str, timeout: float) -> None:
+        """Ask ``member`` for its map and offer it for install (checks and fencing as for any map);
+        gives up quietly after ``timeout`` (the next re-send or pull tries again)."""
         with trio.move_on_after(timeout):
-            current = self.view.value
-            if current is not None and current.version >= version:
-                return
             try:
                 reply = await self.peers.request(member, ShardMapPull(), timeout=timeout)
             except PeerUnavailable:
                 return
             if isinstance(reply, ShardMap):
-                await self.offer(reply, "forwarder")
+                await self.offer(reply, member)
 
     async def _serve_pull(self, envelope: Envelope, stream: MessageStream) -> None:
         current = self.view.value
@@ -228,37 +234,26 @@ class ShardMapActor(Actor):
         await self._carry_out(self.core.on_lease(msg.view, trio.current_time()))
 
     async def _on_members(self, msg: _Members) -> None:
-        self._maybe_pull()
         await self._carry_out(self.core.on_members(msg.view.members.values(), trio.current_time()))
 
     async def _carry_out(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
             await self._effects[type(effect)](effect)
 
-    def _maybe_pull(self) -> None:
-        """The leader gossips its map's (token, version) in its member metadata: a node that is
-        behind pulls the body from the leader instead of waiting for the next re-send."""
-        leader = self.peers.member(self.core.lease.leader or "")
-        header = leader.meta.get("map") if leader is not None else None
-        current = self.view.value
-        if self._pulling or leader is None or not isinstance(header, list) or leader.id == self.self_id:
-            return
-        if current is not None and tuple(header) <= current.key:
-            return
-        self._pulling = True
-        self._nursery.start_soon(self._pull, leader.id)
-
-    async def _pull(self, leader: str) -> None:
-        try:
-            reply = await self.peers.request(leader, ShardMapPull(), timeout=SEND_TIMEOUT)
-            if isinstance(reply, ShardMap):
-                await self.tell(_Offer(reply, leader))
-        except PeerUnavailable:
-            pass  # the next membership change or re-send tries again
-        finally:
-            self._pulling = False
-
     # -- effects -----------------------------------------------------------------------
+    async def _pull(self, effect: Pull) -> None:
+        if self._pulling:
+            return  # one pull at a time; the next membership change asks again if still behind
+
+        async def pull() -> None:
+            try:
+                await self._fetch(effect.leader, SEND_TIMEOUT)
+            finally:
+                self._pulling = False
+
+        self._pulling = True
+        self._nursery.start_soon(pull)
+
     async def _recompute(self, effect: Recompute) -> None:
         positions: dict[tuple[int, str], tuple[int, int]] = {}
         if effect.ask:
@@ -318,7 +313,7 @@ class ShardMapActor(Actor):
         problems = acceptable(self.view.value, offered, shards=self.shards)
         if problems:
             return "; ".join(problems)
-        if not await self.lease.fence(offered.token):
+        if not await self.fence(offered.token):
             return f"stale token {offered.token}"
         await disk_call(self.store.blocking, self.store.save, offered)
         await self._install(offered, sender)

@@ -125,7 +125,15 @@ class Abandoned:
     transfers: tuple[Pair, ...]
 
 
-Effect = Recompute | Poll | Broadcast | AnnounceHeader | Log | Abandoned
+@attrs.frozen
+class Pull:
+    """This node's map is older than the ``(token, version)`` the leader gossips in its member
+    metadata: fetch the map from the leader now instead of waiting for the next re-send."""
+
+    leader: str
+
+
+Effect = Recompute | Poll | Broadcast | AnnounceHeader | Log | Abandoned | Pull
 
 
 @attrs.frozen
@@ -180,7 +188,8 @@ def promotion_order(placement: Sequence[Sequence[str]], eligible: Iterable[str],
 # -- the core ----------------------------------------------------------------------------------
 
 class MapLeader:
-    """The leader's scheduling for one node (it does nothing while the node does not lead)."""
+    """The leader's scheduling for one node (it plans nothing while the node does not lead; as a
+    follower it only says when its map is behind the leader's, :class:`Pull`)."""
 
     def __init__(self, self_id: str, *, shards: int, rf: int, grace: float = 30.0, concurrency: int = 4,
                  transfer_timeout: float = 60.0, timing: LeaderTiming | None = None) -> None:
@@ -230,7 +239,17 @@ class MapLeader:
         after ``settle`` (one map per burst of changes)."""
         self._members = list(members)
         self._update_members(now)
-        return []
+        return self._behind_leader()
+
+    def _behind_leader(self) -> list[Effect]:
+        """A follower whose map is older than the header its leader gossips pulls the map."""
+        leader = next((m for m in self._members if m.id == self.lease.leader), None)
+        header = leader.meta.get("map") if leader is not None else None
+        if leader is None or leader.id == self.self_id or not isinstance(header, list):
+            return []
+        if self.map is not None and tuple(header) <= self.map.key:
+            return []
+        return [Pull(leader.id)]
 
     def installed(self, shard_map: ShardMap, now: float) -> list[Effect]:
         """This node installed ``shard_map`` (from disk, a push, a pull or its own proposal)."""

@@ -19,6 +19,7 @@ from dakera_actors.sharding.leader import (
     Log,
     MapLeader,
     Poll,
+    Pull,
     Recompute,
     position_asks,
     promotion_order,
@@ -386,3 +387,17 @@ def test_every_map_the_leader_plans_passes_its_own_check(n: int, rf: int, concur
         leader.on_members(view(), now)
         while leader.next_deadline() <= now + 1.0:
             carry_out(leader.tick(leader.next_deadline()), leader.next_deadline())
+
+
+def test_a_follower_behind_the_leaders_gossiped_header_pulls_the_map() -> None:
+    c = core()
+    c.on_lease(View("b", 3, False), 0.0)
+    with_header = [member("a"), attrs.evolve(member("b"), meta={"map": [3, 7]})]
+    assert c.on_members(with_header, 0.0) == [Pull("b")]  # no map yet: behind
+    c.installed(ShardMap(token=3, version=7, rf=2, placement=[["a", "b"]] * 4, down=[], since=[0] * 4), 0.0)
+    assert c.on_members(with_header, 0.1) == []  # caught up
+    newer = [member("a"), attrs.evolve(member("b"), meta={"map": [4, 1]})]  # a new leader's first map
+    assert c.on_members(newer, 0.2) == [Pull("b")]  # (token, version) order, not version alone
+    assert c.on_members(alive("a", "b"), 0.3) == []  # no header gossiped: nothing to pull
+    c.on_lease(View("a", 5, True), 0.4)
+    assert Pull not in kinds(c.on_members([attrs.evolve(member("a"), meta={"map": [9, 9]})], 0.5))  # itself

@@ -61,8 +61,12 @@ async def test_a_pulled_map_newer_by_version_under_an_old_token_is_refused(autoj
     async with open_cluster(3, seed=22) as cluster:
         leader, receiver, current, newer = await deposed_leader_and_receiver(cluster)
         cluster.node(leader).shard_map.view.set(newer)  # type: ignore[union-attr]  # what it serves to a pull
+        metrics = cluster.node(receiver).metrics
+        before = metrics.sample("dakera_fencing_rejections_total")
         await cluster.node(receiver).shard_map.catch_up(  # type: ignore[union-attr]
             leader, newer.version, timeout=5)
+        # the pull happened and was refused for its token (not skipped, not lost on the way)
+        assert metrics.sample("dakera_fencing_rejections_total") == before + 1
         assert_unchanged(cluster, receiver, current)
 
 

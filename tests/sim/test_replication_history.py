@@ -267,9 +267,13 @@ async def test_a_cut_off_primary_never_counts_itself_once_its_shard_moved(autoju
         # the new primary writes, so its history is newer than the old primary's
         await client.store(leader, agent)
         assert history.ops[-1].outcome == "ok", history.ops[-1]
+        held = cluster.node(cut_off).memory.shards.shard(shard)  # type: ignore[union-attr]
+        seq = held.seq
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.store, cut_off, agent)
-            await trio.sleep(1.0)  # the write is waiting for its replica...
+            # the write is committed on the old primary and waiting for its replica...
+            await eventually(lambda: held.seq > seq, timeout=10)
+            assert history.ops[-1].kind == "store" and history.ops[-1].end == (0.0, 0)
             cluster.heal()  # ...when the new map reaches the old primary
             history.note("healed")
             await eventually(lambda: cluster.node(cut_off).shard_map.view.value.key >= moved, timeout=60)

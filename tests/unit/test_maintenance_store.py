@@ -28,3 +28,14 @@ def test_the_end_time_is_wall_clock() -> None:
     assert not MaintenanceState(True).expired(1e12)  # no end time: until disabled
     assert not MaintenanceState(True, until=100.0).expired(99.9)
     assert MaintenanceState(True, until=100.0).expired(100.0)
+
+
+def test_a_maintenance_that_ended_while_the_node_was_down_is_cleared_at_load(tmp_path: Path) -> None:
+    store = MaintenanceStore(tmp_path, None)
+    ended = MaintenanceState(True, True, "kernel patch", 100.0)
+    store.save(ended)
+    assert store.load_current(99.0) == (ended, None)  # still running: kept as it is
+    assert store.load_current(100.0) == (MaintenanceState(), ended)
+    assert store.load() == MaintenanceState()  # the cleared state was saved
+    store.save(MaintenanceState(True, False, "open-ended"))
+    assert store.load_current(1e12) == (MaintenanceState(True, False, "open-ended"), None)
