@@ -1,0 +1,99 @@
+"""Which archived objects rebuild a shard, and which ones may go (pure: no I/O, no clock).
+
+The rules, over the objects of one shard as listed (see :mod:`.format` for the names):
+
+- **Restore** takes the newest chain (highest epoch) that has a snapshot, its newest snapshot
+  not known to be damaged, and then every chunk that continues it without a hole. Records a
+  chain holds past a hole are unreachable (an upload that failed and will be retried, or was
+  never made): the restore stops before the hole. A newer chain whose base is not up yet is
+  skipped; an older chain is never mixed into a newer one.
+- **Retention** (after a primary uploaded a snapshot at seq ``S`` in its chain ``E``): in ``E``,
+  the newest two snapshots are kept, and every chunk after the older of them (if the newest
+  turns out damaged, the older one plus those chunks still reach the end); older snapshots and
+  chunks go. Every chain below ``E`` goes whole: ``E`` has its own base, so no restore reads
+  them again. Chains above ``E`` are never touched (a newer primary's: this node is the stale one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import attrs
+
+from .format import ArchivedObject
+
+KEEP_SNAPSHOTS = 2
+
+
+@attrs.frozen
+class RestorePlan:
+    """A snapshot and the chunks after it, in order; ``seq`` is the last record they reach."""
+
+    shard: int
+    chain: int
+    snapshot: ArchivedObject
+    chunks: tuple[ArchivedObject, ...]
+
+    @property
+    def seq(self) -> int:
+        return self.chunks[-1].last if self.chunks else self.snapshot.last
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.snapshot.key, *(c.key for c in self.chunks)]
+
+
+def _chains(objects: Iterable[ArchivedObject]) -> dict[int, list[ArchivedObject]]:
+    by_chain: dict[int, list[ArchivedObject]] = {}
+    for obj in objects:
+        by_chain.setdefault(obj.chain, []).append(obj)
+    return by_chain
+
+
+def continuation(chunks: Iterable[ArchivedObject], after: int) -> list[ArchivedObject]:
+    """The chunks that continue a history ending at seq ``after`` without a hole, in order. Where
+    chunks overlap (a re-upload after a restart cut them differently), the longest reach wins."""
+    by_first: dict[int, ArchivedObject] = {}
+    for c in chunks:
+        if not c.snapshot and (c.first not in by_first or c.last > by_first[c.first].last):
+            by_first[c.first] = c
+    out, at = [], after
+    while True:
+        # a chunk starting at or before at+1 that reaches past at (overlaps are fine: seqs repeat identically)
+        nxt = max((c for first, c in by_first.items() if first <= at + 1 and c.last > at),
+                  key=lambda c: c.last, default=None)
+        if nxt is None:
+            return out
+        out.append(nxt)
+        at = nxt.last
+
+
+def plan_restore(objects: Iterable[ArchivedObject], *, exclude: Collection[str] = ()) -> RestorePlan | None:
+    """How to rebuild the shard from ``objects`` (all of one shard), or None when no chain has a
+    usable base. ``exclude``: keys found damaged, never planned again."""
+    objs = [o for o in objects if o.key not in exclude]
+    if not objs:
+        return None
+    shards = {o.shard for o in objs}
+    if len(shards) != 1:
+        raise ValueError(f"objects of several shards: {sorted(shards)}")
+    for chain, members in sorted(_chains(objs).items(), reverse=True):
+        snapshots = sorted((o for o in members if o.snapshot), key=lambda o: o.last, reverse=True)
+        if snapshots:
+            base = snapshots[0]
+            return RestorePlan(base.shard, chain, base, tuple(continuation(members, base.last)))
+    return None
+
+
+def plan_retention(objects: Iterable[ArchivedObject], chain: int) -> list[ArchivedObject]:
+    """The objects a primary writing chain ``chain`` may delete (see the module docstring)."""
+    objs = list(objects)
+    mine = [o for o in objs if o.chain == chain]
+    snapshots = sorted({o.last for o in mine if o.snapshot}, reverse=True)
+    if not snapshots:
+        return []  # without a base of our own, every older chain may still be the restore's
+    kept = set(snapshots[:KEEP_SNAPSHOTS])
+    floor = min(kept)
+    doomed = [o for o in mine if (o.snapshot and o.last not in kept) or (not o.snapshot and o.last <= floor)]
+    doomed += [o for o in objs if o.chain < chain]
+    return sorted(doomed)
