@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .api.deps import FacadeDeps
@@ -36,6 +37,9 @@ from .wal.statefile import StateFile
 from .wire import Codec
 
 if TYPE_CHECKING:
+    from .cold.archiver import Archiver
+    from .cold.restore import ArchiveInfo
+    from .cold.seeding import Seeder
     from .lease.actor import LeaseActor
     from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
@@ -121,8 +125,12 @@ class Node:
         self.metrics = NodeMetrics()
         #: worker threads for CPU-heavy work; inline on a simulated disk (deterministic simulations)
         self.offload = Offload(config.cpu_threads, inline=disk is not None)
-        #: the object store (DAKERA_STORAGE=s3), probed at start; the cold tier will write through it
+        #: the object store the cold tier archives into (None: no cold tier, as in simulations
+        #: that inject none), and what the archive said at start
         self.objects: ObjectStore | None = None
+        self.archive: ArchiveInfo | None = None
+        self.archiver: Archiver | None = None
+        self.seeder: Seeder | None = None
         self.readiness = Readiness()
         #: this node's maintenance flag as stored (read before membership starts)
         self.maintenance_state: Any = None
@@ -274,6 +282,15 @@ class Node:
         assert self.peers is not None
         store = FileLeaseStore(self.data_dir, self.disk)
         state = await disk_call(store.blocking, store.load)
+        floor = self.archive.token_floor if self.archive is not None else 0
+        if floor > max(state.highest_token, state.leader_token, state.proposed_token):
+            # a cluster restarted from the bucket: never propose, grant or accept a token the
+            # archived cluster used (its chains are named by them, and must stay older)
+            state = attrs.evolve(state, highest_token=max(state.highest_token, floor),
+                                 leader_token=max(state.leader_token, floor),
+                                 proposed_token=max(state.proposed_token, floor))
+            await disk_call(store.blocking, store.save, state)
+            self.log.info("lease_floor_from_archive", token_floor=floor)
         core = LeaseCore(lease_settings(self.config), self_id=self.node_id, state=state, now=trio.current_time(),
                          rng=self.rng, restarted=True)
         self.lease = LeaseActor(core, store, self.endpoint, self.peers, self.metrics, self.log)
@@ -367,8 +384,15 @@ class Node:
         self.memory = await start_storage(self.config, data_dir=self.data_dir, disk=self.disk, metrics=self.metrics,
                                           log=self.log, wall_clock=self.wall_clock, rng=self.rng,
                                           offload=self.offload, start_actor=self.start_actor)
+        if self.objects is not None:
+            from .cold.seeding import Seeder
+
+            self.seeder = Seeder(self.objects, self.memory.shards, self.memory.owner, self.offload, self.log)
         if self.endpoint is not None and self.shard_map is not None:
             await self._start_replication(self.memory)
+        else:
+            await self._restore_single_node()
+        await self._start_archiver()
         assert self.router is not None
         self.router.attach(self.memory)
         self.facade.memory = self.memory
@@ -385,6 +409,7 @@ class Node:
                                 frame_budget(endpoint.transport.max_frame_size, endpoint.codec.overhead))
         service.owner.hooks = replicator
         service.replication = replicator
+        replicator.seeder = self.seeder  # before it starts: a restart may take shards over at once
         service.request_timeout = self.config.request_timeout
         self.replicator = replicator
         self.shard_map.replication_status = replicator.local_status
@@ -392,6 +417,61 @@ class Node:
         self.nursery.start_soon(replicator.follow, self.shard_map.view)
         self.metrics.register_replication(ReplicationCollector(replicator))
         self.facade.replication = replicator
+
+
+    async def _restore_single_node(self) -> None:
+        """A single node started on an empty disk over an archive: every shard comes back from it."""
+        assert self.memory is not None
+        if self.seeder is None or self.archive is None or not self.archive.chains:
+            return
+        if any(s.seq or s.agents for s in self.memory.shards.shards.values()):
+            return  # the local disk holds the data: WAL replay already brought it back
+        started = trio.current_time()
+        outcomes = [await self.seeder.restore(shard) for shard in range(self.config.shards)]
+        failed = outcomes.count("failed")
+        if failed:
+            from .storage.objects import ObjectStoreUnusable
+
+            raise ObjectStoreUnusable("DAKERA_STORAGE", f"{failed} shards could not be restored from the archive")
+        self.log.info("restored_from_archive", shards=outcomes.count("restored"),
+                      memories=sum(s.memory_count for s in self.memory.shards.shards.values()),
+                      seconds=round(trio.current_time() - started, 3))
+
+    def _archive_roles(self) -> dict[int, int]:
+        """Shard -> chain for every shard this node is primary of (its term's map epoch; a single
+        node's chain is a term above every archived one, begun at start)."""
+        if self.replicator is not None:
+            core = self.replicator.core
+            return {s: core.epoch() for s in core.live}
+        chain = ((self.archive.token_floor if self.archive else 0) + 1) << 32
+        return {s: chain for s in range(self.config.shards)}
+
+    def _leadership(self) -> tuple[int, str, list[str]] | None:
+        lease = self.lease
+        if lease is None or not lease.view.value.is_self:
+            return None
+        voters = lease.core.config.voters if lease.core.config is not None else (self.node_id,)
+        return lease.view.value.token, self.node_id, list(voters)
+
+    async def _start_archiver(self) -> None:
+        from .cold.archiver import Archiver
+        from .cold.core import ArchiveConfig, ArchiveCore
+        from .store.owner import record_size
+
+        if self.objects is None or self.memory is None or self.nursery is None:
+            return
+        config = self.config
+        flush_ms = getattr(config, "cold_flush_ms", 1000)  # MERGE: the tiers branch adds the settings
+        backlog = getattr(config, "cold_backlog_bytes", 256 << 20)
+        core = ArchiveCore(ArchiveConfig(flush=flush_ms / 1000, backlog_limit=backlog), size=record_size)
+        location = (f"s3://{config.s3_bucket}/{config.s3_prefix}" if config.storage == "s3"
+                    else str(getattr(self.objects, "root", "memory")))
+        self.archiver = Archiver(self.objects, core, self.memory.shards, self.memory.owner.tails, self._archive_roles,
+                                 self.log, self.offload, self.nursery, backend=config.storage if self.disk is None
+                                 else "memory", location=location, flush_ms=flush_ms,
+                                 leadership=self._leadership if self.lease is not None else None,
+                                 wall_clock=self.wall_clock)
+        await self.start_actor(self.archiver)
 
 
 @asynccontextmanager
@@ -403,12 +483,14 @@ async def open_node(
     rng: random.Random | None = None,
     wall_clock: Callable[[], float] = time.time,
     disk: SimDisk | None = None,
+    objects: ObjectStore | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it; stop it gracefully when the block exits.
 
     ``serve_http=False`` skips the socket listener (tests talk to ``node.app`` over ASGI);
     ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``);
-    ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk.
+    ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk;
+    ``objects`` an object store for the cold tier (used as it is: a simulation's shared store).
     """
     from .api.app import create_app
 
@@ -428,6 +510,16 @@ async def open_node(
                 seconds = await probe(node.objects, node.node_id)
                 node.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint,
                               bucket=config.s3_bucket, prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
+            if objects is not None:
+                node.objects = objects
+            if node.objects is not None:
+                from .cold.restore import open_archive
+
+                node.archive = await open_archive(node.objects, shards=config.shards, node_id=node.node_id,
+                                                  wall_clock=node.wall_clock)
+                node.log.info("archive_opened", cluster_id=node.archive.identity.cluster_id,
+                              new=node.archive.created, chains=node.archive.chains,
+                              token_floor=node.archive.token_floor)
             if config.cluster_mode:
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(

@@ -57,7 +57,8 @@ def continuation(chunks: Iterable[ArchivedObject], after: int) -> list[ArchivedO
     for c in chunks:
         if not c.snapshot and (c.first not in by_first or c.last > by_first[c.first].last):
             by_first[c.first] = c
-    out, at = [], after
+    out: list[ArchivedObject] = []
+    at = after
     while True:
         # a chunk starting at or before at+1 that reaches past at (overlaps are fine: seqs repeat identically)
         nxt = max((c for first, c in by_first.items() if first <= at + 1 and c.last > at),

@@ -27,6 +27,7 @@ import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..cold.seeding import Seeder
 from ..config import Config
 from ..endpoint import MessageStream
 from ..errors import Unavailable
@@ -75,6 +76,7 @@ from .tail import replaces
 LONG_POLL = 0.5  # a fetch with nothing to return waits this long for new records
 FRAME_SHARE = 0.75  # of the frame limit a fetch reply or snapshot chunk fills (the rest: framing, seal)
 RETRY = 0.2  # after a failed fetch
+RESTORE_CONCURRENCY = 4  # shards restored from the archive at once by a new primary
 
 
 @attrs.frozen
@@ -120,6 +122,9 @@ class Replicator(Actor):
         self._in_fetch: dict[str, set[int]] = {}  # primary peer -> shards of its latest fetch
         self._takeover_running = False
         self._metrics = metrics
+        #: restores shards from the archive (set by the node when it has a cold tier)
+        self.seeder: Seeder | None = None
+        self._seeded: dict[int, Position] = {}  # shard -> the position an archive copy left it at
         endpoint = peers.endpoint
         endpoint.on_stream(Fetch, self._serve_fetch)
         endpoint.on_stream(SnapshotRequest, self._serve_snapshot)
@@ -302,7 +307,16 @@ class Replicator(Actor):
 
     async def _copy_shard(self, peer: str, shard: int) -> bool:
         """Fetch a whole copy of ``shard`` from ``peer`` and install it, if its history is newer;
-        False when the copy was refused (bad parts)."""
+        False when the copy was refused (bad parts).
+
+        With a cold tier, the archive's copy is tried first: the primary then only sends the tail
+        after it. If the primary asks for a whole copy again right after (the archive's copy is
+        not a prefix of its history, or its tail no longer reaches back), the peer's copy is used."""
+        if self.seeder is not None and self._seeded.get(shard) != self.shards.shard(shard).position:
+            outcome = await self.seeder.restore(shard)
+            if outcome == "restored":
+                self._seeded[shard] = self.shards.shard(shard).position
+                return True
         def finished(reply: Any) -> bool:
             return not isinstance(reply, SnapshotChunk) or reply.shard != shard or reply.last
 
@@ -413,7 +427,8 @@ class Replicator(Actor):
                                           timeout=self.config.request_timeout)
         own = {s: self.shards.shard(s).position for s in plan.shards}
         verdict = self.core.takeover_sources(plan, answers, own, mode=self.config.write_ack)
-        done = list(verdict.ready)
+        done = await self._restore_empty([s for s in verdict.ready if own.get(s, (0, 0)) == (0, 0)])
+        done += [s for s in verdict.ready if own.get(s, (0, 0)) != (0, 0)]
         for shard, source in sorted(verdict.sources.items()):
             if await self._catch_up(shard, source.member, source.position):
                 self.log.info("shard_caught_up", shard=shard, source=source.member, seq=source.position[1])
@@ -421,6 +436,27 @@ class Replicator(Actor):
         for peer, confirmed in self.core.confirmations(plan, done).items():
             await self._fetch_once(peer, confirmed, 0)  # an unreachable one is not waited for
         return done
+
+    async def _restore_empty(self, shards: list[int]) -> list[int]:
+        """Shards no copy holds anything of (a cluster restarted from the bucket, or every copy
+        lost): restore each from the archive before serving it, a few at a time. Returns those
+        ready to serve; one whose archive cannot be read now is not (it is taken over again
+        later), so an empty copy never goes live over an archived history."""
+        if self.seeder is None or not shards:
+            return shards
+        seeder = self.seeder
+        ready: list[int] = []
+        limit = trio.Semaphore(RESTORE_CONCURRENCY)
+
+        async def one(shard: int) -> None:
+            async with limit:
+                if await seeder.restore(shard) != "failed":
+                    ready.append(shard)
+
+        async with trio.open_nursery() as nursery:
+            for shard in shards:
+                nursery.start_soon(one, shard)
+        return sorted(ready)
 
     async def _catch_up(self, shard: int, member: str, target: Position) -> bool:
         """Fetch ``shard`` from ``member`` until this copy reaches ``target`` (or time runs out)."""

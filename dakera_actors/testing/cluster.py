@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 import socket
 import tempfile
 import time
@@ -64,7 +65,7 @@ class Cluster:
 
     def __init__(self, nursery: trio.Nursery, slots: list[ClusterNode], *, serve_http: bool,
                  transport_options: dict[str, Any], network: Any, seed: int,
-                 wall_clock: Callable[[], float]) -> None:
+                 wall_clock: Callable[[], float], objects: Any = None) -> None:
         self._nursery = nursery
         self._slots = {slot.id: slot for slot in slots}
         self._serve_http = serve_http
@@ -74,6 +75,8 @@ class Cluster:
         self.seed = seed
         self.rng = random.Random(seed)
         self.wall_clock = wall_clock
+        #: the object store every node's cold tier shares (None: no cold tier)
+        self.objects = objects
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -113,7 +116,7 @@ class Cluster:
             try:
                 async with open_node(slot.config, serve_http=self._serve_http,
                                      transport_options=self._transport_options, rng=node_rng,
-                                     wall_clock=self.wall_clock, disk=slot.disk) as node:
+                                     wall_clock=self.wall_clock, disk=slot.disk, objects=self.objects) as node:
                     slot.node = node
                     task_status.started(node)
                     await slot.stopped.wait()
@@ -160,6 +163,16 @@ class Cluster:
             raise RuntimeError(f"node {node_id} is not running")
         slot.stopped.set()
         await slot.down.wait()
+
+    def wipe(self, node_id: str) -> None:
+        """Replace a stopped node's disk with an empty one (its WAL, snapshots, map and lease state
+        are gone; its id and address stay), as a replaced machine would come back."""
+        slot = self.slot(node_id)
+        if slot.running:
+            raise RuntimeError(f"node {node_id} is running: kill or stop it first")
+        if slot.disk is not None:
+            slot.disk = SimDisk(node_id)
+        shutil.rmtree(slot.data_dir, ignore_errors=True)
 
     async def restart(self, node_id: str) -> Node:
         """Kill the node if it runs, then start it again on the same data dir and address."""
@@ -261,6 +274,7 @@ async def open_cluster(
     node_config: dict[str, dict[str, Any]] | None = None,
     disk: str | None = None,
     start: int | None = None,
+    objects: Any = None,
 ) -> AsyncIterator[Cluster]:
     """Start ``n`` nodes (``node-1`` .. ``node-n``) in this Trio run and yield the cluster.
 
@@ -277,6 +291,8 @@ async def open_cluster(
     Like production, the cluster is sealed with a gossip key (derived from ``seed``, see
     :func:`cluster_key`) unless ``config``/``node_config`` set ``gossip_keys`` or
     ``gossip_insecure=True``.
+    ``objects``: an object store (a ``MemoryObjectStore`` in simulations) every node archives its
+    shards into, as a cluster sharing one bucket does.
     ``start``: start only the first ``start`` nodes (the others join later with
     :meth:`Cluster.start`, like nodes added to a running cluster).
     """
@@ -321,7 +337,7 @@ async def open_cluster(
                                      disk=SimDisk(node_id) if disk == "sim" else None))
         async with trio.open_nursery() as nursery:
             cluster = Cluster(nursery, slots, serve_http=serve_http, transport_options=transport_options,
-                              network=network, seed=seed, wall_clock=wall_clock)
+                              network=network, seed=seed, wall_clock=wall_clock, objects=objects)
             for node_id in ids[:start]:
                 await cluster.start(node_id)
             try:
