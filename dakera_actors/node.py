@@ -438,11 +438,12 @@ class Node:
                       seconds=round(trio.current_time() - started, 3))
 
     def _archive_roles(self) -> dict[int, int]:
-        """Shard -> chain for every shard this node is primary of (its term's map epoch; a single
-        node's chain is a term above every archived one, begun at start)."""
+        """Shard -> chain for every shard this node is primary of: the map epoch its term as the
+        shard's primary began in (the map's ``since``: unrelated map changes keep the chain); a
+        single node's chain is a term above every archived one, begun at start."""
         if self.replicator is not None:
             core = self.replicator.core
-            return {s: core.epoch() for s in core.live}
+            return {s: core.live_since.get(s) or core.epoch() for s in core.live}
         chain = ((self.archive.token_floor if self.archive else 0) + 1) << 32
         return {s: chain for s in range(self.config.shards)}
 

@@ -162,6 +162,8 @@ class Archiver(Actor):
 
     async def _upload_snapshot(self, effect: UploadSnapshot) -> list[Effect]:
         frozen = self.shards.freeze(effect.shard)
+        if not await self._ensure_token(max(effect.chain, frozen.epoch) >> 32):
+            return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
         body = SnapshotBody(effect.shard, effect.chain, frozen.seq, frozen.epoch,
                             [[m.to_record(), vector] for m, vector in frozen.memories])
         data = await self.offload.run(encode_snapshot, body)
@@ -174,6 +176,8 @@ class Archiver(Actor):
 
     async def _upload_chunk(self, effect: UploadChunk) -> list[Effect]:
         records = list(effect.records)
+        if not await self._ensure_token(max(effect.chain, records[-1].epoch) >> 32):
+            return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
         data = await self.offload.run(encode_chunk, effect.shard, effect.chain, records)
         key = chunk_key(effect.shard, effect.chain, records[0].seq, records[-1].seq)
         if not await self._put(key, data, effect.shard):
@@ -218,24 +222,38 @@ class Archiver(Actor):
 
     # -- tokens --------------------------------------------------------------------------
     def _archive_token(self) -> None:
+        """The leader records its token (with the committed voters) as soon as it holds it."""
         held = self.leadership() if self.leadership is not None else None
         if held is None or self._token_busy or held[0] <= self._tokens_archived or self.core.circuit_open:
             return
         self._token_busy = True
-        self.nursery.start_soon(self._put_token, *held)
 
-    async def _put_token(self, token: int, leader: str, voters: list[str]) -> None:
+        async def put() -> None:
+            try:
+                await self._ensure_token(held[0])
+            finally:
+                self._token_busy = False
+
+        self.nursery.start_soon(put)
+
+    async def _ensure_token(self, token: int) -> bool:
+        """Make sure a token record at or above ``token`` is archived before anything written under
+        it is: a cluster restored from the bucket then starts above every epoch inside the archive."""
+        if token <= self._tokens_archived:
+            return True
+        held = self.leadership() if self.leadership is not None else None
+        leader, voters = (held[1], held[2]) if held is not None and held[0] == token else ("", [])
         try:
             data = encode_token(TokenRecord(token, leader, voters, self.wall_clock()))
             await self.store.put(token_key(token), data, if_absent=True)
-            self._tokens_archived = max(self._tokens_archived, token)
             self.log.info("archive_token_recorded", token=token, voters=len(voters))
         except ObjectExists:
-            self._tokens_archived = max(self._tokens_archived, token)
+            pass  # recorded already (by its leader, or another node)
         except ObjectStoreError as exc:
-            self.log.warning("archive_call_failed", call="put_token", code=exc.code or "-", error=str(exc)[:200])
-        finally:
-            self._token_busy = False
+            self._failed("put_token", -1, exc)
+            return False
+        self._tokens_archived = max(self._tokens_archived, token)
+        return True
 
 
 class TierView:

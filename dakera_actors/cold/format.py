@@ -1,8 +1,9 @@
 """How the cold tier names and encodes its objects (pure: no I/O, no clock).
 
-Every shard's history is archived as **chains**, one per primary term: the primary that holds
-shard ``s`` under the shard map of epoch ``E`` (``token << 32 | version``, see
-:mod:`dakera_actors.store.tail`) writes only under ``shards/<s>/<E>/``::
+Every shard's history is archived as **chains**, one per primary term: the primary that took
+shard ``s`` over in the shard map of epoch ``E`` (``token << 32 | version``, see
+:mod:`dakera_actors.store.tail`; the map's ``since`` for the shard, which stays while the same
+node stays its primary) writes only under ``shards/<s>/<E>/``::
 
     shards/00007/00000000004294967298/s-00000000000000000120          snapshot at seq 120
     shards/00007/00000000004294967298/c-00000000000000000121-00000000000000000180   records 121..180
@@ -14,8 +15,10 @@ under its old epoch) can only add to an older chain, and a restore takes the new
 has a base (:mod:`.chain`): the stale uploads never win.
 
 Cluster-wide objects: ``cluster/identity`` (written once, if absent) and
-``cluster/tokens/<token>`` (one per fencing token a leader held, with the committed voters), so
-a cluster restarted from the bucket elects above every token the archived one used.
+``cluster/tokens/<token>`` (one per fencing token, with the committed voters when its leader
+wrote it). An archiver writes the token of every epoch it uploads records of *before* it uploads
+them, so every token inside any archived object is at or below an archived token record, and a
+cluster restarted from the bucket elects above every token the archived one used.
 
 Each object is a 22-byte header and a body::
 
@@ -165,7 +168,7 @@ def decode_snapshot(data: bytes, expect: ArchivedObject) -> SnapshotBody:
     if (snap.shard, snap.chain, snap.seq) != (expect.shard, expect.chain, expect.last):
         raise ArchiveFormatError(f"snapshot body says shard {snap.shard} chain {snap.chain} seq {snap.seq}, "
                                  f"unlike its name {expect.key}")
-    if snap.epoch > snap.chain or snap.seq < 0 or any(not isinstance(m, list) or len(m) != 2 for m in snap.memories):
+    if snap.seq < 0 or snap.epoch < 0 or any(not isinstance(m, list) or len(m) != 2 for m in snap.memories):
         raise ArchiveFormatError(f"snapshot {expect.key} holds an impossible position or memory")
     return snap
 
@@ -176,7 +179,7 @@ def encode_chunk(shard: int, chain: int, records: list[WalRecord]) -> bytes:
 
 
 def decode_chunk(data: bytes, expect: ArchivedObject) -> list[WalRecord]:
-    """A chunk's records (seq ``first..last`` in order, epochs never above the chain), checked
+    """A chunk's records (seq ``first..last`` in order, epochs never decreasing), checked
     against its name; the records carry no LSN (the log that writes them gives one)."""
     d = decode(data, KIND_CHUNK)
     try:
@@ -191,8 +194,8 @@ def decode_chunk(data: bytes, expect: ArchivedObject) -> list[WalRecord]:
     if seqs != list(range(expect.first, expect.last + 1)):
         raise ArchiveFormatError(f"chunk {expect.key} holds seqs {seqs[:1]}..{seqs[-1:]}, unlike its name")
     epochs = [r.epoch for r in records]
-    if any(e > chain for e in epochs) or epochs != sorted(epochs):
-        raise ArchiveFormatError(f"chunk {expect.key} holds epochs out of order or above its chain")
+    if epochs != sorted(epochs):
+        raise ArchiveFormatError(f"chunk {expect.key} holds epochs out of order")
     return records
 
 

@@ -30,6 +30,21 @@ def archived_up_to_date(cluster: Cluster) -> bool:
     return True
 
 
+def assert_tokens_cover_the_archive(bucket: MemoryObjectStore) -> None:
+    """Every epoch inside any archived object is under a token the archive records: a cluster
+    restored from it elects above all of them."""
+    from dakera_actors.cold.format import decode_chunk, decode_snapshot, parse_token_key
+
+    recorded = max((t for k in bucket.objects if (t := parse_token_key(k)) is not None), default=0)
+    assert recorded > 0
+    for key, data in bucket.objects.items():
+        obj = parse_key(key)
+        if obj is None:
+            continue
+        epochs = ([decode_snapshot(data, obj).epoch] if obj.snapshot else [r.epoch for r in decode_chunk(data, obj)])
+        assert max([obj.chain, *epochs]) >> 32 <= recorded, key
+
+
 async def store_many(cluster: Cluster, n: int, *, prefix: str = "m") -> dict[str, str]:
     acked: dict[str, str] = {}
     running = list(cluster.nodes)
@@ -64,6 +79,7 @@ async def test_a_cluster_that_loses_every_disk_comes_back_from_the_bucket(
         assert gone.status_code == 200, gone.text
         del acked["m5"]
         await eventually(lambda: archived_up_to_date(cluster), timeout=30)
+        assert_tokens_cover_the_archive(bucket)
         tokens = {n.lease.view.value.token for n in cluster.nodes.values() if n.lease}
         for node_id in cluster.ids:
             cluster.kill(node_id)

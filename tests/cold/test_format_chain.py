@@ -68,9 +68,10 @@ def test_snapshot_and_chunk_round_trip_and_refuse_damage():
         decode_chunk(raw, chunk(3, E1, 11, 13))
     with pytest.raises(ArchiveFormatError, match="kind"):
         decode_snapshot(raw, snap(3, E1, 12))
-    # a record above its chain's epoch cannot be this primary's: refused
+    # epochs never go backwards inside one primary's history: refused
+    backwards = [WalRecord(0, 3, "put", {}, 0.0, 11, E2), WalRecord(0, 3, "put", {}, 0.0, 12, E1)]
     with pytest.raises(ArchiveFormatError, match="epochs"):
-        decode_chunk(encode_chunk(3, E1, [WalRecord(0, 3, "put", {}, 0.0, 11, E2)]), chunk(3, E1, 11, 11))
+        decode_chunk(encode_chunk(3, E1, backwards), chunk(3, E1, 11, 12))
     tok = TokenRecord(5, "n1", ["n1", "n2"], 1.0)
     assert decode_token(encode_token(tok), 5) == tok
     with pytest.raises(ArchiveFormatError):
