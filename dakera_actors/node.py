@@ -113,7 +113,8 @@ class Node:
     """A running node. Build it with :func:`open_node`."""
 
     def __init__(self, config: Config, *, rng: random.Random | None = None,
-                 wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None,
+                 objects: ObjectStore | None = None) -> None:
         self.config = config
         #: a simulated disk for the WAL and snapshots (tests); None means files in data_dir
         self.disk = disk
@@ -125,9 +126,10 @@ class Node:
         self.metrics = NodeMetrics()
         #: worker threads for CPU-heavy work; inline on a simulated disk (deterministic simulations)
         self.offload = Offload(config.cpu_threads, inline=disk is not None)
-        #: the object store the cold tier archives into (None: no cold tier, as in simulations
-        #: that inject none), and what the archive said at start
-        self.objects: ObjectStore | None = None
+        #: the object store the cold tier writes through: DAKERA_STORAGE's, probed at start, or one a
+        #: test injected (used as is); None on a simulated disk without one (no real files)
+        self.objects: ObjectStore | None = objects
+        #: what the archive said at start, the archiver and the seeder (with a cold tier)
         self.archive: ArchiveInfo | None = None
         self.archiver: Archiver | None = None
         self.seeder: Seeder | None = None
@@ -195,6 +197,22 @@ class Node:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
+
+    async def _open_object_store(self, stack: AsyncExitStack) -> None:
+        """Open and probe DAKERA_STORAGE's object store before anything else starts: a wrong path,
+        endpoint, bucket or key is a one-line start error naming the variable (exit 2), not a
+        failure found later."""
+        from .storage.opening import describe, location_setting, open_object_store, probe
+
+        config = self.config
+        self.objects = await stack.enter_async_context(open_object_store(config, self.data_dir))
+        seconds = await probe(self.objects, self.node_id, setting=location_setting(config))
+        if config.storage == "s3":
+            self.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint, bucket=config.s3_bucket,
+                          prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
+        else:
+            self.log.info("object_store_ready", storage=config.storage, path=describe(config, self.data_dir),
+                          probe_ms=round(seconds * 1000, 1))
 
     # -- actors ------------------------------------------------------------------------
     async def start_actor(self, actor: Actor) -> None:
@@ -491,28 +509,21 @@ async def open_node(
     ``serve_http=False`` skips the socket listener (tests talk to ``node.app`` over ASGI);
     ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``);
     ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk;
-    ``objects`` an object store for the cold tier (used as it is: a simulation's shared store).
+    ``objects`` an object store (say a ``MemoryObjectStore`` shared by a test's nodes), used as is.
+    Without one the node opens DAKERA_STORAGE's, except on a simulated disk with
+    ``DAKERA_STORAGE=filesystem`` (a simulation writes no real files).
     """
     from .api.app import create_app
 
-    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk)
+    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk, objects=objects)
     node._prepare_data_dir()
     node.app = create_app(node.facade)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)
     node.metrics.gossip_members.labels("alive").set(1)
     try:
         async with AsyncExitStack() as stack:
-            if config.storage == "s3":
-                # proven usable before anything else starts: a wrong endpoint, bucket or key is a
-                # one-line start error naming the variable (exit 2), not a failure found later
-                from .storage.opening import open_object_store, probe
-
-                node.objects = await stack.enter_async_context(open_object_store(config))
-                seconds = await probe(node.objects, node.node_id)
-                node.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint,
-                              bucket=config.s3_bucket, prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
-            if objects is not None:
-                node.objects = objects
+            if node.objects is None and (config.storage == "s3" or disk is None):
+                await node._open_object_store(stack)
             if node.objects is not None:
                 from .cold.restore import open_archive
 
