@@ -14,7 +14,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
+    from .cold.stats import ColdTier
     from .lease.actor import LeaseActor
     from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
@@ -59,6 +60,28 @@ ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the
 LOCK_FILE = "LOCK"
 INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
 STALE_LOG_INTERVAL = 60.0  # seconds between warnings about stale frames (each is counted anyway)
+COLD_WATCH_INTERVAL = 1.0  # seconds between looks at whether this node's archive is behind
+
+
+async def watch_archive(tier: ColdTier, announce: Callable[..., Awaitable[None]] | None, log: EventLogger,
+                        *, interval: float = COLD_WATCH_INTERVAL) -> None:
+    """Look at ``tier.stats().behind`` every ``interval`` seconds, forever; when it flips, log it and
+    ``announce(archive_behind=...)`` (the member metadata update), so every node's cluster status
+    says degraded while any live member's archive is behind. A single node (``announce`` None)
+    only logs: its status reads its own archiver directly."""
+    published = False
+    while True:
+        figures = tier.stats()
+        if figures.behind != published:
+            if figures.behind:
+                log.warning("cold_tier_behind", lag_seconds=round(figures.lag_seconds, 1),
+                            backlog_bytes=figures.backlog_bytes, circuit_open=figures.circuit_open)
+            else:
+                log.info("cold_tier_caught_up", lag_seconds=round(figures.lag_seconds, 1))
+            if announce is not None:
+                await announce(archive_behind=figures.behind)
+            published = figures.behind
+        await trio.sleep(interval)
 
 
 class DataDirLocked(RuntimeError):
@@ -349,6 +372,21 @@ class Node:
             self.readiness.open("shard_map")
 
         self.nursery.start_soon(open_when_mapped)
+
+    def attach_cold(self, tier: ColdTier) -> None:
+        """Wire the running archiver in: the admin views and the metrics read it, and the node
+        publishes whether its archive is behind (see :meth:`_watch_cold`)."""
+        assert self.nursery is not None, "node is not running"
+        self.facade.cold = tier
+        self.metrics.register_cold(tier)
+        self.nursery.start_soon(self._watch_cold, tier)
+
+    async def _watch_cold(self, tier: ColdTier) -> None:
+        """Keep ``archive_behind`` in this node's member metadata true while its archive is more
+        than a minute behind (``ColdTierStats.behind``), polled every second: the cluster status
+        of every node then says degraded."""
+        announce = self.membership.update_meta if self.membership is not None else None
+        await watch_archive(tier, announce, self.log)
 
     def _on_wire_reject(self, reason: str) -> None:
         self.metrics.wire_rejected.labels(reason).inc()
