@@ -386,7 +386,10 @@ class Node:
         than a minute behind (``ColdTierStats.behind``), polled every second: the cluster status
         of every node then says degraded."""
         announce = self.membership.update_meta if self.membership is not None else None
-        await watch_archive(tier, announce, self.log)
+        try:
+            await watch_archive(tier, announce, self.log)
+        except ActorStopped:
+            pass  # membership is down: the node is stopping, or failing for a reason reported there
 
     def _on_wire_reject(self, reason: str) -> None:
         self.metrics.wire_rejected.labels(reason).inc()

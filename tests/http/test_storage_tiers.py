@@ -38,7 +38,7 @@ async def node_and_sdk(tmp_path: Path, key: str = KEY) -> AsyncIterator[tuple[No
                                                                                AsyncDakeraClient]]:
     cfg = Config(data_dir=tmp_path / "data", node_id="node-t", root_api_key=KEY)
     async with open_node(cfg, serve_http=False) as node:
-        transport = httpx.ASGITransport(app=node.app)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=node.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=AUTH) as raw:
             sdk = AsyncDakeraClient("http://node", api_key=key, max_retries=1)
             # the SDK's own request path and models, carried in-process instead of over a socket
