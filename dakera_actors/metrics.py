@@ -77,26 +77,33 @@ class ColdSource(Protocol):
 
 
 class _ColdCollector(Collector):
-    """The cold tier's lag, backlog and circuit, read from its stats at scrape time; zeros until
-    an archiver is registered (nothing archived is nothing behind)."""
+    """The cold tier's lag, backlog and circuit, read from its stats at scrape time. No series
+    until an archiver is registered: a zero lag would claim an archive that does not exist."""
 
     def __init__(self, tier: ColdSource | None = None) -> None:
         self._tier = tier
 
     def collect(self) -> Iterator[Metric]:
-        figures = self._tier.stats() if self._tier is not None else None
+        if self._tier is None:
+            return
+        figures = self._tier.stats()
         lag = GaugeMetricFamily("dakera_cold_tier_lag_seconds",
                                 "Age of the oldest acknowledged record not yet archived on the cold tier, in s")
-        lag.add_metric([], figures.lag_seconds if figures else 0.0)
+        lag.add_metric([], figures.lag_seconds)
         backlog = GaugeMetricFamily("dakera_cold_tier_backlog_bytes",
                                     "Bytes of acknowledged records waiting to be archived on the cold tier")
-        backlog.add_metric([], figures.backlog_bytes if figures else 0)
+        backlog.add_metric([], figures.backlog_bytes)
         circuit = GaugeMetricFamily("dakera_cold_tier_circuit_open",
                                     "1 while uploads to the cold tier are suspended after repeated failures")
-        circuit.add_metric([], 1 if figures and figures.circuit_open else 0)
+        circuit.add_metric([], 1 if figures.circuit_open else 0)
         yield lag
         yield backlog
         yield circuit
+
+    def describe(self) -> Iterator[Metric]:
+        # the registry describes collectors at registration: without this it would call
+        # collect(), and so the archiver's stats(), before the archiver has started
+        return iter(())
 
 
 class NodeMetrics:

@@ -27,13 +27,19 @@ def families(metrics: NodeMetrics) -> dict[str, dict[tuple[str, tuple[tuple[str,
     return out
 
 
-def test_every_cold_tier_series_exists_before_an_archiver_does() -> None:
-    found = families(NodeMetrics())
+def test_the_counters_exist_at_zero_and_the_gauges_only_with_an_archiver() -> None:
+    metrics = NodeMetrics()
+    found = families(metrics)
     assert found["dakera_cold_tier_uploads"] == {("dakera_cold_tier_uploads_total", (("outcome", "failed"),)): 0.0,
                                                  ("dakera_cold_tier_uploads_total", (("outcome", "ok"),)): 0.0}
     assert found["dakera_cold_tier_bytes"] == {("dakera_cold_tier_bytes_total", (("direction", "down"),)): 0.0,
                                                ("dakera_cold_tier_bytes_total", (("direction", "up"),)): 0.0}
-    for gauge in ("dakera_cold_tier_lag_seconds", "dakera_cold_tier_backlog_bytes", "dakera_cold_tier_circuit_open"):
+    gauges = ("dakera_cold_tier_lag_seconds", "dakera_cold_tier_backlog_bytes", "dakera_cold_tier_circuit_open")
+    # no archiver, no lag of 0: a scrape waiting for "caught up" must not be satisfied by nothing
+    assert not set(gauges) & set(found)
+    metrics.register_cold(FakeTier())
+    found = families(metrics)
+    for gauge in gauges:
         assert found[gauge] == {(gauge, ()): 0.0}
 
 
