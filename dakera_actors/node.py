@@ -446,7 +446,8 @@ class Node:
         if self.objects is not None:
             from .cold.seeding import Seeder
 
-            self.seeder = Seeder(self.objects, self.memory.shards, self.memory.owner, self.offload, self.log)
+            self.seeder = Seeder(self.objects, self.memory.shards, self.memory.owner, self.offload, self.log,
+                                 on_read=self.metrics.cold_bytes.labels("down").inc)
         if self.endpoint is not None and self.shard_map is not None:
             await self._start_replication(self.memory)
         else:
@@ -514,15 +515,14 @@ class Node:
         return lease.view.value.token, self.node_id, list(voters)
 
     async def _start_archiver(self) -> None:
-        from .cold.archiver import Archiver
+        from .cold.archiver import Archiver, TierView
         from .cold.core import ArchiveConfig, ArchiveCore
         from .store.owner import record_size
 
         if self.objects is None or self.memory is None or self.nursery is None:
             return
         config = self.config
-        flush_ms = getattr(config, "cold_flush_ms", 1000)  # MERGE: the tiers branch adds the settings
-        backlog = getattr(config, "cold_backlog_bytes", 256 << 20)
+        flush_ms, backlog = config.cold_flush_ms, config.cold_backlog_bytes
         core = ArchiveCore(ArchiveConfig(flush=flush_ms / 1000, backlog_limit=backlog), size=record_size)
         location = (f"s3://{config.s3_bucket}/{config.s3_prefix}" if config.storage == "s3"
                     else str(getattr(self.objects, "root", "memory")))
@@ -530,8 +530,14 @@ class Node:
                                  self.log, self.offload, self.nursery, backend=config.storage if self.disk is None
                                  else "memory", location=location, flush_ms=flush_ms,
                                  leadership=self._leadership if self.lease is not None else None,
-                                 wall_clock=self.wall_clock)
+                                 wall_clock=self.wall_clock, on_upload=self._count_upload)
         await self.start_actor(self.archiver)
+        self.attach_cold(TierView(self.archiver))
+
+    def _count_upload(self, outcome: str, size: int) -> None:
+        self.metrics.cold_uploads.labels(outcome).inc()
+        if size:
+            self.metrics.cold_bytes.labels("up").inc(size)
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from dakera_actors.log import get_logger
 from dakera_actors.metrics import NodeMetrics
 from dakera_actors.runtime.offload import Offload
 from dakera_actors.runtime.readiness import Readiness
+from tests.waiting import eventually
 
 KEY = "tiers-test-root-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -68,8 +69,7 @@ async def test_the_sdk_reads_every_field_of_the_three_tiers(tmp_path: Path) -> N
         hot, warm, cold = tier(overview, "hot"), tier(overview, "warm"), tier(overview, "cold")
         assert (hot.current_count, hot.hit_count, hot.hit_rate, hot.status) == (3, 2, 1.0, "healthy")
         assert (warm.current_count, warm.hit_rate) == (3, 0.0)
-        # no archiver runs yet on this node: the cold tier says so instead of pretending
-        assert overview.tiers_enabled is False and cold.status == "disabled" and cold.current_count == 0
+        assert overview.tiers_enabled is True and cold.status == "healthy"
         assert cold.technology == "local filesystem"
         assert overview.activity.storage_backend == "filesystem"
         assert overview.activity.demotions_to_warm == 3  # three records written to the WAL
@@ -81,6 +81,29 @@ async def test_the_sdk_reads_every_field_of_the_three_tiers(tmp_path: Path) -> N
         # a failed read is not a hit
         await raw.get("/v1/memory/get/no-such-id", params={"agent_id": "tier-agent"})
         assert tier(await sdk.storage_tier_overview(), "hot").hit_count == 2
+
+
+async def test_the_node_archiver_feeds_the_tiers_and_the_metrics(tmp_path: Path) -> None:
+    async with node_and_sdk(tmp_path) as (node, raw, sdk):
+        for text in ("likes tea", "lives in Lyon"):
+            assert (await raw.post("/v1/memory/store", json={"agent_id": "arch-agent", "content": text})).is_success
+        assert node.facade.cold is not None
+        cold_tier = node.facade.cold
+
+        def archived() -> bool:
+            figures = cold_tier.stats()
+            return figures.objects_written > 0 and figures.backlog_bytes == 0 and figures.lag_seconds == 0
+
+        await eventually(archived, timeout=20, interval=0.05)
+        figures = cold_tier.stats()
+        overview = await sdk.storage_tier_overview()
+        cold = tier(overview, "cold")
+        assert (cold.status, cold.current_count) == ("healthy", figures.shards_archived)
+        assert overview.activity.demotions_to_cold == figures.objects_written
+        metrics = node.metrics
+        assert metrics.sample("dakera_cold_tier_uploads_total", outcome="ok") == figures.uploads_ok > 0
+        assert metrics.sample("dakera_cold_tier_bytes_total", direction="up") > 0
+        assert metrics.sample("dakera_cold_tier_lag_seconds") == 0 and metrics.sample("dakera_cold_tier_circuit_open") == 0
 
 
 async def test_the_tiers_need_the_api_key(tmp_path: Path) -> None:
