@@ -35,9 +35,9 @@ class FakeTier:
 
 
 @asynccontextmanager
-async def node_and_sdk(tmp_path: Path, key: str = KEY) -> AsyncIterator[tuple[Node, httpx.AsyncClient,
-                                                                               AsyncDakeraClient]]:
-    cfg = Config(data_dir=tmp_path / "data", node_id="node-t", root_api_key=KEY)
+async def node_and_sdk(tmp_path: Path, key: str = KEY, data: str = "data",
+                       **config: Any) -> AsyncIterator[tuple[Node, httpx.AsyncClient, AsyncDakeraClient]]:
+    cfg = Config(data_dir=tmp_path / data, node_id="node-t", root_api_key=KEY, **config)
     async with open_node(cfg, serve_http=False) as node:
         transport = httpx.ASGITransport(app=node.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=AUTH) as raw:
@@ -154,3 +154,26 @@ def test_the_config_never_shows_credentials(tmp_path: Path) -> None:
     assert view["config"]["s3_endpoint"] == "http://minio.local:9000/"
     assert view["config"]["storage_location"] == "s3://dakera/team-a"
     assert tier(StorageTierOverview.from_dict(view), "cold").technology == "S3-compatible object storage"
+
+
+async def test_a_node_restored_from_the_archive_counts_the_restores_as_cold_hits(tmp_path: Path) -> None:
+    shared = tmp_path / "objects"  # as a bucket would be: the second node starts on an empty disk
+    async with node_and_sdk(tmp_path, data="first", storage_path=shared) as (node, raw, _):
+        stored = await raw.post("/v1/memory/store", json={"agent_id": "kept-agent", "content": "survives the disk"})
+        memory_id = stored.json()["memory"]["id"]
+        cold_tier = node.facade.cold
+        assert cold_tier is not None
+
+        def archived() -> bool:
+            figures = cold_tier.stats()
+            return figures.objects_written > 0 and figures.backlog_bytes == 0 and figures.lag_seconds == 0
+
+        await eventually(archived, timeout=20, interval=0.05)
+    async with node_and_sdk(tmp_path, data="second", storage_path=shared) as (node, raw, sdk):
+        got = await raw.get(f"/v1/memory/get/{memory_id}", params={"agent_id": "kept-agent"})
+        assert got.status_code == 200 and got.json()["content"] == "survives the disk"
+        cold = tier(await sdk.storage_tier_overview(), "cold")
+        assert node.seeder is not None and cold.hit_count == node.seeder.counters.restores > 0
+        activity = (await raw.get("/v1/admin/storage/tiers")).json()["activity"]
+        assert activity["restores"] == cold.hit_count and activity["bytes_read"] > 0
+        assert node.metrics.sample("dakera_cold_tier_bytes_total", direction="down") == activity["bytes_read"]
