@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
-    from .cold.stats import ColdTier, ColdTierStats
+    from .cold.stats import ColdTier
     from .lease.actor import LeaseActor
     from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
@@ -82,24 +82,6 @@ async def watch_archive(tier: ColdTier, announce: Callable[..., Awaitable[None]]
                 await announce(archive_behind=figures.behind)
             published = figures.behind
         await trio.sleep(interval)
-
-
-@attrs.frozen
-class NodeColdTier:
-    """This node's cold tier as the admin views, the metrics and the archive watch read it: the
-    archiver's figures, with the restores and bytes read that the seeder counts on its own."""
-
-    archiver: Archiver
-    seeder: Seeder | None
-
-    def stats(self) -> ColdTierStats:
-        figures = self.archiver.tier_stats()
-        if self.seeder is None:
-            return figures
-        seeded = self.seeder.counters
-        # max, not sum: whichever counts a restore (today the seeder alone) is counted once
-        return attrs.evolve(figures, restores=max(figures.restores, seeded.restores),
-                            bytes_read=max(figures.bytes_read, seeded.bytes_read))
 
 
 class DataDirLocked(RuntimeError):
@@ -533,7 +515,7 @@ class Node:
         return lease.view.value.token, self.node_id, list(voters)
 
     async def _start_archiver(self) -> None:
-        from .cold.archiver import Archiver
+        from .cold.archiver import Archiver, TierView
         from .cold.core import ArchiveConfig, ArchiveCore
         from .store.owner import record_size
 
@@ -550,7 +532,7 @@ class Node:
                                  leadership=self._leadership if self.lease is not None else None,
                                  wall_clock=self.wall_clock, on_upload=self._count_upload)
         await self.start_actor(self.archiver)
-        self.attach_cold(NodeColdTier(self.archiver, self.seeder))
+        self.attach_cold(TierView(self.archiver, self.seeder))
 
     def _count_upload(self, outcome: str, size: int) -> None:
         self.metrics.cold_uploads.labels(outcome).inc()
