@@ -212,8 +212,8 @@ class Config:
     #: the cold tier's archive deadline: acknowledged writes reach object storage within this
     #: (the recovery point of a cluster that loses every disk)
     cold_flush_ms: int = attrs.field(default=1000, validator=_int_range(10, 3_600_000))
-    #: bound on the backlog of acknowledged records not yet archived that the node keeps on disk
-    #: while object storage is down or slow
+    #: acknowledged records not yet archived (durable in the WAL meanwhile) that may pile up while
+    #: object storage is down or slow; past it the next upload is a fresh snapshot, not the chunks
     cold_backlog_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_check(
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1024 * 1024,
         "must be an integer number of bytes, at least 1048576 (1 MiB)"))
