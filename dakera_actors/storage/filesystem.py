@@ -47,8 +47,9 @@ class FileObjectStore:
     def _put(self, path: Path, data: bytes, if_absent: bool) -> None:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            self._make_dirs(path.parent)
+            # 0600 from the start: an archived shard holds every memory of its shard
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -64,6 +65,22 @@ class FileObjectStore:
             raise ObjectStoreError(f"cannot write {path}: {exc}") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and any missing parents up to the root, each 0700 and durable (its
+        parent fsynced), so an object written under it is found after a crash."""
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            if directory == self.root or directory.parent == directory:
+                break
+            directory = directory.parent
+        for new in reversed(missing):
+            try:
+                new.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # another put made it meanwhile
+            fsync_path(new.parent)
 
     async def get(self, key: str, *, start: int | None = None, end: int | None = None) -> bytes:
         path = self._path(key)
@@ -87,9 +104,11 @@ class FileObjectStore:
 
     def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
         found: builtins.list[ObjectInfo] = []
-        if not self.root.is_dir():
+        # walk only the directory the prefix names whole ("shards/00003/" walks that shard alone)
+        start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        if not start.is_dir():
             return found
-        for directory, _dirs, files in os.walk(self.root):
+        for directory, _dirs, files in os.walk(start):
             for name in files:
                 if name.endswith(TMP_SUFFIX):
                     continue  # a put that has not finished (or never will: a crash mid-write)
