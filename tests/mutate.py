@@ -216,6 +216,38 @@ MUTATIONS: list[Mutation] = [
         "    if False:",
         ("tests/unit/test_wire.py", "tests/real/test_gossip_security.py"),
     ),
+    Mutation(
+        "restore-newest-term",
+        "a restore from the bucket takes the newest term's chain: a cut-off primary's uploads never win",
+        "dakera_actors/cold/chain.py",
+        "    for chain, members in sorted(_chains(objs).items(), reverse=True):",
+        "    for chain, members in sorted(_chains(objs).items(), key=lambda kv: max(o.last for o in kv[1]), reverse=True):",
+        ("tests/cold/test_cluster_sim.py", "tests/cold/test_format_chain.py"),
+    ),
+    Mutation(
+        "restore-token-floor",
+        "a cluster restored from the bucket elects above every token the archived one used",
+        "dakera_actors/node.py",
+        "        if floor > max(state.highest_token, state.leader_token, state.proposed_token):",
+        "        if False:",
+        ("tests/cold/test_cluster_sim.py",),
+    ),
+    Mutation(
+        "restore-before-serving-empty",
+        "a new primary whose copies are all empty restores the shard from the archive before serving it",
+        "dakera_actors/node.py",
+        "        replicator.seeder = self.seeder",
+        "        replicator.seeder = None",
+        ("tests/cold/test_cluster_sim.py",),
+    ),
+    Mutation(
+        "archive-retention-keeps-reach",
+        "retention never deletes what a restore still needs",
+        "dakera_actors/cold/chain.py",
+        "    kept = set(snapshots[:KEEP_SNAPSHOTS])",
+        "    kept = set(snapshots[1:KEEP_SNAPSHOTS])",
+        ("tests/cold/test_format_chain.py", "tests/cold/test_core.py"),
+    ),
 ]
 
 
