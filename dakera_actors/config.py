@@ -209,6 +209,17 @@ class Config:
     #: S3 credentials; unset: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then the usual AWS chain
     s3_access_key: str | None = attrs.field(default=None, repr=False)
     s3_secret_key: str | None = attrs.field(default=None, repr=False)
+    #: the cold tier's archive deadline: acknowledged writes reach object storage within this
+    #: (the recovery point of a cluster that loses every disk)
+    cold_flush_ms: int = attrs.field(default=1000, validator=_int_range(10, 3_600_000))
+    #: acknowledged records not yet archived (durable in the WAL meanwhile) that may pile up while
+    #: object storage is down or slow; past it the next upload is a fresh snapshot, not the chunks
+    cold_backlog_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_check(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1024 * 1024,
+        "must be an integer number of bytes, at least 1048576 (1 MiB)"))
+    #: where DAKERA_STORAGE=filesystem lays out objects; None means <data_dir>/objects. The nodes of
+    #: a local multi-process cluster may share one directory (and so one cold tier)
+    storage_path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
 
     embedder: str = attrs.field(default="hashing", validator=_embedder_spec)

@@ -1,7 +1,9 @@
 """``python -m dakera_actors.devcluster``: a local cluster of real node processes on loopback.
 
 Node i (1-based) serves HTTP on ``base-port + i - 1`` and gossips on ``base-gossip-port + i - 1``,
-keeps its data under ``<data-root>/node-i``, and is seeded with every other node. The nodes
+keeps its data under ``<data-root>/node-i`` and its cold tier in ``<data-root>/objects`` (shared,
+like a bucket; unless DAKERA_STORAGE/DAKERA_STORAGE_PATH say otherwise), and is seeded with
+every other node. The nodes
 share a gossip key made at random for this run (or DAKERA_GOSSIP_KEY when set). Ctrl-C (or
 SIGTERM) stops every node gracefully; a node that dies on its own is reported and, unless
 ``--keep-going``, stops the rest.
@@ -34,6 +36,10 @@ def node_env(i: int, n: int, args: argparse.Namespace, key: str) -> dict[str, st
         "DAKERA_CLUSTER_SEEDS": seeds,
         "DAKERA_DATA_DIR": str(Path(args.data_root) / f"node-{i}"),
     })
+    if env.get("DAKERA_STORAGE", "filesystem") == "filesystem":
+        # one shared "bucket" for the local cluster, as a real one shares its S3 bucket: a node
+        # can seed from it, and the whole cluster can be restarted from it with its data dirs gone
+        env.setdefault("DAKERA_STORAGE_PATH", str(Path(args.data_root) / "objects"))
     return env
 
 

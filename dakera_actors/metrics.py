@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -53,6 +54,56 @@ class _NoReplication(Collector):
         under.add_metric([], 0.0)
         yield lag
         yield under
+
+
+class ColdFigures(Protocol):
+    """What the metrics read of the cold tier's figures (a ``ColdTierStats``; the metrics sit
+    below the cold tier's package, so they name only what they read)."""
+
+    @property
+    def lag_seconds(self) -> float: ...
+
+    @property
+    def backlog_bytes(self) -> int: ...
+
+    @property
+    def circuit_open(self) -> bool: ...
+
+
+class ColdSource(Protocol):
+    """A cold tier as the metrics see it (``dakera_actors.cold.stats.ColdTier`` is one)."""
+
+    def stats(self) -> ColdFigures: ...
+
+
+class _ColdCollector(Collector):
+    """The cold tier's lag, backlog and circuit, read from its stats at scrape time. No series
+    until an archiver is registered: a zero lag would claim an archive that does not exist."""
+
+    def __init__(self, tier: ColdSource | None = None) -> None:
+        self._tier = tier
+
+    def collect(self) -> Iterator[Metric]:
+        if self._tier is None:
+            return
+        figures = self._tier.stats()
+        lag = GaugeMetricFamily("dakera_cold_tier_lag_seconds",
+                                "Age of the oldest acknowledged record not yet archived on the cold tier, in s")
+        lag.add_metric([], figures.lag_seconds)
+        backlog = GaugeMetricFamily("dakera_cold_tier_backlog_bytes",
+                                    "Bytes of acknowledged records waiting to be archived on the cold tier")
+        backlog.add_metric([], figures.backlog_bytes)
+        circuit = GaugeMetricFamily("dakera_cold_tier_circuit_open",
+                                    "1 while uploads to the cold tier are suspended after repeated failures")
+        circuit.add_metric([], 1 if figures.circuit_open else 0)
+        yield lag
+        yield backlog
+        yield circuit
+
+    def describe(self) -> Iterator[Metric]:
+        # the registry describes collectors at registration: without this it would call
+        # collect(), and so the archiver's stats(), before the archiver has started
+        return iter(())
 
 
 class NodeMetrics:
@@ -109,6 +160,18 @@ class NodeMetrics:
         self.replication_snapshots = Counter("dakera_replication_snapshots",
                                              "Whole shard copies sent to and received from other nodes",
                                              ["direction"], registry=r)
+        # the cold tier: the archiver counts its uploads and bytes; lag, backlog and circuit are
+        # read from it at scrape time (see register_cold)
+        self.cold_uploads = Counter("dakera_cold_tier_uploads", "Uploads to the cold tier, by outcome (ok, failed)",
+                                    ["outcome"], registry=r)
+        self.cold_bytes = Counter("dakera_cold_tier_bytes",
+                                  "Bytes moved to (up) and from (down) the cold tier", ["direction"], registry=r)
+        for outcome in ("ok", "failed"):
+            self.cold_uploads.labels(outcome)
+        for direction in ("up", "down"):
+            self.cold_bytes.labels(direction)
+        self._cold_collector = _ColdCollector()
+        r.register(self._cold_collector)
         self._lag_collector: Collector = _NoReplication()
         r.register(self._lag_collector)
         for direction in ("sent", "received"):
@@ -126,6 +189,12 @@ class NodeMetrics:
         self.registry.unregister(self._lag_collector)
         self._lag_collector = collector
         self.registry.register(collector)
+
+    def register_cold(self, tier: ColdSource) -> None:
+        """Read the cold tier's lag, backlog and circuit from ``tier.stats()`` at every scrape."""
+        self.registry.unregister(self._cold_collector)
+        self._cold_collector = _ColdCollector(tier)
+        self.registry.register(self._cold_collector)
 
     def watch_actors(self, actors: Callable[[], Iterable[Actor]]) -> None:
         self.registry.register(_ActorCollector(actors))

@@ -14,7 +14,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
+    from .cold.stats import ColdTier
     from .lease.actor import LeaseActor
     from .lease.core import LeaseConfig
     from .membership.actor import MembershipActor
@@ -59,6 +60,28 @@ ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the
 LOCK_FILE = "LOCK"
 INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
 STALE_LOG_INTERVAL = 60.0  # seconds between warnings about stale frames (each is counted anyway)
+COLD_WATCH_INTERVAL = 1.0  # seconds between looks at whether this node's archive is behind
+
+
+async def watch_archive(tier: ColdTier, announce: Callable[..., Awaitable[None]] | None, log: EventLogger,
+                        *, interval: float = COLD_WATCH_INTERVAL) -> None:
+    """Look at ``tier.stats().behind`` every ``interval`` seconds, forever; when it flips, log it and
+    ``announce(archive_behind=...)`` (the member metadata update), so every node's cluster status
+    says degraded while any live member's archive is behind. A single node (``announce`` None)
+    only logs: its status reads its own archiver directly."""
+    published = False
+    while True:
+        figures = tier.stats()
+        if figures.behind != published:
+            if figures.behind:
+                log.warning("cold_tier_behind", lag_seconds=round(figures.lag_seconds, 1),
+                            backlog_bytes=figures.backlog_bytes, circuit_open=figures.circuit_open)
+            else:
+                log.info("cold_tier_caught_up", lag_seconds=round(figures.lag_seconds, 1))
+            if announce is not None:
+                await announce(archive_behind=figures.behind)
+            published = figures.behind
+        await trio.sleep(interval)
 
 
 class DataDirLocked(RuntimeError):
@@ -113,7 +136,8 @@ class Node:
     """A running node. Build it with :func:`open_node`."""
 
     def __init__(self, config: Config, *, rng: random.Random | None = None,
-                 wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None,
+                 objects: ObjectStore | None = None) -> None:
         self.config = config
         #: a simulated disk for the WAL and snapshots (tests); None means files in data_dir
         self.disk = disk
@@ -125,9 +149,10 @@ class Node:
         self.metrics = NodeMetrics()
         #: worker threads for CPU-heavy work; inline on a simulated disk (deterministic simulations)
         self.offload = Offload(config.cpu_threads, inline=disk is not None)
-        #: the object store the cold tier archives into (None: no cold tier, as in simulations
-        #: that inject none), and what the archive said at start
-        self.objects: ObjectStore | None = None
+        #: the object store the cold tier writes through: DAKERA_STORAGE's, probed at start, or one a
+        #: test injected (used as is); None on a simulated disk without one (no real files)
+        self.objects: ObjectStore | None = objects
+        #: what the archive said at start, the archiver and the seeder (with a cold tier)
         self.archive: ArchiveInfo | None = None
         self.archiver: Archiver | None = None
         self.seeder: Seeder | None = None
@@ -195,6 +220,22 @@ class Node:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
+
+    async def _open_object_store(self, stack: AsyncExitStack) -> None:
+        """Open and probe DAKERA_STORAGE's object store before anything else starts: a wrong path,
+        endpoint, bucket or key is a one-line start error naming the variable (exit 2), not a
+        failure found later."""
+        from .storage.opening import describe, location_setting, open_object_store, probe
+
+        config = self.config
+        self.objects = await stack.enter_async_context(open_object_store(config, self.data_dir))
+        seconds = await probe(self.objects, self.node_id, setting=location_setting(config))
+        if config.storage == "s3":
+            self.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint, bucket=config.s3_bucket,
+                          prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
+        else:
+            self.log.info("object_store_ready", storage=config.storage, path=describe(config, self.data_dir),
+                          probe_ms=round(seconds * 1000, 1))
 
     # -- actors ------------------------------------------------------------------------
     async def start_actor(self, actor: Actor) -> None:
@@ -332,6 +373,24 @@ class Node:
 
         self.nursery.start_soon(open_when_mapped)
 
+    def attach_cold(self, tier: ColdTier) -> None:
+        """Wire the running archiver in: the admin views and the metrics read it, and the node
+        publishes whether its archive is behind (see :meth:`_watch_cold`)."""
+        assert self.nursery is not None, "node is not running"
+        self.facade.cold = tier
+        self.metrics.register_cold(tier)
+        self.nursery.start_soon(self._watch_cold, tier)
+
+    async def _watch_cold(self, tier: ColdTier) -> None:
+        """Keep ``archive_behind`` in this node's member metadata true while its archive is more
+        than a minute behind (``ColdTierStats.behind``), polled every second: the cluster status
+        of every node then says degraded."""
+        announce = self.membership.update_meta if self.membership is not None else None
+        try:
+            await watch_archive(tier, announce, self.log)
+        except ActorStopped:
+            pass  # membership is down: the node is stopping, or failing for a reason reported there
+
     def _on_wire_reject(self, reason: str) -> None:
         self.metrics.wire_rejected.labels(reason).inc()
         if reason == "stale" and self.wall_clock() - self._stale_logged >= STALE_LOG_INTERVAL:
@@ -387,7 +446,8 @@ class Node:
         if self.objects is not None:
             from .cold.seeding import Seeder
 
-            self.seeder = Seeder(self.objects, self.memory.shards, self.memory.owner, self.offload, self.log)
+            self.seeder = Seeder(self.objects, self.memory.shards, self.memory.owner, self.offload, self.log,
+                                 on_read=self.metrics.cold_bytes.labels("down").inc)
         if self.endpoint is not None and self.shard_map is not None:
             await self._start_replication(self.memory)
         else:
@@ -455,15 +515,14 @@ class Node:
         return lease.view.value.token, self.node_id, list(voters)
 
     async def _start_archiver(self) -> None:
-        from .cold.archiver import Archiver
+        from .cold.archiver import Archiver, TierView
         from .cold.core import ArchiveConfig, ArchiveCore
         from .store.owner import record_size
 
         if self.objects is None or self.memory is None or self.nursery is None:
             return
         config = self.config
-        flush_ms = getattr(config, "cold_flush_ms", 1000)  # MERGE: the tiers branch adds the settings
-        backlog = getattr(config, "cold_backlog_bytes", 256 << 20)
+        flush_ms, backlog = config.cold_flush_ms, config.cold_backlog_bytes
         core = ArchiveCore(ArchiveConfig(flush=flush_ms / 1000, backlog_limit=backlog), size=record_size)
         location = (f"s3://{config.s3_bucket}/{config.s3_prefix}" if config.storage == "s3"
                     else str(getattr(self.objects, "root", "memory")))
@@ -471,8 +530,14 @@ class Node:
                                  self.log, self.offload, self.nursery, backend=config.storage if self.disk is None
                                  else "memory", location=location, flush_ms=flush_ms,
                                  leadership=self._leadership if self.lease is not None else None,
-                                 wall_clock=self.wall_clock)
+                                 wall_clock=self.wall_clock, on_upload=self._count_upload)
         await self.start_actor(self.archiver)
+        self.attach_cold(TierView(self.archiver, self.seeder))
+
+    def _count_upload(self, outcome: str, size: int) -> None:
+        self.metrics.cold_uploads.labels(outcome).inc()
+        if size:
+            self.metrics.cold_bytes.labels("up").inc(size)
 
 
 @asynccontextmanager
@@ -491,28 +556,21 @@ async def open_node(
     ``serve_http=False`` skips the socket listener (tests talk to ``node.app`` over ASGI);
     ``transport_options`` go to the transport's ``open`` (the memory transport's ``network=``);
     ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk;
-    ``objects`` an object store for the cold tier (used as it is: a simulation's shared store).
+    ``objects`` an object store (say a ``MemoryObjectStore`` shared by a test's nodes), used as is.
+    Without one the node opens DAKERA_STORAGE's, except on a simulated disk with
+    ``DAKERA_STORAGE=filesystem`` (a simulation writes no real files).
     """
     from .api.app import create_app
 
-    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk)
+    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk, objects=objects)
     node._prepare_data_dir()
     node.app = create_app(node.facade)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)
     node.metrics.gossip_members.labels("alive").set(1)
     try:
         async with AsyncExitStack() as stack:
-            if config.storage == "s3":
-                # proven usable before anything else starts: a wrong endpoint, bucket or key is a
-                # one-line start error naming the variable (exit 2), not a failure found later
-                from .storage.opening import open_object_store, probe
-
-                node.objects = await stack.enter_async_context(open_object_store(config))
-                seconds = await probe(node.objects, node.node_id)
-                node.log.info("object_store_ready", storage="s3", endpoint=config.s3_endpoint,
-                              bucket=config.s3_bucket, prefix=config.s3_prefix or "-", probe_ms=round(seconds * 1000, 1))
-            if objects is not None:
-                node.objects = objects
+            if node.objects is None and (config.storage == "s3" or disk is None):
+                await node._open_object_store(stack)
             if node.objects is not None:
                 from .cold.restore import open_archive
 

@@ -1,16 +1,20 @@
 """The admin JSON views (``/admin/cluster/status``, ``/nodes``, ``/shards``, ``/replication``,
-maintenance), built from
-what this node sees: the membership, lease and shard-map views, the shards it holds, and the
-maintenance status operations report."""
+maintenance, ``/storage/tiers``), built from what this node sees: the membership, lease and
+shard-map views, the shards it holds, its cold tier's figures, and the maintenance status
+operations report."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
+from ..cold.stats import ColdTierStats
 from ..operations.maintenance import MaintenanceStatus
 from ..replication.status import ClusterReplication
+from ..storage.opening import describe
 from .deps import FacadeDeps
 
 
@@ -35,8 +39,9 @@ def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
     lease = deps.lease.value if deps.lease else None
     smap = deps.shard_map.value if deps.shard_map else None
     ready = deps.readiness.ready
+    behind = archive_behind(deps)
     return {
-        "status": ("healthy" if ready and alive == known else "degraded" if ready else "unavailable"),
+        "status": ("healthy" if ready and alive == known and not behind else "degraded" if ready else "unavailable"),
         "node_id": deps.node_id,
         "leader": lease.leader if lease else (None if cluster else deps.node_id),
         "fencing_token": lease.token if lease else 0,
@@ -52,7 +57,21 @@ def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
         "shard_balance": round(smap.balance(), 4) if smap else 0.0,
         "unassigned_shards": (sum(1 for c in smap.placement if not c) if smap else shards if cluster else 0),
         "shards_moving": len(smap.placement) - sum(1 for c in smap.placement if len(c) <= smap.counted) if smap else 0,
+        # members whose cold-tier archive is more than a minute behind (the status says degraded)
+        "archive_behind": behind,
     }
+
+
+def archive_behind(deps: FacadeDeps) -> list[str]:
+    """The nodes whose cold-tier archive is behind: live members that say so in their metadata
+    (each node publishes its own flag, see ``Node._watch_cold``), or, on a single node, this one
+    when its own archiver says so."""
+    if deps.membership is not None:
+        members = deps.membership.value.members
+        return sorted(m.id for m in members.values() if m.alive and m.archive_behind)
+    if deps.cold is not None and deps.cold.stats().behind:
+        return [deps.node_id]
+    return []
 
 
 def cluster_shards(deps: FacadeDeps, report: ClusterReplication | None) -> dict[str, Any]:
@@ -124,3 +143,136 @@ def replication_report(report: ClusterReplication | None, write_ack: str) -> dic
             "under_replicated_shards": sum(1 for s in shards if s["under_replicated"]),
             "lag_ms": max((r.lag_ms for r in report.rows.values()), default=0),
             "down": list(smap.down), "unreachable_primaries": report.unreachable, "shards": shards}
+
+
+#: the memory API routes that read (every read is answered from the hot tier)
+READ_ROUTES = frozenset({"/v1/memory/get/<memory_id>", "/v1/memory/recall", "/v1/memory/search",
+                         "/v1/memories/recall/batch"})
+#: what the cold tier is made of, by backend
+COLD_TECHNOLOGY = {"s3": "S3-compatible object storage", "filesystem": "local filesystem",
+                   "memory": "in-memory object store (tests)", "none": "none"}
+
+
+def _reads_served(deps: FacadeDeps) -> int:
+    """Read requests this node's HTTP API answered with success (a forwarded one included: the
+    owner's hot tier answered it)."""
+    total = 0.0
+    for family in deps.metrics.http_latency.collect():
+        for sample in family.samples:
+            if (sample.name.endswith("_count") and sample.labels.get("route") in READ_ROUTES
+                    and sample.labels.get("status", "").startswith("2")):
+                total += sample.value
+    return int(total)
+
+
+def _public_endpoint(url: str | None) -> str | None:
+    """An endpoint URL without any user:password part (the admin views never show credentials)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _no_cold_tier(deps: FacadeDeps) -> ColdTierStats:
+    """The figures of a node whose archiver is not running: nothing archived, nothing behind."""
+    config = deps.config
+    return ColdTierStats("none", "", config.cold_flush_ms, config.cold_backlog_bytes)
+
+
+def storage_tiers(deps: FacadeDeps) -> dict[str, Any]:
+    """``GET /v1/admin/storage/tiers``: this node's three tiers, in the shape the SDK reads
+    (``StorageTierOverview``), plus this server's own figures under extra keys.
+
+    - hot: the in-memory index of the shards held here. ``current_count`` is the memories held
+      here; ``hit_count`` the read requests this node's API answered (get, recall, search, batch
+      recall), and ``hit_rate`` 1.0 once there is one, because every read is answered from memory.
+    - warm: the write-ahead log and snapshots on this node's disk, a full copy of the hot tier
+      (``current_count`` the same memories). Reads never come from it: ``hit_count`` is the
+      records replayed from it at start, ``hit_rate`` 0.
+    - cold: the object store the archiver writes every shard's history to. ``current_count`` is
+      the shards this node is primary of whose archive has a base snapshot (a count of the tier's
+      contents, unlike ``objects_written``, which counts uploads since start); ``hit_count`` the
+      shards restored or seeded from it since start; ``hit_rate`` 0, as no read is served from it.
+
+    ``config`` carries the SDK's tiering fields mapped onto this design (no memory moves between
+    tiers by age: every write is in the warm tier before it is acknowledged and in the cold tier
+    within ``DAKERA_COLD_FLUSH_MS``) and the cold-tier settings, never credentials. ``activity``
+    counts what went where: ``demotions_to_warm`` records written to the WAL, ``demotions_to_cold``
+    objects archived, ``promotions_to_hot`` shards restored from the archive.
+    """
+    config = deps.config
+    cold = deps.cold.stats() if deps.cold is not None else _no_cold_tier(deps)
+    backend = cold.backend if cold.enabled else config.storage
+    ready = deps.memory is not None
+    memories = sum(s.memory_count for s in deps.memory.shards.shards.values()) if deps.memory is not None else 0
+    reads = _reads_served(deps)
+    wal_records = int(deps.metrics.sample("dakera_wal_records_total"))
+    replayed = int(deps.metrics.sample("dakera_wal_replayed_records"))
+    flush_secs = math.ceil(config.cold_flush_ms / 1000)
+    hot_rate = 1.0 if reads else 0.0
+    architecture = [
+        {"name": "hot", "tier_type": "hot", "technology": "in-memory index (vectors and BM25 postings)",
+         "description": "every memory of the shards held on this node, in memory; every read is answered here",
+         "target_latency": "< 1 ms", "capacity": None, "status": "healthy" if ready else "starting",
+         "current_count": memories, "hit_count": reads, "hit_rate": hot_rate},
+        {"name": "warm", "tier_type": "warm", "technology": "write-ahead log and snapshots on local disk",
+         "description": "a write is acknowledged once fsynced here; read back only when the node starts",
+         "target_latency": "1-10 ms (fsync, group commit)", "capacity": None,
+         "status": "healthy" if ready else "starting", "current_count": memories, "hit_count": replayed,
+         "hit_rate": 0.0},
+        {"name": "cold", "tier_type": "cold", "technology": COLD_TECHNOLOGY.get(backend, backend),
+         "description": ("every shard's history archived for restores, new copies and a whole-cluster restart; "
+                         f"acknowledged writes arrive within {config.cold_flush_ms} ms"),
+         "target_latency": "10-100 ms per object", "capacity": None, "status": cold.status,
+         "current_count": cold.shards_archived, "hit_count": cold.restores, "hit_rate": 0.0},
+    ]
+    settings: dict[str, Any] = {
+        "hot_tier_capacity": 0,  # unbounded: every memory of the shards held here stays in memory
+        "hot_to_warm_threshold_secs": 0,  # in the WAL before it is acknowledged
+        "warm_to_cold_threshold_secs": flush_secs,
+        "auto_tier_enabled": cold.enabled,
+        "tier_check_interval_secs": flush_secs,
+        "storage_backend": backend,
+        "storage_location": cold.location or describe(config, config.data_dir),
+        "cold_flush_ms": config.cold_flush_ms,
+        "cold_backlog_bytes": config.cold_backlog_bytes,
+    }
+    if config.storage == "s3":
+        settings.update({"s3_endpoint": _public_endpoint(config.s3_endpoint), "s3_bucket": config.s3_bucket,
+                         "s3_region": config.s3_region, "s3_prefix": config.s3_prefix})
+    elif config.storage_path is not None:
+        settings["storage_path"] = str(config.storage_path)
+    return {
+        "node_id": deps.node_id,
+        "tiers_enabled": cold.enabled,
+        "architecture": architecture,
+        "config": settings,
+        "activity": {
+            "promotions": cold.restores,
+            "demotions": wal_records + cold.objects_written,
+            "cache_hit_rate": hot_rate,
+            "storage_backend": backend,
+            "promotions_to_hot": cold.restores,
+            "demotions_to_warm": wal_records,
+            "demotions_to_cold": cold.objects_written,
+            "status": cold.status,
+            "shards_archived": cold.shards_archived,
+            "objects_written": cold.objects_written,
+            "bytes_written": cold.bytes_written,
+            "bytes_read": cold.bytes_read,
+            "uploads_ok": cold.uploads_ok,
+            "uploads_failed": cold.uploads_failed,
+            "restores": cold.restores,
+            "lag_seconds": round(cold.lag_seconds, 3),
+            "behind": cold.behind,
+            "backlog_bytes": cold.backlog_bytes,
+            "backlog_limit": cold.backlog_limit,
+            "circuit_open": cold.circuit_open,
+            "last_upload_at": cold.last_upload_at,
+        },
+        "unavailable": [],
+    }

@@ -185,6 +185,10 @@ def create_app(node: FacadeDeps) -> QuartTrio:
         report = await node.replication.cluster_status() if node.replication is not None else None
         return json_response(admin_views.replication_report(report, node.config.write_ack))
 
+    @admin_route("/storage/tiers", ["GET"])
+    async def storage_tiers() -> Response:
+        return json_response(admin_views.storage_tiers(node))
+
     mount_operation_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)

@@ -20,6 +20,7 @@ from ..runtime.published import Published
 from ..runtime.readiness import Readiness
 
 if TYPE_CHECKING:
+    from ..cold.stats import ColdTier
     from ..lease.actor import LeaseView
     from ..membership.actor import MembershipView
     from ..operations.service import Operations
@@ -75,3 +76,4 @@ class FacadeDeps:
     lease: Published[LeaseView] | None = None  # cluster mode
     shard_map: Published[ShardMap | None] | None = None  # cluster mode
     replication: ReplicationReport | None = None  # cluster mode, once storage is recovered
+    cold: ColdTier | None = None  # the archiver, once it runs

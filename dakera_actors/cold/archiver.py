@@ -23,7 +23,7 @@ from ..log import EventLogger
 from ..runtime import Actor
 from ..runtime.offload import Offload
 from ..storage.objects import ObjectExists, ObjectStore, ObjectStoreError
-from ..store.shard import ShardSet
+from ..store.shard import FrozenShard, ShardSet
 from ..store.tail import ShardTail
 from .core import ArchiveCore, Delete, Effect, Inspect, Refused, UploadChunk, UploadSnapshot
 from .format import (
@@ -39,6 +39,7 @@ from .format import (
     snapshot_key,
     token_key,
 )
+from .seeding import Seeder
 from .stats import ColdTierStats
 
 #: (token, leader id, committed voters) while this node leads, else None
@@ -49,10 +50,8 @@ Leadership = Callable[[], "tuple[int, str, list[str]] | None"]
 class Counters:
     objects_written: int = 0
     bytes_written: int = 0
-    bytes_read: int = 0
     uploads_ok: int = 0
     uploads_failed: int = 0
-    restores: int = 0
     last_upload_at: float | None = None
 
 
@@ -95,8 +94,7 @@ class Archiver(Actor):
         return ColdTierStats(backend=self.backend, location=self.location, flush_ms=self.flush_ms,
                              backlog_limit=self.core.config.backlog_limit, shards_archived=figures.shards_archived,
                              objects_written=c.objects_written, bytes_written=c.bytes_written,
-                             bytes_read=c.bytes_read, uploads_ok=c.uploads_ok, uploads_failed=c.uploads_failed,
-                             restores=c.restores, lag_seconds=figures.lag_seconds, backlog_bytes=figures.backlog_bytes,
+                             uploads_ok=c.uploads_ok, uploads_failed=c.uploads_failed, lag_seconds=figures.lag_seconds, backlog_bytes=figures.backlog_bytes,
                              circuit_open=self.core.circuit_open, last_upload_at=c.last_upload_at)
 
     # -- the actor's clock ---------------------------------------------------------------
@@ -164,9 +162,7 @@ class Archiver(Actor):
         frozen = self.shards.freeze(effect.shard)
         if not await self._ensure_token(max(effect.chain, frozen.epoch) >> 32):
             return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
-        body = SnapshotBody(effect.shard, effect.chain, frozen.seq, frozen.epoch,
-                            [[m.to_record(), vector] for m, vector in frozen.memories])
-        data = await self.offload.run(encode_snapshot, body)
+        data = await self.offload.run(_snapshot_object, effect.chain, frozen)
         key = snapshot_key(effect.shard, effect.chain, frozen.seq)
         if not await self._put(key, data, effect.shard):
             return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
@@ -257,13 +253,25 @@ class Archiver(Actor):
 
 
 class TierView:
-    """The archiver as the admin views and the metrics read it (``stats()``, see :class:`.stats.ColdTier`)."""
+    """The cold tier as the admin views and the metrics read it (``stats()``, see
+    :class:`.stats.ColdTier`): the archiver's figures, with the restores the seeder made."""
 
-    def __init__(self, archiver: Archiver) -> None:
+    def __init__(self, archiver: Archiver, seeder: Seeder | None = None) -> None:
         self._archiver = archiver
+        self._seeder = seeder
 
     def stats(self) -> ColdTierStats:
-        return self._archiver.tier_stats()
+        stats = self._archiver.tier_stats()
+        if self._seeder is None:
+            return stats
+        seeded = self._seeder.counters
+        return attrs.evolve(stats, restores=seeded.restores, bytes_read=stats.bytes_read + seeded.bytes_read)
+
+
+def _snapshot_object(chain: int, frozen: FrozenShard) -> bytes:
+    """A frozen shard as an archived snapshot object (CPU work: run on the offload threads)."""
+    return encode_snapshot(SnapshotBody(frozen.id, chain, frozen.seq, frozen.epoch,
+                                        [[m.to_record(), vector] for m, vector in frozen.memories]))
 
 
 def _named(key: str, size: int) -> ArchivedObject:

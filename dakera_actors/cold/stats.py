@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 
 #: the archive is "behind" (the cluster status says degraded) past this many seconds of lag
@@ -45,3 +47,10 @@ class ColdTierStats:
         if self.circuit_open:
             return "down"
         return "degraded" if self.behind else "healthy"
+
+
+class ColdTier(Protocol):
+    """What the admin views, the metrics and the node's archive watch read of the cold tier (the
+    archiver): a snapshot of its figures, taken on the event loop without blocking."""
+
+    def stats(self) -> ColdTierStats: ...

@@ -53,7 +53,8 @@ class MemberState(enum.IntEnum):
 STATE = OneOf(frozenset(int(s) for s in MemberState))
 #: member metadata: the keys this version reads are typed (a leader's map header is compared with
 #: the installed map's key); keys from newer versions pass as small opaque values
-META = Keys({"maintenance": Bool(), "map": Fixed((TOKEN, VERSION))}, other=Opaque(max_depth=4, max_items=64))
+META = Keys({"maintenance": Bool(), "map": Fixed((TOKEN, VERSION)), "archive_behind": Bool()},
+            other=Opaque(max_depth=4, max_items=64))
 
 
 @attrs.frozen
@@ -93,6 +94,11 @@ class Member:
     @property
     def maintenance(self) -> bool:
         return bool(self.meta.get("maintenance", False))
+
+    @property
+    def archive_behind(self) -> bool:
+        """Whether this member's cold-tier archive is behind (it says so in its metadata)."""
+        return bool(self.meta.get("archive_behind", False))
 
     def as_update(self) -> Update:
         return Update(id=self.id, state=int(self.state), incarnation=self.incarnation,

@@ -1,8 +1,10 @@
 """The node's object store, from its configuration, checked at start.
 
-``DAKERA_STORAGE=s3``: the node writes, reads back and deletes one probe object under its
-prefix before it serves, so a wrong endpoint, bucket or key is a one-line start error naming the
-variable (exit 2), not a failure found hours later.
+``DAKERA_STORAGE=filesystem`` (the embedded default) lays objects out as files under
+``DAKERA_STORAGE_PATH`` (``<data dir>/objects`` when unset); ``DAKERA_STORAGE=s3`` talks to an
+S3-compatible endpoint. Either way the node writes, reads back and deletes one probe object under
+``probe/`` before it serves, so a wrong path, endpoint, bucket or key is a one-line start error
+naming the variable (exit 2), not a failure found hours later.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..wal.log import DIR_MODE
+from .filesystem import FileObjectStore
 from .objects import ObjectStore, ObjectStoreError, ObjectStoreUnusable
 
 if TYPE_CHECKING:
@@ -20,6 +25,8 @@ if TYPE_CHECKING:
     from .s3 import S3Settings
 
 PROBE_PREFIX = "probe"
+#: the filesystem store's directory under the data dir when DAKERA_STORAGE_PATH is unset
+OBJECTS_DIR = "objects"
 
 
 def s3_settings(config: Config) -> S3Settings:
@@ -30,14 +37,47 @@ def s3_settings(config: Config) -> S3Settings:
                       config.s3_secret_key, config.s3_prefix)
 
 
-@asynccontextmanager
-async def open_object_store(config: Config) -> AsyncIterator[ObjectStore]:
-    """The S3 object store ``config`` names (``DAKERA_STORAGE=s3``), closed when the block ends."""
-    assert config.storage == "s3", "only DAKERA_STORAGE=s3 opens an object store"
-    from .s3 import open_s3_store  # aiobotocore and trio-asyncio load only when S3 is used
+def filesystem_root(config: Config, data_dir: Path | str) -> Path:
+    """Where ``DAKERA_STORAGE=filesystem`` keeps its objects."""
+    return Path(config.storage_path) if config.storage_path is not None else Path(data_dir) / OBJECTS_DIR
 
-    async with open_s3_store(s3_settings(config)) as store:
-        yield store
+
+def location_setting(config: Config) -> str:
+    """The variable that says where objects go: the one to fix when the store cannot be used."""
+    if config.storage == "s3":
+        return "DAKERA_STORAGE"  # an S3 failure's code usually names a sharper one (see BLAME)
+    return "DAKERA_STORAGE_PATH" if config.storage_path is not None else "DAKERA_DATA_DIR"
+
+
+def describe(config: Config, data_dir: Path | str) -> str:
+    """Where objects go, for logs and the admin views: a directory, or ``s3://bucket/prefix``
+    (never an endpoint's credentials)."""
+    if config.storage == "s3":
+        return f"s3://{config.s3_bucket}/{config.s3_prefix}"
+    return str(filesystem_root(config, data_dir))
+
+
+@asynccontextmanager
+async def open_object_store(config: Config, data_dir: Path | str) -> AsyncIterator[ObjectStore]:
+    """The object store ``config`` names, closed when the block ends. ``data_dir`` is the node's,
+    under which the filesystem store lives unless ``DAKERA_STORAGE_PATH`` says otherwise."""
+    if config.storage == "s3":
+        from .s3 import open_s3_store  # aiobotocore and trio-asyncio load only when S3 is used
+
+        async with open_s3_store(s3_settings(config)) as store:
+            yield store
+        return
+    root = filesystem_root(config, data_dir)
+    try:
+        # 0700 like the data dir: these are the node's memories (an existing directory keeps the
+        # mode its operator gave it, e.g. one shared by the nodes of a local cluster)
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ObjectStoreUnusable(location_setting(config),
+                                  f"cannot create the object directory {root}: {exc.strerror or exc}") from None
+    if not root.is_dir():
+        raise ObjectStoreUnusable(location_setting(config), f"{root} is not a directory")
+    yield FileObjectStore(root)
 
 
 #: the setting an S3 error code points at (anything else: DAKERA_STORAGE)
@@ -49,14 +89,15 @@ BLAME = {
 }
 
 
-def _blame(exc: ObjectStoreError) -> str:
+def _blame(exc: ObjectStoreError, fallback: str = "DAKERA_STORAGE") -> str:
     """Which setting an object-store error points at, by its code (never its message text)."""
-    return BLAME.get(exc.code or "", "DAKERA_STORAGE")
+    return BLAME.get(exc.code or "", fallback)
 
 
-async def probe(store: ObjectStore, node_id: str) -> float:
+async def probe(store: ObjectStore, node_id: str, *, setting: str = "DAKERA_STORAGE") -> float:
     """Write, read back and delete one object under ``probe/``; its seconds, or
-    :class:`ObjectStoreUnusable` naming the setting to fix."""
+    :class:`ObjectStoreUnusable` naming the setting to fix (``setting`` when the error's code
+    does not point at a sharper one)."""
     key = f"{PROBE_PREFIX}/{node_id or 'node'}-{secrets.token_hex(4)}"
     body = secrets.token_bytes(32)
     started = time.perf_counter()
@@ -66,8 +107,8 @@ async def probe(store: ObjectStore, node_id: str) -> float:
         await store.delete(key)
     except ObjectStoreError as exc:
         problem = " ".join(str(exc).split())[:300]
-        raise ObjectStoreUnusable(_blame(exc), f"the object store refused a probe write and read: {problem}") \
-            from None
+        raise ObjectStoreUnusable(_blame(exc, setting),
+                                  f"the object store refused a probe write and read: {problem}") from None
     if back != body:
-        raise ObjectStoreUnusable("DAKERA_STORAGE", "the object store returned other bytes than were written")
+        raise ObjectStoreUnusable(setting, "the object store returned other bytes than were written")
     return time.perf_counter() - started

@@ -101,6 +101,18 @@ def test_sdk_raises_the_right_exceptions(node: NodeProcess) -> None:
         DakeraClient(node.url, max_retries=1).list_agents()
 
 
+def test_sdk_reads_the_storage_tiers(node: NodeProcess) -> None:
+    c = client(node)
+    c.store_memory("agent-tiers", "The cold tier keeps every shard's history")
+    overview = c.storage_tier_overview()
+    hot, warm, cold = overview.architecture
+    assert (hot.name, warm.name, cold.name) == ("hot", "warm", "cold")
+    assert hot.current_count == 1 and cold.technology == "local filesystem"
+    assert overview.activity.storage_backend == "filesystem" and overview.activity.demotions_to_warm == 1
+    with pytest.raises(AuthenticationError):
+        client(node, "wrong-key").storage_tier_overview()
+
+
 def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     proc = NodeProcess(tmp_path, name="crash").start()
     acked = Acks()

@@ -40,7 +40,7 @@ def test_a_node_on_s3_probes_its_prefix_and_serves(tmp_path: Path, moto_endpoint
     # the probe cleaned up after itself
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="test",
                       aws_secret_access_key="test")
-    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="node-tests/").get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="node-tests/probe/").get("KeyCount", 0) == 0
 
 
 @pytest.mark.parametrize(("change", "variable"), [

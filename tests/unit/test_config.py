@@ -107,6 +107,11 @@ def test_auto_and_empty_mean_default() -> None:
     ("DAKERA_STORAGE", "tape"),
     ("DAKERA_S3_ENDPOINT", "minio:9000"),
     ("DAKERA_S3_BUCKET", "Bad_Bucket"),
+    ("DAKERA_COLD_FLUSH_MS", "9"),
+    ("DAKERA_COLD_FLUSH_MS", "3600001"),
+    ("DAKERA_COLD_FLUSH_MS", "1s"),
+    ("DAKERA_COLD_BACKLOG_BYTES", "1048575"),
+    ("DAKERA_COLD_BACKLOG_BYTES", "256MiB"),
     ("DAKERA_REDIS_URL", "http://redis"),
     ("DAKERA_MAX_BODY_BYTES", "10"),
     ("DAKERA_SHUTDOWN_GRACE_SECONDS", "0"),
@@ -207,3 +212,17 @@ def test_s3_settings_prefix_keys_and_the_aws_variables() -> None:
         with pytest.raises(ConfigError) as info:
             Config.from_env(env)
         assert info.value.variable == variable
+
+
+def test_cold_tier_settings_defaults_and_parsing() -> None:
+    c = Config.from_env({})
+    assert (c.cold_flush_ms, c.cold_backlog_bytes, c.storage_path) == (1000, 268435456, None)
+    c = Config.from_env({"DAKERA_COLD_FLUSH_MS": "10", "DAKERA_COLD_BACKLOG_BYTES": "1048576",
+                         "DAKERA_STORAGE_PATH": "/srv/dakera-objects"})
+    assert (c.cold_flush_ms, c.cold_backlog_bytes, c.storage_path) == (10, 1048576, Path("/srv/dakera-objects"))
+    assert Config.from_env({"DAKERA_COLD_FLUSH_MS": "3600000"}).cold_flush_ms == 3_600_000
+    # an empty variable keeps the default, like every other setting
+    assert Config.from_env({"DAKERA_STORAGE_PATH": "  "}).storage_path is None
+    with pytest.raises(ConfigError) as info:
+        Config(cold_backlog_bytes=True)  # a bool is not a byte count
+    assert info.value.variable == "DAKERA_COLD_BACKLOG_BYTES"
