@@ -91,6 +91,11 @@ class Barrier:
     """Answered once every write queued before it has been committed (or refused)."""
 
 
+@attrs.frozen
+class CheckpointNow:
+    """Answered once every shard changed since its snapshot has a new one on disk (a clean stop)."""
+
+
 class OwnerHooks(Protocol):
     """What the replication layer tells the owner; a single node has none (always writable)."""
 
@@ -145,6 +150,12 @@ class ShardOwner(BatchActor):
 
     async def barrier(self) -> None:
         await self.ask(Barrier(), timeout=WRITE_TIMEOUT)
+
+    async def checkpoint_now(self) -> None:
+        """Snapshot every shard changed since its snapshot, after the writes queued before, and wait
+        until the snapshots are written: a clean stop's last step, so the next start replays
+        nothing. The WAL, checkpointer and owner must still be running."""
+        await self.ask(CheckpointNow(), timeout=WRITE_TIMEOUT)
 
     # -- the actor's side --------------------------------------------------------------
     async def on_start(self) -> None:
@@ -220,9 +231,14 @@ class ShardOwner(BatchActor):
                 req.reply(Committed(results[start:start + count], last.seq))
             elif isinstance(msg, Replicate):
                 req.reply(count)
-            else:
+            elif not isinstance(msg, CheckpointNow):
                 req.reply(None)
-        if self._since_checkpoint >= self.checkpoint_records:
+        waiting = [req for req, _, _ in answers if isinstance(req.message, CheckpointNow)]
+        if waiting:
+            await self._checkpoint(wait=True)
+            for req in waiting:
+                req.reply(None)
+        elif self._since_checkpoint >= self.checkpoint_records:
             await self._checkpoint()
 
     async def _commit(self, entries: list[Entry]) -> list[Any]:
@@ -257,8 +273,9 @@ class ShardOwner(BatchActor):
                                          for shard in due])
             _log.info("memories_expired", shards=len(due), memories=sum(purged))
 
-    async def _checkpoint(self) -> None:
-        """Dump every shard changed since its last snapshot and hand the images over."""
+    async def _checkpoint(self, *, wait: bool = False) -> None:
+        """Dump every shard changed since its last snapshot and hand the images over (``wait``: and
+        wait until the checkpointer has written them)."""
         self._since_checkpoint = 0
         self._next_checkpoint = trio.current_time() + self.checkpoint_interval
         live = [s.id for s in self.shards.shards.values() if s.applied_lsn > 0]
@@ -275,7 +292,10 @@ class ShardOwner(BatchActor):
             # checkpointer turns it into an image in its worker thread, off the event loop
             frozen = [attrs.evolve(self.shards.freeze(sid, terms=True), at=at, live=tuple(sorted(live)))
                       for sid in dirty]
-            await self.checkpointer.tell(Checkpoint(frozen, live))
+            if wait:
+                await self.checkpointer.ask(Checkpoint(frozen, live), timeout=WRITE_TIMEOUT)
+            else:
+                await self.checkpointer.tell(Checkpoint(frozen, live))
 
 
 class Checkpointer(Actor):

@@ -189,3 +189,41 @@ async def test_an_idle_shard_is_snapshotted_again_so_it_does_not_pin_the_log(
             assert await stored(client, idle) == 5 and await stored(client, busy) == 400
     [line] = [r for r in caplog.records if r.getMessage() == "storage_recovered"]
     assert vars(line)["replayed_after_lsn"] > 0
+
+
+async def test_a_checkpoint_at_a_clean_stop_leaves_nothing_to_replay(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    from dakera_actors.config import Config
+    from dakera_actors.node import open_node
+
+    cfg = Config(data_dir=tmp_path, node_id="node-c", shards=4, checkpoint_records=10_000)
+    caplog.set_level(logging.INFO)
+
+    def recovered_line() -> dict[str, Any]:
+        [line] = [vars(r) for r in caplog.records if r.getMessage() == "storage_recovered"]
+        return line
+
+    async def run(writes: int, *, checkpoint: bool) -> int:
+        caplog.clear()
+        async with open_node(cfg, serve_http=False) as n:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=n.app), base_url="http://n") as client:
+                for i in range(writes):
+                    r = await client.post("/v1/memory/store", json={"agent_id": f"a{i % 5}", "content": f"fact {i}"})
+                    assert r.status_code == 200, r.text
+                total = 0
+                for k in range(5):
+                    total += len((await client.get(f"/v1/agents/a{k}/memories", params={"limit": 1000})).json())
+            if checkpoint:
+                assert n.memory is not None
+                await n.memory.owner.checkpoint_now()
+        return total
+
+    await run(30, checkpoint=False)
+    assert await run(0, checkpoint=True) == 30
+    assert recovered_line()["wal_records"] == 30  # no checkpoint at the first stop: the log is replayed
+    assert await run(20, checkpoint=True) == 50
+    assert recovered_line()["wal_records"] == 0  # a checkpoint at the last stop: nothing to replay
+    assert await run(0, checkpoint=False) == 50
+    assert recovered_line()["wal_records"] == 0
