@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast bench lint mutate sim clean
+.PHONY: setup run cluster test test-fast bench bench-restart lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/transport.py
 	$(BIN)/python bench/recall.py
 	$(BIN)/python bench/single_node.py
+
+## issue 16: 3 nodes + a moto S3 server, 100,000 memories, restart on the disks and from the bucket
+## (several minutes; QUICK=1 for a 3,000-memory smoke run)
+bench-restart: $(STAMP)
+	$(BIN)/python bench/restart.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/membership.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/cluster.py

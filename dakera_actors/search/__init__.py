@@ -22,7 +22,7 @@ from .index import (
     Routing,
     VectorIndex,
 )
-from .text import CONTENT_WORDS, STOP_WORDS, stem, tokenize, words
+from .text import CONTENT_WORDS, STOP_WORDS, TOKENIZER_ID, stem, tokenize, words
 
 __all__ = [
     "CONTENT_WORDS",
@@ -31,6 +31,7 @@ __all__ = [
     "ROUTINGS",
     "RRF_K",
     "STOP_WORDS",
+    "TOKENIZER_ID",
     "AgentIndex",
     "Bm25Index",
     "Embedder",

@@ -88,6 +88,50 @@ class Bm25Index:
         for term, n in tf.items():
             self._postings.setdefault(term, {})[key] = n
 
+    def term_counts(self, key: str) -> dict[str, int]:
+        """How often each term occurs in ``key`` (KeyError if absent). The index's own dict, never
+        changed in place (re-indexing replaces it), so a snapshot may keep it: do not mutate it."""
+        return self._doc_tf[key]
+
+    def add_counts(self, key: str, counts: dict[str, int]) -> None:
+        """Index ``key`` from its term counts: the same state as :meth:`add` with any tokens having
+        those counts (a snapshot carries the counts so loading it does not tokenize again)."""
+        self.remove(key)
+        tf = dict(counts)
+        length = sum(tf.values())
+        self._doc_tf[key] = tf
+        self._doc_len[key] = length
+        self._total_len += length
+        postings = self._postings
+        for term, n in tf.items():
+            posting = postings.get(term)
+            if posting is None:
+                postings[term] = {key: n}
+            else:
+                posting[key] = n
+
+    def load_counts(self, keys: Sequence[str], counts: Sequence[dict[str, int]]) -> None:
+        """:meth:`add_counts` for each key in order, into an empty index, taking ``counts`` as they are
+        (the caller hands them over: a snapshot's freshly decoded dicts)."""
+        if self._doc_len:
+            raise ValueError("load_counts fills an empty index")
+        postings, doc_tf, doc_len = self._postings, self._doc_tf, self._doc_len
+        total = 0
+        for key, tf in zip(keys, counts, strict=True):
+            if key in doc_tf:
+                raise ValueError(f"load_counts got {key!r} twice")
+            length = sum(tf.values())
+            doc_tf[key] = tf
+            doc_len[key] = length
+            total += length
+            for term, n in tf.items():
+                posting = postings.get(term)
+                if posting is None:
+                    postings[term] = {key: n}
+                else:
+                    posting[key] = n
+        self._total_len = total
+
     def remove(self, key: str) -> bool:
         """Forget ``key``; False if it was not indexed."""
         tf = self._doc_tf.pop(key, None)
@@ -202,6 +246,39 @@ class VectorIndex:
             self._rows[key] = row
         self._mat[row] = v
 
+    def add_many(self, keys: Sequence[str], vectors: Sequence[bytes]) -> None:
+        """Store float32 ``vectors`` (raw bytes) under new ``keys``, in order, into an empty index: the
+        same matrix, rows and capacity as :meth:`add` one by one, bit for bit, without its per-call
+        cost (loading a snapshot adds every vector of an agent at once). ValueError as :meth:`add`."""
+        if self._keys:
+            raise ValueError("add_many fills an empty index")
+        if len(set(keys)) != len(keys) or len(keys) != len(vectors):
+            raise ValueError("add_many needs distinct keys, one vector each")
+        size = 4 * self.dim
+        for raw in vectors:
+            if len(raw) != size:
+                raise ValueError(f"vector has {len(raw) / 4:g} dimensions, index has {self.dim}")
+        count = len(keys)
+        capacity = self.capacity
+        while capacity < count:  # the capacity add's doubling would have reached
+            capacity *= 2
+        mat = np.zeros((capacity, self.dim), dtype=np.float32)
+        rows = mat[:count]
+        rows[:] = np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(count, self.dim)
+        # each norm as np.linalg.norm takes it for one vector (sqrt of x.dot(x), float32), so every
+        # row is divided by the very number add's _unit would use; an all-zero row stays zero
+        norms = np.empty(count, dtype=np.float64)
+        for i in range(count):
+            row = rows[i]
+            norms[i] = float(np.sqrt(row.dot(row)))
+        if not np.isfinite(norms).all():
+            raise ValueError("vector has a non-finite component")
+        nonzero = norms > 0
+        rows[nonzero] = rows[nonzero] / norms[nonzero].astype(np.float32)[:, None]
+        self._mat = mat
+        self._keys = list(keys)
+        self._rows = {k: i for i, k in enumerate(self._keys)}
+
     def remove(self, key: str) -> bool:
         """Forget ``key``; False if it was not stored."""
         row = self._rows.pop(key, None)
@@ -304,6 +381,12 @@ class AgentIndex:
         """Index (or re-index) memory ``key`` from its tokens and its embedding."""
         self.vectors.add(key, vector)  # first: it validates the vector, so a bad one changes nothing
         self.text.add(key, text_tokens)
+
+    def load(self, keys: Sequence[str], counts: Sequence[dict[str, int]], vectors: Sequence[bytes]) -> None:
+        """Fill an empty index with memories ``keys``, their term counts and raw float32 vectors:
+        the same state as :meth:`add` for each in order (a snapshot load)."""
+        self.vectors.add_many(keys, vectors)  # first: it validates every vector
+        self.text.load_counts(keys, counts)
 
     def remove(self, key: str) -> bool:
         """Forget memory ``key``; False if it was not indexed."""

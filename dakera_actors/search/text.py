@@ -26,11 +26,12 @@ import functools
 import re
 import threading
 import unicodedata
+import zlib
 
 import Stemmer
 from stop_words import get_stop_words
 
-__all__ = ["CONTENT_WORDS", "STOP_WORDS", "stem", "tokenize", "words"]
+__all__ = ["CONTENT_WORDS", "STOP_WORDS", "TOKENIZER_ID", "stem", "tokenize", "words"]
 
 # The package's English list (1,333 entries in 2025.11) has grown past function words: used
 # whole, "The user works from home at Microsoft" would index as just "user". These are the
@@ -132,6 +133,19 @@ def _stemmer() -> Stemmer.Stemmer:
 def stem(word: str) -> str:
     """The Snowball English stem of one normalised word (cached)."""
     return str(_stemmer().stemWord(word))
+
+
+def _tokenizer_id() -> str:
+    """What :func:`tokenize`'s output depends on beyond this file's rules: the stop-word list, the
+    stemmer's and Python's Unicode versions. Snapshots store term counts under it and are
+    re-tokenized when it differs (an upgrade that changes any of these changes the terms)."""
+    words_crc = zlib.crc32("\n".join(sorted(STOP_WORDS)).encode())
+    return (f"t1:stop={len(STOP_WORDS)}/{words_crc:08x}:stemmer={getattr(Stemmer, 'version', lambda: '?')()}"
+            f":unicode={unicodedata.unidata_version}")
+
+
+#: Identifies the tokenizer's output (see ``_tokenizer_id``); bump the "t1" for a rule change here.
+TOKENIZER_ID: str = _tokenizer_id()
 
 
 def tokenize(text: str) -> list[str]:

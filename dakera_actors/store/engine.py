@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -31,7 +32,7 @@ from ..wal.snapshot import SnapshotStore
 from ..wal.statefile import StorageError
 from .owner import Checkpointer, ShardCollector, ShardOwner
 from .service import MemoryService
-from .shard import ShardSet
+from .shard import ShardSet, replay_floor
 from .tail import ShardTail, feed
 
 __all__ = ["Recovered", "open_storage", "recover", "start_storage"]
@@ -46,6 +47,8 @@ class Recovered:
     snapshots: dict[int, int]
     replayed: int
     seconds: float
+    #: the log was replayed after this LSN (0: all of it)
+    replay_floor: int = 0
 
 
 def open_storage(config: Config, data_dir: Path, disk: SimDisk | None) -> tuple[WalLog, SnapshotStorage]:
@@ -79,12 +82,15 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
     """
     started = time.perf_counter()
     loaded: dict[int, int] = {}
+    checkpoints: dict[int, tuple[int, Any]] = {}  # what replay_floor reads (not the whole images)
     for shard_id in sorted(store.all_latest()):
         found = store.latest(shard_id)
         if found is not None:
             lsn, image = found
             shards.load(image)
             loaded[shard_id] = lsn
+            checkpoints[shard_id] = (lsn, {"live": image.get("live")})
+            del image, found  # one image in memory at a time
     newest = max(loaded.values(), default=0)
     if log.last_lsn < newest:
         # the log is behind the snapshots: it was lost or replaced. An empty log can go on
@@ -112,9 +118,10 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
         for shard_id, tail in tails.items():
             tail.reset(shards.shard(shard_id).position)
     replayed = 0
-    # the whole log: a shard without a snapshot may need its oldest records, and the log holds
-    # nothing older than the oldest snapshot anyway (see Checkpointer)
-    for record in log.replay():
+    # from the floor the newest checkpoint proves (records at or below it change nothing); the
+    # whole log without one: a shard without a snapshot may need its oldest records
+    floor = replay_floor(checkpoints) if not gaps else 0
+    for record in log.replay(floor):
         if tails is not None:
             feed(tails, record, 0.0)  # before applying: a record the snapshot holds is skipped by seq
         shards.apply(record.lsn, record.shard, record.op, record.body, record.seq, record.epoch)
@@ -123,8 +130,8 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
         shard = shards.shard(sid)
         shard.applied_lsn = max(shard.applied_lsn, start - 1)
         loaded[sid] = shard.applied_lsn
-        store.write(sid, shard.applied_lsn, shards.dump(sid))
-    return Recovered(log, store, loaded, replayed, time.perf_counter() - started)
+        store.write(sid, shard.applied_lsn, shards.snapshot(sid))
+    return Recovered(log, store, loaded, replayed, time.perf_counter() - started, floor)
 
 
 async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None, metrics: NodeMetrics,
@@ -141,6 +148,7 @@ async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None,
                                                           mode=config.wal_recovery))
     report = recovered.log.recovery
     log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
+             replayed_after_lsn=recovered.replay_floor,
              last_lsn=recovered.log.last_lsn, wal_truncated_bytes=report.bytes_truncated,
              wal_records_dropped=report.records_dropped,
              seconds=round(recovered.seconds, 3), memories=sum(s.memory_count for s in shards.shards.values()))

@@ -31,7 +31,7 @@ from ..wal import record as walrecord
 from ..wal.actor import Entry, WalActor, disk_call
 from ..wal.memory import SnapshotStorage
 from ..wal.record import WalRecord
-from .shard import FrozenShard, ShardSet, image, record_contents
+from .shard import FrozenShard, ShardSet, record_contents, snapshot_image
 from .sizing import cut_by_bytes
 from .tail import ShardTail, feed
 
@@ -91,6 +91,11 @@ class Barrier:
     """Answered once every write queued before it has been committed (or refused)."""
 
 
+@attrs.frozen
+class CheckpointNow:
+    """Answered once every shard changed since its snapshot has a new one on disk (a clean stop)."""
+
+
 class OwnerHooks(Protocol):
     """What the replication layer tells the owner; a single node has none (always writable)."""
 
@@ -145,6 +150,12 @@ class ShardOwner(BatchActor):
 
     async def barrier(self) -> None:
         await self.ask(Barrier(), timeout=WRITE_TIMEOUT)
+
+    async def checkpoint_now(self) -> None:
+        """Snapshot every shard changed since its snapshot, after the writes queued before, and wait
+        until the snapshots are written: a clean stop's last step, so the next start replays
+        nothing. The WAL, checkpointer and owner must still be running."""
+        await self.ask(CheckpointNow(), timeout=WRITE_TIMEOUT)
 
     # -- the actor's side --------------------------------------------------------------
     async def on_start(self) -> None:
@@ -220,9 +231,14 @@ class ShardOwner(BatchActor):
                 req.reply(Committed(results[start:start + count], last.seq))
             elif isinstance(msg, Replicate):
                 req.reply(count)
-            else:
+            elif not isinstance(msg, CheckpointNow):
                 req.reply(None)
-        if self._since_checkpoint >= self.checkpoint_records:
+        waiting = [req for req, _, _ in answers if isinstance(req.message, CheckpointNow)]
+        if waiting:
+            await self._checkpoint(wait=True)
+            for req in waiting:
+                req.reply(None)
+        elif self._since_checkpoint >= self.checkpoint_records:
             await self._checkpoint()
 
     async def _commit(self, entries: list[Entry]) -> list[Any]:
@@ -257,17 +273,29 @@ class ShardOwner(BatchActor):
                                          for shard in due])
             _log.info("memories_expired", shards=len(due), memories=sum(purged))
 
-    async def _checkpoint(self) -> None:
-        """Dump every shard changed since its last snapshot and hand the images over."""
+    async def _checkpoint(self, *, wait: bool = False) -> None:
+        """Dump every shard changed since its last snapshot and hand the images over (``wait``: and
+        wait until the checkpointer has written them)."""
         self._since_checkpoint = 0
         self._next_checkpoint = trio.current_time() + self.checkpoint_interval
         live = [s.id for s in self.shards.shards.values() if s.applied_lsn > 0]
-        dirty = [sid for sid in live if self.shards.shards[sid].applied_lsn > self.checkpointer.snapshot_lsn(sid)]
+        # every record up to `at` is applied: each snapshot holds its shard up to it, so it is stored
+        # under `at`, and `live` names every shard with a record up to it (recovery's replay floor)
+        at = max((self.shards.shards[sid].applied_lsn for sid in live), default=0)
+        last = self.checkpointer.last_checkpoint
+        # a shard idle since before the last checkpoint is snapshotted again under `at`: otherwise
+        # its old snapshot pins the log (and the replay floor) where it was written
+        dirty = [sid for sid in live if self.shards.shards[sid].applied_lsn > self.checkpointer.snapshot_lsn(sid)
+                 or self.checkpointer.snapshot_lsn(sid) < last]
         if dirty:
             # each freeze is consistent (nothing is applied while it is taken) and cheap; the
             # checkpointer turns it into an image in its worker thread, off the event loop
-            frozen = [self.shards.freeze(sid) for sid in dirty]
-            await self.checkpointer.tell(Checkpoint(frozen, live))
+            frozen = [attrs.evolve(self.shards.freeze(sid, terms=True), at=at, live=tuple(sorted(live)))
+                      for sid in dirty]
+            if wait:
+                await self.checkpointer.ask(Checkpoint(frozen, live), timeout=WRITE_TIMEOUT)
+            else:
+                await self.checkpointer.tell(Checkpoint(frozen, live))
 
 
 class Checkpointer(Actor):
@@ -280,6 +308,8 @@ class Checkpointer(Actor):
         self.metrics = metrics
         self.keep = keep
         self._snap_lsn: dict[int, int] = {}
+        #: the file LSN of the newest checkpoint written whole (0: none yet)
+        self.last_checkpoint = 0
 
     def snapshot_lsn(self, shard: int) -> int:
         return self._snap_lsn.get(shard, 0)
@@ -287,6 +317,7 @@ class Checkpointer(Actor):
     def known(self, latest: dict[int, int]) -> None:
         """The snapshot LSNs found on disk at start."""
         self._snap_lsn.update(latest)
+        self.last_checkpoint = max([self.last_checkpoint, *latest.values()])
 
     def wal_floor(self, live_shards: list[int]) -> int:
         """The LSN every live shard can be rebuilt from with any of its kept snapshots."""
@@ -294,7 +325,7 @@ class Checkpointer(Actor):
 
     def _write(self, frozen: FrozenShard) -> float:
         started = time.perf_counter()
-        self.store.write(frozen.id, frozen.lsn, image(frozen))
+        self.store.write(frozen.id, frozen.file_lsn, snapshot_image(frozen))
         self.store.prune(frozen.id, keep=self.keep)
         return time.perf_counter() - started
 
@@ -302,11 +333,12 @@ class Checkpointer(Actor):
         assert isinstance(message, Checkpoint)
         for frozen in message.images:
             seconds = await disk_call(self.store.blocking, self._write, frozen)
-            self._snap_lsn[frozen.id] = frozen.lsn
+            self._snap_lsn[frozen.id] = frozen.file_lsn
             self.metrics.snapshots_written.inc()
             self.metrics.snapshot_seconds.observe(seconds)
         # the log is needed from the oldest snapshot recovery may fall back to (a newer one can
         # turn out damaged), not from the newest; a shard without any needs all of it
+        self.last_checkpoint = max([self.last_checkpoint, *(f.file_lsn for f in message.images)])
         floor = await disk_call(self.store.blocking, self.wal_floor, message.live_shards)
         deleted = await self.wal.truncate_before(floor + 1) if floor else 0
         _log.info("checkpoint_done", shards=len(message.images), wal_floor=floor, segments_deleted=deleted)

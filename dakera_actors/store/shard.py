@@ -34,7 +34,8 @@ import attrs
 import numpy as np
 import xxhash
 
-from ..search import AgentIndex, Hit
+from ..search import TOKENIZER_ID, AgentIndex, Hit
+from ..search import tokenize as default_tokenize
 from .model import Memory, MemoryFilter, RecallQuery
 
 Tokenizer = Callable[[str], list[str]]
@@ -91,6 +92,9 @@ class ShardSet:
         self.dim = dim
         self.tokenize = tokenize
         self.shards: dict[int, Shard] = {}
+        #: what snapshot term counts were made with; None (a tokenizer of a test's own): images
+        #: carry no counts and loads always tokenize
+        self.tokenizer_id: str | None = TOKENIZER_ID if tokenize is default_tokenize else None
         #: content -> tokens worked out ahead, in a worker thread, for records about to be applied
         #: (tokenizing a 2 MB batch takes the best part of a second: not on the event loop)
         self._tokens_ahead: dict[str, list[str]] = {}
@@ -268,26 +272,69 @@ class ShardSet:
 
     # -- snapshots ---------------------------------------------------------------------
     def dump(self, shard_id: int) -> dict[str, Any]:
-        """A msgpack-ready image of one shard, taken at its applied LSN."""
+        """A msgpack-ready (version 1) image of one shard, taken at its applied LSN."""
         return image(self.freeze(shard_id))
 
-    def freeze(self, shard_id: int) -> FrozenShard:
+    def snapshot(self, shard_id: int) -> dict[str, Any]:
+        """What a local snapshot of one shard stores now: :func:`snapshot_image`, with term counts."""
+        return snapshot_image(self.freeze(shard_id, terms=True))
+
+    def freeze(self, shard_id: int, *, terms: bool = False) -> FrozenShard:
         """The shard as it is now, cheaply (references, no copies): what :func:`image` turns into a
-        snapshot image later, in a worker thread, while the event loop goes on applying writes."""
+        snapshot image later, in a worker thread, while the event loop goes on applying writes.
+        ``terms``: also each memory's term counts (for :func:`snapshot_image`), when this set's
+        tokenizer is the one :data:`~dakera_actors.search.TOKENIZER_ID` names."""
         shard = self.shard(shard_id)
-        return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch,
-                           [(m, data.vectors[m.id]) for data in shard.agents.values() for m in data.memories.values()])
+        memories = [(m, data.vectors[m.id]) for data in shard.agents.values() for m in data.memories.values()]
+        counts = None
+        if terms and self.tokenizer_id is not None:
+            # the index's own dicts: replaced, never changed in place, when a memory is re-indexed
+            counts = [data.index.text.term_counts(m.id) for data in shard.agents.values() for m in data.memories.values()]
+        return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch, memories, counts, self.tokenizer_id)
 
     def load(self, image: dict[str, Any]) -> None:
-        """Replace one shard with a snapshot image from :meth:`dump`."""
+        """Replace one shard with a snapshot image from :meth:`dump` (or :func:`image`).
+
+        A version 2 image whose term counts were made by this set's tokenizer is indexed from
+        them (no tokenizing) and each agent's vectors in one go: the same state as applying its
+        memories one by one, which is what any other image gets."""
         shard = self.shards[image["shard"]] = Shard(image["shard"])
-        for record, vector in image["memories"]:
-            memory = Memory.from_record(record)
-            data = self._agent(memory.agent_id, create=True)
-            assert data is not None
-            self._index(shard, data, memory, vector)
+        counts = image.get("tf") if self.tokenizer_id is not None and image.get("tok") == self.tokenizer_id else None
+        if counts is None or len(counts) != len(image["memories"]):
+            for record, vector in image["memories"]:
+                memory = Memory.from_record(record)
+                data = self._agent(memory.agent_id, create=True)
+                assert data is not None
+                self._index(shard, data, memory, vector)
+        else:
+            self._load_indexed(shard, image["memories"], counts)
         shard.applied_lsn = image["lsn"]
         shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
+
+    def _load_indexed(self, shard: Shard, memories: list[list[Any]], counts: list[dict[str, int]]) -> None:
+        by_agent: dict[str, tuple[list[Memory], list[bytes], list[dict[str, int]]]] = {}
+        for (record, vector), tf in zip(memories, counts, strict=True):
+            memory = Memory.from_record(record)
+            group = by_agent.get(memory.agent_id)
+            if group is None:
+                group = by_agent[memory.agent_id] = ([], [], [])
+            group[0].append(memory)
+            group[1].append(vector)
+            group[2].append(tf)
+        for agent, (found, vectors, tfs) in by_agent.items():
+            if self.shard_of(agent) != shard.id:  # as _agent would place it: another shard's memory
+                for memory, vector in zip(found, vectors, strict=True):
+                    data = self._agent(agent, create=True)
+                    assert data is not None
+                    self._index(shard, data, memory, vector)
+                continue
+            index = AgentIndex(self.dim)
+            index.load([m.id for m in found], tfs, vectors)
+            shard.agents[agent] = AgentData({m.id: m for m in found}, {m.id: v for m, v in zip(found, vectors, strict=True)},
+                                            index)
+            for memory in found:
+                if memory.expires_at is not None:
+                    heapq.heappush(shard.expiries, (memory.expires_at, memory.agent_id, memory.id))
 
 
 def record_contents(op: str, body: Any) -> list[str]:
@@ -317,12 +364,55 @@ class FrozenShard:
     seq: int
     epoch: int
     memories: list[tuple[Memory, bytes]]
+    #: each memory's term counts, in ``memories`` order, when frozen with ``terms``
+    counts: list[dict[str, int]] | None = None
+    #: the tokenizer the counts come from
+    tokenizer_id: str | None = None
+    #: a checkpoint's freeze: the node's last applied LSN then (the snapshot's file LSN: the shard
+    #: holds every record up to it) and the shards that had any record by then (see :func:`replay_floor`)
+    at: int = 0
+    live: tuple[int, ...] | None = None
+
+    @property
+    def file_lsn(self) -> int:
+        """The LSN a snapshot of this image is stored under: the checkpoint's, else the shard's."""
+        return max(self.at, self.lsn)
 
 
 def image(frozen: FrozenShard) -> dict[str, Any]:
-    """The msgpack-ready snapshot image of a frozen shard (CPU work: safe in a worker thread)."""
+    """The msgpack-ready version 1 image of a frozen shard: its memories and vectors (CPU work: safe
+    in a worker thread). What replication sends; every reader of images reads it."""
     return {"v": 1, "shard": frozen.id, "lsn": frozen.lsn, "seq": frozen.seq, "epoch": frozen.epoch,
             "memories": [[m.to_record(), vector] for m, vector in frozen.memories]}
+
+
+def snapshot_image(frozen: FrozenShard) -> dict[str, Any]:
+    """The image a local snapshot stores: version 2 adds each memory's term counts (``tf``, in
+    ``memories`` order) and the tokenizer they come from (``tok``), so loading it does not tokenize
+    every memory again; without counts, the version 1 image."""
+    out = image(frozen)
+    if frozen.counts is not None and frozen.tokenizer_id is not None:
+        out.update(v=2, tok=frozen.tokenizer_id, tf=frozen.counts)
+    if frozen.live is not None:
+        out["live"] = list(frozen.live)  # readers of version 1 ignore unknown keys
+    return out
+
+
+def replay_floor(loaded: dict[int, tuple[int, Any]]) -> int:
+    """The LSN the log can be replayed after, given the snapshot each shard loaded (shard -> (file
+    LSN, image)): 0 unless an image says which shards were live at its checkpoint.
+
+    A checkpoint at LSN ``U`` stores each snapshot under ``U`` and lists the shards with any record
+    up to ``U`` (``live``). So a record at or below ``min(U, file LSN of every live shard)`` either
+    belongs to a live shard whose snapshot holds it, or does not exist: replaying it changes
+    nothing, neither the shards nor the replication tails (which skip what a snapshot holds). A
+    live shard with no valid snapshot pins the floor at 0. The newest such checkpoint is used."""
+    best = max(((lsn, img["live"]) for lsn, img in loaded.values()
+                if isinstance(img.get("live"), list)), default=None, key=lambda found: found[0])
+    if best is None:
+        return 0
+    upto, live = best
+    return min([upto, *(loaded[s][0] if s in loaded else 0 for s in live)])
 
 
 _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
