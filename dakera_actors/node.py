@@ -59,7 +59,8 @@ NODE_ID_FILE = "node_id"
 ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the map's members
 LOCK_FILE = "LOCK"
 INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
-STALE_LOG_INTERVAL = 60.0  # seconds between warnings about stale frames (each is counted anyway)
+STALE_LOG_INTERVAL = 60.0
+CLEAN_STOP_CHECKPOINT = 30.0  # seconds a graceful stop spends at most snapshotting the changed shards  # seconds between warnings about stale frames (each is counted anyway)
 COLD_WATCH_INTERVAL = 1.0  # seconds between looks at whether this node's archive is behind
 
 
@@ -639,6 +640,16 @@ async def open_node(
                                     await node.membership.leave()
                                 except ActorStopped:
                                     pass  # membership is already down (the node is failing)
+                        if node.memory is not None:
+                            # a clean stop leaves snapshots of every changed shard, so the next start
+                            # replays (almost) no log; cut short, the next start just replays more
+                            await trio.lowlevel.checkpoint_if_cancelled()
+                            with trio.move_on_after(CLEAN_STOP_CHECKPOINT):
+                                try:
+                                    await node.memory.owner.checkpoint_now()
+                                    node.log.info("clean_stop_checkpoint_done")
+                                except ActorStopped:
+                                    pass  # the storage actors are down already (the node is failing)
                         # backstop: hypercorn's graceful_timeout should end it well before this
                         front.cancel_scope.deadline = trio.current_time() + config.shutdown_grace + 0.5
                 core.cancel_scope.cancel()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 import pytest
 
 from dakera_actors.search import HashingEmbedder, tokenize
@@ -205,25 +206,26 @@ async def test_a_checkpoint_at_a_clean_stop_leaves_nothing_to_replay(
         [line] = [vars(r) for r in caplog.records if r.getMessage() == "storage_recovered"]
         return line
 
-    async def run(writes: int, *, checkpoint: bool) -> int:
+    async def run(writes: int, *, kill: bool = False) -> int:
         caplog.clear()
-        async with open_node(cfg, serve_http=False) as n:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=n.app), base_url="http://n") as client:
-                for i in range(writes):
-                    r = await client.post("/v1/memory/store", json={"agent_id": f"a{i % 5}", "content": f"fact {i}"})
-                    assert r.status_code == 200, r.text
-                total = 0
-                for k in range(5):
-                    total += len((await client.get(f"/v1/agents/a{k}/memories", params={"limit": 1000})).json())
-            if checkpoint:
-                assert n.memory is not None
-                await n.memory.owner.checkpoint_now()
+        total = 0
+        with trio.CancelScope() as scope:
+            async with open_node(cfg, serve_http=False) as n:
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=n.app), base_url="http://n") as client:
+                    for i in range(writes):
+                        r = await client.post("/v1/memory/store", json={"agent_id": f"a{i % 5}", "content": f"fact {i}"})
+                        assert r.status_code == 200, r.text
+                    for k in range(5):
+                        total += len((await client.get(f"/v1/agents/a{k}/memories", params={"limit": 1000})).json())
+                if kill:
+                    scope.cancel()  # the node unwinds cancelled, as a killed one: no clean-stop checkpoint
+                    await trio.lowlevel.checkpoint()
         return total
 
-    await run(30, checkpoint=False)
-    assert await run(0, checkpoint=True) == 30
-    assert recovered_line()["wal_records"] == 30  # no checkpoint at the first stop: the log is replayed
-    assert await run(20, checkpoint=True) == 50
-    assert recovered_line()["wal_records"] == 0  # a checkpoint at the last stop: nothing to replay
-    assert await run(0, checkpoint=False) == 50
+    await run(30, kill=True)
+    assert await run(0) == 30
+    assert recovered_line()["wal_records"] == 30  # killed: the log is replayed
+    assert await run(20) == 50
+    assert recovered_line()["wal_records"] == 0  # the clean stop before checkpointed: nothing to replay
+    assert await run(0) == 50
     assert recovered_line()["wal_records"] == 0
