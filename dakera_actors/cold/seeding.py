@@ -21,7 +21,7 @@ from ..runtime.offload import Offload
 from ..storage.objects import ObjectStore, ObjectStoreError
 from ..store.owner import Install, ShardOwner
 from ..store.records import BadRecord, check_memory, check_replicated
-from ..store.shard import ShardSet
+from ..store.shard import ShardSet, record_contents
 from ..store.tail import Position
 from .restore import Restored, load_shard
 
@@ -67,6 +67,12 @@ class Seeder:
             return "behind"
         if not self._sound(found):
             return "failed"
+        # tokenized on the offload threads, not on the event loop while the install applies
+        contents = record_contents("load", {"memories": found.memories})
+        contents += [c for rec in found.records for c in record_contents(rec.op, rec.body)]
+        if contents:
+            tokens = await self.offload.run(self.shards.tokens_ahead, contents, size=sum(map(len, contents)))
+            self.shards.expect(contents, tokens)
         await self.owner.install(Install(shard, found.memories, found.base[1], found.base[0]))
         if found.records:
             await self.owner.replicate(found.records)
