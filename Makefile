@@ -48,15 +48,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/transport.py
 	$(BIN)/python bench/recall.py
 	$(BIN)/python bench/single_node.py
-
-## issue 16: 3 nodes + a moto S3 server, 100,000 memories, restart on the disks and from the bucket
-## (several minutes; QUICK=1 for a 3,000-memory smoke run)
-bench-restart: $(STAMP)
-	$(BIN)/python bench/restart.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/membership.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/cluster.py
 	$(BIN)/python bench/rebalance.py
+
+## 3 nodes + a moto S3 server, 100,000 memories, restart on the disks and from the bucket
+## (several minutes; QUICK=1 for a 3,000-memory smoke run)
+bench-restart: $(STAMP)
+	$(BIN)/python bench/restart.py $(if $(QUICK),--quick,)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
