@@ -1,0 +1,1 @@
+"""Backups: cluster-consistent bundles of every shard, stored, downloaded, uploaded and restored."""
