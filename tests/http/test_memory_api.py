@@ -27,13 +27,19 @@ class FakeWallClock:
 
 
 @asynccontextmanager
-async def memory_node(tmp_path: Path, clock: FakeWallClock | None = None,
+async def memory_node(tmp_path: Path, clock: FakeWallClock | None = None, *, crash: bool = False,
                       **config: Any) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
+    """A node over ``tmp_path/data``; ``crash``: it ends cancelled, as a killed node does (no
+    clean-stop checkpoint: the next start replays its log)."""
     cfg = Config(data_dir=tmp_path / "data", node_id="node-m", **config)
-    async with open_node(cfg, serve_http=False, wall_clock=clock or FakeWallClock()) as node:
-        transport = httpx.ASGITransport(app=node.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-            yield node, client
+    with trio.CancelScope() as scope:
+        async with open_node(cfg, serve_http=False, wall_clock=clock or FakeWallClock()) as node:
+            transport = httpx.ASGITransport(app=node.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+                yield node, client
+            if crash:
+                scope.cancel()
+                await trio.lowlevel.checkpoint()
 
 
 async def store(client: httpx.AsyncClient, agent: str, content: str, **extra: Any) -> dict[str, Any]:
@@ -243,7 +249,7 @@ async def test_known_sdk_extras_are_ignored_with_a_warning(tmp_path: Path) -> No
 
 
 async def test_restart_replays_everything_acknowledged(tmp_path: Path) -> None:
-    async with memory_node(tmp_path) as (_, client):
+    async with memory_node(tmp_path, crash=True) as (_, client):
         ids = [(await store(client, f"agent-{i % 5}", f"memory {i}"))["id"] for i in range(40)]
         await client.post("/v1/memory/forget", json={"agent_id": "agent-0", "memory_ids": [ids[0]]})
     async with memory_node(tmp_path) as (node, client):
@@ -286,7 +292,7 @@ def _segment(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("damage", ["cut_mid_record", "cut_mid_header", "flip_last_record", "garbage_tail"])
 async def test_node_starts_after_a_damaged_tail_with_everything_before_it(tmp_path: Path, damage: str) -> None:
-    async with memory_node(tmp_path) as (_, client):
+    async with memory_node(tmp_path, crash=True) as (_, client):
         stored = [await store(client, "a1", f"memory {i}") for i in range(10)]
     segment = _segment(tmp_path)
     data = bytearray(segment.read_bytes())

@@ -1,0 +1,88 @@
+"""Where backups live: bundles and their records on an object store (``DAKERA_BACKUP_STORAGE``).
+
+Layout (under the store's own prefix)::
+
+    backups/<backup_id>/bundle.tar.gz     the bundle (:mod:`.bundle`), written once
+    backups/<backup_id>/info.json         its :class:`~.model.BackupInfo`, replaced as it progresses
+    restores/<restore_id>.json            a restore job's :class:`~.model.RestoreInfo`
+
+The bundle is written before the record says ``completed``, so a completed backup always has its
+bundle; a record whose bundle is missing reads as failed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..storage.objects import ObjectNotFound, ObjectStore
+from .model import BackupInfo, RestoreInfo
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_id(value: str, what: str = "backup_id") -> str:
+    """An id safe to put in an object key (letters, digits, ``_.-``, at most 128), else ValueError."""
+    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
+        raise ValueError(f"{what} must be 1-128 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def bundle_key(backup_id: str) -> str:
+    return f"backups/{check_id(backup_id)}/bundle.tar.gz"
+
+
+def info_key(backup_id: str) -> str:
+    return f"backups/{check_id(backup_id)}/info.json"
+
+
+def restore_key(restore_id: str) -> str:
+    return f"restores/{check_id(restore_id, 'restore_id')}.json"
+
+
+class BackupStore:
+    def __init__(self, objects: ObjectStore, *, location: str) -> None:
+        self.objects = objects
+        self.location = location  # where an operator finds the bundles (a directory or s3://...)
+
+    async def save_bundle(self, backup_id: str, data: bytes) -> str:
+        key = bundle_key(backup_id)
+        await self.objects.put(key, data, if_absent=True)
+        return f"{self.location.rstrip('/')}/{key}"
+
+    async def bundle(self, backup_id: str) -> bytes:
+        return await self.objects.get(bundle_key(backup_id))
+
+    async def save_info(self, info: BackupInfo) -> None:
+        await self.objects.put(info_key(info.backup_id), info.to_json())
+
+    async def info(self, backup_id: str) -> BackupInfo | None:
+        try:
+            raw = await self.objects.get(info_key(backup_id))
+        except ObjectNotFound:
+            return None
+        return BackupInfo.from_json(raw)
+
+    async def list(self) -> list[BackupInfo]:
+        """Every backup, newest first (records that do not read are skipped)."""
+        found = []
+        for obj in await self.objects.list("backups/"):
+            if obj.key.endswith("/info.json"):
+                try:
+                    found.append(BackupInfo.from_json(await self.objects.get(obj.key)))
+                except (ObjectNotFound, ValueError, TypeError):
+                    continue
+        return sorted(found, key=lambda i: (i.created_at, i.backup_id), reverse=True)
+
+    async def delete(self, backup_id: str) -> None:
+        """The bundle first: a record without its bundle reads as failed, never as restorable."""
+        await self.objects.delete(bundle_key(backup_id))
+        await self.objects.delete(info_key(backup_id))
+
+    async def save_restore(self, info: RestoreInfo) -> None:
+        await self.objects.put(restore_key(info.restore_id), info.to_json())
+
+    async def restore(self, restore_id: str) -> RestoreInfo | None:
+        try:
+            return RestoreInfo.from_json(await self.objects.get(restore_key(restore_id)))
+        except ObjectNotFound:
+            return None
