@@ -41,13 +41,13 @@ if TYPE_CHECKING:
     from ..store.service import MemoryService
 
 # operations keyed by the agent in the body, in the query string, or in the path
-BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget"}
+BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget", "restore_agent"}
 QUERY_AGENT = {"get", "update"}
 PATH_AGENT = {"agent_memories", "agent_stats"}
 # reads a replica may answer when the client asks for consistency=eventual
 EVENTUAL_OPS = {"get", "recall", "search"}
 # operations that change data: forwarded with a request id, applied once per id
-WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget"}
+WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget", "restore_agent"}
 NO_BODY = {"get", "agent_memories", "agent_stats"}
 
 

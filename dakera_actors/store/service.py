@@ -7,6 +7,8 @@ Validation happens before anything is written: a refused request changes nothing
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 import time
 import uuid
@@ -22,6 +24,7 @@ from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
 from . import validation
 from .model import Memory, NewMemory
+from .records import BadRecord, check_memory
 from .shard import ShardSet, Tokenizer
 from .validation import Invalid
 
@@ -148,6 +151,8 @@ class MemoryService:
             return self.agent_stats(agent)
         if op == "local_agents":
             return self.list_agents(args)
+        if op == "restore_agent":
+            return await self.restore_agent(body)
         raise InvalidRequest(f"unknown operation {op!r}")
 
     # -- writes ------------------------------------------------------------------------
@@ -175,6 +180,46 @@ class MemoryService:
             "stored_count": len(stored),
             "total_embedding_time_ms": ms,
         }, warnings)
+
+    async def restore_agent(self, data: Any) -> dict[str, Any]:
+        """Put back one agent's memories from a backup: ``{"agent_id", "overwrite", "memories":
+        [[memory record, base64 vector], ...]}``. Every memory is checked first (one bad one refuses
+        the request, nothing written). Without ``overwrite`` only memories the agent lacks are added;
+        with it the agent ends up holding exactly the backup's memories. Written through the log and
+        replicated like any write; applying the same request twice gives the same state."""
+        if not isinstance(data, dict) or not isinstance(data.get("memories"), list):
+            raise InvalidRequest("body: must be an object with a memories list", field="memories")
+        with valid():
+            agent = validation.agent_id(data.get("agent_id"))
+        overwrite = data.get("overwrite") is True
+        pairs: list[tuple[dict[str, Any], bytes]] = []
+        for n, item in enumerate(data["memories"]):
+            try:
+                record, encoded = item
+                vector = base64.b64decode(encoded, validate=True)
+                check_memory(record, vector, self.shards.dim)
+            except (BadRecord, TypeError, ValueError, binascii.Error) as exc:
+                raise InvalidRequest(f"memories[{n}]: not a memory of this cluster ({exc})",
+                                     field=f"memories[{n}]") from None
+            if record["a"] != agent:
+                raise InvalidRequest(f"memories[{n}]: belongs to agent {record['a']!r}", field=f"memories[{n}]")
+            pairs.append((record, vector))
+        shard = self.shards.shard_of(agent)
+        data_now = self.shards.shards.get(shard)
+        held = set(data_now.agents[agent].memories) if data_now is not None and agent in data_now.agents else set()
+        wanted = {record["id"] for record, _ in pairs}
+        puts = [(r, v) for r, v in pairs if overwrite or r["id"] not in held]
+        doomed = sorted(held - wanted) if overwrite else []
+        now = self.wall_clock()
+        contents = [r["c"] for r, _ in puts]
+        if contents:
+            self.shards.expect(contents, await self.offload.run(self.shards.tokens_ahead, contents,
+                                                                size=sum(map(len, contents))))
+        entries: list[tuple[int, str, Any]] = [(shard, "delete", {"a": agent, "ids": doomed})] if doomed else []
+        entries += [(shard, "put", {"m": r, "v": v}) for r, v in puts]
+        if entries:
+            await self._commit(shard, entries, now)
+        return {"agent_id": agent, "restored": len(puts), "skipped": len(pairs) - len(puts), "removed": len(doomed)}
 
     async def update(self, agent_id: Any, memory_id: str, data: Any) -> dict[str, Any]:
         with valid():

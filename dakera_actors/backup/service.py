@@ -1,0 +1,297 @@
+"""Backup and restore jobs: a cut of every shard into one bundle, and a bundle written back.
+
+**A backup** asks each shard's primary for a whole copy of the shard (the replication layer's
+snapshot stream: one shard at one position, taken while writes go on) and records the positions
+in the manifest; all copies must come from one shard map (a map change during the cut restarts it,
+a few times at most), so every part is the primary's history as of one term. Parts can be limited
+to some agents (``namespaces``). The bundle (:mod:`.bundle`, sealed with ``DAKERA_BACKUP_KEY`` when
+asked) goes to the backup store, then the record says ``completed``.
+
+**A restore** opens a bundle (checked whole before anything is written: a bad one is a 400 and
+changes nothing), then writes each agent's memories back through the normal write path
+(``restore_agent``, routed to the agent's primary, logged, replicated, acknowledged as
+``DAKERA_WRITE_ACK`` says). Applying a restore twice gives the same state. Jobs run in the
+background and are tracked (:class:`~.model.RestoreInfo`, ``progress_percent``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import trio
+
+from ..errors import InvalidRequest, NotFound, Unavailable
+from ..log import EventLogger
+from ..storage.objects import ObjectNotFound, ObjectStoreError
+from .bundle import BACKUP_TYPES, BundleError, Manifest, Part, build_bundle, open_bundle
+from .model import BackupInfo, RestoreInfo
+from .store import BackupStore, check_id
+
+CUT_ATTEMPTS = 3
+RESTORE_REQUEST_BYTES = 4 * 1024 * 1024  # memories per restore_agent request, by encoded size
+
+
+class Cluster(Protocol):
+    """What a backup job needs of the cluster: the map's key and each shard's primary, a shard's
+    copy from it, and a way to run a write on an agent's primary."""
+
+    def map_key(self) -> int: ...
+    def primaries(self) -> list[str]: ...  # shard -> member id (this node's id on a single node)
+    async def copy_shard(self, shard: int, member: str) -> Part: ...
+    async def run(self, op: str, body: bytes) -> tuple[int, Any]: ...
+
+
+def _agent_batches(part: Part, agents: set[str] | None) -> dict[str, list[list[list[Any]]]]:
+    """The part's memories by agent, in requests of at most RESTORE_REQUEST_BYTES."""
+    by_agent: dict[str, list[list[Any]]] = defaultdict(list)
+    for record, vector in part.memories:
+        if agents is None or record.get("a") in agents:
+            by_agent[record["a"]].append([record, base64.b64encode(vector).decode()])
+    out: dict[str, list[list[list[Any]]]] = {}
+    for agent, items in by_agent.items():
+        batches: list[list[list[Any]]] = []
+        batch: list[list[Any]] = []
+        size = 0
+        for item in items:
+            cost = len(item[1]) + len(json.dumps(item[0])) + 16
+            if batch and size + cost > RESTORE_REQUEST_BYTES:
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += cost
+        batches.append(batch)
+        out[agent] = batches
+    return out
+
+
+class Backups:
+    def __init__(self, *, node_id: str, store: BackupStore, cluster: Cluster, cluster_id: str, shards: int,
+                 key: bytes | None, bundle_limit: int, log: EventLogger, nursery: trio.Nursery,
+                 wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 on_backup: Callable[[str], None] | None = None,
+                 on_restore: Callable[[str], None] | None = None) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.cluster = cluster
+        self.cluster_id = cluster_id
+        self.shards = shards
+        self.key = key
+        self.bundle_limit = bundle_limit
+        self.log = log
+        self.nursery = nursery
+        self.wall_clock = wall_clock
+        self.rng = rng or random.Random()
+        self._on_backup = on_backup or (lambda outcome: None)
+        self._on_restore = on_restore or (lambda outcome: None)
+        #: set when a job finishes (tests and the SDK's polling wait on the records instead)
+        self.finished = trio.Event()
+
+    def _new_id(self, kind: str) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.wall_clock()))
+        return f"{kind}-{stamp}-{self.rng.getrandbits(32):08x}"
+
+    def _done(self) -> None:
+        self.finished.set()
+        self.finished = trio.Event()
+
+    # -- backups -------------------------------------------------------------------------
+    async def create(self, request: Any) -> BackupInfo:
+        """Start a backup (a background job); returns its record, ``inprogress``."""
+        if request is None:
+            request = {}
+        if not isinstance(request, dict):
+            raise InvalidRequest("body: must be a JSON object")
+        backup_type = request.get("backup_type") or "full"
+        if backup_type not in BACKUP_TYPES:
+            raise InvalidRequest(f"backup_type: must be one of {', '.join(BACKUP_TYPES)}", field="backup_type")
+        if backup_type == "incremental":
+            raise InvalidRequest("backup_type: incremental backups are not supported yet; use full",
+                                 field="backup_type")
+        namespaces = request.get("namespaces") or []
+        if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
+            raise InvalidRequest("namespaces: must be a list of agent ids", field="namespaces")
+        encrypt = request.get("encrypt") is True
+        if encrypt and self.key is None:
+            raise InvalidRequest("encrypt: this cluster has no DAKERA_BACKUP_KEY to encrypt with", field="encrypt")
+        name = request.get("name") or ""
+        if not isinstance(name, str) or len(name) > 256:
+            raise InvalidRequest("name: must be a string of at most 256 characters", field="name")
+        info = BackupInfo(self._new_id("backup"), name or "backup", backup_type, "inprogress", self.wall_clock(),
+                          namespaces=sorted(set(namespaces)), encrypted=encrypt)
+        await self._save(info)
+        self.nursery.start_soon(self._run_backup, info)
+        return info
+
+    async def _save(self, info: BackupInfo) -> None:
+        try:
+            await self.store.save_info(info)
+        except ObjectStoreError as exc:
+            raise Unavailable(f"the backup store cannot be written ({exc})") from None
+
+    async def _cut(self, agents: set[str] | None) -> list[Part]:
+        for _attempt in range(CUT_ATTEMPTS):
+            key = self.cluster.map_key()
+            primaries = self.cluster.primaries()
+            parts = []
+            for shard, member in enumerate(primaries):
+                part = await self.cluster.copy_shard(shard, member)
+                if agents is not None:
+                    part = Part(part.shard, part.epoch, part.seq, [m for m in part.memories if m[0]["a"] in agents])
+                parts.append(part)
+            if self.cluster.map_key() == key:
+                return parts
+            self.log.info("backup_cut_restarted", reason="the shard map changed during the cut")
+        raise Unavailable("the shard map kept changing during the backup; try again")
+
+    async def _run_backup(self, info: BackupInfo) -> None:
+        started = time.perf_counter()
+        try:
+            parts = await self._cut(set(info.namespaces) or None)
+            manifest = Manifest(info.backup_id, info.name, info.backup_type, self.cluster_id, self.shards,
+                                info.created_at, info.namespaces, info.encrypted, [])
+            data = build_bundle(manifest, parts, key=self.key if info.encrypted else None)
+            info.storage_path = await self.store.save_bundle(info.backup_id, data)
+            info.vector_count = sum(len(p.memories) for p in parts)
+            info.size_bytes = len(data)
+            info.status = "completed"
+        except Exception as exc:  # any failure is the job's, reported on its record, never the node's
+            info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.log.error("backup_failed", backup_id=info.backup_id, error=info.error)
+        info.completed_at = self.wall_clock()
+        info.duration_seconds = round(time.perf_counter() - started, 3)
+        try:
+            await self.store.save_info(info)
+        except ObjectStoreError as exc:
+            self.log.error("backup_record_lost", backup_id=info.backup_id, error=str(exc))
+        self._on_backup("ok" if info.status == "completed" else "failed")
+        if info.status == "completed":
+            self.log.info("backup_completed", backup_id=info.backup_id, memories=info.vector_count,
+                          bytes=info.size_bytes, seconds=info.duration_seconds)
+        self._done()
+
+    async def list_all(self) -> list[BackupInfo]:
+        return await self.store.list()
+
+    async def get(self, backup_id: str) -> BackupInfo:
+        info = await self.store.info(self._id(backup_id))
+        if info is None:
+            raise NotFound(f"no backup {backup_id!r}")
+        return info
+
+    async def delete(self, backup_id: str) -> None:
+        await self.get(backup_id)
+        await self.store.delete(backup_id)
+        self.log.info("backup_deleted", backup_id=backup_id)
+
+    async def download(self, backup_id: str) -> bytes:
+        info = await self.get(backup_id)
+        if info.status != "completed":
+            raise NotFound(f"backup {backup_id!r} is {info.status}: it has no bundle to download")
+        try:
+            return await self.store.bundle(backup_id)
+        except ObjectNotFound:
+            raise NotFound(f"the bundle of backup {backup_id!r} is missing") from None
+
+    async def upload(self, data: bytes) -> BackupInfo:
+        """Keep an uploaded bundle as a backup of this cluster (checked whole first)."""
+        bundle = self._open(data)
+        m = bundle.manifest
+        info = BackupInfo(self._new_id("upload"), m.name, m.backup_type, "completed", self.wall_clock(),
+                          namespaces=m.namespaces, vector_count=m.memories, size_bytes=len(data),
+                          completed_at=self.wall_clock(), duration_seconds=0.0, encrypted=m.encrypted)
+        info.storage_path = await self.store.save_bundle(info.backup_id, data)
+        await self._save(info)
+        return info
+
+    def _open(self, data: bytes) -> Any:
+        try:
+            bundle = open_bundle(data, key=self.key, limit=self.bundle_limit)
+        except BundleError as exc:
+            raise InvalidRequest(f"bundle: {exc}", field="bundle") from None
+        if bundle.manifest.shards != self.shards:
+            raise InvalidRequest(f"bundle: made by a cluster of {bundle.manifest.shards} shards; this one has "
+                                 f"{self.shards} (DAKERA_SHARDS)", field="bundle")
+        return bundle
+
+    @staticmethod
+    def _id(value: str, what: str = "backup_id") -> str:
+        try:
+            return check_id(value, what)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field=what) from None
+
+    # -- restores ------------------------------------------------------------------------
+    async def restore(self, request: Any = None, *, bundle: bytes | None = None) -> RestoreInfo:
+        """Start restoring a stored backup (``{"backup_id", "target_namespaces"?, "overwrite"?}``) or
+        an uploaded bundle; the bundle is checked whole before the job starts."""
+        request = request or {}
+        if not isinstance(request, dict):
+            raise InvalidRequest("body: must be a JSON object")
+        if request.get("point_in_time") is not None:
+            raise InvalidRequest("point_in_time: restoring to a point in time is not supported yet",
+                                 field="point_in_time")
+        targets = request.get("target_namespaces") or []
+        if not isinstance(targets, list) or not all(isinstance(n, str) and n for n in targets):
+            raise InvalidRequest("target_namespaces: must be a list of agent ids", field="target_namespaces")
+        overwrite = request.get("overwrite") is True
+        if bundle is None:
+            backup_id = self._id(str(request.get("backup_id") or ""))
+            await self.get(backup_id)
+            try:
+                bundle = await self.store.bundle(backup_id)
+            except ObjectNotFound:
+                raise NotFound(f"the bundle of backup {backup_id!r} is missing") from None
+        else:
+            backup_id = "uploaded"
+        opened = self._open(bundle)
+        job = RestoreInfo(self._new_id("restore"), "inprogress", backup_id if backup_id != "uploaded"
+                          else opened.manifest.backup_id, self.wall_clock(), namespaces=sorted(set(targets)))
+        await self.store.save_restore(job)
+        self.nursery.start_soon(self._run_restore, job, opened.parts, set(targets) or None, overwrite)
+        return job
+
+    async def _run_restore(self, job: RestoreInfo, parts: list[Part], agents: set[str] | None,
+                           overwrite: bool) -> None:
+        started = time.perf_counter()
+        try:
+            batches = [(agent, batch) for part in parts
+                       for agent, per in sorted(_agent_batches(part, agents).items()) for batch in per]
+            total = sum(len(b) for _a, b in batches) or 1
+            done = 0
+            for agent, batch in batches:
+                body = json.dumps({"agent_id": agent, "overwrite": overwrite, "memories": batch}).encode()
+                status, answer = await self.cluster.run("restore_agent", body)
+                if status != 200:
+                    raise RuntimeError(f"agent {agent}: {status} {answer}")
+                done += len(batch)
+                job.vectors_restored = (job.vectors_restored or 0) + int(answer.get("restored", 0))
+                job.progress_percent = round(100.0 * done / total, 1)
+            job.status, job.progress_percent = "completed", 100.0
+        except Exception as exc:  # the job fails and says why; the node goes on
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.log.error("restore_failed", restore_id=job.restore_id, error=job.error)
+        job.completed_at = self.wall_clock()
+        job.duration_seconds = round(time.perf_counter() - started, 3)
+        try:
+            await self.store.save_restore(job)
+        except ObjectStoreError as exc:
+            self.log.error("restore_record_lost", restore_id=job.restore_id, error=str(exc))
+        self._on_restore("ok" if job.status == "completed" else "failed")
+        if job.status == "completed":
+            self.log.info("restore_completed", restore_id=job.restore_id, backup_id=job.backup_id,
+                          memories=job.vectors_restored, seconds=job.duration_seconds)
+        self._done()
+
+    async def restore_status(self, restore_id: str) -> RestoreInfo:
+        job = await self.store.restore(self._id(restore_id, "restore_id"))
+        if job is None:
+            raise NotFound(f"no restore {restore_id!r}")
+        return job
+
+
