@@ -220,6 +220,19 @@ class Config:
     #: where DAKERA_STORAGE=filesystem lays out objects; None means <data_dir>/objects. The nodes of
     #: a local multi-process cluster may share one directory (and so one cold tier)
     storage_path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    #: where backup bundles go: ``filesystem`` (under DAKERA_BACKUP_PATH, by default
+    #: <data_dir>/backups: this node's own) or ``s3`` (DAKERA_BACKUP_S3_*: another bucket, region)
+    backup_storage: str = attrs.field(default="filesystem", validator=_one_of(STORAGE_KINDS))
+    backup_path: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    backup_s3_endpoint: str | None = attrs.field(default=None, validator=_url)
+    backup_s3_bucket: str = attrs.field(default="dakera-backups", validator=_check(lambda v: isinstance(v, str) and re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v) is not None, "must be a valid S3 bucket name"))
+    backup_s3_region: str = attrs.field(default="us-east-1", validator=_check(
+        lambda v: isinstance(v, str) and re.match(r"^[a-z0-9-]{1,32}$", v) is not None, "must be a region name"))
+    backup_s3_prefix: str = attrs.field(default="", validator=_check(
+        lambda v: isinstance(v, str) and len(v) <= 256 and re.match(r"^[A-Za-z0-9._/-]*$", v) is not None
+        and ".." not in v.split("/"), "must be up to 256 of A-Z a-z 0-9 . _ / - with no '..' segment"))
+    #: seals bundles created with ``encrypt`` (AES-256-GCM) and opens encrypted uploads
+    backup_key: bytes | None = attrs.field(default=None, repr=False)
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)
 
     embedder: str = attrs.field(default="hashing", validator=_embedder_spec)
@@ -270,6 +283,10 @@ class Config:
                               f"DAKERA_GOSSIP_PROBE_INTERVAL_MS ({fastest_dead} ms)")
         if self.storage == "s3" and not self.s3_endpoint:
             raise ConfigError("DAKERA_S3_ENDPOINT", "is required when DAKERA_STORAGE=s3")
+        if self.backup_storage == "s3" and not self.backup_s3_endpoint:
+            raise ConfigError("DAKERA_BACKUP_S3_ENDPOINT", "is required when DAKERA_BACKUP_STORAGE=s3")
+        if self.backup_key is not None and (not isinstance(self.backup_key, bytes) or len(self.backup_key) != 32):
+            raise ConfigError("DAKERA_BACKUP_KEY", "must be 32 bytes (base64 of a 256-bit key)")
         if (self.s3_access_key is None) != (self.s3_secret_key is None):
             raise ConfigError("DAKERA_S3_SECRET_KEY" if self.s3_secret_key is None else "DAKERA_S3_ACCESS_KEY",
                               "must be set together with the other S3 key (or neither, for the AWS chain)")
@@ -317,6 +334,14 @@ def _parse(field: attrs.Attribute[Any], var: str, value: str) -> Any:
         raise ConfigError(var, f"must be true or false, got {value!r}")
     if name == "cluster_seeds":
         return tuple(s.strip() for s in value.split(",") if s.strip())
+    if name == "backup_key":
+        try:
+            key = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(var, "must be base64 (of a 32-byte key)") from None
+        if len(key) != 32:
+            raise ConfigError(var, f"must decode to 32 bytes, got {len(key)}")
+        return key
     if name == "gossip_keys":
         keys = []
         for part in value.split(","):
@@ -328,7 +353,7 @@ def _parse(field: attrs.Attribute[Any], var: str, value: str) -> Any:
                 raise ConfigError(var, f"must decode to 32 bytes, got {len(key)}")
             keys.append(key)
         return tuple(keys)
-    if name in ("write_ack", "storage", "log_level", "log_format", "transport", "embedder"):
+    if name in ("write_ack", "storage", "backup_storage", "log_level", "log_format", "transport", "embedder"):
         return value.lower() if name not in ("transport", "embedder") else value
     if field.type in ("int", int, "int | None"):
         try:

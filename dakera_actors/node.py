@@ -37,6 +37,7 @@ from .wal.statefile import StateFile
 from .wire import Codec
 
 if TYPE_CHECKING:
+    from .backup.service import Backups
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
@@ -60,6 +61,7 @@ ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the
 LOCK_FILE = "LOCK"
 INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
 STALE_LOG_INTERVAL = 60.0
+BUNDLE_EXPANSION = 8  # a backup bundle may decompress to this many times the largest accepted body
 CLEAN_STOP_CHECKPOINT = 30.0  # seconds a graceful stop spends at most snapshotting the changed shards  # seconds between warnings about stale frames (each is counted anyway)
 COLD_WATCH_INTERVAL = 1.0  # seconds between looks at whether this node's archive is behind
 
@@ -155,6 +157,9 @@ class Node:
         self.objects: ObjectStore | None = objects
         #: what the archive said at start, the archiver and the seeder (with a cold tier)
         self.archive: ArchiveInfo | None = None
+        #: where backup bundles go (DAKERA_BACKUP_STORAGE), and the backup service over it
+        self.backup_objects: ObjectStore | None = None
+        self.backups: Backups | None = None
         self.archiver: Archiver | None = None
         self.seeder: Seeder | None = None
         self.readiness = Readiness()
@@ -456,6 +461,7 @@ class Node:
         await self._start_archiver()
         assert self.router is not None
         self.router.attach(self.memory)
+        self._start_backups()
         self.facade.memory = self.memory
         self.readiness.open("storage")
 
@@ -479,6 +485,26 @@ class Node:
         self.metrics.register_replication(ReplicationCollector(replicator))
         self.facade.replication = replicator
 
+
+    def _start_backups(self) -> None:
+        from .backup.cluster import NodeCluster
+        from .backup.service import Backups
+        from .backup.store import BackupStore
+        from .storage.opening import describe_backups
+
+        if self.backup_objects is None or self.memory is None or self.router is None or self.nursery is None:
+            return
+        shard_map = self.shard_map
+        cluster = NodeCluster(node_id=self.node_id, shards=self.memory.shards, router=self.router, peers=self.peers,
+                              shard_map=(lambda: shard_map.view.value) if shard_map is not None else None,
+                              request_timeout=self.config.request_timeout)
+        store = BackupStore(self.backup_objects, location=describe_backups(self.config, self.data_dir))
+        self.backups = Backups(node_id=self.node_id, store=store, cluster=cluster,
+                               cluster_id=self.archive.identity.cluster_id if self.archive else self.node_id,
+                               shards=self.config.shards, key=self.config.backup_key,
+                               bundle_limit=BUNDLE_EXPANSION * self.config.max_body_bytes, log=self.log,
+                               nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng)
+        self.facade.backups = self.backups
 
     async def _restore_single_node(self) -> None:
         """A single node started on an empty disk over an archive: every shard comes back from it."""
@@ -551,6 +577,7 @@ async def open_node(
     wall_clock: Callable[[], float] = time.time,
     disk: SimDisk | None = None,
     objects: ObjectStore | None = None,
+    backup_objects: ObjectStore | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it; stop it gracefully when the block exits.
 
@@ -559,7 +586,8 @@ async def open_node(
     ``rng``, ``wall_clock`` and ``disk`` inject randomness, Unix time and a simulated disk;
     ``objects`` an object store (say a ``MemoryObjectStore`` shared by a test's nodes), used as is.
     Without one the node opens DAKERA_STORAGE's, except on a simulated disk with
-    ``DAKERA_STORAGE=filesystem`` (a simulation writes no real files).
+    ``DAKERA_STORAGE=filesystem`` (a simulation writes no real files). ``backup_objects``: where
+    backup bundles go, likewise (else DAKERA_BACKUP_STORAGE's; none in a simulation).
     """
     from .api.app import create_app
 
@@ -580,6 +608,11 @@ async def open_node(
                 node.log.info("archive_opened", cluster_id=node.archive.identity.cluster_id,
                               new=node.archive.created, chains=node.archive.chains,
                               token_floor=node.archive.token_floor)
+            node.backup_objects = backup_objects
+            if node.backup_objects is None and (config.backup_storage == "s3" or disk is None):
+                from .storage.opening import open_backup_store
+
+                node.backup_objects = await stack.enter_async_context(open_backup_store(config, node.data_dir))
             if config.cluster_mode:
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(

@@ -21,6 +21,7 @@ from ..errors import ServiceError
 from ..safejson import JsonInvalid
 from ..version import __version__
 from . import admin_views
+from .backups import mount_backup_routes
 from .deps import FacadeDeps
 from .errors import ApiError
 from .memory import mount_memory_routes
@@ -190,6 +191,7 @@ def create_app(node: FacadeDeps) -> QuartTrio:
         return json_response(admin_views.storage_tiers(node))
 
     mount_operation_routes(app, node, admin_route)
+    mount_backup_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
     return app

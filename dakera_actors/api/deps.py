@@ -20,6 +20,7 @@ from ..runtime.published import Published
 from ..runtime.readiness import Readiness
 
 if TYPE_CHECKING:
+    from ..backup.service import Backups
     from ..cold.stats import ColdTier
     from ..lease.actor import LeaseView
     from ..membership.actor import MembershipView
@@ -77,3 +78,4 @@ class FacadeDeps:
     shard_map: Published[ShardMap | None] | None = None  # cluster mode
     replication: ReplicationReport | None = None  # cluster mode, once storage is recovered
     cold: ColdTier | None = None  # the archiver, once it runs
+    backups: Backups | None = None  # once storage is ready

@@ -112,3 +112,37 @@ async def probe(store: ObjectStore, node_id: str, *, setting: str = "DAKERA_STOR
     if back != body:
         raise ObjectStoreUnusable(setting, "the object store returned other bytes than were written")
     return time.perf_counter() - started
+
+
+#: the backup store's directory under the data dir when DAKERA_BACKUP_PATH is unset
+BACKUPS_DIR = "backups"
+
+
+def describe_backups(config: Config, data_dir: Path | str) -> str:
+    """Where backup bundles go, for records and logs (never credentials)."""
+    if config.backup_storage == "s3":
+        return f"s3://{config.backup_s3_bucket}/{config.backup_s3_prefix}".rstrip("/")
+    return str(Path(config.backup_path) if config.backup_path is not None else Path(data_dir) / BACKUPS_DIR)
+
+
+@asynccontextmanager
+async def open_backup_store(config: Config, data_dir: Path | str) -> AsyncIterator[ObjectStore]:
+    """The store backup bundles go to (``DAKERA_BACKUP_STORAGE``), closed when the block ends: a
+    directory (by default under the data dir: this node's own) or its own S3 bucket, with the same
+    credentials as the cold tier's."""
+    if config.backup_storage == "s3":
+        from .s3 import S3Settings, open_s3_store
+
+        assert config.backup_s3_endpoint is not None  # Config requires it with DAKERA_BACKUP_STORAGE=s3
+        settings = S3Settings(config.backup_s3_bucket, config.backup_s3_endpoint, config.backup_s3_region,
+                              config.s3_access_key, config.s3_secret_key, config.backup_s3_prefix)
+        async with open_s3_store(settings) as store:
+            yield store
+        return
+    root = Path(describe_backups(config, data_dir))
+    setting = "DAKERA_BACKUP_PATH" if config.backup_path is not None else "DAKERA_DATA_DIR"
+    try:
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the node serves
+    except OSError as exc:
+        raise ObjectStoreUnusable(setting, f"cannot create the backup directory {root}: {exc.strerror or exc}") from None
+    yield FileObjectStore(root)

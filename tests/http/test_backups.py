@@ -1,0 +1,118 @@
+"""The backup API read and driven by the official SDK (its own client, over the node's ASGI app):
+create, list, get, download, delete, upload, restore from a stored backup and from a raw bundle."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from dakera import AsyncDakeraClient, NotFoundError, ValidationError
+
+from dakera_actors import Config, Node, open_node
+
+KEY = "backup-test-root-key"
+BACKUP_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+@asynccontextmanager
+async def node_and_sdk(tmp_path: Path, data: str = "data",
+                       **config: Any) -> AsyncIterator[tuple[Node, httpx.AsyncClient, AsyncDakeraClient]]:
+    settings: dict[str, Any] = {"backup_path": tmp_path / "backups", **config}
+    cfg = Config(data_dir=tmp_path / data, node_id="node-b", root_api_key=KEY, shards=4, **settings)
+    async with open_node(cfg, serve_http=False) as node:
+        transport = httpx.ASGITransport(app=node.app)
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as raw:
+            sdk = AsyncDakeraClient("http://node", api_key=KEY, max_retries=1)
+            sdk._client = httpx.AsyncClient(transport=transport, headers=dict(sdk._client.headers))
+            try:
+                yield node, raw, sdk
+            finally:
+                await sdk._client.aclose()
+
+
+async def completed(sdk: AsyncDakeraClient, backup_id: str) -> dict[str, Any]:
+    """Poll the backup's record as a client would, until its job is over (a deadline, no sleeps)."""
+    with trio.fail_after(30):
+        while (info := await sdk.admin_get_backup(backup_id))["status"] == "inprogress":
+            await trio.lowlevel.checkpoint()
+    return info
+
+
+async def restored(sdk: AsyncDakeraClient, restore_id: str) -> dict[str, Any]:
+    with trio.fail_after(30):
+        while (job := await sdk.admin_get_restore_status(restore_id))["status"] == "inprogress":
+            await trio.lowlevel.checkpoint()
+    return job
+
+
+async def ids_of(raw: httpx.AsyncClient, agent: str) -> set[str]:
+    listed = (await raw.get(f"/v1/agents/{agent}/memories", params={"limit": 1000})).json()
+    return {m["id"] for m in listed}
+
+
+async def test_backup_then_restore_a_wiped_node_through_the_sdk(tmp_path: Path) -> None:
+    async with node_and_sdk(tmp_path, backup_key=base64.b64decode(BACKUP_KEY)) as (node, raw, sdk):
+        for i in range(30):
+            r = await raw.post("/v1/memory/store", json={"agent_id": f"agent-{i % 3}", "content": f"memory {i}",
+                                                         "id": f"m{i}"})
+            assert r.status_code == 200
+        created = await sdk.admin_create_backup("nightly", encrypt=True)
+        assert created["backup"]["backup_id"] == created["backup_id"] == created["id"]
+        info = await completed(sdk, created["id"])
+        assert info["status"] == "completed" and info["vector_count"] == 30 and info["encrypted"] is True
+        listed = await sdk.admin_list_backups()
+        assert listed["total"] == 1 and listed["backups"][0]["backup_id"] == created["id"]
+        bundle = await sdk.download_backup(created["id"])
+        assert bundle[:2] == b"\x1f\x8b"
+        before = {a: await ids_of(raw, a) for a in ("agent-0", "agent-1", "agent-2")}
+        await raw.post("/v1/memory/store", json={"agent_id": "agent-0", "content": "after the cut", "id": "late"})
+    # a new machine: nothing of the old data dir, the bundle uploaded to /admin/backups/restore
+    async with node_and_sdk(tmp_path, data="fresh", backup_path=tmp_path / "other",
+                            backup_key=base64.b64decode(BACKUP_KEY)) as (node, raw, sdk):
+        r = await raw.post("/v1/admin/backups/restore", content=bundle, headers={"Content-Type": "application/gzip"})
+        assert r.status_code == 201, r.text
+        job = await restored(sdk, r.json()["restore_id"])
+        assert job["status"] == "completed" and job["vectors_restored"] == 30 and job["progress_percent"] == 100.0
+        after = {a: await ids_of(raw, a) for a in ("agent-0", "agent-1", "agent-2")}
+        assert after == before and "late" not in after["agent-0"]  # every memory of the cut, nothing after it
+        got = await raw.get("/v1/memory/get/m4", params={"agent_id": "agent-1"})
+        assert got.status_code == 200 and got.json()["content"] == "memory 4"
+        # the uploaded bundle kept as a backup of this cluster, restorable by id through the SDK
+        up = await sdk.upload_backup(bundle)
+        assert up["status"] == "accepted" and up["backup"]["vector_count"] == 30
+        job = await sdk.admin_restore_backup(up["backup_id"], target_namespaces=["agent-2"], overwrite=True)
+        assert (await restored(sdk, job["restore_id"]))["status"] == "completed"
+        assert (await sdk.admin_delete_backup(up["backup_id"])) == {"deleted": True, "backup_id": up["backup_id"]}
+        with pytest.raises(NotFoundError):
+            await sdk.admin_get_backup(up["backup_id"])
+
+
+async def test_bad_bundles_and_requests_are_400s_that_change_nothing(tmp_path: Path) -> None:
+    async with node_and_sdk(tmp_path) as (node, raw, sdk):
+        await raw.post("/v1/memory/store", json={"agent_id": "a", "content": "kept", "id": "k"})
+        created = await sdk.admin_create_backup("one")
+        await completed(sdk, created["id"])
+        bundle = await sdk.download_backup(created["id"])
+        for bad in [bundle[:-20], bundle[:30], b"\x1f\x8b" + bundle[2:40] + b"\x00" * 20, b"plain text"]:
+            r = await raw.post("/v1/admin/backups/restore", content=bad, headers={"Content-Type": "application/gzip"})
+            assert r.status_code == 400 and "bundle" in r.json()["error"], r.text
+        with pytest.raises(ValidationError):
+            await sdk.admin_restore_backup(created["id"], point_in_time=5)
+        with pytest.raises(ValidationError):
+            await sdk.admin_create_backup("x", backup_type="weekly")
+        r = await raw.post("/v1/admin/backups", json={"name": "secret", "encrypt": True})
+        assert r.status_code == 400 and "DAKERA_BACKUP_KEY" in r.text  # no key configured: refused
+        with pytest.raises(NotFoundError):
+            await sdk.admin_restore_backup("no-such-backup")
+        assert (await raw.get("/v1/admin/backups/../etc")).status_code in (400, 404)
+        assert await ids_of(raw, "a") == {"k"}
+        # and without the API key nothing is listed
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://node") as anon:
+            assert (await anon.get("/v1/admin/backups")).status_code == 401
