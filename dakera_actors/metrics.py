@@ -170,6 +170,16 @@ class NodeMetrics:
             self.cold_uploads.labels(outcome)
         for direction in ("up", "down"):
             self.cold_bytes.labels(direction)
+        # backups and restores, counted by the job that ran them (on the node that ran it)
+        self.backups = Counter("dakera_backups", "Backups run on this node, by outcome (ok, failed)", ["outcome"],
+                               registry=r)
+        self.backup_last_success = Gauge("dakera_backup_last_success_timestamp_seconds",
+                                         "Unix time of this node's last completed backup (0: none yet)", registry=r)
+        self.restores = Counter("dakera_restores", "Restores run on this node, by outcome (ok, failed)", ["outcome"],
+                                registry=r)
+        for outcome in ("ok", "failed"):
+            self.backups.labels(outcome)
+            self.restores.labels(outcome)
         self._cold_collector = _ColdCollector()
         r.register(self._cold_collector)
         self._lag_collector: Collector = _NoReplication()

@@ -503,8 +503,14 @@ class Node:
                                cluster_id=self.archive.identity.cluster_id if self.archive else self.node_id,
                                shards=self.config.shards, key=self.config.backup_key,
                                bundle_limit=BUNDLE_EXPANSION * self.config.max_body_bytes, log=self.log,
-                               nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng)
+                               nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng,
+                               on_backup=self._count_backup, on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc())
         self.facade.backups = self.backups
+
+    def _count_backup(self, outcome: str) -> None:
+        self.metrics.backups.labels(outcome).inc()
+        if outcome == "ok":
+            self.metrics.backup_last_success.set(self.wall_clock())
 
     async def _restore_single_node(self) -> None:
         """A single node started on an empty disk over an archive: every shard comes back from it."""

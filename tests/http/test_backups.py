@@ -67,6 +67,8 @@ async def test_backup_then_restore_a_wiped_node_through_the_sdk(tmp_path: Path) 
         assert created["backup"]["backup_id"] == created["backup_id"] == created["id"]
         info = await completed(sdk, created["id"])
         assert info["status"] == "completed" and info["vector_count"] == 30 and info["encrypted"] is True
+        assert node.metrics.sample("dakera_backups_total", outcome="ok") == 1
+        assert node.metrics.sample("dakera_backup_last_success_timestamp_seconds") >= info["created_at"]
         listed = await sdk.admin_list_backups()
         assert listed["total"] == 1 and listed["backups"][0]["backup_id"] == created["id"]
         bundle = await sdk.download_backup(created["id"])
@@ -80,6 +82,7 @@ async def test_backup_then_restore_a_wiped_node_through_the_sdk(tmp_path: Path) 
         assert r.status_code == 201, r.text
         job = await restored(sdk, r.json()["restore_id"])
         assert job["status"] == "completed" and job["vectors_restored"] == 30 and job["progress_percent"] == 100.0
+        assert node.metrics.sample("dakera_restores_total", outcome="ok") == 1
         after = {a: await ids_of(raw, a) for a in ("agent-0", "agent-1", "agent-2")}
         assert after == before and "late" not in after["agent-0"]  # every memory of the cut, nothing after it
         got = await raw.get("/v1/memory/get/m4", params={"agent_id": "agent-1"})
