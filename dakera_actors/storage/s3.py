@@ -123,10 +123,23 @@ class S3ObjectStore:
 
 
 @asynccontextmanager
-async def open_s3_store(settings: S3Settings) -> AsyncIterator[S3ObjectStore]:
-    """An :class:`S3ObjectStore` for ``settings``, with its own asyncio loop (trio-asyncio) and
-    client, both closed when the block ends. Nothing is sent until the first call."""
+async def _asyncio_loop() -> AsyncIterator[None]:
+    """The asyncio loop the S3 clients run on: one per node. A store opened inside another's block
+    (the backup bucket inside the cold tier's) shares that loop: every task of the node sees one
+    current loop, and a client must be called on the loop it was made on."""
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
     async with trio_asyncio.open_loop():
+        yield
+
+
+@asynccontextmanager
+async def open_s3_store(settings: S3Settings) -> AsyncIterator[S3ObjectStore]:
+    """An :class:`S3ObjectStore` for ``settings``, with its client, closed when the block ends, on
+    the node's asyncio loop (trio-asyncio; opened here unless one is open). Nothing is sent until
+    the first call."""
+    async with _asyncio_loop():
         session = get_session()
         client_cm = session.create_client(
             "s3", endpoint_url=settings.endpoint, region_name=settings.region,
