@@ -146,8 +146,9 @@ def test_a_damaged_wal_exits_3_with_one_line_naming_the_damage_and_the_option(tm
         for i in range(10):
             r = httpx.post(proc.url + "/v1/memory/store", json={"agent_id": "a1", "content": f"memory {i}"}, timeout=10)
             assert r.status_code == 200, r.text
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        # killed: a clean stop would leave snapshots holding every record, and this is about the log
+        proc.signal(signal.SIGKILL)
+        proc.wait(timeout=10)
     finally:
         proc.stop()
     (segment,) = (tmp_path / "node-data" / "wal").glob("*.wal")
