@@ -506,6 +506,15 @@ class Node:
                                nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng,
                                on_backup=self._count_backup, on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc())
         self.facade.backups = self.backups
+        lease = self.lease
+
+        def leading() -> int | None:  # the schedule runs on the leader (a single node leads itself)
+            if lease is None:
+                return 0
+            view = lease.view.value
+            return view.token if view.is_self else None
+
+        self.nursery.start_soon(self.backups.run_schedule, leading)
 
     def _count_backup(self, outcome: str) -> None:
         self.metrics.backups.labels(outcome).inc()

@@ -44,9 +44,13 @@ def mount_backup_routes(app: Any, node: FacadeDeps, admin_route: Callable[[str, 
         info = await backups().create(await json_body(required=False))
         return json_response(created_view(info), 201)
 
-    @admin_route("/backups/schedule", ["GET", "POST"])
-    async def backup_schedule() -> Response:
-        raise Unavailable("scheduled backups are not built yet: create backups with POST /v1/admin/backups")
+    @admin_route("/backups/schedule", ["GET"])
+    async def get_schedule() -> Response:
+        return json_response((await backups().schedule()).view())
+
+    @admin_route("/backups/schedule", ["POST"])
+    async def set_schedule() -> Response:
+        return json_response((await backups().set_schedule(await json_body())).view())
 
     @admin_route("/backups/upload", ["POST"])
     async def upload_backup() -> Response:

@@ -31,9 +31,11 @@ from ..log import EventLogger
 from ..storage.objects import ObjectNotFound, ObjectStoreError
 from .bundle import BACKUP_TYPES, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
+from .schedule import SCHEDULED_PREFIX, BackupSchedule, ScheduleError, due_slot, next_slot, to_prune, updated
 from .store import BackupStore, check_id
 
 CUT_ATTEMPTS = 3
+SCHEDULE_TICK = 5.0  # seconds between a node's looks at the schedule (and at whether it leads)
 RESTORE_REQUEST_BYTES = 4 * 1024 * 1024  # memories per restore_agent request, by encoded size
 
 
@@ -91,6 +93,7 @@ class Backups:
         self._on_restore = on_restore or (lambda outcome: None)
         #: set when a job finishes (tests and the SDK's polling wait on the records instead)
         self.finished = trio.Event()
+        self._schedule_changed = trio.Event()
 
     def _new_id(self, kind: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.wall_clock()))
@@ -165,11 +168,11 @@ class Backups:
             self.log.error("backup_failed", backup_id=info.backup_id, error=info.error)
         info.completed_at = self.wall_clock()
         info.duration_seconds = round(time.perf_counter() - started, 3)
+        self._on_backup("ok" if info.status == "completed" else "failed")  # counted before anyone reads it done
         try:
             await self.store.save_info(info)
         except ObjectStoreError as exc:
             self.log.error("backup_record_lost", backup_id=info.backup_id, error=str(exc))
-        self._on_backup("ok" if info.status == "completed" else "failed")
         if info.status == "completed":
             self.log.info("backup_completed", backup_id=info.backup_id, memories=info.vector_count,
                           bytes=info.size_bytes, seconds=info.duration_seconds)
@@ -226,6 +229,64 @@ class Backups:
         except ValueError as exc:
             raise InvalidRequest(str(exc), field=what) from None
 
+    # -- the schedule --------------------------------------------------------------------
+    async def schedule(self) -> BackupSchedule:
+        sched = await self.store.schedule()
+        if sched.enabled and sched.cron:
+            sched.next_backup_at = next_slot(sched.cron, self.wall_clock())
+        return sched
+
+    async def set_schedule(self, body: Any) -> BackupSchedule:
+        try:
+            current = await self.store.schedule()
+            sched = updated(current, body, can_encrypt=self.key is not None)
+        except ScheduleError as exc:
+            raise InvalidRequest(str(exc), field=exc.field) from None
+        if sched.enabled and (not current.enabled or sched.cron != current.cron):
+            sched.enabled_at = self.wall_clock()  # slots from now on; none of the past
+        sched.next_backup_at = next_slot(sched.cron, self.wall_clock()) if sched.enabled and sched.cron else None
+        await self.store.save_schedule(sched)
+        self._schedule_changed.set()
+        self._schedule_changed = trio.Event()
+        self.log.info("backup_schedule_set", enabled=sched.enabled, cron=sched.cron or "-",
+                      retention_days=sched.retention_days, max_backups=sched.max_backups)
+        return sched
+
+    async def run_schedule(self, leading: Callable[[], int | None]) -> None:
+        """Forever: while this node leads (``leading()`` is its fencing token, None otherwise), run
+        each due slot of the schedule once across the cluster (see :mod:`.schedule`)."""
+        while True:
+            with trio.move_on_after(SCHEDULE_TICK):
+                await self._schedule_changed.wait()
+            token = leading()
+            if token is None:
+                continue
+            try:
+                await self._schedule_tick(token)
+            except (ObjectStoreError, Unavailable) as exc:
+                self.log.warning("backup_schedule_skipped", error=str(exc)[:300])
+
+    async def _schedule_tick(self, token: int) -> None:
+        sched = await self.store.schedule()
+        if not sched.enabled or not sched.cron:
+            return
+        now = self.wall_clock()
+        slot = due_slot(sched.cron, now, sched.enabled_at)
+        if slot is None or not await self.store.claim(slot, token, self.node_id):
+            return
+        stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(slot))
+        info = BackupInfo(f"{SCHEDULED_PREFIX}{stamp}-{self.rng.getrandbits(32):08x}", f"{SCHEDULED_PREFIX}{stamp}",
+                          sched.backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt)
+        await self._save(info)
+        self.log.info("backup_scheduled_slot", slot=slot, backup_id=info.backup_id, token=token)
+        await self._run_backup(info)
+        for backup_id in to_prune(await self.store.list(), self.wall_clock(), sched):
+            await self.store.delete(backup_id)
+            self.log.info("backup_pruned", backup_id=backup_id)
+        sched.last_backup_at = slot
+        sched.next_backup_at = next_slot(sched.cron, self.wall_clock())
+        await self.store.save_schedule(sched)
+
     # -- restores ------------------------------------------------------------------------
     async def restore(self, request: Any = None, *, bundle: bytes | None = None) -> RestoreInfo:
         """Start restoring a stored backup (``{"backup_id", "target_namespaces"?, "overwrite"?}``) or
@@ -278,11 +339,11 @@ class Backups:
             self.log.error("restore_failed", restore_id=job.restore_id, error=job.error)
         job.completed_at = self.wall_clock()
         job.duration_seconds = round(time.perf_counter() - started, 3)
+        self._on_restore("ok" if job.status == "completed" else "failed")  # counted before anyone reads it done
         try:
             await self.store.save_restore(job)
         except ObjectStoreError as exc:
             self.log.error("restore_record_lost", restore_id=job.restore_id, error=str(exc))
-        self._on_restore("ok" if job.status == "completed" else "failed")
         if job.status == "completed":
             self.log.info("restore_completed", restore_id=job.restore_id, backup_id=job.backup_id,
                           memories=job.vectors_restored, seconds=job.duration_seconds)

@@ -12,10 +12,15 @@ bundle; a record whose bundle is missing reads as failed.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
-from ..storage.objects import ObjectNotFound, ObjectStore
+from ..storage.objects import ObjectExists, ObjectNotFound, ObjectStore
 from .model import BackupInfo, RestoreInfo
+from .schedule import BackupSchedule, slot_key
+
+SCHEDULE_KEY = "schedule/schedule.json"
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -80,6 +85,25 @@ class BackupStore:
 
     async def save_restore(self, info: RestoreInfo) -> None:
         await self.objects.put(restore_key(info.restore_id), info.to_json())
+
+    async def schedule(self) -> BackupSchedule:
+        try:
+            return BackupSchedule.from_json(await self.objects.get(SCHEDULE_KEY))
+        except ObjectNotFound:
+            return BackupSchedule()
+
+    async def save_schedule(self, schedule: BackupSchedule) -> None:
+        await self.objects.put(SCHEDULE_KEY, schedule.to_json())
+
+    async def claim(self, slot: float, token: int, node_id: str) -> bool:
+        """Claim a schedule slot for one backup: True for the one claimer, False when it was
+        claimed already (by this leader or one before it)."""
+        stamp = json.dumps({"slot": slot, "token": token, "node": node_id, "at": time.time()}).encode()
+        try:
+            await self.objects.put(slot_key(slot), stamp, if_absent=True)
+        except ObjectExists:
+            return False
+        return True
 
     async def restore(self, restore_id: str) -> RestoreInfo | None:
         try:

@@ -65,7 +65,7 @@ class Cluster:
 
     def __init__(self, nursery: trio.Nursery, slots: list[ClusterNode], *, serve_http: bool,
                  transport_options: dict[str, Any], network: Any, seed: int,
-                 wall_clock: Callable[[], float], objects: Any = None) -> None:
+                 wall_clock: Callable[[], float], objects: Any = None, backup_objects: Any = None) -> None:
         self._nursery = nursery
         self._slots = {slot.id: slot for slot in slots}
         self._serve_http = serve_http
@@ -77,6 +77,8 @@ class Cluster:
         self.wall_clock = wall_clock
         #: the object store every node's cold tier shares (None: no cold tier)
         self.objects = objects
+        #: the object store every node keeps its backups in (None: none in a simulation)
+        self.backup_objects = backup_objects
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -116,7 +118,8 @@ class Cluster:
             try:
                 async with open_node(slot.config, serve_http=self._serve_http,
                                      transport_options=self._transport_options, rng=node_rng,
-                                     wall_clock=self.wall_clock, disk=slot.disk, objects=self.objects) as node:
+                                     wall_clock=self.wall_clock, disk=slot.disk, objects=self.objects,
+                                     backup_objects=self.backup_objects) as node:
                     slot.node = node
                     task_status.started(node)
                     await slot.stopped.wait()
@@ -275,6 +278,7 @@ async def open_cluster(
     disk: str | None = None,
     start: int | None = None,
     objects: Any = None,
+    backup_objects: Any = None,
 ) -> AsyncIterator[Cluster]:
     """Start ``n`` nodes (``node-1`` .. ``node-n``) in this Trio run and yield the cluster.
 
@@ -292,7 +296,7 @@ async def open_cluster(
     :func:`cluster_key`) unless ``config``/``node_config`` set ``gossip_keys`` or
     ``gossip_insecure=True``.
     ``objects``: an object store (a ``MemoryObjectStore`` in simulations) every node archives its
-    shards into, as a cluster sharing one bucket does.
+    shards into, as a cluster sharing one bucket does; ``backup_objects`` one they keep backups in.
     ``start``: start only the first ``start`` nodes (the others join later with
     :meth:`Cluster.start`, like nodes added to a running cluster).
     """
@@ -337,7 +341,8 @@ async def open_cluster(
                                      disk=SimDisk(node_id) if disk == "sim" else None))
         async with trio.open_nursery() as nursery:
             cluster = Cluster(nursery, slots, serve_http=serve_http, transport_options=transport_options,
-                              network=network, seed=seed, wall_clock=wall_clock, objects=objects)
+                              network=network, seed=seed, wall_clock=wall_clock, objects=objects,
+                              backup_objects=backup_objects)
             for node_id in ids[:start]:
                 await cluster.start(node_id)
             try:

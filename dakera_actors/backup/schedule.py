@@ -1,0 +1,133 @@
+"""Scheduled backups: the schedule record, its cron slots and what retention prunes (pure).
+
+Every node runs :class:`~.service.Backups.run_schedule`; only the leader acts. At each cron slot
+(Unix time, in the wall clock) the leader *claims* the slot by writing ``schedule/slots/<slot>``
+only if it is absent, stamped with its fencing token: a leader that took over mid-slot, or two
+nodes that both believed they led for a moment, find the claim and do not run the slot again, so
+each slot makes one backup at most, across leader changes. A slot missed entirely (no leader for
+longer than ``CATCH_UP``) is skipped, not run late.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import attrs
+from croniter import croniter
+
+from .bundle import BACKUP_TYPES, COMPRESSIONS
+from .model import BackupInfo
+
+CATCH_UP: Final = 600.0  # seconds after its time a slot may still be run by a new leader
+SCHEDULED_PREFIX: Final = "scheduled-"
+MAX_RETENTION_DAYS: Final = 36_500
+MAX_KEEP: Final = 100_000
+
+
+class ScheduleError(ValueError):
+    """A schedule update that is wrong; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@attrs.define
+class BackupSchedule:
+    enabled: bool = False
+    cron: str | None = None
+    backup_type: str = "full"
+    retention_days: int = 7
+    max_backups: int = 7
+    namespaces: list[str] = attrs.Factory(list)
+    encrypt: bool = False
+    compression: str | None = None
+    last_backup_at: float | None = None
+    next_backup_at: float | None = None
+    #: when it was last enabled: slots before it never run (not shown: the SDKs do not read it)
+    enabled_at: float | None = None
+
+    def view(self) -> dict[str, Any]:
+        return attrs.asdict(self, filter=lambda a, _v: a.name != "enabled_at")
+
+    def to_json(self) -> bytes:
+        return json.dumps(attrs.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> BackupSchedule:
+        d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("a schedule is a JSON object")
+        known = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _int(body: dict[str, Any], name: str, low: int, high: int, current: int) -> int:
+    value = body.get(name, current)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ScheduleError(name, f"must be a whole number in {low}..{high}")
+    return value
+
+
+def updated(current: BackupSchedule, body: Any, *, can_encrypt: bool) -> BackupSchedule:
+    """``current`` with the fields ``body`` sets (the SDK's partial update), each checked."""
+    if not isinstance(body, dict):
+        raise ScheduleError("body", "must be a JSON object")
+    unknown = set(body) - {f.name for f in attrs.fields(BackupSchedule)} - {"enabled_at"}
+    if unknown:
+        raise ScheduleError(sorted(unknown)[0], "unknown field")
+    enabled = body.get("enabled", current.enabled)
+    if not isinstance(enabled, bool):
+        raise ScheduleError("enabled", "must be true or false")
+    cron = body.get("cron", current.cron)
+    if cron is not None and (not isinstance(cron, str) or not croniter.is_valid(cron) or len(cron.split()) != 5):
+        raise ScheduleError("cron", "must be a five-field cron expression, e.g. '0 3 * * *'")
+    if enabled and cron is None:
+        raise ScheduleError("cron", "is required to enable the schedule")
+    backup_type = body.get("backup_type", current.backup_type)
+    if backup_type != "full":
+        raise ScheduleError("backup_type", "only full backups can be scheduled for now" if backup_type in BACKUP_TYPES
+                            else f"must be one of {', '.join(BACKUP_TYPES)}")
+    namespaces = body.get("namespaces", current.namespaces)
+    if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
+        raise ScheduleError("namespaces", "must be a list of agent ids")
+    encrypt = body.get("encrypt", current.encrypt)
+    if not isinstance(encrypt, bool):
+        raise ScheduleError("encrypt", "must be true or false")
+    if encrypt and not can_encrypt:
+        raise ScheduleError("encrypt", "this cluster has no DAKERA_BACKUP_KEY to encrypt with")
+    compression = body.get("compression", current.compression)
+    if compression is not None and compression not in COMPRESSIONS:
+        raise ScheduleError("compression", f"must be one of {', '.join(COMPRESSIONS)}")
+    return BackupSchedule(enabled=enabled, cron=cron, backup_type=backup_type,
+                          retention_days=_int(body, "retention_days", 1, MAX_RETENTION_DAYS, current.retention_days),
+                          max_backups=_int(body, "max_backups", 1, MAX_KEEP, current.max_backups),
+                          namespaces=sorted(set(namespaces)), encrypt=encrypt, compression=compression,
+                          last_backup_at=current.last_backup_at, next_backup_at=current.next_backup_at,
+                          enabled_at=current.enabled_at)
+
+
+def next_slot(cron: str, after: float) -> float:
+    """The first slot strictly after ``after`` (Unix seconds)."""
+    return float(croniter(cron, after).get_next(float))
+
+
+def due_slot(cron: str, now: float, since: float | None = None) -> float | None:
+    """The latest slot at or before ``now`` if it is still within :data:`CATCH_UP` and not before
+    ``since`` (the schedule's enabling), else None."""
+    slot = float(croniter(cron, now + 1e-6).get_prev(float))
+    return slot if now - slot <= CATCH_UP and (since is None or slot >= since) else None
+
+
+def slot_key(slot: float) -> str:
+    return f"schedule/slots/{int(slot):013d}"
+
+
+def to_prune(backups: list[BackupInfo], now: float, schedule: BackupSchedule) -> list[str]:
+    """The scheduled backups retention removes: older than ``retention_days``, and beyond the
+    newest ``max_backups`` (backups made by hand are never pruned)."""
+    scheduled = sorted((b for b in backups if b.name.startswith(SCHEDULED_PREFIX) and b.status != "inprogress"),
+                       key=lambda b: (b.created_at, b.backup_id), reverse=True)
+    horizon = now - schedule.retention_days * 86_400
+    return [b.backup_id for n, b in enumerate(scheduled) if n >= schedule.max_backups or b.created_at < horizon]

@@ -1,0 +1,92 @@
+"""Scheduled backups in a simulated cluster (MockClock): one backup per cron slot across leader
+changes, run by the leader only, and retention pruning the oldest."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio.testing
+
+from dakera_actors.backup.schedule import BackupSchedule, due_slot, next_slot, to_prune
+from dakera_actors.backup.model import BackupInfo
+from dakera_actors.storage.memory import MemoryObjectStore
+from dakera_actors.testing import Cluster, open_cluster
+
+from ..sim.test_crash import settled
+from ..waiting import eventually
+
+
+class RecordingStore(MemoryObjectStore):
+    """Remembers every key ever written (retention deletes some: the history stays)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        await super().put(key, data, if_absent=if_absent)
+        self.written.append(key)
+
+
+def leader(cluster: Cluster) -> str | None:
+    for node_id, node in cluster.nodes.items():
+        if node.lease is not None and node.lease.view.value.is_self:
+            return node_id
+    return None
+
+
+def scheduled(bucket: MemoryObjectStore) -> list[dict[str, object]]:
+    return [json.loads(v) for k, v in bucket.objects.items()
+            if k.startswith("backups/") and k.endswith("/info.json") and b'"scheduled-' in v]
+
+
+async def test_one_backup_per_slot_across_two_leader_changes_and_retention_prunes_the_oldest(
+        autojump_clock: trio.testing.MockClock) -> None:
+    backups = RecordingStore()
+    async with open_cluster(3, seed=41, config={"shards": 8}, objects=MemoryObjectStore(),
+                            backup_objects=backups) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        async with cluster.client("node-2") as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": "a", "content": "kept", "id": "k"})
+            assert r.status_code == 200
+            r = await http.post("/v1/admin/backups/schedule",
+                                json={"enabled": True, "cron": "*/5 * * * *", "max_backups": 3})
+            assert r.status_code == 200, r.text
+            assert r.json()["next_backup_at"] is not None
+        start = cluster.wall_clock()
+        expected = []
+        at = start
+        while (at := next_slot("*/5 * * * *", at)) <= start + 31 * 60:
+            expected.append(at)
+        for kill_at in (8 * 60, 18 * 60):  # two leader changes inside the run
+            await trio.sleep(start + kill_at - cluster.wall_clock())
+            old = leader(cluster)
+            assert old is not None
+            cluster.kill(old)
+            await eventually(lambda: leader(cluster) not in (None, old), timeout=60)
+            await cluster.restart(old)
+        await trio.sleep(start + 31 * 60 - cluster.wall_clock())
+        slots = sorted(k for k in backups.objects if k.startswith("schedule/slots/"))
+        claims = [json.loads(backups.objects[k]) for k in slots]
+        # every slot of the 31 minutes claimed once, each by whoever led then
+        assert sorted(c["slot"] for c in claims) == expected
+        assert len({c["token"] for c in claims}) >= 3  # three leaders took turns
+        made = {k.split("/")[1] for k in backups.written if k.startswith("backups/scheduled-") and k.endswith("bundle.tar.gz")}
+        assert len(made) == len(expected)  # one backup per slot: no slot ran twice, none was lost
+        kept = scheduled(backups)
+        assert len(kept) == 3 and all(b["status"] == "completed" and b["vector_count"] == 1 for b in kept)
+        newest = sorted(c["slot"] for c in claims)[-3:]
+        assert sorted(b["created_at"] for b in kept)[0] >= newest[0]  # the oldest were pruned
+
+
+def test_slots_catch_up_and_retention_rules() -> None:
+    assert next_slot("*/5 * * * *", 1000.0) == 1200.0
+    assert due_slot("*/5 * * * *", 1200.0) == 1200.0 and due_slot("*/5 * * * *", 1299.0) == 1200.0
+    assert due_slot("0 3 * * *", 3 * 3600 + 601.0) is None  # missed by more than the catch-up window
+    made = [BackupInfo(f"scheduled-{i}", f"scheduled-{i}", "full", "completed", 86_400.0 * i) for i in range(6)]
+    made.append(BackupInfo("by-hand", "nightly", "full", "completed", 0.0))
+    assert to_prune(made, 86_400.0 * 6, BackupSchedule(max_backups=10, retention_days=3)) == [
+        "scheduled-2", "scheduled-1", "scheduled-0"]
+    assert to_prune(made, 86_400.0 * 6, BackupSchedule(max_backups=2, retention_days=30)) == [
+        "scheduled-3", "scheduled-2", "scheduled-1", "scheduled-0"]
