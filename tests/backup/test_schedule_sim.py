@@ -8,8 +8,8 @@ import json
 import trio
 import trio.testing
 
-from dakera_actors.backup.schedule import BackupSchedule, due_slot, next_slot, to_prune
 from dakera_actors.backup.model import BackupInfo
+from dakera_actors.backup.schedule import BackupSchedule, due_slot, next_slot, to_prune
 from dakera_actors.storage.memory import MemoryObjectStore
 from dakera_actors.testing import Cluster, open_cluster
 
@@ -64,7 +64,7 @@ async def test_one_backup_per_slot_across_two_leader_changes_and_retention_prune
             old = leader(cluster)
             assert old is not None
             cluster.kill(old)
-            await eventually(lambda: leader(cluster) not in (None, old), timeout=60)
+            await eventually(lambda old=old: leader(cluster) not in (None, old), timeout=60)
             await cluster.restart(old)
         await trio.sleep(start + 31 * 60 - cluster.wall_clock())
         slots = sorted(k for k in backups.objects if k.startswith("schedule/slots/"))

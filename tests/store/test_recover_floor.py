@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
 import pytest
+import trio
 
 from dakera_actors.search import HashingEmbedder, tokenize
 from dakera_actors.store.engine import recover
