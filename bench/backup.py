@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         ])
         print()
         print_table(["write latency (ms)", "n", "p50", "p99"], [
-            ["idle", str(len(idle)), f"{percentile(idle, 50):.1f}", f"{percentile(idle, 99):.1f}"],
-            ["during the backup", str(len(during)), f"{percentile(during, 50):.1f}", f"{percentile(during, 99):.1f}"],
+            ["idle", str(len(idle)), f"{percentile(idle, 0.5):.1f}", f"{percentile(idle, 0.99):.1f}"],
+            ["during the backup", str(len(during)), f"{percentile(during, 0.5):.1f}", f"{percentile(during, 0.99):.1f}"],
         ])
     finally:
         for node in nodes + fresh:
