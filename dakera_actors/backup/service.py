@@ -36,6 +36,7 @@ from .store import BackupStore, check_id
 
 CUT_ATTEMPTS = 3
 SCHEDULE_TICK = 5.0  # seconds between a node's looks at the schedule (and at whether it leads)
+RESTORE_RETRY_FOR = 60.0  # seconds one restore write is retried while its shard is unavailable
 RESTORE_REQUEST_BYTES = 4 * 1024 * 1024  # memories per restore_agent request, by encoded size
 
 
@@ -327,7 +328,7 @@ class Backups:
             done = 0
             for agent, batch in batches:
                 body = json.dumps({"agent_id": agent, "overwrite": overwrite, "memories": batch}).encode()
-                status, answer = await self.cluster.run("restore_agent", body)
+                status, answer = await self._write(body)
                 if status != 200:
                     raise RuntimeError(f"agent {agent}: {status} {answer}")
                 done += len(batch)
@@ -348,6 +349,22 @@ class Backups:
             self.log.info("restore_completed", restore_id=job.restore_id, backup_id=job.backup_id,
                           memories=job.vectors_restored, seconds=job.duration_seconds)
         self._done()
+
+    async def _write(self, body: bytes) -> tuple[int, Any]:
+        """One ``restore_agent`` write, retried while its shard is unavailable (a failover, a move:
+        503 or an unreachable owner) for up to RESTORE_RETRY_FOR seconds; a restore write is
+        idempotent, so a retry after an unknown outcome is harmless."""
+        deadline = trio.current_time() + RESTORE_RETRY_FOR
+        pause = 0.2
+        while True:
+            try:
+                status, answer = await self.cluster.run("restore_agent", body)
+            except Unavailable as exc:
+                status, answer = 503, {"error": str(exc)}
+            if status != 503 or trio.current_time() + pause > deadline:
+                return status, answer
+            await trio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     async def restore_status(self, restore_id: str) -> RestoreInfo:
         job = await self.store.restore(self._id(restore_id, "restore_id"))

@@ -62,7 +62,7 @@ def service(nursery: trio.Nursery, cluster: FakeCluster, objects: MemoryObjectSt
 
 
 async def finished(svc: Backups) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(120):  # simulated seconds: a restore write is retried for up to a minute
         await svc.finished.wait()
 
 
@@ -130,4 +130,30 @@ async def test_bad_requests_and_bad_bundles_change_nothing(autojump_clock: trio.
         with pytest.raises(InvalidRequest, match="point_in_time"):
             await svc.restore({"backup_id": "x", "point_in_time": 5})
         assert objects.objects == {} and cluster.writes == [] and cluster.copies == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_restore_write_that_meets_a_moving_shard_is_retried(autojump_clock: trio.testing.MockClock) -> None:
+    cluster = FakeCluster()
+    answers = [(503, {"error": "shard is being taken over"}), (503, {"error": "again"})]
+    real_run = cluster.run
+
+    async def flaky(op: str, body: bytes) -> tuple[int, Any]:
+        if answers:
+            return answers.pop(0)
+        return await real_run(op, body)
+
+    cluster.run = flaky  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        svc = service(nursery, cluster)
+        info = await svc.create({})
+        await finished(svc)
+        job = await svc.restore({"backup_id": info.backup_id})
+        await finished(svc)
+        assert (await svc.restore_status(job.restore_id)).status == "completed" and not answers
+        answers.extend([(503, {"error": "down"})] * 1000)  # never comes back: the job fails, saying why
+        job = await svc.restore({"backup_id": info.backup_id})
+        await finished(svc)
+        failed = await svc.restore_status(job.restore_id)
+        assert failed.status == "failed" and "503" in (failed.error or "")
         nursery.cancel_scope.cancel()
