@@ -231,6 +231,11 @@ class Config:
     backup_s3_prefix: str = attrs.field(default="", validator=_check(
         lambda v: isinstance(v, str) and len(v) <= 256 and re.match(r"^[A-Za-z0-9._/-]*$", v) is not None
         and ".." not in v.split("/"), "must be up to 256 of A-Z a-z 0-9 . _ / - with no '..' segment"))
+    #: the largest backup bundle a node accepts on upload/restore (the other routes keep
+    #: DAKERA_MAX_BODY_BYTES)
+    max_bundle_bytes: int = attrs.field(default=1024 * 1024 * 1024, validator=_check(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1024 * 1024 <= v <= 64 * 1024 ** 3,
+        "must be an integer number of bytes, 1 MiB..64 GiB"))
     #: seals bundles created with ``encrypt`` (AES-256-GCM) and opens encrypted uploads
     backup_key: bytes | None = attrs.field(default=None, repr=False)
     redis_url: str | None = attrs.field(default=None, validator=_redis_url)

@@ -61,7 +61,7 @@ ROUTABLE_WAIT = 10.0  # readiness waits this long at most for gossip to know the
 LOCK_FILE = "LOCK"
 INSECURE_REMINDER = 3600.0  # seconds between the warnings of a cluster running without a gossip key
 STALE_LOG_INTERVAL = 60.0
-BUNDLE_EXPANSION = 8  # a backup bundle may decompress to this many times the largest accepted body
+BUNDLE_EXPANSION = 4  # a backup bundle may decompress to this many times DAKERA_MAX_BUNDLE_BYTES
 CLEAN_STOP_CHECKPOINT = 30.0  # seconds a graceful stop spends at most snapshotting the changed shards  # seconds between warnings about stale frames (each is counted anyway)
 COLD_WATCH_INTERVAL = 1.0  # seconds between looks at whether this node's archive is behind
 
@@ -502,7 +502,7 @@ class Node:
         self.backups = Backups(node_id=self.node_id, store=store, cluster=cluster,
                                cluster_id=self.archive.identity.cluster_id if self.archive else self.node_id,
                                shards=self.config.shards, key=self.config.backup_key,
-                               bundle_limit=BUNDLE_EXPANSION * self.config.max_body_bytes, log=self.log,
+                               bundle_limit=BUNDLE_EXPANSION * self.config.max_bundle_bytes, log=self.log,
                                nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng,
                                on_backup=self._count_backup, on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc())
         self.facade.backups = self.backups

@@ -29,6 +29,9 @@ from .operations import mount_operation_routes
 from .responses import error_response, json_response
 
 OPEN_PREFIX = "/health"
+#: routes whose body is a backup bundle: DAKERA_MAX_BUNDLE_BYTES instead of DAKERA_MAX_BODY_BYTES
+BUNDLE_PATHS = ("/admin/backups/upload", "/admin/backups/restore")
+BUNDLE_BODY_TIMEOUT = 600  # seconds a bundle upload may take to arrive
 # answered whatever the load: what an orchestrator and a scraper need to see an overloaded node
 UNLIMITED_PREFIXES = (OPEN_PREFIX, "/metrics", "/v1/ops/metrics")
 
@@ -36,7 +39,9 @@ UNLIMITED_PREFIXES = (OPEN_PREFIX, "/metrics", "/v1/ops/metrics")
 def create_app(node: FacadeDeps) -> QuartTrio:
     """The Quart-Trio app of the memory API, the admin routes, health and metrics over ``node``."""
     app = QuartTrio("dakera_actors")
-    app.config["MAX_CONTENT_LENGTH"] = node.config.max_body_bytes
+    # the largest body any route takes (a backup bundle); every other route is held to
+    # DAKERA_MAX_BODY_BYTES in _before
+    app.config["MAX_CONTENT_LENGTH"] = max(node.config.max_body_bytes, node.config.max_bundle_bytes)
     app.config["BODY_TIMEOUT"] = 30
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     metrics = node.metrics
@@ -61,10 +66,17 @@ def create_app(node: FacadeDeps) -> QuartTrio:
                                     "(DAKERA_MAX_CONCURRENT_REQUESTS); retry shortly", retry_after=1)
             admitted += 1
             g.admitted = True
+        if request.method == "POST" and request.path.endswith(BUNDLE_PATHS):
+            # a backup bundle may be far larger than any API request: its own limit, and time to arrive
+            body_limit, setting = node.config.max_bundle_bytes, "DAKERA_MAX_BUNDLE_BYTES"
+            request.body_timeout = BUNDLE_BODY_TIMEOUT
+        else:
+            body_limit, setting = node.config.max_body_bytes, "DAKERA_MAX_BODY_BYTES"
+        # Quart counts a body without a Content-Length as it streams in, against this
+        request.body._max_content_length = body_limit
         length = request.content_length
-        if length is not None and length > node.config.max_body_bytes:
-            raise ApiError(413, f"request body of {length} bytes exceeds the limit of "
-                                f"{node.config.max_body_bytes} bytes")
+        if length is not None and length > body_limit:
+            raise ApiError(413, f"request body of {length} bytes exceeds the limit of {body_limit} bytes ({setting})")
         if root_key and not request.path.startswith(OPEN_PREFIX):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")

@@ -4,6 +4,7 @@ create, list, get, download, delete, upload, restore from a stored backup and fr
 from __future__ import annotations
 
 import base64
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -119,3 +120,32 @@ async def test_bad_bundles_and_requests_are_400s_that_change_nothing(tmp_path: P
         # and without the API key nothing is listed
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://node") as anon:
             assert (await anon.get("/v1/admin/backups")).status_code == 401
+
+
+async def test_a_bundle_may_exceed_the_api_body_limit_but_nothing_else_may(tmp_path: Path) -> None:
+    async with node_and_sdk(tmp_path, max_body_bytes=64 * 1024) as (node, raw, sdk):
+        rng = random.Random(7)
+        for i in range(40):  # text that does not compress away
+            words = " ".join(f"{rng.getrandbits(40):x}" for _ in range(300))
+            r = await raw.post("/v1/memory/store", json={"agent_id": "a", "content": f"{i} {words}"})
+            assert r.status_code == 200
+        created = await sdk.admin_create_backup("big")
+        await completed(sdk, created["id"])
+        bundle = await sdk.download_backup(created["id"])
+        assert len(bundle) > 64 * 1024  # bigger than any API request may be
+        r = await raw.post("/v1/admin/backups/restore", content=bundle, headers={"Content-Type": "application/gzip"})
+        assert r.status_code == 201, r.text
+        assert (await restored(sdk, r.json()["restore_id"]))["status"] == "completed"
+        r = await raw.post("/v1/memory/store", content=b'{"agent_id": "a", "content": "' + b"x" * 70_000 + b'"}',
+                           headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "DAKERA_MAX_BODY_BYTES" in r.text
+
+        async def stream() -> Any:  # no Content-Length: the limit holds as the body streams in
+            yield b'{"agent_id": "a", "content": "'
+            for _ in range(70):
+                yield b"y" * 1000
+            yield b'"}'
+
+        r = await raw.post("/v1/memory/store", content=stream(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert len(await sdk.admin_list_backups()) and await ids_of(raw, "a") != set()
