@@ -504,7 +504,8 @@ class Node:
                                shards=self.config.shards, key=self.config.backup_key,
                                bundle_limit=BUNDLE_EXPANSION * self.config.max_bundle_bytes, log=self.log,
                                nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng,
-                               on_backup=self._count_backup, on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc())
+                               on_backup=self._count_backup, offload=self.offload,
+                               on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc())
         self.facade.backups = self.backups
         lease = self.lease
 

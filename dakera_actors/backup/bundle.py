@@ -103,7 +103,7 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def build_bundle(manifest: Manifest, parts: list[Part], *, key: bytes | None = None) -> bytes:
+def build_bundle(manifest: Manifest, parts: list[Part], key: bytes | None = None) -> bytes:
     """The gzip bundle of ``parts`` (the manifest's ``parts``, ``encrypted`` and ``format`` are
     filled in here). ``key``: 32 bytes to seal the parts with (AES-256-GCM)."""
     if key is not None and len(key) != 32:

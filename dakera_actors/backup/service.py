@@ -28,6 +28,7 @@ import trio
 
 from ..errors import InvalidRequest, NotFound, Unavailable
 from ..log import EventLogger
+from ..runtime.offload import INLINE, Offload
 from ..storage.objects import ObjectNotFound, ObjectStoreError
 from .bundle import BACKUP_TYPES, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
@@ -78,7 +79,7 @@ class Backups:
                  key: bytes | None, bundle_limit: int, log: EventLogger, nursery: trio.Nursery,
                  wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_backup: Callable[[str], None] | None = None,
-                 on_restore: Callable[[str], None] | None = None) -> None:
+                 on_restore: Callable[[str], None] | None = None, offload: Offload = INLINE) -> None:
         self.node_id = node_id
         self.store = store
         self.cluster = cluster
@@ -90,6 +91,8 @@ class Backups:
         self.nursery = nursery
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
+        #: bundles are built and opened here (msgpack, gzip, AES: CPU work kept off the event loop)
+        self.offload = offload
         self._on_backup = on_backup or (lambda outcome: None)
         self._on_restore = on_restore or (lambda outcome: None)
         #: set when a job finishes (tests and the SDK's polling wait on the records instead)
@@ -159,7 +162,7 @@ class Backups:
             parts = await self._cut(set(info.namespaces) or None)
             manifest = Manifest(info.backup_id, info.name, info.backup_type, self.cluster_id, self.shards,
                                 info.created_at, info.namespaces, info.encrypted, [])
-            data = build_bundle(manifest, parts, key=self.key if info.encrypted else None)
+            data = await self.offload.run(build_bundle, manifest, parts, self.key if info.encrypted else None)
             info.storage_path = await self.store.save_bundle(info.backup_id, data)
             info.vector_count = sum(len(p.memories) for p in parts)
             info.size_bytes = len(data)
@@ -204,7 +207,7 @@ class Backups:
 
     async def upload(self, data: bytes) -> BackupInfo:
         """Keep an uploaded bundle as a backup of this cluster (checked whole first)."""
-        bundle = self._open(data)
+        bundle = await self._open(data)
         m = bundle.manifest
         info = BackupInfo(self._new_id("upload"), m.name, m.backup_type, "completed", self.wall_clock(),
                           namespaces=m.namespaces, vector_count=m.memories, size_bytes=len(data),
@@ -213,9 +216,10 @@ class Backups:
         await self._save(info)
         return info
 
-    def _open(self, data: bytes) -> Any:
+    async def _open(self, data: bytes) -> Any:
         try:
-            bundle = open_bundle(data, key=self.key, limit=self.bundle_limit)
+            bundle = await self.offload.run(lambda: open_bundle(data, key=self.key, limit=self.bundle_limit),
+                                            size=len(data))
         except BundleError as exc:
             raise InvalidRequest(f"bundle: {exc}", field="bundle") from None
         if bundle.manifest.shards != self.shards:
@@ -311,7 +315,7 @@ class Backups:
                 raise NotFound(f"the bundle of backup {backup_id!r} is missing") from None
         else:
             backup_id = "uploaded"
-        opened = self._open(bundle)
+        opened = await self._open(bundle)
         job = RestoreInfo(self._new_id("restore"), "inprogress", backup_id if backup_id != "uploaded"
                           else opened.manifest.backup_id, self.wall_clock(), namespaces=sorted(set(targets)))
         await self.store.save_restore(job)
@@ -322,8 +326,11 @@ class Backups:
                            overwrite: bool) -> None:
         started = time.perf_counter()
         try:
-            batches = [(agent, batch) for part in parts
-                       for agent, per in sorted(_agent_batches(part, agents).items()) for batch in per]
+            def plan() -> list[tuple[str, list[list[Any]]]]:
+                return [(agent, batch) for part in parts
+                        for agent, per in sorted(_agent_batches(part, agents).items()) for batch in per]
+
+            batches = await self.offload.run(plan)
             total = sum(len(b) for _a, b in batches) or 1
             done = 0
             for agent, batch in batches:
