@@ -29,6 +29,8 @@ class BackupInfo:
     error: str | None = None
     encrypted: bool = False
     compression: str | None = "gzip"
+    #: an incremental backup: the backup it adds to (restoring it needs that one too)
+    base_backup_id: str | None = None
 
     def view(self) -> dict[str, Any]:
         return attrs.asdict(self)

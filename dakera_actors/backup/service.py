@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..errors import InvalidRequest, NotFound, Unavailable
+from ..errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ..log import EventLogger
 from ..runtime.offload import INLINE, Offload
 from ..storage.objects import ObjectNotFound, ObjectStoreError
@@ -117,9 +117,6 @@ class Backups:
         backup_type = request.get("backup_type") or "full"
         if backup_type not in BACKUP_TYPES:
             raise InvalidRequest(f"backup_type: must be one of {', '.join(BACKUP_TYPES)}", field="backup_type")
-        if backup_type == "incremental":
-            raise InvalidRequest("backup_type: incremental backups are not supported yet; use full",
-                                 field="backup_type")
         namespaces = request.get("namespaces") or []
         if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
             raise InvalidRequest("namespaces: must be a list of agent ids", field="namespaces")
@@ -131,6 +128,13 @@ class Backups:
             raise InvalidRequest("name: must be a string of at most 256 characters", field="name")
         info = BackupInfo(self._new_id("backup"), name or "backup", backup_type, "inprogress", self.wall_clock(),
                           namespaces=sorted(set(namespaces)), encrypted=encrypt)
+        if backup_type == "incremental":
+            base = next((b for b in await self.store.list() if b.status == "completed"
+                         and b.namespaces == info.namespaces), None)
+            if base is None:
+                raise InvalidRequest("backup_type: an incremental backup adds to an earlier completed backup of the "
+                                     "same namespaces, and there is none: create a full one first", field="backup_type")
+            info.base_backup_id = base.backup_id
         await self._save(info)
         self.nursery.start_soon(self._run_backup, info)
         return info
@@ -160,8 +164,13 @@ class Backups:
         started = time.perf_counter()
         try:
             parts = await self._cut(set(info.namespaces) or None)
+            if info.base_backup_id is not None:
+                # only the shards whose history moved since the base chain's cut: one (epoch, seq)
+                # names one history, so an equal position is an equal shard
+                before = {p.shard: (p.epoch, p.seq) for p in await self._chain_parts(info.base_backup_id)}
+                parts = [p for p in parts if before.get(p.shard) != (p.epoch, p.seq)]
             manifest = Manifest(info.backup_id, info.name, info.backup_type, self.cluster_id, self.shards,
-                                info.created_at, info.namespaces, info.encrypted, [])
+                                info.created_at, info.namespaces, info.encrypted, [], base=info.base_backup_id)
             data = await self.offload.run(build_bundle, manifest, parts, self.key if info.encrypted else None)
             info.storage_path = await self.store.save_bundle(info.backup_id, data)
             info.vector_count = sum(len(p.memories) for p in parts)
@@ -193,6 +202,11 @@ class Backups:
 
     async def delete(self, backup_id: str) -> None:
         await self.get(backup_id)
+        needed = [b.backup_id for b in await self.store.list() if b.base_backup_id == backup_id]
+        if needed:
+            raise Conflict(f"backup {backup_id!r} is the base of {needed[0]!r}"
+                           + (f" and {len(needed) - 1} more" if len(needed) > 1 else "")
+                           + ": delete those first (they cannot be restored without it)")
         await self.store.delete(backup_id)
         self.log.info("backup_deleted", backup_id=backup_id)
 
@@ -209,9 +223,18 @@ class Backups:
         """Keep an uploaded bundle as a backup of this cluster (checked whole first)."""
         bundle = await self._open(data)
         m = bundle.manifest
-        info = BackupInfo(self._new_id("upload"), m.name, m.backup_type, "completed", self.wall_clock(),
+        # kept under its own id when that is free, so an incremental bundle uploaded later finds
+        # the base it names
+        try:
+            backup_id = check_id(m.backup_id)
+        except ValueError:
+            backup_id = self._new_id("upload")
+        if await self.store.info(backup_id) is not None:
+            backup_id = self._new_id("upload")
+        info = BackupInfo(backup_id, m.name, m.backup_type, "completed", self.wall_clock(),
                           namespaces=m.namespaces, vector_count=m.memories, size_bytes=len(data),
-                          completed_at=self.wall_clock(), duration_seconds=0.0, encrypted=m.encrypted)
+                          completed_at=self.wall_clock(), duration_seconds=0.0, encrypted=m.encrypted,
+                          base_backup_id=m.base)
         info.storage_path = await self.store.save_bundle(info.backup_id, data)
         await self._save(info)
         return info
@@ -233,6 +256,27 @@ class Backups:
             return check_id(value, what)
         except ValueError as exc:
             raise InvalidRequest(str(exc), field=what) from None
+
+    async def _chain_parts(self, backup_id: str, newer: list[Part] | None = None) -> list[Part]:
+        """Every shard's newest part along an incremental chain ending at ``backup_id`` (with
+        ``newer`` parts taking precedence): what restoring the chain's last backup restores."""
+        found = {p.shard: p for p in newer or []}
+        seen: set[str] = set()
+        at: str | None = backup_id
+        while at is not None:
+            if at in seen:
+                raise InvalidRequest(f"bundle: backup {at!r} is its own base", field="bundle")
+            seen.add(at)
+            try:
+                data = await self.store.bundle(self._id(at))
+            except ObjectNotFound:
+                raise InvalidRequest(f"bundle: its base backup {at!r} is not in this cluster's backup store "
+                                     "(upload it first)", field="bundle") from None
+            bundle = await self._open(data)
+            for part in bundle.parts:
+                found.setdefault(part.shard, part)
+            at = bundle.manifest.base
+        return [found[s] for s in sorted(found)]
 
     # -- the schedule --------------------------------------------------------------------
     async def schedule(self) -> BackupSchedule:
@@ -316,10 +360,13 @@ class Backups:
         else:
             backup_id = "uploaded"
         opened = await self._open(bundle)
+        parts = opened.parts
+        if opened.manifest.base is not None:
+            parts = await self._chain_parts(opened.manifest.base, newer=opened.parts)
         job = RestoreInfo(self._new_id("restore"), "inprogress", backup_id if backup_id != "uploaded"
                           else opened.manifest.backup_id, self.wall_clock(), namespaces=sorted(set(targets)))
         await self.store.save_restore(job)
-        self.nursery.start_soon(self._run_restore, job, opened.parts, set(targets) or None, overwrite)
+        self.nursery.start_soon(self._run_restore, job, parts, set(targets) or None, overwrite)
         return job
 
     async def _run_restore(self, job: RestoreInfo, parts: list[Part], agents: set[str] | None,

@@ -13,7 +13,7 @@ import trio.testing
 from dakera_actors.backup.bundle import Part
 from dakera_actors.backup.service import Backups
 from dakera_actors.backup.store import BackupStore
-from dakera_actors.errors import InvalidRequest, NotFound
+from dakera_actors.errors import Conflict, InvalidRequest, NotFound
 from dakera_actors.log import get_logger
 from dakera_actors.storage.memory import MemoryObjectStore
 
@@ -156,4 +156,33 @@ async def test_a_restore_write_that_meets_a_moving_shard_is_retried(autojump_clo
         await finished(svc)
         failed = await svc.restore_status(job.restore_id)
         assert failed.status == "failed" and "503" in (failed.error or "")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_incremental_backup_stores_only_moved_shards_and_restores_the_whole_chain(
+        autojump_clock: trio.testing.MockClock) -> None:
+    cluster = FakeCluster()
+    async with trio.open_nursery() as nursery:
+        svc = service(nursery, cluster, key=None)
+        with pytest.raises(InvalidRequest, match="full one first"):
+            await svc.create({"backup_type": "incremental"})
+        full = await svc.create({})
+        await finished(svc)
+        cluster.data[1] = Part(1, 5, 4, [memory("m3", "a"), memory("m4", "c")])  # shard 1 moved on
+        inc = await svc.create({"backup_type": "incremental"})
+        await finished(svc)
+        got = await svc.get(inc.backup_id)
+        assert got.status == "completed" and got.base_backup_id == full.backup_id and got.vector_count == 2
+        bundle = await svc.download(inc.backup_id)
+        job = await svc.restore({}, bundle=bundle)  # the chain: shard 0 from the full one, shard 1 from this
+        await finished(svc)
+        assert (await svc.restore_status(job.restore_id)).status == "completed"
+        written = sorted(m[0]["id"] for w in cluster.writes for m in w["memories"])
+        assert written == ["m1", "m2", "m3", "m4"]
+        with pytest.raises(Conflict, match="base of"):
+            await svc.delete(full.backup_id)
+        await svc.delete(inc.backup_id)
+        await svc.delete(full.backup_id)
+        with pytest.raises(InvalidRequest, match="base backup"):
+            await svc.restore({}, bundle=bundle)  # its base is gone: refused before anything is written
         nursery.cancel_scope.cancel()
