@@ -66,15 +66,19 @@ def create_app(node: FacadeDeps) -> QuartTrio:
                                     "(DAKERA_MAX_CONCURRENT_REQUESTS); retry shortly", retry_after=1)
             admitted += 1
             g.admitted = True
+        length = request.content_length
         if request.method == "POST" and request.path.endswith(BUNDLE_PATHS):
-            # a backup bundle may be far larger than any API request: its own limit, and time to arrive
+            # a backup bundle may be far larger than any API request: its own limit (Quart's, the
+            # app-wide one, counts it as it streams in), and time to arrive
             body_limit, setting = node.config.max_bundle_bytes, "DAKERA_MAX_BUNDLE_BYTES"
             request.body_timeout = BUNDLE_BODY_TIMEOUT
         else:
             body_limit, setting = node.config.max_body_bytes, "DAKERA_MAX_BODY_BYTES"
-        # Quart counts a body without a Content-Length as it streams in, against this
-        request.body._max_content_length = body_limit
-        length = request.content_length
+            if length is None and request.method in ("POST", "PUT", "PATCH", "DELETE") and (
+                    "chunked" in request.headers.get("Transfer-Encoding", "").lower()):
+                # only a declared length can be held to DAKERA_MAX_BODY_BYTES before the body is read
+                raise ApiError(411, "send the request body with a Content-Length (bodies streamed without "
+                                    "one are taken only by the backup bundle routes)")
         if length is not None and length > body_limit:
             raise ApiError(413, f"request body of {length} bytes exceeds the limit of {body_limit} bytes ({setting})")
         if root_key and not request.path.startswith(OPEN_PREFIX):
