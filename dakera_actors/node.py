@@ -155,6 +155,7 @@ class Node:
         #: the object store the cold tier writes through: DAKERA_STORAGE's, probed at start, or one a
         #: test injected (used as is); None on a simulated disk without one (no real files)
         self.objects: ObjectStore | None = objects
+        self._objects_injected = objects is not None
         #: what the archive said at start, the archiver and the seeder (with a cold tier)
         self.archive: ArchiveInfo | None = None
         #: where backup bundles go (DAKERA_BACKUP_STORAGE), and the backup service over it
@@ -567,8 +568,10 @@ class Node:
         config = self.config
         flush_ms, backlog = config.cold_flush_ms, config.cold_backlog_bytes
         core = ArchiveCore(ArchiveConfig(flush=flush_ms / 1000, backlog_limit=backlog), size=record_size)
-        location = (f"s3://{config.s3_bucket}/{config.s3_prefix}" if config.storage == "s3"
-                    else str(getattr(self.objects, "root", "memory")))
+        from .storage.opening import describe
+
+        # an injected store (a test's) is described as memory; else where DAKERA_STORAGE points
+        location = "memory" if self._objects_injected else describe(config, self.data_dir)
         self.archiver = Archiver(self.objects, core, self.memory.shards, self.memory.owner.tails, self._archive_roles,
                                  self.log, self.offload, self.nursery, backend=config.storage if self.disk is None
                                  else "memory", location=location, flush_ms=flush_ms,

@@ -82,7 +82,6 @@ class Archiver(Actor):
         self._token_busy = False
         #: called with ("ok"|"failed", bytes) after every upload (the node's metrics)
         self._on_upload = on_upload or (lambda outcome, size: None)
-        self.changed = trio.Event()  # set (and replaced) after every finished call: tests wait on it
 
     @property
     def interval(self) -> float:
@@ -115,17 +114,10 @@ class Archiver(Actor):
     async def handle(self, message: object) -> None:
         raise TypeError(f"archiver got {type(message).__name__}")
 
-    def _done(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
     # -- carrying out effects ------------------------------------------------------------
     async def _run(self, effect: Effect) -> None:
         async with self._limit:
-            try:
-                follow = await self._carry_out(effect)
-            finally:
-                self._done()
+            follow = await self._carry_out(effect)
         for nxt in follow:
             self.nursery.start_soon(self._run, nxt)
 
