@@ -30,7 +30,7 @@ from ..errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ..log import EventLogger
 from ..runtime.offload import INLINE, Offload
 from ..storage.objects import ObjectNotFound, ObjectStoreError
-from .bundle import BACKUP_TYPES, BundleError, Manifest, Part, build_bundle, open_bundle
+from .bundle import BACKUP_TYPES, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
 from .schedule import SCHEDULED_PREFIX, BackupSchedule, ScheduleError, due_slot, next_slot, to_prune, updated
 from .store import BackupStore, check_id
@@ -239,7 +239,7 @@ class Backups:
         await self._save(info)
         return info
 
-    async def _open(self, data: bytes) -> Any:
+    async def _open(self, data: bytes) -> Bundle:
         try:
             bundle = await self.offload.run(lambda: open_bundle(data, key=self.key, limit=self.bundle_limit),
                                             size=len(data))

@@ -19,7 +19,7 @@ import attrs
 from ..log import EventLogger
 from ..runtime.offload import Offload
 from ..storage.objects import ObjectStore, ObjectStoreError
-from ..store.owner import Install, ShardOwner
+from ..store.owner import Install, ShardOwner, tokenize_ahead
 from ..store.records import BadRecord, check_memory, check_replicated
 from ..store.shard import ShardSet, record_contents
 from ..store.tail import Position
@@ -70,9 +70,7 @@ class Seeder:
         # tokenized on the offload threads, not on the event loop while the install applies
         contents = record_contents("load", {"memories": found.memories})
         contents += [c for rec in found.records for c in record_contents(rec.op, rec.body)]
-        if contents:
-            tokens = await self.offload.run(self.shards.tokens_ahead, contents, size=sum(map(len, contents)))
-            self.shards.expect(contents, tokens)
+        await tokenize_ahead(self.shards, self.offload, contents)
         await self.owner.install(Install(shard, found.memories, found.base[1], found.base[0]))
         if found.records:
             await self.owner.replicate(found.records)

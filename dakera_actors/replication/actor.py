@@ -38,7 +38,7 @@ from ..peers import Peers, PeerUnavailable
 from ..runtime import Actor, Published
 from ..runtime.offload import Offload
 from ..sharding.shardmap import ShardMap
-from ..store.owner import Install, ShardOwner
+from ..store.owner import Install, ShardOwner, tokenize_ahead
 from ..store.records import BadRecord, check_memory, check_replicated
 from ..store.shard import ShardSet, record_contents
 from ..store.shard import image as shard_image
@@ -346,10 +346,7 @@ class Replicator(Actor):
         return True
 
     async def _tokens_ahead(self, contents: list[str]) -> None:
-        """Tokenize what the next apply will index in a worker thread, not on the event loop."""
-        if contents:
-            size = sum(len(c) for c in contents)
-            self.shards.expect(contents, await self._offload.run(self.shards.tokens_ahead, contents, size=size))
+        await tokenize_ahead(self.shards, self._offload, contents)
 
     # -- primary side: serving ---------------------------------------------------------
     async def _serve_fetch(self, envelope: Envelope, stream: MessageStream) -> None:

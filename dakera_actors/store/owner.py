@@ -27,6 +27,7 @@ from ..errors import Unavailable
 from ..log import get_logger
 from ..metrics import NodeMetrics
 from ..runtime import Actor, BatchActor, Request
+from ..runtime.offload import Offload
 from ..wal import record as walrecord
 from ..wal.actor import Entry, WalActor, disk_call
 from ..wal.memory import SnapshotStorage
@@ -41,6 +42,13 @@ _log = get_logger("dakera_actors.store")
 
 LOAD_RECORD_BYTES = 8 * 1024 * 1024  # of memories per ``load`` record of an install (the WAL takes 64 MiB)
 APPLY_SLICE_BYTES = 64 * 1024  # content indexed between two yields to the event loop
+
+
+async def tokenize_ahead(shards: ShardSet, offload: Offload, contents: list[str]) -> None:
+    """Tokenize what the next apply will index on the offload threads, not on the event loop (a
+    copy or a restore of a whole shard would otherwise tokenize every memory on the loop)."""
+    if contents:
+        shards.expect(contents, await offload.run(shards.tokens_ahead, contents, size=sum(map(len, contents))))
 
 
 def record_size(record: WalRecord) -> int:
