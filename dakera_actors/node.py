@@ -498,7 +498,7 @@ class Node:
         shard_map = self.shard_map
         cluster = NodeCluster(node_id=self.node_id, shards=self.memory.shards, router=self.router, peers=self.peers,
                               shard_map=(lambda: shard_map.view.value) if shard_map is not None else None,
-                              request_timeout=self.config.request_timeout)
+                              request_timeout=self.config.request_timeout, archive_behind=self._archive_behind)
         store = BackupStore(self.backup_objects, location=describe_backups(self.config, self.data_dir))
         self.backups = Backups(node_id=self.node_id, store=store, cluster=cluster,
                                cluster_id=self.archive.identity.cluster_id if self.archive else self.node_id,
@@ -506,7 +506,10 @@ class Node:
                                bundle_limit=BUNDLE_EXPANSION * self.config.max_bundle_bytes, log=self.log,
                                nursery=self.nursery, wall_clock=self.wall_clock, rng=self.rng,
                                on_backup=self._count_backup, offload=self.offload,
-                               on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc())
+                               on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc(),
+                               archive=self.objects, dim=self.memory.shards.dim,
+                               archive_since=self.archive.identity.created_at if self.archive else 0.0,
+                               archive_flush=self.config.cold_flush_ms / 1000, on_history=self._archive_history)
         self.facade.backups = self.backups
         lease = self.lease
 
@@ -517,6 +520,20 @@ class Node:
             return view.token if view.is_self else None
 
         self.nursery.start_soon(self.backups.run_schedule, leading)
+        self.nursery.start_soon(self.backups.follow_history)
+
+    def _archive_history(self, seconds: float) -> None:
+        """The backup schedule's retention_days reached this node: the archive keeps that much."""
+        if self.archiver is not None:
+            self.archiver.core.set_history(seconds)
+
+    def _archive_behind(self) -> list[str]:
+        """Members whose archive is behind (their metadata), or this node alone by its archiver."""
+        if self.membership is not None:
+            return sorted(m.id for m in self.membership.view.value.members.values() if m.alive and m.archive_behind)
+        if self.archiver is not None and self.archiver.tier_stats().behind:
+            return [self.node_id]
+        return []
 
     def _count_backup(self, outcome: str) -> None:
         self.metrics.backups.labels(outcome).inc()
@@ -567,7 +584,9 @@ class Node:
             return
         config = self.config
         flush_ms, backlog = config.cold_flush_ms, config.cold_backlog_bytes
-        core = ArchiveCore(ArchiveConfig(flush=flush_ms / 1000, backlog_limit=backlog), size=record_size)
+        # history None: retention deletes nothing until the backup schedule's retention_days is read
+        core = ArchiveCore(ArchiveConfig(flush=flush_ms / 1000, backlog_limit=backlog, history=None),
+                           size=record_size)
         from .storage.opening import describe
 
         # an injected store (a test's) is described as memory; else where DAKERA_STORAGE points

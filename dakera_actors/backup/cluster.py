@@ -18,17 +18,20 @@ from ..store.shard import ShardSet
 from .bundle import Part
 
 COPY_TIMEOUT = 120.0  # one shard's whole copy
+AGENT_PAGE = 10_000
 
 
 class NodeCluster:
     def __init__(self, *, node_id: str, shards: ShardSet, router: Router, peers: Peers | None,
-                 shard_map: Callable[[], ShardMap | None] | None, request_timeout: float) -> None:
+                 shard_map: Callable[[], ShardMap | None] | None, request_timeout: float,
+                 archive_behind: Callable[[], list[str]] = list) -> None:
         self.node_id = node_id
         self.shards = shards
         self.router = router
         self.peers = peers
         self.shard_map = shard_map
         self.request_timeout = request_timeout
+        self._archive_behind = archive_behind
 
     def _map(self) -> ShardMap | None:
         return self.shard_map() if self.shard_map is not None else None
@@ -72,3 +75,14 @@ class NodeCluster:
     async def run(self, op: str, body: bytes) -> tuple[int, Any]:
         status, payload, _owner = await self.router.run(op, body, {})
         return status, payload
+
+    async def agents(self) -> list[str]:
+        found: list[str] = []
+        while True:
+            page = await self.router.list_agents(AGENT_PAGE, len(found))
+            found += [a["agent_id"] for a in page]
+            if len(page) < AGENT_PAGE:
+                return found
+
+    def archive_behind(self) -> list[str]:
+        return self._archive_behind()

@@ -29,9 +29,10 @@ import trio
 from ..errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ..log import EventLogger
 from ..runtime.offload import INLINE, Offload
-from ..storage.objects import ObjectNotFound, ObjectStoreError
+from ..storage.objects import ObjectNotFound, ObjectStore, ObjectStoreError
 from .bundle import BACKUP_TYPES, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
+from .pitr import PointOutOfReach, check_reach, parts_at
 from .schedule import SCHEDULED_PREFIX, BackupSchedule, ScheduleError, due_slot, next_slot, to_prune, updated
 from .store import BackupStore, check_id
 
@@ -39,6 +40,7 @@ CUT_ATTEMPTS = 3
 SCHEDULE_TICK = 5.0  # seconds between a node's looks at the schedule (and at whether it leads)
 RESTORE_RETRY_FOR = 60.0  # seconds one restore write is retried while its shard is unavailable
 RESTORE_REQUEST_BYTES = 4 * 1024 * 1024  # memories per restore_agent request, by encoded size
+HISTORY_LOOK = 60.0  # seconds between a node's reads of the schedule's retention (the archive's window)
 
 
 class Cluster(Protocol):
@@ -49,6 +51,8 @@ class Cluster(Protocol):
     def primaries(self) -> list[str]: ...  # shard -> member id (this node's id on a single node)
     async def copy_shard(self, shard: int, member: str) -> Part: ...
     async def run(self, op: str, body: bytes) -> tuple[int, Any]: ...
+    async def agents(self) -> list[str]: ...  # every agent the cluster holds now
+    def archive_behind(self) -> list[str]: ...  # members whose cold-tier archive is behind
 
 
 def _agent_batches(part: Part, agents: set[str] | None) -> dict[str, list[list[list[Any]]]]:
@@ -79,7 +83,10 @@ class Backups:
                  key: bytes | None, bundle_limit: int, log: EventLogger, nursery: trio.Nursery,
                  wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_backup: Callable[[str], None] | None = None,
-                 on_restore: Callable[[str], None] | None = None, offload: Offload = INLINE) -> None:
+                 on_restore: Callable[[str], None] | None = None, offload: Offload = INLINE,
+                 archive: ObjectStore | None = None, archive_since: float = 0.0, dim: int = 0,
+                 archive_flush: float = 1.0,
+                 on_history: Callable[[float], None] | None = None) -> None:
         self.node_id = node_id
         self.store = store
         self.cluster = cluster
@@ -98,6 +105,14 @@ class Backups:
         #: set when a job finishes (tests and the SDK's polling wait on the records instead)
         self.finished = trio.Event()
         self._schedule_changed = trio.Event()
+        #: the cold tier's archive (point-in-time restores read it), the vectors' dimension, and
+        #: how soon a committed record is archived (DAKERA_COLD_FLUSH_MS, in seconds)
+        self.archive = archive
+        self.archive_since = archive_since  # when the archive began (its identity's creation)
+        self.dim = dim
+        self.archive_flush = archive_flush
+        #: told the schedule's retention_days (in seconds): how much history the archive keeps
+        self._on_history = on_history or (lambda seconds: None)
 
     def _new_id(self, kind: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.wall_clock()))
@@ -343,13 +358,14 @@ class Backups:
         request = request or {}
         if not isinstance(request, dict):
             raise InvalidRequest("body: must be a JSON object")
-        if request.get("point_in_time") is not None:
-            raise InvalidRequest("point_in_time: restoring to a point in time is not supported yet",
-                                 field="point_in_time")
         targets = request.get("target_namespaces") or []
         if not isinstance(targets, list) or not all(isinstance(n, str) and n for n in targets):
             raise InvalidRequest("target_namespaces: must be a list of agent ids", field="target_namespaces")
         overwrite = request.get("overwrite") is True
+        if request.get("point_in_time") is not None and bundle is None:
+            # the state at that second replaces the agents' unless the caller says "overwrite": false
+            return await self._restore_point_in_time(request["point_in_time"], targets,
+                                                     request.get("overwrite") is not False)
         if bundle is None:
             backup_id = self._id(str(request.get("backup_id") or ""))
             await self.get(backup_id)
@@ -403,6 +419,91 @@ class Backups:
             self.log.info("restore_completed", restore_id=job.restore_id, backup_id=job.backup_id,
                           memories=job.vectors_restored, seconds=job.duration_seconds)
         self._done()
+
+    # -- point in time -----------------------------------------------------------------
+    async def _restore_point_in_time(self, value: Any, targets: list[str], overwrite: bool) -> RestoreInfo:
+        """Start restoring every agent (or ``targets``) as it was at Unix time ``value``, from
+        the cold tier's archive (:mod:`.pitr`); checked before the job starts: a point in the
+        future or older than the archive reaches is a 400 naming the reach."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise InvalidRequest("point_in_time: must be a Unix time in seconds", field="point_in_time")
+        at = float(value)
+        now = self.wall_clock()
+        if at > now:
+            raise InvalidRequest(f"point_in_time: {at:.3f} is in the future (now {now:.3f})", field="point_in_time")
+        if self.archive is None:
+            raise InvalidRequest("point_in_time: this node has no archive to restore from (a node without a data "
+                                 "directory keeps no cold tier)", field="point_in_time")
+        if at < self.archive_since:
+            raise InvalidRequest(f"point_in_time: {at:.3f} is before this cluster's archive began "
+                                 f"({self.archive_since:.3f})", field="point_in_time")
+        try:
+            await check_reach(self.archive, self.shards, at)
+        except PointOutOfReach as exc:
+            reach = (f"the archive reaches back to {exc.earliest:.3f} (shard {exc.shard})" if exc.earliest is not None
+                     else f"the archive holds no point in time of shard {exc.shard}")
+            raise InvalidRequest(f"point_in_time: {at:.3f} is out of reach: {reach}; the window is the backup "
+                                 "schedule's retention_days", field="point_in_time") from None
+        except ObjectStoreError as exc:
+            raise Unavailable(f"the archive cannot be read ({exc})") from None
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(at))
+        job = RestoreInfo(self._new_id("restore"), "inprogress", f"point-in-time-{stamp}", now,
+                          namespaces=sorted(set(targets)))
+        await self.store.save_restore(job)
+        self.nursery.start_soon(self._run_point_in_time, job, at, set(targets) or None, overwrite)
+        return job
+
+    async def _run_point_in_time(self, job: RestoreInfo, at: float, agents: set[str] | None,
+                                 overwrite: bool) -> None:
+        try:
+            # every record committed by ``at`` must be in the archive: wait out the flush, and
+            # refuse while a node's archive is behind (its shards' records may not be there)
+            wait = at + 2 * self.archive_flush - self.wall_clock()
+            if wait > 0:
+                await trio.sleep(wait)
+            behind = self.cluster.archive_behind()
+            if behind:
+                raise Unavailable(f"the archive of {', '.join(behind)} is behind: records up to the point may not "
+                                  "be archived yet; try again when the cold tier has caught up")
+            assert self.archive is not None
+            parts, replayed = await parts_at(self.archive, shard_count=self.shards, dim=self.dim, at=at,
+                                             offload=self.offload, log=self.log)
+            self.log.info("restore_point_in_time_planned", restore_id=job.restore_id, at=at, records=replayed,
+                          memories=sum(len(p.memories) for p in parts))
+            if overwrite:
+                # agents that hold memories now but held none at the point: emptied
+                then = {m[0]["a"] for p in parts for m in p.memories}
+                for agent in sorted(set(await self.cluster.agents()) - then):
+                    if agents is None or agent in agents:
+                        body = json.dumps({"agent_id": agent, "overwrite": True, "memories": []}).encode()
+                        status, answer = await self._write(body)
+                        if status != 200:
+                            raise RuntimeError(f"agent {agent}: {status} {answer}")
+        except Exception as exc:  # the job fails and says why; the node goes on
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.completed_at = self.wall_clock()
+            self.log.error("restore_failed", restore_id=job.restore_id, error=job.error)
+            self._on_restore("failed")
+            try:
+                await self.store.save_restore(job)
+            except ObjectStoreError as err:
+                self.log.error("restore_record_lost", restore_id=job.restore_id, error=str(err))
+            self._done()
+            return
+        await self._run_restore(job, parts, agents, overwrite)
+
+    # -- the archive's history window --------------------------------------------------
+    async def follow_history(self) -> None:
+        """Forever: tell the archive how much history to keep (the schedule's retention_days),
+        read at start, every HISTORY_LOOK seconds and whenever this node changes the schedule."""
+        while True:
+            try:
+                sched = await self.store.schedule()
+                self._on_history(sched.retention_days * 86_400.0)
+            except ObjectStoreError as exc:
+                self.log.warning("backup_schedule_unreadable", error=str(exc)[:300])
+            with trio.move_on_after(HISTORY_LOOK):
+                await self._schedule_changed.wait()
 
     async def _write(self, body: bytes) -> tuple[int, Any]:
         """One ``restore_agent`` write, retried while its shard is unavailable (a failover, a move:

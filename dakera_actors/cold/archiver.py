@@ -152,26 +152,29 @@ class Archiver(Actor):
 
     async def _upload_snapshot(self, effect: UploadSnapshot) -> list[Effect]:
         frozen = self.shards.freeze(effect.shard)
+        taken = self.wall_clock()  # no record inside is newer (its name says so: point-in-time restores)
         if not await self._ensure_token(max(effect.chain, frozen.epoch) >> 32):
             return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
         data = await self.offload.run(_snapshot_object, effect.chain, frozen)
-        key = snapshot_key(effect.shard, effect.chain, frozen.seq)
+        key = snapshot_key(effect.shard, effect.chain, frozen.seq, taken)
         if not await self._put(key, data, effect.shard):
             return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
         self.log.info("archive_snapshot_uploaded", shard=effect.shard, chain=effect.chain, seq=frozen.seq,
                       memories=len(frozen.memories), bytes=len(data))
-        return self.core.uploaded(effect.shard, effect.chain, _named(key, len(data)), trio.current_time())
+        return self.core.uploaded(effect.shard, effect.chain, _named(key, len(data)), trio.current_time(),
+                                  wall=self.wall_clock())
 
     async def _upload_chunk(self, effect: UploadChunk) -> list[Effect]:
         records = list(effect.records)
         if not await self._ensure_token(max(effect.chain, records[-1].epoch) >> 32):
             return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
         data = await self.offload.run(encode_chunk, effect.shard, effect.chain, records)
-        key = chunk_key(effect.shard, effect.chain, records[0].seq, records[-1].seq)
+        newest = max(r.ts for r in records)
+        key = chunk_key(effect.shard, effect.chain, records[0].seq, records[-1].seq, newest)
         if not await self._put(key, data, effect.shard):
             return self.core.uploaded(effect.shard, effect.chain, None, trio.current_time())
         return self.core.uploaded(effect.shard, effect.chain, _named(key, len(data)), trio.current_time(),
-                                  records=len(records))
+                                  records=len(records), wall=self.wall_clock())
 
     async def _put(self, key: str, data: bytes, shard: int) -> bool:
         try:

@@ -12,6 +12,16 @@ The rules, over the objects of one shard as listed (see :mod:`.format` for the n
   turns out damaged, the older one plus those chunks still reach the end); older snapshots and
   chunks go. Every chain below ``E`` goes whole: ``E`` has its own base, so no restore reads
   them again. Chains above ``E`` are never touched (a newer primary's: this node is the stale one).
+- **With a history window** ``W`` (point-in-time restores reach back ``W`` seconds): the floor
+  is the newest snapshot of ``E`` taken before ``now - W``; it is kept with every chunk after it,
+  so any second of the window is a snapshot plus records away. Snapshots between the floor and
+  the newest two go (replays start from the floor). While ``E`` has no snapshot that old, its
+  base is kept and the chains below ``E`` stay: they hold the start of the window.
+- **A point in time** ``T`` is rebuilt from the newest chain with a snapshot taken at or before
+  ``T``: that snapshot, then its chain's records up to the last one committed at or before ``T``
+  (the reader stops at the first newer record). A chain's records end where the next primary
+  took over, so a point inside the second between a takeover and the new primary's first
+  snapshot is restored as the old primary last had it.
 """
 
 from __future__ import annotations
@@ -86,8 +96,10 @@ def plan_restore(objects: Iterable[ArchivedObject], *, exclude: Collection[str] 
     return None
 
 
-def plan_retention(objects: Iterable[ArchivedObject], chain: int) -> list[ArchivedObject]:
-    """The objects a primary writing chain ``chain`` may delete (see the module docstring)."""
+def plan_retention(objects: Iterable[ArchivedObject], chain: int, *, now: float = 0.0,
+                   window: float = 0.0) -> list[ArchivedObject]:
+    """The objects a primary writing chain ``chain`` may delete at wall time ``now``, keeping
+    ``window`` seconds of point-in-time history (see the module docstring)."""
     objs = list(objects)
     mine = [o for o in objs if o.chain == chain]
     snapshots = sorted({o.last for o in mine if o.snapshot}, reverse=True)
@@ -95,6 +107,36 @@ def plan_retention(objects: Iterable[ArchivedObject], chain: int) -> list[Archiv
         return []  # without a base of our own, every older chain may still be the restore's
     kept = set(snapshots[:KEEP_SNAPSHOTS])
     floor = min(kept)
+    older_chains_go = True
+    if window > 0:
+        cutoff = now - window
+        # a name without a time is from before times were named: as old as can be
+        before = [o.last for o in mine if o.snapshot and (o.at is None or o.at < cutoff)]
+        if before:
+            floor = min(floor, max(before))
+        else:
+            floor = min(snapshots)  # our base: the window reaches back past it, into older chains
+            older_chains_go = False
+        kept.add(floor)
     doomed = [o for o in mine if (o.snapshot and o.last not in kept) or (not o.snapshot and o.last <= floor)]
-    doomed += [o for o in objs if o.chain < chain]
+    if older_chains_go:
+        doomed += [o for o in objs if o.chain < chain]
     return sorted(doomed)
+
+
+def plan_point_in_time(objects: Iterable[ArchivedObject], at: float) -> RestorePlan | None:
+    """How to rebuild the shard as it was at wall time ``at`` (see the module docstring): a
+    snapshot taken at or before it and the chunks continuing it (the reader drops records
+    committed after ``at``); None when no snapshot is that old."""
+    for chain, members in sorted(_chains(objects).items(), reverse=True):
+        bases = [o for o in members if o.snapshot and o.at is not None and o.at <= at]
+        if bases:
+            base = max(bases, key=lambda o: (o.last, o.at or 0.0))
+            return RestorePlan(base.shard, chain, base, tuple(continuation(members, base.last)))
+    return None
+
+
+def earliest_point(objects: Iterable[ArchivedObject]) -> float | None:
+    """The oldest time a point-in-time restore can reach: the oldest snapshot with a time."""
+    times = [o.at for o in objects if o.snapshot and o.at is not None]
+    return min(times) if times else None

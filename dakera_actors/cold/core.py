@@ -43,6 +43,9 @@ class ArchiveConfig:
     breaker_failures: int = 3
     breaker_base: float = 1.0
     breaker_max: float = 30.0
+    #: seconds of point-in-time history retention keeps (the backup schedule's retention_days);
+    #: None: not known yet, nothing is deleted until it is
+    history: float | None = 0.0
 
 
 # -- effects: what the actor carries out and reports back ----------------------------------
@@ -224,9 +227,14 @@ class ArchiveCore:
             arch.archived = plan.seq  # a restart under the same term: continue the chain
         return []
 
+    def set_history(self, seconds: float) -> None:
+        """Keep ``seconds`` of point-in-time history from the next retention on."""
+        self.config = attrs.evolve(self.config, history=max(float(seconds), 0.0))
+
     def uploaded(self, shard: int, chain: int, obj: ArchivedObject | None, now: float, *,
-                 records: int = 0) -> list[Effect]:
-        """An upload finished (``obj`` None: it failed). A snapshot may let retention delete."""
+                 records: int = 0, wall: float = 0.0) -> list[Effect]:
+        """An upload finished (``obj`` None: it failed). A snapshot may let retention delete
+        (``wall``: the wall clock, for the history window)."""
         arch = self._current(shard, chain)
         if obj is None:
             self._failed(now)
@@ -246,7 +254,9 @@ class ArchiveCore:
         if obj.snapshot:
             arch.needs_snapshot = False
             arch.records_since_snapshot = arch.chunks_since_snapshot = 0
-            doomed = plan_retention(arch.known.values(), chain)
+            if self.config.history is None:
+                return []  # the window is not known yet: keep everything until it is
+            doomed = plan_retention(arch.known.values(), chain, now=wall, window=self.config.history)
             return [Delete(shard, chain, tuple(doomed))] if doomed else []
         arch.records_since_snapshot += records
         arch.chunks_since_snapshot += 1

@@ -5,8 +5,14 @@ shard ``s`` over in the shard map of epoch ``E`` (``token << 32 | version``, see
 :mod:`dakera_actors.store.tail`; the map's ``since`` for the shard, which stays while the same
 node stays its primary) writes only under ``shards/<s>/<E>/``::
 
-    shards/00007/00000000004294967298/s-00000000000000000120          snapshot at seq 120
-    shards/00007/00000000004294967298/c-00000000000000000121-00000000000000000180   records 121..180
+    shards/00007/00000000004294967298/s-00000000000000000120-t1796169600123   snapshot at seq 120
+    shards/00007/00000000004294967298/c-00000000000000000121-00000000000000000180-t1796169601250
+                                                                        records 121..180
+
+The ``-t<ms>`` suffix is a Unix time in milliseconds, on the primary's clock: for a snapshot, when
+it was taken (no record inside is newer); for a chunk, the newest record's time. It lets a
+point-in-time restore and a retention window choose objects from the listing alone. Names
+without it (written before it existed) still parse, with no time.
 
 A chain starts with a whole-shard snapshot (its base) and continues with chunks of records in seq
 order. Objects are immutable: each name is written once (a retry writes the same bytes). A
@@ -54,8 +60,8 @@ MAX_OBJECT_BYTES: Final = 1 << 34  # a length field beyond this is damage, not a
 SHARDS: Final = "shards/"
 TOKENS: Final = "cluster/tokens/"
 IDENTITY: Final = "cluster/identity"
-_SNAPSHOT = re.compile(r"^shards/(\d{5})/(\d{20})/s-(\d{20})$")
-_CHUNK = re.compile(r"^shards/(\d{5})/(\d{20})/c-(\d{20})-(\d{20})$")
+_SNAPSHOT = re.compile(r"^shards/(\d{5})/(\d{20})/s-(\d{20})(?:-t(\d{13}))?$")
+_CHUNK = re.compile(r"^shards/(\d{5})/(\d{20})/c-(\d{20})-(\d{20})(?:-t(\d{13}))?$")
 _TOKEN = re.compile(r"^cluster/tokens/(\d{20})$")
 
 
@@ -67,12 +73,16 @@ def shard_prefix(shard: int) -> str:
     return f"{SHARDS}{shard:05d}/"
 
 
-def snapshot_key(shard: int, chain: int, seq: int) -> str:
-    return f"{shard_prefix(shard)}{chain:020d}/s-{seq:020d}"
+def _stamp(at: float | None) -> str:
+    return "" if at is None else f"-t{min(max(round(at * 1000), 0), 10**13 - 1):013d}"
 
 
-def chunk_key(shard: int, chain: int, first: int, last: int) -> str:
-    return f"{shard_prefix(shard)}{chain:020d}/c-{first:020d}-{last:020d}"
+def snapshot_key(shard: int, chain: int, seq: int, at: float | None = None) -> str:
+    return f"{shard_prefix(shard)}{chain:020d}/s-{seq:020d}{_stamp(at)}"
+
+
+def chunk_key(shard: int, chain: int, first: int, last: int, at: float | None = None) -> str:
+    return f"{shard_prefix(shard)}{chain:020d}/c-{first:020d}-{last:020d}{_stamp(at)}"
 
 
 def token_key(token: int) -> str:
@@ -90,16 +100,22 @@ class ArchivedObject:
     snapshot: bool
     key: str = attrs.field(order=False)
     size: int = attrs.field(default=0, order=False, eq=False)
+    #: Unix seconds its name gives (snapshot: taken; chunk: newest record), None for an older name
+    at: float | None = attrs.field(default=None, order=False, eq=False)
 
 
 def parse_key(key: str, size: int = 0) -> ArchivedObject | None:
     """What a shard object's name says, or None for a name that is not one (ignored by readers)."""
     if m := _SNAPSHOT.match(key):
         seq = int(m[3])
-        return ArchivedObject(int(m[1]), int(m[2]), seq, seq, True, key, size)
+        return ArchivedObject(int(m[1]), int(m[2]), seq, seq, True, key, size, _time(m[4]))
     if (m := _CHUNK.match(key)) and 1 <= int(m[3]) <= int(m[4]):
-        return ArchivedObject(int(m[1]), int(m[2]), int(m[3]), int(m[4]), False, key, size)
+        return ArchivedObject(int(m[1]), int(m[2]), int(m[3]), int(m[4]), False, key, size, _time(m[5]))
     return None
+
+
+def _time(ms: str | None) -> float | None:
+    return None if ms is None else int(ms) / 1000
 
 
 def parse_token_key(key: str) -> int | None:

@@ -19,11 +19,12 @@ from ..runtime.offload import Offload
 from ..storage.objects import ObjectExists, ObjectNotFound, ObjectStore, ObjectStoreError, ObjectStoreUnusable
 from ..store.tail import Position
 from ..wal.record import WalRecord
-from .chain import plan_restore
+from .chain import RestorePlan, earliest_point, plan_point_in_time, plan_restore
 from .format import (
     IDENTITY,
     SHARDS,
     TOKENS,
+    ArchivedObject,
     ArchiveFormatError,
     Identity,
     chain_token,
@@ -53,14 +54,54 @@ class Restored:
         return (self.records[-1].epoch, self.records[-1].seq) if self.records else self.base
 
 
+class PointOutOfReach(Exception):
+    """The archive holds no snapshot of a shard as old as the point asked for; ``earliest`` is
+    the oldest point it can restore (None: it holds no timed snapshot of the shard)."""
+
+    def __init__(self, shard: int, earliest: float | None) -> None:
+        super().__init__(f"shard {shard}: the archive reaches back to "
+                         + (f"{earliest:.3f}" if earliest is not None else "no point in time"))
+        self.shard = shard
+        self.earliest = earliest
+
+
+async def _listing(store: ObjectStore, shard: int) -> list[ArchivedObject]:
+    listing = await store.list(shard_prefix(shard))
+    return [o for info in listing if (o := parse_key(info.key, info.size)) is not None and o.shard == shard]
+
+
 async def load_shard(store: ObjectStore, shard: int, offload: Offload, log: EventLogger) -> Restored | None:
     """The newest archived history of ``shard``, or None when the archive has none. Raises
     :class:`ObjectStoreError` when the store cannot be read (the caller retries: an unreadable
     archive is not an empty one)."""
-    listing = await store.list(shard_prefix(shard))
-    objects = [o for info in listing if (o := parse_key(info.key, info.size)) is not None and o.shard == shard]
+    objects = await _listing(store, shard)
+    return await _load(store, shard, objects, lambda bad: plan_restore(objects, exclude=bad), offload, log)
+
+
+async def load_shard_at(store: ObjectStore, shard: int, at: float, offload: Offload,
+                        log: EventLogger) -> Restored | None:
+    """``shard`` as it was at wall time ``at``: the newest snapshot taken at or before it and the
+    archived records after it up to the last one committed at or before ``at``. None when the
+    archive holds nothing of the shard (it never had data, or retention dropped it whole);
+    :class:`PointOutOfReach` when it holds the shard only from later on."""
+    objects = await _listing(store, shard)
+    if not objects:
+        return None
+
+    def plan(bad: set[str]) -> RestorePlan | None:
+        return plan_point_in_time([o for o in objects if o.key not in bad], at)
+
+    found = await _load(store, shard, objects, plan, offload, log, until=at)
+    if found is None:
+        raise PointOutOfReach(shard, earliest_point(objects))
+    return found
+
+
+async def _load(store: ObjectStore, shard: int, objects: list[ArchivedObject],
+                planner: Callable[[set[str]], RestorePlan | None], offload: Offload, log: EventLogger, *,
+                until: float | None = None) -> Restored | None:
     bad: set[str] = set()
-    while (plan := plan_restore(objects, exclude=bad)) is not None:
+    while (plan := planner(bad)) is not None:
         try:
             raw = await store.get(plan.snapshot.key)
             snap = await offload.run(decode_snapshot, raw, plan.snapshot, size=len(raw))
@@ -80,7 +121,13 @@ async def load_shard(store: ObjectStore, shard: int, offload: Offload, log: Even
                 break
             read += len(data)
             at = records[-1].seq if records else snap.seq
-            records.extend(r for r in got if r.seq > at)  # overlapping chunks repeat the same records
+            fresh = [r for r in got if r.seq > at]  # overlapping chunks repeat the same records
+            if until is not None:
+                late = next((n for n, r in enumerate(fresh) if r.ts > until), None)
+                if late is not None:  # the history as of ``until`` is the prefix before it
+                    records.extend(fresh[:late])
+                    break
+            records.extend(fresh)
         return Restored(shard, plan.chain, (snap.epoch, snap.seq), snap.memories, records, read)
     return None
 
@@ -141,4 +188,4 @@ async def _identity(store: ObjectStore, shards: int, node_id: str, wall_clock: C
     raise ObjectStoreUnusable("DAKERA_STORAGE", "the cluster identity keeps changing under this node")
 
 
-__all__ = ["ArchiveInfo", "Restored", "load_shard", "open_archive"]
+__all__ = ["ArchiveInfo", "PointOutOfReach", "Restored", "load_shard", "load_shard_at", "open_archive"]

@@ -4,7 +4,9 @@ create, list, get, download, delete, upload, restore from a stored backup and fr
 from __future__ import annotations
 
 import base64
+import math
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -149,3 +151,31 @@ async def test_a_bundle_may_exceed_the_api_body_limit_but_nothing_else_may(tmp_p
         r = await raw.post("/v1/memory/store", content=stream(), headers={"Content-Type": "application/json"})
         assert r.status_code == 411 and "Content-Length" in r.text, r.text
         assert len(await sdk.admin_list_backups()) and await ids_of(raw, "a") != set()
+
+
+async def test_a_point_in_time_restore_brings_back_the_agents_as_they_were_at_that_second(tmp_path: Path) -> None:
+    """Store A; note t1; store B, forget A, a new agent; restore at t1 through the SDK: A is back,
+    B and the new agent's memory are not."""
+    async with node_and_sdk(tmp_path, cold_flush_ms=50) as (node, raw, sdk):
+        for mid in ("a", "keep"):
+            r = await raw.post("/v1/memory/store", json={"agent_id": "pit", "content": f"memory {mid}", "id": mid})
+            assert r.status_code == 200
+        t1 = math.ceil(time.time())  # the SDK sends whole seconds: the next one, after A's commit
+        await trio.sleep(t1 + 0.02 - time.time())  # until the wall clock has passed it
+        assert time.time() > t1
+        r = await raw.post("/v1/memory/store", json={"agent_id": "pit", "content": "memory b", "id": "b"})
+        assert r.status_code == 200
+        assert (await raw.post("/v1/memory/forget", json={"agent_id": "pit", "memory_ids": ["a"]})).status_code == 200
+        r = await raw.post("/v1/memory/store", json={"agent_id": "newcomer", "content": "born later", "id": "n"})
+        assert r.status_code == 200
+        assert await ids_of(raw, "pit") == {"keep", "b"}
+        # bad points: a 400 each, nothing started
+        for bad in (int(time.time()) + 3600, 5, "yesterday"):
+            with pytest.raises(ValidationError):
+                await sdk.admin_restore_backup("", point_in_time=bad)  # type: ignore[arg-type]
+        job = await sdk.admin_restore_backup("", point_in_time=t1)
+        done = await restored(sdk, job["restore_id"])
+        assert done["status"] == "completed", done
+        assert await ids_of(raw, "pit") == {"a", "keep"}
+        assert await ids_of(raw, "newcomer") == set()
+        assert node.metrics.sample("dakera_restores_total", outcome="ok") == 1
