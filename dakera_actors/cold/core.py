@@ -192,6 +192,10 @@ class ArchiveCore:
               now: float) -> Effect | None:
         if not arch.inspected:
             return Inspect(shard, arch.chain)
+        if arch.archived is None and not arch.known and position == (0, 0):
+            # the archive has never held this shard: an empty base says it was empty from now on
+            # (a point-in-time restore before its first write then finds it empty, not unknown)
+            return UploadSnapshot(shard, arch.chain)
         if arch.dirty_since is None:
             return None
         if arch.archived is None or arch.needs_snapshot:

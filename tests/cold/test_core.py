@@ -57,10 +57,14 @@ def test_inspect_then_base_then_chunks_within_the_flush_interval():
     assert tick(core, shard, 0.0) == [Inspect(0, E)]
     assert tick(core, shard, 0.1) == []  # busy: one call per shard at a time
     assert core.inspected(0, E, [], local_seq=0, now=0.1) == []
-    assert tick(core, shard, 0.2) == []  # nothing written: nothing to archive
+    # the archive never held the shard: an empty base says it was empty from then on
+    assert tick(core, shard, 0.2) == [UploadSnapshot(0, E)]
+    core.uploaded(0, E, obj(snapshot_key(0, E, 0, 0.2)), 0.25)
+    assert tick(core, shard, 0.26) == []  # nothing written: nothing more to archive
     shard.write(3, at=0.3)
-    assert tick(core, shard, 0.3) == [UploadSnapshot(0, E)]  # the chain's base goes up at once
-    core.uploaded(0, E, obj(snapshot_key(0, E, 3)), 0.4)
+    (first,) = tick(core, shard, 0.8)  # records after the base go up in chunks
+    assert isinstance(first, UploadChunk) and [r.seq for r in first.records] == [1, 2, 3]
+    core.uploaded(0, E, obj(chunk_key(0, E, 1, 3)), 0.9, records=3)
     shard.write(2, at=1.0)
     assert tick(core, shard, 1.2) == []  # waits for half the flush interval to batch records
     (up,) = tick(core, shard, 1.5)
@@ -69,6 +73,16 @@ def test_inspect_then_base_then_chunks_within_the_flush_interval():
         abs(core.figures(1.6, {0: shard.tail}).lag_seconds - 0.6) < 1e-9
     core.uploaded(0, E, obj(chunk_key(0, E, 4, 5)), 1.6, records=2)
     assert core.figures(1.7, {0: shard.tail}).lag_seconds == 0.0
+
+
+def test_a_shard_the_archive_already_holds_waits_for_a_write_before_its_base():
+    core, shard = setup()
+    assert tick(core, shard, 0.0) == [Inspect(0, E)]
+    older = E - (1 << 32)
+    assert core.inspected(0, E, [obj(snapshot_key(0, older, 0, 0.0))], local_seq=0, now=0.1) == []
+    assert tick(core, shard, 0.2) == []  # an older term's base covers it: nothing to upload yet
+    shard.write(3, at=0.3)
+    assert tick(core, shard, 0.3) == [UploadSnapshot(0, E)]  # our chain's base goes up at once
 
 
 def test_a_tail_that_no_longer_reaches_the_archive_gets_a_snapshot_and_retention():
