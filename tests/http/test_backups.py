@@ -179,3 +179,11 @@ async def test_a_point_in_time_restore_brings_back_the_agents_as_they_were_at_th
         assert await ids_of(raw, "pit") == {"a", "keep"}
         assert await ids_of(raw, "newcomer") == set()
         assert node.metrics.sample("dakera_restores_total", outcome="ok") == 1
+        # limited to some agents: only those go back to the point, the others keep what they hold now
+        for agent, mid in (("pit", "extra"), ("newcomer", "again")):
+            r = await raw.post("/v1/memory/store", json={"agent_id": agent, "content": "after", "id": mid})
+            assert r.status_code == 200
+        job = await sdk.admin_restore_backup("", point_in_time=t1, target_namespaces=["newcomer"])
+        assert (await restored(sdk, job["restore_id"]))["status"] == "completed"
+        assert await ids_of(raw, "newcomer") == set()
+        assert await ids_of(raw, "pit") == {"a", "keep", "extra"}
