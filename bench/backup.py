@@ -18,6 +18,7 @@ Usage: ``.venv/bin/python bench/backup.py [--memories 100000] [--quick]`` (from 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -53,6 +54,13 @@ def store_latencies(url: str, stop: threading.Event, out: list[float]) -> None:
             if r.status_code == 200:
                 out.append((time.perf_counter() - started) * 1000)
             n += 1
+
+
+def archive_lag(url: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("dakera_cold_tier_lag_seconds"):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         if info["status"] != "completed":
             raise RuntimeError(f"backup failed: {info}")
         bundle = httpx.get(f"{nodes[0].url}/v1/admin/backups/{backup_id}/download", timeout=300).content
+        # a point to go back to later: a second after everything so far, then more writes on top
+        point = math.ceil(time.time())
+        time.sleep(max(point + 0.05 - time.time(), 0))
+        for n in range(50):
+            httpx.post(nodes[2].url + "/v1/memory/store", json={"agent_id": agents[n % len(agents)],
+                                                                "content": f"after the point {n}"}, timeout=30)
+        wait_until("archive caught up", lambda: all(archive_lag(n.url) == 0 for n in nodes), 120, nodes)
         for node in nodes:
             node.stop()
             shutil.rmtree(Path(node.env["DAKERA_DATA_DIR"]), ignore_errors=True)
@@ -134,6 +149,34 @@ def main(argv: list[str] | None = None) -> int:
         wait_until("restore", restored, 3600, fresh)
         restore_s = time.perf_counter() - r0
         total_s = time.perf_counter() - t0
+        for node in fresh:
+            node.stop()
+        # the first cluster's machines wiped, new ones on its bucket: the cold tier brings back the
+        # newest state, then a point-in-time restore takes every agent back to ``point``
+        (tmp / "three").mkdir()
+        third = cluster_processes(tmp / "three", 3, **env(moto.endpoint, prefix, args.shards))
+        fresh += third
+        t0 = time.perf_counter()
+        for node in third:
+            node.start()
+        wait_until("cluster on its archive ready", lambda: all(ready(n) for n in third), 600, third)
+        archive_ready_s = time.perf_counter() - t0
+        r = httpx.post(third[0].url + "/v1/admin/backups/restore", json={"backup_id": "", "point_in_time": point},
+                       timeout=60)
+        if r.status_code != 201:
+            raise RuntimeError(f"point-in-time restore refused: {r.status_code} {r.text[:300]}")
+        pitr_id = r.json()["restore_id"]
+        p0 = time.perf_counter()
+
+        def pitr_done() -> bool:
+            job = httpx.get(f"{third[0].url}/v1/admin/backups/restore/{pitr_id}", timeout=10).json()
+            if job["status"] == "failed":
+                raise RuntimeError(f"point-in-time restore failed: {job}")
+            return job["status"] == "completed"
+
+        wait_until("point-in-time restore", pitr_done, 3600, third)
+        pitr_s = time.perf_counter() - p0
+        pitr_job = httpx.get(f"{third[0].url}/v1/admin/backups/restore/{pitr_id}", timeout=10).json()
         mb = len(bundle) / 1e6
         print()
         print(f"backup {backup_id}: {info['vector_count']} memories, bundle {mb:.1f} MB")
@@ -145,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             ["restore memories/s", f"{info['vector_count'] / restore_s:,.0f}"],
             ["wiped cluster: start to ready", f"{ready_s:.2f}"],
             ["wiped cluster: start to restored", f"{total_s:.2f} (seed: 5-15 min)"],
+            ["wiped cluster on its archive: start to ready (newest state)", f"{archive_ready_s:.2f}"],
+            ["point-in-time restore seconds (request to completed)", f"{pitr_s:.2f}"],
+            ["point-in-time restore memories written", f"{pitr_job.get('vectors_restored', 0):,}"],
         ])
         print()
         print_table(["write latency (ms)", "n", "p50", "p99"], [
