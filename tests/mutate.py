@@ -248,6 +248,22 @@ MUTATIONS: list[Mutation] = [
         "    kept = set(snapshots[1:KEEP_SNAPSHOTS])",
         ("tests/cold/test_format_chain.py", "tests/cold/test_core.py"),
     ),
+    Mutation(
+        "pitr-window-kept",
+        "retention keeps every second of the history window restorable",
+        "dakera_actors/cold/chain.py",
+        "            older_chains_go = False",
+        "            older_chains_go = True",
+        ("tests/cold/test_point_in_time.py",),
+    ),
+    Mutation(
+        "pitr-stops-at-the-point",
+        "a point-in-time restore applies no record committed after the point",
+        "dakera_actors/cold/restore.py",
+        "if r.ts > until), None)",
+        "if r.ts > until + 3600), None)",
+        ("tests/cold/test_point_in_time.py", "tests/http/test_backups.py"),
+    ),
 ]
 
 

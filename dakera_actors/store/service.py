@@ -206,9 +206,18 @@ class MemoryService:
             pairs.append((record, vector))
         shard = self.shards.shard_of(agent)
         data_now = self.shards.shards.get(shard)
-        held = set(data_now.agents[agent].memories) if data_now is not None and agent in data_now.agents else set()
+        holding = data_now.agents.get(agent) if data_now is not None else None
+        held = set(holding.memories) if holding is not None else set()
         wanted = {record["id"] for record, _ in pairs}
-        puts = [(r, v) for r, v in pairs if overwrite or r["id"] not in held]
+
+        def unchanged(record: dict[str, Any], vector: bytes) -> bool:
+            # held exactly as the backup has it: rewriting it would log and replicate nothing new
+            # (a point-in-time restore mostly finds its memories unchanged)
+            assert holding is not None
+            mid = record["id"]
+            return holding.vectors.get(mid) == vector and holding.memories[mid].to_record() == record
+
+        puts = [(r, v) for r, v in pairs if r["id"] not in held or (overwrite and not unchanged(r, v))]
         doomed = sorted(held - wanted) if overwrite else []
         now = self.wall_clock()
         contents = [r["c"] for r, _ in puts]
