@@ -511,6 +511,11 @@ class Node:
                                archive_since=self.archive.identity.created_at if self.archive else 0.0,
                                archive_flush=self.config.cold_flush_ms / 1000, on_history=self._archive_history)
         self.facade.backups = self.backups
+        if self.config.cluster_mode and self.config.backup_storage == "filesystem":
+            # each node would list its own backups and follow its own schedule and history window
+            self.log.warning("backup_store_node_local", location=store.location,
+                             hint="in a cluster set DAKERA_BACKUP_STORAGE=s3 (or one shared DAKERA_BACKUP_PATH) "
+                                  "so every node sees the same backups, schedule and retention_days")
         lease = self.lease
 
         def leading() -> int | None:  # the schedule runs on the leader (a single node leads itself)
