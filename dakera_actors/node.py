@@ -509,6 +509,8 @@ class Node:
                                on_restore=lambda outcome: self.metrics.restores.labels(outcome).inc(),
                                archive=self.objects, dim=self.memory.shards.dim,
                                archive_since=self.archive.identity.created_at if self.archive else 0.0,
+                               archive_local=(self.config.cluster_mode and self.config.storage == "filesystem"
+                                              and self.config.storage_path is None and not self._objects_injected),
                                archive_flush=self.config.cold_flush_ms / 1000, on_history=self._archive_history)
         self.facade.backups = self.backups
         if self.config.cluster_mode and self.config.backup_storage == "filesystem":

@@ -7,8 +7,11 @@ memory, on the offload threads: the node's own shards are never touched), and th
 :class:`~.bundle.Part` like a backup's, so the restore job writes it back the same way.
 
 The point must be covered by the archive on every shard: when a shard's archive starts later
-(retention dropped what was older), the restore is refused with the oldest point it could reach;
-a shard the archive holds nothing of had no data, or none for the whole window, and restores empty.
+(retention dropped what was older), the restore is refused with the oldest point it could reach.
+A shard the archive holds nothing of refuses it too: every primary archives an empty base for a
+shard the archive never held, so nothing at all means this is not the cluster's whole archive (a
+node-local one, or its primary's first upload still pending), and restoring it empty would wipe
+its agents.
 """
 
 from __future__ import annotations
@@ -48,8 +51,7 @@ async def parts_at(archive: ObjectStore, *, shard_count: int, dim: int, at: floa
     for shard in range(shard_count):
         found = await load_shard_at(archive, shard, at, offload, log)
         if found is None:
-            parts.append(Part(shard, 0, 0, []))
-            continue
+            raise PointOutOfReach(shard, None)
         records += len(found.records)
         parts.append(await offload.run(replay, found, shard_count, dim,
                                        size=sum(len(m[1]) for m in found.memories) + 64 * len(found.records)))
@@ -57,13 +59,13 @@ async def parts_at(archive: ObjectStore, *, shard_count: int, dim: int, at: floa
 
 
 async def check_reach(archive: ObjectStore, shard_count: int, at: float) -> None:
-    """:class:`PointOutOfReach` unless every shard the archive holds anything of has a snapshot
-    taken at or before ``at`` (names only: one listing per shard, nothing downloaded)."""
+    """:class:`PointOutOfReach` unless every shard has an archived snapshot taken at or before
+    ``at`` (names only: one listing per shard, nothing downloaded)."""
     for shard in range(shard_count):
         objects = [o for info in await archive.list(shard_prefix(shard))
                    if (o := parse_key(info.key, info.size)) is not None]
         earliest = earliest_point(objects)
-        if objects and (earliest is None or earliest > at):
+        if earliest is None or earliest > at:
             raise PointOutOfReach(shard, earliest)
 
 

@@ -84,7 +84,8 @@ class Backups:
                  wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_backup: Callable[[str], None] | None = None,
                  on_restore: Callable[[str], None] | None = None, offload: Offload = INLINE,
-                 archive: ObjectStore | None = None, archive_since: float = 0.0, dim: int = 0,
+                 archive: ObjectStore | None = None, archive_since: float = 0.0, archive_local: bool = False,
+                 dim: int = 0,
                  archive_flush: float = 1.0,
                  on_history: Callable[[float], None] | None = None) -> None:
         self.node_id = node_id
@@ -109,6 +110,8 @@ class Backups:
         #: how soon a committed record is archived (DAKERA_COLD_FLUSH_MS, in seconds)
         self.archive = archive
         self.archive_since = archive_since  # when the archive began (its identity's creation)
+        #: the archive is this cluster node's own directory: it holds only the shards it led
+        self.archive_local = archive_local
         self.dim = dim
         self.archive_flush = archive_flush
         #: told the schedule's retention_days (in seconds): how much history the archive keeps
@@ -434,6 +437,11 @@ class Backups:
         if self.archive is None:
             raise InvalidRequest("point_in_time: this node has no archive to restore from (a node without a data "
                                  "directory keeps no cold tier)", field="point_in_time")
+        if self.archive_local:
+            raise InvalidRequest("point_in_time: this node's archive is its own directory (DAKERA_STORAGE="
+                                 "filesystem under its data dir) and holds only the shards it led; a point-in-time "
+                                 "restore needs the cluster's one archive: DAKERA_STORAGE=s3 or a shared "
+                                 "DAKERA_STORAGE_PATH", field="point_in_time")
         if at < self.archive_since:
             raise InvalidRequest(f"point_in_time: {at:.3f} is before this cluster's archive began "
                                  f"({self.archive_since:.3f})", field="point_in_time")
@@ -441,7 +449,8 @@ class Backups:
             await check_reach(self.archive, self.shards, at)
         except PointOutOfReach as exc:
             reach = (f"the archive reaches back to {exc.earliest:.3f} (shard {exc.shard})" if exc.earliest is not None
-                     else f"the archive holds no point in time of shard {exc.shard}")
+                     else f"the archive holds nothing of shard {exc.shard} (not the cluster's whole archive, or its "
+                          "primary has not archived it yet)")
             raise InvalidRequest(f"point_in_time: {at:.3f} is out of reach: {reach}; the window is the backup "
                                  "schedule's retention_days", field="point_in_time") from None
         except ObjectStoreError as exc:

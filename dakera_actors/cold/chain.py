@@ -18,7 +18,8 @@ The rules, over the objects of one shard as listed (see :mod:`.format` for the n
   the newest two go (replays start from the floor). While ``E`` has no snapshot that old, its
   base is kept and the chains below ``E`` stay: they hold the start of the window.
 - **A point in time** ``T`` is rebuilt from the newest chain with a snapshot taken at or before
-  ``T``: that snapshot, then its chain's records up to the last one committed at or before ``T``
+  ``T`` (a snapshot at seq 0 in the oldest chain, the shard before its first record, counts as
+  taken at any earlier time): that snapshot, then its chain's records up to the last one committed at or before ``T``
   (the reader stops at the first newer record). A chain's records end where the next primary
   took over, so a point inside the second between a takeover and the new primary's first
   snapshot is restored as the old primary last had it.
@@ -128,15 +129,28 @@ def plan_point_in_time(objects: Iterable[ArchivedObject], at: float) -> RestoreP
     """How to rebuild the shard as it was at wall time ``at`` (see the module docstring): a
     snapshot taken at or before it and the chunks continuing it (the reader drops records
     committed after ``at``); None when no snapshot is that old."""
-    for chain, members in sorted(_chains(objects).items(), reverse=True):
-        bases = [o for o in members if o.snapshot and o.at is not None and o.at <= at]
+    chains = _chains(objects)
+    oldest = min(chains, default=0)
+    for chain, members in sorted(chains.items(), reverse=True):
+        bases = [o for o in members if o.snapshot and (o.at is not None and o.at <= at or _origin(o, oldest))]
         if bases:
             base = max(bases, key=lambda o: (o.last, o.at or 0.0))
             return RestorePlan(base.shard, chain, base, tuple(continuation(members, base.last)))
     return None
 
 
+def _origin(obj: ArchivedObject, oldest_chain: int) -> bool:
+    """A snapshot at seq 0 in the shard's oldest chain: the shard before its first record ever,
+    so it holds for any earlier time too (back to when the archive began)."""
+    return obj.snapshot and obj.last == 0 and obj.chain == oldest_chain
+
+
 def earliest_point(objects: Iterable[ArchivedObject]) -> float | None:
-    """The oldest time a point-in-time restore can reach: the oldest snapshot with a time."""
-    times = [o.at for o in objects if o.snapshot and o.at is not None]
+    """The oldest time a point-in-time restore can reach: the oldest snapshot with a time, or
+    any time (0.0) when the shard's origin is archived."""
+    objs = list(objects)
+    oldest = min((o.chain for o in objs), default=0)
+    if any(_origin(o, oldest) for o in objs):
+        return 0.0
+    times = [o.at for o in objs if o.snapshot and o.at is not None]
     return min(times) if times else None

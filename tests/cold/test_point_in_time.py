@@ -63,10 +63,16 @@ def test_a_point_is_rebuilt_from_the_newest_chain_with_a_snapshot_before_it() ->
     assert mid is not None and mid.chain == E2 and mid.snapshot.last == 90 and mid.seq == 130
     early = plan_point_in_time(objects, 45.0)  # before the takeover: the first primary's chain to its end
     assert early is not None and early.chain == E1 and early.snapshot.last == 0 and early.seq == 90
-    assert plan_point_in_time(objects, 9.9) is None
-    assert earliest_point(objects) == 10.0
+    assert plan_point_in_time(objects, 9.9) is not None  # seq 0 of the oldest chain: empty before its first write
+    assert earliest_point(objects[1:]) == 50.5
     # an untimed snapshot (an older name) is never a base for a point in time
-    assert plan_point_in_time([snap(E1, 0, None), chunk(E1, 1, 5, 3.0)], 100.0) is None
+    assert plan_point_in_time([snap(E1, 3, None), chunk(E1, 4, 5, 3.0)], 100.0) is None
+    # the shard's origin (seq 0 in its oldest chain) holds for any earlier time: it was empty then
+    origin = [snap(E1, 0, 50.0), chunk(E1, 1, 5, 60.0)]
+    early_origin = plan_point_in_time(origin, 20.0)
+    assert early_origin is not None and early_origin.snapshot.last == 0 and earliest_point(origin) == 0.0
+    # ... but a seq-0 snapshot of a later term is no origin
+    assert plan_point_in_time([snap(E1, 4, 40.0), snap(E2, 0, 50.0)], 20.0) is None
 
 
 def test_without_a_window_retention_is_the_newest_two_snapshots() -> None:
@@ -132,7 +138,8 @@ def test_after_any_retention_every_second_of_the_window_is_restorable(case: tupl
     for point in points:
         plan = plan_point_in_time(bucket.values(), point)
         assert plan is not None, f"the point {point} of the window [{now - window}, {now}] is lost"
-        assert plan.snapshot.at is not None and plan.snapshot.at <= point
+        # taken by the point, or the shard's origin (seq 0: nothing committed before it)
+        assert plan.snapshot.at is not None and (plan.snapshot.at <= point or plan.snapshot.last == 0)
         # everything committed by the point is reached: the plan's records go past it (or to the end)
         reached = plan.seq
         committed = max(s for s, at in times.items() if at <= point)
