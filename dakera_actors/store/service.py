@@ -185,13 +185,18 @@ class MemoryService:
         """Put back one agent's memories from a backup: ``{"agent_id", "overwrite", "memories":
         [[memory record, base64 vector], ...]}``. Every memory is checked first (one bad one refuses
         the request, nothing written). Without ``overwrite`` only memories the agent lacks are added;
-        with it the agent ends up holding exactly the backup's memories. Written through the log and
+        with it the agent ends up holding exactly the backup's memories: those of this request and
+        the ids in ``retain`` (the agent's memories the restore sends in its other requests; without
+        it the second request of an agent would delete the first one's). Written through the log and
         replicated like any write; applying the same request twice gives the same state."""
         if not isinstance(data, dict) or not isinstance(data.get("memories"), list):
             raise InvalidRequest("body: must be an object with a memories list", field="memories")
         with valid():
             agent = validation.agent_id(data.get("agent_id"))
         overwrite = data.get("overwrite") is True
+        retain = data.get("retain") or []
+        if not isinstance(retain, list) or not all(isinstance(i, str) for i in retain):
+            raise InvalidRequest("retain: must be a list of memory ids", field="retain")
         pairs: list[tuple[dict[str, Any], bytes]] = []
         for n, item in enumerate(data["memories"]):
             try:
@@ -207,7 +212,8 @@ class MemoryService:
         shard = self.shards.shard_of(agent)
         data_now = self.shards.shards.get(shard)
         held = set(data_now.agents[agent].memories) if data_now is not None and agent in data_now.agents else set()
-        wanted = {record["id"] for record, _ in pairs}
+        # an agent restored in several requests: each one's overwrite keeps the others' memories
+        wanted = {record["id"] for record, _ in pairs} | set(retain)
         puts = [(r, v) for r, v in pairs if overwrite or r["id"] not in held]
         doomed = sorted(held - wanted) if overwrite else []
         now = self.wall_clock()
