@@ -18,7 +18,7 @@ from dakera_actors.errors import Unavailable
 from dakera_actors.log import get_logger
 from dakera_actors.storage.memory import MemoryObjectStore
 
-from ..waiting import eventually
+from ..waiting import eventually, eventually_async
 
 
 def memory(mid: str, agent: str) -> list[Any]:
@@ -124,9 +124,7 @@ async def test_a_restore_survives_a_leader_change_resumed_once_by_one_of_two_can
             record = await store.restore(job.restore_id)
             return record is not None and record.status != "inprogress"
 
-        with trio.fail_after(300):
-            while not await over():
-                await trio.sleep(0.5)
+        await eventually_async(over, timeout=300)
         final = await store.restore(job.restore_id)
         assert final is not None and final.status == "completed", final
         assert final.token == 2 and final.runner in ("n2", "n3") and final.done == final.batches
@@ -161,13 +159,11 @@ async def test_a_restore_whose_bundle_is_gone_fails_and_an_unfinished_backup_fai
         world.lead = {"n2": 2}
         await svc["n2"].store.delete(backup_id)  # the restore's source is gone before n2 takes it over
 
-        async def status(restore_id: str) -> str:
-            record = await svc["n2"].store.restore(restore_id)
-            return record.status if record is not None else "-"
+        async def over() -> bool:
+            record = await svc["n2"].store.restore(job.restore_id)
+            return record is not None and record.status != "inprogress"
 
-        with trio.fail_after(60):
-            while await status(job.restore_id) == "inprogress":
-                await trio.sleep(0.5)
+        await eventually_async(over, timeout=60)
         failed = await svc["n2"].store.restore(job.restore_id)
         assert failed is not None and failed.status == "failed" and "source is gone" in (failed.error or "")
         info = await svc["n2"].get(slow.backup_id)
