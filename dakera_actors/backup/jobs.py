@@ -4,9 +4,12 @@ A restore writes the memories of its parts back one request (a *batch*) at a tim
 deterministic function of the parts and the target agents, so a runner that takes a job over
 (after a leader change or a restart) recomputes the same plan and goes on from the record's
 ``done`` (the number of batches applied). Re-applying a batch is harmless: restore writes are
-idempotent. An agent whose memories do not fit one request carries, in each of its batches, every
-id of its restore (``retain``): an ``overwrite`` batch then deletes only the memories the backup
-does not have, never those another batch of the same agent put back.
+idempotent. An agent whose memories do not fit one request is spread over several batches: its
+first carries every id of its restore (``retain``), so with ``overwrite`` it deletes only the
+memories the backup does not have; the others replace their memories and delete nothing
+(``prune`` false), so no batch deletes what another batch of the same agent put back. (Each
+batch carrying the whole list would cost the agent's ids once per batch: quadratic.) A runner
+resuming at a later batch of an agent finds the first applied: ``done`` counts it.
 """
 
 from __future__ import annotations
@@ -28,16 +31,20 @@ SAVE_EVERY_SECONDS = 5.0  # ...or this long, whichever comes first
 @attrs.frozen
 class Batch:
     """One ``restore_agent`` request of a plan: some memories of one agent (``[record, base64
-    vector]`` pairs) and, when the agent is spread over several batches, all its restored ids."""
+    vector]`` pairs); when the agent is spread over several batches, its first has all its
+    restored ids (``retain``) and the others ``prune`` nothing."""
 
     agent: str
     memories: list[list[Any]]
     retain: list[str] = attrs.Factory(list)
+    prune: bool = True
 
     def request(self, overwrite: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"agent_id": self.agent, "overwrite": overwrite, "memories": self.memories}
         if self.retain:
             body["retain"] = self.retain
+        if not self.prune:
+            body["prune"] = False
         return body
 
 
@@ -65,7 +72,8 @@ def plan_batches(parts: list[Part], agents: set[str] | None, limit: int | None =
                 size += cost
             groups.append(group)
             retain = sorted({item[0]["id"] for item in items}) if len(groups) > 1 else []
-            plan.extend(Batch(agent, g, retain) for g in groups)
+            plan.append(Batch(agent, groups[0], retain))
+            plan.extend(Batch(agent, g, prune=False) for g in groups[1:])
     return plan
 
 

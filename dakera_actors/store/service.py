@@ -187,7 +187,8 @@ class MemoryService:
         the request, nothing written). Without ``overwrite`` only memories the agent lacks are added;
         with it the agent ends up holding exactly the backup's memories: those of this request and
         the ids in ``retain`` (the agent's memories the restore sends in its other requests; without
-        it the second request of an agent would delete the first one's). Written through the log and
+        it the second request of an agent would delete the first one's); ``prune`` false (the
+        agent's later requests) replaces this request's memories and deletes none. Written through the log and
         replicated like any write; applying the same request twice gives the same state."""
         if not isinstance(data, dict) or not isinstance(data.get("memories"), list):
             raise InvalidRequest("body: must be an object with a memories list", field="memories")
@@ -215,7 +216,7 @@ class MemoryService:
         # an agent restored in several requests: each one's overwrite keeps the others' memories
         wanted = {record["id"] for record, _ in pairs} | set(retain)
         puts = [(r, v) for r, v in pairs if overwrite or r["id"] not in held]
-        doomed = sorted(held - wanted) if overwrite else []
+        doomed = sorted(held - wanted) if overwrite and data.get("prune") is not False else []
         now = self.wall_clock()
         contents = [r["c"] for r, _ in puts]
         if contents:

@@ -45,6 +45,16 @@ async def test_overwrite_or_add_missing_and_nothing_written_for_a_bad_memory(tmp
         assert sorted(shard.agents["a"].memories) == ["keep", "new"]  # "gone" was not in the backup
         again = await svc.restore_agent({"agent_id": "a", "memories": backup, "overwrite": True})
         assert again["removed"] == 0 and sorted(shard.agents["a"].memories) == ["keep", "new"]
+        # one agent in two requests: the first retains the second's ids, the second prunes nothing
+        await svc.store({"agent_id": "a", "content": "not in the backup", "id": "extra"})
+        first = await svc.restore_agent({"agent_id": "a", "memories": backup[:1], "overwrite": True,
+                                         "retain": ["keep", "new"]})
+        assert first["removed"] == 1 and sorted(shard.agents["a"].memories) == ["keep", "new"]
+        second = await svc.restore_agent({"agent_id": "a", "memories": backup[1:], "overwrite": True, "prune": False})
+        assert second == {"agent_id": "a", "restored": 1, "skipped": 0, "removed": 0}
+        assert sorted(shard.agents["a"].memories) == ["keep", "new"]
+        with pytest.raises(InvalidRequest, match="retain"):
+            await svc.restore_agent({"agent_id": "a", "memories": backup, "retain": "keep"})
 
 
 async def test_an_agent_spread_over_several_requests_keeps_every_memory_with_overwrite(

@@ -29,7 +29,7 @@ BACKED_UP = {"a": {f"a{i:02}" for i in range(24)}, "b": {f"b{i}" for i in range(
 
 
 class World:
-    """One cluster's data (restore_agent applied as the store applies it, retain included), who
+    """One cluster's data (restore_agent applied as the store applies it, retain and prune included), who
     leads with which token, and every write tagged with the node that sent it."""
 
     def __init__(self) -> None:
@@ -68,7 +68,7 @@ class NodeView:
         await trio.sleep(self.world.write_time)
         agent, sent = req["agent_id"], {m[0]["id"] for m in req["memories"]}
         held = self.world.held.setdefault(agent, set())
-        if req["overwrite"]:
+        if req["overwrite"] and req.get("prune", True):
             held &= sent | set(req.get("retain", []))
         held |= sent
         self.world.writes.append((self.node_id, agent, req["memories"][0][0]["id"]))
