@@ -160,6 +160,7 @@ class Node:
         self.archive: ArchiveInfo | None = None
         #: where backup bundles go (DAKERA_BACKUP_STORAGE), and the backup service over it
         self.backup_objects: ObjectStore | None = None
+        self.backup_shared = False  # the backup store is the cluster's, not this node's own
         self.backups: Backups | None = None
         self.archiver: Archiver | None = None
         self.seeder: Seeder | None = None
@@ -489,6 +490,7 @@ class Node:
 
     def _start_backups(self) -> None:
         from .backup.cluster import NodeCluster
+        from .backup.link import forwarder, serve_backup_jobs
         from .backup.service import Backups
         from .backup.store import BackupStore
         from .storage.opening import describe_backups
@@ -500,6 +502,19 @@ class Node:
                               shard_map=(lambda: shard_map.view.value) if shard_map is not None else None,
                               request_timeout=self.config.request_timeout, archive_behind=self._archive_behind)
         store = BackupStore(self.backup_objects, location=describe_backups(self.config, self.data_dir))
+        lease = self.lease
+
+        def leading() -> int | None:  # jobs and the schedule run on the leader (a single node leads itself)
+            if lease is None:
+                return 0
+            view = lease.view.value
+            return view.token if view.is_self else None
+
+        def leader() -> str | None:
+            return lease.view.value.leader if lease is not None else self.node_id
+
+        # a shared backup store (every node sees the same records): jobs run on the leader
+        shared = self.config.cluster_mode and lease is not None and self.peers is not None and self.backup_shared
         self.backups = Backups(node_id=self.node_id, store=store, cluster=cluster,
                                cluster_id=self.archive.identity.cluster_id if self.archive else self.node_id,
                                shards=self.config.shards, key=self.config.backup_key,
@@ -511,22 +526,19 @@ class Node:
                                archive_since=self.archive.identity.created_at if self.archive else 0.0,
                                archive_local=(self.config.cluster_mode and self.config.storage == "filesystem"
                                               and self.config.storage_path is None and not self._objects_injected),
-                               archive_flush=self.config.cold_flush_ms / 1000, on_history=self._archive_history)
+                               archive_flush=self.config.cold_flush_ms / 1000, on_history=self._archive_history,
+                               shared=shared, leading=leading, leader=leader,
+                               forward=forwarder(self.peers) if shared and self.peers is not None else None)
+        if self.endpoint is not None:
+            serve_backup_jobs(self.endpoint, self.backups)
         self.facade.backups = self.backups
-        if self.config.cluster_mode and self.config.backup_storage == "filesystem":
+        if self.config.cluster_mode and not self.backup_shared:
             # each node would list its own backups and follow its own schedule and history window
             self.log.warning("backup_store_node_local", location=store.location,
                              hint="in a cluster set DAKERA_BACKUP_STORAGE=s3 (or one shared DAKERA_BACKUP_PATH) "
                                   "so every node sees the same backups, schedule and retention_days")
-        lease = self.lease
-
-        def leading() -> int | None:  # the schedule runs on the leader (a single node leads itself)
-            if lease is None:
-                return 0
-            view = lease.view.value
-            return view.token if view.is_self else None
-
         self.nursery.start_soon(self.backups.run_schedule, leading)
+        self.nursery.start_soon(self.backups.run_jobs)
         self.nursery.start_soon(self.backups.follow_history)
 
     def _archive_history(self, seconds: float) -> None:
@@ -654,6 +666,8 @@ async def open_node(
                               new=node.archive.created, chains=node.archive.chains,
                               token_floor=node.archive.token_floor)
             node.backup_objects = backup_objects
+            # given (a bucket the test's nodes share) or S3: every node reads the same backups
+            node.backup_shared = backup_objects is not None or config.backup_storage == "s3"
             if node.backup_objects is None and (config.backup_storage == "s3" or disk is None):
                 from .storage.opening import open_backup_store
 

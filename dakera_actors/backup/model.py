@@ -31,6 +31,11 @@ class BackupInfo:
     compression: str | None = "gzip"
     #: an incremental backup: the backup it adds to (restoring it needs that one too)
     base_backup_id: str | None = None
+    #: the job's runner (internal; the SDKs ignore them): the node that takes the cut and, with a
+    #: shared backup store, the fencing token it led with (a later leader fails a runner's
+    #: unfinished backup: nothing of it was stored)
+    runner: str | None = None
+    token: int | None = None
 
     def view(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -40,7 +45,10 @@ class BackupInfo:
 
     @classmethod
     def from_json(cls, raw: bytes) -> BackupInfo:
-        d = json.loads(raw)
+        return cls.from_view(json.loads(raw))
+
+    @classmethod
+    def from_view(cls, d: Any) -> BackupInfo:
         if not isinstance(d, dict):
             raise ValueError("a backup record is a JSON object")
         known = {f.name for f in attrs.fields(cls)}
@@ -73,6 +81,16 @@ class RestoreInfo:
     completed_at: float | None = None
     duration_seconds: float | None = None
     error: str | None = None
+    #: the job itself (internal; the SDKs ignore them): the node running it and the fencing token
+    #: it leads with (None on a node-local store), the request it recomputes its parts from
+    #: (``backup_id``, ``targets``, ``overwrite``, ``point_in_time``), and how many batches of its
+    #: plan (:func:`~.jobs.plan_batches`) are applied, out of ``batches``: a later runner goes on
+    #: from there
+    runner: str | None = None
+    token: int | None = None
+    request: dict[str, Any] = attrs.Factory(dict)
+    done: int = 0
+    batches: int | None = None
 
     def view(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -82,7 +100,10 @@ class RestoreInfo:
 
     @classmethod
     def from_json(cls, raw: bytes) -> RestoreInfo:
-        d = json.loads(raw)
+        return cls.from_view(json.loads(raw))
+
+    @classmethod
+    def from_view(cls, d: Any) -> RestoreInfo:
         if not isinstance(d, dict):
             raise ValueError("a restore record is a JSON object")
         known = {f.name for f in attrs.fields(cls)}

@@ -11,17 +11,36 @@ asked) goes to the backup store, then the record says ``completed``.
 changes nothing), then writes each agent's memories back through the normal write path
 (``restore_agent``, routed to the agent's primary, logged, replicated, acknowledged as
 ``DAKERA_WRITE_ACK`` says). Applying a restore twice gives the same state. Jobs run in the
-background and are tracked (:class:`~.model.RestoreInfo`, ``progress_percent``).
+background and are tracked (:class:`~.model.RestoreInfo`, ``progress_percent``). A restore is
+written in batches by a deterministic plan (:mod:`.jobs`); its record keeps the request and how
+many batches are applied (``done``, saved every few batches or seconds), so a later runner
+recomputes the plan and goes on from there.
+
+**Where jobs run.** With a shared backup store (``DAKERA_BACKUP_STORAGE=s3`` in cluster mode:
+every node reads the same records) backups and restores run on the leader: a node that is not
+the leader forwards the request over the peer transport (:mod:`.link`), the leader starts the job
+and answers its record, which the node answers the client with (no leader: 503). A raw bundle
+posted to ``/backups/restore`` is first kept as an uploaded backup (like ``upload``), then
+restored by id, so a later runner can read it again. The runner stamps the record with its node
+id and fencing token and checks before each batch that it still leads with that token; if not it
+stops ("handed over") and leaves the record as it is. The leader, when it gains the lease and
+every JOBS_TICK seconds, takes over inprogress restores of older tokens (or its own that no task
+runs), claiming each once per token with the store's if-absent put (two nodes that both believe
+they lead never both run one), and goes on from ``done``; a restore whose source is gone (its
+bundle deleted) fails, saying so. An inprogress backup of an older runner is marked failed with
+the reason (nothing of it was stored: a partial backup never reads as completed).
+
+With the default node-local store (``filesystem``) a node's backups are its own: a job runs on
+the node the request arrived at, and a node restarted mid-restore goes on with its own inprogress
+restores at start (and marks its unfinished backups failed).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
@@ -30,6 +49,7 @@ from ..errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ..log import EventLogger
 from ..runtime.offload import INLINE, Offload
 from ..storage.objects import ObjectNotFound, ObjectStore, ObjectStoreError
+from . import jobs
 from .bundle import BACKUP_TYPES, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
 from .pitr import PointOutOfReach, check_reach, parts_at
@@ -39,8 +59,13 @@ from .store import BackupStore, check_id
 CUT_ATTEMPTS = 3
 SCHEDULE_TICK = 5.0  # seconds between a node's looks at the schedule (and at whether it leads)
 RESTORE_RETRY_FOR = 60.0  # seconds one restore write is retried while its shard is unavailable
-RESTORE_REQUEST_BYTES = 4 * 1024 * 1024  # memories per restore_agent request, by encoded size
 HISTORY_LOOK = 60.0  # seconds between a node's reads of the schedule's retention (the archive's window)
+JOBS_TICK = 10.0  # seconds between a leader's looks for jobs to take over
+LEASE_POLL = 1.0  # seconds between looks at whether this node leads (a new lease: look for jobs at once)
+
+#: asks the leader (a member id) to start a job: ``forward(leader, kind, request)`` answers the
+#: job's record as JSON; kind is ``create`` or ``restore``
+Forward = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 class Cluster(Protocol):
@@ -55,40 +80,26 @@ class Cluster(Protocol):
     def archive_behind(self) -> list[str]: ...  # members whose cold-tier archive is behind
 
 
-def _agent_batches(part: Part, agents: set[str] | None) -> dict[str, list[list[list[Any]]]]:
-    """The part's memories by agent, in requests of at most RESTORE_REQUEST_BYTES."""
-    by_agent: dict[str, list[list[Any]]] = defaultdict(list)
-    for record, vector in part.memories:
-        if agents is None or record.get("a") in agents:
-            by_agent[record["a"]].append([record, base64.b64encode(vector).decode()])
-    out: dict[str, list[list[list[Any]]]] = {}
-    for agent, items in by_agent.items():
-        batches: list[list[list[Any]]] = []
-        batch: list[list[Any]] = []
-        size = 0
-        for item in items:
-            cost = len(item[1]) + len(json.dumps(item[0])) + 16
-            if batch and size + cost > RESTORE_REQUEST_BYTES:
-                batches.append(batch)
-                batch, size = [], 0
-            batch.append(item)
-            size += cost
-        batches.append(batch)
-        out[agent] = batches
-    return out
-
-
 class Backups:
     def __init__(self, *, node_id: str, store: BackupStore, cluster: Cluster, cluster_id: str, shards: int,
                  key: bytes | None, bundle_limit: int, log: EventLogger, nursery: trio.Nursery,
                  wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_backup: Callable[[str], None] | None = None,
                  on_restore: Callable[[str], None] | None = None, offload: Offload = INLINE,
+                 shared: bool = False, leading: Callable[[], int | None] = lambda: 0,
+                 leader: Callable[[], str | None] | None = None, forward: Forward | None = None,
                  archive: ObjectStore | None = None, archive_since: float = 0.0, archive_local: bool = False,
-                 dim: int = 0,
-                 archive_flush: float = 1.0,
+                 dim: int = 0, archive_flush: float = 1.0,
                  on_history: Callable[[float], None] | None = None) -> None:
         self.node_id = node_id
+        #: the backup store is the cluster's (every node sees the same records): jobs run on the
+        #: leader, fenced by its token. Otherwise the store is this node's and so are its jobs.
+        self.shared = shared
+        #: this node's fencing token while it leads, else None (a single node leads itself: 0)
+        self.leading = leading
+        #: who leads (a member id, None while nobody does); this node when not given
+        self.leader = leader or (lambda: node_id)
+        self.forward = forward
         self.store = store
         self.cluster = cluster
         self.cluster_id = cluster_id
@@ -106,6 +117,7 @@ class Backups:
         #: set when a job finishes (tests and the SDK's polling wait on the records instead)
         self.finished = trio.Event()
         self._schedule_changed = trio.Event()
+        self._running: set[str] = set()  # ids of the jobs (backups and restores) a task runs here
         #: the cold tier's archive (point-in-time restores read it), the vectors' dimension, and
         #: how soon a committed record is archived (DAKERA_COLD_FLUSH_MS, in seconds)
         self.archive = archive
@@ -117,6 +129,42 @@ class Backups:
         #: told the schedule's retention_days (in seconds): how much history the archive keeps
         self._on_history = on_history or (lambda seconds: None)
 
+    def _elsewhere(self) -> str | None:
+        """The leader to forward a job to, or None to run it here (the store is not shared, or
+        this node leads); no leader: Unavailable."""
+        if not self.shared or self.leading() is not None:
+            return None
+        leader = self.leader()
+        if leader is None or self.forward is None:
+            raise Unavailable("no leader: backup and restore jobs run on the leader, and none is elected yet; "
+                              "retry in a few seconds")
+        if leader == self.node_id:  # the views disagree for a moment (a lease just lost or won)
+            raise Unavailable("the lease is changing hands: retry in a few seconds")
+        return leader
+
+    def _token(self) -> int | None:
+        """The fencing token a job started here runs under (None: a node-local store's job)."""
+        if not self.shared:
+            return None
+        token = self.leading()
+        if token is None:
+            raise Unavailable("not the leader (any more): retry")
+        return token
+
+    def _still_runs(self, token: int | None) -> bool:
+        """A job of ``token`` may go on here: the store is this node's, or it still leads with it."""
+        return not self.shared or self.leading() == token
+
+    async def serve(self, kind: str, request: Any) -> dict[str, Any]:
+        """A job forwarded by another node: started here if this node leads; its record."""
+        if not self.shared or self.leading() is None:
+            raise Unavailable("not the leader (any more): retry")
+        if kind == "create":
+            return (await self._start_backup(request)).view()
+        if kind == "restore" and isinstance(request, dict):
+            return (await self._start_restore(request)).view()
+        raise InvalidRequest(f"unknown backup command {kind!r}")
+
     def _new_id(self, kind: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.wall_clock()))
         return f"{kind}-{stamp}-{self.rng.getrandbits(32):08x}"
@@ -127,7 +175,18 @@ class Backups:
 
     # -- backups -------------------------------------------------------------------------
     async def create(self, request: Any) -> BackupInfo:
-        """Start a backup (a background job); returns its record, ``inprogress``."""
+        """Start a backup (a background job, on the leader with a shared store); returns its
+        record, ``inprogress``."""
+        leader = self._elsewhere()
+        if leader is not None:
+            return BackupInfo.from_view(await self.forward_to(leader, "create", request))
+        return await self._start_backup(request)
+
+    async def forward_to(self, leader: str, kind: str, request: Any) -> Any:
+        assert self.forward is not None
+        return await self.forward(leader, kind, request)
+
+    async def _start_backup(self, request: Any) -> BackupInfo:
         if request is None:
             request = {}
         if not isinstance(request, dict):
@@ -145,7 +204,8 @@ class Backups:
         if not isinstance(name, str) or len(name) > 256:
             raise InvalidRequest("name: must be a string of at most 256 characters", field="name")
         info = BackupInfo(self._new_id("backup"), name or "backup", backup_type, "inprogress", self.wall_clock(),
-                          namespaces=sorted(set(namespaces)), encrypted=encrypt)
+                          namespaces=sorted(set(namespaces)), encrypted=encrypt, runner=self.node_id,
+                          token=self._token())
         if backup_type == "incremental":
             base = next((b for b in await self.store.list() if b.status == "completed"
                          and b.namespaces == info.namespaces), None)
@@ -154,6 +214,7 @@ class Backups:
                                      "same namespaces, and there is none: create a full one first", field="backup_type")
             info.base_backup_id = base.backup_id
         await self._save(info)
+        self._running.add(info.backup_id)
         self.nursery.start_soon(self._run_backup, info)
         return info
 
@@ -179,6 +240,13 @@ class Backups:
         raise Unavailable("the shard map kept changing during the backup; try again")
 
     async def _run_backup(self, info: BackupInfo) -> None:
+        self._running.add(info.backup_id)
+        try:
+            await self._backup_job(info)
+        finally:
+            self._running.discard(info.backup_id)
+
+    async def _backup_job(self, info: BackupInfo) -> None:
         started = time.perf_counter()
         try:
             parts = await self._cut(set(info.namespaces) or None)
@@ -190,6 +258,9 @@ class Backups:
             manifest = Manifest(info.backup_id, info.name, info.backup_type, self.cluster_id, self.shards,
                                 info.created_at, info.namespaces, info.encrypted, [], base=info.base_backup_id)
             data = await self.offload.run(build_bundle, manifest, parts, self.key if info.encrypted else None)
+            if not self._still_runs(info.token):
+                self._handed_over("backup", info.backup_id, info.token)  # its new leader fails the record
+                return
             info.storage_path = await self.store.save_bundle(info.backup_id, data)
             info.vector_count = sum(len(p.memories) for p in parts)
             info.size_bytes = len(data)
@@ -199,6 +270,9 @@ class Backups:
             self.log.error("backup_failed", backup_id=info.backup_id, error=info.error)
         info.completed_at = self.wall_clock()
         info.duration_seconds = round(time.perf_counter() - started, 3)
+        if not self._still_runs(info.token):
+            self._handed_over("backup", info.backup_id, info.token)
+            return
         self._on_backup("ok" if info.status == "completed" else "failed")  # counted before anyone reads it done
         try:
             await self.store.save_info(info)
@@ -239,8 +313,16 @@ class Backups:
 
     async def upload(self, data: bytes) -> BackupInfo:
         """Keep an uploaded bundle as a backup of this cluster (checked whole first)."""
-        bundle = await self._open(data)
+        return await self._keep(data, await self._open(data))
+
+    async def _keep(self, data: bytes, bundle: Bundle) -> BackupInfo:
         m = bundle.manifest
+        try:
+            same = await self.store.info(check_id(m.backup_id))
+            if same is not None and same.status == "completed" and await self.store.bundle(m.backup_id) == data:
+                return same  # this very bundle is kept already: no second copy
+        except (ValueError, ObjectNotFound):
+            pass
         # kept under its own id when that is free, so an incremental bundle uploaded later finds
         # the base it names
         try:
@@ -343,7 +425,8 @@ class Backups:
             return
         stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(slot))
         info = BackupInfo(f"{SCHEDULED_PREFIX}{stamp}-{self.rng.getrandbits(32):08x}", f"{SCHEDULED_PREFIX}{stamp}",
-                          sched.backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt)
+                          sched.backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt,
+                          runner=self.node_id, token=token if self.shared else None)
         await self._save(info)
         self.log.info("backup_scheduled_slot", slot=slot, backup_id=info.backup_id, token=token)
         await self._run_backup(info)
@@ -365,54 +448,123 @@ class Backups:
         if not isinstance(targets, list) or not all(isinstance(n, str) and n for n in targets):
             raise InvalidRequest("target_namespaces: must be a list of agent ids", field="target_namespaces")
         overwrite = request.get("overwrite") is True
-        if request.get("point_in_time") is not None and bundle is None:
+        point = request.get("point_in_time")
+        if point is not None and bundle is None:
+            at = await self._check_point(point)
+            leader = self._elsewhere()
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(at))
             # the state at that second replaces the agents' unless the caller says "overwrite": false
-            return await self._restore_point_in_time(request["point_in_time"], targets,
-                                                     request.get("overwrite") is not False)
+            wanted = {"backup_id": f"point-in-time-{stamp}", "targets": sorted(set(targets)),
+                      "overwrite": request.get("overwrite") is not False, "point_in_time": at}
+            if leader is not None:
+                return RestoreInfo.from_view(await self.forward_to(leader, "restore", wanted))
+            return await self._start_restore(wanted)
+        leader = self._elsewhere()  # before anything is stored: no leader is a 503 that changes nothing
         if bundle is None:
             backup_id = self._id(str(request.get("backup_id") or ""))
-            await self.get(backup_id)
-            try:
-                bundle = await self.store.bundle(backup_id)
-            except ObjectNotFound:
-                raise NotFound(f"the bundle of backup {backup_id!r} is missing") from None
         else:
-            backup_id = "uploaded"
-        opened = await self._open(bundle)
+            # kept as an uploaded backup first (checked whole), then restored by id: a later
+            # runner (a restart, the next leader) reads it again from the store
+            opened = await self._open(bundle)
+            if opened.manifest.base is not None:  # its chain must be here: nothing is kept otherwise
+                await self._chain_parts(opened.manifest.base, newer=opened.parts)
+            backup_id = (await self._keep(bundle, opened)).backup_id
+        wanted = {"backup_id": backup_id, "targets": sorted(set(targets)), "overwrite": overwrite,
+                  "point_in_time": None}
+        if leader is not None:
+            return RestoreInfo.from_view(await self.forward_to(leader, "restore", wanted))
+        return await self._start_restore(wanted)
+
+    async def _job_parts(self, job: RestoreInfo) -> list[Part] | None:
+        """A restore job's parts, recomputed from its record's request (the job's start and every
+        runner that takes it over): the source backup's bundle (and its incremental chain). None
+        for a point in time: its parts are read from the archive by the job itself (it waits for
+        the archive to hold the point first)."""
+        request = job.request
+        if request.get("point_in_time") is not None:
+            return None
+        backup_id = self._id(str(request.get("backup_id") or ""))
+        await self.get(backup_id)
+        try:
+            data = await self.store.bundle(backup_id)
+        except ObjectNotFound:
+            raise NotFound(f"the bundle of backup {backup_id!r} is missing") from None
+        opened = await self._open(data)
         parts = opened.parts
         if opened.manifest.base is not None:
             parts = await self._chain_parts(opened.manifest.base, newer=opened.parts)
-        job = RestoreInfo(self._new_id("restore"), "inprogress", backup_id if backup_id != "uploaded"
-                          else opened.manifest.backup_id, self.wall_clock(), namespaces=sorted(set(targets)))
+        return parts
+
+    async def _start_restore(self, request: dict[str, Any]) -> RestoreInfo:
+        targets = request.get("targets") or []
+        job = RestoreInfo(self._new_id("restore"), "inprogress", str(request.get("backup_id")), self.wall_clock(),
+                          namespaces=list(targets), runner=self.node_id, token=self._token(), request=dict(request))
+        parts = await self._job_parts(job)  # a missing or bad bundle is refused before the job exists
         await self.store.save_restore(job)
-        self.nursery.start_soon(self._run_restore, job, parts, set(targets) or None, overwrite)
+        self._running.add(job.restore_id)
+        self.nursery.start_soon(self._run_restore, job, parts)
         return job
 
-    async def _run_restore(self, job: RestoreInfo, parts: list[Part], agents: set[str] | None,
-                           overwrite: bool) -> None:
-        started = time.perf_counter()
-        try:
-            def plan() -> list[tuple[str, list[list[Any]]]]:
-                return [(agent, batch) for part in parts
-                        for agent, per in sorted(_agent_batches(part, agents).items()) for batch in per]
+    def _handed_over(self, kind: str, job_id: str, token: int | None) -> None:
+        self.log.warning(f"{kind}_handed_over", job_id=job_id, token=token if token is not None else "-",
+                         reason="this node no longer leads with the job's token: the leader takes it over")
+        self._done()
 
-            batches = await self.offload.run(plan)
-            total = sum(len(b) for _a, b in batches) or 1
-            done = 0
-            for agent, batch in batches:
-                body = json.dumps({"agent_id": agent, "overwrite": overwrite, "memories": batch}).encode()
-                status, answer = await self._write(body)
+    async def _run_restore(self, job: RestoreInfo, parts: list[Part] | None) -> None:
+        self._running.add(job.restore_id)
+        try:
+            await self._restore_job(job, parts)
+        finally:
+            self._running.discard(job.restore_id)
+
+    async def _restore_job(self, job: RestoreInfo, parts: list[Part] | None) -> None:
+        started = time.perf_counter()
+        overwrite = job.request.get("overwrite") is True
+        try:
+            agents = set(job.request.get("targets") or []) or None
+            if parts is None:
+                parts = await self._point_in_time_parts(job, agents, overwrite)
+                if parts is None:
+                    self._handed_over("restore", job.restore_id, job.token)
+                    return
+            plan = await self.offload.run(jobs.plan_batches, parts, agents)
+            job.batches = len(plan)
+            saved_at, unsaved = trio.current_time(), 0
+            for index in range(job.done, len(plan)):
+                if not self._still_runs(job.token):
+                    self._handed_over("restore", job.restore_id, job.token)
+                    return
+                batch = plan[index]
+                status, answer = await self._write(json.dumps(batch.request(overwrite)).encode())
                 if status != 200:
-                    raise RuntimeError(f"agent {agent}: {status} {answer}")
-                done += len(batch)
-                job.vectors_restored = (job.vectors_restored or 0) + int(answer.get("restored", 0))
-                job.progress_percent = round(100.0 * done / total, 1)
+                    raise RuntimeError(f"agent {batch.agent}: {status} {answer}")
+                job.done = index + 1
+                # in place as the source has them: written now, or found exactly so
+                job.vectors_restored = (job.vectors_restored or 0) + int(answer.get("restored", 0)) \
+                    + int(answer.get("unchanged", 0))
+                job.progress_percent = jobs.progress_percent(plan, job.done)
+                unsaved += 1
+                if unsaved >= jobs.SAVE_EVERY_BATCHES or trio.current_time() - saved_at >= jobs.SAVE_EVERY_SECONDS:
+                    if not self._still_runs(job.token):  # never over the record of the job's next runner
+                        self._handed_over("restore", job.restore_id, job.token)
+                        return
+                    try:
+                        await self.store.save_restore(job)
+                        saved_at, unsaved = trio.current_time(), 0
+                    except ObjectStoreError as exc:  # progress only: the job goes on
+                        self.log.warning("restore_progress_unsaved", restore_id=job.restore_id, error=str(exc))
             job.status, job.progress_percent = "completed", 100.0
         except Exception as exc:  # the job fails and says why; the node goes on
             job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
             self.log.error("restore_failed", restore_id=job.restore_id, error=job.error)
+        if not self._still_runs(job.token):
+            self._handed_over("restore", job.restore_id, job.token)
+            return
+        await self._finish_restore(job, time.perf_counter() - started)
+
+    async def _finish_restore(self, job: RestoreInfo, seconds: float) -> None:
         job.completed_at = self.wall_clock()
-        job.duration_seconds = round(time.perf_counter() - started, 3)
+        job.duration_seconds = round(seconds, 3)
         self._on_restore("ok" if job.status == "completed" else "failed")  # counted before anyone reads it done
         try:
             await self.store.save_restore(job)
@@ -424,10 +576,9 @@ class Backups:
         self._done()
 
     # -- point in time -----------------------------------------------------------------
-    async def _restore_point_in_time(self, value: Any, targets: list[str], overwrite: bool) -> RestoreInfo:
-        """Start restoring every agent (or ``targets``) as it was at Unix time ``value``, from
-        the cold tier's archive (:mod:`.pitr`); checked before the job starts: a point in the
-        future or older than the archive reaches is a 400 naming the reach."""
+    async def _check_point(self, value: Any) -> float:
+        """``point_in_time`` as a Unix time this cluster's archive can restore, or a 400 naming
+        why not (the future, no shared archive, before it began, out of the history window)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise InvalidRequest("point_in_time: must be a Unix time in seconds", field="point_in_time")
         at = float(value)
@@ -455,51 +606,41 @@ class Backups:
                                  "schedule's retention_days", field="point_in_time") from None
         except ObjectStoreError as exc:
             raise Unavailable(f"the archive cannot be read ({exc})") from None
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(at))
-        job = RestoreInfo(self._new_id("restore"), "inprogress", f"point-in-time-{stamp}", now,
-                          namespaces=sorted(set(targets)))
-        await self.store.save_restore(job)
-        self.nursery.start_soon(self._run_point_in_time, job, at, set(targets) or None, overwrite)
-        return job
+        return at
 
-    async def _run_point_in_time(self, job: RestoreInfo, at: float, agents: set[str] | None,
-                                 overwrite: bool) -> None:
-        try:
-            # every record committed by ``at`` must be in the archive: wait out the flush, and
-            # refuse while a node's archive is behind (its shards' records may not be there)
-            wait = at + 2 * self.archive_flush - self.wall_clock()
-            if wait > 0:
-                await trio.sleep(wait)
-            behind = self.cluster.archive_behind()
-            if behind:
-                raise Unavailable(f"the archive of {', '.join(behind)} is behind: records up to the point may not "
-                                  "be archived yet; try again when the cold tier has caught up")
-            assert self.archive is not None
-            parts, replayed = await parts_at(self.archive, shard_count=self.shards, dim=self.dim, at=at,
-                                             offload=self.offload, log=self.log)
-            self.log.info("restore_point_in_time_planned", restore_id=job.restore_id, at=at, records=replayed,
-                          memories=sum(len(p.memories) for p in parts))
-            if overwrite:
-                # agents that hold memories now but held none at the point: emptied
-                then = {m[0]["a"] for p in parts for m in p.memories}
-                for agent in sorted(set(await self.cluster.agents()) - then):
-                    if agents is None or agent in agents:
-                        body = json.dumps({"agent_id": agent, "overwrite": True, "memories": []}).encode()
-                        status, answer = await self._write(body)
-                        if status != 200:
-                            raise RuntimeError(f"agent {agent}: {status} {answer}")
-        except Exception as exc:  # the job fails and says why; the node goes on
-            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
-            job.completed_at = self.wall_clock()
-            self.log.error("restore_failed", restore_id=job.restore_id, error=job.error)
-            self._on_restore("failed")
-            try:
-                await self.store.save_restore(job)
-            except ObjectStoreError as err:
-                self.log.error("restore_record_lost", restore_id=job.restore_id, error=str(err))
-            self._done()
-            return
-        await self._run_restore(job, parts, agents, overwrite)
+    async def _point_in_time_parts(self, job: RestoreInfo, agents: set[str] | None,
+                                   overwrite: bool) -> list[Part] | None:
+        """Every shard at the job's point, from the archive (None: this node no longer runs the
+        job). First, every record committed by the point must be archived: wait out the flush,
+        and fail while a node's archive is behind. With ``overwrite``, agents that hold memories
+        now but held none at the point are emptied (before the first batch only: a runner taking
+        the job over later finds them empty already, or empties them again, the same state)."""
+        at = float(job.request["point_in_time"])
+        wait = at + 2 * self.archive_flush - self.wall_clock()
+        if wait > 0:
+            await trio.sleep(wait)
+        behind = self.cluster.archive_behind()
+        if behind:
+            raise Unavailable(f"the archive of {', '.join(behind)} is behind: records up to the point may not "
+                              "be archived yet; try again when the cold tier has caught up")
+        if self.archive is None:
+            raise Unavailable("this node has no archive to restore from")
+        parts, replayed = await parts_at(self.archive, shard_count=self.shards, dim=self.dim, at=at,
+                                         offload=self.offload, log=self.log)
+        self.log.info("restore_point_in_time_planned", restore_id=job.restore_id, at=at, records=replayed,
+                      memories=sum(len(p.memories) for p in parts))
+        if overwrite and job.done == 0:
+            then = {m[0]["a"] for p in parts for m in p.memories}
+            for agent in sorted(set(await self.cluster.agents()) - then):
+                if agents is not None and agent not in agents:
+                    continue
+                if not self._still_runs(job.token):
+                    return None
+                body = json.dumps({"agent_id": agent, "overwrite": True, "memories": []}).encode()
+                status, answer = await self._write(body)
+                if status != 200:
+                    raise RuntimeError(f"agent {agent}: {status} {answer}")
+        return parts
 
     # -- the archive's history window --------------------------------------------------
     async def follow_history(self) -> None:
@@ -513,6 +654,76 @@ class Backups:
                 self.log.warning("backup_schedule_unreadable", error=str(exc)[:300])
             with trio.move_on_after(HISTORY_LOOK):
                 await self._schedule_changed.wait()
+
+    # -- jobs that outlive their runner --------------------------------------------------
+    async def run_jobs(self) -> None:
+        """Started with the node. A node-local store: go on with this node's unfinished restores
+        once, at start. A shared one: forever, while this node leads, take over the jobs of
+        runners that lost the lease (at once on a new lease, then every JOBS_TICK seconds)."""
+        if not self.shared:
+            try:
+                await self.take_over(None)
+            except (ObjectStoreError, Unavailable) as exc:
+                self.log.warning("backup_jobs_not_resumed", error=str(exc)[:300])
+            return
+        last: int | None = None
+        next_look = 0.0
+        while True:
+            token = self.leading()
+            if token is not None and (token != last or trio.current_time() >= next_look):
+                next_look = trio.current_time() + JOBS_TICK
+                try:
+                    await self.take_over(token)
+                except (ObjectStoreError, Unavailable) as exc:
+                    self.log.warning("backup_jobs_look_failed", error=str(exc)[:300])
+            last = token
+            await trio.sleep(LEASE_POLL)
+
+    async def take_over(self, token: int | None) -> None:
+        """One look at the store's unfinished jobs, as the leader of ``token`` (None: a node-local
+        store's owner at start): resume restores from their ``done``, fail backups."""
+        for job in await self.store.restores():
+            if job.status != "inprogress" or job.restore_id in self._running:
+                continue
+            if token is None:
+                if job.runner not in (None, self.node_id):
+                    continue
+            elif not jobs.take_over(job.token, job.runner, token, self.node_id, running_here=False):
+                continue
+            elif not await self.store.claim_restore(job.restore_id, token, self.node_id):
+                continue  # another node claimed it for this token: never two runners of one lease
+            if self.shared and self.leading() != token:
+                return  # the lease moved on during the look
+            before = job.runner
+            job.runner, job.token = self.node_id, token
+            self.log.info("restore_taken_over", restore_id=job.restore_id, runner=before or "-",
+                          token=token if token is not None else "-", done=job.done)
+            try:
+                parts = await self._job_parts(job)
+            except (NotFound, InvalidRequest) as exc:
+                job.status, job.error = "failed", f"the restore's source is gone: {exc}"
+                self.log.error("restore_failed", restore_id=job.restore_id, error=job.error)
+                await self._finish_restore(job, 0.0)
+                continue
+            await self.store.save_restore(job)
+            self._running.add(job.restore_id)
+            self.nursery.start_soon(self._run_restore, job, parts)
+        for info in await self.store.list():
+            if info.status != "inprogress" or info.backup_id in self._running:
+                continue
+            if token is None:
+                reason = f"the node {self.node_id} restarted mid-backup; nothing was stored"
+            elif jobs.take_over(info.token, info.runner, token, self.node_id, running_here=False):
+                reason = f"runner {info.runner or 'unknown'} lost the lease mid-backup; nothing was stored"
+            else:
+                continue
+            if self.shared and self.leading() != token:
+                return
+            info.status, info.error = "failed", reason
+            info.completed_at = self.wall_clock()
+            self._on_backup("failed")
+            await self.store.save_info(info)
+            self.log.error("backup_failed", backup_id=info.backup_id, error=reason)
 
     async def _write(self, body: bytes) -> tuple[int, Any]:
         """One ``restore_agent`` write, retried while its shard is unavailable (a failover, a move:

@@ -5,6 +5,7 @@ Layout (under the store's own prefix)::
     backups/<backup_id>/bundle.tar.gz     the bundle (:mod:`.bundle`), written once
     backups/<backup_id>/info.json         its :class:`~.model.BackupInfo`, replaced as it progresses
     restores/<restore_id>.json            a restore job's :class:`~.model.RestoreInfo`
+    claims/restores/<restore_id>/<token>  who took a restore job over for that fencing token (once)
 
 The bundle is written before the record says ``completed``, so a completed backup always has its
 bundle; a record whose bundle is missing reads as failed.
@@ -12,6 +13,7 @@ bundle; a record whose bundle is missing reads as failed.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -104,6 +106,28 @@ class BackupStore:
         except ObjectExists:
             return False
         return True
+
+    async def claim_restore(self, restore_id: str, token: int, node_id: str) -> bool:
+        """Claim taking restore job ``restore_id`` over for the lease of ``token``: True for the
+        one claimer (an if-absent put), False when some node claimed it for that token already."""
+        stamp = json.dumps({"restore_id": restore_id, "token": token, "node": node_id, "at": time.time()}).encode()
+        try:
+            await self.objects.put(f"claims/restores/{check_id(restore_id, 'restore_id')}/{int(token)}", stamp,
+                                   if_absent=True)
+        except ObjectExists:
+            return False
+        return True
+
+    async def restores(self) -> builtins.list[RestoreInfo]:
+        """Every restore job's record (records that do not read are skipped)."""
+        found = []
+        for obj in await self.objects.list("restores/"):
+            if obj.key.endswith(".json"):
+                try:
+                    found.append(RestoreInfo.from_json(await self.objects.get(obj.key)))
+                except (ObjectNotFound, ValueError, TypeError):
+                    continue
+        return sorted(found, key=lambda r: (r.started_at, r.restore_id))
 
     async def restore(self, restore_id: str) -> RestoreInfo | None:
         try:

@@ -185,13 +185,19 @@ class MemoryService:
         """Put back one agent's memories from a backup: ``{"agent_id", "overwrite", "memories":
         [[memory record, base64 vector], ...]}``. Every memory is checked first (one bad one refuses
         the request, nothing written). Without ``overwrite`` only memories the agent lacks are added;
-        with it the agent ends up holding exactly the backup's memories. Written through the log and
+        with it the agent ends up holding exactly the backup's memories: those of this request and
+        the ids in ``retain`` (the agent's memories the restore sends in its other requests; without
+        it the second request of an agent would delete the first one's); ``prune`` false (the
+        agent's later requests) replaces this request's memories and deletes none. Written through the log and
         replicated like any write; applying the same request twice gives the same state."""
         if not isinstance(data, dict) or not isinstance(data.get("memories"), list):
             raise InvalidRequest("body: must be an object with a memories list", field="memories")
         with valid():
             agent = validation.agent_id(data.get("agent_id"))
         overwrite = data.get("overwrite") is True
+        retain = data.get("retain") or []
+        if not isinstance(retain, list) or not all(isinstance(i, str) for i in retain):
+            raise InvalidRequest("retain: must be a list of memory ids", field="retain")
         pairs: list[tuple[dict[str, Any], bytes]] = []
         for n, item in enumerate(data["memories"]):
             try:
@@ -208,7 +214,8 @@ class MemoryService:
         data_now = self.shards.shards.get(shard)
         holding = data_now.agents.get(agent) if data_now is not None else None
         held = set(holding.memories) if holding is not None else set()
-        wanted = {record["id"] for record, _ in pairs}
+        # an agent restored in several requests: each one's overwrite keeps the others' memories
+        wanted = {record["id"] for record, _ in pairs} | set(retain)
 
         def unchanged(record: dict[str, Any], vector: bytes) -> bool:
             # held exactly as the backup has it: rewriting it would log and replicate nothing new
@@ -218,7 +225,8 @@ class MemoryService:
             return holding.vectors.get(mid) == vector and holding.memories[mid].to_record() == record
 
         puts = [(r, v) for r, v in pairs if r["id"] not in held or (overwrite and not unchanged(r, v))]
-        doomed = sorted(held - wanted) if overwrite else []
+        same = sum(1 for r, v in pairs if overwrite and r["id"] in held and unchanged(r, v))
+        doomed = sorted(held - wanted) if overwrite and data.get("prune") is not False else []
         now = self.wall_clock()
         contents = [r["c"] for r, _ in puts]
         if contents:
@@ -228,7 +236,8 @@ class MemoryService:
         entries += [(shard, "put", {"m": r, "v": v}) for r, v in puts]
         if entries:
             await self._commit(shard, entries, now)
-        return {"agent_id": agent, "restored": len(puts), "skipped": len(pairs) - len(puts), "removed": len(doomed)}
+        return {"agent_id": agent, "restored": len(puts), "skipped": len(pairs) - len(puts), "unchanged": same,
+                "removed": len(doomed)}
 
     async def update(self, agent_id: Any, memory_id: str, data: Any) -> dict[str, Any]:
         with valid():
