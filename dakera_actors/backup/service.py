@@ -724,6 +724,16 @@ class Backups:
             self._on_backup("failed")
             await self.store.save_info(info)
             self.log.error("backup_failed", backup_id=info.backup_id, error=reason)
+            if token is not None and info.backup_id.startswith(SCHEDULED_PREFIX):
+                # its slot was claimed, so no tick runs it again: this leader makes the slot's backup
+                again = BackupInfo(f"{info.name}-{self.rng.getrandbits(32):08x}", info.name, info.backup_type,
+                                   "inprogress", self.wall_clock(), namespaces=info.namespaces,
+                                   encrypted=info.encrypted, runner=self.node_id, token=token,
+                                   base_backup_id=info.base_backup_id)
+                await self._save(again)
+                self.log.info("backup_scheduled_retried", backup_id=again.backup_id, failed=info.backup_id,
+                              token=token)
+                self.nursery.start_soon(self._run_backup, again)
 
     async def _write(self, body: bytes) -> tuple[int, Any]:
         """One ``restore_agent`` write, retried while its shard is unavailable (a failover, a move:

@@ -12,6 +12,7 @@ import trio.testing
 
 from dakera_actors.backup import jobs
 from dakera_actors.backup.bundle import Part
+from dakera_actors.backup.model import BackupInfo
 from dakera_actors.backup.service import Backups
 from dakera_actors.backup.store import BackupStore
 from dakera_actors.errors import Unavailable
@@ -220,4 +221,33 @@ async def test_a_node_local_store_resumes_its_own_restore_after_a_restart(
         assert record.status == "completed" and record.done == record.batches
         assert len(world.writes) - first_life == (record.batches or 0) - saved.done
         assert world.held == BACKED_UP
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_scheduled_backup_lost_with_its_leader_is_made_again_by_the_next_one(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Its slot is claimed (no later tick runs it): the leader that fails the lost backup makes the
+    slot's backup itself, once."""
+    world, objects = World(), MemoryObjectStore()
+    world.lead = {"n1": 1}
+    async with trio.open_nursery() as nursery:
+        svc = services(nursery, world, objects, ("n1", "n2", "n3"))
+        world.copy_time = 1000.0  # the scheduled backup's cut is still being taken when the lease moves
+        lost = BackupInfo("scheduled-20261202T0005-0000abcd", "scheduled-20261202T0005", "full", "inprogress",
+                          svc["n1"].wall_clock(), runner="n1", token=1)
+        await svc["n1"].store.save_info(lost)
+        nursery.start_soon(svc["n1"]._run_backup, lost)
+        await trio.sleep(1)
+        world.copy_time = 0.01
+        world.lead = {"n2": 2}
+
+        async def remade() -> bool:
+            done = [b for b in await svc["n2"].list_all() if b.name == lost.name and b.status == "completed"]
+            return len(done) == 1
+
+        await eventually_async(remade, timeout=120)
+        await trio.sleep(60)  # later looks of the same leader make no second one
+        found = [b for b in await svc["n3"].list_all() if b.name == lost.name]
+        assert sorted(b.status for b in found) == ["completed", "failed"]
+        assert next(b for b in found if b.status == "completed").runner == "n2"
         nursery.cancel_scope.cancel()
