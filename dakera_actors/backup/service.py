@@ -40,7 +40,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import trio
@@ -213,10 +214,22 @@ class Backups:
                 raise InvalidRequest("backup_type: an incremental backup adds to an earlier completed backup of the "
                                      "same namespaces, and there is none: create a full one first", field="backup_type")
             info.base_backup_id = base.backup_id
-        await self._save(info)
-        self._running.add(info.backup_id)
+        with self._claimed(info.backup_id):
+            await self._save(info)
         self.nursery.start_soon(self._run_backup, info)
         return info
+
+    @contextmanager
+    def _claimed(self, job_id: str) -> Iterator[None]:
+        """Mark a job as running here *before* its first record is saved (the leader's look for
+        jobs to take over must never find the record of a job whose task has not started yet and
+        fail it as a lost runner's); unmarked if the save fails (the task then never starts)."""
+        self._running.add(job_id)
+        try:
+            yield
+        except BaseException:
+            self._running.discard(job_id)
+            raise
 
     async def _save(self, info: BackupInfo) -> None:
         try:
@@ -427,7 +440,8 @@ class Backups:
         info = BackupInfo(f"{SCHEDULED_PREFIX}{stamp}-{self.rng.getrandbits(32):08x}", f"{SCHEDULED_PREFIX}{stamp}",
                           sched.backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt,
                           runner=self.node_id, token=token if self.shared else None)
-        await self._save(info)
+        with self._claimed(info.backup_id):
+            await self._save(info)
         self.log.info("backup_scheduled_slot", slot=slot, backup_id=info.backup_id, token=token)
         await self._run_backup(info)
         for backup_id in to_prune(await self.store.list(), self.wall_clock(), sched):
@@ -500,8 +514,8 @@ class Backups:
         job = RestoreInfo(self._new_id("restore"), "inprogress", str(request.get("backup_id")), self.wall_clock(),
                           namespaces=list(targets), runner=self.node_id, token=self._token(), request=dict(request))
         parts = await self._job_parts(job)  # a missing or bad bundle is refused before the job exists
-        await self.store.save_restore(job)
-        self._running.add(job.restore_id)
+        with self._claimed(job.restore_id):
+            await self.store.save_restore(job)
         self.nursery.start_soon(self._run_restore, job, parts)
         return job
 
@@ -730,7 +744,8 @@ class Backups:
                                    "inprogress", self.wall_clock(), namespaces=info.namespaces,
                                    encrypted=info.encrypted, runner=self.node_id, token=token,
                                    base_backup_id=info.base_backup_id)
-                await self._save(again)
+                with self._claimed(again.backup_id):
+                    await self._save(again)
                 self.log.info("backup_scheduled_retried", backup_id=again.backup_id, failed=info.backup_id,
                               token=token)
                 self.nursery.start_soon(self._run_backup, again)

@@ -251,3 +251,40 @@ async def test_a_scheduled_backup_lost_with_its_leader_is_made_again_by_the_next
         assert sorted(b.status for b in found) == ["completed", "failed"]
         assert next(b for b in found if b.status == "completed").runner == "n2"
         nursery.cancel_scope.cancel()
+
+
+class SlowRecords(MemoryObjectStore):
+    """A store whose record writes are seen at once but answer late (a slow S3 PUT)."""
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        await super().put(key, data, if_absent=if_absent)
+        if key.endswith("info.json") or key.startswith("restores/"):
+            await trio.sleep(25)  # longer than the leader's look for jobs to take over
+
+
+async def test_the_leader_never_fails_its_own_job_whose_first_record_is_still_being_saved(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Found by bench/backup.py: the leader's look for lost jobs read a new backup's record while
+    the request that made it still awaited the save, and failed it as a lost runner's."""
+    world, objects = World(), SlowRecords()
+    world.lead = {"n1": 1}
+    async with trio.open_nursery() as nursery:
+        svc = services(nursery, world, objects, ("n1", "n2"))
+        info = await svc["n1"].create({"name": "slow store"})
+
+        async def backed_up() -> bool:
+            return (await svc["n2"].get(info.backup_id)).status != "inprogress"
+
+        await eventually_async(backed_up, timeout=600)
+        done = await svc["n2"].get(info.backup_id)
+        assert done.status == "completed", done
+        # and a restore of it, on the same slow store
+        job = await svc["n1"].restore({"backup_id": info.backup_id})
+
+        async def restored() -> bool:
+            return (await svc["n2"].restore_status(job.restore_id)).status != "inprogress"
+
+        await eventually_async(restored, timeout=600)
+        got = await svc["n2"].restore_status(job.restore_id)
+        assert got.status == "completed", got
+        nursery.cancel_scope.cancel()
