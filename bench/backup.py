@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             ["wiped cluster: start to restored", f"{total_s:.2f} (seed: 5-15 min)"],
             ["wiped cluster on its archive: start to ready (newest state)", f"{archive_ready_s:.2f}"],
             ["point-in-time restore seconds (request to completed)", f"{pitr_s:.2f}"],
-            ["point-in-time restore memories written", f"{pitr_job.get('vectors_restored', 0):,}"],
+            ["point-in-time restore: memories in place (written, or found unchanged)", f"{pitr_job.get('vectors_restored', 0):,}"],
         ])
         print()
         print_table(["write latency (ms)", "n", "p50", "p99"], [
