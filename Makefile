@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast bench bench-restart lint mutate sim clean
+.PHONY: setup run cluster test test-fast bench bench-restart cache-sim lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: $(STAMP)
 ## (several minutes; QUICK=1 for a 3,000-memory smoke run)
 bench-restart: $(STAMP)
 	$(BIN)/python bench/restart.py $(if $(QUICK),--quick,)
+
+## the L1.5 cache's generation rule against a hostile simulated Redis: SEEDS seeds x 2 fault levels
+cache-sim: $(STAMP)
+	DAKERA_CACHE_SIM_SEEDS=$(or $(SEEDS),2000) $(BIN)/python -m pytest -q tests/cache/test_generation_sim.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples

@@ -1,0 +1,115 @@
+"""The generation rule's pieces, one bound at a time (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dakera_actors.cache import generation as g
+from dakera_actors.cache.generation import GenerationConfig, PrimaryGeneration
+
+C = GenerationConfig(lease=1.0, timeout=0.05, renew_every=0.3, authority=2.0, drift=0.01, margin=0.005)
+OFFSET = 1000.0  # Redis's clock minus ours
+
+
+def ready(now: float = 0.0) -> PrimaryGeneration:
+    """A primary that measured Redis's clock and advanced once (answers 2 ms after sending)."""
+    p = PrimaryGeneration(4, 7, C, now)
+    call = p.next_call(now, authorized=True)
+    assert isinstance(call, g.TimeCall)
+    p.answered(g.Clock(now + 0.001 + OFFSET), now + 0.002)
+    call = p.next_call(now + 0.002, authorized=True)
+    assert isinstance(call, g.AdvanceCall) and call.last_gen == 0 and call.term == 7
+    p.answered(g.Advanced(99, 1, now + 0.003 + OFFSET), now + 0.004)
+    return p
+
+
+def test_the_scripts_refuse_late_calls_lower_terms_and_moved_generations() -> None:
+    state, res = g.advance(None, now=10.0, term=2, last_gen=5, lease=1.0, not_after=11.0, new_inc=42)
+    assert state == g.GenState(42, 6, 2, 11.0) and res == g.Advanced(42, 6, 10.0)
+    assert g.advance(state, now=12.0, term=2, last_gen=0, lease=1.0, not_after=11.5, new_inc=1)[1] == g.Refused("late")
+    assert g.advance(state, now=10.5, term=1, last_gen=0, lease=1.0, not_after=11.0, new_inc=1)[1] == \
+        g.Refused("fenced", 2)
+    # a restart from an old snapshot: the primary knows gen 9, Redis says 6: the next is 10, never 7..9 again
+    again, res = g.advance(state, now=10.5, term=2, last_gen=9, lease=1.0, not_after=11.0, new_inc=1)
+    assert again is not None and (again.inc, again.gen, again.until) == (42, 10, 11.5)
+    assert g.renew(again, now=10.6, term=2, inc=42, gen=9, lease=1.0, not_after=11.0)[1] == g.Refused("moved")
+    assert g.renew(None, now=10.6, term=2, inc=42, gen=10, lease=1.0, not_after=11.0)[1] == g.Refused("moved")
+    renewed, res = g.renew(again, now=10.9, term=2, inc=42, gen=10, lease=1.0, not_after=11.0)
+    assert renewed is not None and renewed.until == 11.9 and res == g.Renewed(10.9)
+
+
+def test_reads_trust_a_generation_only_until_its_deadline_and_fills_only_land_on_it() -> None:
+    state = g.GenState(42, 6, 2, 11.0)
+    entries: dict[g.EntryKey, bytes] = {}
+    assert not g.fill(state, entries, now=10.0, term=2, inc=42, gen=5, digest="q", value=b"old", not_after=10.1)
+    assert not g.fill(state, entries, now=10.0, term=1, inc=42, gen=6, digest="q", value=b"p1", not_after=10.1)
+    assert not g.fill(state, entries, now=10.2, term=2, inc=42, gen=6, digest="q", value=b"late", not_after=10.1)
+    assert not g.fill(state, entries, now=11.5, term=2, inc=42, gen=6, digest="q", value=b"untrusted", not_after=12)
+    assert entries == {}
+    assert g.fill(state, entries, now=10.0, term=2, inc=42, gen=6, digest="q", value=b"v", not_after=10.1)
+    assert g.read(state, entries, now=10.9, digest="q") == b"v"
+    assert g.read(state, entries, now=11.01, digest="q") is None  # past the deadline: every read misses
+    assert g.read(g.GenState(43, 6, 2, 11.0), entries, now=10.5, digest="q") is None  # a new incarnation
+
+
+def test_a_new_primary_waits_its_predecessors_authority_and_a_lease_unless_it_advances() -> None:
+    p = PrimaryGeneration(4, 7, C, 0.0)
+    v = p.applied_write()
+    assert not p.may_ack(v, 2.9) and p.may_ack(v, 3.02)  # authority 2 s + a lease (with drift and margin)
+    p = ready()
+    v = p.applied_write()
+    assert not p.may_ack(v, 0.01)
+    call = p.next_call(0.01, authorized=True)
+    assert isinstance(call, g.AdvanceCall) and call.version == v and call.last_gen == 1
+    # its not_after is Redis's clock at sending plus the timeout (and the offset's error)
+    assert OFFSET + 0.01 + C.timeout < call.not_after < OFFSET + 0.01 + C.timeout + 0.02
+    p.answered(g.Advanced(99, 2, OFFSET + 0.011), 0.012)
+    assert p.may_ack(v, 0.012)
+
+
+def test_a_dirty_primary_never_renews_and_a_lost_renewal_holds_its_writes_until_that_trust_is_surely_over() -> None:
+    t = 10.0  # past the new primary's own hold (authority + a lease from its start at 0)
+    p = ready()
+    p.answered(None, 0.0)  # (nothing in flight: ignored)
+    renew = p.next_call(t, authorized=True)
+    assert isinstance(renew, g.RenewCall) and (renew.inc, renew.gen) == (99, 1)
+    p.answered(None, t + C.timeout)  # no answer: it may still run, until its not_after
+    v = p.applied_write()
+    call = p.next_call(t + 0.06, authorized=True)
+    assert isinstance(call, g.AdvanceCall)  # dirty: an advance, never a renewal
+    p.answered(None, t + 0.06 + C.timeout)  # Redis does not answer: the write waits out every trust
+    # the renewal may have run as late as its not_after (our clock: sent + timeout + the offset's
+    # error, which grew with the drift since the clock was measured at 0) and trusted a lease from then
+    latest_renewal_run = t + C.timeout
+    assert not p.may_ack(v, latest_renewal_run + C.lease)
+    assert p.may_ack(v, latest_renewal_run + C.lease * (1 + C.drift) + 0.5)
+    # an idle primary renews once renew_every has passed since its trust began
+    q = ready()
+    assert q.next_call(0.2, authorized=True) is None
+    assert isinstance(q.next_call(0.3, authorized=True), g.RenewCall)
+
+
+def test_no_authority_no_calls_no_fills_and_a_fenced_primary_stops_for_good() -> None:
+    p = ready()
+    assert p.ticket(authorized=False) is None
+    assert p.next_call(0.5, authorized=False) is None
+    ticket = p.ticket(authorized=True)
+    assert ticket is not None and (ticket.inc, ticket.gen, ticket.term) == (99, 1, 7)
+    p.applied_write()
+    assert not p.still_valid(ticket)  # a write applied while the answer was computed
+    assert p.ticket(authorized=True) is None  # dirty: nothing is filled until the next advance
+    call = p.next_call(0.5, authorized=True)
+    assert isinstance(call, g.AdvanceCall)
+    p.answered(g.Refused("fenced", 8), 0.502)
+    assert p.fenced and p.next_call(0.6, authorized=True) is None and p.ticket(authorized=True) is None
+
+
+@pytest.mark.parametrize("why", ["moved"])
+def test_a_moved_generation_is_advanced_again(why: str) -> None:
+    p = ready()
+    renew = p.next_call(0.31, authorized=True)
+    assert isinstance(renew, g.RenewCall)
+    p.answered(g.Refused(why), 0.312)  # evicted, flushed or restored under us
+    assert p.ticket(authorized=True) is None
+    call = p.next_call(0.32, authorized=True)
+    assert isinstance(call, g.AdvanceCall) and call.last_gen == 1
