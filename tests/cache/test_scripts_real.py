@@ -1,0 +1,127 @@
+"""The generation scripts on a real redis-server (Debian's, started here on a free port): each
+branch of the pure model (:mod:`dakera_actors.cache.generation`) gives the same answer in Lua."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from dakera_actors.cache import generation as g
+from dakera_actors.cache import scripts as s
+from dakera_actors.testing.cluster import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
+@pytest.fixture(scope="module")
+def r() -> Iterator[redis.Redis]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("redis-server did not start") from None
+                    time.sleep(0.02)
+            client = redis.Redis(host="127.0.0.1", port=port)
+            yield client
+            client.close()
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def redis_now(r: redis.Redis) -> float:
+    return s.parse_time(r.eval(s.TIME_NOW, 0)).redis_now
+
+
+def advance(r: redis.Redis, key: str, *, term: int, last_gen: int = 0, lease: float = 5.0,
+            not_after: float | None = None, new_inc: int = 7) -> g.Advanced | g.Refused:
+    bound = redis_now(r) + 5 if not_after is None else not_after
+    return s.parse_advance(r.eval(s.ADVANCE, 1, key, *s.advance_args(term, last_gen, lease, bound, new_inc)))
+
+
+def renew(r: redis.Redis, key: str, *, term: int, inc: int, gen: int, lease: float = 5.0,
+          not_after: float | None = None) -> g.Renewed | g.Refused:
+    bound = redis_now(r) + 5 if not_after is None else not_after
+    return s.parse_renew(r.eval(s.RENEW, 1, key, *s.renew_args(term, inc, gen, lease, bound)))
+
+
+def fill(r: redis.Redis, shard: int, *, term: int, inc: int, gen: int, value: bytes, not_after: float | None = None,
+         name: str = "n") -> bool:
+    bound = redis_now(r) + 5 if not_after is None else not_after
+    args = s.fill_args("c1", shard, term, inc, gen, name, value, 60, bound)
+    return bool(r.eval(s.FILL, 1, s.gen_key("c1", shard), *args))
+
+
+def read(r: redis.Redis, shard: int, name: str = "n") -> bytes | None:
+    got = r.eval(s.READ, 1, s.gen_key("c1", shard), s.entry_prefix("c1", shard), name)
+    return got if got is None else bytes(got)
+
+
+def test_on_a_real_server_advance_renew_fill_and_read_follow_the_model(r: redis.Redis) -> None:
+    key = s.gen_key("c1", 1)
+    first = advance(r, key, term=2, last_gen=4, new_inc=77)
+    assert isinstance(first, g.Advanced) and (first.inc, first.gen) == (77, 5)
+    assert abs(first.redis_now - redis_now(r)) < 1.0
+    assert advance(r, key, term=1) == g.Refused("fenced", 2)
+    assert advance(r, key, term=2, not_after=redis_now(r) - 1) == g.Refused("late")
+    jumped = advance(r, key, term=2, last_gen=9)  # a primary that knew 9 (Redis restored older): 10
+    assert isinstance(jumped, g.Advanced) and (jumped.inc, jumped.gen) == (77, 10)
+    assert renew(r, key, term=2, inc=77, gen=9) == g.Refused("moved")
+    assert renew(r, key, term=2, inc=78, gen=10) == g.Refused("moved")
+    assert renew(r, key, term=1, inc=77, gen=10) == g.Refused("fenced", 2)
+    assert renew(r, key, term=2, inc=77, gen=10, not_after=redis_now(r) - 1) == g.Refused("late")
+    assert isinstance(renew(r, key, term=2, inc=77, gen=10), g.Renewed)
+    assert renew(r, s.gen_key("c1", 99), term=2, inc=77, gen=10) == g.Refused("moved")  # no key at all
+    # fills land only on the current generation of the same term, not late
+    assert not fill(r, 1, term=2, inc=77, gen=9, value=b"old")
+    assert not fill(r, 1, term=1, inc=77, gen=10, value=b"p1")
+    assert not fill(r, 1, term=2, inc=77, gen=10, value=b"late", not_after=redis_now(r) - 1)
+    assert read(r, 1) is None
+    assert fill(r, 1, term=2, inc=77, gen=10, value=b"v")
+    assert read(r, 1) == b"v"
+    assert advance(r, key, term=3, last_gen=0) == g.Advanced(77, 11, pytest.approx(redis_now(r), abs=1.0))
+    assert read(r, 1) is None  # a new generation: the old answer is unreachable at once
+
+
+def test_on_a_real_server_reads_stop_at_the_trust_deadline_and_eviction_starts_a_new_incarnation(
+        r: redis.Redis) -> None:
+    key = s.gen_key("c1", 2)
+    got = advance(r, key, term=1, lease=0.05, new_inc=5)
+    assert isinstance(got, g.Advanced)
+    assert fill(r, 2, term=1, inc=5, gen=1, value=b"v")
+    deadline = got.redis_now + 0.05
+    hit = read(r, 2)
+    assert hit == b"v" or redis_now(r) > deadline
+    wait_until = time.monotonic() + 5
+    while redis_now(r) <= deadline + 0.002:  # a condition on Redis's own clock, with a deadline
+        assert time.monotonic() < wait_until
+    assert read(r, 2) is None  # trust over: every read misses
+    r.delete(key)  # evicted (maxmemory) or flushed: the next advance starts a new incarnation
+    again = advance(r, key, term=1, last_gen=1, new_inc=6)
+    assert isinstance(again, g.Advanced) and (again.inc, again.gen) == (6, 2)
+    assert read(r, 2) is None  # the old entry (incarnation 5) is never reachable again
+
+
+def test_entry_names_are_found_by_agent() -> None:
+    name = s.digest("agent:with*glob?", b'{"q": 1}')
+    pattern = s.agent_pattern("c1", "agent:with*glob?")
+    import fnmatch
+
+    assert fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + "5:1:" + name, pattern.replace("{", "[{]").replace("}", "[}]"))
+    assert not fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + "5:1:" + s.digest("other", b"x"),
+                                   pattern.replace("{", "[{]").replace("}", "[}]"))
