@@ -16,10 +16,12 @@ older than a write acknowledged before the read began. How:
   acknowledged. One advance covers every write applied before it was sent (group commit).
 - A primary that cannot advance (Redis down, slow, paused) acknowledges only once every trust
   deadline it can have caused has surely passed (:attr:`PrimaryGeneration.hold_until`): for each
-  call that answered, its reply time plus the lease; for each call that did not, its send time
+  call that answered, its reply time plus the lease; for each renewal that did not, its send time
   plus the timeout plus the lease (every mutating call carries a ``not_after`` on Redis's clock,
   so a call that waits in a queue, say behind a SIGSTOP, is refused when it finally runs instead
-  of extending trust). From then on readers miss: the write is bounded by about a second.
+  of extending trust). An advance that did not answer needs no hold: if it runs, it trusts a new
+  generation that has no entries (the primary fills only generations it learned from an answer).
+  From then on readers miss: the write is bounded by about a second.
 - Only the primary fills entries (:func:`fill`), for the generation it advanced to itself, with
   an answer computed while no write was applied after that advance, and only if Redis still says
   that generation, term and trust (so an answer computed before a write never lands under the
@@ -266,10 +268,13 @@ class PrimaryGeneration:
             return
         c = self.config
         if result is None or isinstance(result, Refused) and result.why == "late":
-            # it may still run inside Redis, but never after its not_after: by our clock, no
-            # later than its send time plus the timeout and twice the offset's error
-            latest = self.sent_at + c.timeout + 2 * self._error(self.sent_at)
-            self.hold_until = max(self.hold_until, latest + self._trust_span())
+            if isinstance(call, RenewCall):
+                # it may still run inside Redis and extend the trust of a generation with
+                # entries, but never after its not_after: by our clock, no later than its send
+                # time plus the timeout and twice the offset's error. (An advance that runs late
+                # only trusts a new generation, which has no entries: no hold for it.)
+                latest = self.sent_at + c.timeout + 2 * self._error(self.sent_at)
+                self.hold_until = max(self.hold_until, latest + self._trust_span())
             return
         if isinstance(result, Refused):
             self._measure_none()

@@ -1,0 +1,83 @@
+"""An in-memory Redis that runs the generation scripts by their pure models (MockClock-safe):
+the cache's backend in simulations, with faults to inject (a pause queues calls until it ends;
+a drop loses them; flush and eviction clear keys). Not a Redis: only what the cache sends."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from . import generation as g
+from . import scripts as s
+from .errors import CacheUnavailable
+
+
+class ModelRedis:
+    def __init__(self, clock: Callable[[], float] = trio.current_time, offset: float = 1_000.0) -> None:
+        self.clock = clock
+        self.offset = offset  # its clock minus the node's
+        self.states: dict[str, g.GenState] = {}
+        self.entries: dict[str, dict[g.EntryKey, bytes]] = {}
+        self.paused_until = 0.0
+        self.down = False
+        self.calls = 0
+        self._incs = itertools.count(1)
+
+    def now(self) -> float:
+        return self.clock() + self.offset
+
+    def flush(self) -> None:
+        self.states.clear()
+        self.entries.clear()
+
+    def evict(self, key: str) -> None:
+        self.states.pop(key, None)
+
+    async def evalsha_or_eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        if self.down:
+            raise CacheUnavailable("down")
+        wait = self.paused_until - self.clock()
+        if wait > 0:
+            await trio.sleep(wait)  # queued behind the pause: runs when it ends, as Redis would
+        self.calls += 1
+        now_ms = math.floor(self.now() * 1000)
+        now = now_ms / 1000
+        key = keys[0] if keys else ""
+        state = self.states.get(key)
+        if script == s.TIME_NOW:
+            return str(now_ms)
+        if script == s.ADVANCE:
+            term, last_gen, lease_ms, not_after_ms, new_inc = (int(a) for a in args)
+            new, res = g.advance(state, now=now, term=term, last_gen=last_gen, lease=lease_ms / 1000,
+                                 not_after=not_after_ms / 1000, new_inc=new_inc)
+            self._put(key, new)
+            if isinstance(res, g.Refused):
+                return [res.why, str(res.term)] if res.why == "fenced" else [res.why]
+            return ["ok", str(res.inc), str(res.gen), str(now_ms)]
+        if script == s.RENEW:
+            term, inc, gen, lease_ms, not_after_ms = (int(a) for a in args)
+            new, renewed = g.renew(state, now=now, term=term, inc=inc, gen=gen, lease=lease_ms / 1000,
+                                   not_after=not_after_ms / 1000)
+            self._put(key, new)
+            if isinstance(renewed, g.Refused):
+                return [renewed.why, str(renewed.term)] if renewed.why == "fenced" else [renewed.why]
+            return ["ok", str(now_ms)]
+        if script == s.READ:
+            return g.read(state, self.entries.setdefault(key, {}), now=now, digest=str(args[1]))
+        if script == s.FILL:
+            _prefix, term, inc, gen, name, value, _ttl, not_after_ms = args
+            stored = g.fill(state, self.entries.setdefault(key, {}), now=now, term=int(term), inc=int(inc),
+                            gen=int(gen), digest=str(name), value=bytes(value), not_after=int(not_after_ms) / 1000)
+            return 1 if stored else 0
+        raise ValueError("a script the model does not know")
+
+    def _put(self, key: str, state: g.GenState | None) -> None:
+        if state is not None:
+            self.states[key] = state
+
+    def new_inc(self) -> int:
+        return next(self._incs)

@@ -1,0 +1,93 @@
+"""The primary's generation loop over the in-memory Redis model, under MockClock: writes settle by
+an advance when Redis answers, by waiting out the hold (about a lease) when it is paused or down;
+answers filled by a clean primary are read through any node until the next write settles."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from dakera_actors.cache import generation as g
+from dakera_actors.cache import scripts as s
+from dakera_actors.cache.model import ModelRedis
+from dakera_actors.cache.primary import Generations, read
+
+C = g.GenerationConfig(lease=1.0, timeout=0.05, renew_every=0.3, authority=2.0)
+
+
+async def started(nursery: trio.Nursery, redis: ModelRedis, authorized: list[bool] | None = None,
+                  waits: list[int] | None = None) -> Generations:
+    auth = authorized if authorized is not None else [True]
+    gens = Generations(redis, cluster="c1", config=C, authorized=lambda: auth[0], nursery=nursery,
+                       on_wait=lambda: waits.append(1) if waits is not None else None)
+    gens.lead(3, term=1)
+    with trio.fail_after(5):
+        while gens.shards[3].core.inc is None:  # the first advance (after reading Redis's clock)
+            await gens.shards[3].changed.wait()
+    return gens
+
+
+async def test_a_write_settles_by_an_advance_and_a_filled_answer_is_read_until_the_next_write(
+        autojump_clock: trio.testing.MockClock) -> None:
+    redis = ModelRedis()
+    async with trio.open_nursery() as nursery:
+        gens = await started(nursery, redis)
+        ticket = gens.ticket(3)
+        assert ticket is not None
+        assert await gens.fill(ticket, "q", b"answer v0", 60)
+        assert await read(redis, cluster="c1", shard=3, name="q", timeout=C.timeout) == b"answer v0"
+        before = trio.current_time()
+        version = gens.applied(3)
+        assert gens.ticket(3) is None  # dirty: nothing is filled until the write's advance
+        await gens.settle(3, version)
+        assert trio.current_time() - before < 0.1  # one round trip, not a lease
+        assert redis.states[s.gen_key("c1", 3)].gen == ticket.gen + 1
+        assert await read(redis, cluster="c1", shard=3, name="q", timeout=C.timeout) is None
+        await trio.sleep(30)  # an idle primary keeps its generation trusted by renewing it
+        assert redis.states[s.gen_key("c1", 3)].until > redis.now()
+        nursery.cancel_scope.cancel()
+
+
+async def test_with_redis_paused_or_down_a_write_waits_about_a_lease_and_reads_miss(
+        autojump_clock: trio.testing.MockClock) -> None:
+    redis = ModelRedis()
+    waits: list[int] = []
+    async with trio.open_nursery() as nursery:
+        gens = await started(nursery, redis, waits=waits)
+        await trio.sleep(5)
+        ticket = gens.ticket(3)
+        assert ticket is not None and await gens.fill(ticket, "q", b"v0", 60)
+        redis.paused_until = trio.current_time() + 60  # SIGSTOP: calls queue until it ends
+        version = gens.applied(3)
+        before = trio.current_time()
+        await gens.settle(3, version)
+        took = trio.current_time() - before
+        assert C.lease * 0.5 < took < C.lease * 1.5 + C.timeout * 4, took  # the hold, not the pause
+        assert waits == [1]
+        assert await read(redis, cluster="c1", shard=3, name="q", timeout=C.timeout) is None  # queued: a miss
+        # the queued calls run at the resume, past their not_after: they refuse, trust is not extended
+        await trio.sleep(60)
+        state = redis.states[s.gen_key("c1", 3)]
+        assert state.gen > ticket.gen  # the advance after the pause covered the write
+        redis.down = True
+        version = gens.applied(3)
+        before = trio.current_time()
+        await gens.settle(3, version)
+        assert trio.current_time() - before < C.lease * 1.5 + C.timeout * 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_primary_without_the_clusters_authority_sends_nothing_and_fills_nothing(
+        autojump_clock: trio.testing.MockClock) -> None:
+    redis = ModelRedis()
+    authorized = [True]
+    async with trio.open_nursery() as nursery:
+        gens = await started(nursery, redis, authorized=authorized)
+        await trio.sleep(3)
+        authorized[0] = False
+        calls = redis.calls
+        await trio.sleep(10)
+        assert redis.calls == calls  # no renewal: its trust runs out
+        assert redis.states[s.gen_key("c1", 3)].until < redis.now()
+        assert gens.ticket(3) is None
+        nursery.cancel_scope.cancel()
