@@ -51,7 +51,7 @@ class ModelRedis:
         if script == s.TIME_NOW:
             return str(now_ms)
         if script == s.ADVANCE:
-            term, last_gen, lease_ms, not_after_ms, new_inc = (int(a) for a in args)
+            term, last_gen, lease_ms, not_after_ms, new_inc = (int(a) for a in args)  # terms: digit strings
             new, res = g.advance(state, now=now, term=term, last_gen=last_gen, lease=lease_ms / 1000,
                                  not_after=not_after_ms / 1000, new_inc=new_inc)
             self._put(key, new)

@@ -27,8 +27,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[4]) then return {'late'} end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'term')
-local term = tonumber(ARGV[1])
-if h[1] and tonumber(h[3]) > term then return {'fenced', h[3]} end
+if h[1] and h[3] > ARGV[1] then return {'fenced', h[3]} end
 local inc, gen
 if not h[1] then
   inc = ARGV[5]
@@ -47,7 +46,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[5]) then return {'late'} end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'term')
-if h[1] and tonumber(h[3]) > tonumber(ARGV[1]) then return {'fenced', h[3]} end
+if h[1] and h[3] > ARGV[1] then return {'fenced', h[3]} end
 if not h[1] or h[1] ~= ARGV[2] or h[2] ~= ARGV[3] or h[3] ~= ARGV[1] then return {'moved'} end
 redis.call('HSET', KEYS[1], 'until', string.format('%d', now + tonumber(ARGV[4])))
 return {'ok', string.format('%d', now)}
@@ -105,17 +104,23 @@ def ms_floor(seconds: float) -> int:
     return math.floor(seconds * 1000)
 
 
+def term_text(term: int) -> str:
+    """A term as Redis keeps it: 20 digits, so Lua compares terms as strings (shard map epochs
+    pass 2^53, where its numbers stop being exact)."""
+    return f"{term:020d}"
+
+
 def advance_args(term: int, last_gen: int, lease: float, not_after: float, new_inc: int) -> list[Any]:
-    return [term, last_gen, ms_floor(lease), ms_floor(not_after), new_inc]
+    return [term_text(term), last_gen, ms_floor(lease), ms_floor(not_after), new_inc]
 
 
 def renew_args(term: int, inc: int, gen: int, lease: float, not_after: float) -> list[Any]:
-    return [term, inc, gen, ms_floor(lease), ms_floor(not_after)]
+    return [term_text(term), inc, gen, ms_floor(lease), ms_floor(not_after)]
 
 
 def fill_args(cluster: str, shard: int, term: int, inc: int, gen: int, name: str, value: bytes, ttl: int,
               not_after: float) -> list[Any]:
-    return [entry_prefix(cluster, shard), term, inc, gen, name, value, ttl, ms_floor(not_after)]
+    return [entry_prefix(cluster, shard), term_text(term), inc, gen, name, value, ttl, ms_floor(not_after)]
 
 
 def _text(value: Any) -> str:

@@ -98,6 +98,14 @@ def test_on_a_real_server_advance_renew_fill_and_read_follow_the_model(r: redis.
     assert read(r, 1) is None  # a new generation: the old answer is unreachable at once
 
 
+def test_terms_past_two_to_the_53_still_fence(r: redis.Redis) -> None:
+    key = s.gen_key("c1", 3)
+    big = (1 << 60) + 5  # a shard map epoch: token << 32 | version
+    assert isinstance(advance(r, key, term=big), g.Advanced)
+    assert advance(r, key, term=big - 1) == g.Refused("fenced", big)  # equal as doubles, not as terms
+    assert isinstance(renew(r, key, term=big, inc=7, gen=1), g.Renewed)
+
+
 def test_on_a_real_server_reads_stop_at_the_trust_deadline_and_eviction_starts_a_new_incarnation(
         r: redis.Redis) -> None:
     key = s.gen_key("c1", 2)
