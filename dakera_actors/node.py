@@ -140,8 +140,11 @@ class Node:
 
     def __init__(self, config: Config, *, rng: random.Random | None = None,
                  wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None,
-                 objects: ObjectStore | None = None) -> None:
+                 objects: ObjectStore | None = None, cache_backend: Any = None) -> None:
         self.config = config
+        #: the L1.5 cache's Redis (or a simulation's model of it); None: no cache
+        self.cache_backend = cache_backend
+        self.cache: Any = None
         #: a simulated disk for the WAL and snapshots (tests); None means files in data_dir
         self.disk = disk
         self.rng = rng or random.Random()
@@ -464,6 +467,7 @@ class Node:
         assert self.router is not None
         self.router.attach(self.memory)
         self._start_backups()
+        self._start_cache()
         self.facade.memory = self.memory
         self.readiness.open("storage")
 
@@ -540,6 +544,48 @@ class Node:
         self.nursery.start_soon(self.backups.run_schedule, leading)
         self.nursery.start_soon(self.backups.run_jobs)
         self.nursery.start_soon(self.backups.follow_history)
+
+    def _start_cache(self) -> None:
+        """The L1.5 cache over ``cache_backend`` (Redis, or a test's model): the store's write fence
+        and the router's lookups and fills."""
+        from .cache.facade import NodeCache
+        from .cache.generation import GenerationConfig
+        from .cache.primary import Generations
+
+        if self.cache_backend is None or self.memory is None or self.router is None or self.nursery is None:
+            return
+        c = self.config
+        timeout = getattr(c, "redis_timeout_ms", 50) / 1000
+        config = GenerationConfig(lease=1.0, timeout=timeout, authority=(c.lease_ttl_ms + c.lease_drift_ms) / 1000)
+        cluster = self.archive.identity.cluster_id if self.archive is not None else "cluster"
+        generations = Generations(self.cache_backend, cluster=cluster, config=config,
+                                  authorized=self._cache_authorized, nursery=self.nursery, rng=self.rng)
+        self.cache = NodeCache(self.cache_backend, generations, cluster=cluster,
+                               ttl=getattr(c, "cache_ttl_seconds", 300), timeout=timeout, wall_clock=self.wall_clock,
+                               roles=self._archive_roles)
+        self.memory.fence = self.cache
+        self.router.cache = self.cache
+        self.nursery.start_soon(self._follow_cache_roles, generations)
+
+    def _cache_authorized(self) -> bool:
+        """Whether this node still has the cluster's authority over its shards (for the cache's
+        trust): it heard the leader's lease, and that lease has not run out (a single node: yes)."""
+        lease = self.lease
+        if lease is None:
+            return True
+        view = lease.view.value
+        return view.leader is not None and trio.current_time() < view.until
+
+    async def _follow_cache_roles(self, generations: Any) -> None:
+        """Keep a generation for every shard this node is primary of (writes also start one at once)."""
+        while True:
+            roles = self._archive_roles()
+            for shard in list(generations.shards):
+                if shard not in roles:
+                    generations.drop(shard)
+            for shard, term in roles.items():
+                generations.lead(shard, term)
+            await trio.sleep(0.05)
 
     def _archive_history(self, seconds: float) -> None:
         """The backup schedule's retention_days reached this node: the archive keeps that much."""
@@ -635,6 +681,7 @@ async def open_node(
     disk: SimDisk | None = None,
     objects: ObjectStore | None = None,
     backup_objects: ObjectStore | None = None,
+    cache: Any = None,
 ) -> AsyncIterator[Node]:
     """Start a node and yield it; stop it gracefully when the block exits.
 
@@ -648,7 +695,7 @@ async def open_node(
     """
     from .api.app import create_app
 
-    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk, objects=objects)
+    node = Node(config, rng=rng, wall_clock=wall_clock, disk=disk, objects=objects, cache_backend=cache)
     node._prepare_data_dir()
     node.app = create_app(node.facade)
     node.metrics.build_info.labels(__version__, node.node_id).set(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,12 @@ from .errors import CacheUnavailable
 
 
 class ModelRedis:
-    def __init__(self, clock: Callable[[], float] = trio.current_time, offset: float = 1_000.0) -> None:
+    def __init__(self, clock: Callable[[], float] = trio.current_time, offset: float = 1_000.0,
+                 latency: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> None:
         self.clock = clock
+        #: each call waits a random time in this range before it runs and again before it answers
+        self.latency = latency
+        self.rng = random.Random(seed)
         self.offset = offset  # its clock minus the node's
         self.states: dict[str, g.GenState] = {}
         self.entries: dict[str, dict[g.EntryKey, bytes]] = {}
@@ -40,10 +45,18 @@ class ModelRedis:
     async def evalsha_or_eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         if self.down:
             raise CacheUnavailable("down")
+        if self.latency[1] > 0:
+            await trio.sleep(self.rng.uniform(*self.latency))
         wait = self.paused_until - self.clock()
         if wait > 0:
             await trio.sleep(wait)  # queued behind the pause: runs when it ends, as Redis would
         self.calls += 1
+        answer = self._run(script, keys, args)
+        if self.latency[1] > 0:
+            await trio.sleep(self.rng.uniform(*self.latency))
+        return answer
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         now_ms = math.floor(self.now() * 1000)
         now = now_ms / 1000
         key = keys[0] if keys else ""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from .. import safejson
+from ..cache.facade import CACHED_OPS
 from ..config import Config
 from ..endpoint import Endpoint, MessageStream
 from ..errors import InvalidRequest, ServiceError, Unavailable
@@ -37,6 +38,7 @@ from .idempotency import IdempotencyCache
 from .messages import Forward, Reply
 
 if TYPE_CHECKING:
+    from ..cache.facade import NodeCache
     from ..sharding.shardmap import ShardMap
     from ..store.service import MemoryService
 
@@ -119,6 +121,9 @@ class Router:
         self.peers = peers
         self.shard_map = shard_map
         self.service: MemoryService | None = None
+        #: the L1.5 cache (None: no DAKERA_REDIS_URL): asked before a read is forwarded, filled
+        #: by the shard's primary after it serves one
+        self.cache: NodeCache | None = None
         #: False while the store is being recovered (the node's "storage" gate)
         self.storage_ready = storage_ready
         # an id can come back while a sealed copy of its frame is fresh, or while its sender retries
@@ -147,6 +152,12 @@ class Router:
         assert owner is not None
         if op in WRITE_OPS:
             request = attrs.evolve(request, request_id=f"{self.node_id}/{self.rng.getrandbits(64):016x}")
+        elif self.cache is not None and agent is not None and op in CACHED_OPS:
+            name = self.cache.name(op, agent, body, args, memory_id)
+            cached = await self.cache.lookup(shard_of(agent, self.config.shards), name)
+            if cached is not None:  # as fresh as the primary's answer (the generation rule)
+                member = self.peers.member(owner) if self.peers is not None else None
+                return 200, cached, member.api if member is not None else ""
         return await self._forward(owner, request)
 
     async def list_agents(self, limit: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -223,8 +234,16 @@ class Router:
             agent = agent_of(request.op, body, request.args, request.agent)
             eventual = wants_eventual(request.op, body, request.args)
             shard = shard_of(agent, service.shards.shard_count) if agent is not None else None
-            return 200, await service.execute(request.op, body, request.args, request.memory_id, request.agent,
-                                              shard=shard, eventual=eventual)
+            cache = self.cache
+            # taken before the answer is computed: a write applied meanwhile voids it
+            ticket = (cache.ticket(shard) if cache is not None and shard is not None and agent is not None
+                      and request.op in CACHED_OPS else None)
+            payload = await service.execute(request.op, body, request.args, request.memory_id, request.agent,
+                                            shard=shard, eventual=eventual)
+            if ticket is not None and cache is not None and agent is not None:
+                await cache.fill(ticket, cache.name(request.op, agent, body, request.args, request.memory_id),
+                                 payload)
+            return 200, payload
         except ServiceError as err:
             return err.status, err.body()
 

@@ -41,6 +41,15 @@ class ReplicationGate(Protocol):
     async def acknowledged(self, shard: int, seq: int, timeout: float) -> None: ...
 
 
+class WriteFence(Protocol):
+    """The L1.5 cache's hold on acknowledgements (the cache's generation rule): told of every
+    write applied to a shard this node leads, and waited for before the write is acknowledged."""
+
+    def applied(self, shard: int) -> int | None: ...
+
+    async def settle(self, shard: int, version: int | None) -> None: ...
+
+
 @contextmanager
 def valid() -> Iterator[None]:
     """Inside: a request that fails validation is refused with a 400 naming the field."""
@@ -70,6 +79,7 @@ class MemoryService:
         self.rng = rng or random.Random()
         #: the replication layer (cluster mode): takeover gate and write acknowledgements
         self.replication: ReplicationGate | None = None
+        self.fence: WriteFence | None = None  # the L1.5 cache's (None: no cache)
         self.request_timeout = 5.0
 
     # -- helpers -----------------------------------------------------------------------
@@ -116,8 +126,12 @@ class MemoryService:
     async def _commit(self, shard: int, entries: list[tuple[int, str, Any]], now: float) -> list[Any]:
         """Write as the shard's primary and wait for the acknowledgements DAKERA_WRITE_ACK asks for."""
         committed = await self.owner.commit(entries, now)
+        fence = self.fence
+        version = fence.applied(shard) if fence is not None else None  # the cache's advance starts now
         if self.replication is not None:
             await self.replication.acknowledged(shard, committed.seq, self.request_timeout)
+        if fence is not None:
+            await fence.settle(shard, version)  # no cached answer older than this write after the ack
         return committed.results
 
     async def execute(self, op: str, body: Any, args: Mapping[str, str], memory_id: str = "",

@@ -65,7 +65,8 @@ class Cluster:
 
     def __init__(self, nursery: trio.Nursery, slots: list[ClusterNode], *, serve_http: bool,
                  transport_options: dict[str, Any], network: Any, seed: int,
-                 wall_clock: Callable[[], float], objects: Any = None, backup_objects: Any = None) -> None:
+                 wall_clock: Callable[[], float], objects: Any = None, backup_objects: Any = None,
+                 cache: Any = None) -> None:
         self._nursery = nursery
         self._slots = {slot.id: slot for slot in slots}
         self._serve_http = serve_http
@@ -79,6 +80,7 @@ class Cluster:
         self.objects = objects
         #: the object store every node keeps its backups in (None: none in a simulation)
         self.backup_objects = backup_objects
+        self.cache = cache
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -119,7 +121,7 @@ class Cluster:
                 async with open_node(slot.config, serve_http=self._serve_http,
                                      transport_options=self._transport_options, rng=node_rng,
                                      wall_clock=self.wall_clock, disk=slot.disk, objects=self.objects,
-                                     backup_objects=self.backup_objects) as node:
+                                     backup_objects=self.backup_objects, cache=self.cache) as node:
                     slot.node = node
                     task_status.started(node)
                     await slot.stopped.wait()
@@ -279,6 +281,7 @@ async def open_cluster(
     start: int | None = None,
     objects: Any = None,
     backup_objects: Any = None,
+    cache: Any = None,
 ) -> AsyncIterator[Cluster]:
     """Start ``n`` nodes (``node-1`` .. ``node-n``) in this Trio run and yield the cluster.
 
@@ -296,7 +299,8 @@ async def open_cluster(
     :func:`cluster_key`) unless ``config``/``node_config`` set ``gossip_keys`` or
     ``gossip_insecure=True``.
     ``objects``: an object store (a ``MemoryObjectStore`` in simulations) every node archives its
-    shards into, as a cluster sharing one bucket does; ``backup_objects`` one they keep backups in.
+    shards into, as a cluster sharing one bucket does; ``backup_objects`` one they keep backups in;
+    ``cache`` the L1.5 cache's Redis they share (a ``cache.model.ModelRedis`` in simulations).
     ``start``: start only the first ``start`` nodes (the others join later with
     :meth:`Cluster.start`, like nodes added to a running cluster).
     """
@@ -342,7 +346,7 @@ async def open_cluster(
         async with trio.open_nursery() as nursery:
             cluster = Cluster(nursery, slots, serve_http=serve_http, transport_options=transport_options,
                               network=network, seed=seed, wall_clock=wall_clock, objects=objects,
-                              backup_objects=backup_objects)
+                              backup_objects=backup_objects, cache=cache)
             for node_id in ids[:start]:
                 await cluster.start(node_id)
             try:

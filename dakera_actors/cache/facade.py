@@ -1,0 +1,130 @@
+"""The L1.5 cache as the rest of the node uses it: the router asks it before forwarding a read and
+fills it after serving one as the shard's primary; the store tells it of every write it applies
+and waits for it before acknowledging (:mod:`.generation` says why that is enough).
+
+What is cached: ``get`` (a memory by id), ``recall`` and ``search`` answers, keyed by the agent
+and the normalized request (operation, memory id, query string and body with sorted keys, the
+``consistency`` choice left out: a cached answer is a primary's), stored as msgpack under the
+shard's current generation, at most ``max_entry`` bytes, for ``ttl`` seconds or until the first
+memory in it expires, whichever is sooner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import msgpack
+
+from . import scripts as s
+from .generation import FillTicket
+from .primary import Backend, Generations, read
+
+CACHED_OPS = frozenset({"get", "recall", "search"})
+MAX_ENTRY_BYTES = 256 * 1024
+
+
+@attrs.define
+class CacheCounters:
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    fills: int = 0
+    generation_waits: int = 0
+
+
+class NodeCache:
+    def __init__(self, backend: Backend, generations: Generations, *, cluster: str, ttl: int, timeout: float,
+                 max_entry: int = MAX_ENTRY_BYTES, wall_clock: Callable[[], float] = time.time,
+                 roles: Callable[[], Mapping[int, int]] = dict, on_result: Callable[[str], None] | None = None) -> None:
+        self.backend = backend
+        self.generations = generations
+        self.cluster = cluster
+        self.ttl = ttl
+        self.timeout = timeout
+        self.max_entry = max_entry
+        self.wall_clock = wall_clock
+        self.counters = CacheCounters()
+        #: shard -> term of every shard this node is primary of, as the store serves them now
+        self.roles = roles
+        self._on_result = on_result or (lambda result: None)
+
+    # -- reads -----------------------------------------------------------------------------
+    @staticmethod
+    def name(op: str, agent: str, body: Any, args: Mapping[str, str], memory_id: str) -> str:
+        query = {k: v for k, v in sorted(args.items()) if k != "consistency"}
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if k != "consistency"}
+        request = json.dumps([op, memory_id, query, body], sort_keys=True, separators=(",", ":"), default=str)
+        return s.digest(agent, request.encode())
+
+    async def lookup(self, shard: int, name: str) -> Any | None:
+        """The cached answer (None: a miss; Redis away counts as one)."""
+        raw = await read(self.backend, cluster=self.cluster, shard=shard, name=name, timeout=self.timeout)
+        if raw is None:
+            self.counters.misses += 1
+            self._on_result("miss")
+            return None
+        try:
+            payload = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except Exception:  # a damaged entry is a miss, never an answer
+            self.counters.errors += 1
+            self._on_result("error")
+            return None
+        self.counters.hits += 1
+        self._on_result("hit")
+        return payload
+
+    def ticket(self, shard: int) -> FillTicket | None:
+        return self.generations.ticket(shard)
+
+    async def fill(self, ticket: FillTicket, name: str, payload: Any) -> bool:
+        ttl = self._ttl(payload)
+        if ttl <= 0:
+            return False
+        value = msgpack.packb(payload, use_bin_type=True)
+        if len(value) > self.max_entry:
+            return False
+        stored = await self.generations.fill(ticket, name, value, ttl)
+        if stored:
+            self.counters.fills += 1
+        return stored
+
+    def _ttl(self, payload: Any) -> int:
+        """The cache's TTL, cut short by the first expiry among the answer's memories."""
+        ttl = float(self.ttl)
+        now = self.wall_clock()
+        for expires in _expiries(payload):
+            ttl = min(ttl, expires - now)
+        return int(ttl)
+
+    # -- writes (the store's fence) --------------------------------------------------------
+    def applied(self, shard: int) -> int | None:
+        # a primary may serve its first write before the roles follower saw it take the shard
+        # over: start the shard's generation now (it holds the write until it advances)
+        term = self.roles().get(shard)
+        if term is not None:
+            self.generations.lead(shard, term)
+        return self.generations.applied(shard)
+
+    async def settle(self, shard: int, version: int | None) -> None:
+        await self.generations.settle(shard, version)
+
+
+def _expiries(value: Any) -> list[float]:
+    """Every ``expires_at`` in an answer, however deep (a memory, or a recall's scored memories)."""
+    found: list[float] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            expires = item.get("expires_at")
+            if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+                found.append(float(expires))
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return found

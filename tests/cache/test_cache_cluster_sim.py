@@ -1,0 +1,157 @@
+"""The L1.5 cache in a simulated three-node cluster (MockClock, memory transport, one shared
+in-memory Redis model): writers update and forget memories through random nodes while readers
+read them through random nodes (non-owners answer from the cache); Redis is paused, flushed,
+has keys evicted and goes down, and a primary is killed. The checker fails on any read older
+than a write acknowledged before the read began, and on any forgotten memory read back."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from dakera_actors.cache import scripts as s
+from dakera_actors.cache.model import ModelRedis
+from dakera_actors.testing import Cluster, open_cluster
+
+from ..sim.test_crash import settled
+from ..waiting import eventually
+
+CONFIG = {"shards": 8, "replication_factor": 2, "write_ack": "quorum"}
+MEMORIES = 12
+
+
+class History:
+    def __init__(self) -> None:
+        self.acked: dict[str, list[tuple[int, float]]] = {}  # memory -> [(version, ack time)]
+        self.forgotten: dict[str, float] = {}  # memory -> forget ack time
+        self.forget_started: dict[str, float] = {}
+        self.problems: list[str] = []
+        self.reads = 0
+
+    def check(self, mid: str, started: float, status: int, content: str | None) -> None:
+        self.reads += 1
+        gone = self.forgotten.get(mid)
+        if gone is not None and gone < started:
+            if status == 200:
+                self.problems.append(f"{mid}: read at {started:.3f} found it, forgotten at {gone:.3f}")
+            return
+        must = max((v for v, at in self.acked.get(mid, []) if at < started), default=None)
+        if must is None or mid in self.forget_started:
+            return
+        if status != 200 or content is None:
+            if status not in (503, 504):  # unavailable during a failover: not an answer
+                self.problems.append(f"{mid}: read at {started:.3f} got {status}, version {must} was acknowledged")
+            return
+        got = int(content.rsplit(" v", 1)[1])
+        if got < must:
+            self.problems.append(f"{mid}: read at {started:.3f} got v{got}, v{must} was acknowledged before")
+
+
+async def writer(cluster: Cluster, history: History, rng: random.Random, stop: trio.Event) -> None:
+    versions = dict.fromkeys((f"m{i}" for i in range(MEMORIES)), 0)
+    while not stop.is_set():
+        mid = f"m{rng.randrange(MEMORIES)}"
+        if mid in history.forget_started:
+            await trio.sleep(0.01)
+            continue
+        node = rng.choice(list(cluster.nodes))
+        agent = f"agent-{int(mid[1:]) % 5}"
+        versions[mid] += 1
+        v = versions[mid]
+        async with cluster.client(node) as http:
+            if v == 1:
+                r = await http.post("/v1/memory/store", json={"agent_id": agent, "content": f"{mid} v1", "id": mid})
+            elif rng.random() < 0.03 and v > 3:
+                history.forget_started[mid] = trio.current_time()
+                r = await http.post("/v1/memory/forget", json={"agent_id": agent, "memory_ids": [mid]})
+                if r.status_code == 200:
+                    history.forgotten[mid] = trio.current_time()
+                continue
+            else:
+                r = await http.put(f"/v1/memory/update/{mid}", params={"agent_id": agent},
+                                   json={"content": f"{mid} v{v}"})
+        if r.status_code == 200:
+            history.acked.setdefault(mid, []).append((v, trio.current_time()))
+        await trio.sleep(rng.uniform(0.005, 0.05))
+
+
+async def reader(cluster: Cluster, history: History, rng: random.Random, stop: trio.Event) -> None:
+    while not stop.is_set():
+        mid = f"m{rng.randrange(MEMORIES)}"
+        agent = f"agent-{int(mid[1:]) % 5}"
+        node = rng.choice(list(cluster.nodes))
+        started = trio.current_time()
+        async with cluster.client(node) as http:
+            r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+        content = r.json().get("content") if r.status_code == 200 else None
+        history.check(mid, started, r.status_code, content)
+        await trio.sleep(rng.uniform(0.001, 0.02))
+
+
+async def faults(cluster: Cluster, redis: ModelRedis, rng: random.Random, kill: bool) -> None:
+    await trio.sleep(3)
+    redis.paused_until = trio.current_time() + 2.5  # SIGSTOP: calls queue, then run late
+    await trio.sleep(4)
+    redis.flush()
+    await trio.sleep(2)
+    for key in list(redis.states):
+        if rng.random() < 0.5:
+            redis.evict(key)
+    await trio.sleep(2)
+    redis.down = True
+    await trio.sleep(2)
+    redis.down = False
+    if kill:
+        await trio.sleep(2)
+        cluster.kill("node-3")
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+async def test_no_read_through_any_node_is_older_than_an_acknowledged_write(
+        autojump_clock: trio.testing.MockClock, seed: int) -> None:
+    redis = ModelRedis(latency=(0.0005, 0.03), seed=seed)  # some calls answer after the timeout
+    rng = random.Random(seed)
+    history = History()
+    async with open_cluster(3, seed=seed, config=CONFIG, cache=redis) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, cluster, history, random.Random(seed * 7), stop)
+            for n in range(3):
+                nursery.start_soon(reader, cluster, history, random.Random(seed * 11 + n), stop)
+            await faults(cluster, redis, rng, kill=True)
+            await trio.sleep(5)
+            stop.set()
+        hits = sum(node.cache.counters.hits for node in cluster.nodes.values())
+    assert not history.problems, history.problems[:5]
+    assert history.reads > 200 and hits > 20, (history.reads, hits)  # the cache answered reads
+
+
+async def test_without_redis_faults_non_owners_answer_repeated_reads_from_the_cache(
+        autojump_clock: trio.testing.MockClock) -> None:
+    redis = ModelRedis()
+    async with open_cluster(3, seed=5, config=CONFIG, cache=redis) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        async with cluster.client("node-1") as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": "a1", "content": "hello v1", "id": "x"})
+            assert r.status_code == 200
+        owner = r.headers.get("X-Dakera-Owner", "")
+        others = [n for n in cluster.ids if cluster.node(n).api_address != owner]
+        for _ in range(5):
+            for node in others:
+                async with cluster.client(node) as http:
+                    got = await http.get("/v1/memory/get/x", params={"agent_id": "a1"})
+                assert got.status_code == 200 and got.json()["content"] == "hello v1"
+        hits = sum(cluster.node(n).cache.counters.hits for n in others)
+        assert hits >= 5, hits
+        async with cluster.client(others[0]) as http:
+            r = await http.put("/v1/memory/update/x", params={"agent_id": "a1"}, json={"content": "hello v2"})
+            assert r.status_code == 200
+        for node in cluster.ids:  # read-your-writes through every node, right after the ack
+            async with cluster.client(node) as http:
+                got = await http.get("/v1/memory/get/x", params={"agent_id": "a1"})
+            assert got.json()["content"] == "hello v2"
+        assert any(key.startswith(s.shard_tag(cluster.node("node-1").cache.cluster, 0)[:3]) for key in redis.states)
