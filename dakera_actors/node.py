@@ -554,6 +554,10 @@ class Node:
 
         if self.cache_backend is None or self.memory is None or self.router is None or self.nursery is None:
             return
+        if not self.config.cluster_mode:
+            # every read of a single node is local: the cache would only cost a call per write
+            self.log.info("cache_unused", reason="a single node answers every read itself")
+            return
         c = self.config
         timeout = getattr(c, "redis_timeout_ms", 50) / 1000
         config = GenerationConfig(lease=1.0, timeout=timeout, authority=(c.lease_ttl_ms + c.lease_drift_ms) / 1000)
@@ -565,6 +569,7 @@ class Node:
                                roles=self._archive_roles)
         self.memory.fence = self.cache
         self.router.cache = self.cache
+        self.facade.cache = self.cache
         self.nursery.start_soon(self._follow_cache_roles, generations)
 
     def _cache_authorized(self) -> bool:

@@ -59,6 +59,9 @@ def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
         "shards_moving": len(smap.placement) - sum(1 for c in smap.placement if len(c) <= smap.counted) if smap else 0,
         # members whose cold-tier archive is more than a minute behind (the status says degraded)
         "archive_behind": behind,
+        # the L1.5 cache's Redis as this node sees it (None: no DAKERA_REDIS_URL); a Redis that is
+        # down costs latency (reads are forwarded), never correctness: the status stays as it is
+        "redis_healthy": deps.cache.healthy if deps.cache is not None else None,
     }
 
 

@@ -22,6 +22,7 @@ from ..safejson import JsonInvalid
 from ..version import __version__
 from . import admin_views
 from .backups import mount_backup_routes
+from .cache import mount_cache_routes
 from .deps import FacadeDeps
 from .errors import ApiError
 from .memory import mount_memory_routes
@@ -208,6 +209,7 @@ def create_app(node: FacadeDeps) -> QuartTrio:
 
     mount_operation_routes(app, node, admin_route)
     mount_backup_routes(app, node, admin_route)
+    mount_cache_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
     return app

@@ -21,6 +21,7 @@ from ..runtime.readiness import Readiness
 
 if TYPE_CHECKING:
     from ..backup.service import Backups
+    from ..cache.facade import NodeCache
     from ..cold.stats import ColdTier
     from ..lease.actor import LeaseView
     from ..membership.actor import MembershipView
@@ -79,3 +80,4 @@ class FacadeDeps:
     replication: ReplicationReport | None = None  # cluster mode, once storage is recovered
     cold: ColdTier | None = None  # the archiver, once it runs
     backups: Backups | None = None  # once storage is ready
+    cache: NodeCache | None = None  # the L1.5 cache, with DAKERA_REDIS_URL, once storage is ready

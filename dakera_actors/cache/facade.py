@@ -18,8 +18,10 @@ from typing import Any
 
 import attrs
 import msgpack
+import trio
 
 from . import scripts as s
+from .errors import CacheUnavailable
 from .generation import FillTicket
 from .primary import Backend, Generations, read
 
@@ -100,6 +102,44 @@ class NodeCache:
         for expires in _expiries(payload):
             ttl = min(ttl, expires - now)
         return int(ttl)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis answered this node's last calls (the backend's own view when it keeps
+        one; else: no generation call of this node has failed since its last success)."""
+        own = getattr(self.backend, "healthy", None)
+        if isinstance(own, bool):
+            return own
+        return self.generations.healthy
+
+    # -- admin -------------------------------------------------------------------------------
+    async def stats(self) -> dict[str, Any]:
+        """``GET /v1/admin/cache/stats`` in the field names of the official SDKs: Redis's figures
+        (keys, memory, evictions; zeros while it does not answer) and this node's hits and misses."""
+        c = self.counters
+        looked = c.hits + c.misses
+        figures = {"entries": 0, "memory_bytes": 0, "evictions": 0}
+        reachable = True
+        try:
+            with trio.fail_after(max(self.timeout * 20, 1.0)):
+                figures = {"entries": await self.backend.dbsize(), "memory_bytes": await self.backend.info_memory(),
+                           "evictions": await self.backend.evicted_keys()}
+        except (CacheUnavailable, trio.TooSlowError):
+            reachable = False
+        return {"enabled": True, "cache_type": "redis", "healthy": reachable, "entries": figures["entries"],
+                "total_entries": figures["entries"], "size_bytes": figures["memory_bytes"],
+                "memory_bytes": figures["memory_bytes"], "evictions": figures["evictions"], "hits": c.hits,
+                "misses": c.misses, "hit_rate": round(c.hits / looked, 4) if looked else 0.0, "errors": c.errors,
+                "fills": c.fills, "generation_waits": self.generations.waits}
+
+    async def clear(self, namespace: str | None) -> int:
+        """Drop the cached answers of one agent (``namespace``) or of every agent; the
+        generations stay (clearing is always safe: a cache only ever misses more)."""
+        try:
+            with trio.fail_after(max(self.timeout * 200, 10.0)):
+                return int(await self.backend.delete_matching(s.agent_pattern(self.cluster, namespace)))
+        except (CacheUnavailable, trio.TooSlowError):
+            raise CacheUnavailable("Redis did not answer: nothing was cleared") from None
 
     # -- writes (the store's fence) --------------------------------------------------------
     def applied(self, shard: int) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ class ModelRedis:
         self.paused_until = 0.0
         self.down = False
         self.calls = 0
+        self.evictions = 0
         self._incs = itertools.count(1)
 
     def now(self) -> float:
@@ -40,7 +42,8 @@ class ModelRedis:
         self.entries.clear()
 
     def evict(self, key: str) -> None:
-        self.states.pop(key, None)
+        if self.states.pop(key, None) is not None:
+            self.evictions += 1
 
     async def evalsha_or_eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         if self.down:
@@ -87,6 +90,36 @@ class ModelRedis:
                             gen=int(gen), digest=str(name), value=bytes(value), not_after=int(not_after_ms) / 1000)
             return 1 if stored else 0
         raise ValueError("a script the model does not know")
+
+    async def dbsize(self) -> int:
+        self._check()
+        return len(self.states) + sum(len(e) for e in self.entries.values())
+
+    async def info_memory(self) -> int:
+        self._check()
+        return sum(len(v) for e in self.entries.values() for v in e.values())
+
+    async def evicted_keys(self) -> int:
+        self._check()
+        return self.evictions
+
+    async def delete_matching(self, pattern: str) -> int:
+        """Entries whose Redis name matches ``pattern`` (Redis glob: only ``*`` is used here)."""
+        self._check()
+        regex = re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
+        gone = 0
+        for key, entries in self.entries.items():
+            prefix = key[: -len("g")] + "e:"  # the shard's entry prefix beside its generation key
+            for entry in list(entries):
+                inc, gen, name = entry
+                if regex.match(f"{prefix}{inc}:{gen}:{name}"):
+                    del entries[entry]
+                    gone += 1
+        return gone
+
+    def _check(self) -> None:
+        if self.down:
+            raise CacheUnavailable("down")
 
     def _put(self, key: str, state: g.GenState | None) -> None:
         if state is not None:

@@ -18,9 +18,19 @@ from .errors import CacheUnavailable
 
 
 class Backend(Protocol):
-    """What the generation rule needs of Redis: run a script (loaded once, by its text)."""
+    """What the cache needs of Redis: run a script (loaded once, by its text), and for the admin
+    API its key count, memory, evictions and a delete by pattern. Every method raises only
+    :class:`CacheUnavailable`."""
 
     async def evalsha_or_eval(self, script: str, keys: list[str], args: list[Any]) -> Any: ...
+
+    async def dbsize(self) -> int: ...
+
+    async def info_memory(self) -> int: ...
+
+    async def evicted_keys(self) -> int: ...
+
+    async def delete_matching(self, pattern: str) -> int: ...
 
 
 class _Shard:
@@ -47,6 +57,8 @@ class Generations:
         self.rng = rng or random.Random()
         self.clock = clock
         self._on_wait = on_wait or (lambda: None)  # a write acknowledged by waiting out its hold
+        self.waits = 0
+        self.healthy = True  # the last generation call answered
         self.shards: dict[int, _Shard] = {}
 
     # -- roles ---------------------------------------------------------------------------
@@ -91,6 +103,7 @@ class Generations:
             if self.shards.get(shard) is not state:  # no longer ours: the next primary's rule applies
                 break
         if waited and not state.core.covered >= version:
+            self.waits += 1
             self._on_wait()
 
     # -- fills ---------------------------------------------------------------------------
@@ -128,6 +141,7 @@ class Generations:
                     await state.changed.wait()
                 continue
             answer = await self._send(shard, call)
+            self.healthy = answer is not None
             core.answered(answer, self.clock())
             state.wake()
             if answer is None:

@@ -155,3 +155,46 @@ async def test_without_redis_faults_non_owners_answer_repeated_reads_from_the_ca
                 got = await http.get("/v1/memory/get/x", params={"agent_id": "a1"})
             assert got.json()["content"] == "hello v2"
         assert any(key.startswith(s.shard_tag(cluster.node("node-1").cache.cluster, 0)[:3]) for key in redis.states)
+
+
+async def test_the_sdk_reads_the_cache_stats_and_clears_an_agents_answers(
+        autojump_clock: trio.testing.MockClock) -> None:
+    import httpx
+    from dakera import AsyncDakeraClient
+
+    redis = ModelRedis()
+    async with open_cluster(3, seed=9, config=CONFIG, cache=redis) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        async with cluster.client("node-1") as http:
+            for i in range(6):  # two agents
+                r = await http.post("/v1/memory/store", json={"agent_id": f"a{i % 2}", "content": f"c{i}",
+                                                             "id": f"x{i}"})
+                assert r.status_code == 200
+        for node in cluster.ids:  # every node reads every memory twice: owners fill, others hit
+            for _ in range(2):
+                for i in range(6):
+                    async with cluster.client(node) as http:
+                        got = await http.get(f"/v1/memory/get/x{i}", params={"agent_id": f"a{i % 2}"})
+                    assert got.status_code == 200
+        owners = {r.headers.get("X-Dakera-Owner")}
+        reader = next(n for n in cluster.ids if cluster.node(n).api_address not in owners)
+        node = cluster.node(reader)
+        transport = httpx.ASGITransport(app=node.app)
+        sdk = AsyncDakeraClient(f"http://{reader}", max_retries=1)
+        sdk._client = httpx.AsyncClient(transport=transport, headers=dict(sdk._client.headers))
+        try:
+            stats = await sdk.cache_stats()
+            assert stats["enabled"] is True and stats["cache_type"] == "redis"
+            assert set(stats) >= {"entries", "size_bytes", "hits", "misses", "hit_rate", "evictions",
+                                  "total_entries", "memory_bytes"}
+            assert stats["hits"] > 0 and 0 < stats["hit_rate"] <= 1 and stats["entries"] > 0
+            before = sum(len(e) for e in redis.entries.values())
+            cleared = await sdk.cache_clear("a0")
+            assert cleared["success"] is True and 0 < cleared["entries_cleared"] < before
+            assert cleared["cleared"] == cleared["entries_cleared"] == cleared["entries_evicted"]
+            everything = await sdk.cache_clear()
+            assert everything["entries_cleared"] == before - cleared["entries_cleared"]
+            status = (await sdk._client.get(f"http://{reader}/v1/admin/cluster/status")).json()
+            assert status["redis_healthy"] is True
+        finally:
+            await sdk._client.aclose()
