@@ -177,6 +177,14 @@ class NodeMetrics:
                                          "Unix time of this node's last completed backup (0: none yet)", registry=r)
         self.restores = Counter("dakera_restores", "Restores run on this node, by outcome (ok, failed)", ["outcome"],
                                 registry=r)
+        # the L1.5 cache: this node's lookups by result, and writes it held until their hold passed
+        self.cache_requests = Counter("dakera_cache_requests", "L1.5 cache lookups by this node, by result "
+                                      "(hit, miss, error: an entry that did not decode)", ["result"], registry=r)
+        for result in ("hit", "miss", "error"):
+            self.cache_requests.labels(result)
+        self.cache_generation_waits = Counter("dakera_cache_generation_waits", "Writes acknowledged only after "
+                                              "waiting out the cache's hold (Redis did not advance the generation)",
+                                              registry=r)
         for outcome in ("ok", "failed"):
             self.backups.labels(outcome)
             self.restores.labels(outcome)

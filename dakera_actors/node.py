@@ -563,10 +563,12 @@ class Node:
         config = GenerationConfig(lease=1.0, timeout=timeout, authority=(c.lease_ttl_ms + c.lease_drift_ms) / 1000)
         cluster = self.archive.identity.cluster_id if self.archive is not None else "cluster"
         generations = Generations(self.cache_backend, cluster=cluster, config=config,
-                                  authorized=self._cache_authorized, nursery=self.nursery, rng=self.rng)
+                                  authorized=self._cache_authorized, nursery=self.nursery, rng=self.rng,
+                                  on_wait=self.metrics.cache_generation_waits.inc)
         self.cache = NodeCache(self.cache_backend, generations, cluster=cluster,
                                ttl=getattr(c, "cache_ttl_seconds", 300), timeout=timeout, wall_clock=self.wall_clock,
-                               roles=self._archive_roles)
+                               roles=self._archive_roles,
+                               on_result=lambda result: self.metrics.cache_requests.labels(result).inc())
         self.memory.fence = self.cache
         self.router.cache = self.cache
         self.facade.cache = self.cache

@@ -126,8 +126,10 @@ async def test_no_read_through_any_node_is_older_than_an_acknowledged_write(
             await trio.sleep(5)
             stop.set()
         hits = sum(node.cache.counters.hits for node in cluster.nodes.values())
+        waits = sum(node.metrics.sample("dakera_cache_generation_waits_total") for node in cluster.nodes.values())
     assert not history.problems, history.problems[:5]
     assert history.reads > 200 and hits > 20, (history.reads, hits)  # the cache answered reads
+    assert waits > 0  # while Redis was paused or down, writes waited out the hold (and were then acknowledged)
 
 
 async def test_without_redis_faults_non_owners_answer_repeated_reads_from_the_cache(
@@ -188,6 +190,8 @@ async def test_the_sdk_reads_the_cache_stats_and_clears_an_agents_answers(
             assert set(stats) >= {"entries", "size_bytes", "hits", "misses", "hit_rate", "evictions",
                                   "total_entries", "memory_bytes"}
             assert stats["hits"] > 0 and 0 < stats["hit_rate"] <= 1 and stats["entries"] > 0
+            assert node.metrics.sample("dakera_cache_requests_total", result="hit") == stats["hits"]
+            assert node.metrics.sample("dakera_cache_requests_total", result="miss") == stats["misses"]
             before = sum(len(e) for e in redis.entries.values())
             cleared = await sdk.cache_clear("a0")
             assert cleared["success"] is True and 0 < cleared["entries_cleared"] < before
