@@ -202,3 +202,28 @@ async def test_the_sdk_reads_the_cache_stats_and_clears_an_agents_answers(
             assert status["redis_healthy"] is True
         finally:
             await sdk._client.aclose()
+
+
+async def test_recall_answers_are_cached_and_a_new_memory_shows_up_at_once_through_every_node(
+        autojump_clock: trio.testing.MockClock) -> None:
+    redis = ModelRedis(latency=(0.0005, 0.01))
+    async with open_cluster(3, seed=6, config=CONFIG, cache=redis) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        async with cluster.client("node-1") as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": "r1", "content": "the violin lesson"})
+            assert r.status_code == 200
+        owner = r.headers.get("X-Dakera-Owner", "")
+        other = next(n for n in cluster.ids if cluster.node(n).api_address != owner)
+        query = {"agent_id": "r1", "query": "violin", "top_k": 10}
+        for _ in range(3):
+            async with cluster.client(other) as http:
+                got = await http.post("/v1/memory/recall", json=query)
+            assert got.status_code == 200 and len(got.json()["memories"]) == 1
+        assert cluster.node(other).cache.counters.hits >= 1
+        async with cluster.client(other) as http:
+            r = await http.post("/v1/memory/store", json={"agent_id": "r1", "content": "violin strings"})
+            assert r.status_code == 200
+        for node in cluster.ids:  # the same recall right after the ack: the new memory is in it
+            async with cluster.client(node) as http:
+                got = await http.post("/v1/memory/recall", json=query)
+            assert len(got.json()["memories"]) == 2, (node, got.json())
