@@ -100,7 +100,10 @@ class Generations:
             waited = True
             with trio.move_on_after(max(state.core.hold_until - self.clock(), 0.0) + 0.001):
                 await state.changed.wait()
-            if self.shards.get(shard) is not state:  # no longer ours: the next primary's rule applies
+            if state.stopped:
+                # no longer led under this term: no call of this core advances any more, so its
+                # hold is final; the write waits it out like a write Redis never confirmed
+                await trio.sleep(max(state.core.hold_until - self.clock(), 0.0))
                 break
         if waited and not state.core.covered >= version:
             self.waits += 1
