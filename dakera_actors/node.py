@@ -38,6 +38,7 @@ from .wire import Codec
 
 if TYPE_CHECKING:
     from .backup.service import Backups
+    from .cache.client import RedisClient
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
@@ -164,6 +165,9 @@ class Node:
         self.backups: Backups | None = None
         self.archiver: Archiver | None = None
         self.seeder: Seeder | None = None
+        #: the L1.5 cache's Redis client (DAKERA_REDIS_URL; None without one). Opened at start
+        #: whether or not Redis answers: ``redis.healthy`` says whether it does
+        self.redis: RedisClient | None = None
         self.readiness = Readiness()
         #: this node's maintenance flag as stored (read before membership starts)
         self.maintenance_state: Any = None
@@ -244,6 +248,18 @@ class Node:
         else:
             self.log.info("object_store_ready", storage=config.storage, path=describe(config, self.data_dir),
                           probe_ms=round(seconds * 1000, 1))
+
+    async def _open_redis(self, stack: AsyncExitStack) -> None:
+        """The L1.5 cache's client, closed when the node stops. Redis down or unreachable at start
+        is not an error: the client logs ``redis_unavailable`` and keeps retrying in the background
+        (``redis.healthy``, ``dakera_redis_connected``); a URL it cannot use is (exit 2)."""
+        from .cache.client import open_redis
+
+        assert self.config.redis_url is not None
+        gauge = self.metrics.redis_connected
+        self.redis = await stack.enter_async_context(open_redis(
+            self.config.redis_url, self.config.redis_timeout_ms, log=self.log,
+            on_connected=lambda up: gauge.set(1 if up else 0)))
 
     # -- actors ------------------------------------------------------------------------
     async def start_actor(self, actor: Actor) -> None:
@@ -672,6 +688,8 @@ async def open_node(
                 from .storage.opening import open_backup_store
 
                 node.backup_objects = await stack.enter_async_context(open_backup_store(config, node.data_dir))
+            if config.redis_url:
+                await node._open_redis(stack)
             if config.cluster_mode:
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(
