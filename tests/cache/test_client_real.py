@@ -141,7 +141,23 @@ async def test_a_paused_server_times_every_call_out_within_the_bound(redis_serve
         redis_server.resume()
         with trio.fail_after(5):
             await redis.healthy.wait_for(bool)
-        assert await redis.get("k") == b"v"  # connections cut by the timeouts were replaced
+        # connections cut by the timeouts were replaced, not reused: no answer meant for a
+        # cancelled command is read as another's
+        assert await redis.get("k") == b"v"
+        assert await redis.get("absent") is None
+        await redis.ping()
+        assert await redis.evalsha_or_eval(ECHO, ["n"], ["z"]) == [b"n", b"z", 1]
+
+
+async def test_a_write_that_timed_out_may_still_land_later(redis_server: RedisServer) -> None:
+    """CacheUnavailable is no promise that nothing happened: a command already sent when the
+    server stalled runs once it resumes (what the cache's protocol must tolerate)."""
+    async with client(redis_server.url) as redis:
+        await redis.ping()  # a pooled connection, past its handshake
+        redis_server.pause()
+        assert (await bounded_failure(lambda: redis.set("late", b"applied", ttl=30))).reason == "timeout"
+        redis_server.resume()
+        await eventually(lambda: redis_server.sync().get("late") == b"applied", timeout=5)
 
 
 async def test_health_goes_down_when_killed_and_up_after_a_restart_on_the_same_port(
