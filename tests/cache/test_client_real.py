@@ -111,7 +111,7 @@ async def test_a_password_in_the_url_is_used_and_a_wrong_one_fails_without_a_red
     for url in (f"redis://127.0.0.1:{server.port}/0", f"redis://:wrong@127.0.0.1:{server.port}/0"):
         async with client(url) as redis:
             assert not redis.healthy.value
-            failure = await bounded_failure(lambda r=redis: r.get("k"))  # type: ignore[misc]
+            failure = await bounded_failure(lambda r=redis: r.get("k"))
             assert failure.reason in ("unreachable", "error")
 
 
