@@ -26,10 +26,12 @@ from dakera_actors.testing.cluster import free_port
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1:``port``, restartable on the same port."""
 
-    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, *, password: str | None = None, unix: bool = False) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.password = password
+        #: also listen on a unix socket in ``workdir`` (unix:// URLs)
+        self.socket_path = workdir / "redis.sock" if unix else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -43,6 +45,8 @@ class RedisServer:
                 "--appendonly", "no", "--dir", str(self.workdir), "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.socket_path is not None:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.paused = False
         deadline = time.monotonic() + 10
@@ -145,8 +149,10 @@ def redis_server(redis_session: RedisServer) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of its own with ``requirepass`` (characters a URL must percent-encode in it), also
+    on a unix socket."""
     _need_redis_server()
-    server = RedisServer(tmp_path, password="p@ss:w/rd#1")
+    server = RedisServer(tmp_path, password="p@ss:w/rd#1", unix=True)
     server.start()
     try:
         yield server

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -100,7 +101,7 @@ async def test_delete_matching_unlinks_page_by_page_and_counts(redis_server: Red
         assert await redis.delete_matching("dakera:*") == 10
 
 
-async def test_a_password_in_the_url_is_used_and_a_wrong_one_fails_without_a_redis_error(
+async def test_a_password_in_the_url_is_used_over_tcp_and_unix_and_a_wrong_one_fails_without_a_redis_error(
         redis_with_password: RedisServer) -> None:
     server = redis_with_password
     async with client(server.url) as redis:  # the password percent-encoded (@ : / # in it)
@@ -108,6 +109,11 @@ async def test_a_password_in_the_url_is_used_and_a_wrong_one_fails_without_a_red
         await redis.set("k", b"v", ttl=10)
         assert await redis.get("k") == b"v"
         assert "p@ss" not in redis.target and "127.0.0.1" in redis.target
+    unix = f"unix://:{quote(server.password or '', safe='')}@{server.socket_path}?db=1"
+    async with client(unix) as redis:
+        assert redis.healthy.value and redis.target == f"unix://{server.socket_path}"
+        await redis.set("k", b"on db 1", ttl=10)
+        assert await redis.get("k") == b"on db 1"
     for url in (f"redis://127.0.0.1:{server.port}/0", f"redis://:wrong@127.0.0.1:{server.port}/0"):
         async with client(url) as redis:
             assert not redis.healthy.value
