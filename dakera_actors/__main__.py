@@ -76,6 +76,8 @@ def _startup_failure(exc: BaseException) -> tuple[int, str] | None:
     for leaf in _leaves(exc):
         if isinstance(leaf, DataDirLocked):
             return 2, str(leaf)
+        if isinstance(leaf, ConfigError):  # found while starting (a Redis URL redis-py cannot use)
+            return 2, f"configuration error: {leaf}"
         if isinstance(leaf, WalRecoveryError):
             return EXIT_DAMAGED_DATA, (f"cannot start: {leaf}. Restore the data dir from a good copy, or set "
                                        f"DAKERA_WAL_RECOVERY=truncate to start anyway without the unreadable "

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
@@ -106,8 +107,40 @@ def _url(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _redis_url(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
-        raise ConfigError(_env(attribute.name), f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    if value is None:
+        return
+    problem = redis_url_problem(value) if isinstance(value, str) else "must be a string"
+    if problem is not None:
+        # the URL may hold a password: name the problem, never echo the value
+        raise ConfigError(_env(attribute.name), problem)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL (None: nothing), checked by form the way redis-py reads it:
+    redis://[user[:password]@]host[:port][/db], rediss:// the same over TLS, unix:///path[?db=n]."""
+    if not re.match(r"^(redis|rediss|unix)://", url):
+        return "must be a redis://, rediss:// or unix:// URL (redis://[:password@]host[:port][/db])"
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if any(ch.isspace() for ch in url):
+        return "must not contain whitespace"
+    db = parse_qs(parsed.query).get("db", [None])[0]
+    if parsed.scheme == "unix":
+        if not parsed.path or parsed.path == "/":
+            return "a unix:// URL needs the socket's path (unix:///run/redis.sock)"
+    else:
+        if not parsed.hostname:
+            return "needs a host (redis://host:6379/0)"
+        if port == 0:
+            return "port must be 1..65535"
+        if db is None and parsed.path.strip("/"):
+            db = parsed.path.strip("/")
+    if db is not None and not (db.isdigit() and int(db) < 1_000_000):
+        return f"database must be a number (/0, /1 ...), got {db!r}"
+    return None
 
 
 def _node_id(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -238,7 +271,12 @@ class Config:
         "must be an integer number of bytes, 1 MiB..64 GiB"))
     #: seals bundles created with ``encrypt`` (AES-256-GCM) and opens encrypted uploads
     backup_key: bytes | None = attrs.field(default=None, repr=False)
-    redis_url: str | None = attrs.field(default=None, validator=_redis_url)
+    #: the L1.5 cache (Redis); None: no cache. Unreachable at start is not fatal (retried in the background)
+    redis_url: str | None = attrs.field(default=None, validator=_redis_url, repr=_redacted)
+    #: every Redis call is bounded by this; past it the call fails and the caller falls back
+    redis_timeout_ms: int = attrs.field(default=50, validator=_int_range(1, 10_000))
+    #: how long a cache entry lives in Redis
+    cache_ttl_seconds: int = attrs.field(default=300, validator=_int_range(1, 86_400))
 
     embedder: str = attrs.field(default="hashing", validator=_embedder_spec)
     wal_segment_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))

@@ -118,6 +118,10 @@ class NodeMetrics:
         self.shard_balance = Gauge("dakera_shard_balance", "Shard placement skew: (max-min)/mean primaries per node", registry=r)
         self.leader_lease_remaining_ms = Gauge("dakera_leader_lease_remaining_ms",
                                                "This node's view of the time left on the leader lease, in ms", registry=r)
+        #: the L1.5 cache: 1 while Redis answers this node's pings (0 when down, or without DAKERA_REDIS_URL)
+        self.redis_connected = Gauge("dakera_redis_connected",
+                                     "1 while the L1.5 cache (Redis) answers this node's pings; 0 when it does "
+                                     "not, or without DAKERA_REDIS_URL", registry=r)
         self.forwarded_requests = Counter("dakera_forwarded_requests", "Requests forwarded to the shard owner", registry=r)
         # wire and transport
         self.wire_rejected = Counter("dakera_wire_rejected", "Inter-node frames dropped, by reason", ["reason"], registry=r)

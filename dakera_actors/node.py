@@ -38,6 +38,7 @@ from .wire import Codec
 
 if TYPE_CHECKING:
     from .backup.service import Backups
+    from .cache.client import RedisClient
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
@@ -167,6 +168,9 @@ class Node:
         self.backups: Backups | None = None
         self.archiver: Archiver | None = None
         self.seeder: Seeder | None = None
+        #: the L1.5 cache's Redis client (DAKERA_REDIS_URL; None without one). Opened at start
+        #: whether or not Redis answers: ``redis.healthy`` says whether it does
+        self.redis: RedisClient | None = None
         self.readiness = Readiness()
         #: this node's maintenance flag as stored (read before membership starts)
         self.maintenance_state: Any = None
@@ -247,6 +251,18 @@ class Node:
         else:
             self.log.info("object_store_ready", storage=config.storage, path=describe(config, self.data_dir),
                           probe_ms=round(seconds * 1000, 1))
+
+    async def _open_redis(self, stack: AsyncExitStack) -> None:
+        """The L1.5 cache's client, closed when the node stops. Redis down or unreachable at start
+        is not an error: the client logs ``redis_unavailable`` and keeps retrying in the background
+        (``redis.healthy``, ``dakera_redis_connected``); a URL it cannot use is (exit 2)."""
+        from .cache.client import open_redis
+
+        assert self.config.redis_url is not None
+        gauge = self.metrics.redis_connected
+        self.redis = await stack.enter_async_context(open_redis(
+            self.config.redis_url, self.config.redis_timeout_ms, log=self.log,
+            on_connected=lambda up: gauge.set(1 if up else 0)))
 
     # -- actors ------------------------------------------------------------------------
     async def start_actor(self, actor: Actor) -> None:
@@ -559,14 +575,14 @@ class Node:
             self.log.info("cache_unused", reason="a single node answers every read itself")
             return
         c = self.config
-        timeout = getattr(c, "redis_timeout_ms", 50) / 1000
+        timeout = c.redis_timeout_ms / 1000
         config = GenerationConfig(lease=1.0, timeout=timeout, authority=(c.lease_ttl_ms + c.lease_drift_ms) / 1000)
         cluster = self.archive.identity.cluster_id if self.archive is not None else "cluster"
         generations = Generations(self.cache_backend, cluster=cluster, config=config,
                                   authorized=self._cache_authorized, nursery=self.nursery, rng=self.rng,
                                   on_wait=self.metrics.cache_generation_waits.inc)
         self.cache = NodeCache(self.cache_backend, generations, cluster=cluster,
-                               ttl=getattr(c, "cache_ttl_seconds", 300), timeout=timeout, wall_clock=self.wall_clock,
+                               ttl=c.cache_ttl_seconds, timeout=timeout, wall_clock=self.wall_clock,
                                roles=self._archive_roles,
                                on_result=lambda result: self.metrics.cache_requests.labels(result).inc())
         self.memory.fence = self.cache
@@ -726,6 +742,9 @@ async def open_node(
                 from .storage.opening import open_backup_store
 
                 node.backup_objects = await stack.enter_async_context(open_backup_store(config, node.data_dir))
+            if config.redis_url and node.cache_backend is None:
+                await node._open_redis(stack)
+                node.cache_backend = node.redis  # the L1.5 cache runs on it (cluster mode)
             if config.cluster_mode:
                 transport_cls = load_transport(config.transport)
                 node.transport = await stack.enter_async_context(transport_cls.open(

@@ -108,8 +108,9 @@ class NodeCache:
         """Whether Redis answered this node's last calls (the backend's own view when it keeps
         one; else: no generation call of this node has failed since its last success)."""
         own = getattr(self.backend, "healthy", None)
-        if isinstance(own, bool):
-            return own
+        value = getattr(own, "value", own)  # the client's published flag, or a plain bool
+        if isinstance(value, bool):
+            return value
         return self.generations.healthy
 
     # -- admin -------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ class NodeCache:
             with trio.fail_after(max(self.timeout * 200, 10.0)):
                 return int(await self.backend.delete_matching(s.agent_pattern(self.cluster, namespace)))
         except (CacheUnavailable, trio.TooSlowError):
-            raise CacheUnavailable("Redis did not answer: nothing was cleared") from None
+            raise CacheUnavailable("Redis did not answer: nothing was cleared", reason="timeout") from None
 
     # -- writes (the store's fence) --------------------------------------------------------
     def applied(self, shard: int) -> int | None:

@@ -47,7 +47,7 @@ class ModelRedis:
 
     async def evalsha_or_eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         if self.down:
-            raise CacheUnavailable("down")
+            raise CacheUnavailable("down", reason="unreachable")
         if self.latency[1] > 0:
             await trio.sleep(self.rng.uniform(*self.latency))
         wait = self.paused_until - self.clock()
@@ -119,7 +119,7 @@ class ModelRedis:
 
     def _check(self) -> None:
         if self.down:
-            raise CacheUnavailable("down")
+            raise CacheUnavailable("down", reason="unreachable")
 
     def _put(self, key: str, state: g.GenState | None) -> None:
         if state is not None:

@@ -1,7 +1,7 @@
 """Objects on S3-compatible storage (AWS S3, MinIO, moto ...) through aiobotocore.
 
-aiobotocore is an asyncio library; the node is Trio. This module is the one place where the two
-meet: :func:`open_s3_store` opens a trio-asyncio loop and the client inside it, and every call
+aiobotocore is an asyncio library; the node is Trio. :func:`open_s3_store` opens the client on the
+node's asyncio loop (:mod:`dakera_actors.runtime.aio`, the one Trio-asyncio bridge), and every call
 of :class:`S3ObjectStore` is a plain Trio call that runs the asyncio coroutine through it. The
 rest of the node only sees the :class:`~dakera_actors.storage.objects.ObjectStore` interface.
 
@@ -17,11 +17,11 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
-import trio_asyncio
 from aiobotocore.session import get_session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..runtime.aio import open_asyncio_loop, run_aio
 from .objects import (
     ObjectExists,
     ObjectInfo,
@@ -60,7 +60,7 @@ class S3ObjectStore:
 
     async def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await trio_asyncio.aio_as_trio(fn)()
+            return await run_aio(fn)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in NOT_FOUND:
@@ -123,31 +123,19 @@ class S3ObjectStore:
 
 
 @asynccontextmanager
-async def _asyncio_loop() -> AsyncIterator[None]:
-    """The asyncio loop the S3 clients run on: one per node. A store opened inside another's block
-    (the backup bucket inside the cold tier's) shares that loop: every task of the node sees one
-    current loop, and a client must be called on the loop it was made on."""
-    if trio_asyncio.current_loop.get() is not None:
-        yield
-        return
-    async with trio_asyncio.open_loop():
-        yield
-
-
-@asynccontextmanager
 async def open_s3_store(settings: S3Settings) -> AsyncIterator[S3ObjectStore]:
     """An :class:`S3ObjectStore` for ``settings``, with its client, closed when the block ends, on
     the node's asyncio loop (trio-asyncio; opened here unless one is open). Nothing is sent until
     the first call."""
-    async with _asyncio_loop():
+    async with open_asyncio_loop():
         session = get_session()
         client_cm = session.create_client(
             "s3", endpoint_url=settings.endpoint, region_name=settings.region,
             aws_access_key_id=settings.access_key, aws_secret_access_key=settings.secret_key,
             config=BotoConfig(connect_timeout=settings.timeout, read_timeout=settings.timeout,
                               retries={"max_attempts": 2}, s3={"addressing_style": "path"}))
-        client = await trio_asyncio.aio_as_trio(client_cm.__aenter__)()
+        client = await run_aio(client_cm.__aenter__)
         try:
             yield S3ObjectStore(client, settings)
         finally:
-            await trio_asyncio.aio_as_trio(client_cm.__aexit__)(None, None, None)
+            await run_aio(lambda: client_cm.__aexit__(None, None, None))

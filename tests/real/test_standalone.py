@@ -86,6 +86,9 @@ def test_in_flight_request_finishes_during_graceful_stop(node: NodeProcess) -> N
     ("DAKERA_CLUSTER_MODE", "perhaps"),
     ("DAKERA_REPLICATION_FACTOR", "0"),
     ("DAKERA_GOSSIP_KEY", "%%%"),
+    ("DAKERA_REDIS_URL", "redis://:secret@cache:port"),
+    ("DAKERA_REDIS_TIMEOUT_MS", "0"),
+    ("DAKERA_CACHE_TTL_SECONDS", "forever"),
 ])
 def test_bad_environment_exits_2_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
     env = dict(NodeProcess(tmp_path).env, **{variable: value})

@@ -226,3 +226,28 @@ def test_cold_tier_settings_defaults_and_parsing() -> None:
     with pytest.raises(ConfigError) as info:
         Config(cold_backlog_bytes=True)  # a bool is not a byte count
     assert info.value.variable == "DAKERA_COLD_BACKLOG_BYTES"
+
+
+def test_redis_settings_defaults_ranges_and_urls() -> None:
+    c = Config.from_env({})
+    assert (c.redis_url, c.redis_timeout_ms, c.cache_ttl_seconds) == (None, 50, 300)
+    c = Config.from_env({"DAKERA_REDIS_URL": "rediss://:pa%40ss@cache.example:6380/2",
+                         "DAKERA_REDIS_TIMEOUT_MS": "200", "DAKERA_CACHE_TTL_SECONDS": "86400"})
+    assert (c.redis_timeout_ms, c.cache_ttl_seconds) == (200, 86400)
+    for good in ("redis://localhost", "redis://user:pw@10.0.0.1:6379/0", "redis://[::1]:6379",
+                 "unix:///run/redis.sock?db=3", "redis://h:6379?db=1"):
+        assert Config(redis_url=good).redis_url == good
+    for variable, value in (("DAKERA_REDIS_TIMEOUT_MS", "0"), ("DAKERA_REDIS_TIMEOUT_MS", "10001"),
+                            ("DAKERA_REDIS_TIMEOUT_MS", "50ms"), ("DAKERA_CACHE_TTL_SECONDS", "0"),
+                            ("DAKERA_CACHE_TTL_SECONDS", "86401"), ("DAKERA_REDIS_URL", "redis://h:notaport"),
+                            ("DAKERA_REDIS_URL", "redis://h:99999"), ("DAKERA_REDIS_URL", "redis://:pw@"),
+                            ("DAKERA_REDIS_URL", "redis://h/zero"), ("DAKERA_REDIS_URL", "unix://"),
+                            ("DAKERA_REDIS_URL", "redis://h?db=x"), ("DAKERA_REDIS_URL", "redis://h h")):
+        with pytest.raises(ConfigError) as info:
+            Config.from_env({variable: value})
+        assert info.value.variable == variable and "\n" not in str(info.value), value
+    # a wrong URL may carry a password: the error names the problem, never the value
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"DAKERA_REDIS_URL": "redis://:hunter2@h:port"})
+    assert "hunter2" not in str(info.value)
+    assert "hunter2" not in repr(Config(redis_url="redis://:hunter2@h:6379"))
