@@ -577,7 +577,7 @@ class Node:
         c = self.config
         timeout = c.redis_timeout_ms / 1000
         config = GenerationConfig(lease=1.0, timeout=timeout, authority=(c.lease_ttl_ms + c.lease_drift_ms) / 1000)
-        cluster = self.archive.identity.cluster_id if self.archive is not None else "cluster"
+        cluster = self._cache_namespace()
         generations = Generations(self.cache_backend, cluster=cluster, config=config,
                                   authorized=self._cache_authorized, nursery=self.nursery, rng=self.rng,
                                   on_wait=self.metrics.cache_generation_waits.inc)
@@ -589,6 +589,20 @@ class Node:
         self.router.cache = self.cache
         self.facade.cache = self.cache
         self.nursery.start_soon(self._follow_cache_roles, generations)
+
+    def _cache_namespace(self) -> str:
+        """What every node of this cluster, and no other cluster, calls itself in Redis: the
+        archive's cluster id when the archive is shared (S3, or a shared DAKERA_STORAGE_PATH),
+        else a digest of the gossip key (each node's own archive has its own id)."""
+        import xxhash
+
+        c = self.config
+        shared = c.storage == "s3" or c.storage_path is not None or self._objects_injected
+        if shared and self.archive is not None:
+            return self.archive.identity.cluster_id
+        if c.gossip_keys:
+            return "k" + xxhash.xxh64_hexdigest(c.gossip_keys[0])
+        return "insecure"
 
     def _cache_authorized(self) -> bool:
         """Whether this node still has the cluster's authority over its shards (for the cache's
