@@ -584,7 +584,8 @@ class Node:
         self.cache = NodeCache(self.cache_backend, generations, cluster=cluster,
                                ttl=c.cache_ttl_seconds, timeout=timeout, wall_clock=self.wall_clock,
                                roles=self._archive_roles,
-                               on_result=lambda result: self.metrics.cache_requests.labels(result).inc())
+                               on_result=lambda result: self.metrics.cache_requests.labels(result).inc(),
+                               nursery=self.nursery)
         self.memory.fence = self.cache
         self.router.cache = self.cache
         self.facade.cache = self.cache

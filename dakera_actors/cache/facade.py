@@ -27,6 +27,7 @@ from .primary import Backend, Generations, read
 
 CACHED_OPS = frozenset({"get", "recall", "search"})
 MAX_ENTRY_BYTES = 256 * 1024
+FILLED_MEMORY = 100_000  # answers remembered as filled (their keys only)
 
 
 @attrs.define
@@ -41,7 +42,8 @@ class CacheCounters:
 class NodeCache:
     def __init__(self, backend: Backend, generations: Generations, *, cluster: str, ttl: int, timeout: float,
                  max_entry: int = MAX_ENTRY_BYTES, wall_clock: Callable[[], float] = time.time,
-                 roles: Callable[[], Mapping[int, int]] = dict, on_result: Callable[[str], None] | None = None) -> None:
+                 roles: Callable[[], Mapping[int, int]] = dict, on_result: Callable[[str], None] | None = None,
+                 nursery: trio.Nursery | None = None) -> None:
         self.backend = backend
         self.generations = generations
         self.cluster = cluster
@@ -50,6 +52,9 @@ class NodeCache:
         self.max_entry = max_entry
         self.wall_clock = wall_clock
         self.counters = CacheCounters()
+        self.nursery = nursery
+        #: answers this node filled lately, by (shard, incarnation, generation, name): not again
+        self._filled: dict[tuple[int, int, int, str], None] = {}
         #: shard -> term of every shard this node is primary of, as the store serves them now
         self.roles = roles
         self._on_result = on_result or (lambda result: None)
@@ -82,6 +87,19 @@ class NodeCache:
 
     def ticket(self, shard: int) -> FillTicket | None:
         return self.generations.ticket(shard)
+
+    def fill_soon(self, ticket: FillTicket, name: str, payload: Any) -> None:
+        """Fill in the background (the answer is not held up by Redis), once per answer and
+        generation: an owner asked the same thing again has already stored it."""
+        if self.nursery is None:
+            return
+        key = (ticket.shard, ticket.inc, ticket.gen, name)
+        if key in self._filled:
+            return
+        self._filled[key] = None
+        if len(self._filled) > FILLED_MEMORY:
+            self._filled.pop(next(iter(self._filled)))
+        self.nursery.start_soon(self.fill, ticket, name, payload)
 
     async def fill(self, ticket: FillTicket, name: str, payload: Any) -> bool:
         ttl = self._ttl(payload)

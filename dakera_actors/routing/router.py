@@ -241,8 +241,7 @@ class Router:
             payload = await service.execute(request.op, body, request.args, request.memory_id, request.agent,
                                             shard=shard, eventual=eventual)
             if ticket is not None and cache is not None and agent is not None:
-                await cache.fill(ticket, cache.name(request.op, agent, body, request.args, request.memory_id),
-                                 payload)
+                cache.fill_soon(ticket, cache.name(request.op, agent, body, request.args, request.memory_id), payload)
             return 200, payload
         except ServiceError as err:
             return err.status, err.body()
