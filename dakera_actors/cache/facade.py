@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -87,6 +87,17 @@ class NodeCache:
 
     def ticket(self, shard: int) -> FillTicket | None:
         return self.generations.ticket(shard)
+
+    async def computed(self, shard: int, name: Callable[[], str], compute: Callable[[], Awaitable[Any]]) -> Any:
+        """``compute()``'s answer, filled into the cache when this node leads the shard: the
+        ticket is taken *before* computing, so a write applied while the answer is computed
+        (a recall awaiting its embedding, say) voids the fill instead of caching an answer older
+        than the write."""
+        ticket = self.ticket(shard)
+        payload = await compute()
+        if ticket is not None:
+            self.fill_soon(ticket, name(), payload)
+        return payload
 
     def fill_soon(self, ticket: FillTicket, name: str, payload: Any) -> None:
         """Fill in the background (the answer is not held up by Redis), once per answer and

@@ -235,14 +235,16 @@ class Router:
             eventual = wants_eventual(request.op, body, request.args)
             shard = shard_of(agent, service.shards.shard_count) if agent is not None else None
             cache = self.cache
-            # taken before the answer is computed: a write applied meanwhile voids it
-            ticket = (cache.ticket(shard) if cache is not None and shard is not None and agent is not None
-                      and request.op in CACHED_OPS else None)
-            payload = await service.execute(request.op, body, request.args, request.memory_id, request.agent,
-                                            shard=shard, eventual=eventual)
-            if ticket is not None and cache is not None and agent is not None:
-                cache.fill_soon(ticket, cache.name(request.op, agent, body, request.args, request.memory_id), payload)
-            return 200, payload
+
+            async def compute() -> Any:
+                return await service.execute(request.op, body, request.args, request.memory_id, request.agent,
+                                             shard=shard, eventual=eventual)
+
+            if cache is None or shard is None or agent is None or request.op not in CACHED_OPS:
+                return 200, await compute()
+            cached_agent = agent
+            return 200, await cache.computed(
+                shard, lambda: cache.name(request.op, cached_agent, body, request.args, request.memory_id), compute)
         except ServiceError as err:
             return err.status, err.body()
 

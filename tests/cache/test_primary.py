@@ -91,3 +91,36 @@ async def test_a_primary_without_the_clusters_authority_sends_nothing_and_fills_
         assert redis.states[s.gen_key("c1", 3)].until < redis.now()
         assert gens.ticket(3) is None
         nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_computed_while_a_write_lands_is_not_cached(autojump_clock: trio.testing.MockClock) -> None:
+    """The ticket is taken before computing: a recall awaiting its embedding while a write is
+    applied must not land in the cache (it may predate the write)."""
+    from dakera_actors.cache.facade import NodeCache
+
+    redis = ModelRedis()
+    async with trio.open_nursery() as nursery:
+        gens = await started(nursery, redis)
+        cache = NodeCache(redis, gens, cluster="c1", ttl=60, timeout=C.timeout, nursery=nursery)
+
+        async def slow_answer_with_a_write_meanwhile() -> dict[str, str]:
+            answer = {"content": "before the write"}
+            await trio.sleep(0.01)
+            version = gens.applied(3)  # a write lands while the answer is being computed
+            await gens.settle(3, version)
+            return answer
+
+        got = await cache.computed(3, lambda: "q", slow_answer_with_a_write_meanwhile)
+        assert got == {"content": "before the write"}
+        await trio.sleep(1)  # the background fill, had it been let through
+        assert await cache.lookup(3, "q") is None
+        assert cache.counters.fills == 0
+
+        async def quiet_answer() -> dict[str, str]:
+            await trio.sleep(0.01)
+            return {"content": "after the write"}
+
+        await cache.computed(3, lambda: "q", quiet_answer)
+        await trio.sleep(1)
+        assert await cache.lookup(3, "q") == {"content": "after the write"}
+        nursery.cancel_scope.cancel()
