@@ -233,6 +233,12 @@ class PrimaryGeneration:
         applied succeeded, or every trust deadline that could hide it has passed."""
         return self.covered >= version or now >= self.hold_until
 
+    @property
+    def renew_at(self) -> float:
+        """When a clean primary renews: ``renew_every`` after its last trust began."""
+        c = self.config
+        return self.trusted_until - (c.lease - c.renew_every)
+
     # -- calls to Redis ----------------------------------------------------------------
     def next_call(self, now: float, *, authorized: bool) -> Call | None:
         """The call to send now, if any (one at a time). ``authorized``: this node still has the
@@ -251,7 +257,7 @@ class PrimaryGeneration:
             not_after = now + self.offset + self._error(now) + c.timeout
             if self.applied > self.covered or self.inc is None:
                 call = AdvanceCall(self.shard, self.term, self.gen, c.lease, not_after, self.applied)
-            elif now >= self.trusted_until - (c.lease - c.renew_every):
+            elif now >= self.renew_at:
                 call = RenewCall(self.shard, self.term, self.inc, self.gen, c.lease, not_after)
             else:
                 return None
@@ -276,8 +282,7 @@ class PrimaryGeneration:
                 latest = self.sent_at + c.timeout + 2 * self._error(self.sent_at)
                 self.hold_until = max(self.hold_until, latest + self._trust_span())
             return
-        if isinstance(result, Refused):
-            self._measure_none()
+        if isinstance(result, Refused):  # (a refusal carries no clock reading)
             if result.why == "fenced":
                 self.fenced = True
             else:
@@ -298,9 +303,6 @@ class PrimaryGeneration:
         self.offset = redis_now - (self.sent_at + now) / 2
         self.offset_error = (now - self.sent_at) / 2
         self.measured_at = now
-
-    def _measure_none(self) -> None:
-        pass  # refusals carry no clock reading
 
     # -- fills -------------------------------------------------------------------------
     def ticket(self, *, authorized: bool) -> FillTicket | None:

@@ -138,8 +138,7 @@ class Generations:
             call = core.next_call(now, authorized=self.authorized())
             if call is None:
                 # nothing to send until a write is applied, or the trust needs renewing
-                renew_at = core.trusted_until - (self.config.lease - self.config.renew_every)
-                pause = max(min(renew_at - now, self.config.renew_every), 0.005)
+                pause = max(min(core.renew_at - now, self.config.renew_every), 0.005)
                 with trio.move_on_after(pause):
                     await state.changed.wait()
                 continue
