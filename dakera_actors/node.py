@@ -631,12 +631,10 @@ class Node:
             self.archiver.core.set_history(seconds)
 
     def _archive_behind(self) -> list[str]:
-        """Members whose archive is behind (their metadata), or this node alone by its archiver."""
-        if self.membership is not None:
-            return sorted(m.id for m in self.membership.view.value.members.values() if m.alive and m.archive_behind)
-        if self.archiver is not None and self.archiver.tier_stats().behind:
-            return [self.node_id]
-        return []
+        """Members whose archive is behind: what the cluster status says (one rule for both)."""
+        from .api.admin_views import archive_behind
+
+        return archive_behind(self.facade)
 
     def _count_backup(self, outcome: str) -> None:
         self.metrics.backups.labels(outcome).inc()
