@@ -16,11 +16,8 @@ its agents.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..cold.chain import earliest_point
-from ..cold.format import parse_key, shard_prefix
-from ..cold.restore import PointOutOfReach, Restored, load_shard_at
+from ..cold.restore import PointOutOfReach, Restored, listing, load_shard_at
 from ..log import EventLogger
 from ..runtime.offload import Offload
 from ..storage.objects import ObjectStore
@@ -62,11 +59,10 @@ async def check_reach(archive: ObjectStore, shard_count: int, at: float) -> None
     """:class:`PointOutOfReach` unless every shard has an archived snapshot taken at or before
     ``at`` (names only: one listing per shard, nothing downloaded)."""
     for shard in range(shard_count):
-        objects = [o for info in await archive.list(shard_prefix(shard))
-                   if (o := parse_key(info.key, info.size)) is not None]
+        objects = await listing(archive, shard)
         earliest = earliest_point(objects)
         if earliest is None or earliest > at:
             raise PointOutOfReach(shard, earliest)
 
 
-__all__: list[Any] = ["PointOutOfReach", "check_reach", "parts_at", "replay"]
+__all__ = ["PointOutOfReach", "check_reach", "parts_at", "replay"]

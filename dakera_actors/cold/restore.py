@@ -65,7 +65,8 @@ class PointOutOfReach(Exception):
         self.earliest = earliest
 
 
-async def _listing(store: ObjectStore, shard: int) -> list[ArchivedObject]:
+async def listing(store: ObjectStore, shard: int) -> list[ArchivedObject]:
+    """The archived objects of ``shard``, as named (other keys under its prefix are ignored)."""
     listing = await store.list(shard_prefix(shard))
     return [o for info in listing if (o := parse_key(info.key, info.size)) is not None and o.shard == shard]
 
@@ -74,7 +75,7 @@ async def load_shard(store: ObjectStore, shard: int, offload: Offload, log: Even
     """The newest archived history of ``shard``, or None when the archive has none. Raises
     :class:`ObjectStoreError` when the store cannot be read (the caller retries: an unreadable
     archive is not an empty one)."""
-    objects = await _listing(store, shard)
+    objects = await listing(store, shard)
     return await _load(store, shard, objects, lambda bad: plan_restore(objects, exclude=bad), offload, log)
 
 
@@ -84,7 +85,7 @@ async def load_shard_at(store: ObjectStore, shard: int, at: float, offload: Offl
     archived records after it up to the last one committed at or before ``at``. None when the
     archive holds nothing of the shard (it never had data, or retention dropped it whole);
     :class:`PointOutOfReach` when it holds the shard only from later on."""
-    objects = await _listing(store, shard)
+    objects = await listing(store, shard)
     if not objects:
         return None
 
@@ -188,4 +189,4 @@ async def _identity(store: ObjectStore, shards: int, node_id: str, wall_clock: C
     raise ObjectStoreUnusable("DAKERA_STORAGE", "the cluster identity keeps changing under this node")
 
 
-__all__ = ["ArchiveInfo", "PointOutOfReach", "Restored", "load_shard", "load_shard_at", "open_archive"]
+__all__ = ["ArchiveInfo", "PointOutOfReach", "listing", "Restored", "load_shard", "load_shard_at", "open_archive"]
