@@ -70,7 +70,6 @@ def test_a_new_primary_waits_its_predecessors_authority_and_a_lease_unless_it_ad
 def test_a_dirty_primary_never_renews_and_a_lost_renewal_holds_its_writes_until_that_trust_is_surely_over() -> None:
     t = 10.0  # past the new primary's own hold (authority + a lease from its start at 0)
     p = ready()
-    p.answered(None, 0.0)  # (nothing in flight: ignored)
     renew = p.next_call(t, authorized=True)
     assert isinstance(renew, g.RenewCall) and (renew.inc, renew.gen) == (99, 1)
     p.answered(None, t + C.timeout)  # no answer: it may still run, until its not_after
