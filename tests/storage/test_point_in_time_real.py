@@ -13,11 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dakera import BatchRecallRequest, BatchStoreMemoryItem, BatchStoreMemoryRequest, DakeraClient
+from dakera import BatchStoreMemoryItem, BatchStoreMemoryRequest
 
 from tests.real.procs import cluster_processes, running, wait_for
 
-from .conftest import BUCKET
+from .test_backup_real import client, ids_of
+from .test_backup_real import env as backup_env
 
 pytestmark = pytest.mark.real
 AGENTS = 6
@@ -25,20 +26,8 @@ PER_AGENT = 40
 
 
 def env(endpoint: str, prefix: str) -> dict[str, str]:
-    return {"DAKERA_STORAGE": "s3", "DAKERA_S3_ENDPOINT": endpoint, "DAKERA_S3_BUCKET": BUCKET,
-            "DAKERA_S3_ACCESS_KEY": "test", "DAKERA_S3_SECRET_KEY": "test", "DAKERA_S3_PREFIX": f"{prefix}/cold",
-            "DAKERA_BACKUP_STORAGE": "s3", "DAKERA_BACKUP_S3_ENDPOINT": endpoint, "DAKERA_BACKUP_S3_BUCKET": BUCKET,
-            "DAKERA_BACKUP_S3_PREFIX": f"{prefix}/backups", "DAKERA_REPLICATION_FACTOR": "2",
-            "DAKERA_SHARDS": "8", "DAKERA_WRITE_ACK": "quorum", "DAKERA_COLD_FLUSH_MS": "200"}
-
-
-def client(url: str) -> DakeraClient:
-    return DakeraClient(url, max_retries=3, timeout=60)
-
-
-def ids_of(url: str, agent: str) -> set[str]:
-    rec = client(url).batch_recall(BatchRecallRequest(agent, limit=1000))
-    return {m["id"] if isinstance(m, dict) else m.id for m in rec.memories}
+    """The backup test's cluster on the bucket, with fewer shards and a shorter flush."""
+    return {**backup_env(endpoint, prefix), "DAKERA_SHARDS": "8", "DAKERA_COLD_FLUSH_MS": "200"}
 
 
 def archive_lag(url: str) -> float:
