@@ -31,7 +31,8 @@ older than a write acknowledged before the read began. How:
   authority (it heard the leader's lease within ``authority`` seconds), so a primary cut off
   from the cluster stops extending trust within ``authority`` plus a lease. A new primary advances
   with its higher term first (fencing the old one's renewals and fills: :func:`advance` refuses a
-  lower term), and waits a lease before acknowledging without one.
+  lower term); without one it waits ``authority`` plus a lease before its first acknowledgement
+  (its predecessor's trust may last that long).
 
 Redis's clock must not step backwards (it only decides ``until`` and ``not_after``); the nodes'
 clocks are only ever compared with themselves. The Lua scripts (:mod:`.scripts`) implement the
