@@ -645,7 +645,7 @@ class Backups:
                       memories=sum(len(p.memories) for p in parts))
         if overwrite and job.done == 0:
             then = {m[0]["a"] for p in parts for m in p.memories}
-            for agent in sorted(set(await self.cluster.agents()) - then):
+            for agent in sorted(set(await self._agents()) - then):
                 if agents is not None and agent not in agents:
                     continue
                 if not self._still_runs(job.token):
@@ -749,6 +749,20 @@ class Backups:
                 self.log.info("backup_scheduled_retried", backup_id=again.backup_id, failed=info.backup_id,
                               token=token)
                 self.nursery.start_soon(self._run_backup, again)
+
+    async def _agents(self) -> list[str]:
+        """Every agent of the cluster, retried like a write while the listing is refused (503: a
+        shard still being taken over, a member not answering): a partial list is never used."""
+        deadline = trio.current_time() + RESTORE_RETRY_FOR
+        pause = 0.2
+        while True:
+            try:
+                return await self.cluster.agents()
+            except Unavailable:
+                if trio.current_time() + pause > deadline:
+                    raise
+            await trio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     async def _write(self, body: bytes) -> tuple[int, Any]:
         """One ``restore_agent`` write, retried while its shard is unavailable (a failover, a move:

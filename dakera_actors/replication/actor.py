@@ -179,6 +179,15 @@ class Replicator(Actor):
             if not await self._wait_change(deadline):
                 raise Unavailable(f"shard {shard} is being taken over by this node; retry shortly")
 
+    async def settled(self, timeout: float) -> None:
+        """Wait until this node is taking over no shard (a listing of every agent it leads is
+        then whole: a shard still being copied or restored from the archive would be missing)."""
+        deadline = trio.current_time() + timeout
+        while self.core.map is not None and self.core.syncing:
+            if not await self._wait_change(deadline):
+                shards = ", ".join(str(s) for s in sorted(self.core.syncing)[:8])
+                raise Unavailable(f"shards {shards} are being taken over by this node; retry shortly")
+
     async def acknowledged(self, shard: int, seq: int, timeout: float) -> None:
         """Wait until ``seq`` of ``shard`` is on as many copies as DAKERA_WRITE_ACK asks for."""
         mode = self.config.write_ack

@@ -164,8 +164,12 @@ class Router:
         """One page of the agents (in id order) of every member's shards, merged (the owner's entry
         wins). Each member sends only its first ``offset + limit`` agents: every agent of the page
         is among those of each member that holds it."""
+        if self.shard_map is not None and self._map() is None:
+            raise Unavailable("node is not ready: no shard map yet")
         args = {"first": str(offset + limit)}
         status, mine = await self._local(Forward("local_agents", b"", args), None)
+        if status == 503:  # a shard of this node still being taken over: no partial list
+            raise Unavailable(str(mine.get("error", "this node cannot list its agents yet")))
         if status != 200:
             raise ServiceError.from_reply(status, mine)
         merged: dict[str, tuple[bool, dict[str, Any]]] = {

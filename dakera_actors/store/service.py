@@ -38,6 +38,8 @@ class ReplicationGate(Protocol):
 
     async def ready(self, shard: int, timeout: float) -> None: ...
 
+    async def settled(self, timeout: float) -> None: ...
+
     async def acknowledged(self, shard: int, seq: int, timeout: float) -> None: ...
 
 
@@ -164,6 +166,8 @@ class MemoryService:
         if op == "agent_stats":
             return self.agent_stats(agent)
         if op == "local_agents":
+            if self.replication is not None:  # every shard this node leads, whole
+                await self.replication.settled(self.request_timeout)
             return self.list_agents(args)
         if op == "restore_agent":
             return await self.restore_agent(body)

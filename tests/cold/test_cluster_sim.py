@@ -253,3 +253,36 @@ async def test_a_cut_off_primary_still_uploading_never_wins_a_restore(
             d = await http.get("/v1/memory/get/d", params={"agent_id": agent})
         assert x.status_code == 200 and x.json()["content"] == "fresh"
         assert d.status_code == 404, d.text  # the acknowledged forget is not undone
+
+
+async def test_the_agent_listing_of_a_cluster_restoring_from_the_bucket_is_whole_or_refused(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """While primaries are still installing their shards from a slow bucket, listing the agents
+    answers 503 or every agent: never a partial list (a point-in-time restore empties the agents
+    the listing names and the point did not hold: one missing would come back)."""
+    bucket = MemoryObjectStore()
+    async with open_cluster(3, seed=15, config=CONFIG, objects=bucket) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        acked = await store_many(cluster, 60)
+        await eventually(lambda: archived_up_to_date(cluster), timeout=30)
+        agents = set(acked.values())
+        for node_id in cluster.ids:
+            cluster.kill(node_id)
+        for node_id in cluster.ids:
+            await cluster.slot(node_id).down.wait()  # type: ignore[union-attr]
+            cluster.wipe(node_id)
+        bucket.faults.delay = 0.5  # every read of the bucket is slow: the takeovers last seconds
+        for node_id in cluster.ids:
+            await cluster.start(node_id)
+        answers: list[int] = []
+        with trio.fail_after(300):
+            while not settled(cluster):
+                async with cluster.client("node-2") as http:
+                    got = await http.get("/v1/agents", params={"limit": 100})
+                answers.append(got.status_code)
+                if got.status_code == 200:
+                    assert {a["agent_id"] for a in got.json()} == agents
+                else:
+                    assert got.status_code == 503, got.text
+                await trio.sleep(0.2)
+        assert 503 in answers  # the listing was asked while shards were being restored
