@@ -76,7 +76,7 @@ def _startup_failure(exc: BaseException) -> tuple[int, str] | None:
     for leaf in _leaves(exc):
         if isinstance(leaf, DataDirLocked):
             return 2, str(leaf)
-        if isinstance(leaf, ConfigError):  # found while starting (a Redis URL redis-py cannot use)
+        if isinstance(leaf, ConfigError):  # found while starting (a Redis URL that cannot be used)
             return 2, f"configuration error: {leaf}"
         if isinstance(leaf, WalRecoveryError):
             return EXIT_DAMAGED_DATA, (f"cannot start: {leaf}. Restore the data dir from a good copy, or set "

@@ -116,7 +116,7 @@ def _redis_url(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 def redis_url_problem(url: str) -> str | None:
-    """What is wrong with a Redis URL (None: nothing), checked by form the way redis-py reads it:
+    """What is wrong with a Redis URL (None: nothing), checked by form (what cache/connection.py reads):
     redis://[user[:password]@]host[:port][/db], rediss:// the same over TLS, unix:///path[?db=n]."""
     if not re.match(r"^(redis|rediss|unix)://", url):
         return "must be a redis://, rediss:// or unix:// URL (redis://[:password@]host[:port][/db])"

@@ -1,9 +1,10 @@
-"""The one bridge from Trio to asyncio libraries (aiobotocore for S3, redis.asyncio for the cache).
+"""The one bridge from Trio to asyncio libraries (aiobotocore for S3; the L1.5 cache speaks to
+Redis on Trio's own sockets, see :mod:`dakera_actors.cache.connection`).
 
 The node is Trio; a few clients it uses are asyncio only. They run on one trio-asyncio loop per
 Trio run: :func:`open_asyncio_loop` opens it unless one is already open (a store opened inside
-another's block, the cache client opened beside the object store, share it: a client must be
-called on the loop it was made on, and every task of the node sees one current loop), and
+another's block shares it: a client must be called on the loop it was made on, and every task of
+the node sees one current loop), and
 :func:`run_aio` runs an asyncio coroutine function on it as a plain Trio call. Cancelling the
 Trio call cancels the asyncio task (one ``CancelledError`` thrown into it) and waits for it to
 unwind, so a Trio timeout around :func:`run_aio` bounds the asyncio work too.

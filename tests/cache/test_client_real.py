@@ -125,20 +125,35 @@ async def test_rediss_urls_are_read_and_a_plain_server_is_a_failed_tls_handshake
                                                                                   tmp_path: Path) -> None:
     url = f"rediss://:pw@127.0.0.1:{redis_server.port}/0?ssl_cert_reqs=none"
     async with client(url, timeout_ms=200) as redis:
-        from redis.asyncio.connection import SSLConnection
-
-        assert redis._redis.connection_pool.connection_class is SSLConnection
+        assert redis.pool.target.tls is not None
         assert redis.target == f"rediss://127.0.0.1:{redis_server.port}/0"
         assert not redis.healthy.value
         failure = await bounded_failure(lambda: redis.get("k"), timeout_ms=200)
         assert failure.reason in ("timeout", "unreachable")
 
 
+async def test_a_tls_server_is_used_over_rediss_and_its_certificate_is_checked(redis_with_tls: RedisServer) -> None:
+    server = redis_with_tls
+    assert server.cert_path is not None
+    trusted = f"{server.url}?ssl_ca_certs={server.cert_path}"
+    for n, url in enumerate((trusted, f"{server.url}?ssl_cert_reqs=none")):
+        async with client(url, timeout_ms=500) as redis:
+            assert redis.healthy.value, url
+            await redis.set("k", b"over tls", ttl=10)
+            assert await redis.get("k") == b"over tls"
+            assert await redis.evalsha_or_eval(ECHO, [f"c{n}"], ["t"]) == [f"c{n}".encode(), b"t", 1]
+    # the system's CAs do not know a self-signed certificate: refused, never used unchecked
+    async with client(server.url, timeout_ms=500) as redis:
+        assert not redis.healthy.value
+        failure = await bounded_failure(lambda: redis.get("k"), timeout_ms=500)
+        assert failure.reason == "unreachable" and "CERTIFICATE_VERIFY_FAILED" in str(failure)
+
+
 async def test_a_paused_server_times_every_call_out_within_the_bound(redis_server: RedisServer) -> None:
     async with client(redis_server.url) as redis:
         await redis.set("k", b"v", ttl=30)
         redis_server.pause()
-        for call in (lambda: redis.get("k"), lambda: redis.set("k", b"w", ttl=30), redis.ping, redis.time,
+        for call in (lambda: redis.get("k"), lambda: redis.set("late", b"w", ttl=30), redis.ping, redis.time,
                      lambda: redis.evalsha_or_eval(ECHO, ["c"], [1]), lambda: redis.delete_matching("*")):
             failure = await bounded_failure(call)
             assert failure.reason == "timeout", failure
