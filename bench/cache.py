@@ -1,9 +1,14 @@
 """The L1.5 cache's figures: reads through a node that does not own the agent, answered from Redis
 (a hit) beside the same read on the owner (local) and forwarded without a cache; recall likewise;
-and what the generation step costs a write. Real processes (3 nodes, RF 2, quorum acks) and a real
-redis-server started here; the cluster without the cache runs in the same way, right after.
+and what the generation step costs a write. Real processes: two 3-node clusters (RF 2, quorum
+acks) running side by side, one with ``DAKERA_REDIS_URL`` (a real redis-server started here) and
+one without, and a plain Redis GET from this process as the floor of any shared cache.
 
-    .venv/bin/python bench/cache.py [--reads 2000] [--writes 500]
+The measurements are interleaved: each round sends one request of every kind, in a shuffled order,
+so a stretch of machine noise (this VM reports up to 50% CPU steal) lands on every kind alike
+instead of on whichever ran during it.
+
+    .venv/bin/python bench/cache.py [--rounds 3000] [--writes 500]
 """
 
 from __future__ import annotations
@@ -29,95 +34,120 @@ from tests.cache.conftest import RedisServer  # noqa: E402
 from tests.real.procs import cluster_processes, running  # noqa: E402
 
 AGENTS = 12
+PER_AGENT = 5
 
 
-def timed(call: Callable[[], None], count: int) -> list[float]:
-    out = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
+class Side:
+    """One cluster, its clients, and the memories stored in it (agent, id, owner url)."""
 
-
-def run(tmp: Path, redis_url: str | None, reads: int, writes: int, seed: int) -> dict[str, list[float]]:
-    env = {"DAKERA_REPLICATION_FACTOR": "2", "DAKERA_SHARDS": "16", "DAKERA_WRITE_ACK": "quorum",
-           "DAKERA_LOG_LEVEL": "warning"}
-    if redis_url:
-        env["DAKERA_REDIS_URL"] = redis_url
-    tmp.mkdir(parents=True, exist_ok=True)
-    nodes = cluster_processes(tmp, 3, **env)
-    rng = random.Random(seed)
-    out: dict[str, list[float]] = {}
-    with running(nodes):
-        clients = {n.url: httpx.Client(base_url=n.url, timeout=30) for n in nodes}
-        memories: list[tuple[str, str, str]] = []  # (agent, id, owner url)
+    def __init__(self, nodes: list, rng: random.Random) -> None:
+        self.clients = {n.url: httpx.Client(base_url=n.url, timeout=30) for n in nodes}
+        self.rng = rng
+        self.memories: list[tuple[str, str, str]] = []
+        first = self.clients[nodes[0].url]
         for a in range(AGENTS):
-            for i in range(5):
-                r = clients[nodes[0].url].post("/v1/memory/store", json={"agent_id": f"agent-{a}",
-                                                                         "content": f"note {i} about topic {a}"})
+            for i in range(PER_AGENT):
+                r = first.post("/v1/memory/store", json={"agent_id": f"agent-{a}", "content": f"note {i} about topic {a}"})
                 r.raise_for_status()
-                memories.append((f"agent-{a}", r.json()["memory"]["id"], r.headers["X-Dakera-Owner"]))
+                self.memories.append((f"agent-{a}", r.json()["memory"]["id"], r.headers["X-Dakera-Owner"]))
 
-        def read(local: bool) -> Callable[[], None]:
-            def call() -> None:
-                agent, mid, owner = rng.choice(memories)
-                url = owner if local else rng.choice([u for u in clients if u != owner])
-                clients[url].get(f"/v1/memory/get/{mid}", params={"agent_id": agent}).raise_for_status()
-            return call
+    def _url(self, owner: str, local: bool) -> str:
+        return owner if local else self.rng.choice([u for u in self.clients if u != owner])
 
-        def recall(local: bool) -> Callable[[], None]:
-            def call() -> None:
-                agent, _mid, owner = rng.choice(memories)
-                url = owner if local else rng.choice([u for u in clients if u != owner])
-                clients[url].post("/v1/memory/recall", json={"agent_id": agent, "query": "topic note",
-                                                              "top_k": 5}).raise_for_status()
-            return call
+    def read(self, local: bool) -> Callable[[], None]:
+        def call() -> None:
+            agent, mid, owner = self.rng.choice(self.memories)
+            self.clients[self._url(owner, local)].get(f"/v1/memory/get/{mid}",
+                                                      params={"agent_id": agent}).raise_for_status()
+        return call
 
-        def write() -> None:
-            agent, mid, owner = rng.choice(memories)
-            clients[owner].put(f"/v1/memory/update/{mid}", params={"agent_id": agent},
-                               json={"content": f"updated {rng.random()}"}).raise_for_status()
+    def recall(self, local: bool) -> Callable[[], None]:
+        def call() -> None:
+            agent, _mid, owner = self.rng.choice(self.memories)
+            self.clients[self._url(owner, local)].post(
+                "/v1/memory/recall", json={"agent_id": agent, "query": "topic note", "top_k": 5}).raise_for_status()
+        return call
 
-        timed(read(False), reads // 4)  # warm: the owners fill, the others then hit
-        timed(recall(False), reads // 8)
-        out["read on the owner (local)"] = timed(read(True), reads)
-        out["read through another node"] = timed(read(False), reads)
-        out["recall on the owner (local)"] = timed(recall(True), reads // 2)
-        out["recall through another node"] = timed(recall(False), reads // 2)
-        out["update on the owner (quorum ack)"] = timed(write, writes)
-        for c in clients.values():
+    def update(self) -> None:
+        agent, mid, owner = self.rng.choice(self.memories)
+        self.clients[owner].put(f"/v1/memory/update/{mid}", params={"agent_id": agent},
+                                json={"content": f"updated {self.rng.random()}"}).raise_for_status()
+
+    def close(self) -> None:
+        for c in self.clients.values():
             c.close()
+
+
+def interleaved(calls: dict[str, Callable[[], None]], rounds: int, rng: random.Random) -> dict[str, list[float]]:
+    """Each round: every call once, in a shuffled order; milliseconds per call by name."""
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for _ in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            started = time.perf_counter()
+            calls[name]()
+            out[name].append((time.perf_counter() - started) * 1000)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reads", type=int, default=2000)
-    parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3000, help="rounds of interleaved reads")
+    parser.add_argument("--writes", type=int, default=500, help="rounds of interleaved updates")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="dakera-cache-bench-"))
+    for sub in ("redis", "with", "without"):
+        (tmp / sub).mkdir()
     server = RedisServer(tmp / "redis")
-    (tmp / "redis").mkdir()
     server.start()
+    env = {"DAKERA_REPLICATION_FACTOR": "2", "DAKERA_SHARDS": "16", "DAKERA_WRITE_ACK": "quorum",
+           "DAKERA_LOG_LEVEL": "warning"}
+    rng = random.Random(args.seed)
     try:
-        with_cache = run(tmp / "with", server.url, args.reads, args.writes, args.seed)
-        without = run(tmp / "without", None, args.reads, args.writes, args.seed)
+        cached_nodes = cluster_processes(tmp / "with", 3, **env, DAKERA_REDIS_URL=server.url)
+        plain_nodes = cluster_processes(tmp / "without", 3, **env)
+        with running(cached_nodes), running(plain_nodes):
+            cached, plain = Side(cached_nodes, random.Random(args.seed)), Side(plain_nodes, random.Random(args.seed))
+            redis = server.sync()
+            redis.set("bench:floor", b"x" * 300)
+            warm = max(args.rounds // 4, 50)
+            interleaved({"a": cached.read(False), "b": cached.recall(False)}, warm, rng)  # owners fill, others hit
+            interleaved({"a": plain.read(False), "b": plain.recall(False)}, warm // 4, rng)
+            reads = interleaved({
+                "L1.5: read on the owner (local)": cached.read(True),
+                "L1.5: read through another node (hit)": cached.read(False),
+                "no cache: read on the owner (local)": plain.read(True),
+                "no cache: read through another node (forward)": plain.read(False),
+                "L1.5: recall on the owner (local)": cached.recall(True),
+                "L1.5: recall through another node (hit)": cached.recall(False),
+                "no cache: recall on the owner (local)": plain.recall(True),
+                "no cache: recall through another node (forward)": plain.recall(False),
+                "floor: one Redis GET from the client": lambda: redis.get("bench:floor"),
+            }, args.rounds, rng)
+            writes = interleaved({"L1.5: update on the owner (quorum ack)": cached.update,
+                                  "no cache: update on the owner (quorum ack)": plain.update}, args.writes, rng)
+            cached.close()
+            plain.close()
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    rows = []
-    for label in with_cache:
-        a, b = with_cache[label], without[label]
-        rows.append([label, f"{percentile(a, 0.5):.2f}", f"{percentile(a, 0.99):.2f}",
-                     f"{percentile(b, 0.5):.2f}", f"{percentile(b, 0.99):.2f}"])
-    print_table(["operation (ms)", "L1.5 p50", "L1.5 p99", "no cache p50", "no cache p99"], rows)
-    local = percentile(with_cache["read on the owner (local)"], 0.5)
-    hit = percentile(with_cache["read through another node"], 0.5)
-    fwd = percentile(without["read through another node"], 0.5)
-    print(f"\nread through another node / local read (p50): with L1.5 {hit / local:.2f}x "
-          f"(aim 1.1x), without {fwd / percentile(without['read on the owner (local)'], 0.5):.2f}x")
+    figures = {**reads, **writes}
+    rows = [[name, f"{percentile(v, 0.5):.2f}", f"{percentile(v, 0.99):.2f}"] for name, v in figures.items()]
+    print_table(["operation (ms)", "p50", "p99"], rows)
+
+    def p50(name: str) -> float:
+        return percentile(figures[name], 0.5)
+
+    local = p50("no cache: read on the owner (local)")
+    print(f"\nread through another node / local read without the cache (p50): with L1.5 (a hit) "
+          f"{p50('L1.5: read through another node (hit)') / local:.2f}x (aim 1.1x), "
+          f"forwarded {p50('no cache: read through another node (forward)') / local:.2f}x")
+    print(f"a hit costs the local read plus {p50('L1.5: read through another node (hit)') - local:.2f} ms; "
+          f"one Redis GET from the client takes {p50('floor: one Redis GET from the client'):.2f} ms")
+    print(f"the generation step on a write (p50): "
+          f"+{p50('L1.5: update on the owner (quorum ack)') - p50('no cache: update on the owner (quorum ack)'):.2f} ms")
     return 0
 
 

@@ -385,6 +385,8 @@ class Node:
         async def open_when_mapped() -> None:
             assert self.shard_map is not None and self.membership is not None
             await self.shard_map.view.wait_for(lambda m: m is not None)
+            # a map the leader has confirmed (not just the one stored before a restart)
+            await self.shard_map.current.wait_for(bool)
             # and until gossip knows every member the map names (a restarted node learns them
             # from its seeds a moment later): before that it could not forward to their shards
             shard_map = self.shard_map

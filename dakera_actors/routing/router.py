@@ -59,6 +59,9 @@ class MapSource(Protocol):
     @property
     def view(self) -> Published[ShardMap | None]: ...
 
+    @property
+    def current(self) -> Published[bool]: ...
+
     async def catch_up(self, member_id: str, version: int, *, timeout: float) -> None: ...
 
 
@@ -166,6 +169,7 @@ class Router:
         is among those of each member that holds it."""
         if self.shard_map is not None and self._map() is None:
             raise Unavailable("node is not ready: no shard map yet")
+        self._require_current()
         args = {"first": str(offset + limit)}
         status, mine = await self._local(Forward("local_agents", b"", args), None)
         if status == 503:  # a shard of this node still being taken over: no partial list
@@ -210,7 +214,15 @@ class Router:
             if self.shard_map is not None:  # a cluster node that has no map yet
                 raise Unavailable("node is not ready: no shard map yet")
             return None
+        self._require_current()
         return smap.owner(shard_of(agent, smap.shards))
+
+    def _require_current(self) -> None:
+        """A node restarted on the map it stored does not route by it until the leader has shown it
+        is still the cluster's (the cluster may have moved this node's shards while it was down)."""
+        if self.shard_map is not None and not self.shard_map.current.value:
+            raise Unavailable("node is not ready: its shard map is the one stored before it started; "
+                              "waiting for the leader to confirm or replace it")
 
     def _holds(self, agent: str | None) -> bool:
         """True when this node holds a copy (primary or replica) of the agent's shard."""

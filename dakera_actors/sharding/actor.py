@@ -137,6 +137,9 @@ class ShardMapActor(Actor):
         #: this node's replication status rows (the replicator's), when it is the leader and a primary
         self.replication_status: Any = None
         self.view: Published[ShardMap | None] = Published(None)
+        #: whether ``view`` is known to be the cluster's current map (see MapLeader.current):
+        #: false while it is the map stored before a restart and the leader has not confirmed it
+        self.current: Published[bool] = Published(False)
         self._pulling = False
         self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             _Offer: self._on_offer, _Rebalance: self._on_rebalance, _Round: self._on_round,
@@ -154,6 +157,8 @@ class ShardMapActor(Actor):
         stored = await disk_call(self.store.blocking, self.store.load)
         if stored is not None:
             await self._install(stored, "disk")
+        else:
+            self.current.set(False)  # no map at all: nothing to serve until one arrives
 
     async def follow(self, lease: Published[LeaseView], membership: Published[MembershipView]) -> None:
         async with trio.open_nursery() as nursery:
@@ -312,6 +317,8 @@ class ShardMapActor(Actor):
     async def _consider(self, offered: ShardMap, sender: str) -> str:
         problems = acceptable(self.view.value, offered, shards=self.shards)
         if problems:
+            self.core.heard(offered, sender)  # the leader's map, the same as ours: ours is current
+            self.current.set(self.core.current)
             return "; ".join(problems)
         if not await self.fence(offered.token):
             return f"stale token {offered.token}"
@@ -320,9 +327,11 @@ class ShardMapActor(Actor):
         return ""
 
     async def _install(self, shard_map: ShardMap, source: str) -> None:
+        effects = self.core.installed(shard_map, trio.current_time(), from_disk=source == "disk")
+        self.current.set(self.core.current)
         self.view.set(shard_map)
         self.metrics.shards_moving.set(len(transferring(shard_map.placement, shard_map.counted)))
         self.metrics.shard_balance.set(shard_map.balance())
         self.log.info("shard_map_installed", token=shard_map.token, version=shard_map.version, source=source,
-                      members=len(shard_map.members()))
-        await self._carry_out(self.core.installed(shard_map, trio.current_time()))
+                      members=len(shard_map.members()), current=self.core.current)
+        await self._carry_out(effects)

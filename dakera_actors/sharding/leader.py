@@ -34,6 +34,7 @@ from .shardmap import ShardMap, next_map, target_of
 SETTLE = 0.2  # membership changes this close together produce one map
 POLL = 0.5  # while shards transfer, the leader asks their primaries this often whether learners caught up
 RESEND = 5.0  # anti-entropy: the leader re-sends its map this often
+CONFIRM = 0.5  # a node started on a stored map asks the leader whether it is current this often
 WAITING_REPORT = 10.0  # a transfer without progress this long is logged (transfer_waiting), and again as often
 CAUGHT_UP_LAG_MS = 500  # a learner this close behind its primary (in time) has caught up: flip it
 
@@ -69,6 +70,7 @@ class LeaderTiming:
     settle: float = attrs.field(factory=lambda: SETTLE)
     poll: float = attrs.field(factory=lambda: POLL)
     resend: float = attrs.field(factory=lambda: RESEND)
+    confirm: float = attrs.field(factory=lambda: CONFIRM)
     waiting_report: float = attrs.field(factory=lambda: WAITING_REPORT)
     caught_up_lag_ms: int = attrs.field(factory=lambda: CAUGHT_UP_LAG_MS)
 
@@ -198,6 +200,13 @@ class MapLeader:
         self.timing = timing if timing is not None else LeaderTiming()
         self.lease: LeaderView = _NoLease()
         self.map: ShardMap | None = None  # the installed map
+        #: whether the installed map is known to be the cluster's current one. A map read back from
+        #: disk at start is not: the cluster may have moved this node's shards while it was down,
+        #: and serving them from the stored map would answer reads older than acknowledged writes.
+        #: It becomes current when a map arrives from the network (a push, a pull, this node's own
+        #: proposal as leader) or when the leader shows it holds the same map.
+        self.current = False
+        self._confirm_at = math.inf  # while not current: when to ask the leader again
         self._members: list[Member] = []
         self.eligible: tuple[str, ...] = ()
         self.draining: tuple[str, ...] = ()  # reachable members in maintenance
@@ -219,7 +228,7 @@ class MapLeader:
         return self.lease.is_self
 
     def next_deadline(self) -> float:
-        return min(self._recompute_at, self._resend_at, self._grace_at, self._poll_at)
+        return min(self._recompute_at, self._resend_at, self._grace_at, self._poll_at, self._confirm_at)
 
     # -- inputs --------------------------------------------------------------------------------
     def on_lease(self, view: LeaderView, now: float) -> list[Effect]:
@@ -228,7 +237,7 @@ class MapLeader:
         became_leader = view.is_self and not (self.lease.is_self and self.lease.token == view.token)
         self.lease = view
         if not became_leader:
-            return []
+            return self._behind_leader()
         self._resend_at = now + self.timing.resend
         self._poll_at = now + self.timing.poll
         self._watch = TransferWatch()
@@ -245,15 +254,21 @@ class MapLeader:
         """A follower whose map is older than the header its leader gossips pulls the map."""
         leader = next((m for m in self._members if m.id == self.lease.leader), None)
         header = leader.meta.get("map") if leader is not None else None
-        if leader is None or leader.id == self.self_id or not isinstance(header, list):
+        if leader is None or leader.id == self.self_id:
             return []
-        if self.map is not None and tuple(header) <= self.map.key:
+        sure = self.current or self.map is None  # no map: nothing to confirm, only to receive
+        if sure and (not isinstance(header, list) or (self.map is not None and tuple(header) <= self.map.key)):
             return []
-        return [Pull(leader.id)]
+        return [Pull(leader.id)]  # behind the leader's header, or not yet sure the map is current
 
-    def installed(self, shard_map: ShardMap, now: float) -> list[Effect]:
+    def installed(self, shard_map: ShardMap, now: float, *, from_disk: bool = False) -> list[Effect]:
         """This node installed ``shard_map`` (from disk, a push, a pull or its own proposal)."""
         self.map = shard_map
+        if from_disk:
+            self.current = False
+            self._confirm_at = now  # ask the leader as soon as one is known
+        else:
+            self._confirmed()
         if shard_map.learners_any():
             self._settling = True
             if self.is_leader:
@@ -268,6 +283,17 @@ class MapLeader:
             return []
         self.stalled -= proposal.abandoned
         return [*self._broadcast(), AnnounceHeader(shard_map.token, shard_map.version)]
+
+    def heard(self, shard_map: ShardMap, sender: str) -> None:
+        """``sender`` sent (pushed, or answered a pull with) ``shard_map``, not newer than ours: if
+        the sender is the leader and its map is ours, ours is current."""
+        if (not self.current and self.map is not None and sender == self.lease.leader
+                and shard_map.key == self.map.key):
+            self._confirmed()
+
+    def _confirmed(self) -> None:
+        self.current = True
+        self._confirm_at = math.inf
 
     def refused(self, shard_map: ShardMap, reason: str) -> list[Effect]:
         """This node's own proposal failed its own install checks."""
@@ -295,6 +321,10 @@ class MapLeader:
         if now >= self._resend_at:
             self._resend_at = now + self.timing.resend if self.is_leader else math.inf
             effects.extend(self._broadcast())
+        if now >= self._confirm_at:
+            # not sure the map is current: ask the leader (again) until it says, or sends newer
+            self._confirm_at = now + self.timing.confirm if not self.current else math.inf
+            effects.extend(self._behind_leader())
         return effects
 
     def propose(self, positions: Positions, now: float, only: Iterable[int] | None = None) -> Proposal | None:

@@ -401,3 +401,40 @@ def test_a_follower_behind_the_leaders_gossiped_header_pulls_the_map() -> None:
     assert c.on_members(alive("a", "b"), 0.3) == []  # no header gossiped: nothing to pull
     c.on_lease(View("a", 5, True), 0.4)
     assert Pull not in kinds(c.on_members([attrs.evolve(member("a"), meta={"map": [9, 9]})], 0.5))  # itself
+
+
+def test_a_map_read_back_from_disk_is_not_current_until_the_leader_confirms_it() -> None:
+    """A node restarted on its stored map must not route by it: the cluster may have moved its
+    shards while it was down. It asks the leader until the leader shows the same map (or sends a
+    newer one); a member that is not the leader confirms nothing."""
+    timing = attrs.evolve(TIMING, confirm=0.5)
+    node = MapLeader("a", shards=1, rf=2, timing=timing)
+    stored = transferring_map(version=5)
+    assert node.installed(stored, 0.0, from_disk=True) == [] and not node.current
+    assert node.tick(0.0) == []  # no leader known yet: nobody to ask
+    assert node.on_members(alive("a", "b", "c"), 0.1) == []
+    assert node.on_lease(View("b", 3, False), 0.2) == [Pull("b")]  # a leader: ask it at once
+    assert node.on_members(alive("a", "b", "c"), 0.3) == [Pull("b")]  # even with no header gossiped
+    assert run(node, 1.6) == [Pull("b")] * 3  # and every confirm period while unsure
+    node.heard(stored, "c")  # the same map from a member that does not lead: proves nothing
+    assert not node.current
+    node.heard(attrs.evolve(stored, version=4), "b")  # an older map from the leader: still unsure
+    assert not node.current
+    node.heard(stored, "b")
+    assert node.current and node.next_deadline() == math.inf
+    assert node.on_members(alive("a", "b", "c"), 2.0) == []  # sure, and the header is not ahead
+
+
+def test_a_newer_map_from_the_network_or_the_nodes_own_proposal_is_current() -> None:
+    node = core(shards=1)
+    node.installed(transferring_map(version=5), 0.0, from_disk=True)
+    node.installed(transferring_map(version=6), 0.3)  # pushed or pulled
+    assert node.current
+    leader = core(shards=1)
+    leader.installed(transferring_map(version=5), 0.0, from_disk=True)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    assert kinds(leader.on_lease(LEADS, 0.0)) == [Recompute]  # leading: it stamps a map of its own
+    proposal = leader.propose({}, 0.0)
+    assert proposal is not None
+    leader.installed(proposal.map, 0.1)
+    assert leader.current
