@@ -50,7 +50,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/single_node.py
 	$(BIN)/python bench/membership.py
 	$(BIN)/python bench/failover.py
-	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/cluster.py --cache
+	$(BIN)/python bench/redis_client.py
 	$(BIN)/python bench/rebalance.py
 
 ## 3 nodes + a moto S3 server, 100,000 memories, restart on the disks and from the bucket

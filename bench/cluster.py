@@ -1,7 +1,7 @@
 """Cluster HTTP benchmark: 3 real cluster-mode nodes and 1 single node, on loopback; then replication.
 
 Usage: ``.venv/bin/python bench/cluster.py [--quick] [--seed 1] [--replication-only | --skip-replication]
-[--repl-seconds 5] [--lag-seconds 15] [--failover-reps 3]`` (from the repo root).
+[--repl-seconds 5] [--lag-seconds 15] [--failover-reps 3] [--cache | --cache-only]`` (from the repo root).
 
 Part 1, routing (skipped with ``--replication-only``):
 
@@ -37,6 +37,10 @@ Part 2, replication (skipped with ``--skip-replication``), each on fresh 3-proce
   shard (a non-leader, then the leader; ``--failover-reps`` each, fresh cluster each), then store
   for that agent through a survivor every 50 ms: seconds from SIGKILL to the first 200, with
   when that survivor saw the victim Suspect / Dead, a new leader, and a new primary for the shard.
+
+Part 3, the L1.5 cache (``--cache``, or ``--cache-only``): bench/cache.py's interleaved figures
+(a read answered from Redis through a non-owner beside the local read and the forward without the
+cache, recall likewise, the write cost of the generation step, one Redis GET as the floor).
 
 Every process is killed at the end, also on error. Prints figures; passes or fails nothing.
 """
@@ -828,7 +832,17 @@ def main() -> None:
     ap.add_argument("--lag-seconds", type=float, default=15.0, help="steady-write lag window (default 15)")
     ap.add_argument("--failover-reps", type=int, default=3,
                     help="SIGKILL repetitions per victim role (non-leader, leader); 0 skips failover")
+    ap.add_argument("--cache", action="store_true",
+                    help="also the L1.5 cache section (bench/cache.py: hits beside local and forwarded "
+                         "reads, the write cost of the generation step; starts a redis-server)")
+    ap.add_argument("--cache-only", action="store_true", help="only the L1.5 cache section")
     args = ap.parse_args()
+    if args.cache_only:
+        import cache
+
+        cache.main(["--rounds", "600" if args.quick else "3000", "--writes", "150" if args.quick else "500",
+                    "--seed", str(args.seed)])
+        return
     count, warmup = (60, 10) if args.quick else (300, 30)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dakera-bench-cluster-") as tmp_name:
@@ -848,6 +862,12 @@ def main() -> None:
             if not args.replication_only:
                 print()
             replication_bench(Path(tmp_name), args)
+    if args.cache:
+        import cache
+
+        print("\nL1.5 cache (bench/cache.py)", flush=True)
+        cache.main(["--rounds", "600" if args.quick else "3000", "--writes", "150" if args.quick else "500",
+                    "--seed", str(args.seed)])
     print(f"\ntotal wall time {time.perf_counter() - started:.0f}s")
 
 
