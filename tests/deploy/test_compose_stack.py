@@ -296,3 +296,43 @@ def test_healthchecks_of_the_image_and_the_file_pass_on_a_ready_node(stack: Stac
             assert done.returncode == 0, done.stderr
         nobody = [sys.executable, *[a.replace("127.0.0.1", "127.0.0.14") for a in cmd[1:]]]
         assert subprocess.run(nobody, capture_output=True, timeout=10).returncode != 0
+
+
+#: files other parts of deploy/ provide (the alert rules' and the dashboard's branch)
+MONITORING_FILES = {"../prometheus/prometheus.yml", "../prometheus/alerts.yml", "../grafana/dakera-actors.json"}
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts.append((source, target))
+    return mounts
+
+
+def test_every_bind_mount_source_exists() -> None:
+    services = load_compose(filled_env())["services"]
+    missing = {source for s in services.values() for source, _ in _bind_mounts(s)
+               if source != "/var/run/docker.sock" and not (COMPOSE_DIR / source).exists()}
+    assert missing <= MONITORING_FILES, missing - MONITORING_FILES
+
+
+def test_prometheus_config_fits_the_service_that_runs_it() -> None:
+    """The rule files and the bearer key file prometheus.yml names are where the service puts them,
+    and it scrapes every node on its API port."""
+    config_path = COMPOSE_DIR.parent / "prometheus" / "prometheus.yml"
+    if not config_path.exists():
+        pytest.skip("deploy/prometheus/prometheus.yml is not in this tree yet")
+    service = load_compose(filled_env())["services"]["prometheus"]
+    targets = {target for _, target in _bind_mounts(service)}
+    config = yaml.safe_load(config_path.read_text())
+    base = Path("/etc/prometheus")
+    assert str(base / "prometheus.yml") in targets
+    for rule_file in config.get("rule_files", []):
+        assert str(base / rule_file) in targets, f"rule file {rule_file} is not mounted"
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "dakera"]
+    key_file = str(base / job["authorization"]["credentials_file"])
+    assert f"> {key_file}" in service["command"][0], "the service does not write the key where the job reads it"
+    listed = [t for group in job["static_configs"] for t in group["targets"]]
+    assert listed == [f"{n}:{container_env(load_compose(filled_env()), n)['DAKERA_PORT']}" for n in NODES]
