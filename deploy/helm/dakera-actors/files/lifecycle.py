@@ -11,7 +11,9 @@ HOOK_DRAIN_TIMEOUT_SECONDS; past it the hook exits 1 and Kubernetes stops the po
 if, the maintenance it is in was enabled by ``prestop`` (the flag and its reason survive the
 restart in the data dir); maintenance an operator enabled is left alone.
 
-Both talk to this pod's own node on 127.0.0.1:$DAKERA_PORT with $DAKERA_ROOT_API_KEY.
+Both talk to this pod's own node on 127.0.0.1:$DAKERA_PORT with $DAKERA_ROOT_API_KEY, and
+write one line per step to stderr and to HOOK_LOG_PATH (default /proc/1/fd/2: the node's own
+stderr, so the steps show in `kubectl logs`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def log(message: str) -> None:
     line = f"lifecycle_hook {message}\n"
     sys.stderr.write(line)
     try:  # also into the container's log (hook output is otherwise shown only on failure)
-        with open("/proc/1/fd/2", "a") as out:
+        with open(os.environ.get("HOOK_LOG_PATH", "/proc/1/fd/2"), "a") as out:
             out.write(line)
     except OSError:
         pass
