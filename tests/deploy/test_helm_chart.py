@@ -209,3 +209,17 @@ def test_the_schema_check_can_fail() -> None:
     sts = copy.deepcopy(statefulset(render(3)))
     sts["spec"]["replicas"] = "three"
     assert check_chart.schema_problems(sts)
+
+
+@pytest.mark.parametrize("replicas", [3, 5])
+def test_the_helm_cli_renders_the_same_manifests(replicas: int) -> None:
+    """helm template (the v3.8.1 binary check_chart.helm_cli fetches from PyPI) agrees with the SDK."""
+    values = {**KEYS, "dakera": {"replicaCount": replicas}, "monitoring": {"serviceMonitor": {"enabled": True}}}
+    cli = check_chart.render_cli(values, name="mem", namespace="prod")
+    assert check_chart.same(cli, check_chart.render(values, name="mem", namespace="prod"))
+    (sts,) = [d for d in cli if d["kind"] == "StatefulSet"]
+    env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert len(env["DAKERA_CLUSTER_SEEDS"].split(",")) == replicas
+    with pytest.raises(RuntimeError, match="replicaCount must be 3 or more"):
+        check_chart.render_cli({**KEYS, "dakera": {"replicaCount": 2}})
+    assert check_chart.lint_cli(values) == []
