@@ -67,6 +67,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
 	$(BIN)/mypy dakera_actors transports
 	$(BIN)/lint-imports
+	$(BIN)/ruff check deploy/helm
+	$(BIN)/python deploy/helm/check_chart.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis dakera-data dakera-cluster
