@@ -67,6 +67,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
 	$(BIN)/mypy dakera_actors transports
 	$(BIN)/lint-imports
+	deploy/prometheus/check.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis dakera-data dakera-cluster
