@@ -69,6 +69,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check deploy/helm
 	$(BIN)/python deploy/helm/check_chart.py
+	deploy/prometheus/check.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis dakera-data dakera-cluster
