@@ -67,6 +67,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples
 	$(BIN)/mypy dakera_actors transports
 	$(BIN)/lint-imports
+	$(BIN)/ruff check deploy/helm
+	$(BIN)/python deploy/helm/check_chart.py
+	deploy/prometheus/check.sh
 	$(BIN)/hadolint deploy/docker/Dockerfile
 	sed 's/^\([A-Z0-9_]*\)=$$/\1=lint-placeholder/' deploy/compose/.env.example > $(VENV)/compose-lint.env && docker-compose -f deploy/compose/docker-compose.yml --env-file $(VENV)/compose-lint.env --profile monitoring config -q
 

@@ -39,6 +39,8 @@ from .wire import Codec
 if TYPE_CHECKING:
     from .backup.service import Backups
     from .cache.client import RedisClient
+    from .cache.facade import NodeCache
+    from .cache.primary import Backend
     from .cold.archiver import Archiver
     from .cold.restore import ArchiveInfo
     from .cold.seeding import Seeder
@@ -141,11 +143,11 @@ class Node:
 
     def __init__(self, config: Config, *, rng: random.Random | None = None,
                  wall_clock: Callable[[], float] = time.time, disk: SimDisk | None = None,
-                 objects: ObjectStore | None = None, cache_backend: Any = None) -> None:
+                 objects: ObjectStore | None = None, cache_backend: Backend | None = None) -> None:
         self.config = config
         #: the L1.5 cache's Redis (or a simulation's model of it); None: no cache
         self.cache_backend = cache_backend
-        self.cache: Any = None
+        self.cache: NodeCache | None = None
         #: a simulated disk for the WAL and snapshots (tests); None means files in data_dir
         self.disk = disk
         self.rng = rng or random.Random()

@@ -104,6 +104,10 @@ class RedisClient:
         self.script_loads = 0
         self.noscript_fallbacks = 0
 
+    @property
+    def connected(self) -> bool:
+        return self.healthy.value
+
     # -- the bound and the one error -------------------------------------------------------
     async def _call(self, what: str, fn: Callable[[Connection], Awaitable[T]], *, quiet: bool = False) -> T:
         """Run ``fn`` on a pooled connection within the bound; any failure is a

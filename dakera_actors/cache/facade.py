@@ -134,13 +134,8 @@ class NodeCache:
 
     @property
     def healthy(self) -> bool:
-        """Whether Redis answered this node's last calls (the backend's own view when it keeps
-        one; else: no generation call of this node has failed since its last success)."""
-        own = getattr(self.backend, "healthy", None)
-        value = getattr(own, "value", own)  # the client's published flag, or a plain bool
-        if isinstance(value, bool):
-            return value
-        return self.generations.healthy
+        """Whether Redis answers, as the backend's own health check last found."""
+        return self.backend.connected
 
     # -- admin -------------------------------------------------------------------------------
     async def stats(self) -> dict[str, Any]:

@@ -37,6 +37,11 @@ class ModelRedis:
     def now(self) -> float:
         return self.clock() + self.offset
 
+    @property
+    def connected(self) -> bool:
+        """Up and not paused (what a ping would find)."""
+        return not self.down and self.clock() >= self.paused_until
+
     def flush(self) -> None:
         self.states.clear()
         self.entries.clear()

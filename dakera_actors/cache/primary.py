@@ -20,7 +20,11 @@ from .errors import CacheUnavailable
 class Backend(Protocol):
     """What the cache needs of Redis: run a script (loaded once, by its text), and for the admin
     API its key count, memory, evictions and a delete by pattern. Every method raises only
-    :class:`CacheUnavailable`."""
+    :class:`CacheUnavailable`. ``connected``: whether it answers, as its own health check last
+    found (the client's ping; a model's fault switches)."""
+
+    @property
+    def connected(self) -> bool: ...
 
     async def evalsha_or_eval(self, script: str, keys: list[str], args: list[Any]) -> Any: ...
 
@@ -58,7 +62,6 @@ class Generations:
         self.clock = clock
         self._on_wait = on_wait or (lambda: None)  # a write acknowledged by waiting out its hold
         self.waits = 0
-        self.healthy = True  # the last generation call answered
         self.shards: dict[int, _Shard] = {}
 
     # -- roles ---------------------------------------------------------------------------
@@ -143,7 +146,6 @@ class Generations:
                     await state.changed.wait()
                 continue
             answer = await self._send(shard, call)
-            self.healthy = answer is not None
             core.answered(answer, self.clock())
             state.wake()
             if answer is None:

@@ -124,3 +124,22 @@ async def test_an_answer_computed_while_a_write_lands_is_not_cached(autojump_clo
         await trio.sleep(1)
         assert await cache.lookup(3, "q") == {"content": "after the write"}
         nursery.cancel_scope.cancel()
+
+
+async def test_the_node_reports_redis_as_its_backend_finds_it(autojump_clock: trio.testing.MockClock) -> None:
+    """``redis_healthy`` in the cluster status is the backend's own verdict: the model's fault
+    switches here (the real client's ping in tests/cache/test_client_real.py)."""
+    from dakera_actors.cache.facade import NodeCache
+
+    redis = ModelRedis()
+    async with trio.open_nursery() as nursery:
+        gens = await started(nursery, redis)
+        cache = NodeCache(redis, gens, cluster="c", ttl=60, timeout=0.05)
+        assert cache.healthy
+        redis.paused_until = trio.current_time() + 1.0
+        assert not cache.healthy
+        await trio.sleep(1.0)
+        assert cache.healthy
+        redis.down = True
+        assert not cache.healthy
+        nursery.cancel_scope.cancel()
