@@ -335,3 +335,23 @@ def test_prometheus_config_fits_the_service_that_runs_it() -> None:
     assert f"> {key_file}" in service["command"][0], "the service does not write the key where the job reads it"
     listed = [t for group in job["static_configs"] for t in group["targets"]]
     assert listed == [f"{n}:{container_env(load_compose(filled_env()), n)['DAKERA_PORT']}" for n in NODES]
+
+
+def test_every_node_exports_what_the_alerts_and_dashboard_use(stack: Stack) -> None:
+    """Prometheus's view of the stack: each target prometheus.yml lists, scraped with the root key
+    (mapped to its node), has every dakera_* name the alert rules and the dashboard query."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .monitoring import missing_from, used_metric_names
+
+    used = used_metric_names()
+    assert used, "no metric names found in the rules and the dashboard"
+    for name, node in stack.nodes.items():
+        # a write through each node first (whatever ran before): the WAL has fsynced, a route has latency
+        DakeraClient(node.url, api_key=stack.key, max_retries=1, timeout=10).store_memory(
+            f"metrics-{name}", "scraped")
+        scrape = httpx.get(node.url + "/metrics", headers=stack.auth(), timeout=5)
+        assert scrape.status_code == 200, scrape.text
+        names = {s.name for family in text_string_to_metric_families(scrape.text) for s in family.samples}
+        assert not missing_from(names, used), f"{name} lacks {sorted(missing_from(names, used))}"
+        assert httpx.get(node.url + "/metrics", timeout=5).status_code == 401  # hence the key file
