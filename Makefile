@@ -70,6 +70,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check deploy/helm
 	$(BIN)/python deploy/helm/check_chart.py
 	deploy/prometheus/check.sh
+	$(BIN)/hadolint deploy/docker/Dockerfile
+	sed 's/^\([A-Z0-9_]*\)=$$/\1=lint-placeholder/' deploy/compose/.env.example > $(VENV)/compose-lint.env && docker-compose -f deploy/compose/docker-compose.yml --env-file $(VENV)/compose-lint.env --profile monitoring config -q
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis dakera-data dakera-cluster
