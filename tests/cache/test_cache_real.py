@@ -87,7 +87,7 @@ MEMORIES = 16
 def test_concurrent_reads_through_every_node_are_never_older_than_an_acked_write_across_a_failover(
         tmp_path, redis_server: RedisServer) -> None:
     """One writer updates (and now and then forgets) memories through random nodes while readers
-    read them through random nodes; Redis is paused, a node is SIGKILLed (its shards fail over to
+    read them through random nodes; Redis is paused, killed and restarted empty, a node is SIGKILLed (its shards fail over to
     their replicas, which lead them under a new term) and started again on its disk, and Redis is
     flushed. The checker (the simulation's) fails on any read older than a write acknowledged
     before the read began, and on any forgotten memory read back."""
@@ -176,6 +176,12 @@ def test_concurrent_reads_through_every_node_are_never_older_than_an_acked_write
             meanwhile(60)
             redis_server.resume()
             phases.append("resumed")
+            meanwhile(100)
+            phases.append("redis killed")
+            redis_server.kill()  # reads forwarded, writes wait out their hold
+            meanwhile(60)
+            redis_server.start()  # empty: every generation starts over
+            phases.append("redis restarted")
             meanwhile(100)
             phases.append("killing")
             victim = nodes[1]
