@@ -42,7 +42,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -80,6 +80,21 @@ class Cluster(Protocol):
     async def agents(self) -> list[str]: ...  # every agent the cluster holds now
     def archive_behind(self) -> list[str]: ...  # members whose cold-tier archive is behind
 
+
+
+T = TypeVar("T")
+
+async def _while_refused(attempt: Callable[[], Awaitable[tuple[bool, T]]]) -> T:
+    """``attempt()`` -> (refused, value), tried again with backoff (0.2 s doubling to 5 s) while
+    refused, for up to RESTORE_RETRY_FOR seconds; the last value either way."""
+    deadline = trio.current_time() + RESTORE_RETRY_FOR
+    pause = 0.2
+    while True:
+        refused, value = await attempt()
+        if not refused or trio.current_time() + pause > deadline:
+            return value
+        await trio.sleep(pause)
+        pause = min(pause * 2, 5.0)
 
 class Backups:
     def __init__(self, *, node_id: str, store: BackupStore, cluster: Cluster, cluster_id: str, shards: int,
@@ -751,34 +766,31 @@ class Backups:
                 self.nursery.start_soon(self._run_backup, again)
 
     async def _agents(self) -> list[str]:
-        """Every agent of the cluster, retried like a write while the listing is refused (503: a
-        shard still being taken over, a member not answering): a partial list is never used."""
-        deadline = trio.current_time() + RESTORE_RETRY_FOR
-        pause = 0.2
-        while True:
+        """Every agent of the cluster, retried like a write while the listing is refused (a shard
+        still being taken over, a member not answering): a partial list is never used."""
+        async def attempt() -> tuple[bool, list[str] | Unavailable]:
             try:
-                return await self.cluster.agents()
-            except Unavailable:
-                if trio.current_time() + pause > deadline:
-                    raise
-            await trio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+                return False, await self.cluster.agents()
+            except Unavailable as exc:
+                return True, exc
+
+        found = await _while_refused(attempt)
+        if isinstance(found, Unavailable):
+            raise found
+        return found
 
     async def _write(self, body: bytes) -> tuple[int, Any]:
         """One ``restore_agent`` write, retried while its shard is unavailable (a failover, a move:
-        503 or an unreachable owner) for up to RESTORE_RETRY_FOR seconds; a restore write is
-        idempotent, so a retry after an unknown outcome is harmless."""
-        deadline = trio.current_time() + RESTORE_RETRY_FOR
-        pause = 0.2
-        while True:
+        503 or an unreachable owner); a restore write is idempotent, so a retry after an unknown
+        outcome is harmless."""
+        async def attempt() -> tuple[bool, tuple[int, Any]]:
             try:
                 status, answer = await self.cluster.run("restore_agent", body)
             except Unavailable as exc:
                 status, answer = 503, {"error": str(exc)}
-            if status != 503 or trio.current_time() + pause > deadline:
-                return status, answer
-            await trio.sleep(pause)
-            pause = min(pause * 2, 5.0)
+            return status == 503, (status, answer)
+
+        return await _while_refused(attempt)
 
     async def restore_status(self, restore_id: str) -> RestoreInfo:
         job = await self.store.restore(self._id(restore_id, "restore_id"))

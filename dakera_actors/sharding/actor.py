@@ -157,8 +157,6 @@ class ShardMapActor(Actor):
         stored = await disk_call(self.store.blocking, self.store.load)
         if stored is not None:
             await self._install(stored, "disk")
-        else:
-            self.current.set(False)  # no map at all: nothing to serve until one arrives
 
     async def follow(self, lease: Published[LeaseView], membership: Published[MembershipView]) -> None:
         async with trio.open_nursery() as nursery:

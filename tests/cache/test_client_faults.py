@@ -170,7 +170,7 @@ async def test_a_late_answer_is_never_read_as_the_next_commands() -> None:
         async def slow_get(command: list[bytes]) -> bytes | None:
             if command[0] == b"GET":
                 await trio.sleep(0.2)  # past the 50 ms bound
-            return await Scripted.redis_like(server, command)
+            return await server.redis_like(command)
 
         server.behaviour = slow_get
         assert (await _fails(lambda: redis.get("k"))).reason == "timeout"
