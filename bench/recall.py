@@ -14,6 +14,8 @@ import random
 import statistics
 import time
 
+import numpy as np
+
 from dakera_actors.search import AgentIndex, HashingEmbedder, tokenize
 
 SUBJECTS = ["The user", "My sister", "Our team lead", "The landlord", "Grandma", "The new intern", "My doctor",
@@ -67,6 +69,7 @@ def main() -> None:
 
     build_rows: list[tuple[int, float, float]] = []
     query_rows: list[tuple[int, str, float, float, float]] = []
+    kernel_rows: list[tuple[int, float, float]] = []
     for n in sizes:
         rng = random.Random(args.seed)
         texts = [sentence(rng) for _ in range(n)]
@@ -88,6 +91,7 @@ def main() -> None:
                 ms.append((time.perf_counter_ns() - t) / 1e6)
             ms.sort()
             query_rows.append((n, routing, pct(ms, 50), pct(ms, 99), statistics.fmean(ms)))
+        kernel_rows.append((n, *_kernels(ix, emb.embed(queries[:n_queries]))))
 
     print("index build (tokenize + embed + add, one memory at a time)")
     print(f"{'memories':>9}  {'memories/s':>11}  {'total s':>8}")
@@ -98,6 +102,27 @@ def main() -> None:
     print(f"{'memories':>9}  {'routing':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'mean ms':>7}")
     for n, routing, p50, p99, mean in query_rows:
         print(f"{n:>9}  {routing:>7}  {p50:>7.3f}  {p99:>7.3f}  {mean:>7.3f}")
+    print()
+    print("vector scoring kernel alone, interleaved (median ms per query)")
+    print(f"{'memories':>9}  {'einsum (used)':>13}  {'BLAS matvec':>11}")
+    for n, ein, blas in kernel_rows:
+        print(f"{n:>9}  {ein:>13.3f}  {blas:>11.3f}")
+
+
+def _kernels(ix: AgentIndex, queries: np.ndarray) -> tuple[float, float]:
+    """Median ms of the index's row-by-row einsum against BLAS's matrix-vector product (which
+    scores equal rows differently by position), alternating query by query on the same matrix."""
+    mat = ix.vectors._mat[: len(ix.vectors)]
+    ein: list[float] = []
+    blas: list[float] = []
+    for q in queries:
+        t = time.perf_counter_ns()
+        np.einsum("ij,j->i", mat, q)
+        ein.append((time.perf_counter_ns() - t) / 1e6)
+        t = time.perf_counter_ns()
+        mat @ q  # noqa: B018 - timed for comparison
+        blas.append((time.perf_counter_ns() - t) / 1e6)
+    return statistics.median(ein), statistics.median(blas)
 
 
 if __name__ == "__main__":
