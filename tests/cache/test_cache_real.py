@@ -223,7 +223,7 @@ def _answers(nodes: list, ids: dict[str, str]) -> list:
             return {k: plain(v) for k, v in sorted(value.items()) if not k.endswith("_ms") and k != "took"}
         if isinstance(value, list):
             return [plain(v) for v in value]
-        return value.__dict__ if hasattr(value, "__dict__") else value
+        return plain(vars(value)) if hasattr(value, "__dict__") else value  # the SDK's objects too
 
     out: list = []
     agents = sorted(set(ids.values()))
@@ -239,6 +239,13 @@ def _answers(nodes: list, ids: dict[str, str]) -> list:
     return out
 
 
+def _same(got: list, want: list) -> None:
+    """Assert two :func:`_answers` lists are equal, naming each differing answer in full."""
+    assert len(got) == len(want)
+    diffs = [f"answer {i}:\n  got  {g!r}\n  want {w!r}" for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+    assert not diffs, "\n".join(diffs)
+
+
 def test_the_sdk_gets_the_same_answers_through_every_node_with_redis_on_and_off(
         tmp_path, redis_server: RedisServer) -> None:
     nodes = cluster_processes(tmp_path, 3, DAKERA_REDIS_URL=redis_server.url, DAKERA_REPLICATION_FACTOR="2",
@@ -251,9 +258,9 @@ def test_the_sdk_gets_the_same_answers_through_every_node_with_redis_on_and_off(
                 ids[sdk.store_memory(f"agent-{a}", f"note {i} about the topic of agent {a}")["id"]] = f"agent-{a}"
         on = _answers(nodes, ids)
         before = hits(nodes)
-        assert _answers(nodes, ids) == on  # the repeat: non-owners answer from Redis
+        _same(_answers(nodes, ids), on)  # the repeat: non-owners answer from Redis
         assert hits(nodes) > before
         redis_server.kill()
         wait_for(lambda: not any(httpx.get(n.url + "/v1/admin/cluster/status", timeout=10).json()["redis_healthy"]
                                  for n in nodes), 30, "every node seeing Redis down")
-        assert _answers(nodes, ids) == on  # without Redis: forwarded, the same answers
+        _same(_answers(nodes, ids), on)  # without Redis: forwarded, the same answers
