@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast bench bench-restart cache-sim lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long bench bench-restart cache-sim lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ test: $(STAMP)
 
 ## the inner loop: everything but the real-process tests (no node processes)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not real" -x
+	$(BIN)/python -m pytest -q -m "not real and not long" -x
+
+## scale for its own sake (minutes of CPU): the 200-node SWIM convergence; bench/RESULTS.md
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -q -m long --durations=0
 
 ## break each README guarantee on purpose, one at a time, and check a test catches it (a table)
 mutate: $(STAMP)

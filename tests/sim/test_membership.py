@@ -48,7 +48,14 @@ async def test_cluster_converges_to_a_full_view(n: int, seed: int, autojump_cloc
         assert metrics.sample("dakera_swim_probes_failed_total") == 0
 
 
+async def test_fifty_nodes_converge(autojump_clock: MockClock) -> None:
+    async with open_cluster(50, seed=3) as cluster:
+        await eventually(lambda: full_view(cluster), timeout=60, interval=0.5)
+
+
+@pytest.mark.long
 async def test_two_hundred_nodes_converge(autojump_clock: MockClock) -> None:
+    """About 90 s of CPU on 2 cores: `make test-long`, not `make test` (bench/RESULTS.md)."""
     async with open_cluster(200, seed=3) as cluster:
         await eventually(lambda: full_view(cluster), timeout=60, interval=0.5)
 
