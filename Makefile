@@ -24,7 +24,7 @@ cluster: $(STAMP)
 
 ## the whole suite: unit, simulation and real-process tests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 ## the inner loop: everything but the real-process tests (no node processes)
 test-fast: $(STAMP)
