@@ -27,7 +27,8 @@ from collections.abc import Iterator
 
 import attrs
 
-SUBNET = "10.231.0"
+#: each lab takes the first free 10.231.N.0/24 (N from 0), so labs can run side by side
+SUBNET_BASE = "10.231"
 PREFIX = "dkc"
 _NAME = re.compile(rf"^{PREFIX}(\d+)-")
 
@@ -95,13 +96,14 @@ class Lab:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._lifeline: int | None = None
         self._up = False
+        self.subnet = f"{SUBNET_BASE}.0"  # chosen again by open()
 
     # -- names ------------------------------------------------------------------------
     def node(self, i: int) -> str:
         return f"{self.prefix}-n{i}"
 
     def address(self, i: int) -> str:
-        return f"{SUBNET}.{10 + i}"
+        return f"{self.subnet}.{10 + i}"
 
     @property
     def namespaces(self) -> list[str]:
@@ -113,6 +115,8 @@ class Lab:
     # -- life -------------------------------------------------------------------------
     def open(self) -> Lab:
         remove_namespaces(stale_labs())
+        used = set(re.findall(rf"inet {re.escape(SUBNET_BASE)}\.(\d+)\.", sh("ip", "-o", "-4", "addr", "show")))
+        self.subnet = f"{SUBNET_BASE}.{next(n for n in range(256) if str(n) not in used)}"
         self._start_watchdog()
         self._up = True
         hub = self.hub
@@ -134,7 +138,7 @@ class Lab:
         outside = f"{self.prefix}-r"
         sh("ip", "link", "add", outside, "type", "veth", "peer", "name", "p0", "netns", hub)
         sh("ip", "-n", hub, "link", "set", "p0", "master", "br0", "up")
-        sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", outside)
+        sh("ip", "addr", "add", f"{self.subnet}.1/24", "dev", outside)
         sh("ip", "link", "set", outside, "up")
         queues = [self.queue(s, d) for s in range(1, self.n + 1) for d in range(1, self.n + 1) if s != d]
         self._delayer = subprocess.Popen(
