@@ -27,7 +27,7 @@ from ..membership.actor import MembershipView
 from ..metrics import NodeMetrics
 from ..peers import Peers, PeerUnavailable
 from ..replication.messages import PositionQuery, Positions, StatusReply, StatusRequest
-from ..runtime import Actor, Published
+from ..runtime import Actor, ActorTimeout, Published
 from ..wal.actor import disk_call
 from ..wal.statefile import StateFile
 from ..wire import Envelope, message, structure, unstructure
@@ -303,7 +303,10 @@ class ShardMapActor(Actor):
 
     async def _announce_header(self, effect: AnnounceHeader) -> None:
         if self._announce is not None:
-            await self._announce(map=[effect.token, effect.version])
+            try:
+                await self._announce(map=[effect.token, effect.version])
+            except ActorTimeout:  # membership busy: the header rides on the next map's announce
+                self.log.warning("shard_map_announce_timed_out", token=effect.token, version=effect.version)
 
     async def _log(self, effect: Log) -> None:
         getattr(self.log, effect.level)(effect.event, **effect.fields)
@@ -318,7 +321,14 @@ class ShardMapActor(Actor):
             self.core.heard(offered, sender)  # the leader's map, the same as ours: ours is current
             self.current.set(self.core.current)
             return "; ".join(problems)
-        if not await self.fence(offered.token):
+        try:
+            fenced = await self.fence(offered.token)
+        except ActorTimeout:
+            # the lease actor is busy past the ask's timeout (its fsync stuck behind a saturated
+            # disk, seen in a chaos run): refuse this offer; the leader re-sends and pulls repeat
+            self.log.warning("shard_map_fence_timed_out", token=offered.token, version=offered.version, sender=sender)
+            return f"fencing check of token {offered.token} timed out; retry"
+        if not fenced:
             return f"stale token {offered.token}"
         await disk_call(self.store.blocking, self.store.save, offered)
         await self._install(offered, sender)

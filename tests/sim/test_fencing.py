@@ -19,6 +19,7 @@ import trio.testing
 
 from dakera_actors.lease.messages import LeaseAnnounce
 from dakera_actors.replication.messages import PositionQuery, Positions
+from dakera_actors.runtime import ActorTimeout
 from dakera_actors.sharding.shardmap import ShardMap
 from dakera_actors.testing import Cluster, open_cluster
 
@@ -113,3 +114,33 @@ async def test_a_deposed_leaders_announce_is_ignored(autojump_clock: MockClock) 
             await eventually(lambda: len(seen) >= 2, timeout=30)  # the new leader announced since
             nursery.cancel_scope.cancel()
         assert (old, old_token) not in seen and all(s == (new, new_token) for s in seen), seen
+
+
+async def test_a_fence_check_that_times_out_refuses_the_map_and_the_node_lives_on(autojump_clock: MockClock) -> None:
+    """The chaos runner found this: a node whose lease actor was stuck in an fsync for 5 s (a
+    saturated disk) failed the shard-map actor's fencing ask, and the actor crashed the node. Now
+    the offer is refused with a reason, and the next one installs."""
+    async with open_cluster(3, seed=22) as cluster:
+        await eventually(lambda: one_map(cluster) is not None, timeout=30)
+        current = one_map(cluster)
+        assert current is not None
+        leader = cluster.node("node-1").lease.view.value.leader  # type: ignore[union-attr]
+        receiver = next(i for i in cluster.ids if i != leader)
+        actor = cluster.node(receiver).shard_map
+        assert actor is not None
+        real_fence = actor.fence
+
+        async def stuck(token: int) -> bool:
+            raise ActorTimeout("lease did not answer within 5.0s")
+
+        actor.fence = stuck
+        newer = attrs.evolve(current, version=current.version + 100)
+        reply = await cluster.node(leader).endpoint.request(  # type: ignore[union-attr]
+            cluster.address(receiver), newer, timeout=5)
+        assert reply.message.accepted is False and "timed out" in reply.message.reason, reply.message
+        assert_unchanged(cluster, receiver, current)
+        actor.fence = real_fence
+        reply = await cluster.node(leader).endpoint.request(  # type: ignore[union-attr]
+            cluster.address(receiver), newer, timeout=5)
+        assert reply.message.accepted is True, reply.message
+        assert maps(cluster)[receiver] == newer
