@@ -229,8 +229,8 @@ def _check_reads(name: str, agent: _Agent, out: dict[str, list[Anomaly]]) -> Non
     # acknowledged stores in acknowledgement order, and the first forget invoked of each: a sweep
     # over the reads in invocation order keeps the stores acknowledged before the read began and
     # not yet forgotten by then (so each read costs about what it lists, not the whole history)
-    acked = sorted(((store.completed, store.index, content, store) for content in agent.stores
-                    if (store := agent.acked_store(content)) is not None))
+    acked = sorted((store.completed, store.index, content, store) for content in agent.stores
+                    if (store := agent.acked_store(content)) is not None)
     first_forget = {content: min((f.invoked for f in agent.forgets_of(content)), default=NEVER)
                     for _at, _i, content, _store in acked}
     forgets_in_order = sorted((at, content) for content, at in first_forget.items() if at != NEVER)
@@ -250,12 +250,12 @@ def _check_reads(name: str, agent: _Agent, out: dict[str, list[Anomaly]]) -> Non
         listed_ids = {mid for mid, _ in read.result}
         listed = {content for _, content in read.result}
         for mid, content in read.result:
-            forget = forgotten.get(f"id:{mid}") or forgotten.get(f"content:{content}")
-            if forget is not None and forget.completed < read.invoked:
+            gone = forgotten.get(f"id:{mid}") or forgotten.get(f"content:{content}")
+            if gone is not None and gone.completed < read.invoked:
                 out["stale_reads"].append(Anomaly(
                     "stale_reads", name, content,
-                    f"read via {read.node} lists {mid} {read.invoked - forget.completed:.3f}s after its forget "
-                    "was acknowledged", (forget, read)))
+                    f"read via {read.node} lists {mid} {read.invoked - gone.completed:.3f}s after its forget "
+                    "was acknowledged", (gone, read)))
         if read.truncated:
             continue  # a full page: what it does not list may be on the next one
         for content, store in live.items():
@@ -311,12 +311,12 @@ def _check_final(name: str, agent: _Agent, final: Mapping[str, set[tuple[str, st
         acked = [f for f in forgets if f.outcome == "ok"]
         if not acked:
             continue
-        content = agent.content_of(mid)
-        present = [n for n in nodes if mid in ids[n] or (content is not None and content in contents[n])]
+        known = agent.content_of(mid)
+        present = [n for n in nodes if mid in ids[n] or (known is not None and known in contents[n])]
         if present:
             out["undone_forgets"].append(Anomaly(
                 "undone_forgets", name, mid, f"forget acknowledged, memory still on {', '.join(present)}",
-                tuple(_unique([*acked, *agent.stores.get(content or "", ())]))))
+                tuple(_unique([*acked, *agent.stores.get(known or "", ())]))))
     if nodes:
         union = set().union(*final.values())
         differ = {n: (union - final[n]) for n in nodes if final[n] != union}

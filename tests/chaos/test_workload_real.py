@@ -21,8 +21,7 @@ RUN_SECONDS = 3.0
 
 
 def test_the_workload_on_a_healthy_cluster_checks_clean(tmp_path: Path) -> None:
-    env = {"DAKERA_WRITE_ACK": "quorum", "DAKERA_REPLICATION_FACTOR": "3"}
-    with running(cluster_processes(tmp_path, 3, **env)) as nodes:
+    with running(cluster_processes(tmp_path, 3, DAKERA_WRITE_ACK="quorum", DAKERA_REPLICATION_FACTOR="3")) as nodes:
         urls = [n.url for n in nodes]
         samples: list[Sample] = []
 

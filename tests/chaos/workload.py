@@ -143,10 +143,10 @@ class Workload:
                     self._read(client, self._client(sdk, url), url, rng.choice(self.agents))
                 else:
                     agent = rng.choice(self.agents)
-                    mid = self._store(client, self._client(sdk, url), url, agent, f"c{client}-{stored}")
+                    new = self._store(client, self._client(sdk, url), url, agent, f"c{client}-{stored}")
                     stored += 1
-                    if mid is not None:
-                        acked.append((agent, mid))
+                    if new is not None:
+                        acked.append((agent, new))
                 if self.think:
                     self._stop.wait(self.think)
         finally:
