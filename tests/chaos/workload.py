@@ -159,7 +159,8 @@ class Workload:
         try:
             memory = sdk.store_memory(agent, content)
         except Exception as exc:  # noqa: BLE001 - every error is an outcome
-            self.history.complete(index, *classify(exc))
+            outcome, error = classify(exc)
+            self.history.complete(index, outcome, error=error)
             return None
         mid = memory.get("id") if isinstance(memory, dict) else None
         if not isinstance(mid, str):
