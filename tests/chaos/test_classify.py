@@ -10,7 +10,8 @@ from dakera.exceptions import ConnectionError as SdkConnectionError
 from dakera.exceptions import TimeoutError as SdkTimeout
 from dakera.exceptions import error_from_response
 
-from .workload import classify
+from .history import History
+from .workload import Workload, classify
 
 
 def answered(status: int, message: str) -> Exception:
@@ -51,3 +52,36 @@ def test_no_connection_made_failed_and_a_cut_or_timed_out_request_is_unknown() -
     assert classify(sdk_error(cut))[0] == "info"
     assert classify(SdkTimeout("Request timed out"))[0] == "info"
     assert classify(ValueError("not JSON"))[0] == "info"
+
+
+class Refusing:
+    """An SDK client whose every call raises ``exc``."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def store_memory(self, agent: str, content: str) -> dict:
+        raise self.exc
+
+    def forget(self, agent: str, mid: str) -> dict:
+        raise self.exc
+
+    def agent_memories(self, agent: str, limit: int) -> list:
+        raise self.exc
+
+
+@pytest.mark.parametrize(("kind", "outcome"), [("store", "fail"), ("forget", "info"), ("read", "fail")])
+def test_the_workload_records_an_error_as_the_ops_error_and_outcome(kind: str, outcome: str) -> None:
+    history = History()
+    workload = Workload(lambda: ["u"], agents=1, clients=1, history=history, seed=0)
+    refused = answered(503, "node is not ready: still starting")
+    unknown = answered(503, "shard owner n2 did not answer: timeout")
+    if kind == "store":
+        assert workload._store(0, Refusing(refused), "u", "agent-0", "c0-0") is None  # type: ignore[arg-type]
+    elif kind == "forget":
+        assert workload._forget(0, Refusing(unknown), "u", "agent-0", "m1") == "info"  # type: ignore[arg-type]
+    else:
+        workload._read(0, Refusing(unknown), "u", "agent-0")  # type: ignore[arg-type]
+    [op] = history.ops()
+    assert (op.kind, op.outcome, op.result) == (kind, outcome, None)
+    assert op.error is not None and op.error.startswith("503 ")

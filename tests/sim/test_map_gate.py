@@ -40,7 +40,7 @@ async def test_a_new_primary_answers_no_read_before_its_replicator_has_the_map(
             await gate.wait()
             return await handle(message)
 
-        replicator.handle = held  # type: ignore[method-assign]
+        replicator.handle = held  # type: ignore[method-assign,assignment]
         cluster.kill(victim)
         view = cluster.node(heir).shard_map
         assert view is not None
