@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from .history import NEVER, Op, load_ops
+from .history import NEVER, History, Op
 
 FinalReads = Mapping[str, Mapping[str, Sequence[tuple[str, str]]]]
 
@@ -107,6 +107,19 @@ class _Agent:
         self.reads: list[Op] = []
         self.ids: dict[str, set[str]] = defaultdict(set)  # content -> ids it was stored or seen under
         self.contents: dict[str, set[str]] = defaultdict(set)  # id -> contents seen under it
+        self.first: dict[str, str] = {}  # id -> the content it was first seen with
+
+    def saw(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Learn ids and contents from a read. Pairs already known cost C-level dict work only
+        (a long run reads the same memories thousands of times)."""
+        listed = dict(pairs)
+        if len(listed) == len(pairs) and listed.items() <= self.first.items():
+            return
+        for mid, content in pairs if len(listed) != len(pairs) else listed.items():
+            if self.first.setdefault(mid, content) == content and mid in self.contents:
+                continue
+            self.ids[content].add(mid)
+            self.contents[mid].add(content)
 
     def content_of(self, mid: str) -> str | None:
         contents = self.contents.get(mid)
@@ -128,22 +141,17 @@ def _agents(ops: Iterable[Op], final_reads: FinalReads) -> dict[str, _Agent]:
             assert op.value is not None, f"a store without its content: {op}"
             agent.stores[op.value].append(op)
             if op.outcome == "ok" and op.result is not None:
-                agent.ids[op.value].add(op.result)
-                agent.contents[op.result].add(op.value)
+                agent.saw([(op.result, op.value)])
         elif op.kind == "forget":
             assert op.value is not None, f"a forget without its memory id: {op}"
             agent.forgets[op.value].append(op)
         elif op.kind == "read":
             agent.reads.append(op)
-            for mid, content in (op.result or []) if op.outcome == "ok" else []:
-                agent.ids[content].add(mid)
-                agent.contents[mid].add(content)
+            if op.outcome == "ok" and op.result:
+                agent.saw(op.result)
     for per_agent in final_reads.values():
         for name, pairs in per_agent.items():
-            agent = agents[name]
-            for mid, content in pairs:
-                agent.ids[content].add(mid)
-                agent.contents[mid].add(content)
+            agents[name].saw(list(pairs))
     return agents
 
 
@@ -171,15 +179,22 @@ def check(ops: Sequence[Op], final_reads: FinalReads) -> Report:
 def _check_contents(name: str, agent: _Agent, final: Mapping[str, set[tuple[str, str]]],
                     out: dict[str, list[Anomaly]]) -> None:
     """Contents read that no store of this agent invoked, or whose only stores were refused."""
-    seen: dict[str, list[Op]] = defaultdict(list)  # content -> reads showing it
+    odd = {content for content in agent.ids
+           if not (stores := agent.stores.get(content)) or all(s.outcome == "fail" for s in stores)}
+    if not odd:
+        return
+    seen: dict[str, list[Op]] = defaultdict(list)  # odd content -> reads showing it
     for read in agent.reads:
-        for _mid, content in (read.result or []) if read.outcome == "ok" else []:
-            seen[content].append(read)
-    finals: dict[str, list[str]] = defaultdict(list)  # content -> nodes whose final read has it
+        if read.outcome == "ok" and read.result:
+            for content in {content for _mid, content in read.result} & odd:
+                seen[content].append(read)
+    finals: dict[str, list[str]] = defaultdict(list)  # odd content -> nodes whose final read has it
     for node, pairs in final.items():
-        for _mid, content in pairs:
+        for content in {content for _mid, content in pairs} & odd:
             finals[content].append(node)
-    for content in sorted(set(seen) | set(finals)):
+    for content in sorted(odd):
+        if content not in seen and content not in finals:
+            continue  # only an acknowledged store's answer named it (a refused store has no id)
         where = f"in {len(seen.get(content, ()))} reads during the run" + (
             f" and the final reads of {', '.join(sorted(finals[content]))}" if content in finals else "")
         stores = agent.stores.get(content, [])
@@ -187,7 +202,7 @@ def _check_contents(name: str, agent: _Agent, final: Mapping[str, set[tuple[str,
             out["never_written"].append(Anomaly("never_written", name, content,
                                                 f"no store of this content for this agent; {where}",
                                                 tuple(_unique(seen.get(content, [])))))
-        elif all(s.outcome == "fail" for s in stores):
+        else:
             out["refused_present"].append(Anomaly("refused_present", name, content,
                                                   f"its every store was refused; {where}",
                                                   tuple(_unique([*stores, *seen.get(content, [])]))))
@@ -207,6 +222,8 @@ def _check_duplicates(name: str, agent: _Agent, out: dict[str, list[Anomaly]]) -
     for read in agent.reads:
         if read.outcome != "ok" or not read.result:
             continue
+        if len(dict(read.result)) == len(read.result):
+            continue
         mids = Counter(mid for mid, _ in read.result)
         twice = sorted(mid for mid, n in mids.items() if n > 1)
         if twice:
@@ -215,58 +232,71 @@ def _check_duplicates(name: str, agent: _Agent, out: dict[str, list[Anomaly]]) -
 
 
 def _check_reads(name: str, agent: _Agent, out: dict[str, list[Anomaly]]) -> None:
-    """Reads during the run against what was acknowledged before they began."""
-    # the first acknowledged forget of each content: a read that began after it must not list it
-    forgotten: dict[str, Op] = {}
-    for mid, forgets in agent.forgets.items():
-        content = agent.content_of(mid)
-        for forget in forgets:
-            if forget.outcome != "ok":
-                continue
-            for key in (f"id:{mid}", f"content:{content}" if content is not None else None):
-                if key is not None and (key not in forgotten or forget.completed < forgotten[key].completed):
-                    forgotten[key] = forget
-    # acknowledged stores in acknowledgement order, and the first forget invoked of each: a sweep
-    # over the reads in invocation order keeps the stores acknowledged before the read began and
-    # not yet forgotten by then (so each read costs about what it lists, not the whole history)
+    """Reads during the run against what was acknowledged before they began. One sweep over the
+    reads in invocation order keeps, as sets of memory ids, what was forgotten (forget
+    acknowledged) and what is live (store acknowledged, no forget invoked) when each read began, so
+    a read costs C-level set work over what it lists, not a walk over the history."""
+    # acknowledged forgets in acknowledgement order, each with every id its memory was seen under
+    acked_forgets = sorted((f.completed, f.index, f, _ids_of(agent, mid))
+                           for mid, forgets in agent.forgets.items() for f in forgets if f.outcome == "ok")
+    # acknowledged stores in acknowledgement order, and the first forget invoked of each
     acked = sorted((store.completed, store.index, content, store) for content in agent.stores
-                    if (store := agent.acked_store(content)) is not None)
+                   if (store := agent.acked_store(content)) is not None)
     first_forget = {content: min((f.invoked for f in agent.forgets_of(content)), default=NEVER)
                     for _at, _i, content, _store in acked}
     forgets_in_order = sorted((at, content) for content, at in first_forget.items() if at != NEVER)
-    live: dict[str, Op] = {}
-    next_store = next_forget = 0
+    forgotten: set[str] = set()
+    forgotten_by: dict[str, Op] = {}
+    live: dict[str, Op] = {}  # content -> its acknowledged store
+    live_ids: set[str] = set()  # the ids of those stores (an acknowledged store answers its id)
+    next_store = next_forget = next_ack = 0
     for read in sorted(agent.reads, key=lambda r: (r.invoked, r.index)):
+        while next_ack < len(acked_forgets) and acked_forgets[next_ack][0] < read.invoked:
+            _at, _i, forget, ids = acked_forgets[next_ack]
+            for mid in ids - forgotten:
+                forgotten_by[mid] = forget
+            forgotten |= ids
+            next_ack += 1
         while next_store < len(acked) and acked[next_store][0] < read.invoked:
             _at, _i, content, store = acked[next_store]
             if first_forget[content] >= read.invoked:
                 live[content] = store
+                if store.result is not None:
+                    live_ids.add(store.result)
             next_store += 1
         while next_forget < len(forgets_in_order) and forgets_in_order[next_forget][0] < read.invoked:
-            live.pop(forgets_in_order[next_forget][1], None)
+            gone = live.pop(forgets_in_order[next_forget][1], None)
+            if gone is not None:
+                live_ids.discard(gone.result)
             next_forget += 1
         if read.outcome != "ok" or read.result is None:
             continue
-        listed_ids = {mid for mid, _ in read.result}
-        listed = {content for _, content in read.result}
-        for mid, content in read.result:
-            gone = forgotten.get(f"id:{mid}") or forgotten.get(f"content:{content}")
-            if gone is not None and gone.completed < read.invoked:
-                out["stale_reads"].append(Anomaly(
-                    "stale_reads", name, content,
-                    f"read via {read.node} lists {mid} {read.invoked - gone.completed:.3f}s after its forget "
-                    "was acknowledged", (gone, read)))
+        listed = dict(read.result)  # id -> content
+        for mid in sorted(forgotten.intersection(listed)):
+            forget = forgotten_by[mid]
+            out["stale_reads"].append(Anomaly(
+                "stale_reads", name, listed[mid],
+                f"read via {read.node} lists {mid} {read.invoked - forget.completed:.3f}s after its forget "
+                "was acknowledged", (forget, read)))
         if read.truncated:
             continue  # a full page: what it does not list may be on the next one
+        if len(live_ids) == len(live) and not live_ids.difference(listed):
+            continue  # the common case: it lists every live memory
+        contents = set(listed.values())
         for content, store in live.items():
-            if content in listed or (store.result is not None and store.result in listed_ids):
-                continue
+            if (store.result is not None and store.result in listed) or content in contents:
+                continue  # listed (under its id, or under another one: a duplicate)
             if first_forget[content] < read.completed:
                 continue  # a forget may have taken it away before the read answered
             out["stale_reads"].append(Anomaly(
                 "stale_reads", name, content,
                 f"read via {read.node} misses it {read.invoked - store.completed:.3f}s after its store was "
                 "acknowledged", (store, read)))
+
+
+def _ids_of(agent: _Agent, mid: str) -> set[str]:
+    """Every id a memory was seen under: this one, and any its content was stored or read under."""
+    return {mid} | {m for c in agent.contents.get(mid, ()) for m in agent.ids.get(c, ())}
 
 
 def _check_forgets_found(name: str, agent: _Agent, out: dict[str, list[Anomaly]]) -> None:
@@ -397,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stale-allowed", action="store_true", help="stale reads do not fail the check")
     parser.add_argument("--max-items", type=int, default=20)
     args = parser.parse_args(argv)
-    report = check(load_ops(args.history), load_final_reads(args.final_reads))
+    report = check(History.load(args.history).ops(), load_final_reads(args.final_reads))
     print(report.render(args.max_items))
     ok = report.ok(stale_allowed=args.stale_allowed)
     print("OK" if ok else "FAILED")

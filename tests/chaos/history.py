@@ -86,6 +86,13 @@ class History:
         self._pending: dict[int, Op] = {}
         self._done: dict[int, Op] = {}
         self._next = 0
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def intern(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """A read's (id, content) pairs, each one the same object in every read that lists it: a
+        long run lists the same memories thousands of times, and holds each pair once."""
+        table = self._pairs
+        return [table.setdefault(pair, pair) for pair in pairs]
 
     def invoke(self, process: int, kind: str, agent: str, value: str | None, node: str) -> int:
         if kind not in KINDS:
@@ -131,6 +138,8 @@ class History:
     def load(cls, path: str | Path) -> History:
         history = cls()
         for op in load_ops(path):
+            if op.kind == "read" and op.result is not None:
+                op = attrs.evolve(op, result=history.intern(op.result))
             history.record(op)
         return history
 

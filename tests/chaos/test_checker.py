@@ -281,7 +281,7 @@ def test_a_history_round_trips_through_json_lines_and_checks_the_same_offline(tm
     i = history.invoke(0, "store", "a", "c0-0", "n1")
     j = history.invoke(1, "read", "a", None, "n2")
     history.complete(i, "ok", "m1")
-    history.complete(j, "ok", [("m1", "c0-0")], truncated=False)
+    history.complete(j, "ok", history.intern([("m1", "c0-0")]), truncated=False)
     k = history.invoke(0, "forget", "a", "m1", "n3")
     history.complete(k, "ok", ["m1"])
     history.invoke(2, "store", "a", "c2-0", "n1")  # never completed: indeterminate
@@ -292,6 +292,9 @@ def test_a_history_round_trips_through_json_lines_and_checks_the_same_offline(tm
     history.dump(tmp_path / "h.jsonl")
     assert load_ops(tmp_path / "h.jsonl") == ops
     assert History.load(tmp_path / "h.jsonl").ops() == ops
+    # a pair listed by many reads is held once
+    again = history.intern([("m1", "c0-0")])
+    assert again[0] is ops[1].result[0]
     final = everywhere([("m1", "c0-0")])
     dump_final_reads(final, tmp_path / "final.json")
     assert load_final_reads(tmp_path / "final.json") == final

@@ -185,7 +185,7 @@ class Workload:
         index = self.history.invoke(client, "read", agent, None, url)
         try:
             page = sdk.agent_memories(agent, limit=PAGE)
-            found = pairs(page)
+            found = self.history.intern(pairs(page))
         except Exception as exc:  # noqa: BLE001 - every error is an outcome
             # a read changes nothing: whatever went wrong, it did not happen
             self.history.complete(index, "fail", error=classify(exc)[1])
