@@ -172,10 +172,18 @@ class Replicator(Actor):
         return {m: member.state for m, member in self.peers.members().items()}
 
     # -- the write path ----------------------------------------------------------------
+    def _behind_routing(self) -> bool:
+        """The router already routes by a map the core has not followed yet: it is published
+        before this actor's mailbox delivers it, and a shard that map makes this node primary of
+        is not marked as being taken over until the core has it."""
+        routed = self.maps.view.value
+        return routed is not None and (self.core.map is None or routed.key > self.core.map.key)
+
     async def ready(self, shard: int, timeout: float) -> None:
-        """Wait until this node may serve ``shard`` as its primary (a takeover has finished)."""
+        """Wait until this node may serve ``shard`` as its primary: the core has the map requests
+        are routed by, and no takeover of the shard is running."""
         deadline = trio.current_time() + timeout
-        while self.core.taking_over(shard):
+        while self._behind_routing() or self.core.taking_over(shard):
             if not await self._wait_change(deadline):
                 raise Unavailable(f"shard {shard} is being taken over by this node; retry shortly")
 
@@ -183,7 +191,7 @@ class Replicator(Actor):
         """Wait until this node is taking over no shard (a listing of every agent it leads is
         then whole: a shard still being copied or restored from the archive would be missing)."""
         deadline = trio.current_time() + timeout
-        while self.core.map is not None and self.core.syncing:
+        while self.core.map is not None and (self._behind_routing() or self.core.syncing):
             if not await self._wait_change(deadline):
                 shards = ", ".join(str(s) for s in sorted(self.core.syncing)[:8])
                 raise Unavailable(f"shards {shards} are being taken over by this node; retry shortly")
