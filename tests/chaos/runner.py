@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import httpx
 
-from .checker import check, check_tokens
+from .checker import check, check_tokens, dump_final_reads
 from .faults import KINDS, STALE_READS_EXPECTED, Fault, Step, ring_cuts, schedule
 from .history import History
 from .lab import Lab, Link
@@ -234,6 +234,7 @@ class Run:
                 self.note(f"workload stopped after {len(history.ops())} operations")
                 self._wait(lambda: self._settled(nodes), 60, "the cluster settled before the final reads")
                 finals = workload.final_reads([n.url for n in nodes])
+                dump_final_reads(finals, self.workdir / "final.json")
                 sampler.stop()
                 return self._verdict(history, finals, sampler)
             except BaseException as exc:
