@@ -30,6 +30,8 @@ from .procs import NodeProcess, wait_for
 pytestmark = pytest.mark.real
 
 KEY = bytes(range(7, 39))
+#: ``make fuzz-peers`` sets DAKERA_FUZZ_PEERS_SCALE for a longer run
+SCALE = max(1, int(os.environ.get("DAKERA_FUZZ_PEERS_SCALE", "1")))
 MESSAGES = load_all_messages()
 
 
@@ -104,7 +106,7 @@ def test_a_hostile_authenticated_peer_cannot_stop_or_change_a_node(node: NodePro
     assert peer.ping(1)
     sent = {"n": 0}
 
-    @settings(max_examples=200, deadline=None, database=None,
+    @settings(max_examples=200 * SCALE, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(tag=st.sampled_from(sorted(MESSAGES)), data=st.data(), as_stream=st.booleans())
     def fuzz(tag: str, data: st.DataObject, as_stream: bool) -> None:
