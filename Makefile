@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast test-long bench bench-restart cache-sim fuzz-peers lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart cache-sim fuzz-peers lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ cluster: $(STAMP)
 
 ## the whole suite: unit, simulation and real-process tests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 ## the inner loop: everything but the real-process tests (no node processes)
 test-fast: $(STAMP)
@@ -33,6 +33,20 @@ test-fast: $(STAMP)
 ## scale for its own sake (minutes of CPU): the 200-node SWIM convergence; bench/RESULTS.md
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m long --durations=0
+
+## Jepsen-style chaos (root): real nodes in network namespaces under seeded faults, a client
+## workload and its checker; e.g. make chaos CHAOS_SEEDS="1 2" CHAOS_DURATION=1800 CHAOS_FAULTS=all
+CHAOS_SEEDS ?= 1
+CHAOS_DURATION ?= 60
+CHAOS_NODES ?= 5
+CHAOS_FAULTS ?= all
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(foreach s,$(CHAOS_SEEDS),--seed $(s)) --duration $(CHAOS_DURATION) \
+		--nodes $(CHAOS_NODES) --faults $(CHAOS_FAULTS)
+
+## the bounded run CI makes after the suite: three seeds, five nodes, every fault kind (~3-4 min)
+chaos-ci: $(STAMP)
+	$(BIN)/python -m tests.chaos --seed 1 --seed 2 --seed 3 --duration 40 --nodes 5 --faults all
 
 ## break each README guarantee on purpose, one at a time, and check a test catches it (a table)
 mutate: $(STAMP)

@@ -88,6 +88,10 @@ class MailboxStats:
     asks_timed_out: int = 0
 
 
+#: longest stretch of an ask's wait counted at once (see :meth:`Actor.ask`)
+ASK_SLICE = 0.5
+
+
 class Actor:
     """Base class. Subclasses implement :meth:`handle`; timers via :meth:`next_timer`/:meth:`on_timer`."""
 
@@ -116,16 +120,30 @@ class Actor:
             return False
 
     async def ask(self, message: Any, *, timeout: float = 5.0) -> Any:
-        """Send ``message`` and wait for the handler's return value (or its Refusal)."""
+        """Send ``message`` and wait for the handler's return value (or its Refusal).
+
+        ``timeout`` counts the time this process ran, not the time that passed: the wait goes in
+        slices of at most ASK_SLICE seconds, and a slice counts for no more than its own length.
+        A process stopped for longer than the timeout (SIGSTOP, a VM or container freeze) wakes
+        with every deadline in the past; counting that time would fail asks the other actor never
+        had a chance to answer, and a failed ask inside a handler takes the node down."""
         if self._stopped:
             raise ActorStopped(self.name)
         reply: _Reply[Any] = _Reply()
-        with trio.move_on_after(timeout) as scope:
-            await self.tell(_Ask(message, reply))
-            return await reply.wait()
-        if scope.cancelled_caught:
-            self.stats.asks_timed_out += 1
-        raise ActorTimeout(f"{self.name} did not answer within {timeout}s")
+        sent = False
+        waited = 0.0
+        while True:
+            step = min(ASK_SLICE, timeout - waited)
+            started = trio.current_time()
+            with trio.move_on_after(step):
+                if not sent:
+                    await self.tell(_Ask(message, reply))  # a cancelled send has sent nothing
+                    sent = True
+                return await reply.wait()
+            waited += min(trio.current_time() - started, step)
+            if waited >= timeout:
+                self.stats.asks_timed_out += 1
+                raise ActorTimeout(f"{self.name} did not answer within {timeout}s")
 
     @property
     def mailbox_depth(self) -> int:

@@ -35,6 +35,9 @@ class Counter(Actor):
         if message == "slow":
             await trio.sleep(10)
             return "done"
+        if message == "nap":
+            await trio.sleep(1)
+            return "rested"
         if message == "block" and self.gate is not None:
             await self.gate.wait()
             return "unblocked"
@@ -105,6 +108,33 @@ async def test_ask_times_out(autojump_clock: trio.testing.MockClock) -> None:
             await actor.ask("slow", timeout=1.0)
         assert trio.current_time() - started == pytest.approx(1.0)
         assert actor.stats.asks_timed_out == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_process_pause_longer_than_the_timeout_does_not_fail_an_ask(
+        mock_clock: trio.testing.MockClock) -> None:
+    """The chaos runner found this: a node SIGSTOPped for 8 s woke with every deadline past, an
+    ask between two of its actors timed out before the other actor could run, and the asking
+    actor crashed the node. The pause is a jump of the clock while no task runs."""
+    actor = Counter()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        answers: list[Any] = []
+
+        async def asker() -> None:
+            answers.append(await actor.ask("nap", timeout=5.0))
+
+        nursery.start_soon(asker)
+        await trio.testing.wait_all_tasks_blocked()  # the ask is in; the handler naps for 1 s
+        mock_clock.jump(8.0)  # SIGSTOP ... SIGCONT: every deadline is in the past at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == ["rested"] and actor.stats.asks_timed_out == 0
+        # a handler that really never answers still times out after 5 s of running time
+        started = trio.current_time()
+        mock_clock.autojump_threshold = 0
+        with pytest.raises(ActorTimeout):
+            await actor.ask("slow", timeout=5.0)
+        assert trio.current_time() - started == pytest.approx(5.0)
         nursery.cancel_scope.cancel()
 
 
