@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart cache-sim lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart cache-sim fuzz-peers lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,14 @@ bench-restart: $(STAMP)
 ## the L1.5 cache's generation rule against a hostile simulated Redis: SEEDS seeds x 2 fault levels
 cache-sim: $(STAMP)
 	DAKERA_CACHE_SIM_SEEDS=$(or $(SEEDS),2000) $(BIN)/python -m pytest -q tests/cache/test_generation_sim.py
+
+## hostile peers on every transport, SCALE times longer than in make test: the frame fuzzer on the
+## memory and websocket transports, silent/slow/stalled/looping peers on udp and websocket, and the
+## UDP fuzzer of tests/real/test_hostile_peer.py; bench/RESULTS.md records a run (SCALE=10)
+fuzz-peers: $(STAMP)
+	DAKERA_FUZZ_PEERS_SCALE=$(or $(SCALE),10) $(BIN)/python -m pytest -q --durations=0 \
+		tests/transports/test_hostile_peers.py tests/transports/test_silent_peers.py \
+		tests/real/test_slow_peers.py tests/real/test_hostile_peer.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples

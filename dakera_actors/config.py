@@ -45,6 +45,8 @@ _ENV_NAMES = {
     "checkpoint_interval": "DAKERA_CHECKPOINT_INTERVAL_SECONDS",
     "transfer_timeout": "DAKERA_REBALANCE_TRANSFER_TIMEOUT_SECONDS",
     "gossip_frame_window": "DAKERA_GOSSIP_FRAME_WINDOW_SECONDS",
+    "gossip_handshake_timeout": "DAKERA_GOSSIP_HANDSHAKE_TIMEOUT_SECONDS",
+    "gossip_stream_idle_timeout": "DAKERA_GOSSIP_STREAM_IDLE_SECONDS",
 }
 _BOOLEANS = ("cluster_mode", "gossip_insecure")
 
@@ -199,6 +201,15 @@ class Config:
     gossip_insecure: bool = False
     #: a sealed frame stamped further than this from the receiver's clock is dropped (replays)
     gossip_frame_window: float = attrs.field(default=60.0, validator=_positive_float(3600))
+    #: an inbound gossip connection must finish its handshake (the WebSocket upgrade) and send an
+    #: authenticated first frame within this, each; one byte at a time does not extend it
+    gossip_handshake_timeout: float = attrs.field(default=5.0, validator=_positive_float(300))
+    #: a kept-alive inbound stream with no next request for this long is closed
+    gossip_stream_idle_timeout: float = attrs.field(default=30.0, validator=_positive_float(3600))
+    #: inbound streams served at once; one beyond is closed at once
+    gossip_max_streams: int = attrs.field(default=256, validator=_int_range(1, 100_000))
+    #: inbound connections/streams not yet authenticated, at once; a new one beyond closes the oldest
+    gossip_max_pending_streams: int = attrs.field(default=64, validator=_int_range(1, 100_000))
 
     # SWIM timing (see README: the detection times they give)
     gossip_probe_interval_ms: int = attrs.field(default=500, validator=_int_range(10, 60_000))

@@ -12,10 +12,19 @@ until one frame on it has decoded, i.e. authenticated with a gossip key; then th
 full frame limit applies. So at most MAX_INBOUND_STREAMS x 64 KiB (16 MiB) is buffered for
 peers that hold no key. A sender whose first frame is larger opens the stream with a small
 :class:`StreamHello` first.
+
+What a silent or slow peer can hold is bounded too (:class:`StreamLimits`): an inbound stream
+must deliver an authenticated frame within ``first_frame_timeout`` (one byte at a time does not
+extend it); at most ``max_pending`` streams wait for theirs at once, and a new one beyond that
+closes the oldest waiting one, so a flood of idle connections cannot lock honest peers out
+(an honest peer's first frame follows its connect at once); at most ``max_streams`` inbound
+streams are served at all. Every refusal is counted by reason in :attr:`Endpoint.refused`
+(exported as ``dakera_transport_refused_total``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +43,7 @@ StreamHandler = Callable[[Envelope, "MessageStream"], Awaitable[None]]
 FIRST_FRAME_TIMEOUT = 5.0  # an inbound stream that names no request by then is closed
 IDLE_STREAM_TIMEOUT = 30.0  # a kept-alive stream with no next request by then is closed
 MAX_INBOUND_STREAMS = 256
+MAX_PENDING_STREAMS = 64  # inbound streams waiting for their first authenticated frame
 POOL_PER_PEER = 8  # idle request streams kept open per peer for the next request
 #: the largest frame an inbound stream takes before a frame on it has authenticated
 UNAUTHENTICATED_FRAME_LIMIT = 64 * 1024
@@ -44,6 +54,24 @@ UNAUTHENTICATED_FRAME_LIMIT = 64 * 1024
 class StreamHello:
     """Sent first on a stream whose first request is larger than UNAUTHENTICATED_FRAME_LIMIT:
     it authenticates the stream, so the receiver lifts its limit; it gets no reply."""
+
+
+#: every reason the endpoint turns an inbound stream away (labels of dakera_transport_refused_total)
+REFUSE_REASONS = (
+    "stream_limit",  # max_streams inbound streams are served already
+    "pending_evicted",  # closed before its first frame to make room for a newer stream
+    "first_frame_timeout",  # no authenticated frame within first_frame_timeout
+)
+
+
+@attrs.frozen
+class StreamLimits:
+    """How much of the node inbound streams can hold (DAKERA_GOSSIP_* in the config)."""
+
+    first_frame_timeout: float = FIRST_FRAME_TIMEOUT
+    idle_timeout: float = IDLE_STREAM_TIMEOUT
+    max_streams: int = MAX_INBOUND_STREAMS
+    max_pending: int = MAX_PENDING_STREAMS
 
 
 class RemoteError(Exception):
@@ -94,7 +122,8 @@ class MessageStream:
 
 class Endpoint:
     def __init__(self, transport: Transport, codec: Codec, metrics: NodeMetrics, log: EventLogger,
-                 *, api_address: str, request_timeout: float = 5.0) -> None:
+                 *, api_address: str, request_timeout: float = 5.0,
+                 limits: StreamLimits = StreamLimits()) -> None:
         self.transport = transport
         self.codec = codec
         self.metrics = metrics
@@ -104,7 +133,13 @@ class Endpoint:
         self._packet_sinks: dict[type, PacketSink] = {}
         self._stream_handlers: dict[type, StreamHandler] = {Ping: self._answer_ping_stream}
         self._packet_sinks[Ping] = self._answer_ping_packet
-        self._inbound = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
+        self.limits = limits
+        self._inbound = trio.CapacityLimiter(limits.max_streams)
+        #: inbound streams still waiting for their first authenticated frame, oldest first, each
+        #: with the cancel scope of that wait (cancelled to evict it)
+        self._pending: dict[Stream, trio.CancelScope] = {}
+        #: inbound streams turned away, by reason (see REFUSE_REASONS)
+        self.refused: Counter[str] = Counter({reason: 0 for reason in REFUSE_REASONS})
         self._nursery: trio.Nursery | None = None
         # labelled children looked up once: labels() is costly on the packet path
         self._packets_out, self._packets_in = metrics.packets.labels("out"), metrics.packets.labels("in")
@@ -262,39 +297,71 @@ class Endpoint:
             try:
                 self._inbound.acquire_on_behalf_of_nowait(raw)
             except trio.WouldBlock:
-                self.log.warning("inbound_stream_refused", reason="too_many_streams", peer=raw.peer)
+                self._refuse("stream_limit", raw.peer)
                 await raw.aclose()
                 continue
-            self._nursery.start_soon(self._serve_stream, raw)
+            if len(self._pending) >= self.limits.max_pending:
+                oldest = next(iter(self._pending))
+                self._refuse("pending_evicted", oldest.peer)
+                self._pending.pop(oldest).cancel()  # its task closes it and frees its slot
+            wait = trio.CancelScope(deadline=trio.current_time() + self.limits.first_frame_timeout)
+            self._pending[raw] = wait
+            self._nursery.start_soon(self._serve_stream, raw, wait)
 
-    async def _serve_stream(self, raw: Stream) -> None:
+    @property
+    def pending_streams(self) -> int:
+        """Inbound streams waiting for their first authenticated frame now."""
+        return len(self._pending)
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound streams held now (waiting or served)."""
+        return int(self._inbound.borrowed_tokens)
+
+    def _refuse(self, reason: str, peer: str) -> None:
+        self.refused[reason] += 1
+        if self.refused[reason] == 1 or self.refused[reason] % 1000 == 0:  # a flood must not flood the log
+            self.log.warning("inbound_stream_refused", reason=reason, peer=peer, count=self.refused[reason])
+
+    async def _serve_stream(self, raw: Stream, first_wait: trio.CancelScope) -> None:
         stream = MessageStream(raw, self.codec, self.transport.max_frame_size)
         try:
-            wait = FIRST_FRAME_TIMEOUT
+            first: Envelope | None = None
+            with first_wait:  # the first authenticated frame: by the deadline, unless evicted
+                first = await stream.receive()
+            if first is None:
+                if self._pending.pop(raw, None) is not None:  # not evicted: its time ran out
+                    self._refuse("first_frame_timeout", raw.peer)
+                return
+            self._pending.pop(raw, None)  # (evicted in the very moment it spoke: it stays)
+            raw.limit_receive(None)  # it authenticated: full-size frames from now on
+            wait = self.limits.first_frame_timeout  # the request after a hello comes at once
             while True:  # one request after another: the client may keep the stream for the next
-                first: Envelope | None = None
-                with trio.move_on_after(wait):
-                    first = await stream.receive()
                 if first is None:
-                    return
-                raw.limit_receive(None)  # it authenticated: full-size frames from now on
+                    with trio.move_on_after(wait):
+                        first = await stream.receive()
+                    if first is None:
+                        return
                 if isinstance(first.message, StreamHello):
-                    continue  # a big request follows; the first-frame deadline still holds
-                wait = IDLE_STREAM_TIMEOUT
+                    first = None
+                    continue
+                wait = self.limits.idle_timeout
                 handler = self._stream_handlers.get(type(first.message))
+                request, first = first, None
                 if handler is None:
-                    await stream.send(ErrorReply(code="unhandled", detail=first.tag))
+                    await stream.send(ErrorReply(code="unhandled", detail=request.tag))
                     continue
                 try:
-                    await handler(first, stream)
+                    await handler(request, stream)
                 except (StreamClosed, ConnectError):
                     raise
                 except Exception as exc:  # only this stream ends; Cancelled/KeyboardInterrupt go on
-                    self._handler_failed(exc, first.tag, first.sender, raw.peer)
+                    self._handler_failed(exc, request.tag, request.sender, raw.peer)
                     return
         except (StreamClosed, ConnectError):
             pass  # the peer went away: nothing to answer
         finally:
+            self._pending.pop(raw, None)
             await stream.aclose()
             self._inbound.release_on_behalf_of(raw)
 

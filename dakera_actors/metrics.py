@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 import prometheus_client
@@ -103,6 +103,25 @@ class _ColdCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         # the registry describes collectors at registration: without this it would call
         # collect(), and so the archiver's stats(), before the archiver has started
+        return iter(())
+
+
+class _RefusalCollector(Collector):
+    def __init__(self, sources: tuple[Callable[[], Mapping[str, int]], ...]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        total: dict[str, int] = {}
+        for source in self._sources:
+            for reason, count in source().items():
+                total[reason] = total.get(reason, 0) + count
+        family = CounterMetricFamily("dakera_transport_refused", "Inbound connections, streams and packets "
+                                     "the gossip port turned away, by reason", labels=["reason"])
+        for reason in sorted(total):
+            family.add_metric([reason], total[reason])
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
         return iter(())
 
 
@@ -217,6 +236,12 @@ class NodeMetrics:
         self.registry.unregister(self._cold_collector)
         self._cold_collector = _ColdCollector(tier)
         self.registry.register(self._cold_collector)
+
+    def watch_refusals(self, *sources: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``dakera_transport_refused_total{reason}``: the sum over ``sources`` (the
+        transport's and the endpoint's counts of connections, streams and packets turned away),
+        read at every scrape."""
+        self.registry.register(_RefusalCollector(sources))
 
     def watch_actors(self, actors: Callable[[], Iterable[Actor]]) -> None:
         self.registry.register(_ActorCollector(actors))

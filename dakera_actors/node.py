@@ -24,7 +24,7 @@ import trio
 
 from .api.deps import FacadeDeps
 from .config import Config
-from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint
+from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint, StreamLimits
 from .log import EventLogger, get_logger
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
@@ -768,6 +768,8 @@ async def open_node(
                     bind=config.gossip_bind_address, advertise=config.gossip_advertise,
                     max_frame_size=config.max_frame_bytes, inbound_frame_limit=UNAUTHENTICATED_FRAME_LIMIT,
                     **(transport_options or {})))
+                node.transport.handshake_timeout = config.gossip_handshake_timeout
+                node.transport.max_pending_connections = config.gossip_max_pending_streams
                 node.log.info("transport_listening", transport=config.transport,
                               bind=config.gossip_bind_address, advertise=node.transport.address)
             # two nurseries so that stopping is ordered: the front (HTTP) drains first while
@@ -790,7 +792,13 @@ async def open_node(
                             core.start_soon(node._warn_insecure)
                         node.endpoint = Endpoint(node.transport, codec, node.metrics, node.log,
                                                  api_address=node.api_address,
-                                                 request_timeout=config.request_timeout)
+                                                 request_timeout=config.request_timeout,
+                                                 limits=StreamLimits(
+                                                     first_frame_timeout=config.gossip_handshake_timeout,
+                                                     idle_timeout=config.gossip_stream_idle_timeout,
+                                                     max_streams=config.gossip_max_streams,
+                                                     max_pending=config.gossip_max_pending_streams))
+                        node.metrics.watch_refusals(node.transport.refusals, node.endpoint.refused.copy)
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
                     if node.transport is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import importlib.metadata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
@@ -137,6 +137,11 @@ class Transport(abc.ABC):
     #: peer that has not authenticated cannot make the node buffer big frames; ``open``'s
     #: ``inbound_frame_limit`` option sets it
     inbound_frame_limit: int | None = None
+    #: transports with a connection handshake of their own (the WebSocket upgrade) give an inbound
+    #: connection this long to finish it, and keep at most ``max_pending_connections`` connections
+    #: in it at once (the oldest is closed to make room); the node sets both from its config
+    handshake_timeout: float = 5.0
+    max_pending_connections: int = 64
 
     @classmethod
     @abc.abstractmethod
@@ -159,6 +164,13 @@ class Transport(abc.ABC):
         """Every transport refuses an oversized packet the same way, before sending anything."""
         if len(data) > self.max_packet_size:
             raise FrameTooLarge(f"packet of {len(data)} bytes exceeds {self.max_packet_size}")
+
+    def refusals(self) -> Mapping[str, int]:
+        """What this transport turned away on its own, by reason, since it opened (a connection
+        over a cap, a handshake that timed out, a frame over the size limit, a packet dropped on a
+        full queue): the node exports it as ``dakera_transport_refused_total{reason}``. The bundled
+        transports count; the default (for older third-party transports) reports nothing."""
+        return {}
 
     @property
     @abc.abstractmethod

@@ -1,5 +1,6 @@
 """Hypothesis strategies built from the wire schema's bounds (:mod:`dakera_actors.wirebounds`):
-valid payloads of every registered message, and the same with one field replaced by a hostile value."""
+valid payloads of every registered message, and the same with one field replaced by a hostile value;
+and :func:`seal`, the frame a peer holding a key sends with any payload at all."""
 
 from __future__ import annotations
 
@@ -10,6 +11,32 @@ from hypothesis import strategies as st
 
 from dakera_actors import wire
 from dakera_actors import wirebounds as wb
+
+#: message types a valid frame of which only reads (a valid frame of the others may legitimately
+#: change state: an authenticated peer's valid lease or map is the lease and map rules' business)
+READ_ONLY = {"ping", "pong", "error", "repl.fetch", "repl.records", "repl.snapshot-request", "repl.snapshot-chunk",
+             "repl.status-request", "repl.status", "repl.positions", "shard.map-pull", "shard.map-ack",
+             "route.reply"}
+
+
+class Raw:
+    """A frame payload sent as is, whatever its message class would accept."""
+
+    def __init__(self, tag: str, payload: Any) -> None:
+        self.tag, self.payload = tag, payload
+
+
+def seal(tag: str, payload: Any, keys: tuple[bytes, ...], sender: str = "evil", *, now: float | None = None) -> bytes:
+    """The frame a peer holding ``keys`` sends, through the node's own encoder (so the fuzzer
+    follows the seal format wherever it goes) with the payload swapped in."""
+    raw = Raw(tag, payload)
+    tag_of, unstructure = wire.tag_of, wire.unstructure
+    wire.tag_of = lambda msg: msg.tag if isinstance(msg, Raw) else tag_of(msg)  # type: ignore[assignment]
+    wire.unstructure = lambda msg: msg.payload if isinstance(msg, Raw) else unstructure(msg)  # type: ignore[assignment]
+    try:
+        return wire.encode_frame(raw, sender, keys, now=now)
+    finally:
+        wire.tag_of, wire.unstructure = tag_of, unstructure  # type: ignore[assignment]
 
 
 def load_all_messages() -> dict[str, type]:

@@ -15,7 +15,8 @@ Semantics, chosen to match what a node would see over UDP/TCP:
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -212,8 +213,9 @@ class _StreamPair:
 class MemoryStream(Stream):
     def __init__(self, pair: _StreamPair, local: str, peer: str,
                  out: trio.MemorySendChannel[bytes], inbound: trio.MemoryReceiveChannel[bytes],
-                 max_frame_size: int) -> None:
+                 max_frame_size: int, refused: Counter[str] | None = None) -> None:
         self.peer = peer
+        self._refused = refused  # the receiving transport's counts (None: not counted)
         self._pair, self._local = pair, local
         self._out, self._in = out, inbound
         self._max = max_frame_size
@@ -246,6 +248,8 @@ class MemoryStream(Stream):
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             raise StreamClosed("stream ended") from None
         if len(frame) > self._receive_max:  # as a real transport would, before buffering it
+            if self._refused is not None:
+                self._refused["frame_too_large"] += 1
             await self.aclose()
             raise StreamClosed(f"peer sent a frame of {len(frame)} bytes, above the {self._receive_max}-byte limit")
         return frame
@@ -276,6 +280,11 @@ class MemoryTransport(Transport):
         self._packets_send, self._packets = trio.open_memory_channel[tuple[str, bytes]](_PACKET_QUEUE)
         self._accept_send, self._accepts = trio.open_memory_channel[Stream](_ACCEPT_QUEUE)
         self._closed = False
+        #: inbound work turned away, by reason (see Transport.refusals)
+        self.refused: Counter[str] = Counter(dict.fromkeys(("accept_backlog", "frame_too_large", "packet_queue_full"), 0))
+
+    def refusals(self) -> Mapping[str, int]:
+        return self.refused.copy()
 
     @classmethod
     @asynccontextmanager
@@ -335,7 +344,10 @@ class MemoryTransport(Transport):
         try:
             self._packets_send.send_nowait((src, data))
             self.network.stats.packets_delivered += 1
-        except (trio.WouldBlock, trio.ClosedResourceError):
+        except trio.WouldBlock:
+            self.network.stats.packets_dropped += 1
+            self.refused["packet_queue_full"] += 1
+        except trio.ClosedResourceError:
             self.network.stats.packets_dropped += 1
 
     async def receive_packet(self) -> tuple[str, bytes]:
@@ -356,13 +368,15 @@ class MemoryTransport(Transport):
         local = MemoryStream(pair, self._address, address, pair.a_to_b[0], pair.b_to_a[1],
                              self.max_frame_size)
         remote = MemoryStream(pair, address, self._address, pair.b_to_a[0], pair.a_to_b[1],
-                              target.max_frame_size)
+                              target.max_frame_size, target.refused)
         if target.inbound_frame_limit is not None:
             remote.limit_receive(target.inbound_frame_limit)
         try:
             target._accept_send.send_nowait(remote)
-        except (trio.WouldBlock, trio.ClosedResourceError):
+        except (trio.WouldBlock, trio.ClosedResourceError) as exc:
             pair.break_()
+            if isinstance(exc, trio.WouldBlock):
+                target.refused["accept_backlog"] += 1
             raise ConnectError(f"connection refused (backlog full or closing): {address}") from None
         return local
 

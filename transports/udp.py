@@ -40,7 +40,8 @@ import errno
 import math
 import socket as stdlib_socket
 import struct
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -189,6 +190,7 @@ class UdpStream(Stream):
         (size,) = _HEADER.unpack_from(buf)
         if size > self._receive_max:
             # checked before reading any of it: a hostile prefix costs 4 bytes, not `size`
+            self._transport.refused["frame_too_large"] += 1
             self._buffer.clear()
             self._break(f"peer sent a frame of {size} bytes, above the {self._receive_max}-byte limit")
             raise StreamClosed(self._broken)
@@ -228,6 +230,12 @@ class UdpTransport(Transport):
         self.packets_dropped = 0
         self.packets_unsent = 0
         self.accepts_dropped = 0
+        #: inbound work turned away, by reason (see Transport.refusals)
+        self.refused: Counter[str] = Counter(dict.fromkeys(
+            ("accept_backlog", "frame_too_large", "packet_oversized", "packet_queue_full"), 0))
+
+    def refusals(self) -> Mapping[str, int]:
+        return self.refused.copy()
 
     @classmethod
     @asynccontextmanager
@@ -341,11 +349,13 @@ class UdpTransport(Transport):
                 continue  # an ICMP error from an earlier send, reported here on some systems
             if len(data) > limit:
                 self.packets_dropped += 1
+                self.refused["packet_oversized"] += 1
                 continue
             try:
                 self._packets_in.send_nowait((sockaddr_to_address(sockaddr), data))
             except trio.WouldBlock:
                 self.packets_dropped += 1
+                self.refused["packet_queue_full"] += 1
             except trio.ClosedResourceError:
                 return
 
@@ -372,6 +382,7 @@ class UdpTransport(Transport):
             self._accepts_in.send_nowait(stream)
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.accepts_dropped += 1
+            self.refused["accept_backlog"] += 1
             stream._close_now()
 
     # -- shutdown ----------------------------------------------------------------------

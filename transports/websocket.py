@@ -15,6 +15,11 @@ One plain-HTTP server listens on the bind ``host:port`` and serves two resources
   packet connections are kept (``packet_links_per_host`` from one remote IP); beyond that the
   upgrade is refused (503). An inbound packet connection with no message for
   ``packet_idle_timeout`` seconds (two of the sender's idle periods) is closed.
+- An inbound connection must finish its upgrade within ``handshake_timeout`` seconds; at most
+  ``max_pending_connections`` are in their upgrade at once, and one more closes the oldest
+  (the node sets both from ``DAKERA_GOSSIP_HANDSHAKE_TIMEOUT_SECONDS`` and
+  ``DAKERA_GOSSIP_MAX_PENDING_STREAMS``). Every connection, stream and packet turned away is
+  counted by reason in :meth:`WebSocketTransport.refusals`.
 
 Packets stay best effort. :meth:`WebSocketTransport.send_packet` never waits on the network:
 it queues the packet (bounded; overflow is dropped) for a per-peer task that dials the peer
@@ -37,7 +42,8 @@ Binding and the default advertised address work as in :mod:`transports.udp` (TCP
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -85,7 +91,6 @@ _ACCEPT_BACKLOG = 64  # accepted streams queued before new ones are refused
 _LINK_QUEUE = 256  # outbound packets queued per peer while dialling or writing
 _LINK_CONNECT_TIMEOUT = 2.0  # a packet link that cannot dial this fast is given up
 _LINK_IDLE_TIMEOUT = 60.0  # an unused packet link is closed after this long
-_HANDSHAKE_TIMEOUT = 10.0  # an inbound connection must finish its HTTP upgrade within this
 _CLOSE_TIMEOUT = 1.0  # how long a close waits for the peer's closing handshake
 _RECEIVE_BUFFER = 64 * 1024  # bytes per socket read (trio-websocket's default is 4 KiB)
 _MESSAGE_QUEUE = 1  # messages trio-websocket buffers per connection before TCP backpressure
@@ -103,8 +108,10 @@ class WebSocketStream(Stream):
     """
 
     def __init__(self, transport: WebSocketTransport, ws: WebSocketConnection, tcp: TcpConnection,
-                 peer: str) -> None:
+                 peer: str, *, inbound: bool = False) -> None:
         self.peer = peer
+        self._transport = transport
+        self._inbound = inbound
         self._ws = ws
         self._tcp = tcp
         self._max = transport.max_frame_size
@@ -132,8 +139,11 @@ class WebSocketStream(Stream):
         try:
             message = await self._ws.get_message()
         except ConnectionClosed as exc:
+            if self._inbound and _too_big(exc):
+                self._transport.refused["frame_too_large"] += 1
             raise StreamClosed(_close_reason(exc)) from None
         if isinstance(message, str):
+            self._transport.refused["text_message"] += 1
             await self.aclose()
             raise StreamClosed("peer sent a text message on a binary stream")
         return message
@@ -192,6 +202,19 @@ class WebSocketTransport(Transport):
         self.packet_idle_timeout = packet_idle_timeout
         self._packet_links_in: dict[str, int] = {}  # remote IP -> inbound packet connections
         self.packet_links_refused = 0  # inbound packet connections refused (cap or forged from)
+        self._handshaking: dict[TcpConnection, None] = {}  # inbound connections not upgraded yet, oldest first
+        #: inbound work turned away, by reason (see Transport.refusals)
+        self.refused: Counter[str] = Counter(dict.fromkeys(
+            ("accept_backlog", "frame_too_large", "handshake_evicted", "handshake_failed", "handshake_timeout",
+             "packet_link_from", "packet_link_limit", "packet_oversized", "packet_queue_full", "text_message"), 0))
+
+    def refusals(self) -> Mapping[str, int]:
+        return self.refused.copy()
+
+    @property
+    def handshaking(self) -> int:
+        """Inbound connections that have not finished their WebSocket upgrade yet."""
+        return len(self._handshaking)
 
     @classmethod
     @asynccontextmanager
@@ -305,18 +328,22 @@ class WebSocketTransport(Transport):
             try:
                 with trio.move_on_after(self.packet_idle_timeout):
                     message = await ws.get_message()
-            except ConnectionClosed:
+            except ConnectionClosed as exc:
+                if _too_big(exc):
+                    self.refused["packet_oversized"] += 1
                 return
             if message is None:
                 log.debug("packet_link_idle", peer=source)
                 return  # the caller closes the connection
             if isinstance(message, str) or len(message) > self.max_packet_size:
                 self.packets_dropped += 1
+                self.refused["text_message" if isinstance(message, str) else "packet_oversized"] += 1
                 continue
             try:
                 self._packets_in.send_nowait((source, message))
             except trio.WouldBlock:
                 self.packets_dropped += 1
+                self.refused["packet_queue_full"] += 1
             except trio.ClosedResourceError:
                 return
 
@@ -393,23 +420,38 @@ class WebSocketTransport(Transport):
         self._nursery.start_soon(self._serve_connection, TcpConnection(sock), sockaddr_to_address(sockaddr))
 
     async def _serve_connection(self, tcp: TcpConnection, remote: str) -> None:
-        """Run one inbound connection: upgrade it, route it by path, keep it until it ends."""
+        """Run one inbound connection: upgrade it, route it by path, keep it until it ends.
+
+        At most ``max_pending_connections`` connections are in their upgrade at once: a new one
+        beyond closes the oldest (a silent or one-byte-at-a-time client cannot lock honest peers
+        out, whose upgrade request follows their connect at once); each has ``handshake_timeout``."""
         self._connections.add(tcp)
+        if len(self._handshaking) >= self.max_pending_connections:
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            self.refused["handshake_evicted"] += 1
+            oldest.close()  # its task sees the connection end and lets it go
+        self._handshaking[tcp] = None
         try:
             async with trio.open_nursery() as nursery:
                 request = None
-                with trio.move_on_after(_HANDSHAKE_TIMEOUT):
+                with trio.move_on_after(self.handshake_timeout) as deadline:
                     # an unauthenticated stream's messages are limited from its first byte on
                     first_limit = self.inbound_frame_limit or self.max_frame_size
                     request = await _unless_ended(tcp, wrap_server_stream(
                         nursery, tcp, message_queue_size=_MESSAGE_QUEUE,
                         max_message_size=max(min(first_limit, self.max_frame_size), self.max_packet_size),
                         receive_buffer_size=_RECEIVE_BUFFER))
+                if tcp in self._handshaking:  # (not evicted: that was counted already)
+                    del self._handshaking[tcp]
+                    if request is None:
+                        self.refused["handshake_timeout" if deadline.cancelled_caught else "handshake_failed"] += 1
                 if request is None or not await self._route(request, tcp, remote):
                     nursery.cancel_scope.cancel()
         except Exception as exc:  # a misbehaving client must not stop the server
             log.debug("websocket_server_error", peer=remote, error=_describe(exc))
         finally:
+            self._handshaking.pop(tcp, None)
             self._connections.discard(tcp)
             tcp.close()
 
@@ -421,17 +463,21 @@ class WebSocketTransport(Transport):
         if source is not None and not await _resolves_to(parse_hostport(source)[0], remote_ip):
             if target.path == PACKET_PATH:
                 self.packet_links_refused += 1
-                log.warning("packet_link_refused", reason="from_mismatch", peer=remote, claimed=source)
+                self.refused["packet_link_from"] += 1
+                if self.refused["packet_link_from"] in (1, 1000) or self.refused["packet_link_from"] % 10_000 == 0:
+                    log.warning("packet_link_refused", reason="from_mismatch", peer=remote, claimed=source,
+                                count=self.refused["packet_link_from"])
                 await request.reject(403, body=b"'from' does not name the address this connection comes from")
                 return False
             source = None  # a stream's peer is only a label: use the socket's address
         if target.path == STREAM_PATH:
             ws = await request.accept()
-            stream = WebSocketStream(self, ws, tcp, source or remote)
+            stream = WebSocketStream(self, ws, tcp, source or remote, inbound=True)
             try:
                 self._accepts_in.send_nowait(stream)
             except (trio.WouldBlock, trio.ClosedResourceError):
                 self.accepts_dropped += 1
+                self.refused["accept_backlog"] += 1
                 await stream.aclose()
                 return False
             return True
@@ -442,7 +488,10 @@ class WebSocketTransport(Transport):
             links = self._packet_links_in
             if sum(links.values()) >= self.max_packet_links or links.get(remote_ip, 0) >= self.packet_links_per_host:
                 self.packet_links_refused += 1
-                log.warning("packet_link_refused", reason="too_many_links", peer=remote)
+                self.refused["packet_link_limit"] += 1
+                if self.refused["packet_link_limit"] in (1, 1000) or self.refused["packet_link_limit"] % 10_000 == 0:
+                    log.warning("packet_link_refused", reason="too_many_links", peer=remote,
+                                count=self.refused["packet_link_limit"])
                 await request.reject(503, body=b"too many packet connections")
                 return False
             links[remote_ip] = links.get(remote_ip, 0) + 1
@@ -526,6 +575,11 @@ def _drain(channel: trio.MemoryReceiveChannel[bytes]) -> int:
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return count
         count += 1
+
+
+def _too_big(exc: ConnectionClosed) -> bool:
+    """The connection was closed with 1009: a message over the size limit."""
+    return exc.reason is not None and exc.reason.code == 1009
 
 
 def _close_reason(exc: ConnectionClosed) -> str:

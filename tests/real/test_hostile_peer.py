@@ -20,42 +20,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dakera_actors import wire
 from dakera_actors.testing.cluster import free_port
 from dakera_actors.wire import FrameRejected, Ping, Pong, decode_frame, encode_frame
 
-from ..hostile import load_all_messages, mutated
+from ..hostile import READ_ONLY, load_all_messages, mutated
+from ..hostile import seal as hostile_seal
 from .procs import NodeProcess, wait_for
 
 pytestmark = pytest.mark.real
 
 KEY = bytes(range(7, 39))
+#: ``make fuzz-peers`` sets DAKERA_FUZZ_PEERS_SCALE for a longer run
+SCALE = max(1, int(os.environ.get("DAKERA_FUZZ_PEERS_SCALE", "1")))
 MESSAGES = load_all_messages()
-#: message types a valid frame of which only reads (a valid frame of the others may legitimately
-#: change state: an authenticated peer's valid lease or map is the lease and map rules' business)
-READ_ONLY = {"ping", "pong", "error", "repl.fetch", "repl.records", "repl.snapshot-request", "repl.snapshot-chunk",
-             "repl.status-request", "repl.status", "repl.positions", "shard.map-pull", "shard.map-ack",
-             "route.reply"}
-
-
-class Raw:
-    """A frame payload sent as is, whatever its message class would accept."""
-
-    def __init__(self, tag: str, payload: Any) -> None:
-        self.tag, self.payload = tag, payload
 
 
 def seal(tag: str, payload: Any, keys: tuple[bytes, ...] = (KEY,), sender: str = "evil") -> bytes:
-    """The frame a peer holding ``keys`` sends, through the node's own encoder (so the fuzzer
-    follows the seal format wherever it goes) with the payload swapped in."""
-    raw = Raw(tag, payload)
-    tag_of, unstructure = wire.tag_of, wire.unstructure
-    wire.tag_of = lambda msg: msg.tag if isinstance(msg, Raw) else tag_of(msg)  # type: ignore[assignment]
-    wire.unstructure = lambda msg: msg.payload if isinstance(msg, Raw) else unstructure(msg)  # type: ignore[assignment]
-    try:
-        return encode_frame(raw, sender, keys)
-    finally:
-        wire.tag_of, wire.unstructure = tag_of, unstructure  # type: ignore[assignment]
+    return hostile_seal(tag, payload, keys, sender)
 
 
 class Peer:
@@ -125,7 +106,7 @@ def test_a_hostile_authenticated_peer_cannot_stop_or_change_a_node(node: NodePro
     assert peer.ping(1)
     sent = {"n": 0}
 
-    @settings(max_examples=200, deadline=None, database=None,
+    @settings(max_examples=200 * SCALE, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(tag=st.sampled_from(sorted(MESSAGES)), data=st.data(), as_stream=st.booleans())
     def fuzz(tag: str, data: st.DataObject, as_stream: bool) -> None:

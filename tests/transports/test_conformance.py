@@ -332,3 +332,23 @@ async def test_closing_transport_breaks_streams_it_opened(kind: str) -> None:
             with pytest.raises(StreamClosed):
                 await server.receive()
             await server.aclose()
+
+
+async def test_an_inbound_frame_over_the_limit_is_counted_as_refused(kind: str) -> None:
+    async with AsyncExitStack() as stack:
+        cls = load_transport(kind)
+        extra = {"network": MemoryNetwork()} if kind == "memory" else {}
+        a = await stack.enter_async_context(cls.open(bind="127.0.0.1:0" if kind != "memory" else "a:1", **extra))
+        b = await stack.enter_async_context(cls.open(bind="127.0.0.1:0" if kind != "memory" else "b:1",
+                                                     inbound_frame_limit=1024, **extra))
+        assert b.refusals()["frame_too_large"] == 0
+        with trio.fail_after(DEADLINE):
+            async with await a.connect(b.address) as s:
+                inbound = await b.accept()
+                await s.send(b"x" * 1024)  # at the limit: delivered
+                assert await inbound.receive() == b"x" * 1024
+                await s.send(b"x" * 4096)
+                with pytest.raises(StreamClosed):
+                    await inbound.receive()
+        assert b.refusals()["frame_too_large"] == 1
+        assert a.refusals()["frame_too_large"] == 0

@@ -174,6 +174,21 @@ def test_cluster_mode_requires_a_gossip_key_unless_insecure_on_purpose() -> None
     assert info.value.variable == "DAKERA_GOSSIP_FRAME_WINDOW_SECONDS"
 
 
+def test_inbound_stream_limits_are_read_and_checked() -> None:
+    c = Config()
+    assert (c.gossip_handshake_timeout, c.gossip_stream_idle_timeout, c.gossip_max_streams,
+            c.gossip_max_pending_streams) == (5.0, 30.0, 256, 64)
+    c = Config.from_env({"DAKERA_GOSSIP_HANDSHAKE_TIMEOUT_SECONDS": "2.5", "DAKERA_GOSSIP_STREAM_IDLE_SECONDS": "9",
+                         "DAKERA_GOSSIP_MAX_STREAMS": "100", "DAKERA_GOSSIP_MAX_PENDING_STREAMS": "10"})
+    assert (c.gossip_handshake_timeout, c.gossip_stream_idle_timeout, c.gossip_max_streams,
+            c.gossip_max_pending_streams) == (2.5, 9.0, 100, 10)
+    for variable, bad in (("DAKERA_GOSSIP_HANDSHAKE_TIMEOUT_SECONDS", "0"), ("DAKERA_GOSSIP_STREAM_IDLE_SECONDS", "-1"),
+                          ("DAKERA_GOSSIP_MAX_STREAMS", "0"), ("DAKERA_GOSSIP_MAX_PENDING_STREAMS", "many")):
+        with pytest.raises(ConfigError) as info:
+            Config.from_env({variable: bad})
+        assert info.value.variable == variable
+
+
 def test_repr_never_shows_secrets() -> None:
     c = Config(root_api_key="s3cret-root", cluster_mode=True, node_id="n1", gossip_keys=(b"K" * 32, b"L" * 32))
     text = repr(c)
