@@ -20,8 +20,9 @@ from .model import MEMORY_TYPES, MemoryFilter, MemoryUpdate, NewMemory, RecallQu
 
 ROUTINGS = ("auto", "vector", "bm25", "hybrid")
 FUSIONS = ("minmax", "rrf")
-AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MEMORY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# matched whole (fullmatch): with match() and "$", an id ending in a newline ("a\n") passed
+AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MEMORY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 MAX_AGENT_ID_BYTES = 241
 MAX_MEMORY_ID_CHARS = 128
 MAX_CONTENT_CHARS = 100_000
@@ -159,7 +160,7 @@ def agent_id(value: Any, field: str = "agent_id") -> str:
         raise Invalid(field, "is required")
     if not isinstance(value, str):
         raise Invalid(field, f"must be a string, got {_kind(value)}")
-    if not AGENT_ID_RE.match(value):
+    if not AGENT_ID_RE.fullmatch(value):
         raise Invalid(field, "must match [A-Za-z0-9][A-Za-z0-9_.-]*")
     if len(value.encode()) > MAX_AGENT_ID_BYTES:
         raise Invalid(field, f"must be at most {MAX_AGENT_ID_BYTES} bytes")
@@ -171,7 +172,7 @@ def agent_id(value: Any, field: str = "agent_id") -> str:
 def memory_id(value: Any, field: str = "id") -> str:
     if not isinstance(value, str) or not value:
         raise Invalid(field, "must be a non-empty string")
-    if len(value) > MAX_MEMORY_ID_CHARS or not MEMORY_ID_RE.match(value):
+    if len(value) > MAX_MEMORY_ID_CHARS or not MEMORY_ID_RE.fullmatch(value):
         raise Invalid(field, f"must match [A-Za-z0-9][A-Za-z0-9_.:-]* and be at most {MAX_MEMORY_ID_CHARS} characters")
     return value
 

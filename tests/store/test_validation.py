@@ -126,3 +126,11 @@ def test_listing_args() -> None:
         with pytest.raises(Invalid) as info:
             validation.parse_listing(args)
         assert info.value.field == field
+
+
+@pytest.mark.parametrize("bad", ["a\n", "a\r\n", "a b", "a\n\n"])
+def test_ids_are_matched_whole_not_up_to_a_trailing_newline(bad: str) -> None:
+    # found while writing the OpenAPI schemas: "^...$" with re.match let "a\n" through as an agent id and a memory id
+    assert refused(validation.parse_store, {"agent_id": bad, "content": "x"}) == "agent_id"
+    assert refused(validation.parse_store, {"agent_id": "a", "content": "x", "id": bad}) == "id"
+    assert refused(validation.parse_forget, {"agent_id": "a", "memory_ids": [bad]}) == "memory_ids[0]"
