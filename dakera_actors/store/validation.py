@@ -213,7 +213,7 @@ def _check_json_values(value: Any, path: str, *, depth: int) -> None:
 
 
 # what the SDK may send on a store but this server does not implement
-_STORE_IGNORED = ("lang", "attachment_ref", "event_time", "valid_from")
+STORE_IGNORED = ("lang", "attachment_ref", "event_time", "valid_from")
 
 
 def _new_memory(b: Body, agent: str) -> NewMemory:
@@ -236,7 +236,7 @@ def _new_memory(b: Body, agent: str) -> NewMemory:
 
 
 def parse_store(data: Any) -> tuple[NewMemory, list[str]]:
-    b = Body(data, ignored=_STORE_IGNORED)
+    b = Body(data, ignored=STORE_IGNORED)
     new = _new_memory(b, agent_id(b.raw("agent_id")))
     return new, b.finish()
 
@@ -252,7 +252,7 @@ def parse_store_batch(data: Any) -> tuple[list[NewMemory], list[str]]:
     out: list[NewMemory] = []
     warnings: set[str] = set()
     for i, item in enumerate(items):
-        ib = Body(item, prefix=f"memories[{i}]", ignored=_STORE_IGNORED)
+        ib = Body(item, prefix=f"memories[{i}]", ignored=STORE_IGNORED)
         out.append(_new_memory(ib, agent))
         warnings.update(w.replace(f"memories[{i}]", "memories[]") for w in ib.finish())
     return out, b.finish() + sorted(warnings)
@@ -309,7 +309,7 @@ def _time_bound(b: Body, key: str) -> float | None:
 
 
 # what the SDK may send on recall/search but this server does not implement
-_RECALL_IGNORED = ("include_associated", "associated_memories_cap", "associated_memories_depth",
+RECALL_IGNORED = ("include_associated", "associated_memories_cap", "associated_memories_depth",
                    "associated_memories_min_weight", "rerank", "iterations", "neighborhood",
                    "neighborhood_mode", "include_summaries", "lang", "rerank_candidates")
 
@@ -327,7 +327,7 @@ def consistency(value: Any, field: str = "consistency") -> str:
 
 
 def parse_recall(data: Any, *, default_top_k: int = 5) -> tuple[RecallQuery, list[str]]:
-    b = Body(data, ignored=_RECALL_IGNORED)
+    b = Body(data, ignored=RECALL_IGNORED)
     agent = agent_id(b.raw("agent_id"))
     query = b.string("query", required=True, max_chars=MAX_CONTENT_CHARS)
     assert query is not None
