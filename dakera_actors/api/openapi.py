@@ -421,7 +421,7 @@ def document(url_map: Map, *, secured: bool, can_encrypt: bool = False, shards: 
                                 "owns is forwarded). Admin routes are at /admin/... and /v1/admin/...."},
         "paths": paths,
         "components": {
-            "schemas": {"Error": ERROR, "BackupRequest": backup_body(can_encrypt),
+            "schemas": {"Error": ERROR, "JsonValue": s.JSON_VALUE, "BackupRequest": backup_body(can_encrypt),
                         "BackupScheduleRequest": schedule_body(can_encrypt), "RebalanceRequest": rebalance_body(shards)},
             "responses": {f"E{status}": {"description": meaning,
                                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

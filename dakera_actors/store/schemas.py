@@ -43,8 +43,19 @@ MEMORY_ID: Schema = {"type": "string", "minLength": 1, "maxLength": v.MAX_MEMORY
 MEMORY_TYPE = any_case(*MEMORY_TYPES)
 IMPORTANCE: Schema = {"type": "number", "minimum": 0.0, "maximum": 1.0}
 TAGS: Schema = {"type": "array", "maxItems": v.MAX_TAGS, "items": text(v.MAX_TAG_CHARS)}
+#: where the document keeps :data:`JSON_VALUE` (it refers to itself: arrays and objects of values)
+JSON_VALUE_REF = "#/components/schemas/JsonValue"
+#: a metadata value: what the WAL can hold (integers within 64 bits, finite numbers)
+JSON_VALUE: Schema = {"anyOf": [
+    {"type": ["string", "boolean", "null"]},
+    {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+    {"type": "number", "not": {"type": "integer"}},
+    {"type": "array", "items": {"$ref": JSON_VALUE_REF}},
+    {"type": "object", "additionalProperties": {"$ref": JSON_VALUE_REF}},
+]}
 METADATA: Schema = {
     "type": "object",
+    "additionalProperties": {"$ref": JSON_VALUE_REF},
     "description": f"any JSON object of at most {v.MAX_METADATA_BYTES} bytes encoded, nested at most 32 levels, "
                    "integers within 64 bits; keys starting with _dakera_ are reserved "
                    "(but _dakera_content_date and _dakera_lang)",

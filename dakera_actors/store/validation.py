@@ -204,6 +204,10 @@ def _check_json_values(value: Any, path: str, *, depth: int) -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise Invalid(path, "holds a number that is not finite")
+        # JSON has one number type: 1e20 and 100000000000000000000 are the same value (JavaScript
+        # sends the second), so a whole number is held to the integers' range however it is written
+        if value.is_integer() and not -(2**63) <= value < 2**64:
+            raise Invalid(path, "holds a whole number outside the 64-bit range")
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_json_values(item, f"{path}[{i}]", depth=depth + 1)
