@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast test-long bench bench-restart cache-sim lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long bench bench-restart cache-sim fuzz-api lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench-restart: $(STAMP)
 ## the L1.5 cache's generation rule against a hostile simulated Redis: SEEDS seeds x 2 fault levels
 cache-sim: $(STAMP)
 	DAKERA_CACHE_SIM_SEEDS=$(or $(SEEDS),2000) $(BIN)/python -m pytest -q tests/cache/test_generation_sim.py
+
+## schemathesis against a real node from its own /openapi.json with a bigger budget than make test's
+## 3: EXAMPLES cases per operation and mode, the /v1/admin twins too, failures shrunk (bench/RESULTS.md)
+EXAMPLES ?= 50
+fuzz-api: $(STAMP)
+	DAKERA_FUZZ_EXAMPLES=$(EXAMPLES) DAKERA_FUZZ_TWINS=1 DAKERA_FUZZ_SHRINK=1 $(BIN)/python -m pytest -q tests/real/test_openapi_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples

@@ -240,7 +240,17 @@ EDGES: list[tuple[str, Callable[[Any], Any], dict[str, Any], dict[str, Any]]] = 
     ("batch_forget", validation.parse_batch_forget, schemas.BATCH_FORGET, {"agent_id": "a", "filter": {"tags": ["t"]}}),
     ("maintenance", parse_maintenance, openapi.MAINTENANCE_BODY, {}),
     ("rebalance", lambda body: parse_rebalance(body, 64), openapi.rebalance_body(64), {}),
+    ("schedule", lambda body: _schedule(body), openapi.schedule_body(False), {"cron": "0 3 * * *"}),
 ]
+
+
+def _schedule(body: Any) -> Any:
+    from dakera_actors.backup.schedule import BackupSchedule, ScheduleError, updated
+
+    try:
+        return updated(BackupSchedule(), body, can_encrypt=False)
+    except ScheduleError as exc:
+        raise validation.Invalid(exc.field, str(exc)) from None
 
 
 @pytest.mark.parametrize(("parse", "schema", "base"), [e[1:] for e in EDGES], ids=[e[0] for e in EDGES])

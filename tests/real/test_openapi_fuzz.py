@@ -117,7 +117,7 @@ def is_error_shape(response: Any) -> bool:
 #: operations left out of the generic run, and why
 EXCLUDED = {
     # a generated schedule may be valid and enabled ("* * * * *"): it would start backups all
-    # through the rest of the run (its checks: tests/backup, and the refusals in the ASGI ring)
+    # through the rest of the run (its checks: tests/backup, and the edge test of tests/http/test_openapi.py)
     ("/admin/backups/schedule", "POST"): "enabled schedules start backups for the rest of the run",
 }
 #: operations whose valid requests may still be refused for what the generated data cannot know
