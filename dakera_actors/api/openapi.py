@@ -70,7 +70,8 @@ MEMORY: Schema = _obj({"id": STR, "agent_id": STR, "content": STR, "memory_type"
                        "tags": STRS, "metadata": {"type": "object"}, "session_id": nullable(STR),
                        "created_at": INT, "updated_at": INT, "expires_at": nullable(NUM)})
 SCORED: Schema = {**MEMORY, "required": [*MEMORY["required"], "score", "vector_score", "text_score"],
-                  "properties": {**MEMORY["properties"], "score": NUM, "vector_score": NUM, "text_score": NUM}}
+                  "properties": {**MEMORY["properties"], "score": NUM, "vector_score": nullable(NUM),
+                                 "text_score": nullable(NUM)}}
 RECALLED = _obj({"memories": {"type": "array", "items": SCORED}, "query_embedding_time_ms": INT,
                  "search_time_ms": INT}, WARNINGS)
 
@@ -382,8 +383,10 @@ def _operation(rule: str, method: str, arguments: Iterable[str], secured: bool) 
     if rule.startswith(OPEN_PREFIX):
         out["security"] = []  # /health* answers without the key
     if op.body is not None:
+        # an optional JSON body may also be a JSON null: the same as none
+        json_body = op.body if op.body_required else {"anyOf": [op.body, {"type": "null"}]}
         out["requestBody"] = {"required": op.body_required,
-                              "content": {media: {"schema": op.body if media == "application/json" else BUNDLE}
+                              "content": {media: {"schema": json_body if media == "application/json" else BUNDLE}
                                           for media in op.body_media}}
     return out
 

@@ -30,9 +30,14 @@ def any_case(*choices: str) -> Schema:
             "description": f"one of {', '.join(choices)} (any letter case)"}
 
 
-#: ``Body.string``: a string with at least one non-space character
+#: a character ``str.strip`` keeps: the complement of exactly Python's whitespace (ECMA's ``\S``
+#: differs: it keeps U+001C..U+001F and U+0085, which strip() removes, and drops U+FEFF, which it keeps)
+NOT_SPACE = "[^" + "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace()) + "]"
+
+
 def text(max_chars: int) -> Schema:
-    return {"type": "string", "minLength": 1, "maxLength": max_chars, "pattern": r"\S"}
+    """``Body.string``: a string with at least one character that is not whitespace."""
+    return {"type": "string", "minLength": 1, "maxLength": max_chars, "pattern": NOT_SPACE}
 
 
 AGENT_ID: Schema = {"type": "string", "minLength": 1, "maxLength": v.MAX_AGENT_ID_BYTES,

@@ -215,7 +215,7 @@ def _edges(schema: dict[str, Any]) -> list[Any]:
     if kind == "string":
         if "maxLength" in s:
             out += ["x" * s["maxLength"], "x" * (s["maxLength"] + 1)]
-        out += ["", "   ", "a\n", "A", "ok-1", 5]
+        out += ["", "   ", "a\n", "A", "ok-1", 5, "\x1c", "\ufeff", "\x85x"]
     if "enum" in s:
         out += [*s["enum"], "nope"]
     if "pattern" in s:
