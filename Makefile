@@ -69,7 +69,7 @@ cache-sim: $(STAMP)
 
 ## schemathesis against a real node from its own /openapi.json with a bigger budget than make test's
 ## 3: EXAMPLES cases per operation and mode, the /v1/admin twins too, failures shrunk (bench/RESULTS.md)
-EXAMPLES ?= 50
+EXAMPLES ?= 30
 fuzz-api: $(STAMP)
 	DAKERA_FUZZ_EXAMPLES=$(EXAMPLES) DAKERA_FUZZ_TWINS=1 DAKERA_FUZZ_SHRINK=1 $(BIN)/python -m pytest -q tests/real/test_openapi_fuzz.py
 
