@@ -398,8 +398,9 @@ MAX_OFFSET = 10_000_000
 
 def _int_arg(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    # "?limit=" is not a number (schemathesis: the document says integer, and it was read as absent)
     try:
         value = int(raw)
     except ValueError:
@@ -424,7 +425,7 @@ def parse_agent_prefix(args: Mapping[str, str]) -> int | None:
 
 def parse_listing(args: Mapping[str, str]) -> tuple[int, int, str | None]:
     """``limit``/``offset``/``memory_type`` query parameters of an agent's memory listing."""
-    memory_type = args.get("memory_type") or None
+    memory_type = args.get("memory_type")
     if memory_type is not None and memory_type not in MEMORY_TYPES:
         raise Invalid("memory_type", f"must be one of {', '.join(MEMORY_TYPES)}")
     limit = _int_arg(args, "limit", 50, 1, MAX_LIST_LIMIT)

@@ -122,7 +122,9 @@ def test_listing_args() -> None:
     assert validation.parse_listing({}) == (50, 0, None)
     assert validation.parse_listing({"limit": "5", "offset": "10", "memory_type": "working"}) == (5, 10, "working")
     for args, field in [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"offset": "-1"}, "offset"),
-                        ({"memory_type": "dream"}, "memory_type")]:
+                        ({"memory_type": "dream"}, "memory_type"),
+                        # an empty value is no value of the type, not an absent parameter (make fuzz-api)
+                        ({"limit": ""}, "limit"), ({"offset": ""}, "offset"), ({"memory_type": ""}, "memory_type")]:
         with pytest.raises(Invalid) as info:
             validation.parse_listing(args)
         assert info.value.field == field
