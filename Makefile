@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart cache-sim fuzz-peers lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart cache-sim fuzz-peers fuzz-api lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,6 +88,12 @@ fuzz-peers: $(STAMP)
 	DAKERA_FUZZ_PEERS_SCALE=$(or $(SCALE),10) $(BIN)/python -m pytest -q --durations=0 \
 		tests/transports/test_hostile_peers.py tests/transports/test_silent_peers.py \
 		tests/real/test_slow_peers.py tests/real/test_hostile_peer.py
+
+## schemathesis against a real node from its own /openapi.json with a bigger budget than make test's
+## 3: EXAMPLES cases per operation and mode, the /v1/admin twins too, failures shrunk (bench/RESULTS.md)
+EXAMPLES ?= 30
+fuzz-api: $(STAMP)
+	DAKERA_FUZZ_EXAMPLES=$(EXAMPLES) DAKERA_FUZZ_TWINS=1 DAKERA_FUZZ_SHRINK=1 $(BIN)/python -m pytest -q tests/real/test_openapi_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dakera_actors transports tests bench examples

@@ -8,6 +8,7 @@ admin routes exist at ``/admin/...`` (the seed's paths) and ``/v1/admin/...`` (t
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,19 +16,19 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..errors import ServiceError
 from ..safejson import JsonInvalid
 from ..version import __version__
-from . import admin_views
+from . import admin_views, openapi
 from .backups import mount_backup_routes
 from .cache import mount_cache_routes
 from .deps import FacadeDeps
 from .errors import ApiError
 from .memory import mount_memory_routes
 from .operations import mount_operation_routes
-from .responses import error_response, json_response
+from .responses import error_response, json_bytes_response, json_response
 
 OPEN_PREFIX = "/health"
 #: routes whose body is a backup bundle: DAKERA_MAX_BUNDLE_BYTES instead of DAKERA_MAX_BODY_BYTES
@@ -39,7 +40,8 @@ UNLIMITED_PREFIXES = (OPEN_PREFIX, "/metrics", "/v1/ops/metrics")
 
 def create_app(node: FacadeDeps) -> QuartTrio:
     """The Quart-Trio app of the memory API, the admin routes, health and metrics over ``node``."""
-    app = QuartTrio("dakera_actors")
+    # no static folder: Quart's default would serve /static/<path> from the package directory
+    app = QuartTrio("dakera_actors", static_folder=None)
     # the largest body any route takes (a backup bundle); every other route is held to
     # DAKERA_MAX_BODY_BYTES in _before
     app.config["MAX_CONTENT_LENGTH"] = max(node.config.max_body_bytes, node.config.max_bundle_bytes)
@@ -139,7 +141,11 @@ def create_app(node: FacadeDeps) -> QuartTrio:
         message = {404: f"no route {request.method} {request.path}",
                    405: f"method {request.method} not allowed on {request.path}"}.get(
             status, err.description or err.name)
-        return error_response(ApiError(status, message))
+        response = error_response(ApiError(status, message))
+        if status == 405 and isinstance(err, MethodNotAllowed) and err.valid_methods:
+            # RFC 9110: a 405 names the methods the route does take
+            response.headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:
@@ -212,4 +218,18 @@ def create_app(node: FacadeDeps) -> QuartTrio:
     mount_cache_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
+
+    # -- the OpenAPI document of every route above (built once, at the first request) -----
+    document: list[bytes] = []
+
+    async def openapi_document() -> Response:
+        if not document:
+            document.append(json.dumps(openapi.document(app.url_map, secured=bool(root_key),
+                                                        can_encrypt=node.config.backup_key is not None,
+                                                        shards=node.config.shards),
+                                       separators=(",", ":")).encode())
+        return json_bytes_response(document[0])
+
+    app.add_url_rule("/openapi.json", "openapi", openapi_document, methods=["GET"])
+    app.add_url_rule("/v1/openapi.json", "v1_openapi", openapi_document, methods=["GET"])
     return app

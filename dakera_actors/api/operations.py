@@ -29,6 +29,8 @@ def _object(data: Any) -> dict[str, Any]:
 
 def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
     value = data.get(name)
+    if kind is int and isinstance(value, float) and value.is_integer():  # 5.0 is JSON's 5
+        value = int(value)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and bool not in (
             kind if isinstance(kind, tuple) else (kind,))):
         raise ApiError(400, f"{name}: must be {what}", field=name)
@@ -66,6 +68,8 @@ def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
         return dry_run, None
     ids = []
     for item in raw:  # the SDK sends strings
+        if isinstance(item, float) and item.is_integer():  # 3.0 is JSON's 3
+            item = int(item)
         if isinstance(item, bool) or not isinstance(item, int | str):
             raise ApiError(400, "shard_ids: must be shard numbers", field="shard_ids")
         try:

@@ -65,6 +65,8 @@ class BackupSchedule:
 
 def _int(body: dict[str, Any], name: str, low: int, high: int, current: int) -> int:
     value = body.get(name, current)
+    if isinstance(value, float) and value.is_integer():  # 7.0 is JSON's 7
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ScheduleError(name, f"must be a whole number in {low}..{high}")
     return value

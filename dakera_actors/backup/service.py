@@ -51,7 +51,7 @@ from ..log import EventLogger
 from ..runtime.offload import INLINE, Offload
 from ..storage.objects import ObjectNotFound, ObjectStore, ObjectStoreError
 from . import jobs
-from .bundle import BACKUP_TYPES, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
+from .bundle import BACKUP_TYPES, COMPRESSIONS, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
 from .pitr import PointOutOfReach, check_reach, parts_at
 from .schedule import SCHEDULED_PREFIX, BackupSchedule, ScheduleError, due_slot, next_slot, to_prune, updated
@@ -207,18 +207,21 @@ class Backups:
             request = {}
         if not isinstance(request, dict):
             raise InvalidRequest("body: must be a JSON object")
-        backup_type = request.get("backup_type") or "full"
+        # each field typed strictly (null is absent): a wrong type is a 400, never a silent default
+        backup_type = _optional(request, "backup_type", str, "a backup type")
+        backup_type = "full" if backup_type is None else backup_type
         if backup_type not in BACKUP_TYPES:
             raise InvalidRequest(f"backup_type: must be one of {', '.join(BACKUP_TYPES)}", field="backup_type")
-        namespaces = request.get("namespaces") or []
-        if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
-            raise InvalidRequest("namespaces: must be a list of agent ids", field="namespaces")
-        encrypt = request.get("encrypt") is True
+        namespaces = _agent_ids(request, "namespaces")
+        encrypt = _optional(request, "encrypt", bool, "true or false") is True
         if encrypt and self.key is None:
             raise InvalidRequest("encrypt: this cluster has no DAKERA_BACKUP_KEY to encrypt with", field="encrypt")
-        name = request.get("name") or ""
-        if not isinstance(name, str) or len(name) > 256:
+        name = _optional(request, "name", str, "a string of at most 256 characters") or ""
+        if len(name) > 256:
             raise InvalidRequest("name: must be a string of at most 256 characters", field="name")
+        compression = _optional(request, "compression", str, "a compression")  # the SDK's; bundles are gzip
+        if compression is not None and compression not in COMPRESSIONS:
+            raise InvalidRequest(f"compression: must be one of {', '.join(COMPRESSIONS)}", field="compression")
         info = BackupInfo(self._new_id("backup"), name or "backup", backup_type, "inprogress", self.wall_clock(),
                           namespaces=sorted(set(namespaces)), encrypted=encrypt, runner=self.node_id,
                           token=self._token())
@@ -226,8 +229,9 @@ class Backups:
             base = next((b for b in await self.store.list() if b.status == "completed"
                          and b.namespaces == info.namespaces), None)
             if base is None:
-                raise InvalidRequest("backup_type: an incremental backup adds to an earlier completed backup of the "
-                                     "same namespaces, and there is none: create a full one first", field="backup_type")
+                # a well-formed request this node's state cannot serve yet: a conflict, not bad input
+                raise Conflict("backup_type: an incremental backup adds to an earlier completed backup of the "
+                               "same namespaces, and there is none: create a full one first", field="backup_type")
             info.base_backup_id = base.backup_id
         with self._claimed(info.backup_id):
             await self._save(info)
@@ -473,10 +477,9 @@ class Backups:
         request = request or {}
         if not isinstance(request, dict):
             raise InvalidRequest("body: must be a JSON object")
-        targets = request.get("target_namespaces") or []
-        if not isinstance(targets, list) or not all(isinstance(n, str) and n for n in targets):
-            raise InvalidRequest("target_namespaces: must be a list of agent ids", field="target_namespaces")
-        overwrite = request.get("overwrite") is True
+        targets = _agent_ids(request, "target_namespaces")
+        overwrite = _optional(request, "overwrite", bool, "true or false") is True
+        _optional(request, "backup_id", str, "a backup id")
         point = request.get("point_in_time")
         if point is not None and bundle is None:
             at = await self._check_point(point)
@@ -799,3 +802,21 @@ class Backups:
         return job
 
 
+
+
+def _optional(request: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    """``request[name]`` if it is a ``kind`` (a bool is no number), None when absent or null; else a 400."""
+    value = request.get(name)
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+        raise InvalidRequest(f"{name}: must be {what}", field=name)
+    return value
+
+
+def _agent_ids(request: dict[str, Any], name: str) -> list[str]:
+    """A list of agent ids (none: every agent), else a 400."""
+    value = request.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+        raise InvalidRequest(f"{name}: must be a list of agent ids", field=name)
+    return value

@@ -24,12 +24,14 @@ from .schedule import BackupSchedule, slot_key
 
 SCHEDULE_KEY = "schedule/schedule.json"
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: matched whole (fullmatch): with match() and "$", an id ending in a newline passed
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_ID = re.compile(ID_PATTERN)
 
 
 def check_id(value: str, what: str = "backup_id") -> str:
     """An id safe to put in an object key (letters, digits, ``_.-``, at most 128), else ValueError."""
-    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not _ID.fullmatch(value) or ".." in value:
         raise ValueError(f"{what} must be 1-128 letters, digits, '_', '.' or '-'")
     return value
 

@@ -20,8 +20,9 @@ from .model import MEMORY_TYPES, MemoryFilter, MemoryUpdate, NewMemory, RecallQu
 
 ROUTINGS = ("auto", "vector", "bm25", "hybrid")
 FUSIONS = ("minmax", "rrf")
-AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MEMORY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# matched whole (fullmatch): with match() and "$", an id ending in a newline ("a\n") passed
+AGENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MEMORY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 MAX_AGENT_ID_BYTES = 241
 MAX_MEMORY_ID_CHARS = 128
 MAX_CONTENT_CHARS = 100_000
@@ -159,7 +160,7 @@ def agent_id(value: Any, field: str = "agent_id") -> str:
         raise Invalid(field, "is required")
     if not isinstance(value, str):
         raise Invalid(field, f"must be a string, got {_kind(value)}")
-    if not AGENT_ID_RE.match(value):
+    if not AGENT_ID_RE.fullmatch(value):
         raise Invalid(field, "must match [A-Za-z0-9][A-Za-z0-9_.-]*")
     if len(value.encode()) > MAX_AGENT_ID_BYTES:
         raise Invalid(field, f"must be at most {MAX_AGENT_ID_BYTES} bytes")
@@ -171,7 +172,7 @@ def agent_id(value: Any, field: str = "agent_id") -> str:
 def memory_id(value: Any, field: str = "id") -> str:
     if not isinstance(value, str) or not value:
         raise Invalid(field, "must be a non-empty string")
-    if len(value) > MAX_MEMORY_ID_CHARS or not MEMORY_ID_RE.match(value):
+    if len(value) > MAX_MEMORY_ID_CHARS or not MEMORY_ID_RE.fullmatch(value):
         raise Invalid(field, f"must match [A-Za-z0-9][A-Za-z0-9_.:-]* and be at most {MAX_MEMORY_ID_CHARS} characters")
     return value
 
@@ -203,6 +204,10 @@ def _check_json_values(value: Any, path: str, *, depth: int) -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise Invalid(path, "holds a number that is not finite")
+        # JSON has one number type: 1e20 and 100000000000000000000 are the same value (JavaScript
+        # sends the second), so a whole number is held to the integers' range however it is written
+        if value.is_integer() and not -(2**63) <= value < 2**64:
+            raise Invalid(path, "holds a whole number outside the 64-bit range")
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_json_values(item, f"{path}[{i}]", depth=depth + 1)
@@ -212,7 +217,7 @@ def _check_json_values(value: Any, path: str, *, depth: int) -> None:
 
 
 # what the SDK may send on a store but this server does not implement
-_STORE_IGNORED = ("lang", "attachment_ref", "event_time", "valid_from")
+STORE_IGNORED = ("lang", "attachment_ref", "event_time", "valid_from")
 
 
 def _new_memory(b: Body, agent: str) -> NewMemory:
@@ -235,7 +240,7 @@ def _new_memory(b: Body, agent: str) -> NewMemory:
 
 
 def parse_store(data: Any) -> tuple[NewMemory, list[str]]:
-    b = Body(data, ignored=_STORE_IGNORED)
+    b = Body(data, ignored=STORE_IGNORED)
     new = _new_memory(b, agent_id(b.raw("agent_id")))
     return new, b.finish()
 
@@ -251,7 +256,7 @@ def parse_store_batch(data: Any) -> tuple[list[NewMemory], list[str]]:
     out: list[NewMemory] = []
     warnings: set[str] = set()
     for i, item in enumerate(items):
-        ib = Body(item, prefix=f"memories[{i}]", ignored=_STORE_IGNORED)
+        ib = Body(item, prefix=f"memories[{i}]", ignored=STORE_IGNORED)
         out.append(_new_memory(ib, agent))
         warnings.update(w.replace(f"memories[{i}]", "memories[]") for w in ib.finish())
     return out, b.finish() + sorted(warnings)
@@ -308,7 +313,7 @@ def _time_bound(b: Body, key: str) -> float | None:
 
 
 # what the SDK may send on recall/search but this server does not implement
-_RECALL_IGNORED = ("include_associated", "associated_memories_cap", "associated_memories_depth",
+RECALL_IGNORED = ("include_associated", "associated_memories_cap", "associated_memories_depth",
                    "associated_memories_min_weight", "rerank", "iterations", "neighborhood",
                    "neighborhood_mode", "include_summaries", "lang", "rerank_candidates")
 
@@ -326,7 +331,7 @@ def consistency(value: Any, field: str = "consistency") -> str:
 
 
 def parse_recall(data: Any, *, default_top_k: int = 5) -> tuple[RecallQuery, list[str]]:
-    b = Body(data, ignored=_RECALL_IGNORED)
+    b = Body(data, ignored=RECALL_IGNORED)
     agent = agent_id(b.raw("agent_id"))
     query = b.string("query", required=True, max_chars=MAX_CONTENT_CHARS)
     assert query is not None
@@ -393,8 +398,9 @@ MAX_OFFSET = 10_000_000
 
 def _int_arg(args: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    # "?limit=" is not a number (schemathesis: the document says integer, and it was read as absent)
     try:
         value = int(raw)
     except ValueError:
@@ -419,7 +425,7 @@ def parse_agent_prefix(args: Mapping[str, str]) -> int | None:
 
 def parse_listing(args: Mapping[str, str]) -> tuple[int, int, str | None]:
     """``limit``/``offset``/``memory_type`` query parameters of an agent's memory listing."""
-    memory_type = args.get("memory_type") or None
+    memory_type = args.get("memory_type")
     if memory_type is not None and memory_type not in MEMORY_TYPES:
         raise Invalid("memory_type", f"must be one of {', '.join(MEMORY_TYPES)}")
     limit = _int_arg(args, "limit", 50, 1, MAX_LIST_LIMIT)

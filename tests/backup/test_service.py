@@ -115,10 +115,23 @@ async def test_bad_requests_and_bad_bundles_change_nothing(autojump_clock: trio.
     objects = MemoryObjectStore()
     async with trio.open_nursery() as nursery:
         svc = service(nursery, cluster, objects, key=None)
+        # a field of the wrong type is refused, never read as its default (schemathesis found
+        # "encrypt": "x", "namespaces": false and "name": 0 accepted against the OpenAPI schema)
         for bad, field in [({"backup_type": "weekly"}, "backup_type"), ({"namespaces": "a"}, "namespaces"),
-                           ({"encrypt": True}, "encrypt"), ({"backup_type": "incremental"}, "backup_type")]:
+                           ({"encrypt": True}, "encrypt"), ({"encrypt": "yes"}, "encrypt"),
+                           ({"namespaces": False}, "namespaces"), ({"name": 0}, "name"), ({"backup_type": ""}, "backup_type"),
+                           ({"backup_type": 0}, "backup_type"), ({"compression": "rar"}, "compression")]:
             with pytest.raises(InvalidRequest) as raised:
                 await svc.create(bad)
+            assert raised.value.extra.get("field") == field
+        # a well-formed request the state cannot serve yet: a conflict (409), not bad input
+        with pytest.raises(Conflict) as conflict:
+            await svc.create({"backup_type": "incremental"})
+        assert conflict.value.status == 409 and conflict.value.extra.get("field") == "backup_type"
+        for bad, field in [({"backup_id": "x", "overwrite": "yes"}, "overwrite"), ({"backup_id": 5}, "backup_id"),
+                           ({"backup_id": "x", "target_namespaces": ""}, "target_namespaces")]:
+            with pytest.raises(InvalidRequest) as raised:
+                await svc.restore(bad)
             assert raised.value.extra.get("field") == field
         for bad_bundle in [b"", b"\x1f\x8b\x08garbage", b"not gzip at all"]:
             with pytest.raises(InvalidRequest, match="bundle"):
@@ -164,7 +177,7 @@ async def test_an_incremental_backup_stores_only_moved_shards_and_restores_the_w
     cluster = FakeCluster()
     async with trio.open_nursery() as nursery:
         svc = service(nursery, cluster, key=None)
-        with pytest.raises(InvalidRequest, match="full one first"):
+        with pytest.raises(Conflict, match="full one first"):
             await svc.create({"backup_type": "incremental"})
         full = await svc.create({})
         await finished(svc)

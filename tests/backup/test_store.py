@@ -33,7 +33,7 @@ async def test_bundles_and_records_round_trip_newest_first(autojump_clock: trio.
 
 
 def test_ids_that_could_escape_their_folder_are_refused() -> None:
-    for bad in ["", "../x", "a/b", "a..b", "x" * 129, " lead", "a\nb"]:
+    for bad in ["", "../x", "a/b", "a..b", "x" * 129, " lead", "a\nb", "trailing\n"]:  # "$" let "trailing\n" pass
         with pytest.raises(ValueError, match="backup_id"):
             check_id(bad)
     assert check_id("2026-12-01T21.30_nightly") == "2026-12-01T21.30_nightly"

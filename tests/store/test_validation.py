@@ -122,7 +122,25 @@ def test_listing_args() -> None:
     assert validation.parse_listing({}) == (50, 0, None)
     assert validation.parse_listing({"limit": "5", "offset": "10", "memory_type": "working"}) == (5, 10, "working")
     for args, field in [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"offset": "-1"}, "offset"),
-                        ({"memory_type": "dream"}, "memory_type")]:
+                        ({"memory_type": "dream"}, "memory_type"),
+                        # an empty value is no value of the type, not an absent parameter (make fuzz-api)
+                        ({"limit": ""}, "limit"), ({"offset": ""}, "offset"), ({"memory_type": ""}, "memory_type")]:
         with pytest.raises(Invalid) as info:
             validation.parse_listing(args)
         assert info.value.field == field
+
+
+@pytest.mark.parametrize("bad", ["a\n", "a\r\n", "a b", "a\n\n"])
+def test_ids_are_matched_whole_not_up_to_a_trailing_newline(bad: str) -> None:
+    # found while writing the OpenAPI schemas: "^...$" with re.match let "a\n" through as an agent id and a memory id
+    assert refused(validation.parse_store, {"agent_id": bad, "content": "x"}) == "agent_id"
+    assert refused(validation.parse_store, {"agent_id": "a", "content": "x", "id": bad}) == "id"
+    assert refused(validation.parse_forget, {"agent_id": "a", "memory_ids": [bad]}) == "memory_ids[0]"
+
+
+def test_a_whole_number_is_held_to_64_bits_however_it_is_written() -> None:
+    # JSON Schema (and JavaScript) cannot tell 1e20 from 100000000000000000000; neither does the validator
+    for big in (2**64, 1e20, -1e19 * 10, 1.5e300):  # every float that large is a whole number
+        assert refused(validation.parse_store, {"agent_id": "a", "content": "x", "metadata": {"k": [big]}}) == "metadata.k[0]"
+    new, _ = validation.parse_store({"agent_id": "a", "content": "x", "metadata": {"k": [1.5, 2.0**63, -(2.0**63), 0.25]}})
+    assert new.metadata == {"k": [1.5, 2.0**63, -(2.0**63), 0.25]}
