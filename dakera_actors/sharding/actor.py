@@ -36,6 +36,7 @@ from .leader import (
     Abandoned,
     AnnounceHeader,
     Broadcast,
+    CatchUp,
     Effect,
     Log,
     MapLeader,
@@ -146,7 +147,7 @@ class ShardMapActor(Actor):
             _Lease: self._on_lease, _Members: self._on_members,
         }
         self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
-            Recompute: self._recompute, Poll: self._poll, Broadcast: self._push,
+            Recompute: self._recompute, CatchUp: self._catch_up, Poll: self._poll, Broadcast: self._push,
             AnnounceHeader: self._announce_header, Log: self._log, Abandoned: self._count_abandoned,
             Pull: self._pull,
         }
@@ -256,6 +257,21 @@ class ShardMapActor(Actor):
 
         self._pulling = True
         self._nursery.start_soon(pull)
+
+    async def _catch_up(self, effect: CatchUp) -> None:
+        replies = await self.peers.gather(effect.ask, ShardMapPull(), timeout=SEND_TIMEOUT / 2)
+        maps: dict[str, ShardMap | None] = {}
+        for member, reply in replies.items():
+            if isinstance(reply, ShardMap):
+                if not acceptable(None, reply, shards=self.shards):  # a well-formed map of this cluster
+                    maps[member] = reply
+            elif isinstance(reply, ShardMapAck):
+                maps[member] = None  # it answered: it has no map
+        newest = max((m for m in maps.values() if m is not None), key=lambda m: m.key, default=None)
+        self.log.info("shard_map_caught_up", asked=len(effect.ask), answered=len(maps),
+                      newest=list(newest.key) if newest is not None else None,
+                      own=list(self.core.map.key) if self.core.map is not None else None)
+        await self._carry_out(self.core.caught_up(maps, len(effect.ask), trio.current_time(), effect.only))
 
     async def _recompute(self, effect: Recompute) -> None:
         positions: dict[tuple[int, str], tuple[int, int]] = {}

@@ -88,6 +88,18 @@ class Recompute:
 
 
 @attrs.frozen
+class CatchUp:
+    """This node leads but is not sure its map is the cluster's newest (it has none, or only the
+    one it stored before a restart, maybe before its disk was wiped): ask every member in ``ask``
+    for its map and hand the answers to :meth:`MapLeader.caught_up` before planning anything. A
+    leader planning from nothing would publish a fresh placement under its new token, newer than
+    the cluster's real map by its key, and route reads to copies that hold nothing."""
+
+    ask: tuple[str, ...]
+    only: frozenset[int] | None = None
+
+
+@attrs.frozen
 class Poll:
     """Ask these primaries for their replication status rows; feed the replies to :meth:`MapLeader.on_round`."""
 
@@ -135,7 +147,7 @@ class Pull:
     leader: str
 
 
-Effect = Recompute | Poll | Broadcast | AnnounceHeader | Log | Abandoned | Pull
+Effect = Recompute | CatchUp | Poll | Broadcast | AnnounceHeader | Log | Abandoned | Pull
 
 
 @attrs.frozen
@@ -430,8 +442,31 @@ class MapLeader:
     def _recompute(self, only: frozenset[int] | None) -> list[Effect]:
         if not self.is_leader or not self.eligible:
             return []
+        if not self.current:
+            others = tuple(m for m in self.eligible if m != self.self_id)
+            if others:
+                return [CatchUp(others, only)]
+            self._confirmed()  # alone: there is nobody whose map could be newer
         base = settled(self.map.placement, self.map.counted) if self.map is not None else []
         return [Recompute(position_asks(base, self.eligible), only)]
+
+    def caught_up(self, maps: Mapping[str, ShardMap | None], asked: int, now: float,
+                  only: frozenset[int] | None = None) -> list[Effect]:
+        """The answers to a :class:`CatchUp` (member -> its map, None for "no map yet"; members
+        that did not answer are missing). With answers from a majority of the ``asked`` members
+        and this node, the newest map among them and this node's own becomes the base of the next
+        plan (the leader's proposal supersedes it under the new token) and the map counts as
+        current; with fewer, nothing is planned and the leader asks again shortly."""
+        if not self.is_leader:
+            return []
+        if (len(maps) + 1) * 2 <= asked + 1:
+            self._recompute_at = min(self._recompute_at, now + self.timing.confirm)
+            return [Log("warning", "shard_map_catch_up_short", {"answered": len(maps), "asked": asked})]
+        newest = max((m for m in maps.values() if m is not None), key=lambda m: m.key, default=None)
+        if newest is not None and (self.map is None or newest.key > self.map.key):
+            self.map = newest  # planning base only: the proposal built on it is what gets installed
+        self._confirmed()
+        return self._recompute(only)
 
     def _broadcast(self) -> list[Effect]:
         if self.map is None or not self.is_leader:

@@ -67,6 +67,7 @@ from dakera_actors.replication.tail import replaces
 from dakera_actors.sharding.leader import (
     AnnounceHeader,
     Broadcast,
+    CatchUp,
     LeaderTiming,
     Log,
     MapLeader,
@@ -382,6 +383,7 @@ class SimNode:
         self.view = LeaseView(None, 0, False)
         self.members_key: tuple[Any, ...] = ()
         self.recompute: tuple[int, Recompute, dict[tuple[int, str], Position]] | None = None
+        self.catching_up: tuple[int, CatchUp, dict[str, ShardMap | None]] | None = None
         self.round: tuple[int, dict[str, Any], set[str]] | None = None
         stored = self.disk.map
         if stored is not None:
@@ -470,6 +472,8 @@ class SimNode:
                 self.install(effect.shard, {}, (0, 0))
             elif isinstance(effect, Recompute):
                 self.start_recompute(effect)
+            elif isinstance(effect, CatchUp):
+                self.start_catch_up(effect)
             elif isinstance(effect, Poll):
                 self.start_round(effect)
             elif isinstance(effect, Broadcast):
@@ -725,6 +729,21 @@ class SimNode:
         if now >= self.leader.next_deadline():
             self.carry_out(self.leader.tick(now))
 
+    def start_catch_up(self, effect: CatchUp) -> None:
+        """As the actor: ask the members for their maps, then hand the answers to the core."""
+        rid = self.sim.next_id()
+        self.catching_up = (rid, effect, {})
+        for member in effect.ask:
+            self.send(member, ("mapq", rid))
+        self.timer(REQUEST_TIMEOUT / 2, "catch_up_end", rid)
+
+    def end_catch_up(self, rid: int) -> None:
+        if self.catching_up is None or self.catching_up[0] != rid:
+            return
+        _, effect, maps = self.catching_up
+        self.catching_up = None
+        self.carry_out(self.leader.caught_up(maps, len(effect.ask), self.local(), effect.only))
+
     def start_recompute(self, effect: Recompute) -> None:
         rid = self.sim.next_id()
         positions: dict[tuple[int, str], Position] = {}
@@ -798,6 +817,13 @@ class SimNode:
         elif kind == "pull":
             if self.map is not None:
                 self.send(src, ("map", self.map))
+        elif kind == "mapq":
+            self.send(src, ("mapa", msg[1], self.map))
+        elif kind == "mapa":
+            if self.catching_up is not None and self.catching_up[0] == msg[1]:
+                self.catching_up[2][src] = msg[2]
+                if len(self.catching_up[2]) == len(self.catching_up[1].ask):
+                    self.end_catch_up(msg[1])
         elif kind == "announce":
             self.disk.highest = max(self.disk.highest, msg[1])
         elif kind == "status?":
@@ -844,6 +870,8 @@ class SimNode:
                 self.fetch(tk.catching[shard][1], [shard], wait=0, purpose="takeover")
         elif name == "recompute_end":
             self.end_recompute(arg)
+        elif name == "catch_up_end":
+            self.end_catch_up(arg)
         elif name == "round_end":
             self.end_round(arg)
 

@@ -15,6 +15,7 @@ from dakera_actors.sharding.leader import (
     Abandoned,
     AnnounceHeader,
     Broadcast,
+    CatchUp,
     LeaderTiming,
     Log,
     MapLeader,
@@ -80,7 +81,10 @@ def run(leader: MapLeader, until: float) -> list[Any]:
 
 def leading(leader: MapLeader, now: float = 0.0) -> ShardMap:
     """Make ``leader`` lead and install its first map; returns that map."""
-    assert kinds(leader.on_lease(LEADS, now)) == [Recompute]
+    effects = leader.on_lease(LEADS, now)
+    if kinds(effects) == [CatchUp]:  # no map yet: the members answer that they have none either
+        effects = leader.caught_up({m: None for m in effects[0].ask}, len(effects[0].ask), now)
+    assert kinds(effects) == [Recompute]
     proposal = leader.propose({}, now)
     assert proposal is not None
     leader.installed(proposal.map, now)
@@ -97,7 +101,9 @@ def test_gaining_the_lease_plans_at_once_then_pushes_and_announces() -> None:
     assert leader.on_members(alive("a", "b", "c"), 0.0) == []  # not leading: nothing to plan
     assert leader.next_deadline() == math.inf
     effects = leader.on_lease(LEADS, 1.0)
-    assert effects == [Recompute(ask={}, only=None)]
+    # no map of its own: first ask the members for theirs (a brand-new cluster: none has one)
+    assert effects == [CatchUp(("b", "c"), None)]
+    assert leader.caught_up({"b": None, "c": None}, 2, 1.0) == [Recompute(ask={}, only=None)]
     proposal = leader.propose({}, 1.0)
     assert proposal is not None and proposal.map.token == 1 and proposal.map.version == 1
     assert leader.installed(proposal.map, 1.0) == [Broadcast(proposal.map, ("b", "c")), AnnounceHeader(1, 1)]
@@ -251,6 +257,41 @@ def test_when_transfers_finish_the_leader_plans_once_more() -> None:
     assert plans(run(leader, 4.0)) == []  # once, not after every map
 
 
+def test_a_leader_without_the_current_map_plans_from_the_newest_map_its_members_hold() -> None:
+    """The chaos runner's 30-minute run: a node restarted on an EMPTY disk won the lease, planned a
+    fresh map (version 1) under its new token, which outranked the cluster's real map by its key,
+    and every node routed agents to copies that held nothing (listings of hundreds of memories
+    answered empty). A leader that is not sure its map is current now gathers the members' maps
+    first and plans from the newest; with too few answers it plans nothing and asks again."""
+    leader = core(shards=1)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    cluster_map = transferring_map(token=4, version=9)
+    effects = leader.on_lease(View("a", 5, True), 1.0)
+    assert effects == [CatchUp(("b", "c"), None)]  # no map: not current
+    # no answer (with this node: one of three, not a majority): nothing planned, asked again shortly
+    effects = leader.caught_up({}, 2, 1.0)
+    assert kinds(effects) == [Log] and leader.map is None
+    assert leader.next_deadline() == 1.0 + TIMING.confirm
+    effects = run(leader, 1.0 + TIMING.confirm)
+    assert effects == [CatchUp(("b", "c"), None)]
+    effects = leader.caught_up({"b": cluster_map, "c": None}, 2, 2.0)
+    assert kinds(effects) == [Recompute]
+    proposal = leader.propose({}, 2.0)
+    assert proposal is not None and proposal.map.token == 5 and proposal.map.version == 10
+    assert proposal.map.placement[0][:2] == ["a", "b"]  # the cluster's copies, not a fresh plan
+
+
+def test_a_leader_restarted_on_its_stored_map_catches_up_before_planning() -> None:
+    leader = core(shards=1)
+    leader.on_members(alive("a", "b", "c"), 0.0)
+    leader.installed(transferring_map(token=2, version=3), 0.0, from_disk=True)  # maybe stale
+    assert leader.on_lease(View("a", 6, True), 1.0) == [CatchUp(("b", "c"), None)]
+    newer = transferring_map(token=4, version=7)
+    assert kinds(leader.caught_up({"b": newer, "c": newer}, 2, 1.0)) == [Recompute]
+    proposal = leader.propose({}, 1.0)
+    assert proposal is not None and proposal.map.version == 8 and proposal.map.token == 6
+
+
 def test_a_node_that_does_not_lead_does_nothing() -> None:
     leader = core(shards=1)
     assert leader.on_lease(View("b", 3, False), 0.0) == []
@@ -365,6 +406,8 @@ def test_every_map_the_leader_plans_passes_its_own_check(n: int, rf: int, concur
                 else member(i, MemberState.DEAD, since=since) for i, (s, since) in states.items()]
 
     def carry_out(effects: list[Any], now: float) -> None:
+        for catch_up in (e for e in effects if isinstance(e, CatchUp)):  # nobody else has a map
+            carry_out(leader.caught_up({m: None for m in catch_up.ask}, len(catch_up.ask), now, catch_up.only), now)
         for recompute in plans(effects):
             proposal = leader.propose({}, now, only=recompute.only)
             if proposal is not None:
@@ -433,7 +476,11 @@ def test_a_newer_map_from_the_network_or_the_nodes_own_proposal_is_current() -> 
     leader = core(shards=1)
     leader.installed(transferring_map(version=5), 0.0, from_disk=True)
     leader.on_members(alive("a", "b", "c"), 0.0)
-    assert kinds(leader.on_lease(LEADS, 0.0)) == [Recompute]  # leading: it stamps a map of its own
+    # leading on a stored map: first the members' maps (theirs is the same), then a map of its own
+    effects = leader.on_lease(LEADS, 0.0)
+    assert kinds(effects) == [CatchUp]
+    stored = transferring_map(version=5)
+    assert kinds(leader.caught_up({"b": stored, "c": stored}, 2, 0.0)) == [Recompute]
     proposal = leader.propose({}, 0.0)
     assert proposal is not None
     leader.installed(proposal.map, 0.1)
