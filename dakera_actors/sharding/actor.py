@@ -267,10 +267,6 @@ class ShardMapActor(Actor):
                     maps[member] = reply
             elif isinstance(reply, ShardMapAck):
                 maps[member] = None  # it answered: it has no map
-        newest = max((m for m in maps.values() if m is not None), key=lambda m: m.key, default=None)
-        self.log.info("shard_map_caught_up", asked=len(effect.ask), answered=len(maps),
-                      newest=list(newest.key) if newest is not None else None,
-                      own=list(self.core.map.key) if self.core.map is not None else None)
         await self._carry_out(self.core.caught_up(maps, len(effect.ask), trio.current_time(), effect.only))
 
     async def _recompute(self, effect: Recompute) -> None:

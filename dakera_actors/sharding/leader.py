@@ -463,10 +463,13 @@ class MapLeader:
             self._recompute_at = min(self._recompute_at, now + self.timing.confirm)
             return [Log("warning", "shard_map_catch_up_short", {"answered": len(maps), "asked": asked})]
         newest = max((m for m in maps.values() if m is not None), key=lambda m: m.key, default=None)
+        caught = Log("info", "shard_map_caught_up", {
+            "asked": asked, "answered": len(maps), "newest": list(newest.key) if newest is not None else None,
+            "own": list(self.map.key) if self.map is not None else None})
         if newest is not None and (self.map is None or newest.key > self.map.key):
             self.map = newest  # planning base only: the proposal built on it is what gets installed
         self._confirmed()
-        return self._recompute(only)
+        return [caught, *self._recompute(only)]
 
     def _broadcast(self) -> list[Effect]:
         if self.map is None or not self.is_leader:

@@ -23,7 +23,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import attrs
 
@@ -239,8 +238,3 @@ class Lab:
                         wanted.append(f"{self.queue(s, d)} {link.delay * 1000:.1f} {link.jitter * 1000:.1f}\n")
             self._delayer.stdin.write("".join(wanted).encode())
             self._delayer.stdin.flush()
-
-    @contextlib.contextmanager
-    def in_node(self, i: int) -> Iterator[list[str]]:
-        """The argv prefix that runs a command inside node ``i``'s namespace."""
-        yield ["ip", "netns", "exec", self.node(i)]

@@ -177,7 +177,6 @@ class Run:
         self.log = log
         self.timeline: list[str] = []
         self.t0 = time.monotonic()
-        self.applied: set[str] = set()
         #: (start, end) in time.monotonic() of each fault after which reads may be stale (README)
         self.stale_windows: list[tuple[float, float]] = []
 
@@ -272,7 +271,6 @@ class Run:
     def _apply(self, fault: Fault, lab: Lab, sampler: Sampler) -> None:
         nodes = {n.i: n for n in self.nodes}
         kind = fault.kind
-        self.applied.add(kind)
         what = fault.describe()
         if kind in ("partition", "isolate-minority"):
             for a in fault.nodes:

@@ -83,7 +83,7 @@ def leading(leader: MapLeader, now: float = 0.0) -> ShardMap:
     """Make ``leader`` lead and install its first map; returns that map."""
     effects = leader.on_lease(LEADS, now)
     if kinds(effects) == [CatchUp]:  # no map yet: the members answer that they have none either
-        effects = leader.caught_up({m: None for m in effects[0].ask}, len(effects[0].ask), now)
+        effects = leader.caught_up({m: None for m in effects[0].ask}, len(effects[0].ask), now)[1:]
     assert kinds(effects) == [Recompute]
     proposal = leader.propose({}, now)
     assert proposal is not None
@@ -103,7 +103,9 @@ def test_gaining_the_lease_plans_at_once_then_pushes_and_announces() -> None:
     effects = leader.on_lease(LEADS, 1.0)
     # no map of its own: first ask the members for theirs (a brand-new cluster: none has one)
     assert effects == [CatchUp(("b", "c"), None)]
-    assert leader.caught_up({"b": None, "c": None}, 2, 1.0) == [Recompute(ask={}, only=None)]
+    assert leader.caught_up({"b": None, "c": None}, 2, 1.0) == [
+        Log("info", "shard_map_caught_up", {"asked": 2, "answered": 2, "newest": None, "own": None}),
+        Recompute(ask={}, only=None)]
     proposal = leader.propose({}, 1.0)
     assert proposal is not None and proposal.map.token == 1 and proposal.map.version == 1
     assert leader.installed(proposal.map, 1.0) == [Broadcast(proposal.map, ("b", "c")), AnnounceHeader(1, 1)]
@@ -275,7 +277,7 @@ def test_a_leader_without_the_current_map_plans_from_the_newest_map_its_members_
     effects = run(leader, 1.0 + TIMING.confirm)
     assert effects == [CatchUp(("b", "c"), None)]
     effects = leader.caught_up({"b": cluster_map, "c": None}, 2, 2.0)
-    assert kinds(effects) == [Recompute]
+    assert kinds(effects) == [Log, Recompute] and effects[0].fields["newest"] == [4, 9]
     proposal = leader.propose({}, 2.0)
     assert proposal is not None and proposal.map.token == 5 and proposal.map.version == 10
     assert proposal.map.placement[0][:2] == ["a", "b"]  # the cluster's copies, not a fresh plan
@@ -287,7 +289,7 @@ def test_a_leader_restarted_on_its_stored_map_catches_up_before_planning() -> No
     leader.installed(transferring_map(token=2, version=3), 0.0, from_disk=True)  # maybe stale
     assert leader.on_lease(View("a", 6, True), 1.0) == [CatchUp(("b", "c"), None)]
     newer = transferring_map(token=4, version=7)
-    assert kinds(leader.caught_up({"b": newer, "c": newer}, 2, 1.0)) == [Recompute]
+    assert kinds(leader.caught_up({"b": newer, "c": newer}, 2, 1.0)) == [Log, Recompute]
     proposal = leader.propose({}, 1.0)
     assert proposal is not None and proposal.map.version == 8 and proposal.map.token == 6
 
@@ -480,7 +482,7 @@ def test_a_newer_map_from_the_network_or_the_nodes_own_proposal_is_current() -> 
     effects = leader.on_lease(LEADS, 0.0)
     assert kinds(effects) == [CatchUp]
     stored = transferring_map(version=5)
-    assert kinds(leader.caught_up({"b": stored, "c": stored}, 2, 0.0)) == [Recompute]
+    assert kinds(leader.caught_up({"b": stored, "c": stored}, 2, 0.0)) == [Log, Recompute]
     proposal = leader.propose({}, 0.0)
     assert proposal is not None
     leader.installed(proposal.map, 0.1)
