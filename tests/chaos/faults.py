@@ -126,3 +126,20 @@ def ring_cuts(order: tuple[int, ...]) -> set[tuple[int, int]]:
     n = len(order)
     near = {(order[i], order[(i + d) % n]) for i in range(n) for d in (-1, 1)}
     return {(a, b) for a in order for b in order if a != b and (a, b) not in near}
+
+
+#: measurement slack, in seconds, when comparing a write's acknowledgement with a window's start
+#: (the runner notes a fault after applying it; the client's clock reads the answer a little late)
+WINDOW_SLACK = 1.0
+
+
+def excused(write_acked: float, read_span: tuple[float, float], windows: list[tuple[float, float]]) -> bool:
+    """May a read spanning ``read_span`` miss a write acknowledged at ``write_acked``?
+
+    Only what a cut-off or paused primary cannot know: a read that overlaps a window (a
+    partition-like fault or a pause, until ``STALE_GRACE`` after it healed) may miss a write
+    acknowledged after that window began. A write acknowledged before the fault was on the
+    primary that acknowledged it, so missing it is a bug whatever faults overlap the read."""
+    invoked, completed = read_span
+    return any(invoked <= end and completed >= start and write_acked >= start - WINDOW_SLACK
+               for start, end in windows)

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from .faults import KINDS, NETWORK, PROCESS, ring_cuts, schedule
+from .faults import KINDS, NETWORK, PROCESS, excused, ring_cuts, schedule
 
 
 def test_the_same_seed_gives_the_same_schedule_and_another_seed_another() -> None:
@@ -60,3 +60,15 @@ def test_a_ring_keeps_each_node_with_its_two_neighbours() -> None:
         heard = {a for a in order if a != node and (a, node) not in cuts}
         i = order.index(node)
         assert reaches == heard == {order[i - 1], order[(i + 1) % 5]}
+
+
+def test_a_read_in_a_window_may_miss_only_writes_acknowledged_after_the_window_began() -> None:
+    windows = [(100.0, 130.0)]  # a partition from 100 s, healed at 115 s, plus the grace
+    assert excused(105.0, (110.0, 111.0), windows)  # acknowledged by the majority during the cut
+    assert excused(99.5, (110.0, 111.0), windows)  # within the slack of the fault's start
+    # acknowledged long before the fault: the cut-off primary had it, so missing it is a bug
+    assert not excused(40.0, (110.0, 111.0), windows)
+    assert not excused(105.0, (131.0, 132.0), windows)  # the read is after the window
+    assert not excused(105.0, (90.0, 95.0), windows)  # ... or before it
+    assert excused(100.5, (100.6, 140.0), windows)  # a slow read that began in the window
+    assert not excused(105.0, (110.0, 111.0), [])
