@@ -49,6 +49,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/wal/test_ack_after_datasync.py", "tests/sim/test_crash.py", "tests/wal", "tests/store"),
     ),
     Mutation(
+        "lost-copies-vouch",
+        "copies lost with their disks make no takeover quorum of their own",
+        "dakera_actors/replication/core.py",
+        "                    if shard not in lost:",
+        "                    if True:",
+        ("tests/replication/test_core.py", "tests/sim/test_empty_disk.py"),
+    ),
+    Mutation(
         "shard-map-fence",
         "a shard map from a leader with a lower token than one known is refused",
         "dakera_actors/sharding/actor.py",

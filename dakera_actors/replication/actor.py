@@ -110,7 +110,13 @@ class Replicator(Actor):
         self.config = config
         self.shards = memory.shards
         self.owner = memory.owner
-        self.core = ReplicationCore(me, memory.owner.tails, ReplicationConfig())
+        tails = memory.owner.tails
+        # every copy empty at start: the disk was replaced (or the node is new); copies the map
+        # still names here were lost with it, and vouch for nothing until caught up (see .core)
+        empty = all(tail.last == (0, 0) for tail in tails.values())
+        self._amnesia = config.rereplication_grace if empty else 0.0
+        self.core = ReplicationCore(me, tails, ReplicationConfig(), lost=set(tails) if empty else set(),
+                                    lost_until=trio.current_time() + self._amnesia)
         self.peers = peers
         self.maps = maps
         self.log = log
@@ -213,6 +219,10 @@ class Replicator(Actor):
 
     # -- following the map -------------------------------------------------------------
     async def on_start(self) -> None:
+        if self.core.lost:
+            self.log.info("copies_start_empty", shards=len(self.core.lost), vouch_after_seconds=self._amnesia,
+                          hint="copies the map names here count toward no takeover until caught up with their "
+                               "primary (a replaced disk must not outvote the copies that hold the data)")
         current = self.maps.view.value
         if current is not None:
             self._on_map(current, from_cluster=False)  # a restarted node starts from its stored map, taking over first
@@ -297,6 +307,10 @@ class Replicator(Actor):
         for shard in answer.snapshot:
             if shard in shards and not await self._copy_shard(peer, shard):
                 clean = False
+        if answer.heads and self.core.lost:
+            back = self.core.recovered([h for h in answer.heads if h[0] in shards])
+            if back and not self.core.lost:
+                self.log.info("copies_recovered", source=peer, last_shards=back)
         return clean  # after a refusal, back off: the primary would send the same records at once
 
     def _refuse(self, peer: str, what: str, shard: int, exc: BadRecord) -> None:
@@ -385,7 +399,7 @@ class Replicator(Actor):
         if answer.records:
             self._metrics.replication_records.labels("sent").inc(len(answer.records))
             self._metrics.replication_bytes.labels("sent").inc(sum(_record_size(r) for r in answer.records))
-        await stream.send(FetchReply(answer.records, answer.snapshot))
+        await stream.send(FetchReply(answer.records, answer.snapshot, answer.heads))
 
     async def _serve_snapshot(self, envelope: Envelope, stream: MessageStream) -> None:
         shard = envelope.message.shard
@@ -420,7 +434,8 @@ class Replicator(Actor):
                     async with lock:
                         pass
             await self.owner.barrier()
-        await stream.send(Positions([[s, *self.shards.shard(s).position] for s in shards]))
+        await stream.send(Positions([[s, *self.shards.shard(s).position] for s in shards],
+                                    lost=self.core.lost_of(shards, trio.current_time())))
 
     # -- taking over -------------------------------------------------------------------
     async def _takeover_loop(self) -> None:
@@ -440,7 +455,7 @@ class Replicator(Actor):
         answers = await self.peers.gather(plan.asks, lambda m: PositionQuery(plan.asks[m], plan.map),
                                           timeout=self.config.request_timeout)
         own = {s: self.shards.shard(s).position for s in plan.shards}
-        verdict = self.core.takeover_sources(plan, answers, own, mode=self.config.write_ack)
+        verdict = self.core.takeover_sources(plan, answers, own, mode=self.config.write_ack, now=trio.current_time())
         done = await self._restore_empty([s for s in verdict.ready if own.get(s, (0, 0)) == (0, 0)])
         done += [s for s in verdict.ready if own.get(s, (0, 0)) != (0, 0)]
         for shard, source in sorted(verdict.sources.items()):

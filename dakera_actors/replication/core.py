@@ -26,6 +26,13 @@ The rules, each in the method that applies it:
   their records from anyone else); the newest history wins; a copy nobody knows of yet, or a
   refusal (a newer map), blocks the shard until the next round. A shard goes live only if its
   role has not changed hands since the round began.
+- **A copy lost with its disk vouches for nothing** (:meth:`~ReplicationCore.forgetful`,
+  :meth:`~ReplicationCore.recovered`): a node that starts with every copy empty (a replaced
+  disk) may be named in the map as a copy of shards whose writes it acknowledged in its previous
+  life. Until it has caught up with a live primary (or taken the shard over), or for
+  ``amnesia`` seconds after start, its copy counts toward no takeover quorum (its own or
+  another's: it answers which shards it lost), unless every counted copy answered: two empty
+  copies must not outvote the one that holds the data.
 - **Acknowledgements** (:meth:`~ReplicationCore.ack_state`): ``quorum``/``all`` count the copies the
   map counts (not learners, not copies marked down); a primary the map moved away, or marked down,
   never counts itself: the write is refused as "moved" (it may or may not be kept).
@@ -109,12 +116,15 @@ Effect = StartFetching | StartTakeover | Retake | HandoverConfirmed | DropCopy
 @attrs.frozen
 class FetchAnswer:
     """What a fetch gets: records that follow, shards to copy whole; ``acked``: an acknowledgement
-    was news (wake the writes waiting for it)."""
+    was news (wake the writes waiting for it); ``heads``: ``[shard, epoch, seq]`` of the asked
+    shards this node serves live, as of this answer (a copy that reaches one holds every write
+    acknowledged so far: see :meth:`ReplicationCore.recovered`)."""
 
     records: list[WalRecord]
     snapshot: list[int]
     acked: bool
     effects: list[Effect]
+    heads: list[list[int]] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -166,7 +176,8 @@ class ShardLag:
 class ReplicationCore:
     """One node's replication roles and decisions (see the module docstring)."""
 
-    def __init__(self, me: str, tails: dict[int, ShardTail], config: ReplicationConfig | None = None) -> None:
+    def __init__(self, me: str, tails: dict[int, ShardTail], config: ReplicationConfig | None = None, *,
+                 lost: Set[int] = frozenset(), lost_until: float = 0.0) -> None:
         self.me = me
         self.tails = tails
         self.cfg = config or ReplicationConfig()
@@ -184,6 +195,10 @@ class ReplicationCore:
         self.handing_over: dict[int, float] = {}
         self.networked = False  # a map has come from the cluster since start (not just the disk)
         self.progress: dict[int, ShardProgress] = {}
+        #: shards whose copy here was lost with the disk (the node started with every copy empty):
+        #: they vouch for nothing in a takeover until recovered, or until ``lost_until``
+        self.lost: set[int] = set(lost)
+        self.lost_until = lost_until
 
     # -- queries -----------------------------------------------------------------------
     def epoch(self) -> int:
@@ -202,6 +217,22 @@ class ReplicationCore:
         if smap is None:
             return []
         return [s for s, c in enumerate(smap.placement) if c and c[0] == peer and self.me in c[1:]]
+
+    def forgetful(self, shard: int, now: float) -> bool:
+        """Does our copy of ``shard`` still count for nothing in a takeover (lost with the disk)?"""
+        return shard in self.lost and now < self.lost_until
+
+    def lost_of(self, shards: Iterable[int], now: float) -> list[int]:
+        """Which of ``shards`` a position answer must say we lost (see :meth:`forgetful`)."""
+        return [s for s in shards if self.forgetful(s, now)]
+
+    def recovered(self, heads: Iterable[Sequence[int]]) -> list[int]:
+        """A live primary's ``heads`` after its records (or a whole copy) were applied here: a lost
+        copy that reached its shard's head holds every write acknowledged before the answer, so it
+        vouches again. Returns the shards that recovered."""
+        back = [s for s, epoch, seq in heads if s in self.lost and s in self.tails and self.tails[s].last >= (epoch, seq)]
+        self.lost.difference_update(back)
+        return back
 
     def next_deadline(self) -> float:
         return min(min(self.drop_at.values(), default=math.inf), min(self.handing_over.values(), default=math.inf))
@@ -288,7 +319,9 @@ class ReplicationCore:
                     used += n
             elif verdict == "snapshot":
                 snapshot.append(shard)
-        return FetchAnswer(records, snapshot, acked, effects)
+        heads = [[shard, *self.tails[shard].last] for shard, _e, _s in positions
+                 if shard in self.live and shard in self.tails]
+        return FetchAnswer(records, snapshot, acked, effects, heads)
 
     def _owner(self, shard: int) -> str | None:
         return self.map.owner(shard) if self.map is not None else None
@@ -326,7 +359,7 @@ class ReplicationCore:
                             {s: self.previous[s] for s in shards if s in self.previous})
 
     def takeover_sources(self, plan: TakeoverPlan, answers: Mapping[str, object],
-                         own: Mapping[int, Position], *, mode: str = "primary") -> TakeoverVerdict:
+                         own: Mapping[int, Position], *, mode: str = "primary", now: float = 0.0) -> TakeoverVerdict:
         """Read the answers (member -> :class:`Positions`, or anything else for no answer): the
         newest history of each shard wins; a refusal (the member has a newer map: ours is about to
         be replaced) blocks the shards asked of it. ``own``: this node's position in each shard.
@@ -336,10 +369,17 @@ class ReplicationCore:
         in this map and of those in the map before (the ones the previous primary counted acks
         over, when this node saw that map): a new primary that heard from too few could go live
         behind a write a quorum acknowledged, and its newer epoch would discard that write when
-        the histories meet. A mute new primary, or one cut off from the copies, waits instead."""
+        the histories meet. A mute new primary, or one cut off from the copies, waits instead.
+
+        A copy lost with its disk (ours, :meth:`forgetful`, or one whose answer says so) counts
+        toward no quorum: it may have acknowledged writes it no longer holds. A group every copy
+        of which answered is heard whatever they lost (the newest among them is all there is: a
+        new cluster's empty shards, or a cluster restarting from its bucket)."""
         best: dict[int, Source] = {}
         blocked = set(plan.blocked)
-        heard: dict[int, set[str]] = {shard: {self.me} for shard in plan.shards}
+        heard: dict[int, set[str]] = {shard: set() if self.forgetful(shard, now) else {self.me}
+                                      for shard in plan.shards}
+        answered: dict[int, set[str]] = {shard: {self.me} for shard in plan.shards}
         for member, answer in sorted(answers.items()):
             asked = plan.asks.get(member, [])
             if not isinstance(answer, Positions):
@@ -347,16 +387,20 @@ class ReplicationCore:
             if answer.refused:
                 blocked.update(asked)
                 continue
+            lost = set(answer.lost)
             for shard, epoch, seq in answer.positions:
                 if shard in asked:
-                    heard[shard].add(member)
+                    answered[shard].add(member)
+                    if shard not in lost:
+                        heard[shard].add(member)
                     if shard not in best or (epoch, seq) > best[shard].position:
                         best[shard] = Source((epoch, seq), member)
         sources: dict[int, Source] = {}
         ready: list[int] = []
         for shard in plan.shards:
             groups = [set(plan.map.placement[shard][:plan.map.counted]), set(self.prior.get(shard, ()))]
-            if any(group and len(heard[shard] & group) < takeover_quorum(mode, len(group)) for group in groups):
+            if any(group and not group <= answered[shard]
+                   and len(heard[shard] & group) < takeover_quorum(mode, len(group)) for group in groups):
                 blocked.add(shard)
             if shard in blocked:
                 continue
@@ -393,6 +437,7 @@ class ReplicationCore:
                 self.prior.pop(shard, None)
                 self.live.add(shard)
                 self.live_since[shard] = plan.map.primary_since(shard)
+                self.lost.discard(shard)  # taken over from a quorum: it holds every acknowledged write
                 went.append(shard)
         return went
 

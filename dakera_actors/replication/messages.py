@@ -86,6 +86,8 @@ class Fetch:
 class FetchReply:
     records: list[WalRecord] = attrs.field(metadata=bound(Seq(RECORD)))  # in order per shard
     snapshot: list[int] = attrs.field(factory=list, metadata=bound(SHARD_LIST))  # shards the replica must copy whole
+    #: [shard, epoch, seq] of each asked shard the primary serves live, as of this reply
+    heads: list[list[int]] = attrs.field(factory=list, metadata=bound(Seq(POSITION, SHARDS_MAX)))
 
 
 @message("repl.snapshot-request")
@@ -119,6 +121,8 @@ class PositionQuery:
 class Positions:
     positions: list[list[int]] = attrs.field(metadata=bound(Seq(POSITION, SHARDS_MAX)))  # [shard, epoch, seq]
     refused: str = attrs.field(default="", metadata=bound(REASON))
+    #: shards whose copy here was lost with the disk and has not caught up yet: no quorum counts them
+    lost: list[int] = attrs.field(factory=list, metadata=bound(SHARD_LIST))
 
 
 @message("repl.status-request")

@@ -465,3 +465,67 @@ def test_takeover_refusal_answers_only_under_the_asked_map() -> None:
     assert takeover_refusal(None, asked, "") == "a newer map is installed here"
     assert takeover_refusal(smap(3, [["a", "b"]]), asked, "") == "a newer map is installed here"
     assert takeover_refusal(smap(1, [["a", "b"]]), asked, "stale token") == "stale token"
+
+
+# -- copies lost with the disk -------------------------------------------------------------------
+def forgetful_core(me: str = "a", until: float = 100.0) -> ReplicationCore:
+    """A node started with every copy empty (a replaced disk): each vouches for nothing until ``until``."""
+    return ReplicationCore(me, {s: ShardTail(100) for s in range(SHARDS)}, ReplicationConfig(),
+                           lost=set(range(SHARDS)), lost_until=until)
+
+
+def test_copies_lost_with_the_disk_make_no_takeover_quorum_of_their_own() -> None:
+    """The 30-minute chaos run: two replaced copies (this node and b) outvoted c, the only copy
+    holding the data, which was cut off; the new primary went live empty."""
+    c = forgetful_core("a")
+    c.on_map(smap(1, [["a", "b", "c"], ["b", "a", "c"], ["b", "a", "c"], ["b", "a", "c"]]), 0.0, held=set(),
+             from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None
+    empty_b = {"b": Positions([[0, 0, 0]], lost=[0]), "c": RuntimeError("cut off")}
+    assert c.takeover_sources(plan, empty_b, {0: (0, 0)}, mode="quorum", now=5.0).blocked == frozenset({0})
+    # b not lost (its (0, 0) is the truth: it acknowledged nothing), but our own copy vouches
+    # for nothing: one of three is no quorum; once the time is up ours counts again
+    honest_b = {"b": Positions([[0, 0, 0]]), "c": RuntimeError("cut off")}
+    assert c.takeover_sources(plan, honest_b, {0: (0, 0)}, mode="quorum", now=5.0).blocked == frozenset({0})
+    assert c.takeover_sources(plan, honest_b, {0: (0, 0)}, mode="quorum", now=100.0).ready == [0]
+    # the copy with the data answers: caught up from it, whatever the others lost
+    found = {"b": Positions([[0, 0, 0]], lost=[0]), "c": Positions([[0, 7, 20]])}
+    verdict = c.takeover_sources(plan, found, {0: (0, 0)}, mode="quorum", now=5.0)
+    assert verdict.sources[0].member == "c" and verdict.sources[0].position == (7, 20)
+    # even primary mode needs one copy that vouches (the own empty copy is not one)
+    assert c.takeover_sources(plan, empty_b, {0: (0, 0)}, mode="primary", now=5.0).blocked == frozenset({0})
+
+
+def test_every_copy_answering_is_heard_whatever_they_lost() -> None:
+    """A new cluster (every disk empty) or one restarting from its bucket: no copy vouches, but
+    every copy answered, so the newest among them is all there is."""
+    c = forgetful_core("a")
+    c.on_map(smap(1, [["a", "b", "c"], ["b", "a", "c"], ["b", "a", "c"], ["b", "a", "c"]]), 0.0, held=set(),
+             from_cluster=True)
+    plan = c.plan_takeover({"b": ALIVE, "c": ALIVE})
+    assert plan is not None
+    everyone = {"b": Positions([[0, 0, 0]], lost=[0]), "c": Positions([[0, 0, 0]], lost=[0])}
+    assert c.takeover_sources(plan, everyone, {0: (0, 0)}, mode="quorum", now=5.0).ready == [0]
+    assert c.finish_takeover(plan, [0]) == [0]
+    assert 0 not in c.lost  # taken over: it holds every acknowledged write now
+
+
+def test_a_lost_copy_vouches_again_once_it_reaches_a_live_primarys_head_or_the_time_is_up() -> None:
+    c = forgetful_core("a", until=100.0)
+    assert c.forgetful(1, 99.0) and not c.forgetful(1, 100.0)  # bounded: see the README
+    assert c.lost_of([0, 1], 5.0) == [0, 1]
+    c.tails[1].append(WalRecord(1, 1, "put", {}, 1.0, 1, 7), 0.0)
+    assert c.recovered([[1, 7, 2], [2, 7, 0]]) == []  # behind shard 1's head; 2 is not ours to judge yet
+    c.tails[1].append(WalRecord(2, 1, "put", {}, 1.0, 2, 7), 0.0)
+    assert c.recovered([[1, 7, 2]]) == [1]
+    assert c.lost_of([0, 1], 5.0) == [0]
+
+
+def test_a_live_primary_tells_each_fetch_its_heads() -> None:
+    c = core("a")
+    m = smap(1, [["a", "b"], ["a", "b"], ["b", "a"], ["b", "a"]])
+    live(c, m)
+    write(c, 0, 1, 2, 3)
+    answer = c.on_fetch("b", [[0, 7, 3], [1, 0, 0], [2, 0, 0]], 1.0)
+    assert answer.heads == [[0, 7, 3], [1, 0, 0]]  # shard 2 is not ours: no head from us
