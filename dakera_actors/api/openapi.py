@@ -312,7 +312,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                   "status": {"type": "string", "enum": ["healthy", "lagging", "unknown", "down"]}})}}),
         tag="admin"),
     ("/admin/cluster/rebalance", "POST"): Operation(
-        "the leader's planned moves and, unless dry_run, a step toward them (cluster mode)",
+        "the leader's planned moves and, unless dry_run, a step toward them (a single node: nothing to move)",
         REBALANCED, body=REBALANCE_BODY_OF_NODE, tag="admin"),
     ("/admin/cluster/shards/rebalance", "POST"): Operation(
         "as /admin/cluster/rebalance (the SDK's path)", REBALANCED, body=REBALANCE_BODY_OF_NODE, tag="admin"),

@@ -139,9 +139,7 @@ async def test_admin_answers_carry_both_name_sets_in_a_cluster(autojump_clock: M
             m = await get(cluster, "node-1", "/v1/admin/cluster/maintenance")
             return bool(m["nodes_in_maintenance"] == ["node-2"])
 
-        with trio.fail_after(60):
-            while not await named():
-                await trio.sleep(0.5)
+        await eventually_async(named, timeout=60, interval=0.5)
         own = await get(cluster, "node-1", "/admin/maintenance/status")
         assert own["enabled"] is False and own["node_id"] == "node-1"  # its own status: not in maintenance
         async with cluster.client("node-1") as http:
