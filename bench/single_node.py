@@ -108,7 +108,7 @@ def run_bare_app(port: int) -> None:
 
     @app.get("/health")
     async def health() -> Response:
-        return reply({"status": "ok"})
+        return reply({"status": "healthy", "healthy": True})
 
     hyper = HyperConfig()  # the node's Hypercorn settings (dakera_actors/node.py)
     hyper.bind = [f"127.0.0.1:{port}"]

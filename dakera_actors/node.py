@@ -14,7 +14,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,7 +203,7 @@ class Node:
         #: what the HTTP facade reads (filled in as services start), and the app over it (created
         #: once the node id is known)
         self.facade = FacadeDeps(config, self.node_id, self.metrics, self.log, self.offload, self.readiness,
-                                 api_address=self.api_address)
+                                 api_address=self.api_address, wall_clock=wall_clock)
         self.app: Any = None
         self.metrics.watch_actors(lambda: list(self.actors))
 
@@ -488,6 +488,7 @@ class Node:
         self.router.attach(self.memory)
         self._start_backups()
         self._start_cache()
+        self._start_counts()
         self.facade.memory = self.memory
         self.readiness.open("storage")
 
@@ -511,6 +512,39 @@ class Node:
         self.metrics.register_replication(ReplicationCollector(replicator))
         self.facade.replication = replicator
 
+
+    def _start_counts(self) -> None:
+        """Memories and agents across the cluster (``/v1/ops/stats``, ``/admin/cluster/status``)."""
+        from .operations.stats import ClusterCounts
+
+        self.facade.counts = ClusterCounts(node_id=self.node_id, shards=self.config.shards, local=self._count_local,
+                                           shard_map=self.shard_map.view if self.shard_map is not None else None,
+                                           peers=self.peers, endpoint=self.endpoint,
+                                           timeout=self.config.request_timeout)
+
+    def _count_local(self, shards: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """(memories, agents) of each of ``shards`` this node holds a copy of by its own map (every
+        shard on a single node) and is not still taking over (its count would be short)."""
+        memory = self.memory
+        smap = self.shard_map.view.value if self.shard_map is not None else None
+        if memory is None or (self.shard_map is not None and smap is None):
+            return {}
+        syncing = self.replicator.core.syncing if self.replicator is not None else set()
+        held = memory.shards.shards
+        out: dict[int, tuple[int, int]] = {}
+        for shard in shards:
+            if (smap is not None and self.node_id not in smap.placement[shard]) or shard in syncing:
+                continue
+            data = held.get(shard)
+            out[shard] = (data.memory_count, len(data.agents)) if data is not None else (0, 0)
+        return out
+
+    def _cluster_id(self) -> str:
+        """What ``/admin/cluster/status`` calls this cluster: a single node's own archive id (its
+        node id without one); in a cluster the name every member shares (see ``_cache_namespace``)."""
+        if not self.config.cluster_mode:
+            return self.archive.identity.cluster_id if self.archive is not None else self.node_id
+        return self._cache_namespace()
 
     def _start_backups(self) -> None:
         from .backup.cluster import NodeCluster
@@ -776,7 +810,8 @@ async def open_node(
             # the core (endpoint, actors) still serves it, then the core is cancelled
             async with trio.open_nursery() as core:
                 node.nursery = core
-                node.started_at = trio.current_time()
+                node.started_at = node.facade.started_at = trio.current_time()
+                node.facade.cluster_id = node._cluster_id()
                 async with trio.open_nursery() as front:
                     # every gate is required before HTTP answers: /health/ready is never 200 early
                     for gate in ("storage", *(("transport", "membership", "shard_map") if config.cluster_mode else ())):

@@ -44,6 +44,7 @@ def load_all_messages() -> dict[str, type]:
     import dakera_actors.lease.messages  # noqa: F401
     import dakera_actors.membership.messages  # noqa: F401
     import dakera_actors.operations.service  # noqa: F401
+    import dakera_actors.operations.stats  # noqa: F401
     import dakera_actors.replication.actor  # noqa: F401
     import dakera_actors.routing.router  # noqa: F401
     import dakera_actors.sharding.actor  # noqa: F401

@@ -13,23 +13,68 @@ import trio
 
 from ..cold.stats import ColdTierStats
 from ..operations.maintenance import MaintenanceStatus
+from ..operations.stats import Totals
 from ..replication.status import ClusterReplication
 from ..storage.opening import describe
+from ..version import __version__
 from .deps import FacadeDeps
 
 
-def maintenance_view(statuses: list[MaintenanceStatus]) -> dict[str, Any]:
+def maintenance_view(statuses: list[MaintenanceStatus], in_maintenance: list[str]) -> dict[str, Any]:
     """``/admin/maintenance/*`` and ``/v1/admin/cluster/maintenance*``: one node's status, or
-    ``{"nodes": [...]}`` for several."""
-    views = [{"status": s.phase, "node_id": s.node_id, "maintenance": s.maintenance,
-              "shards_remaining": s.shards_remaining, "primary_shards": s.primary_shards,
-              "replica_shards": s.replica_shards, "reason": s.reason, "reject_requests": s.reject_requests,
-              "ends_in_seconds": s.ends_in_seconds} for s in statuses]
-    return views[0] if len(views) == 1 else {"nodes": views}
+    ``{"nodes": [...]}`` for several. Beside the seed's fields, the typed SDKs' ``MaintenanceStatus``
+    names: ``enabled``, ``reason`` (None when not in maintenance), ``enabled_at``/``since`` and
+    ``scheduled_end`` (Unix seconds, None when unknown or open-ended), ``rejecting_requests``, and
+    ``nodes_in_maintenance`` (``in_maintenance``: every member whose gossip says so)."""
+    views: list[dict[str, Any]] = []
+    for s in statuses:
+        since = int(s.since) if s.maintenance and s.since is not None else None
+        views.append({
+            "status": s.phase, "node_id": s.node_id, "maintenance": s.maintenance,
+            "shards_remaining": s.shards_remaining, "primary_shards": s.primary_shards,
+            "replica_shards": s.replica_shards, "reason": s.reason if s.maintenance else None,
+            "reject_requests": s.reject_requests, "ends_in_seconds": s.ends_in_seconds,
+            "enabled": s.maintenance, "enabled_at": since, "since": since,
+            "scheduled_end": int(s.until) if s.maintenance and s.until is not None else None,
+            "rejecting_requests": s.reject_requests, "nodes_in_maintenance": list(in_maintenance)})
+    if len(views) == 1:
+        return views[0]
+    ends = [v["scheduled_end"] for v in views]
+    reasons = [v["reason"] for v in views if v["reason"]]
+    starts: list[int] = [v["enabled_at"] for v in views if v["enabled_at"] is not None]
+    return {"nodes": views, "enabled": any(v["enabled"] for v in views),
+            "reason": reasons[0] if reasons else None,
+            "enabled_at": min(starts, default=None), "since": min(starts, default=None),
+            "scheduled_end": None if None in ends else max(ends, default=None),
+            "rejecting_requests": any(v["rejecting_requests"] for v in views),
+            "nodes_in_maintenance": list(in_maintenance)}
 
 
-def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
-    """``GET /admin/cluster/status``: health, leader and shard placement at a glance."""
+def single_node_maintenance(deps: FacadeDeps) -> MaintenanceStatus:
+    """A node without a cluster is never in maintenance (there is nowhere to drain it to)."""
+    return MaintenanceStatus(node_id=deps.node_id, maintenance=False, shards_remaining=deps.config.shards,
+                             primary_shards=list(range(deps.config.shards)), replica_shards=[])
+
+
+def members_alive(deps: FacadeDeps) -> dict[str, bool]:
+    """Every member this node knows (Left ones aside) and whether it is alive; a single node: itself."""
+    if deps.membership is None:
+        return {deps.node_id: True}
+    return {m.id: m.alive for m in deps.membership.value.members.values() if m.state.label != "Left"}
+
+
+def in_maintenance(deps: FacadeDeps) -> list[str]:
+    """Every member whose gossip says it is in maintenance (none on a single node)."""
+    if deps.membership is None:
+        return []
+    return sorted(m.id for m in deps.membership.value.members.values() if m.maintenance and m.state.label != "Left")
+
+
+def cluster_status(deps: FacadeDeps, totals: Totals | None = None) -> dict[str, Any]:
+    """``GET /admin/cluster/status``: health, leader and shard placement at a glance; with
+    ``totals``, also the typed SDKs' ``ClusterStatus`` names (``cluster_id``, ``state`` = status,
+    ``node_count`` = nodes, ``healthy``, ``total_vectors`` and ``namespace_count``: memories and
+    agents across the cluster, with ``partial``/``unavailable`` when some shard was not counted)."""
     config = deps.config
     shards = config.shards
     members = deps.membership.value.members if deps.membership else {}
@@ -40,8 +85,13 @@ def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
     smap = deps.shard_map.value if deps.shard_map else None
     ready = deps.readiness.ready
     behind = archive_behind(deps)
+    status = "healthy" if ready and alive == known and not behind else "degraded" if ready else "unavailable"
+    sdk: dict[str, Any] = {} if totals is None else {
+        "cluster_id": deps.cluster_id or deps.node_id, "state": status, "node_count": known, "healthy": status == "healthy",
+        "total_vectors": totals.memories, "namespace_count": totals.agents, "version": __version__,
+        "timestamp": int(deps.wall_clock()), **totals.json()}
     return {
-        "status": ("healthy" if ready and alive == known and not behind else "degraded" if ready else "unavailable"),
+        "status": status,
         "node_id": deps.node_id,
         "leader": lease.leader if lease else (None if cluster else deps.node_id),
         "fencing_token": lease.token if lease else 0,
@@ -62,6 +112,7 @@ def cluster_status(deps: FacadeDeps) -> dict[str, Any]:
         # the L1.5 cache's Redis as this node sees it (None: no DAKERA_REDIS_URL); a Redis that is
         # down costs latency (reads are forwarded), never correctness: the status stays as it is
         "redis_healthy": deps.cache.healthy if deps.cache is not None else None,
+        **sdk,
     }
 
 
@@ -77,10 +128,22 @@ def archive_behind(deps: FacadeDeps) -> list[str]:
     return []
 
 
-def cluster_shards(deps: FacadeDeps, report: ClusterReplication | None) -> dict[str, Any]:
+def shard_name(shard: int) -> str:
+    """The typed SDKs' shard id: ``shard-N``."""
+    return f"shard-{shard}"
+
+
+def cluster_shards(deps: FacadeDeps, report: ClusterReplication | None, totals: Totals | None = None) -> dict[str, Any]:
     """``GET /admin/cluster/shards``: each shard's copies, its size where held here, and its lag
     (and whether it is under-replicated) as its primary reports them in ``report`` (lag 0 where
-    there is no report or its primary did not answer)."""
+    there is no report or its primary did not answer).
+
+    Beside them, the typed SDKs' ``ShardInfo`` names: ``shard_id`` (``shard-N``), ``primary_node``
+    ("" when unplaced), ``replica_nodes``, ``state`` (``active``; ``rebalancing`` while a new copy
+    fills; ``degraded`` when under-replicated; ``unassigned``), ``vector_count`` (the memories as
+    the shard's primary counted them in ``totals``; where it did not, those held here and
+    ``counted`` false), ``size_bytes`` and ``namespace`` ("": a shard holds many agents'); and
+    ``total``, the shard count."""
     smap = deps.shard_map.value if deps.shard_map else None
     local = deps.memory.shards.shards if deps.memory else {}
     out = []
@@ -88,21 +151,37 @@ def cluster_shards(deps: FacadeDeps, report: ClusterReplication | None) -> dict[
         copies = (smap.placement[shard] if smap else [] if deps.config.cluster_mode else [deps.node_id])
         held = local.get(shard)
         row = report.rows.get(shard) if report is not None else None
+        here = held.memory_count if held is not None else 0
+        counted = totals.per_shard.get(shard) if totals is not None else None
+        width = smap.counted if smap else len(copies)
+        under = row is not None and report is not None and report.under_replicated(shard)
         view: dict[str, Any] = {
             "id": shard,
             "primary": copies[0] if copies else None,
             "replicas": list(copies[1:]),
             # counted where this node holds the shard; lag where this node is its primary
-            "memories": held.memory_count if held is not None else 0,
+            "memories": here,
             "size_bytes": sum(len(m.content) for a in held.agents.values() for m in a.memories.values())
             if held is not None else 0,
             "seq": held.seq if held is not None else 0,
             "lag_ms": row.lag_ms if row is not None else 0,
+            "shard_id": shard_name(shard),
+            "namespace": "",
+            "primary_node": copies[0] if copies else "",
+            "replica_nodes": list(copies[1:]),
+            "state": ("unassigned" if not copies else "rebalancing" if len(copies) > width
+                      else "degraded" if under else "active"),
+            "vector_count": counted[0] if counted is not None else here,
+            "counted": counted is not None,
         }
         if row is not None and report is not None:
-            view["under_replicated"] = report.under_replicated(shard)
+            view["under_replicated"] = under
         out.append(view)
-    return {"shards": out, "shard_map_version": smap.version if smap else 0}
+    answer: dict[str, Any] = {"shards": out, "shard_map_version": smap.version if smap else 0,
+                              "total": deps.config.shards}
+    if totals is not None and totals.partial:
+        answer.update(partial=True, unavailable=totals.unavailable)
+    return answer
 
 
 def cluster_nodes(deps: FacadeDeps) -> list[dict[str, Any]]:
@@ -128,12 +207,19 @@ def cluster_nodes(deps: FacadeDeps) -> list[dict[str, Any]]:
     } for m in sorted(deps.membership.value.members.values(), key=lambda m: m.id)]
 
 
-def replication_report(report: ClusterReplication | None, write_ack: str) -> dict[str, Any]:
+def replication_report(report: ClusterReplication | None, write_ack: str,
+                       members: dict[str, bool] | None = None) -> dict[str, Any]:
     """``GET /admin/cluster/replication``: each shard's copies and lag as its primary reports them.
-    ``None`` is a single node: one copy of everything, nothing to lag."""
+    ``None`` is a single node: one copy of everything, nothing to lag. ``members`` maps each member
+    this node knows (Left ones aside) to whether it is alive: ``total_nodes`` counts them and
+    ``replication_lag`` (the typed SDKs' names) has one entry per member, see :func:`node_lags`."""
+    members = members or {}
     if report is None:
         return {"replication_factor": 1, "write_ack": write_ack, "healthy_replicas": 0,
-                "under_replicated_shards": 0, "lag_ms": 0, "down": [], "unreachable_primaries": [], "shards": []}
+                "under_replicated_shards": 0, "lag_ms": 0, "down": [], "unreachable_primaries": [], "shards": [],
+                "total_nodes": max(len(members), 1),
+                "replication_lag": [{"node_id": n, "lag_ms": 0, "status": "healthy" if alive else "down",
+                                     "lag_records": 0, "shards": 0} for n, alive in sorted(members.items())]}
     smap, shards = report.map, []
     for shard, copies in enumerate(smap.placement):
         row = report.rows.get(shard)
@@ -145,7 +231,71 @@ def replication_report(report: ClusterReplication | None, write_ack: str) -> dic
             "healthy_replicas": sum(r.healthy_replicas for r in report.rows.values()),
             "under_replicated_shards": sum(1 for s in shards if s["under_replicated"]),
             "lag_ms": max((r.lag_ms for r in report.rows.values()), default=0),
-            "down": list(smap.down), "unreachable_primaries": report.unreachable, "shards": shards}
+            "down": list(smap.down), "unreachable_primaries": report.unreachable, "shards": shards,
+            "total_nodes": len(set(members) | smap.members()),
+            "replication_lag": node_lags(report, members)}
+
+
+def node_lags(report: ClusterReplication, members: dict[str, bool]) -> list[dict[str, Any]]:
+    """One entry per member (those of ``members`` and of the map): ``lag_ms`` and ``lag_records``,
+    the worst of the replica copies it holds as their primaries report them (0 for a member that
+    holds no replica), ``shards`` how many replica copies that is, and ``status``: ``down`` (dead,
+    or marked down in the map), ``unknown`` (a primary of one of its copies did not report),
+    ``lagging`` (some copy is behind or has not fetched lately) or ``healthy``."""
+    smap = report.map
+    worst: dict[str, list[int]] = {}  # member -> [lag_ms, lag_records, copies, behind, unheard]
+    for shard, copies in enumerate(smap.placement):
+        row = report.rows.get(shard)
+        seen = {r.member: r for r in row.replicas} if row is not None else {}
+        for member in copies[1:]:
+            entry = worst.setdefault(member, [0, 0, 0, 0, 0])
+            entry[2] += 1
+            replica = seen.get(member)
+            if replica is None:
+                entry[4] += 1
+                continue
+            entry[0] = max(entry[0], replica.lag_ms)
+            entry[1] = max(entry[1], replica.behind)
+            entry[3] += replica.behind > 0 or not replica.fresh
+    out = []
+    for member in sorted(set(members) | smap.members()):
+        lag_ms, lag_records, held, behind, unheard = worst.get(member, [0, 0, 0, 0, 0])
+        status = ("down" if member in smap.down or not members.get(member, True) else "unknown" if unheard
+                  else "lagging" if behind else "healthy")
+        out.append({"node_id": member, "lag_ms": lag_ms, "status": status, "lag_records": lag_records,
+                    "shards": held})
+    return out
+
+
+def planned_moves(plan: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The typed SDKs' ``planned_moves`` of a rebalance plan (``[{"shard", "from": [...], "to": [...]}]``):
+    one ``{shard_id, from_node, to_node}`` per copy that changes hands, a copy added where none
+    leaves from ``""`` and one dropped with none arriving to ``""``; a shard whose copies stay but
+    whose primary changes is one move of the primary role."""
+    out = []
+    for entry in plan:
+        before, after = list(entry.get("from") or []), list(entry.get("to") or [])
+        gone = [n for n in before if n not in after]
+        new = [n for n in after if n not in before]
+        pairs = list(zip(gone, new, strict=False))
+        pairs += [(n, "") for n in gone[len(pairs):]] + [("", n) for n in new[len(pairs):]]
+        if not pairs and before[:1] != after[:1]:
+            pairs = [(before[0] if before else "", after[0] if after else "")]
+        out += [{"shard_id": shard_name(int(entry["shard"])), "from_node": a, "to_node": b} for a, b in pairs]
+    return out
+
+
+def rebalance_view(answer: dict[str, Any], *, dry_run: bool, shards: int, operation_id: str) -> dict[str, Any]:
+    """The leader's rebalance answer (``moved``, ``dry_run``, ``shard_map_version``, ``plan``) with
+    the typed SDKs' ``ShardRebalanceResponse`` names: ``initiated`` (a step was taken: not a dry
+    run and something to move), ``operation_id`` (names this answer; there is no job to poll: the
+    moves show in ``/admin/cluster/status``' ``shards_moving``), ``shards_affected``,
+    ``estimated_seconds`` (0 when nothing moves, else None: a copy takes as long as its shard's
+    data takes to send), ``planned_moves`` and ``total_shards``."""
+    plan = list(answer.get("plan") or [])
+    return {**answer, "initiated": not dry_run and bool(plan), "operation_id": operation_id,
+            "shards_affected": len({int(e["shard"]) for e in plan}), "estimated_seconds": None if plan else 0,
+            "planned_moves": planned_moves(plan), "total_shards": shards}
 
 
 #: the memory API routes that read (every read is answered from the hot tier)

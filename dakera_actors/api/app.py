@@ -20,8 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from ..errors import ServiceError
 from ..safejson import JsonInvalid
-from ..version import __version__
-from . import admin_views, openapi
+from . import admin_views, openapi, ops
 from .backups import mount_backup_routes
 from .cache import mount_cache_routes
 from .deps import FacadeDeps
@@ -91,7 +90,8 @@ def create_app(node: FacadeDeps) -> QuartTrio:
                 raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
             if not hmac.compare_digest(token.strip().encode(), root_key):
                 raise ApiError(401, "invalid API key", code="INVALID_API_KEY")
-        if node.readiness.rejecting and request.path.startswith("/v1/") and not request.path.startswith("/v1/admin"):
+        if node.readiness.rejecting and request.path.startswith("/v1/") and not request.path.startswith(
+                ("/v1/admin", "/v1/ops")):
             # maintenance with reject_requests: clients go elsewhere (what other nodes forward to
             # this one over the transport is still served, its shards are still here)
             raise ApiError(503, f"node {node.node_id} is in maintenance and rejects client requests; "
@@ -156,20 +156,16 @@ def create_app(node: FacadeDeps) -> QuartTrio:
     # -- health and metrics --------------------------------------------------------------
     @app.get("/health")
     async def health() -> Response:
-        return json_response({"status": "ok", "node_id": node.node_id, "version": __version__})
+        return json_response(ops.health_view(node))
 
     @app.get("/health/live")
     async def live() -> Response:
-        return json_response({"status": "alive", "node_id": node.node_id})
+        return json_response(ops.live_view(node))
 
     @app.get("/health/ready")
     async def ready() -> Response:
-        missing = node.readiness.missing()
-        if missing:
-            return json_response({"status": "not_ready", "node_id": node.node_id, "waiting_for": missing,
-                                  "error": "node is not ready: waiting for " + ", ".join(missing),
-                                  "code": "SERVICE_UNAVAILABLE"}, 503)
-        return json_response({"status": "ready", "node_id": node.node_id})
+        body, status = ops.ready_view(node)
+        return json_response(body, status)
 
     async def render_metrics() -> Response:
         return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
@@ -190,7 +186,8 @@ def create_app(node: FacadeDeps) -> QuartTrio:
 
     @admin_route("/cluster/status", ["GET"])
     async def cluster_status() -> Response:
-        return json_response(admin_views.cluster_status(node))
+        totals = await ops.cluster_totals(node, ops.STATUS_COUNT_TIMEOUT)
+        return json_response(admin_views.cluster_status(node, totals))
 
     @admin_route("/cluster/nodes", ["GET"])
     async def cluster_nodes() -> Response:
@@ -202,12 +199,13 @@ def create_app(node: FacadeDeps) -> QuartTrio:
         replication = node.replication
         report = (await replication.cluster_status()
                   if replication is not None and replication.map is not None else None)
-        return json_response(admin_views.cluster_shards(node, report))
+        return json_response(admin_views.cluster_shards(node, report, await ops.cluster_totals(node)))
 
     @admin_route("/cluster/replication", ["GET"])
     async def cluster_replication() -> Response:
         report = await node.replication.cluster_status() if node.replication is not None else None
-        return json_response(admin_views.replication_report(report, node.config.write_ack))
+        return json_response(admin_views.replication_report(report, node.config.write_ack,
+                                                            admin_views.members_alive(node)))
 
     @admin_route("/storage/tiers", ["GET"])
     async def storage_tiers() -> Response:
@@ -218,6 +216,7 @@ def create_app(node: FacadeDeps) -> QuartTrio:
     mount_cache_routes(app, node, admin_route)
     app.extensions["admin_route"] = admin_route
     mount_memory_routes(app, node)
+    ops.mount_ops_routes(app, node)
 
     # -- the OpenAPI document of every route above (built once, at the first request) -----
     document: list[bytes] = []

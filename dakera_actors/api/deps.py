@@ -7,6 +7,8 @@ here is the node itself: the facade sees only these views and services.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from ..lease.actor import LeaseView
     from ..membership.actor import MembershipView
     from ..operations.service import Operations
+    from ..operations.stats import ClusterCounts
     from ..replication.status import ClusterReplication
     from ..routing.router import Router
     from ..sharding.shardmap import ShardMap
@@ -81,3 +84,9 @@ class FacadeDeps:
     cold: ColdTier | None = None  # the archiver, once it runs
     backups: Backups | None = None  # once storage is ready
     cache: NodeCache | None = None  # the L1.5 cache, with DAKERA_REDIS_URL, once storage is ready
+    #: Unix time (``timestamp`` fields); ``started_at`` is ``trio.current_time()`` at start (uptime)
+    wall_clock: Callable[[], float] = time.time
+    started_at: float | None = None
+    #: what every node of this cluster calls it (see ``Node._cluster_id``); set once known
+    cluster_id: str = ""
+    counts: ClusterCounts | None = None  # memories and agents across the cluster, once storage is ready

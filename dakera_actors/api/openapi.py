@@ -84,9 +84,42 @@ RESTORE: Schema = _obj({"restore_id": STR, "status": {"type": "string", "enum": 
 SCHEDULE: Schema = _obj({"enabled": BOOL, "cron": nullable(STR), "backup_type": STR, "retention_days": INT,
                          "max_backups": INT, "namespaces": STRS, "encrypt": BOOL,
                          "last_backup_at": nullable(NUM), "next_backup_at": nullable(NUM)})
+#: the typed SDKs' MaintenanceStatus, in every maintenance answer
+MAINTENANCE_SDK: dict[str, Schema] = {"enabled": BOOL, "reason": nullable(STR), "enabled_at": nullable(INT),
+                                      "since": nullable(INT), "scheduled_end": nullable(INT),
+                                      "nodes_in_maintenance": STRS, "rejecting_requests": BOOL}
 MAINTENANCE_ONE: Schema = _obj({"status": {"type": "string", "enum": ["active", "draining", "drained"]},
-                                "node_id": STR, "maintenance": BOOL, "shards_remaining": INT})
-MAINTENANCE: Schema = {"anyOf": [MAINTENANCE_ONE, _obj({"nodes": {"type": "array", "items": MAINTENANCE_ONE}})]}
+                                "node_id": STR, "maintenance": BOOL, "shards_remaining": INT, **MAINTENANCE_SDK})
+MAINTENANCE: Schema = {"anyOf": [MAINTENANCE_ONE, _obj({"nodes": {"type": "array", "items": MAINTENANCE_ONE},
+                                                        **MAINTENANCE_SDK})]}
+CHECKS: Schema = {"type": "object", "additionalProperties": BOOL,
+                  "description": "each readiness gate (storage, http, transport, membership, shard_map) and "
+                                 "accepting (not stopping, not rejecting requests in maintenance): open or not"}
+#: what a cluster-wide count adds (``partial``: some shard was not counted)
+COUNTED: dict[str, Schema] = {"total_memories": INT, "agent_count": INT, "partial": BOOL, "shards_counted": INT}
+UNCOUNTED: dict[str, Schema] = {
+    "unavailable": {"type": "array", "items": _obj({"node_id": STR, "reason": STR}),
+                    "description": "present only when partial: the primaries whose shards were not counted, and why"},
+    "missing_shards": {**INTS, "description": "present only when partial: the shards left out"}}
+OPS_STATS: Schema = _obj({"version": STR, "total_vectors": INT, "namespace_count": INT, "uptime_seconds": INT,
+                          "timestamp": INT, "state": {"type": "string", "enum": ["healthy", "degraded"]},
+                          "node_id": STR, **COUNTED}, UNCOUNTED)
+HEALTH_OF: Schema = _obj({"healthy": BOOL, "message": STR, "last_check": INT})
+DIAGNOSTICS: Schema = _obj({
+    "node_id": STR, "version": STR, "timestamp": INT, "uptime_seconds": INT, "ready": BOOL, "readiness": CHECKS,
+    "members": {"type": "array"}, "shard_map": {"type": "object"}, "replication": {"type": "object"},
+    "wal": {"type": "object"}, "storage": {"type": "object"},
+    "system": _obj({"version": STR, "uptime_seconds": INT, "pid": INT}),
+    "resources": _obj({"memory_bytes": INT, "memory_total_bytes": INT, "thread_count": INT, "open_fds": INT}),
+    "components": _obj({"storage": HEALTH_OF, "search_engine": HEALTH_OF, "cache": HEALTH_OF, "grpc": HEALTH_OF}),
+    "active_jobs": INT, "active_connections": INT, "max_connections": INT})
+REBALANCED: Schema = _obj({
+    "moved": INT, "dry_run": BOOL, "shard_map_version": INT,
+    "plan": {"type": "array", "items": _obj({"shard": INT, "from": STRS, "to": STRS})},
+    # the typed SDKs' ShardRebalanceResponse
+    "initiated": BOOL, "operation_id": STR, "shards_affected": INT, "estimated_seconds": nullable(INT),
+    "planned_moves": {"type": "array", "items": _obj({"shard_id": STR, "from_node": STR, "to_node": STR})},
+    "total_shards": INT})
 CACHE_CLEARED = _obj({"success": BOOL, "entries_cleared": INT, "cleared": INT, "entries_evicted": INT, "message": STR})
 NOT_NULL_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}}
 
@@ -100,14 +133,16 @@ MAINTENANCE_BODY: Schema = {"type": "object", "additionalProperties": False, "pr
 
 
 def rebalance_body(shards: int) -> Schema:
-    """``{"dry_run"?, "shard_ids"?}``: shard numbers of this cluster (the SDK sends them as strings)."""
-    # a string shard id is int()-parsed: the numbers themselves when there are few, else any digits
-    number = ("^(" + "|".join(str(n) for n in range(shards)) + ")$") if shards <= 1024 else "^[0-9]{1,5}$"
+    """``{"dry_run"?, "shard_ids"?}``: shard numbers of this cluster, as numbers, digit strings (the
+    Python SDK) or ``shard-N`` (the typed SDKs' ids)."""
+    # the numbers themselves when there are few, else any digits
+    number = ("^(shard-)?(" + "|".join(str(n) for n in range(shards)) + ")$") if shards <= 1024 \
+        else "^(shard-)?[0-9]{1,5}$"
     return {"type": "object", "additionalProperties": False, "properties": {
         "dry_run": nullable(BOOL),
         "shard_ids": nullable({"type": "array", "items": {"anyOf": [
             {"type": "integer", "minimum": 0, "maximum": shards - 1}, {"type": "string", "pattern": number}]},
-            "description": f"shard numbers, 0..{shards - 1}"})}}
+            "description": f"shard numbers, 0..{shards - 1}, or shard-N ids"})}}
 
 
 BACKUP_ID: Schema = {"type": "string", "pattern": "^(?!.*[.][.])" + ID_PATTERN + "$",
@@ -177,13 +212,25 @@ REBALANCE_BODY_OF_NODE: Schema = {"$ref": "#/components/schemas/RebalanceRequest
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # health, metrics, this document
-    ("/health", "GET"): Operation("liveness and version", _obj({"status": STR, "node_id": STR, "version": STR}),
-                                  tag="health"),
-    ("/health/live", "GET"): Operation("the process answers", _obj({"status": STR, "node_id": STR}), tag="health"),
-    ("/health/ready", "GET"): Operation("200 once every readiness gate is open; 503 naming those still closed",
-                                        _obj({"status": STR, "node_id": STR}), tag="health"),
+    ("/health", "GET"): Operation(
+        "liveness with a verdict: healthy once every readiness gate is open, starting before, degraded when one "
+        "closed after start (always 200)",
+        _obj({"status": {"type": "string", "enum": ["healthy", "degraded", "starting"]}, "healthy": BOOL,
+              "node_id": STR, "version": STR, "uptime_seconds": INT}), tag="health"),
+    ("/health/live", "GET"): Operation("the process answers", _obj({"alive": {"const": True}, "status": STR,
+                                                                    "node_id": STR, "version": STR,
+                                                                    "uptime_seconds": INT}), tag="health"),
+    ("/health/ready", "GET"): Operation(
+        "200 once every readiness gate is open; 503 naming those still closed (waiting_for)",
+        _obj({"ready": BOOL, "status": STR, "node_id": STR, "version": STR, "checks": CHECKS,
+              "components": CHECKS}), tag="health"),
     ("/metrics", "GET"): Operation("Prometheus text", None, answer_media="text/plain", tag="ops"),
     ("/v1/ops/metrics", "GET"): Operation("Prometheus text", None, answer_media="text/plain", tag="ops"),
+    ("/v1/ops/stats", "GET"): Operation(
+        "memories (total_vectors) and agents (namespace_count) across the cluster, each shard counted at its primary; "
+        "partial, unavailable and missing_shards say what could not be counted", OPS_STATS, tag="ops"),
+    ("/ops/diagnostics", "GET"): Operation(
+        "this node's view: members, shard map, replication, WAL, storage, process figures", DIAGNOSTICS, tag="ops"),
     ("/openapi.json", "GET"): Operation("this document", _obj({"openapi": STR, "paths": {"type": "object"}}), tag="ops"),
     ("/v1/openapi.json", "GET"): Operation("this document", _obj({"openapi": STR, "paths": {"type": "object"}}),
                                            tag="ops"),
@@ -232,7 +279,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         _obj({"status": {"type": "string", "enum": ["healthy", "degraded", "unavailable"]}, "node_id": STR,
               "leader": nullable(STR), "fencing_token": INT, "lease_remaining_ms": nullable(INT), "nodes": INT,
               "alive": INT, "replication_factor": INT, "shard_count": INT, "shard_map_version": INT,
-              "shard_distribution": {"type": "object"}, "shard_balance": NUM, "unassigned_shards": INT}),
+              "shard_distribution": {"type": "object"}, "shard_balance": NUM, "unassigned_shards": INT,
+              # the typed SDKs' ClusterStatus
+              "cluster_id": STR, "state": STR, "node_count": INT, "total_vectors": INT, "namespace_count": INT,
+              "version": STR, "timestamp": INT, "healthy": BOOL, **COUNTED}, UNCOUNTED),
         tag="admin"),
     ("/admin/cluster/nodes", "GET"): Operation(
         "every member this node knows of",
@@ -245,19 +295,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         tag="admin"),
     ("/admin/cluster/shards", "GET"): Operation(
         "every shard's copies, size here and lag",
-        _obj({"shards": {"type": "array", "items": _obj({"id": INT, "primary": nullable(STR), "replicas": STRS,
-                                                         "memories": INT, "size_bytes": INT, "lag_ms": INT})},
-              "shard_map_version": INT}), tag="admin"),
+        _obj({"shards": {"type": "array", "items": _obj({
+            "id": INT, "primary": nullable(STR), "replicas": STRS, "memories": INT, "size_bytes": INT, "lag_ms": INT,
+            # the typed SDKs' ShardInfo
+            "shard_id": {"type": "string", "pattern": "^shard-[0-9]+$"}, "namespace": STR, "primary_node": STR,
+            "replica_nodes": STRS, "state": {"type": "string", "enum": ["active", "rebalancing", "degraded",
+                                                                        "unassigned"]},
+            "vector_count": INT, "counted": BOOL})},
+              "shard_map_version": INT, "total": INT}, UNCOUNTED), tag="admin"),
     ("/admin/cluster/replication", "GET"): Operation(
         "replication as every primary reports it",
         _obj({"replication_factor": INT, "write_ack": STR, "healthy_replicas": INT, "under_replicated_shards": INT,
-              "lag_ms": INT}), tag="admin"),
+              "lag_ms": INT, "total_nodes": INT,
+              "replication_lag": {"type": "array", "items": _obj({
+                  "node_id": STR, "lag_ms": INT,
+                  "status": {"type": "string", "enum": ["healthy", "lagging", "unknown", "down"]}})}}),
+        tag="admin"),
     ("/admin/cluster/rebalance", "POST"): Operation(
-        "the leader's planned moves and, unless dry_run, a step toward them (cluster mode)",
-        _obj({"moved": INT, "plan": {"type": "array"}}), body=REBALANCE_BODY_OF_NODE, tag="admin"),
+        "the leader's planned moves and, unless dry_run, a step toward them (a single node: nothing to move)",
+        REBALANCED, body=REBALANCE_BODY_OF_NODE, tag="admin"),
     ("/admin/cluster/shards/rebalance", "POST"): Operation(
-        "as /admin/cluster/rebalance (the SDK's path)", _obj({"moved": INT, "plan": {"type": "array"}}),
-        body=REBALANCE_BODY_OF_NODE, tag="admin"),
+        "as /admin/cluster/rebalance (the SDK's path)", REBALANCED, body=REBALANCE_BODY_OF_NODE, tag="admin"),
     ("/admin/storage/tiers", "GET"): Operation(
         "this node's hot, warm and cold tiers",
         _obj({"tiers_enabled": BOOL, "architecture": {"type": "array"}, "config": {"type": "object"},
@@ -267,7 +325,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                                                      body=MAINTENANCE_BODY, tag="admin"),
     ("/admin/maintenance/disable", "POST"): Operation("bring it back (cluster mode)", MAINTENANCE,
                                                       body=MAINTENANCE_BODY, tag="admin"),
-    ("/admin/maintenance/status", "GET"): Operation("maintenance status (cluster mode)", MAINTENANCE, tag="admin"),
+    ("/admin/maintenance/status", "GET"): Operation("maintenance status (a single node: always active)", MAINTENANCE,
+                                                    tag="admin"),
     ("/admin/cluster/maintenance/enable", "POST"): Operation("as /admin/maintenance/enable", MAINTENANCE,
                                                              body=MAINTENANCE_BODY, tag="admin"),
     ("/admin/cluster/maintenance/disable", "POST"): Operation("as /admin/maintenance/disable", MAINTENANCE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from quart_trio import QuartTrio
 
 from ..operations.maintenance import MaintenanceOptions
 from ..operations.service import Operations
-from .admin_views import maintenance_view
+from .admin_views import in_maintenance, maintenance_view, rebalance_view, single_node_maintenance
 from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_body, json_response
@@ -67,15 +68,15 @@ def parse_rebalance(data: Any, shards: int) -> tuple[bool, list[int] | None]:
     if raw is None:
         return dry_run, None
     ids = []
-    for item in raw:  # the SDK sends strings
+    for item in raw:  # numbers, or strings: "3" (the Python SDK) or "shard-3" (the typed SDKs' ids)
         if isinstance(item, float) and item.is_integer():  # 3.0 is JSON's 3
             item = int(item)
         if isinstance(item, bool) or not isinstance(item, int | str):
-            raise ApiError(400, "shard_ids: must be shard numbers", field="shard_ids")
-        try:
-            shard = int(item)
-        except ValueError:
-            raise ApiError(400, f"shard_ids: {item!r} is not a shard number", field="shard_ids") from None
+            raise ApiError(400, "shard_ids: must be shard numbers or \"shard-N\" ids", field="shard_ids")
+        digits = item.removeprefix("shard-") if isinstance(item, str) else None
+        if digits is not None and not (digits.isascii() and digits.isdigit() and len(digits) <= 6):
+            raise ApiError(400, f"shard_ids: {item!r} is not a shard number or \"shard-N\" id", field="shard_ids")
+        shard = int(digits) if digits is not None else int(item)
         if not 0 <= shard < shards:
             raise ApiError(400, f"shard_ids: {shard} is not in 0..{shards - 1}", field="shard_ids")
         ids.append(shard)
@@ -88,9 +89,17 @@ def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callab
             raise ApiError(409, "this needs cluster mode")
         return node.operations
 
+    def view(statuses: list[Any]) -> Response:
+        return json_response(maintenance_view(statuses, in_maintenance(node)))
+
     async def set_maintenance(enable: bool) -> Response:
         node_ids, options = parse_maintenance(await json_body(required=False))
-        return json_response(maintenance_view(await ops().maintenance(enable, node_ids, options if enable else None)))
+        return view(await ops().maintenance(enable, node_ids, options if enable else None))
+
+    async def status() -> Response:
+        if node.operations is None and not node.config.cluster_mode:
+            return view([single_node_maintenance(node)])  # a lone node: always active
+        return view(await ops().maintenance(None, None))
 
     @admin_route("/maintenance/enable", ["POST"])
     async def maintenance_enable() -> Response:
@@ -102,7 +111,7 @@ def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callab
 
     @admin_route("/maintenance/status", ["GET"])
     async def maintenance_status() -> Response:
-        return json_response(maintenance_view(await ops().maintenance(None, None)))
+        return await status()
 
     # the SDK's paths
     @admin_route("/cluster/maintenance/enable", ["POST"])
@@ -115,11 +124,17 @@ def mount_operation_routes(app: QuartTrio, node: FacadeDeps, admin_route: Callab
 
     @admin_route("/cluster/maintenance", ["GET"])
     async def cluster_maintenance() -> Response:
-        return json_response(maintenance_view(await ops().maintenance(None, None)))
+        return await status()
 
     async def rebalance() -> Response:
         dry_run, shard_ids = parse_rebalance(await json_body(required=False), node.config.shards)
-        return json_response(await ops().rebalance(dry_run, shard_ids))
+        if node.operations is None and not node.config.cluster_mode:
+            # a lone node holds every shard: nothing to move, and nothing wrong with asking
+            answer: Any = {"moved": 0, "dry_run": dry_run, "shard_map_version": 0, "plan": []}
+        else:
+            answer = await ops().rebalance(dry_run, shard_ids)
+        return json_response(rebalance_view(answer, dry_run=dry_run, shards=node.config.shards,
+                                            operation_id=f"rebalance-{uuid.uuid4().hex[:16]}"))
 
     admin_route("/cluster/rebalance", ["POST"])(rebalance)
 

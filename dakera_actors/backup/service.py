@@ -145,6 +145,11 @@ class Backups:
         #: told the schedule's retention_days (in seconds): how much history the archive keeps
         self._on_history = on_history or (lambda seconds: None)
 
+    @property
+    def running_jobs(self) -> int:
+        """Backups and restores a task runs on this node now (``/ops/diagnostics``' active_jobs)."""
+        return len(self._running)
+
     def _elsewhere(self) -> str | None:
         """The leader to forward a job to, or None to run it here (the store is not shared, or
         this node leads); no leader: Unavailable."""

@@ -30,6 +30,7 @@ class MaintenanceState:
     reject_requests: bool = False
     reason: str = ""
     until: float | None = None  # Unix seconds at which maintenance ends by itself; None: never
+    since: float | None = None  # Unix seconds at which it was enabled (None: stored before this was kept)
 
     def expired(self, wall_now: float) -> bool:
         return self.until is not None and wall_now >= self.until
@@ -47,6 +48,8 @@ class MaintenanceStatus:
     reason: str = ""
     reject_requests: bool = False
     ends_in_seconds: int | None = None
+    since: float | None = None  # Unix seconds: when maintenance was enabled
+    until: float | None = None  # Unix seconds: when it ends by itself (None: when disabled)
 
     @property
     def phase(self) -> str:
@@ -74,9 +77,10 @@ class MaintenanceStore:
             return MaintenanceState()
         try:
             d = msgpack.unpackb(raw, raw=False)
-            until = d.get("until")
+            until, since = d.get("until"), d.get("since")
             return MaintenanceState(bool(d["enabled"]), bool(d.get("reject_requests", False)),
-                                    str(d.get("reason", "")), float(until) if until is not None else None)
+                                    str(d.get("reason", "")), float(until) if until is not None else None,
+                                    float(since) if since is not None else None)
         except Exception as exc:
             # refusing to start over a flag would turn a maintenance window into an outage;
             # starting in maintenance is the safe reading (no shards come to a node mid-work)
@@ -93,4 +97,5 @@ class MaintenanceStore:
 
     def save(self, state: MaintenanceState) -> None:
         self.file.write(msgpack.packb({"v": 1, "enabled": state.enabled, "reject_requests": state.reject_requests,
-                                       "reason": state.reason, "until": state.until}, use_bin_type=True))
+                                       "reason": state.reason, "until": state.until, "since": state.since},
+                                      use_bin_type=True))

@@ -115,14 +115,17 @@ class Operations:
             primary_shards=smap.primaries_of(me) if smap else [],
             replica_shards=smap.replicas_of(me) if smap else [],
             reason=self.state.reason if active else "", reject_requests=active and self.state.reject_requests,
-            ends_in_seconds=max(0, round(until - self.wall_clock())) if until is not None else None)
+            ends_in_seconds=max(0, round(until - self.wall_clock())) if until is not None else None,
+            since=self.state.since if active else None, until=until)
 
     async def set_maintenance(self, enable: bool, options: MaintenanceOptions | None = None) -> MaintenanceStatus:
         membership = self.membership
         options = options or MaintenanceOptions()
         until = (self.wall_clock() + options.duration_minutes * 60
                  if enable and options.duration_minutes is not None else None)
-        state = (MaintenanceState(True, options.reject_requests, options.reason, until) if enable
+        # enabling again (new options) keeps when it began
+        since = self.state.since if self.state.enabled and self.state.since is not None else self.wall_clock()
+        state = (MaintenanceState(True, options.reject_requests, options.reason, until, since) if enable
                  else MaintenanceState())
         # persisted before it is announced: a restart right after this answer keeps it
         await disk_call(self.store.blocking, self.store.save, state)

@@ -38,14 +38,24 @@ async def test_health_endpoints(tmp_path: Path) -> None:
     async with node_client(tmp_path) as (node, client):
         r = await client.get("/health")
         assert r.status_code == 200
-        assert r.json() == {"status": "ok", "node_id": "node-t", "version": "0.1.0"}
-        assert (await client.get("/health/live")).status_code == 200
+        health = r.json()
+        assert {k: health[k] for k in ("status", "healthy", "node_id", "version")} == {
+            "status": "healthy", "healthy": True, "node_id": "node-t", "version": "0.1.0"}
+        assert isinstance(health["uptime_seconds"], int) and health["uptime_seconds"] >= 0
+        live = await client.get("/health/live")
+        assert live.status_code == 200 and live.json()["alive"] is True and live.json()["node_id"] == "node-t"
         ready = await client.get("/health/ready")
-        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["ready"] is True
+        assert ready.json()["checks"] == {"storage": True, "accepting": True} == ready.json()["components"]
+        # a gate closed after start: not ready, and /health says degraded (still 200: the process is up)
         node.readiness.require("shard_map")
         not_ready = await client.get("/health/ready")
         assert_error(not_ready, 503, "SERVICE_UNAVAILABLE")
-        assert not_ready.json()["waiting_for"] == ["shard_map"]
+        assert not_ready.json()["waiting_for"] == ["shard_map"] and not_ready.json()["ready"] is False
+        assert not_ready.json()["checks"] == {"storage": True, "shard_map": False, "accepting": True}
+        degraded = await client.get("/health")
+        assert degraded.status_code == 200
+        assert degraded.json()["status"] == "degraded" and degraded.json()["healthy"] is False
 
 
 async def test_metrics_are_valid_prometheus_text_with_the_seed_five(tmp_path: Path) -> None:

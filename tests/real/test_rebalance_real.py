@@ -95,7 +95,7 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
             assert fourth.wait(30) == 0
             fourth.start()
             fourth.wait_healthy(30)
-            assert httpx.get(fourth.url + "/health", timeout=5).json()["status"] == "ok"
+            assert httpx.get(fourth.url + "/health", timeout=5).json()["status"] == "healthy"
             # restarted, it is still in maintenance (the flag is persisted): no shard comes back to it
             # until the operator's step 5
             after = get(fourth, "/admin/maintenance/status")

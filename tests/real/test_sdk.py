@@ -21,7 +21,7 @@ from dakera import (
     ValidationError,
 )
 
-from .procs import Acks, NodeProcess, Workers, wait_for
+from .procs import Acks, NodeProcess, Workers, cluster_processes, running, wait_for
 
 pytestmark = pytest.mark.real
 KEY = "sdk-test-root-key"
@@ -156,3 +156,90 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     finally:
         workers.stop.set()
         proc.stop()
+
+
+# -- health, ops and cluster admin as the SDK reads them (issue 21) -------------------------------
+
+@pytest.fixture(scope="module")
+def sdk_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
+    """Three node processes behind the root key, shared by the tests below (one cluster start)."""
+    with running(cluster_processes(tmp_path_factory.mktemp("sdk-cluster"), 3, DAKERA_ROOT_API_KEY=KEY)) as nodes:
+        yield nodes
+
+
+def check_health(c: DakeraClient, node_id: str) -> None:
+    health = c.health()
+    assert health["status"] == "healthy" and health["healthy"] is True and health["node_id"] == node_id
+    assert isinstance(health["uptime_seconds"], int) and health["version"]
+    ready = c.health_ready()
+    assert ready["ready"] is True and ready["checks"] and all(ready["checks"].values())
+    live = c.health_live()
+    assert live["alive"] is True and live["node_id"] == node_id
+
+
+def stored_counts(c: DakeraClient, prefix: str, agents: int) -> int:
+    """Store 1..3 memories for each of ``agents`` agents; the number stored."""
+    total = 0
+    for i in range(agents):
+        for k in range(1 + i % 3):
+            c.store_memory(f"{prefix}-{i}", f"fact {k} about {prefix} agent {i}")
+            total += 1
+    return total
+
+
+def check_admin(c: DakeraClient, *, nodes: int, memories: int, agents: int) -> None:
+    stats = c.ops_stats()
+    assert (stats["total_vectors"], stats["namespace_count"], stats["state"]) == (memories, agents, "healthy")
+    assert stats["partial"] is False and isinstance(stats["uptime_seconds"], int) and isinstance(stats["timestamp"], int)
+    status = c.cluster_status()
+    assert status["state"] == status["status"] == "healthy" and status["healthy"] is True
+    assert status["node_count"] == status["nodes"] == nodes and status["cluster_id"]
+    assert (status["total_vectors"], status["namespace_count"]) == (memories, agents)
+    replication = c.admin_cluster_replication()
+    assert replication["total_nodes"] == nodes and len(replication["replication_lag"]) == nodes
+    assert all(e["status"] in ("healthy", "lagging") for e in replication["replication_lag"])
+    shards = c.admin_list_shards()
+    assert shards["total"] == 64 and [s["shard_id"] for s in shards["shards"]] == [f"shard-{n}" for n in range(64)]
+    assert sum(s["vector_count"] for s in shards["shards"]) == memories
+    assert all(s["primary_node"] and s["state"] == "active" for s in shards["shards"])
+    plan = c.admin_rebalance_shards(shard_ids=["shard-1", "2"], dry_run=True)
+    assert plan["initiated"] is False and plan["total_shards"] == 64 and isinstance(plan["planned_moves"], list)
+    assert plan["operation_id"] and plan["shards_affected"] == len({m["shard_id"] for m in plan["planned_moves"]})
+    maintenance = c.admin_maintenance_status()
+    assert maintenance["status"] == "active" and maintenance["enabled"] is False
+    assert maintenance["nodes_in_maintenance"] == [] and maintenance["rejecting_requests"] is False
+    diagnostics = c.ops_diagnostics()
+    assert len(diagnostics["members"]) == nodes and diagnostics["system"]["pid"] > 0
+    assert diagnostics["components"]["storage"]["healthy"] is True
+
+
+def test_sdk_health_ops_and_admin_on_one_node(node: NodeProcess) -> None:
+    c = client(node)
+    node_id = c.health()["node_id"]
+    check_health(c, node_id)
+    stored = stored_counts(c, "solo", 5)
+    check_admin(c, nodes=1, memories=stored, agents=5)
+    with pytest.raises(ValidationError) as bad:
+        c.admin_rebalance_shards(shard_ids=["shard-x"])
+    assert "shard_ids" in str(bad.value)
+
+
+def test_sdk_health_ops_and_admin_through_every_node_of_a_cluster(sdk_cluster: list[NodeProcess]) -> None:
+    clients = [client(n) for n in sdk_cluster]
+
+    def settled() -> bool:  # one map everywhere and every shard counted (primaries done taking over)
+        return all(not c.ops_stats()["partial"] for c in clients) and len(
+            {c.cluster_status()["shard_map_version"] for c in clients}) == 1
+
+    wait_for(settled, 60, "every node counting every shard on one map")
+    base = clients[0].ops_stats()
+    stored = sum(stored_counts(c, f"via{i}", 4) for i, c in enumerate(clients))
+    version = clients[0].cluster_status()["shard_map_version"]
+    for n, c in zip(sdk_cluster, clients, strict=True):
+        check_health(c, n.env["DAKERA_NODE_ID"])
+        check_admin(c, nodes=3, memories=base["total_vectors"] + stored, agents=base["namespace_count"] + 12)
+        with pytest.raises(ValidationError) as bad:
+            c.admin_rebalance_shards(shard_ids=["shard-64"])
+        assert "shard_ids" in str(bad.value)
+    assert {c.cluster_status()["cluster_id"] for c in clients} == {clients[0].cluster_status()["cluster_id"]}
+    assert clients[0].cluster_status()["shard_map_version"] == version  # dry runs and refusals moved nothing

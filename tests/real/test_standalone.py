@@ -32,7 +32,7 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
 
 def test_answers_health_and_metrics(node: NodeProcess) -> None:
     r = httpx.get(node.url + "/health")
-    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert r.status_code == 200 and r.json()["status"] == "healthy" and r.json()["healthy"] is True
     metrics = httpx.get(node.url + "/metrics")
     assert metrics.status_code == 200
     names = {f.name for f in text_string_to_metric_families(metrics.text)}
