@@ -43,14 +43,19 @@ if TYPE_CHECKING:
     from ..store.service import MemoryService
 
 # operations keyed by the agent in the body, in the query string, or in the path
-BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget", "restore_agent"}
-QUERY_AGENT = {"get", "update"}
-PATH_AGENT = {"agent_memories", "agent_stats"}
+BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget", "restore_agent",
+              "importance", "patch_importance", "session_start"}
+QUERY_AGENT = {"get", "update", "session_list"}
+# the session routes that name only a session carry its agent (the id's part before "~") as their path agent
+PATH_AGENT = {"agent_memories", "agent_stats", "agent_sessions", "session_get", "session_touch", "session_end",
+              "session_memories"}
 # reads a replica may answer when the client asks for consistency=eventual
 EVENTUAL_OPS = {"get", "recall", "search"}
 # operations that change data: forwarded with a request id, applied once per id
-WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget", "restore_agent"}
-NO_BODY = {"get", "agent_memories", "agent_stats"}
+WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget", "restore_agent", "importance",
+             "patch_importance", "session_start", "session_touch", "session_end"}
+NO_BODY = {"get", "agent_memories", "agent_stats", "session_get", "session_list", "agent_sessions", "session_memories",
+           "session_touch", "session_end"}
 
 
 class MapSource(Protocol):
