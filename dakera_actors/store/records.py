@@ -18,7 +18,7 @@ from . import model, sessions, validation
 
 #: the ops a primary replicates (reset/load/mark are a replica's own install, never sent)
 REPLICATED_OPS: Final = frozenset({"put", "patch", "delete", "delete_where", "purge", "session_start",
-                                   "session_touch", "session_end"})
+                                   "session_touch", "session_end", "session_load"})
 _MEMORY_KEYS: Final = frozenset({"id", "a", "c", "t", "i", "g", "m", "s", "ca", "ua", "x"})
 _PATCH_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryUpdate))
 _FILTER_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryFilter))
@@ -146,5 +146,12 @@ def check_replicated(op: Any, body: Any, dim: int) -> None:
               "session_end keys")
         _need(body["summary"] is None or _text(body["summary"], validation.MAX_CONTENT_CHARS, empty=True),
               "session summary")
+    elif op == "session_load":
+        _need(set(body) == {"a", "sessions", "replace"} and _agent(body["a"]) and type(body["replace"]) is bool,
+              "session_load keys")
+        _need(type(body["sessions"]) is list and len(body["sessions"]) <= MAX_IDS, "session_load sessions")
+        for record in body["sessions"]:
+            check_session(record)
+            _need(record["a"] == body["a"], "session_load agent")
     else:  # purge
         _need(set(body) == {"now"} and _number(body["now"]), "purge keys")

@@ -24,7 +24,7 @@ from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
 from . import validation
 from .model import Memory, MemoryUpdate, NewMemory
-from .records import BadRecord, check_memory
+from .records import BadRecord, check_memory, check_session
 from .sessions import DEFAULT_IDLE_TIMEOUT_SECS, Session, new_session_id
 from .shard import ShardSet, Tokenizer
 from .validation import Invalid
@@ -234,7 +234,10 @@ class MemoryService:
         with it the agent ends up holding exactly the backup's memories: those of this request and
         the ids in ``retain`` (the agent's memories the restore sends in its other requests; without
         it the second request of an agent would delete the first one's); ``prune`` false (the
-        agent's later requests) replaces this request's memories and deletes none. Written through the log and
+        agent's later requests) replaces this request's memories and deletes none. ``sessions``
+        (the agent's first request): its session records, put back the same way (with
+        ``overwrite``, the agent's sessions become exactly these; without, only those it lacks are
+        added); without the key its sessions are left alone. Written through the log and
         replicated like any write; applying the same request twice gives the same state."""
         if not isinstance(data, dict) or not isinstance(data.get("memories"), list):
             raise InvalidRequest("body: must be an object with a memories list", field="memories")
@@ -256,6 +259,18 @@ class MemoryService:
             if record["a"] != agent:
                 raise InvalidRequest(f"memories[{n}]: belongs to agent {record['a']!r}", field=f"memories[{n}]")
             pairs.append((record, vector))
+        sessions = data.get("sessions")
+        if sessions is not None:
+            if not isinstance(sessions, list):
+                raise InvalidRequest("sessions: must be a list of session records", field="sessions")
+            for n, record in enumerate(sessions):
+                try:
+                    check_session(record)
+                except BadRecord as exc:
+                    raise InvalidRequest(f"sessions[{n}]: not a session of this cluster ({exc})",
+                                         field=f"sessions[{n}]") from None
+                if record["a"] != agent:
+                    raise InvalidRequest(f"sessions[{n}]: belongs to agent {record['a']!r}", field=f"sessions[{n}]")
         shard = self.shards.shard_of(agent)
         data_now = self.shards.shards.get(shard)
         holding = data_now.agents.get(agent) if data_now is not None else None
@@ -280,6 +295,12 @@ class MemoryService:
                                                                 size=sum(map(len, contents))))
         entries: list[tuple[int, str, Any]] = [(shard, "delete", {"a": agent, "ids": doomed})] if doomed else []
         entries += [(shard, "put", {"m": r, "v": v}) for r, v in puts]
+        if sessions is not None:
+            replace = overwrite and data.get("prune") is not False
+            held_sessions = {s.id: s.to_record() for s in self.shards.sessions_of(agent)}
+            wanted_sessions = {r["id"]: r for r in sessions}
+            if (held_sessions != wanted_sessions) if replace else not set(wanted_sessions) <= set(held_sessions):
+                entries.append((shard, "session_load", {"a": agent, "sessions": sessions, "replace": replace}))
         if entries:
             await self._commit(shard, entries, now)
         return {"agent_id": agent, "restored": len(puts), "skipped": len(pairs) - len(puts), "unchanged": same,

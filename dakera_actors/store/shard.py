@@ -17,7 +17,9 @@ Records (``op``: body):
 - ``session_start``: ``{"s": session record}``: a new session (one whose id exists is kept as it is);
 - ``session_touch``: ``{"id": session id, "at": ts}``: activity in an open session (see
   :mod:`.sessions`); ``session_end``: ``{"id", "at", "summary"}``: a client ends it; an unknown
-  session is a no-op for both. A ``put`` of a memory whose ``session_id`` is an open session of
+  session is a no-op for both; ``session_load``: ``{"a": agent, "sessions": [session record, ...],
+  "replace": bool}``: a backup's sessions of one agent put back (``replace``: the agent's others
+  deleted; else only those it lacks added). A ``put`` of a memory whose ``session_id`` is an open session of
   the same agent is activity in it at the memory's ``updated_at``;
 - ``reset``, ``load``, ``mark``: a replica installing a copy of the primary's shard, logged as one
   batch: ``reset`` (``{}``) empties the shard and its position, each ``load``
@@ -250,6 +252,17 @@ class ShardSet:
             session = shard.sessions[session.id] = session.closed(body["at"], body["summary"])
         return session
 
+    def _session_load(self, shard: Shard, body: dict[str, Any]) -> int:
+        given = {r["id"]: Session.from_record(r) for r in body["sessions"]}
+        if body["replace"]:
+            for sid in [sid for sid, s in shard.sessions.items() if s.agent_id == body["a"] and sid not in given]:
+                del shard.sessions[sid]
+            shard.sessions.update(given)
+        else:
+            for sid, session in given.items():
+                shard.sessions.setdefault(sid, session)
+        return len(given)
+
     def _reset(self, shard: Shard, body: dict[str, Any]) -> None:
         shard.agents.clear()
         shard.expiries.clear()
@@ -481,6 +494,7 @@ _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
     "session_start": ShardSet._session_start,
     "session_touch": ShardSet._session_touch,
     "session_end": ShardSet._session_end,
+    "session_load": ShardSet._session_load,
     "reset": ShardSet._reset,
     "load": ShardSet._load,
     "mark": ShardSet._mark,
