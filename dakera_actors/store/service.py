@@ -202,7 +202,7 @@ class MemoryService:
         answer = {"memory": memory.to_json(), "embedding_time_ms": ms}
         session = self._session_of(memory)
         if session is not None:  # stored into a started session: say whether it is still open
-            answer["session_state"] = answer["memory"]["session_state"] = session.state(now)
+            answer["session_state"] = session.state(now)
         return self._with_warnings(answer, warnings)
 
     def _session_of(self, memory: Memory) -> Session | None:
