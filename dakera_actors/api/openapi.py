@@ -197,12 +197,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     # the memory API
     ("/v1/memory/store", "POST"): Operation(
         "store one memory (acknowledged once in the WAL, and on the replicas DAKERA_WRITE_ACK names)",
-        _obj({"memory": MEMORY, "embedding_time_ms": INT}, WARNINGS), body=s.STORE, body_required=True),
+        _obj({"memory": MEMORY, "embedding_time_ms": INT},
+             {**WARNINGS, "session_state": {"type": "string", "enum": ["active", "ended"]}}),
+        body=s.STORE, body_required=True),
     ("/v1/memories/store/batch", "POST"): Operation(
         "store 1..1000 memories of one agent",
         _obj({"stored": {"type": "array", "items": _obj({"id": STR, "content": STR, "agent_id": STR, "tags": STRS,
                                                          "importance": NUM, "created_at": INT})},
-              "stored_count": INT, "total_embedding_time_ms": INT}, WARNINGS),
+              "stored_count": INT, "total_embedding_time_ms": INT}, {**WARNINGS, "ended_sessions": STRS}),
         body=s.STORE_BATCH, body_required=True),
     ("/v1/memory/get/<memory_id>", "GET"): Operation("one memory", MEMORY, query=s.GET_QUERY),
     ("/v1/memory/update/<memory_id>", "PUT"): Operation(
