@@ -105,7 +105,13 @@ def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
 
     @app.get("/v1/sessions")
     async def session_list() -> Response:
-        return await run("session_list")
+        if "agent_id" in request.args:
+            return await run("session_list")
+        # every agent's sessions: each member's newest, merged (as the agent listing is)
+        with valid():
+            _, active_only, limit, offset = validation.parse_session_listing(request.args, need_agent=False)
+        page = await router().list_sessions(active_only, limit, offset)
+        return json_bytes_response(await router().dumps_answer(page), 200)
 
     @app.get("/v1/sessions/<session_id>")
     async def session_get(session_id: str) -> Response:

@@ -244,7 +244,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body_required=True),
     ("/v1/sessions/start", "POST"): Operation("start a session of an agent", _obj({"session": SESSION}),
                                               body=s.SESSION_START, body_required=True),
-    ("/v1/sessions", "GET"): Operation("an agent's sessions, newest first", {"type": "array", "items": SESSION},
+    ("/v1/sessions", "GET"): Operation("an agent's sessions (without agent_id: every agent's), newest first",
+                                       {"type": "array", "items": SESSION},
                                        query=s.SESSION_LIST_QUERY),
     ("/v1/sessions/<session_id>", "GET"): Operation("one session", SESSION),
     ("/v1/sessions/<session_id>/touch", "POST"): Operation(

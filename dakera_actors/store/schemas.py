@@ -167,7 +167,7 @@ SESSION_END = _object({"summary": {"type": "string", "maxLength": v.MAX_CONTENT_
 SESSION_LISTING_QUERY = (("active_only", {"type": "string", "enum": ["true", "false"]}, False),
                          ("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX_SESSION_PAGE}, False),
                          ("offset", {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET}, False))
-SESSION_LIST_QUERY = (("agent_id", AGENT_ID, True), *SESSION_LISTING_QUERY)
+SESSION_LIST_QUERY = (("agent_id", AGENT_ID, False), *SESSION_LISTING_QUERY)
 SESSION_MEMORIES_QUERY = (("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX_SESSION_MEMORY_PAGE}, False),
                           ("offset", {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET}, False),
                           ("content_preview_chars", {"type": "integer", "minimum": 1,

@@ -25,7 +25,7 @@ from ..search import Embedder
 from . import validation
 from .model import Memory, MemoryUpdate, NewMemory
 from .records import BadRecord, check_memory, check_session
-from .sessions import DEFAULT_IDLE_TIMEOUT_SECS, Session, new_session_id
+from .sessions import DEFAULT_IDLE_TIMEOUT_SECS, Session, new_session_id, newest_first
 from .shard import ShardSet, Tokenizer
 from .validation import Invalid
 
@@ -178,6 +178,10 @@ class MemoryService:
             return self.agent_memories(agent, args)
         if op == "agent_stats":
             return self.agent_stats(agent)
+        if op == "local_sessions":
+            if self.replication is not None:  # every shard this node leads, whole
+                await self.replication.settled(self.request_timeout)
+            return self.local_sessions(args)
         if op == "local_agents":
             if self.replication is not None:  # every shard this node leads, whole
                 await self.replication.settled(self.request_timeout)
@@ -438,6 +442,23 @@ class MemoryService:
         found = [s for s in self.shards.sessions_of(agent) if not active_only or s.active(now)]
         counts = self._session_counts(agent, now)
         return [s.to_json(now, counts[s.id]) for s in found[offset:offset + limit]]
+
+    def local_sessions(self, args: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The newest ``first`` sessions (``active_only``: open ones) of every shard this node
+        holds, newest first: what each member sends for a listing of every agent's sessions."""
+        with valid():
+            active_only, first = validation.parse_session_prefix(args)
+        now = self.wall_clock()
+        found = [s for shard in self.shards.shards.values() for s in shard.sessions.values()
+                 if not active_only or s.active(now)]
+        found.sort(key=newest_first, reverse=True)
+        counts: dict[str, Counter[str]] = {}
+        out = []
+        for s in found[:first]:
+            if s.agent_id not in counts:
+                counts[s.agent_id] = self._session_counts(s.agent_id, now)
+            out.append(s.to_json(now, counts[s.agent_id][s.id]))
+        return out
 
     def session_memories(self, session_id: str, args: Mapping[str, str]) -> dict[str, Any]:
         with valid():

@@ -33,6 +33,14 @@ ACTIVE: Final = "active"
 ENDED: Final = "ended"
 
 
+def newest_first(s: Session | Mapping[str, Any]) -> tuple[int, str]:
+    """The key of every session listing (``reverse=True``): start second, then id. Whole seconds,
+    as the JSON says, so members' parts of a listing and their merge order sessions alike."""
+    if isinstance(s, Session):
+        return int(s.started_at), s.id
+    return int(s["started_at"]), str(s["id"])
+
+
 def new_session_id(agent_id: str, rng: random.Random) -> str:
     return f"{agent_id}{SEPARATOR}{rng.getrandbits(96):024x}"
 

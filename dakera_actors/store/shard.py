@@ -45,7 +45,7 @@ import xxhash
 from ..search import TOKENIZER_ID, AgentIndex, Hit
 from ..search import tokenize as default_tokenize
 from .model import Memory, MemoryFilter, RecallQuery
-from .sessions import Session, split_session_id
+from .sessions import Session, newest_first, split_session_id
 
 Tokenizer = Callable[[str], list[str]]
 MAX_TOKENS_AHEAD = 20_000  # contents whose tokens wait for their record to be applied
@@ -327,7 +327,7 @@ class ShardSet:
         """The agent's sessions, newest first (by start, then id)."""
         shard = self.shards.get(self.shard_of(agent_id))
         found = [s for s in shard.sessions.values() if s.agent_id == agent_id] if shard is not None else []
-        found.sort(key=lambda s: (s.started_at, s.id), reverse=True)
+        found.sort(key=newest_first, reverse=True)
         return found
 
     def agent_ids(self) -> list[str]:

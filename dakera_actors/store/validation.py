@@ -517,6 +517,15 @@ def parse_session_listing(args: Mapping[str, str], *, need_agent: bool) -> tuple
     return agent, active_only, limit, offset
 
 
+def parse_session_prefix(args: Mapping[str, str]) -> tuple[bool, int]:
+    """``active_only`` and ``first`` (how many of a node's newest sessions a listing of every agent's
+    sessions needs) of a member's part of that listing."""
+    first = _int_arg(args, "first", None, 1, MAX_SESSION_PAGE + MAX_OFFSET)
+    if first is None:
+        raise Invalid("first", "is required")
+    return _bool_arg(args, "active_only"), first
+
+
 def parse_session_memories(args: Mapping[str, str]) -> tuple[int, int, int | None]:
     """``limit`` (50, at most 500), ``offset``, ``content_preview_chars`` (1..10000) of a session's memories."""
     limit = _int_arg(args, "limit", 50, 1, MAX_SESSION_MEMORY_PAGE)

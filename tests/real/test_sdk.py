@@ -234,6 +234,10 @@ def test_sdk_sessions_and_importance_through_every_node_of_a_cluster(sdk_cluster
         got = Session.from_dict(c.get_session(sid))
         assert (got.session_id, got.ended_reason, got.summary) == (sid, "client", "seen by all")
         assert [s["id"] for s in c.agent_sessions("agent-shared")] == [sid]
+        # without an agent: every agent's sessions from every member, newest first, paged
+        everyone = c.list_sessions(limit=1000)
+        assert len(everyone) == len({s["id"] for s in everyone}) == 13 and everyone[0]["id"] == sid
+        assert c.list_sessions(limit=2, offset=1) == everyone[1:3]
     forwarded = sum(float(line.split()[-1]) for n in sdk_cluster
                     for line in httpx.get(n.url + "/metrics", timeout=5).text.splitlines()
                     if line.startswith("dakera_forwarded_requests_total"))
