@@ -351,8 +351,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 PATH_PARAMETERS: dict[str, Schema] = {
     "memory_id": s.MEMORY_ID,
     "agent_id": s.AGENT_ID,
-    "session_id": {"type": "string", "minLength": 1, "maxLength": s.v.MAX_SESSION_ID_CHARS,
-                   "description": "<agent_id>~<suffix>: the agent part routes the request"},
+    "session_id": s.SESSION_PATH_ID,
     "backup_id": BACKUP_ID,
     "restore_id": BACKUP_ID,
     "namespace": {"type": "string", "minLength": 1, "description": "an agent id"},

@@ -157,6 +157,12 @@ IMPORTANCE_BODY = _object({"agent_id": AGENT_ID, "memory_id": MEMORY_ID, "import
 IMPORTANCE_PATCH = _object({"agent_id": AGENT_ID, "importance": IMPORTANCE}, ("agent_id", "importance"))
 SESSION_SUFFIX: Schema = {"type": "string", "pattern": "^" + sessions.SUFFIX_RE.pattern + "$",
                           "description": f"the id's suffix: the session's id is <agent_id>{sessions.SEPARATOR}<this>"}
+#: a session id in a path: ``<agent_id>~<suffix>`` (ASCII: an agent id's bytes are its characters)
+SESSION_PATH_ID: Schema = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{v.MAX_AGENT_ID_BYTES - 1}}}{sessions.SEPARATOR}"
+               f"{sessions.SUFFIX_RE.pattern}$",
+    "description": "<agent_id>~<suffix>: the agent part routes the request to its shard's owner"}
 SESSION_START = _object({"agent_id": AGENT_ID, "metadata": METADATA, "session_id": SESSION_SUFFIX,
                          "idle_timeout_secs": {"type": "integer", "minimum": 0,
                                                "maximum": sessions.MAX_IDLE_TIMEOUT_SECS,
