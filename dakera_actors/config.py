@@ -300,6 +300,8 @@ class Config:
     max_frame_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
     #: total text bytes one request may ask to embed (a 413 beyond it)
     max_request_text_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_int_range(1024, 1024**3))
+    #: a session's idle timeout when it asks for none (0: sessions never end for inactivity)
+    session_idle_timeout_secs: int = attrs.field(default=4 * 3600, validator=_int_range(0, 2_592_000))
     #: HTTP requests served at once (health routes excepted); more get a 503 with Retry-After
     max_concurrent_requests: int = attrs.field(default=64, validator=_int_range(1, 100_000))
     #: open HTTP connections; one accepted beyond them is answered 503 with Retry-After at once and closed

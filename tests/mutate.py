@@ -272,6 +272,22 @@ MUTATIONS: list[Mutation] = [
         "if r.ts > until + 3600), None)",
         ("tests/cold/test_point_in_time.py", "tests/http/test_backups.py"),
     ),
+    Mutation(
+        "session-through-wal",
+        "a session is written through the WAL: replicated, and kept across a crash and a failover",
+        "dakera_actors/store/service.py",
+        '        started: Session = (await self._commit(shard, [(shard, "session_start", {"s": session.to_record()})], now))[0]',
+        '        started: Session = self.shards.apply(0, shard, "session_start", {"s": session.to_record()})',
+        ("tests/http/test_sessions_importance.py", "tests/sim/test_replication.py"),
+    ),
+    Mutation(
+        "session-in-shard-copy",
+        "a whole-shard copy carries the shard's sessions",
+        "dakera_actors/store/owner.py",
+        "for part, _size in cut_by_bytes(msg.sessions, budget) if part)",
+        "for part, _size in cut_by_bytes(msg.sessions, budget) if part and False)",
+        ("tests/sim/test_replication.py::test_a_replica_beyond_the_tail_gets_a_whole_copy_then_the_log",),
+    ),
 ]
 
 

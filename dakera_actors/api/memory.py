@@ -9,6 +9,7 @@ from quart_trio import QuartTrio
 from ..routing.router import Router
 from ..store import validation
 from ..store.service import valid
+from ..store.sessions import split_session_id
 from .deps import FacadeDeps
 from .errors import ApiError
 from .responses import json_bytes_response, request_bytes
@@ -44,6 +45,14 @@ def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
     @app.put("/v1/memory/update/<memory_id>")
     async def update(memory_id: str) -> Response:
         return await run("update", memory_id=memory_id)
+
+    @app.post("/v1/memory/importance")
+    async def importance() -> Response:
+        return await run("importance")
+
+    @app.patch("/v1/memories/<memory_id>/importance")
+    async def patch_importance(memory_id: str) -> Response:
+        return await run("patch_importance", memory_id=memory_id)
 
     @app.post("/v1/memory/forget")
     async def forget() -> Response:
@@ -84,3 +93,42 @@ def mount_memory_routes(app: QuartTrio, node: FacadeDeps) -> None:
     @app.get("/v1/agents/<agent_id>/stats")
     async def agent_stats(agent_id: str) -> Response:
         return await run("agent_stats", agent=agent_id)
+
+    # sessions: a route that names only a session is routed by the agent its id carries
+    def session_agent(session_id: str) -> str:
+        parts = split_session_id(session_id)
+        return parts[0] if parts is not None else ""  # malformed: refused (400) where it is served
+
+    @app.post("/v1/sessions/start")
+    async def session_start() -> Response:
+        return await run("session_start")
+
+    @app.get("/v1/sessions")
+    async def session_list() -> Response:
+        if "agent_id" in request.args:
+            return await run("session_list")
+        # every agent's sessions: each member's newest, merged (as the agent listing is)
+        with valid():
+            _, active_only, limit, offset = validation.parse_session_listing(request.args, need_agent=False)
+        page = await router().list_sessions(active_only, limit, offset)
+        return json_bytes_response(await router().dumps_answer(page), 200)
+
+    @app.get("/v1/sessions/<session_id>")
+    async def session_get(session_id: str) -> Response:
+        return await run("session_get", memory_id=session_id, agent=session_agent(session_id))
+
+    @app.post("/v1/sessions/<session_id>/touch")
+    async def session_touch(session_id: str) -> Response:
+        return await run("session_touch", memory_id=session_id, agent=session_agent(session_id))
+
+    @app.post("/v1/sessions/<session_id>/end")
+    async def session_end(session_id: str) -> Response:
+        return await run("session_end", memory_id=session_id, agent=session_agent(session_id))
+
+    @app.get("/v1/sessions/<session_id>/memories")
+    async def session_memories(session_id: str) -> Response:
+        return await run("session_memories", memory_id=session_id, agent=session_agent(session_id))
+
+    @app.get("/v1/agents/<agent_id>/sessions")
+    async def agent_sessions(agent_id: str) -> Response:
+        return await run("agent_sessions", agent=agent_id)

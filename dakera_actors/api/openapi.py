@@ -72,6 +72,13 @@ MEMORY: Schema = _obj({"id": STR, "agent_id": STR, "content": STR, "memory_type"
 SCORED: Schema = {**MEMORY, "required": [*MEMORY["required"], "score", "vector_score", "text_score"],
                   "properties": {**MEMORY["properties"], "score": NUM, "vector_score": nullable(NUM),
                                  "text_score": nullable(NUM)}}
+MEMORY_SET: Schema = {**MEMORY, "properties": {**MEMORY["properties"], "memory_id": STR, "updated": BOOL}}
+SESSION: Schema = _obj({"id": STR, "session_id": STR, "agent_id": STR, "started_at": INT, "ended_at": nullable(INT),
+                        "last_activity_at": INT, "metadata": {"type": "object"}, "summary": nullable(STR),
+                        "memory_count": INT, "ended_reason": nullable({"type": "string", "enum": ["client", "idle"]}),
+                        "idle_since": nullable(INT), "idle_timeout_secs": nullable(INT),
+                        "session_state": {"type": "string", "enum": ["active", "ended"]},
+                        "idle_deadline_at": nullable(INT)})
 RECALLED = _obj({"memories": {"type": "array", "items": SCORED}, "query_embedding_time_ms": INT,
                  "search_time_ms": INT}, WARNINGS)
 
@@ -237,12 +244,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     # the memory API
     ("/v1/memory/store", "POST"): Operation(
         "store one memory (acknowledged once in the WAL, and on the replicas DAKERA_WRITE_ACK names)",
-        _obj({"memory": MEMORY, "embedding_time_ms": INT}, WARNINGS), body=s.STORE, body_required=True),
+        _obj({"memory": MEMORY, "embedding_time_ms": INT},
+             {**WARNINGS, "session_state": {"type": "string", "enum": ["active", "ended"]}}),
+        body=s.STORE, body_required=True),
     ("/v1/memories/store/batch", "POST"): Operation(
         "store 1..1000 memories of one agent",
         _obj({"stored": {"type": "array", "items": _obj({"id": STR, "content": STR, "agent_id": STR, "tags": STRS,
                                                          "importance": NUM, "created_at": INT})},
-              "stored_count": INT, "total_embedding_time_ms": INT}, WARNINGS),
+              "stored_count": INT, "total_embedding_time_ms": INT}, {**WARNINGS, "ended_sessions": STRS}),
         body=s.STORE_BATCH, body_required=True),
     ("/v1/memory/get/<memory_id>", "GET"): Operation("one memory", MEMORY, query=s.GET_QUERY),
     ("/v1/memory/update/<memory_id>", "PUT"): Operation(
@@ -273,6 +282,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "an agent's counts", _obj({"agent_id": STR, "total_memories": INT, "memories_by_type": {"type": "object"},
                                    "total_sessions": INT, "active_sessions": INT, "avg_importance": nullable(NUM),
                                    "oldest_memory_at": nullable(INT), "newest_memory_at": nullable(INT)})),
+    # importance and sessions (sessions: see dakera_actors/store/sessions.py)
+    ("/v1/memory/importance", "POST"): Operation(
+        "set one memory's importance (logged and replicated like any update)", MEMORY_SET,
+        body=s.IMPORTANCE_BODY, body_required=True),
+    ("/v1/memories/<memory_id>/importance", "PATCH"): Operation(
+        "as /v1/memory/importance, the memory named in the path", MEMORY_SET, body=s.IMPORTANCE_PATCH,
+        body_required=True),
+    ("/v1/sessions/start", "POST"): Operation("start a session of an agent", _obj({"session": SESSION}),
+                                              body=s.SESSION_START, body_required=True),
+    ("/v1/sessions", "GET"): Operation("an agent's sessions (without agent_id: every agent's), newest first",
+                                       {"type": "array", "items": SESSION},
+                                       query=s.SESSION_LIST_QUERY),
+    ("/v1/sessions/<session_id>", "GET"): Operation("one session", SESSION),
+    ("/v1/sessions/<session_id>/touch", "POST"): Operation(
+        "activity in an open session (an ended one is answered as it is)",
+        _obj({"session": SESSION, "session_state": STR, "idle_deadline_at": nullable(INT)})),
+    ("/v1/sessions/<session_id>/end", "POST"): Operation(
+        "end a session (one ended already keeps its end)", {**SESSION, "properties": {**SESSION["properties"], **WARNINGS}},
+        body=s.SESSION_END),
+    ("/v1/sessions/<session_id>/memories", "GET"): Operation(
+        "a session's memories, newest first",
+        _obj({"session_id": STR, "memories": {"type": "array", "items": MEMORY}, "total": INT}),
+        query=s.SESSION_MEMORIES_QUERY),
+    ("/v1/agents/<agent_id>/sessions", "GET"): Operation("as /v1/sessions for the agent in the path",
+                                                         {"type": "array", "items": SESSION},
+                                                         query=s.SESSION_LISTING_QUERY),
     # cluster admin
     ("/admin/cluster/status", "GET"): Operation(
         "health, leader, fencing token, shard placement",
@@ -375,6 +410,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 PATH_PARAMETERS: dict[str, Schema] = {
     "memory_id": s.MEMORY_ID,
     "agent_id": s.AGENT_ID,
+    "session_id": s.SESSION_PATH_ID,
     "backup_id": BACKUP_ID,
     "restore_id": BACKUP_ID,
     "namespace": {"type": "string", "minLength": 1, "description": "an agent id"},

@@ -52,12 +52,14 @@ def part_name(shard: int) -> str:
 
 @attrs.frozen
 class Part:
-    """One shard of the cut: its memories (``[memory record, vector bytes]``) at ``(epoch, seq)``."""
+    """One shard of the cut: its memories (``[memory record, vector bytes]``) and session records
+    at ``(epoch, seq)`` (a bundle written before sessions has none)."""
 
     shard: int
     epoch: int
     seq: int
     memories: list[list[Any]]
+    sessions: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -89,8 +91,8 @@ class Bundle:
 
 
 def _pack_part(part: Part) -> bytes:
-    return msgpack.packb({"shard": part.shard, "epoch": part.epoch, "seq": part.seq, "memories": part.memories},
-                         use_bin_type=True)
+    return msgpack.packb({"shard": part.shard, "epoch": part.epoch, "seq": part.seq, "memories": part.memories,
+                          "sessions": part.sessions}, use_bin_type=True)
 
 
 def _tar(members: list[tuple[str, bytes]]) -> bytes:
@@ -222,7 +224,8 @@ def open_bundle(data: bytes, *, key: bytes | None = None, limit: int) -> Bundle:
             raise BundleError(f"{name} does not match its checksum in the manifest")
         try:
             d = msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False)
-            part = Part(int(d["shard"]), int(d["epoch"]), int(d["seq"]), list(d["memories"]))
+            part = Part(int(d["shard"]), int(d["epoch"]), int(d["seq"]), list(d["memories"]),
+                        list(d.get("sessions") or []))
         except Exception as exc:
             raise BundleError(f"{name} does not decode ({type(exc).__name__})") from None
         if (part.shard, part.epoch, part.seq, len(part.memories)) != (entry["shard"], entry["epoch"], entry["seq"],
@@ -230,5 +233,7 @@ def open_bundle(data: bytes, *, key: bytes | None = None, limit: int) -> Bundle:
             raise BundleError(f"{name} says other than its manifest entry")
         if any(not isinstance(m, list) or len(m) != 2 for m in part.memories):
             raise BundleError(f"{name} holds a memory that is not [record, vector]")
+        if any(not isinstance(s, dict) for s in part.sessions):
+            raise BundleError(f"{name} holds a session that is not a record")
         parts.append(part)
     return Bundle(manifest, parts)

@@ -54,7 +54,8 @@ class NodeCluster:
     async def copy_shard(self, shard: int, member: str) -> Part:
         if member == self.node_id:
             frozen = self.shards.freeze(shard)  # consistent: nothing is applied while it is taken
-            return Part(shard, frozen.epoch, frozen.seq, [[m.to_record(), v] for m, v in frozen.memories])
+            return Part(shard, frozen.epoch, frozen.seq, [[m.to_record(), v] for m, v in frozen.memories],
+                        [s.to_record() for s in frozen.sessions])
         if self.peers is None:
             raise Unavailable(f"shard {shard} is on {member}, and this node has no peers")
 
@@ -70,7 +71,8 @@ class NodeCluster:
         last = replies[-1]
         if not isinstance(last, SnapshotChunk) or last.shard != shard:
             raise Unavailable(f"shard {shard}'s primary {member} answered with something else")
-        return Part(shard, last.epoch, last.seq, [m for r in replies for m in r.memories])
+        return Part(shard, last.epoch, last.seq, [m for r in replies for m in r.memories],
+                    [s for r in replies for s in r.sessions])
 
     async def run(self, op: str, body: bytes) -> tuple[int, Any]:
         status, payload, _owner = await self.router.run(op, body, {})

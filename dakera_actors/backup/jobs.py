@@ -32,12 +32,13 @@ SAVE_EVERY_SECONDS = 5.0  # ...or this long, whichever comes first
 class Batch:
     """One ``restore_agent`` request of a plan: some memories of one agent (``[record, base64
     vector]`` pairs); when the agent is spread over several batches, its first has all its
-    restored ids (``retain``) and the others ``prune`` nothing."""
+    restored ids (``retain``) and the agent's sessions, and the others ``prune`` nothing."""
 
     agent: str
     memories: list[list[Any]]
     retain: list[str] = attrs.Factory(list)
     prune: bool = True
+    sessions: list[dict[str, Any]] | None = None  # the first batch's: the agent's session records
 
     def request(self, overwrite: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"agent_id": self.agent, "overwrite": overwrite, "memories": self.memories}
@@ -45,6 +46,8 @@ class Batch:
             body["retain"] = self.retain
         if not self.prune:
             body["prune"] = False
+        if self.sessions is not None:
+            body["sessions"] = self.sessions
         return body
 
 
@@ -55,9 +58,14 @@ def plan_batches(parts: list[Part], agents: set[str] | None, limit: int | None =
     plan: list[Batch] = []
     for part in sorted(parts, key=lambda p: p.shard):
         by_agent: dict[str, list[list[Any]]] = defaultdict(list)
+        sessions_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for record, vector in part.memories:
             if agents is None or record.get("a") in agents:
                 by_agent[record["a"]].append([record, base64.b64encode(vector).decode()])
+        for session in part.sessions:
+            if agents is None or session.get("a") in agents:
+                sessions_of[session["a"]].append(session)
+                by_agent.setdefault(session["a"], [])  # an agent with sessions only is restored too
         for agent in sorted(by_agent):
             items = by_agent[agent]
             groups: list[list[list[Any]]] = []
@@ -72,7 +80,7 @@ def plan_batches(parts: list[Part], agents: set[str] | None, limit: int | None =
                 size += cost
             groups.append(group)
             retain = sorted({item[0]["id"] for item in items}) if len(groups) > 1 else []
-            plan.append(Batch(agent, groups[0], retain))
+            plan.append(Batch(agent, groups[0], retain, sessions=sessions_of.get(agent, [])))
             plan.extend(Batch(agent, g, prune=False) for g in groups[1:])
     return plan
 

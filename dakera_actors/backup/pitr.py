@@ -32,11 +32,13 @@ def _no_terms(_text: str) -> list[str]:
 def replay(found: Restored, shard_count: int, dim: int) -> Part:
     """The shard ``found`` describes, as a Part (CPU work: run it on the offload threads)."""
     scratch = ShardSet(shard_count, dim, _no_terms)
-    scratch.apply(0, found.shard, "load", {"memories": found.memories}, found.base[1], found.base[0])
+    scratch.apply(0, found.shard, "load", {"memories": found.memories, "sessions": found.sessions},
+                  found.base[1], found.base[0])
     for rec in found.records:
         scratch.apply(0, found.shard, rec.op, rec.body, rec.seq, rec.epoch)
     frozen = scratch.freeze(found.shard)
-    return Part(found.shard, frozen.epoch, frozen.seq, [[m.to_record(), v] for m, v in frozen.memories])
+    return Part(found.shard, frozen.epoch, frozen.seq, [[m.to_record(), v] for m, v in frozen.memories],
+                [s.to_record() for s in frozen.sessions])
 
 
 async def parts_at(archive: ObjectStore, *, shard_count: int, dim: int, at: float, offload: Offload,

@@ -269,7 +269,8 @@ class Backups:
             for shard, member in enumerate(primaries):
                 part = await self.cluster.copy_shard(shard, member)
                 if agents is not None:
-                    part = Part(part.shard, part.epoch, part.seq, [m for m in part.memories if m[0]["a"] in agents])
+                    part = Part(part.shard, part.epoch, part.seq, [m for m in part.memories if m[0]["a"] in agents],
+                                [s for s in part.sessions if s.get("a") in agents])
                 parts.append(part)
             if self.cluster.map_key() == key:
                 return parts

@@ -266,7 +266,8 @@ class TierView:
 def _snapshot_object(chain: int, frozen: FrozenShard) -> bytes:
     """A frozen shard as an archived snapshot object (CPU work: run on the offload threads)."""
     return encode_snapshot(SnapshotBody(frozen.id, chain, frozen.seq, frozen.epoch,
-                                        [[m.to_record(), vector] for m, vector in frozen.memories]))
+                                        [[m.to_record(), vector] for m, vector in frozen.memories],
+                                        [s.to_record() for s in frozen.sessions]))
 
 
 def _named(key: str, size: int) -> ArchivedObject:

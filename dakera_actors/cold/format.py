@@ -167,24 +167,28 @@ class SnapshotBody:
     seq: int
     epoch: int
     memories: list[list[Any]]
+    #: the shard's session records (objects written before sessions have none)
+    sessions: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 def encode_snapshot(snap: SnapshotBody) -> bytes:
     return encode(KIND_SNAPSHOT, {"shard": snap.shard, "chain": snap.chain, "seq": snap.seq,
-                                  "epoch": snap.epoch, "memories": snap.memories})
+                                  "epoch": snap.epoch, "memories": snap.memories, "sessions": snap.sessions})
 
 
 def decode_snapshot(data: bytes, expect: ArchivedObject) -> SnapshotBody:
     """A snapshot object, checked against its name (a body that says otherwise is refused)."""
     d = decode(data, KIND_SNAPSHOT)
     try:
-        snap = SnapshotBody(int(d["shard"]), int(d["chain"]), int(d["seq"]), int(d["epoch"]), list(d["memories"]))
+        snap = SnapshotBody(int(d["shard"]), int(d["chain"]), int(d["seq"]), int(d["epoch"]), list(d["memories"]),
+                            list(d.get("sessions") or []))
     except (KeyError, TypeError, ValueError) as exc:
         raise ArchiveFormatError(f"snapshot body lacks a field ({type(exc).__name__}: {exc})") from None
     if (snap.shard, snap.chain, snap.seq) != (expect.shard, expect.chain, expect.last):
         raise ArchiveFormatError(f"snapshot body says shard {snap.shard} chain {snap.chain} seq {snap.seq}, "
                                  f"unlike its name {expect.key}")
-    if snap.seq < 0 or snap.epoch < 0 or any(not isinstance(m, list) or len(m) != 2 for m in snap.memories):
+    if (snap.seq < 0 or snap.epoch < 0 or any(not isinstance(m, list) or len(m) != 2 for m in snap.memories)
+            or any(not isinstance(s, dict) for s in snap.sessions)):
         raise ArchiveFormatError(f"snapshot {expect.key} holds an impossible position or memory")
     return snap
 

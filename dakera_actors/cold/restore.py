@@ -48,6 +48,7 @@ class Restored:
     memories: list[list[Any]]
     records: list[WalRecord]
     bytes_read: int
+    sessions: list[dict[str, Any]] = attrs.field(factory=list)  # the snapshot's session records
 
     @property
     def position(self) -> Position:
@@ -129,7 +130,7 @@ async def _load(store: ObjectStore, shard: int, objects: list[ArchivedObject],
                     records.extend(fresh[:late])
                     break
             records.extend(fresh)
-        return Restored(shard, plan.chain, (snap.epoch, snap.seq), snap.memories, records, read)
+        return Restored(shard, plan.chain, (snap.epoch, snap.seq), snap.memories, records, read, snap.sessions)
     return None
 
 

@@ -20,7 +20,7 @@ from ..log import EventLogger
 from ..runtime.offload import Offload
 from ..storage.objects import ObjectStore, ObjectStoreError
 from ..store.owner import Install, ShardOwner, tokenize_ahead
-from ..store.records import BadRecord, check_memory, check_replicated
+from ..store.records import BadRecord, check_memory, check_replicated, check_session
 from ..store.shard import ShardSet, record_contents
 from ..store.tail import Position
 from .restore import Restored, load_shard
@@ -71,7 +71,7 @@ class Seeder:
         contents = record_contents("load", {"memories": found.memories})
         contents += [c for rec in found.records for c in record_contents(rec.op, rec.body)]
         await tokenize_ahead(self.shards, self.offload, contents)
-        await self.owner.install(Install(shard, found.memories, found.base[1], found.base[0]))
+        await self.owner.install(Install(shard, found.memories, found.base[1], found.base[0], found.sessions))
         if found.records:
             await self.owner.replicate(found.records)
         self.counters.restores += 1
@@ -85,6 +85,8 @@ class Seeder:
         try:
             for record, vector in found.memories:
                 check_memory(record, vector, dim)
+            for session in found.sessions:
+                check_session(session)
             for rec in found.records:
                 check_replicated(rec.op, rec.body, dim)
         except BadRecord as exc:

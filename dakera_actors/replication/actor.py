@@ -39,7 +39,7 @@ from ..runtime import Actor, Published
 from ..runtime.offload import Offload
 from ..sharding.shardmap import ShardMap
 from ..store.owner import Install, ShardOwner, tokenize_ahead
-from ..store.records import BadRecord, check_memory, check_replicated
+from ..store.records import BadRecord, check_memory, check_replicated, check_session
 from ..store.shard import ShardSet, record_contents
 from ..store.shard import image as shard_image
 from ..store.sizing import cut_by_bytes, packed_size
@@ -361,17 +361,20 @@ class Replicator(Actor):
         if not isinstance(chunk, SnapshotChunk) or chunk.shard != shard:
             return True  # not a copy of this shard: nothing to install
         memories = [m for reply in replies for m in reply.memories]
+        sessions = [s for reply in replies for s in reply.sessions]
         position: Position = (chunk.epoch, chunk.seq)
         if not replaces(position, self.shards.shard(shard).position):
             return True
         try:
             for part in memories:
                 check_memory(part[0], part[1], self.shards.dim)
+            for record in sessions:
+                check_session(record)
         except BadRecord as exc:
             self._refuse(peer, "snapshot", shard, exc)  # installed whole or not at all
             return False
         await self._tokens_ahead(record_contents("load", {"memories": memories}))
-        await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch))
+        await self.owner.install(Install(shard, memories, chunk.seq, chunk.epoch, sessions))
         self._metrics.replication_snapshots.labels("received").inc()
         self.log.info("shard_copied", shard=shard, source=peer, memories=len(memories), seq=chunk.seq)
         return True
@@ -409,9 +412,13 @@ class Replicator(Actor):
         # frozen on the loop (consistent: nothing is applied while it is taken), imaged off it
         image = await self._offload.run(shard_image, self.shards.freeze(shard))
         # cut by encoded bytes, not by count: 256 large memories are over a frame
-        chunks = list(cut_by_bytes(image["memories"], self._frame_budget))
-        for i, (chunk, size) in enumerate(chunks):
-            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk, i == len(chunks) - 1))
+        parts: list[tuple[list[Any], list[Any], int]] = [
+            (chunk, [], size) for chunk, size in cut_by_bytes(image["memories"], self._frame_budget)]
+        if image["sessions"]:  # then the sessions, in chunks of their own
+            parts += [([], chunk, size) for chunk, size in cut_by_bytes(image["sessions"], self._frame_budget)]
+        for i, (chunk, sessions, size) in enumerate(parts):
+            await stream.send(SnapshotChunk(shard, image["epoch"], image["seq"], chunk, i == len(parts) - 1,
+                                            sessions))
             self._metrics.replication_bytes.labels("snapshot").inc(size)
         self._metrics.replication_snapshots.labels("sent").inc()
 

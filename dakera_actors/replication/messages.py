@@ -104,6 +104,8 @@ class SnapshotChunk:
     seq: int = attrs.field(metadata=bound(SEQ))
     memories: list[Any] = attrs.field(metadata=bound(Seq(Fixed((Opaque(), Blob())))))  # [memory record, vector bytes]
     last: bool
+    #: the shard's session records (after its memories; a peer from before sessions sends none)
+    sessions: list[Any] = attrs.field(factory=list, metadata=bound(Seq(Opaque())))
 
 
 @message("repl.position-query")

@@ -32,6 +32,7 @@ from ..peers import Peers, PeerUnavailable
 from ..runtime.offload import Offload
 from ..runtime.published import Published
 from ..store import validation
+from ..store.sessions import newest_first
 from ..store.shard import shard_of
 from ..wire import Envelope
 from .idempotency import IdempotencyCache
@@ -43,14 +44,19 @@ if TYPE_CHECKING:
     from ..store.service import MemoryService
 
 # operations keyed by the agent in the body, in the query string, or in the path
-BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget", "restore_agent"}
-QUERY_AGENT = {"get", "update"}
-PATH_AGENT = {"agent_memories", "agent_stats"}
+BODY_AGENT = {"store", "store_batch", "forget", "recall", "search", "batch_recall", "batch_forget", "restore_agent",
+              "importance", "patch_importance", "session_start"}
+QUERY_AGENT = {"get", "update", "session_list"}
+# the session routes that name only a session carry its agent (the id's part before "~") as their path agent
+PATH_AGENT = {"agent_memories", "agent_stats", "agent_sessions", "session_get", "session_touch", "session_end",
+              "session_memories"}
 # reads a replica may answer when the client asks for consistency=eventual
 EVENTUAL_OPS = {"get", "recall", "search"}
 # operations that change data: forwarded with a request id, applied once per id
-WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget", "restore_agent"}
-NO_BODY = {"get", "agent_memories", "agent_stats"}
+WRITE_OPS = {"store", "store_batch", "update", "forget", "batch_forget", "restore_agent", "importance",
+             "patch_importance", "session_start", "session_touch", "session_end"}
+NO_BODY = {"get", "agent_memories", "agent_stats", "session_get", "session_list", "agent_sessions", "session_memories",
+           "session_touch", "session_end"}
 
 
 class MapSource(Protocol):
@@ -98,7 +104,7 @@ def route_decision(op: str, owner: str | None, self_id: str, *, eventual: bool, 
     """Where a request goes: ``"serve"`` here when this node owns the agent's shard (or no one
     does, or it is an eventual read and this node holds a copy), else ``"forward"`` to the owner
     if it has not been forwarded yet, else ``"refuse"`` (a 503: the maps disagree)."""
-    if op == "local_agents" or owner is None or owner == self_id or (eventual and holds):
+    if op in ("local_agents", "local_sessions") or owner is None or owner == self_id or (eventual and holds):
         return "serve"
     return "forward" if hops == 0 else "refuse"
 
@@ -197,6 +203,39 @@ class Router:
                 if entry["agent_id"] not in merged or (from_owner and not merged[entry["agent_id"]][0]):
                     merged[entry["agent_id"]] = (from_owner, entry)
         return [merged[a][1] for a in sorted(merged)[offset:offset + limit]]
+
+    async def list_sessions(self, active_only: bool, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """One page of every agent's sessions, newest first, merged from every member's shards (the
+        owner's copy of a session wins). Each member sends only its newest ``offset + limit``:
+        every session of the page is among those of each member that holds it."""
+        if self.shard_map is not None and self._map() is None:
+            raise Unavailable("node is not ready: no shard map yet")
+        self._require_current()
+        args = {"first": str(offset + limit), "active_only": "true" if active_only else "false"}
+        status, mine = await self._local(Forward("local_sessions", b"", args), None)
+        if status == 503:
+            raise Unavailable(str(mine.get("error", "this node cannot list its sessions yet")))
+        if status != 200:
+            raise ServiceError.from_reply(status, mine)
+        merged: dict[str, tuple[bool, dict[str, Any]]] = {
+            s["id"]: (self._owner(s["agent_id"]) in (None, self.node_id), s) for s in mine}
+        others = ([m.id for m in self.peers.members().values() if m.id != self.node_id and m.alive]
+                  if self.peers is not None else [])
+        if others:
+            assert self.peers is not None
+            answers = await self.peers.gather(
+                others, Forward("local_sessions", b"", args, hops=1, map_version=self._map_version()))
+            for member_id in others:
+                answer = answers[member_id]
+                if isinstance(answer, PeerUnavailable) or answer.status != 200:
+                    raise Unavailable(f"member {member_id} could not list its sessions")
+                self.metrics.forwarded_requests.inc()
+                for entry in await self.offload.run(json.loads, answer.body, size=len(answer.body)):
+                    from_owner = self._owner(entry["agent_id"]) == member_id
+                    if entry["id"] not in merged or (from_owner and not merged[entry["id"]][0]):
+                        merged[entry["id"]] = (from_owner, entry)
+        found = sorted((entry for _, entry in merged.values()), key=newest_first, reverse=True)
+        return found[offset:offset + limit]
 
     # -- helpers -----------------------------------------------------------------------
     def _map(self) -> ShardMap | None:

@@ -164,5 +164,6 @@ async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None,
     for actor in (wal, checkpointer, owner):
         await start_actor(actor)
     service = MemoryService(shards, owner, embedder, tokenize, wall_clock=wall_clock, rng=rng,
-                            offload=offload, max_text_bytes=config.max_request_text_bytes)
+                            offload=offload, max_text_bytes=config.max_request_text_bytes,
+                            session_idle_timeout=config.session_idle_timeout_secs)
     return service

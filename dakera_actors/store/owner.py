@@ -85,6 +85,7 @@ class Install:
     memories: list[list[Any]]  # [memory record, vector bytes]
     seq: int
     epoch: int
+    sessions: list[dict[str, Any]] = attrs.field(factory=list)  # session records
 
 
 @attrs.frozen
@@ -221,6 +222,8 @@ class ShardOwner(BatchActor):
                 budget = min(LOAD_RECORD_BYTES, walrecord.MAX_RECORD_BYTES // 2)
                 entries.extend((msg.shard, "load", {"memories": part}, now)
                                for part, _size in cut_by_bytes(msg.memories, budget) if part)
+                entries.extend((msg.shard, "load", {"memories": [], "sessions": part}, now)
+                               for part, _size in cut_by_bytes(msg.sessions, budget) if part)
                 entries.append((msg.shard, "mark", {"seq": msg.seq, "epoch": msg.epoch}, now))
                 next_seq[msg.shard] = msg.seq
                 answers.append((req, start, len(entries) - start))

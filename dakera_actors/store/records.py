@@ -14,10 +14,11 @@ from typing import Any, Final
 
 import attrs
 
-from . import model, validation
+from . import model, sessions, validation
 
 #: the ops a primary replicates (reset/load/mark are a replica's own install, never sent)
-REPLICATED_OPS: Final = frozenset({"put", "patch", "delete", "delete_where", "purge"})
+REPLICATED_OPS: Final = frozenset({"put", "patch", "delete", "delete_where", "purge", "session_start",
+                                   "session_touch", "session_end", "session_load"})
 _MEMORY_KEYS: Final = frozenset({"id", "a", "c", "t", "i", "g", "m", "s", "ca", "ua", "x"})
 _PATCH_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryUpdate))
 _FILTER_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryFilter))
@@ -75,6 +76,27 @@ def check_memory(record: Any, vector: Any, dim: int) -> None:
     _need(_vector(vector, dim), f"vector of {4 * dim} bytes")
 
 
+def _session_id(v: Any) -> bool:
+    if not _text(v, MAX_SHORT_TEXT):
+        return False
+    parts = sessions.split_session_id(v)
+    return parts is not None and _agent(parts[0])
+
+
+def check_session(record: Any) -> None:
+    """One session record of a ``session_start``, a ``load`` or a snapshot."""
+    _need(type(record) is dict and set(record) == sessions.RECORD_KEYS, "session record keys")
+    _need(_session_id(record["id"]) and record["id"].partition(sessions.SEPARATOR)[0] == record["a"], "session id")
+    _need(_number(record["sa"]) and _number(record["la"]), "session times")
+    _need(type(record["t"]) is int and 0 <= record["t"] <= sessions.MAX_IDLE_TIMEOUT_SECS, "session timeout")
+    _need(record["it"] is None or (type(record["it"]) is int and 0 <= record["it"] <= sessions.MAX_IDLE_TIMEOUT_SECS),
+          "session idle timeout")
+    _need(_metadata(record["m"]), "session metadata")
+    _need(record["ea"] is None or _number(record["ea"]), "session end")
+    _need(record["er"] in (None, "client", "idle"), "session end reason")
+    _need(record["su"] is None or _text(record["su"], validation.MAX_CONTENT_CHARS, empty=True), "session summary")
+
+
 def _check_patch_set(changes: Any) -> None:
     _need(type(changes) is dict and set(changes) <= _PATCH_FIELDS, "patch fields")
     checks = {"content": lambda v: _text(v, validation.MAX_CONTENT_CHARS, empty=True), "memory_type": lambda v: _text(v, 64),
@@ -114,5 +136,22 @@ def check_replicated(op: Any, body: Any, dim: int) -> None:
     elif op == "delete_where":
         _need(set(body) == {"a", "f", "now"} and _agent(body["a"]) and _number(body["now"]), "delete_where keys")
         _check_filter(body["f"])
+    elif op == "session_start":
+        _need(set(body) == {"s"}, "session_start keys")
+        check_session(body["s"])
+    elif op == "session_touch":
+        _need(set(body) == {"id", "at"} and _session_id(body["id"]) and _number(body["at"]), "session_touch keys")
+    elif op == "session_end":
+        _need(set(body) == {"id", "at", "summary"} and _session_id(body["id"]) and _number(body["at"]),
+              "session_end keys")
+        _need(body["summary"] is None or _text(body["summary"], validation.MAX_CONTENT_CHARS, empty=True),
+              "session summary")
+    elif op == "session_load":
+        _need(set(body) == {"a", "sessions", "replace"} and _agent(body["a"]) and type(body["replace"]) is bool,
+              "session_load keys")
+        _need(type(body["sessions"]) is list and len(body["sessions"]) <= MAX_IDS, "session_load sessions")
+        for record in body["sessions"]:
+            check_session(record)
+            _need(record["a"] == body["a"], "session_load agent")
     else:  # purge
         _need(set(body) == {"now"} and _number(body["now"]), "purge keys")

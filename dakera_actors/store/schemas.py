@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import sessions
 from . import validation as v
 from .model import MEMORY_TYPES
 
@@ -67,7 +68,7 @@ METADATA: Schema = {
     "propertyNames": {"anyOf": [{"not": {"pattern": "^_dakera_"}},
                                 {"enum": ["_dakera_content_date", "_dakera_lang"]}]},
 }
-SESSION_ID = text(256)
+SESSION_ID = text(v.MAX_SESSION_ID_CHARS)
 TIMESTAMP: Schema = {"type": "integer", "minimum": 0, "maximum": v.MAX_TIMESTAMP, "description": "Unix seconds"}
 TIME_BOUND: Schema = {"anyOf": [{"type": "number", "minimum": 0, "maximum": v.MAX_TIMESTAMP},
                                 {"type": "string", "format": "date-time"}],
@@ -150,3 +151,30 @@ AGENT_PAGE_QUERY = (("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX
 LISTING_QUERY = (("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX_LIST_LIMIT}, False),
                  ("offset", {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET}, False),
                  ("memory_type", {"type": "string", "enum": list(MEMORY_TYPES)}, False))
+
+IMPORTANCE_BODY = _object({"agent_id": AGENT_ID, "memory_id": MEMORY_ID, "importance": IMPORTANCE},
+                          ("agent_id", "memory_id", "importance"))
+IMPORTANCE_PATCH = _object({"agent_id": AGENT_ID, "importance": IMPORTANCE}, ("agent_id", "importance"))
+SESSION_SUFFIX: Schema = {"type": "string", "pattern": "^" + sessions.SUFFIX_RE.pattern + "$",
+                          "description": f"the id's suffix: the session's id is <agent_id>{sessions.SEPARATOR}<this>"}
+#: a session id in a path: ``<agent_id>~<suffix>`` (ASCII: an agent id's bytes are its characters)
+SESSION_PATH_ID: Schema = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{v.MAX_AGENT_ID_BYTES - 1}}}{sessions.SEPARATOR}"
+               f"{sessions.SUFFIX_RE.pattern}$",
+    "description": "<agent_id>~<suffix>: the agent part routes the request to its shard's owner"}
+SESSION_START = _object({"agent_id": AGENT_ID, "metadata": METADATA, "session_id": SESSION_SUFFIX,
+                         "idle_timeout_secs": {"type": "integer", "minimum": 0,
+                                               "maximum": sessions.MAX_IDLE_TIMEOUT_SECS,
+                                               "description": "0: never ended for inactivity; absent: the "
+                                                              "server's DAKERA_SESSION_IDLE_TIMEOUT_SECS"}},
+                        ("agent_id",))
+SESSION_END = _object({"summary": {"type": "string", "maxLength": v.MAX_CONTENT_CHARS}}, (), ("auto_summarize",))
+SESSION_LISTING_QUERY = (("active_only", {"type": "string", "enum": ["true", "false"]}, False),
+                         ("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX_SESSION_PAGE}, False),
+                         ("offset", {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET}, False))
+SESSION_LIST_QUERY = (("agent_id", AGENT_ID, False), *SESSION_LISTING_QUERY)
+SESSION_MEMORIES_QUERY = (("limit", {"type": "integer", "minimum": 1, "maximum": v.MAX_SESSION_MEMORY_PAGE}, False),
+                          ("offset", {"type": "integer", "minimum": 0, "maximum": v.MAX_OFFSET}, False),
+                          ("content_preview_chars", {"type": "integer", "minimum": 1,
+                                                     "maximum": v.MAX_PREVIEW_CHARS}, False))

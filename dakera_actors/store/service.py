@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..errors import InvalidRequest, NotFound, TooLarge
+from ..errors import Conflict, InvalidRequest, NotFound, TooLarge
 from ..runtime.offload import INLINE, Offload
 from ..search import Embedder
 from . import validation
-from .model import Memory, NewMemory
-from .records import BadRecord, check_memory
+from .model import Memory, MemoryUpdate, NewMemory
+from .records import BadRecord, check_memory, check_session
+from .sessions import DEFAULT_IDLE_TIMEOUT_SECS, Session, new_session_id, newest_first
 from .shard import ShardSet, Tokenizer
 from .validation import Invalid
 
@@ -61,6 +62,15 @@ def valid() -> Iterator[None]:
         raise InvalidRequest(str(exc), field=exc.field) from None
 
 
+#: the session operations (:meth:`MemoryService.session_op`)
+SESSION_OPS = frozenset({"session_start", "session_get", "session_touch", "session_end", "session_list",
+                         "agent_sessions", "session_memories"})
+
+
+def session_not_found(session_id: str) -> NotFound:
+    return NotFound(f"session {session_id!r} not found", code="NOT_FOUND")
+
+
 def not_found(agent_id: str, memory_id: str) -> NotFound:
     return NotFound(f"memory {memory_id!r} not found for agent {agent_id!r}", code="NOT_FOUND")
 
@@ -68,7 +78,8 @@ def not_found(agent_id: str, memory_id: str) -> NotFound:
 class MemoryService:
     def __init__(self, shards: ShardSet, owner: ShardOwner, embedder: Embedder, tokenize: Tokenizer,
                  *, wall_clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 offload: Offload = INLINE, max_text_bytes: int = 8 * 1024 * 1024) -> None:
+                 offload: Offload = INLINE, max_text_bytes: int = 8 * 1024 * 1024,
+                 session_idle_timeout: int = DEFAULT_IDLE_TIMEOUT_SECS) -> None:
         self.shards = shards
         #: where embedding runs: worker threads, so a big batch does not stall the protocols
         self.offload = offload
@@ -83,6 +94,8 @@ class MemoryService:
         self.replication: ReplicationGate | None = None
         self.fence: WriteFence | None = None  # the L1.5 cache's (None: no cache)
         self.request_timeout = 5.0
+        #: DAKERA_SESSION_IDLE_TIMEOUT_SECS: a session's idle timeout when it asks for none
+        self.session_idle_timeout = session_idle_timeout
 
     # -- helpers -----------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -165,12 +178,20 @@ class MemoryService:
             return self.agent_memories(agent, args)
         if op == "agent_stats":
             return self.agent_stats(agent)
+        if op == "local_sessions":
+            if self.replication is not None:  # every shard this node leads, whole
+                await self.replication.settled(self.request_timeout)
+            return self.local_sessions(args)
         if op == "local_agents":
             if self.replication is not None:  # every shard this node leads, whole
                 await self.replication.settled(self.request_timeout)
             return self.list_agents(args)
         if op == "restore_agent":
             return await self.restore_agent(body)
+        if op in SESSION_OPS:
+            return await self.session_op(op, body, args, memory_id, agent)
+        if op in ("importance", "patch_importance"):
+            return await self.set_importance(body, memory_id if op == "patch_importance" else None)
         raise InvalidRequest(f"unknown operation {op!r}")
 
     # -- writes ------------------------------------------------------------------------
@@ -182,7 +203,16 @@ class MemoryService:
         body = self._build(new, vectors[0], now)
         shard = self.shards.shard_of(new.agent_id)
         memory = (await self._commit(shard, [(shard, "put", body)], now))[0]
-        return self._with_warnings({"memory": memory.to_json(), "embedding_time_ms": ms}, warnings)
+        answer = {"memory": memory.to_json(), "embedding_time_ms": ms}
+        session = self._session_of(memory)
+        if session is not None:  # stored into a started session: say whether it is still open
+            answer["session_state"] = session.state(now)
+        return self._with_warnings(answer, warnings)
+
+    def _session_of(self, memory: Memory) -> Session | None:
+        """The started session a memory went into (one of its own agent), if any."""
+        session = self.shards.session(memory.session_id) if memory.session_id else None
+        return session if session is not None and session.agent_id == memory.agent_id else None
 
     async def store_batch(self, data: Any) -> dict[str, Any]:
         with valid():
@@ -192,7 +222,9 @@ class MemoryService:
         bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
         shard = self.shards.shard_of(items[0].agent_id)
         stored: list[Memory] = await self._commit(shard, [(shard, "put", b) for b in bodies], now)
+        ended = sorted({s.id for m in stored if (s := self._session_of(m)) is not None and not s.active(now)})
         return self._with_warnings({
+            "ended_sessions": ended,
             "stored": [{"id": m.id, "content": m.content, "agent_id": m.agent_id, "tags": list(m.tags),
                         "importance": m.importance, "created_at": int(m.created_at)} for m in stored],
             "stored_count": len(stored),
@@ -206,7 +238,10 @@ class MemoryService:
         with it the agent ends up holding exactly the backup's memories: those of this request and
         the ids in ``retain`` (the agent's memories the restore sends in its other requests; without
         it the second request of an agent would delete the first one's); ``prune`` false (the
-        agent's later requests) replaces this request's memories and deletes none. Written through the log and
+        agent's later requests) replaces this request's memories and deletes none. ``sessions``
+        (the agent's first request): its session records, put back the same way (with
+        ``overwrite``, the agent's sessions become exactly these; without, only those it lacks are
+        added); without the key its sessions are left alone. Written through the log and
         replicated like any write; applying the same request twice gives the same state."""
         if not isinstance(data, dict) or not isinstance(data.get("memories"), list):
             raise InvalidRequest("body: must be an object with a memories list", field="memories")
@@ -228,6 +263,18 @@ class MemoryService:
             if record["a"] != agent:
                 raise InvalidRequest(f"memories[{n}]: belongs to agent {record['a']!r}", field=f"memories[{n}]")
             pairs.append((record, vector))
+        sessions = data.get("sessions")
+        if sessions is not None:
+            if not isinstance(sessions, list):
+                raise InvalidRequest("sessions: must be a list of session records", field="sessions")
+            for n, record in enumerate(sessions):
+                try:
+                    check_session(record)
+                except BadRecord as exc:
+                    raise InvalidRequest(f"sessions[{n}]: not a session of this cluster ({exc})",
+                                         field=f"sessions[{n}]") from None
+                if record["a"] != agent:
+                    raise InvalidRequest(f"sessions[{n}]: belongs to agent {record['a']!r}", field=f"sessions[{n}]")
         shard = self.shards.shard_of(agent)
         data_now = self.shards.shards.get(shard)
         holding = data_now.agents.get(agent) if data_now is not None else None
@@ -252,6 +299,12 @@ class MemoryService:
                                                                 size=sum(map(len, contents))))
         entries: list[tuple[int, str, Any]] = [(shard, "delete", {"a": agent, "ids": doomed})] if doomed else []
         entries += [(shard, "put", {"m": r, "v": v}) for r, v in puts]
+        if sessions is not None:
+            replace = overwrite and data.get("prune") is not False
+            held_sessions = {s.id: s.to_record() for s in self.shards.sessions_of(agent)}
+            wanted_sessions = {r["id"]: r for r in sessions}
+            if (held_sessions != wanted_sessions) if replace else not set(wanted_sessions) <= set(held_sessions):
+                entries.append((shard, "session_load", {"a": agent, "sessions": sessions, "replace": replace}))
         if entries:
             await self._commit(shard, entries, now)
         return {"agent_id": agent, "restored": len(puts), "skipped": len(pairs) - len(puts), "unchanged": same,
@@ -275,6 +328,23 @@ class MemoryService:
             raise not_found(agent, mid)
         return self._with_warnings(memory.to_json(), warnings)
 
+    async def set_importance(self, data: Any, path_memory_id: str | None = None) -> dict[str, Any]:
+        """A memory's new importance: a ``patch`` record setting only it (logged, replicated and
+        fenced like any update). Answers the memory, with ``memory_id`` and ``updated`` beside it."""
+        with valid():
+            agent, mid, importance = validation.parse_importance(data, path_memory_id)
+        now = self.wall_clock()
+        if self.shards.get(agent, mid, now) is None:
+            raise not_found(agent, mid)
+        body = {"a": agent, "id": mid, "set": MemoryUpdate(importance=importance).to_record(), "v": None, "ua": now}
+        shard = self.shards.shard_of(agent)
+        memory = (await self._commit(shard, [(shard, "patch", body)], now))[0]
+        if memory is None:  # forgotten between the check and the write
+            raise not_found(agent, mid)
+        answer = memory.to_json()
+        answer.update(memory_id=memory.id, updated=True)
+        return answer
+
     async def forget(self, data: Any) -> dict[str, Any]:
         with valid():
             agent, ids = validation.parse_forget(data)
@@ -291,6 +361,119 @@ class MemoryService:
         count = (await self._commit(shard, [(shard, "delete_where", {"a": agent, "f": flt.to_record(), "now": now})],
                                     now))[0]
         return {"deleted_count": count}
+
+    # -- sessions ----------------------------------------------------------------------
+    async def session_op(self, op: str, body: Any, args: Mapping[str, str], session_id: str, agent: str) -> Any:
+        if op == "session_start":
+            return await self.session_start(body)
+        if op == "session_list":
+            with valid():
+                found, active_only, limit, offset = validation.parse_session_listing(args, need_agent=True)
+            assert found is not None
+            return self.session_list(found, active_only, limit, offset)
+        if op == "agent_sessions":
+            with valid():
+                found = validation.agent_id(agent)
+                _, active_only, limit, offset = validation.parse_session_listing(args, need_agent=False)
+            return self.session_list(found, active_only, limit, offset)
+        with valid():
+            sid = validation.session_id(session_id)
+        if op == "session_get":
+            return self._session_json(self._session(sid), self.wall_clock())
+        if op == "session_touch":
+            return await self.session_touch(sid)
+        if op == "session_end":
+            return await self.session_end(sid, body)
+        return self.session_memories(sid, args)
+
+    def _session(self, session_id: str) -> Session:
+        session = self.shards.session(session_id)
+        if session is None:
+            raise session_not_found(session_id)
+        return session
+
+    def _session_counts(self, agent: str, now: float) -> Counter[str]:
+        return Counter(m.session_id for m in self.shards.live(agent, now) if m.session_id)
+
+    def _session_json(self, session: Session, now: float) -> dict[str, Any]:
+        return session.to_json(now, self._session_counts(session.agent_id, now)[session.id])
+
+    async def session_start(self, data: Any) -> dict[str, Any]:
+        with valid():
+            agent, sid, metadata, idle = validation.parse_session_start(data)
+        now = self.wall_clock()
+        sid = sid or new_session_id(agent, self.rng)
+        if self.shards.session(sid) is not None:
+            raise Conflict(f"session {sid!r} exists already", code="CONFLICT")
+        session = Session(id=sid, agent_id=agent, started_at=now, last_activity_at=now,
+                          timeout=self.session_idle_timeout if idle is None else idle, idle_timeout_secs=idle,
+                          metadata=metadata)
+        shard = self.shards.shard_of(agent)
+        started: Session = (await self._commit(shard, [(shard, "session_start", {"s": session.to_record()})], now))[0]
+        if started != session:  # the same id started meanwhile
+            raise Conflict(f"session {sid!r} exists already", code="CONFLICT")
+        return {"session": self._session_json(started, now)}
+
+    async def session_touch(self, session_id: str) -> dict[str, Any]:
+        now = self.wall_clock()
+        session = self._session(session_id)
+        if session.active(now):  # an ended one never re-opens: answered as it is, nothing written
+            shard = self.shards.shard_of(session.agent_id)
+            touched = (await self._commit(shard, [(shard, "session_touch", {"id": session_id, "at": now})], now))[0]
+            session = touched if touched is not None else self._session(session_id)
+        answer = self._session_json(session, now)
+        return {"session": answer, "session_state": answer["session_state"],
+                "idle_deadline_at": answer["idle_deadline_at"]}
+
+    async def session_end(self, session_id: str, data: Any) -> dict[str, Any]:
+        with valid():
+            summary, warnings = validation.parse_session_end(data)
+        now = self.wall_clock()
+        session = self._session(session_id)
+        if session.active(now):  # one ended already keeps its end, reason and summary
+            shard = self.shards.shard_of(session.agent_id)
+            body = {"id": session_id, "at": now, "summary": summary}
+            ended = (await self._commit(shard, [(shard, "session_end", body)], now))[0]
+            session = ended if ended is not None else self._session(session_id)
+        return self._with_warnings(self._session_json(session, now), warnings)
+
+    def session_list(self, agent: str, active_only: bool, limit: int, offset: int) -> list[dict[str, Any]]:
+        now = self.wall_clock()
+        found = [s for s in self.shards.sessions_of(agent) if not active_only or s.active(now)]
+        counts = self._session_counts(agent, now)
+        return [s.to_json(now, counts[s.id]) for s in found[offset:offset + limit]]
+
+    def local_sessions(self, args: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The newest ``first`` sessions (``active_only``: open ones) of every shard this node
+        holds, newest first: what each member sends for a listing of every agent's sessions."""
+        with valid():
+            active_only, first = validation.parse_session_prefix(args)
+        now = self.wall_clock()
+        found = [s for shard in self.shards.shards.values() for s in shard.sessions.values()
+                 if not active_only or s.active(now)]
+        found.sort(key=newest_first, reverse=True)
+        counts: dict[str, Counter[str]] = {}
+        out = []
+        for s in found[:first]:
+            if s.agent_id not in counts:
+                counts[s.agent_id] = self._session_counts(s.agent_id, now)
+            out.append(s.to_json(now, counts[s.agent_id][s.id]))
+        return out
+
+    def session_memories(self, session_id: str, args: Mapping[str, str]) -> dict[str, Any]:
+        with valid():
+            limit, offset, preview = validation.parse_session_memories(args)
+        session = self._session(session_id)
+        now = self.wall_clock()
+        found = [m for m in self.shards.newest_first(session.agent_id, now) if m.session_id == session_id]
+        page = []
+        for m in found[offset:offset + limit]:
+            item = m.to_json()
+            if preview is not None:
+                item.update(content=m.content[:preview], content_len=len(m.content),
+                            content_truncated=len(m.content) > preview)
+            page.append(item)
+        return {"session_id": session_id, "memories": page, "total": len(found)}
 
     # -- reads -------------------------------------------------------------------------
     def get(self, agent_id: Any, memory_id: str) -> dict[str, Any]:
@@ -352,14 +535,15 @@ class MemoryService:
         with valid():
             agent = validation.agent_id(agent_id)
         memories = list(self.shards.live(agent, self.wall_clock()))
-        sessions = {m.session_id for m in memories if m.session_id}
+        started = self.shards.sessions_of(agent)
+        sessions = {m.session_id for m in memories if m.session_id} | {s.id for s in started}
         created = [m.created_at for m in memories]
         return {
             "agent_id": agent,
             "total_memories": len(memories),
             "memories_by_type": dict(Counter(m.memory_type for m in memories)),
             "total_sessions": len(sessions),
-            "active_sessions": 0,  # this server keeps no session lifecycle; a session is a tag here
+            "active_sessions": sum(1 for s in started if s.active(self.wall_clock())),
             "avg_importance": (sum(m.importance for m in memories) / len(memories)) if memories else None,
             "oldest_memory_at": int(min(created)) if created else None,
             "newest_memory_at": int(max(created)) if created else None,

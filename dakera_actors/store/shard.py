@@ -14,9 +14,17 @@ Records (``op``: body):
 - ``delete_where``: ``{"a": agent, "f": filter record, "now": ts}``: every live memory of the
   agent matching the filter at ``now``;
 - ``purge``: ``{"now": ts}``: every memory of the shard expired at ``now``;
+- ``session_start``: ``{"s": session record}``: a new session (one whose id exists is kept as it is);
+- ``session_touch``: ``{"id": session id, "at": ts}``: activity in an open session (see
+  :mod:`.sessions`); ``session_end``: ``{"id", "at", "summary"}``: a client ends it; an unknown
+  session is a no-op for both; ``session_load``: ``{"a": agent, "sessions": [session record, ...],
+  "replace": bool}``: a backup's sessions of one agent put back (``replace``: the agent's others
+  deleted; else only those it lacks added). A ``put`` of a memory whose ``session_id`` is an open session of
+  the same agent is activity in it at the memory's ``updated_at``;
 - ``reset``, ``load``, ``mark``: a replica installing a copy of the primary's shard, logged as one
   batch: ``reset`` (``{}``) empties the shard and its position, each ``load``
-  (``{"memories": [[memory record, vector bytes], ...]}``) adds memories, and ``mark``
+  (``{"memories": [[memory record, vector bytes], ...], "sessions"?: [session record, ...]}``)
+  adds memories (and sessions), and ``mark``
   (``{"seq", "epoch"}``) sets the position the copy was taken at. A crash that keeps only part
   of the batch leaves the shard at position 0, so the replica fetches it whole again.
 
@@ -37,6 +45,7 @@ import xxhash
 from ..search import TOKENIZER_ID, AgentIndex, Hit
 from ..search import tokenize as default_tokenize
 from .model import Memory, MemoryFilter, RecallQuery
+from .sessions import Session, newest_first, split_session_id
 
 Tokenizer = Callable[[str], list[str]]
 MAX_TOKENS_AHEAD = 20_000  # contents whose tokens wait for their record to be applied
@@ -63,6 +72,8 @@ class Shard:
     epoch: int = 0  # ... and the shard-map epoch its primary wrote it under
     #: (expires_at, agent, id) of memories with an expiry; entries may be stale (lazy deletion)
     expiries: list[tuple[int, str, str]] = attrs.Factory(list)
+    #: the sessions of the shard's agents, by session id (they outlive their agent's memories)
+    sessions: dict[str, Session] = attrs.Factory(dict)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -157,7 +168,15 @@ class ShardSet:
             memory = attrs.evolve(memory, created_at=old.created_at)
             data.index.remove(memory.id)
         self._index(shard, data, memory, body["v"])
+        self._activity(shard, memory)
         return memory
+
+    @staticmethod
+    def _activity(shard: Shard, memory: Memory) -> None:
+        """A memory stored into an open session of its agent is activity in it."""
+        session = shard.sessions.get(memory.session_id) if memory.session_id else None
+        if session is not None and session.agent_id == memory.agent_id:
+            shard.sessions[session.id] = session.touched(memory.updated_at)
 
     def _index(self, shard: Shard, data: AgentData, memory: Memory, vector: bytes) -> None:
         data.memories[memory.id] = memory
@@ -217,9 +236,37 @@ class ShardSet:
             purged += 1
         return purged
 
+    def _session_start(self, shard: Shard, body: dict[str, Any]) -> Session:
+        session = Session.from_record(body["s"])
+        return shard.sessions.setdefault(session.id, session)
+
+    def _session_touch(self, shard: Shard, body: dict[str, Any]) -> Session | None:
+        session = shard.sessions.get(body["id"])
+        if session is not None:
+            session = shard.sessions[session.id] = session.touched(body["at"])
+        return session
+
+    def _session_end(self, shard: Shard, body: dict[str, Any]) -> Session | None:
+        session = shard.sessions.get(body["id"])
+        if session is not None:
+            session = shard.sessions[session.id] = session.closed(body["at"], body["summary"])
+        return session
+
+    def _session_load(self, shard: Shard, body: dict[str, Any]) -> int:
+        given = {r["id"]: Session.from_record(r) for r in body["sessions"]}
+        if body["replace"]:
+            for sid in [sid for sid, s in shard.sessions.items() if s.agent_id == body["a"] and sid not in given]:
+                del shard.sessions[sid]
+            shard.sessions.update(given)
+        else:
+            for sid, session in given.items():
+                shard.sessions.setdefault(sid, session)
+        return len(given)
+
     def _reset(self, shard: Shard, body: dict[str, Any]) -> None:
         shard.agents.clear()
         shard.expiries.clear()
+        shard.sessions.clear()
         shard.seq = shard.epoch = 0
 
     def _load(self, shard: Shard, body: dict[str, Any]) -> int:
@@ -230,6 +277,9 @@ class ShardSet:
             if memory.id in data.memories:
                 data.index.remove(memory.id)
             self._index(shard, data, memory, vector)
+        for record in body.get("sessions") or ():
+            session = Session.from_record(record)
+            shard.sessions[session.id] = session
         return len(body["memories"])
 
     def _mark(self, shard: Shard, body: dict[str, Any]) -> None:
@@ -267,6 +317,19 @@ class ShardSet:
                                  fusion=q.fusion, vector_weight=q.vector_weight, candidates=candidates)
         return [(data.memories[h.key], h) for h in hits]
 
+    def session(self, session_id: str) -> Session | None:
+        """The session of that id as its records left it (:meth:`Session.at` tells its state now)."""
+        parts = split_session_id(session_id)
+        shard = self.shards.get(self.shard_of(parts[0])) if parts is not None else None
+        return shard.sessions.get(session_id) if shard is not None else None
+
+    def sessions_of(self, agent_id: str) -> list[Session]:
+        """The agent's sessions, newest first (by start, then id)."""
+        shard = self.shards.get(self.shard_of(agent_id))
+        found = [s for s in shard.sessions.values() if s.agent_id == agent_id] if shard is not None else []
+        found.sort(key=newest_first, reverse=True)
+        return found
+
     def agent_ids(self) -> list[str]:
         return sorted(a for s in self.shards.values() for a in s.agents)
 
@@ -290,7 +353,8 @@ class ShardSet:
         if terms and self.tokenizer_id is not None:
             # the index's own dicts: replaced, never changed in place, when a memory is re-indexed
             counts = [data.index.text.term_counts(m.id) for data in shard.agents.values() for m in data.memories.values()]
-        return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch, memories, counts, self.tokenizer_id)
+        return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch, memories, counts, self.tokenizer_id,
+                           sessions=tuple(shard.sessions.values()))
 
     def load(self, image: dict[str, Any]) -> None:
         """Replace one shard with a snapshot image from :meth:`dump` (or :func:`image`).
@@ -308,6 +372,9 @@ class ShardSet:
                 self._index(shard, data, memory, vector)
         else:
             self._load_indexed(shard, image["memories"], counts)
+        for record in image.get("sessions") or ():
+            session = Session.from_record(record)
+            shard.sessions[session.id] = session
         shard.applied_lsn = image["lsn"]
         shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
 
@@ -372,6 +439,8 @@ class FrozenShard:
     #: holds every record up to it) and the shards that had any record by then (see :func:`replay_floor`)
     at: int = 0
     live: tuple[int, ...] | None = None
+    #: the shard's sessions (immutable, like its memories)
+    sessions: tuple[Session, ...] = ()
 
     @property
     def file_lsn(self) -> int:
@@ -383,7 +452,8 @@ def image(frozen: FrozenShard) -> dict[str, Any]:
     """The msgpack-ready version 1 image of a frozen shard: its memories and vectors (CPU work: safe
     in a worker thread). What replication sends; every reader of images reads it."""
     return {"v": 1, "shard": frozen.id, "lsn": frozen.lsn, "seq": frozen.seq, "epoch": frozen.epoch,
-            "memories": [[m.to_record(), vector] for m, vector in frozen.memories]}
+            "memories": [[m.to_record(), vector] for m, vector in frozen.memories],
+            "sessions": [s.to_record() for s in frozen.sessions]}  # readers before sessions ignore it
 
 
 def snapshot_image(frozen: FrozenShard) -> dict[str, Any]:
@@ -421,6 +491,10 @@ _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
     "delete": ShardSet._delete,
     "delete_where": ShardSet._delete_where,
     "purge": ShardSet._purge,
+    "session_start": ShardSet._session_start,
+    "session_touch": ShardSet._session_touch,
+    "session_end": ShardSet._session_end,
+    "session_load": ShardSet._session_load,
     "reset": ShardSet._reset,
     "load": ShardSet._load,
     "mark": ShardSet._mark,

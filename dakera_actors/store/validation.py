@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
+from . import sessions
 from .model import MEMORY_TYPES, MemoryFilter, MemoryUpdate, NewMemory, RecallQuery
 
 ROUTINGS = ("auto", "vector", "bm25", "hybrid")
@@ -34,6 +35,12 @@ MAX_BATCH = 1000
 MAX_LIST_LIMIT = 1000
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 MAX_TIMESTAMP = 10_000_000_000  # year 2286: beyond it is a unit mistake (ms for s)
+#: a session id: ``<agent id>~<suffix of at most 64>`` (see :mod:`.sessions`); a memory may name any
+#: string this long as its session
+MAX_SESSION_ID_CHARS = 320
+MAX_SESSION_PAGE = 1000
+MAX_SESSION_MEMORY_PAGE = 500
+MAX_PREVIEW_CHARS = 10_000
 
 
 class Invalid(ValueError):
@@ -232,7 +239,7 @@ def _new_memory(b: Body, agent: str) -> NewMemory:
         importance=0.5 if (imp := b.number("importance", lo=0.0, hi=1.0)) is None else imp,
         tags=b.string_list("tags", max_items=MAX_TAGS, max_chars=MAX_TAG_CHARS) or (),
         metadata=_metadata(b) or {},
-        session_id=b.string("session_id", max_chars=256),
+        session_id=b.string("session_id", max_chars=MAX_SESSION_ID_CHARS),
         id=None if mid is None else memory_id(mid, b._name("id")),
         ttl_seconds=b.integer("ttl_seconds", lo=1, hi=MAX_TTL_SECONDS),
         expires_at=expires_at,
@@ -275,6 +282,21 @@ def parse_update(data: Any) -> tuple[MemoryUpdate, list[str]]:
     if update == MemoryUpdate():
         raise Invalid("body", "names no field to update (content, memory_type, importance, tags, metadata)")
     return update, warnings
+
+
+def parse_importance(data: Any, path_memory_id: str | None = None) -> tuple[str, str, float]:
+    """``POST /v1/memory/importance`` ``{agent_id, memory_id, importance}`` (the SDK's
+    ``update_importance``, one per id) or ``PATCH /v1/memories/{id}/importance`` ``{agent_id,
+    importance}`` (``path_memory_id`` then names the memory): ``(agent, memory id, importance)``."""
+    b = Body(data)
+    agent = agent_id(b.raw("agent_id"))
+    mid = memory_id(b.raw("memory_id") if path_memory_id is None else path_memory_id, "memory_id")
+    if not b.has("importance"):
+        raise Invalid("importance", "is required")
+    importance = b.number("importance", lo=0.0, hi=1.0)
+    assert importance is not None
+    b.finish()
+    return agent, mid, importance
 
 
 def parse_forget(data: Any) -> tuple[str, tuple[str, ...]]:
@@ -344,7 +366,7 @@ def parse_recall(data: Any, *, default_top_k: int = 5) -> tuple[RecallQuery, lis
         tags=b.string_list("tags", max_items=MAX_TAGS, max_chars=MAX_TAG_CHARS),
         min_importance=b.number("min_importance", lo=0.0, hi=1.0),
         memory_type=b.choice("memory_type", MEMORY_TYPES),
-        session_id=b.string("session_id", max_chars=256),
+        session_id=b.string("session_id", max_chars=MAX_SESSION_ID_CHARS),
         created_after=_time_bound(b, "since"),
         created_before=_time_bound(b, "until"),
     )
@@ -365,7 +387,7 @@ def parse_filter(data: Any, field: str = "filter") -> MemoryFilter:
         created_after=(None if (ca := b.integer("created_after", lo=0, hi=MAX_TIMESTAMP)) is None else float(ca)),
         created_before=(None if (cb := b.integer("created_before", lo=0, hi=MAX_TIMESTAMP)) is None else float(cb)),
         memory_type=b.choice("memory_type", MEMORY_TYPES),
-        session_id=b.string("session_id", max_chars=256),
+        session_id=b.string("session_id", max_chars=MAX_SESSION_ID_CHARS),
     )
     b.finish()
     return flt
@@ -432,3 +454,82 @@ def parse_listing(args: Mapping[str, str]) -> tuple[int, int, str | None]:
     offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
     assert limit is not None and offset is not None
     return limit, offset, memory_type
+
+
+# -- sessions ----------------------------------------------------------------------------------
+def session_id(value: Any, field: str = "session_id") -> str:
+    """A well-formed session id ``<agent id>~<suffix>``; its agent part is checked like any agent id."""
+    if not isinstance(value, str) or not value:
+        raise Invalid(field, "must be a non-empty string")
+    parts = sessions.split_session_id(value) if len(value) <= MAX_SESSION_ID_CHARS else None
+    if parts is None:
+        raise Invalid(field, f"is not a session id of this server: <agent_id>{sessions.SEPARATOR}<suffix>, the suffix "
+                             "[A-Za-z0-9_.-] and at most 64 characters")
+    agent_id(parts[0], field)
+    return value
+
+
+def parse_session_start(data: Any) -> tuple[str, str | None, dict[str, Any], int | None]:
+    """``POST /v1/sessions/start`` ``{agent_id, metadata?, idle_timeout_secs?, session_id?}``:
+    ``(agent, session id or None, metadata, idle timeout or None)``. A client that chooses its
+    session's id sends only its suffix (``[A-Za-z0-9_.-]``, 1..64): the id is ``<agent_id>~<suffix>``."""
+    b = Body(data)
+    agent = agent_id(b.raw("agent_id"))
+    sid = b.raw("session_id")
+    if sid is not None:
+        if not isinstance(sid, str) or not sessions.SUFFIX_RE.fullmatch(sid):
+            raise Invalid("session_id", "must be 1 to 64 characters of [A-Za-z0-9_.-] (the server puts "
+                                        f"'<agent_id>{sessions.SEPARATOR}' before it)")
+        sid = f"{agent}{sessions.SEPARATOR}{sid}"
+    metadata = _metadata(b) or {}
+    idle = b.integer("idle_timeout_secs", lo=0, hi=sessions.MAX_IDLE_TIMEOUT_SECS)
+    b.finish()
+    return agent, sid, metadata, idle
+
+
+def parse_session_end(data: Any) -> tuple[str | None, list[str]]:
+    """``POST /v1/sessions/{id}/end`` ``{summary?, auto_summarize?}`` (no body is no summary):
+    ``(summary, warnings)``; ``auto_summarize`` is accepted and ignored (named in the warnings)."""
+    if data is None:
+        return None, []
+    b = Body(data, ignored=("auto_summarize",))
+    summary = b.string("summary", max_chars=MAX_CONTENT_CHARS, allow_empty=True)
+    return summary, b.finish()
+
+
+def _bool_arg(args: Mapping[str, str], name: str) -> bool:
+    raw = args.get(name)
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise Invalid(name, f"must be true or false, got {raw!r}")
+
+
+def parse_session_listing(args: Mapping[str, str], *, need_agent: bool) -> tuple[str | None, bool, int, int]:
+    """``agent_id`` (required when ``need_agent``), ``active_only``, ``limit`` (50), ``offset`` of a
+    session listing."""
+    agent = agent_id(args.get("agent_id")) if need_agent else None
+    active_only = _bool_arg(args, "active_only")
+    limit = _int_arg(args, "limit", 50, 1, MAX_SESSION_PAGE)
+    offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
+    assert limit is not None and offset is not None
+    return agent, active_only, limit, offset
+
+
+def parse_session_prefix(args: Mapping[str, str]) -> tuple[bool, int]:
+    """``active_only`` and ``first`` (how many of a node's newest sessions a listing of every agent's
+    sessions needs) of a member's part of that listing."""
+    first = _int_arg(args, "first", None, 1, MAX_SESSION_PAGE + MAX_OFFSET)
+    if first is None:
+        raise Invalid("first", "is required")
+    return _bool_arg(args, "active_only"), first
+
+
+def parse_session_memories(args: Mapping[str, str]) -> tuple[int, int, int | None]:
+    """``limit`` (50, at most 500), ``offset``, ``content_preview_chars`` (1..10000) of a session's memories."""
+    limit = _int_arg(args, "limit", 50, 1, MAX_SESSION_MEMORY_PAGE)
+    offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
+    preview = _int_arg(args, "content_preview_chars", None, 1, MAX_PREVIEW_CHARS)
+    assert limit is not None and offset is not None
+    return limit, offset, preview

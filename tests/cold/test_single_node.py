@@ -45,6 +45,10 @@ async def test_a_single_node_on_an_empty_disk_restores_every_shard_from_the_arch
             assert r.status_code == 200
         r = await client.post("/v1/memory/forget", json={"agent_id": "a1", "memory_ids": ["m1"]})
         assert r.status_code == 200
+        for agent in ("a0", "a2"):
+            assert (await client.post("/v1/sessions/start", json={"agent_id": agent, "session_id": "s"})).status_code == 200
+        await client.post("/v1/sessions/a2~s/end", json={"summary": "archived"})
+        sessions_then = [(await client.get(f"/v1/sessions/{sid}")).json() for sid in ("a0~s", "a2~s")]
         await eventually(lambda: caught_up(node), timeout=10)
         assert node.memory is not None
         with_data = sum(1 for shard in node.memory.shards.shards.values() if shard.seq)
@@ -54,6 +58,7 @@ async def test_a_single_node_on_an_empty_disk_restores_every_shard_from_the_arch
         for i in range(30):
             got = await client.get(f"/v1/memory/get/m{i}", params={"agent_id": f"a{i % 5}"})
             assert got.status_code == (404 if i == 1 else 200), (i, got.text)
+        assert [(await client.get(f"/v1/sessions/{sid}")).json() for sid in ("a0~s", "a2~s")] == sessions_then
         # and it archives under a newer term, which the next restore prefers
         r = await client.post("/v1/memory/store", json={"agent_id": "a0", "content": "later", "id": "later"})
         assert r.status_code == 200

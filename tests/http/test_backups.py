@@ -66,6 +66,10 @@ async def test_backup_then_restore_a_wiped_node_through_the_sdk(tmp_path: Path) 
             r = await raw.post("/v1/memory/store", json={"agent_id": f"agent-{i % 3}", "content": f"memory {i}",
                                                          "id": f"m{i}"})
             assert r.status_code == 200
+        s0 = (await raw.post("/v1/sessions/start", json={"agent_id": "agent-0", "session_id": "open"})).json()["session"]
+        await raw.post("/v1/sessions/start", json={"agent_id": "agent-9", "session_id": "done"})  # no memories
+        await raw.post("/v1/sessions/agent-9~done/end", json={"summary": "backed up"})
+        sessions_then = {sid: (await raw.get(f"/v1/sessions/{sid}")).json() for sid in (s0["id"], "agent-9~done")}
         created = await sdk.admin_create_backup("nightly", encrypt=True)
         assert created["backup"]["backup_id"] == created["backup_id"] == created["id"]
         info = await completed(sdk, created["id"])
@@ -90,6 +94,8 @@ async def test_backup_then_restore_a_wiped_node_through_the_sdk(tmp_path: Path) 
         assert after == before and "late" not in after["agent-0"]  # every memory of the cut, nothing after it
         got = await raw.get("/v1/memory/get/m4", params={"agent_id": "agent-1"})
         assert got.status_code == 200 and got.json()["content"] == "memory 4"
+        # sessions come back with their agents (one of an agent without memories too)
+        assert {sid: (await raw.get(f"/v1/sessions/{sid}")).json() for sid in sessions_then} == sessions_then
         # the uploaded bundle kept as a backup of this cluster, restorable by id through the SDK
         up = await sdk.upload_backup(bundle)
         assert up["status"] == "accepted" and up["backup"]["vector_count"] == 30

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from dakera import (
     AuthenticationError,
@@ -20,6 +21,7 @@ from dakera import (
     NotFoundError,
     ValidationError,
 )
+from dakera.models import Memory, Session, SessionTouchResponse
 
 from .procs import Acks, NodeProcess, Workers, cluster_processes, running, wait_for
 
@@ -162,8 +164,14 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sdk_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    """Three node processes behind the root key, shared by the tests below (one cluster start)."""
+    """Three node processes behind the root key, shared by this module's cluster tests (one start, ~10 s)."""
     with running(cluster_processes(tmp_path_factory.mktemp("sdk-cluster"), 3, DAKERA_ROOT_API_KEY=KEY)) as nodes:
+        def one_map() -> bool:
+            versions = {httpx.get(n.url + "/admin/cluster/status", timeout=2,
+                                  headers={"Authorization": f"Bearer {KEY}"}).json()["shard_map_version"]
+                        for n in nodes}
+            return len(versions) == 1 and 0 not in versions
+        wait_for(one_map, 60, "a common shard map")
         yield nodes
 
 
@@ -243,3 +251,75 @@ def test_sdk_health_ops_and_admin_through_every_node_of_a_cluster(sdk_cluster: l
         assert "shard_ids" in str(bad.value)
     assert {c.cluster_status()["cluster_id"] for c in clients} == {clients[0].cluster_status()["cluster_id"]}
     assert clients[0].cluster_status()["shard_map_version"] == version  # dry runs and refusals moved nothing
+
+# -- importance and sessions: one node, and every node of one shared three-process cluster -------
+def _sessions_and_importance(c: DakeraClient, agent: str) -> None:
+    """Every session method and both importance methods through ``c``, on the parsed results."""
+    started = c.start_session(agent, metadata={"topic": "tea"}, idle_timeout_secs=3600)
+    sid = started["id"]
+    assert started["session_id"] == sid and started["agent_id"] == agent and sid.startswith(agent + "~")
+    assert started["idle_timeout_secs"] == 3600 and started["metadata"] == {"topic": "tea"}
+    stored = c.store_memory(agent, "green tea in the morning", session_id=sid, importance=0.3)
+    assert stored["session_state"] == "active" and stored["session_id"] == sid
+    touched = c.touch_session(sid)
+    assert isinstance(touched, SessionTouchResponse) and touched.is_active
+    assert touched.session.session_id == sid and touched.idle_deadline_at is not None
+    got = c.get_session(sid)
+    assert Session.from_dict(got).memory_count == 1 and got["session_state"] == "active"
+    assert [s["id"] for s in c.list_sessions(agent_id=agent)] == [sid]
+    assert [s["id"] for s in c.list_sessions(agent_id=agent, active_only=True, limit=5, offset=0)] == [sid]
+    assert [s["id"] for s in c.agent_sessions(agent, active_only=True, limit=10)] == [sid]
+    memories = c.session_memories(sid, limit=10, content_preview_chars=5)
+    assert [(m["id"], m["content"], m["content_truncated"]) for m in memories] == [(stored["id"], "green", True)]
+    updated = c.update_importance(agent, [stored["id"]], 0.9)
+    assert isinstance(updated, dict) and updated["importance"] == 0.9 and updated["memory_id"] == stored["id"]
+    patched = c.patch_memory_importance(stored["id"], agent, 0.75)
+    assert isinstance(patched, Memory) and (patched.id, patched.importance) == (stored["id"], 0.75)
+    assert c.get_memory(agent, stored["id"])["importance"] == 0.75
+    ended = c.end_session(sid, summary="talked tea")
+    assert (ended["session_state"], ended["ended_reason"], ended["summary"]) == ("ended", "client", "talked tea")
+    assert not c.touch_session(sid).is_active  # never re-opened
+    assert c.list_sessions(agent_id=agent, active_only=True) == []
+    assert c.end_session(sid, summary="again")["summary"] == "talked tea"
+    # bad input: clear errors, nothing changed
+    with pytest.raises(NotFoundError):
+        c.get_session(agent + "~nope")
+    with pytest.raises(NotFoundError):
+        c.touch_session(agent + "~nope")
+    with pytest.raises(ValidationError):
+        c.get_session("not-a-session-id")
+    with pytest.raises(NotFoundError):
+        c.update_importance(agent, ["no-such-memory"], 0.5)
+    with pytest.raises(ValidationError):
+        c.update_importance(agent, [stored["id"]], 2.0)
+    with pytest.raises(ValidationError):
+        c.patch_memory_importance(stored["id"], agent, "high")  # type: ignore[arg-type]
+    assert c.get_memory(agent, stored["id"])["importance"] == 0.75
+
+
+def test_sdk_sessions_and_importance_on_one_node(node: NodeProcess) -> None:
+    _sessions_and_importance(client(node), "agent-sessions")
+
+
+def test_sdk_sessions_and_importance_through_every_node_of_a_cluster(sdk_cluster: list[NodeProcess]) -> None:
+    clients = [client(n) for n in sdk_cluster]
+    for i, c in enumerate(clients):  # each node on agents whose shards live on every node
+        for n in range(4):
+            _sessions_and_importance(c, f"agent-c{i}-{n}")
+    # a session started through one node is the same session through every other
+    sid = clients[0].start_session("agent-shared")["id"]
+    clients[1].touch_session(sid)
+    clients[2].end_session(sid, summary="seen by all")
+    for c in clients:
+        got = Session.from_dict(c.get_session(sid))
+        assert (got.session_id, got.ended_reason, got.summary) == (sid, "client", "seen by all")
+        assert [s["id"] for s in c.agent_sessions("agent-shared")] == [sid]
+        # without an agent: every agent's sessions from every member, newest first, paged
+        everyone = c.list_sessions(limit=1000)
+        assert len(everyone) == len({s["id"] for s in everyone}) == 13 and everyone[0]["id"] == sid
+        assert c.list_sessions(limit=2, offset=1) == everyone[1:3]
+    forwarded = sum(float(line.split()[-1]) for n in sdk_cluster
+                    for line in httpx.get(n.url + "/metrics", timeout=5,
+                                          headers={"Authorization": f"Bearer {KEY}"}).text.splitlines()
+                    if line.startswith("dakera_forwarded_requests_total"))
+    assert forwarded > 0  # some of it went through a node that does not own the agent

@@ -35,6 +35,11 @@ def image(cluster: Cluster, node_id: str, shard: int) -> tuple[tuple[int, int], 
     return held.position, {m.id: (m.content, m.importance) for a in held.agents.values() for m in a.memories.values()}
 
 
+def sessions_held(cluster: Cluster, node_id: str, shard: int) -> dict[str, Any]:
+    held = cluster.node(node_id).memory.shards.shard(shard)  # type: ignore[union-attr]
+    return {s.id: s.to_record() for s in held.sessions.values()}
+
+
 def replicas_equal_primaries(cluster: Cluster) -> bool:
     smap = one_map(cluster)
     if smap is None:
@@ -42,8 +47,8 @@ def replicas_equal_primaries(cluster: Cluster) -> bool:
     for shard, copies in enumerate(smap.placement):
         if any(c not in cluster.nodes for c in copies):
             return False
-        first = image(cluster, copies[0], shard)
-        if any(image(cluster, c, shard) != first for c in copies[1:]):
+        first = image(cluster, copies[0], shard), sessions_held(cluster, copies[0], shard)
+        if any((image(cluster, c, shard), sessions_held(cluster, c, shard)) != first for c in copies[1:]):
             return False
     return True
 
@@ -94,6 +99,19 @@ async def test_a_dead_primary_is_replaced_by_its_replica_with_every_write(autoju
             mid = f"m-{i}"
             assert await store(cluster, "node-1", agent, mid, f"fact {i}") == 200
             acked[mid] = agent
+        # sessions and an importance change on the victim's shards, asked through other nodes
+        async with cluster.client("node-2") as http:
+            open_s = (await http.post("/v1/sessions/start", json={"agent_id": agents[0], "metadata": {"n": 1}})).json()
+            ended = (await http.post("/v1/sessions/start", json={"agent_id": agents[1], "session_id": "e"})).json()
+            r = await http.post("/v1/memory/importance", json={"agent_id": agents[0], "memory_id": "m-0",
+                                                               "importance": 0.91})
+            assert r.status_code == 200 and r.json()["importance"] == 0.91
+        async with cluster.client("node-1") as http:
+            assert (await http.post(f"/v1/sessions/{open_s['session']['id']}/touch")).json()["session_state"] == "active"
+            r = await http.post(f"/v1/sessions/{ended['session']['id']}/end", json={"summary": "over"})
+            assert r.status_code == 200 and r.json()["ended_reason"] == "client"
+            before = {sid: (await http.get(f"/v1/sessions/{sid}")).json()
+                      for sid in (open_s["session"]["id"], ended["session"]["id"])}
         cluster.kill(victim)  # no time for anything: replication is all that keeps these
         started = trio.current_time()
         await eventually(lambda: (m := one_map(cluster)) is not None and all(
@@ -105,6 +123,14 @@ async def test_a_dead_primary_is_replaced_by_its_replica_with_every_write(autoju
             async with cluster.client("node-2") as http:
                 got = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
             assert got.status_code == 200, (mid, got.text)
+        async with cluster.client("node-1") as http:  # the promoted replica answers the same sessions
+            after = {sid: (await http.get(f"/v1/sessions/{sid}")).json() for sid in before}
+            assert after == before
+            assert (await http.get("/v1/memory/get/m-0", params={"agent_id": agents[0]})).json()["importance"] == 0.91
+            touched = (await http.post(f"/v1/sessions/{open_s['session']['id']}/touch")).json()
+            assert touched["session_state"] == "active"
+            still = (await http.post(f"/v1/sessions/{ended['session']['id']}/touch")).json()
+            assert (still["session_state"], still["session"]["summary"]) == ("ended", "over")
         # writes resume on the new primary
         assert await store(cluster, "node-1", agents[0], "after", "after the failover") == 200
         assert failover < 15  # detection (SWIM) plus promotion, in simulated seconds
@@ -168,6 +194,9 @@ async def test_a_replica_beyond_the_tail_gets_a_whole_copy_then_the_log(autojump
         await eventually(lambda: (m := one_map(cluster)) is not None and replica in m.down, timeout=30)
         for i in range(50):  # far more than the primary's tail keeps
             assert await store(cluster, "node-1", agent, f"while-away-{i}", f"fact {i}") == 200
+        async with cluster.client("node-1") as http:  # sessions the whole copy must carry
+            sid = (await http.post("/v1/sessions/start", json={"agent_id": agent})).json()["session"]["id"]
+            await http.post(f"/v1/sessions/{sid}/end", json={"summary": "while away"})
         copies_before = cluster.node("node-1").metrics.sample(
             "dakera_replication_snapshots_total", direction="sent")
         await cluster.restart(replica)
@@ -179,6 +208,7 @@ async def test_a_replica_beyond_the_tail_gets_a_whole_copy_then_the_log(autojump
         assert await store(cluster, "node-1", agent, "after", "after the copy") == 200
         await eventually(lambda: "after" in image(cluster, replica, shard)[1], timeout=5)
         assert len(image(cluster, replica, shard)[1]) == 52
+        assert sessions_held(cluster, replica, shard)[sid]["su"] == "while away"
 
 
 async def test_eventual_reads_are_served_by_a_replica_strong_ones_by_the_primary(autojump_clock: MockClock) -> None:
