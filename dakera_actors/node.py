@@ -801,9 +801,8 @@ async def open_node(
                 node.transport = await stack.enter_async_context(transport_cls.open(
                     bind=config.gossip_bind_address, advertise=config.gossip_advertise,
                     max_frame_size=config.max_frame_bytes, inbound_frame_limit=UNAUTHENTICATED_FRAME_LIMIT,
-                    **(transport_options or {})))
-                node.transport.handshake_timeout = config.gossip_handshake_timeout
-                node.transport.max_pending_connections = config.gossip_max_pending_streams
+                    handshake_timeout=config.gossip_handshake_timeout,
+                    max_pending_connections=config.gossip_max_pending_streams, **(transport_options or {})))
                 node.log.info("transport_listening", transport=config.transport,
                               bind=config.gossip_bind_address, advertise=node.transport.address)
             # two nurseries so that stopping is ordered: the front (HTTP) drains first while

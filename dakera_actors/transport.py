@@ -139,7 +139,8 @@ class Transport(abc.ABC):
     inbound_frame_limit: int | None = None
     #: transports with a connection handshake of their own (the WebSocket upgrade) give an inbound
     #: connection this long to finish it, and keep at most ``max_pending_connections`` connections
-    #: in it at once (the oldest is closed to make room); the node sets both from its config
+    #: in it at once (the oldest is closed to make room); ``open``'s options of the same names set
+    #: both before the first connection is accepted (the node passes them from its config)
     handshake_timeout: float = 5.0
     max_pending_connections: int = 64
 
@@ -157,7 +158,9 @@ class Transport(abc.ABC):
 
         ``bind`` is ``host:port`` (port 0 picks a free one where the transport supports it);
         ``advertise`` is the address peers should use, derived from the bound one when None.
-        ``options`` are transport-specific (the memory transport takes ``network=``).
+        Every transport takes ``inbound_frame_limit``, ``handshake_timeout`` and
+        ``max_pending_connections`` (the node always passes them; see the attributes above);
+        other ``options`` are transport-specific (the memory transport takes ``network=``).
         """
 
     def check_packet_size(self, data: bytes) -> None:

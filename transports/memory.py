@@ -296,6 +296,8 @@ class MemoryTransport(Transport):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         network: MemoryNetwork | None = None,
         inbound_frame_limit: int | None = None,
+        handshake_timeout: float = 5.0,
+        max_pending_connections: int = 64,
         **options: Any,
     ) -> AsyncIterator[MemoryTransport]:
         if options:
@@ -307,6 +309,8 @@ class MemoryTransport(Transport):
         async with trio.open_nursery() as nursery:
             transport = cls(net, address, max_frame_size, nursery)
             transport.inbound_frame_limit = inbound_frame_limit
+            transport.handshake_timeout = handshake_timeout
+            transport.max_pending_connections = max_pending_connections
             net._register(transport)
             try:
                 yield transport

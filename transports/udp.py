@@ -248,6 +248,8 @@ class UdpTransport(Transport):
         packet_buffer: int = _PACKET_BUFFER,
         accept_backlog: int = _ACCEPT_BACKLOG,
         inbound_frame_limit: int | None = None,
+        handshake_timeout: float = 5.0,
+        max_pending_connections: int = 64,
         **options: Any,
     ) -> AsyncIterator[UdpTransport]:
         if options:
@@ -262,6 +264,8 @@ class UdpTransport(Transport):
             transport = cls(udp=udp, listener=listener, address=address, max_frame_size=max_frame_size,
                             packet_buffer=packet_buffer, accept_backlog=accept_backlog)
             transport.inbound_frame_limit = inbound_frame_limit
+            transport.handshake_timeout = handshake_timeout
+            transport.max_pending_connections = max_pending_connections
         except BaseException:
             listener.close()
             udp.close()

@@ -227,6 +227,8 @@ class WebSocketTransport(Transport):
         packet_buffer: int = _PACKET_BUFFER,
         accept_backlog: int = _ACCEPT_BACKLOG,
         inbound_frame_limit: int | None = None,
+        handshake_timeout: float = 5.0,
+        max_pending_connections: int = 64,
         max_packet_links: int = _MAX_PACKET_LINKS,
         packet_links_per_host: int = _PACKET_LINKS_PER_HOST,
         packet_idle_timeout: float = _PACKET_IDLE_TIMEOUT,
@@ -250,6 +252,8 @@ class WebSocketTransport(Transport):
                             max_packet_links=max_packet_links, packet_links_per_host=packet_links_per_host,
                             packet_idle_timeout=packet_idle_timeout)
             transport.inbound_frame_limit = inbound_frame_limit
+            transport.handshake_timeout = handshake_timeout
+            transport.max_pending_connections = max_pending_connections
             nursery.start_soon(accept_forever, listener, transport._on_accept)
             try:
                 yield transport
