@@ -179,11 +179,8 @@ class Replicator(Actor):
 
     # -- the write path ----------------------------------------------------------------
     def _behind_routing(self) -> bool:
-        """The router already routes by a map the core has not followed yet: it is published
-        before this actor's mailbox delivers it, and a shard that map makes this node primary of
-        is not marked as being taken over until the core has it."""
-        routed = self.maps.view.value
-        return routed is not None and (self.core.map is None or routed.key > self.core.map.key)
+        """The router already routes by a map the core has not followed yet (:meth:`~.core.ReplicationCore.behind`)."""
+        return self.core.behind(self.maps.view.value)
 
     async def ready(self, shard: int, timeout: float) -> None:
         """Wait until this node may serve ``shard`` as its primary: the core has the map requests

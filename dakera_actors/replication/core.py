@@ -208,6 +208,12 @@ class ReplicationCore:
         """May this node write ``shard`` as its primary now? (Always, without a map: a single node.)"""
         return self.map is None or shard in self.live
 
+    def behind(self, routed: ShardMap | None) -> bool:
+        """Is ``routed`` (the map requests are routed by, published before this core hears of it)
+        newer than ours? A shard it makes this node primary of is not marked as being taken over
+        until the core has it, so nothing may be served as primary meanwhile."""
+        return routed is not None and (self.map is None or routed.key > self.map.key)
+
     def taking_over(self, shard: int) -> bool:
         return self.map is not None and shard in self.syncing
 

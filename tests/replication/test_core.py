@@ -529,3 +529,14 @@ def test_a_live_primary_tells_each_fetch_its_heads() -> None:
     write(c, 0, 1, 2, 3)
     answer = c.on_fetch("b", [[0, 7, 3], [1, 0, 0], [2, 0, 0]], 1.0)
     assert answer.heads == [[0, 7, 3], [1, 0, 0]]  # shard 2 is not ours: no head from us
+
+
+def test_a_routed_map_newer_than_the_cores_holds_primary_service_back() -> None:
+    c = core("a")
+    m1, m2 = smap(1, [["a", "b"]] * SHARDS), smap(2, [["b", "a"]] * SHARDS)
+    assert not c.behind(None)
+    assert c.behind(m1)  # the router has a map, the core none yet
+    live(c, m1)
+    assert not c.behind(m1) and c.behind(m2)
+    c.on_map(m2, 1.0, held=set(), from_cluster=True)
+    assert not c.behind(m2)
