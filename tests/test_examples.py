@@ -21,7 +21,7 @@ def run(name: str) -> str:
 @pytest.mark.real
 def test_embedded_node() -> None:
     out = run("embedded_node.py")
-    assert "health=ok ready=True" in out and "node stopped" in out
+    assert "health=healthy ready=True" in out and "node stopped" in out
 
 
 def test_local_cluster() -> None:
