@@ -63,6 +63,13 @@ class Embedder(Protocol):
         """The spec that rebuilds this embedder (vectors from different names do not mix)."""
         ...
 
+    @property
+    def identity(self) -> str:
+        """The embedder's vector space, e.g. ``wordllama:256`` or ``hashing:384``: equal identities
+        give comparable vectors, different ones never mix (the cluster compares it). The same
+        string as :attr:`name`, and :func:`make_embedder` accepts it."""
+        ...
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A float32 array of shape ``(len(texts), dim)``; rows are L2-normalised or all zero."""
         ...
@@ -94,6 +101,11 @@ class HashingEmbedder:
     def name(self) -> str:
         """``hashing:<dim>``, the spec :func:`make_embedder` accepts."""
         return f"hashing:{self.dim}"
+
+    @property
+    def identity(self) -> str:
+        """The vector space: the same as :attr:`name`."""
+        return self.name
 
     def _bucket(self, feature: str) -> tuple[int, float]:
         h = xxhash.xxh64_intdigest(feature.encode(), seed=_SEED)
@@ -191,6 +203,11 @@ class SentenceTransformerEmbedder:
     def name(self) -> str:
         """``sentence-transformers:<model>``, the spec :func:`make_embedder` accepts."""
         return f"sentence-transformers:{self._model_name}"
+
+    @property
+    def identity(self) -> str:
+        """The vector space: the same as :attr:`name`."""
+        return self.name
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts``: float32, shape ``(len(texts), dim)``, rows L2-normalised."""
