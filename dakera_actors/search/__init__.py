@@ -6,9 +6,13 @@ are stored, updated and forgotten, and asks it for the best matches of a query.
 
 from .embed import (
     DEFAULT_DIM,
+    DEFAULT_EMBEDDER,
+    WORDLLAMA_DIMS,
     Embedder,
+    EmbedderUnavailable,
     HashingEmbedder,
     SentenceTransformerEmbedder,
+    WordLlamaEmbedder,
     make_embedder,
 )
 from .index import (
@@ -27,6 +31,7 @@ from .text import CONTENT_WORDS, STOP_WORDS, TOKENIZER_ID, stem, tokenize, words
 __all__ = [
     "CONTENT_WORDS",
     "DEFAULT_DIM",
+    "DEFAULT_EMBEDDER",
     "FUSIONS",
     "ROUTINGS",
     "RRF_K",
@@ -35,12 +40,15 @@ __all__ = [
     "AgentIndex",
     "Bm25Index",
     "Embedder",
+    "EmbedderUnavailable",
     "Fusion",
     "HashingEmbedder",
     "Hit",
     "Routing",
     "SentenceTransformerEmbedder",
     "VectorIndex",
+    "WORDLLAMA_DIMS",
+    "WordLlamaEmbedder",
     "make_embedder",
     "stem",
     "tokenize",
