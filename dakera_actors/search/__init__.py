@@ -16,6 +16,7 @@ from .embed import (
     make_embedder,
 )
 from .index import (
+    DEFAULT_VECTOR_WEIGHT,
     FUSIONS,
     ROUTINGS,
     RRF_K,
@@ -32,6 +33,7 @@ __all__ = [
     "CONTENT_WORDS",
     "DEFAULT_DIM",
     "DEFAULT_EMBEDDER",
+    "DEFAULT_VECTOR_WEIGHT",
     "FUSIONS",
     "ROUTINGS",
     "RRF_K",

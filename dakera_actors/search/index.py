@@ -21,6 +21,7 @@ import attrs
 import numpy as np
 
 __all__ = [
+    "DEFAULT_VECTOR_WEIGHT",
     "FUSIONS",
     "RRF_K",
     "ROUTINGS",
@@ -37,6 +38,12 @@ Fusion = Literal["minmax", "rrf"]
 ROUTINGS: tuple[str, ...] = ("hybrid", "vector", "bm25", "auto")
 FUSIONS: tuple[str, ...] = ("minmax", "rrf")
 RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's and OpenSearch's default
+#: hybrid recall's default weight of the vector side (min-max fusion). Chosen by
+#: bench/recall_quality.py with the WordLlama embedder (bench/RESULTS.md): from 0.3 to 0.6 a single
+#: shared word in a distractor outranks a paraphrase's memory; 0.7 puts more paraphrases first while
+#: every exact-term query (names, ids, code words) still ranks its memory first; from 0.8 those
+#: start to lose to near-miss ids the vectors cannot tell apart.
+DEFAULT_VECTOR_WEIGHT = 0.7
 
 
 class Bm25Index:
@@ -412,7 +419,7 @@ class AgentIndex:
         top_k: int = 10,
         routing: Routing | str = "hybrid",
         fusion: Fusion | str = "minmax",
-        vector_weight: float = 0.5,
+        vector_weight: float = DEFAULT_VECTOR_WEIGHT,
         candidates: Collection[str] | None = None,
     ) -> list[Hit]:
         """The ``top_k`` best memories for a query, best first (ties by key).
