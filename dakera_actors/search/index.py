@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_VECTOR_WEIGHT",
+    "DimensionMismatch",
     "FUSIONS",
     "RRF_K",
     "ROUTINGS",
@@ -44,6 +45,15 @@ RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's and Op
 #: every exact-term query (names, ids, code words) still ranks its memory first; from 0.8 those
 #: start to lose to near-miss ids the vectors cannot tell apart.
 DEFAULT_VECTOR_WEIGHT = 0.7
+
+
+class DimensionMismatch(ValueError):
+    """A vector of another length than the index's: made by another embedder (or damaged)."""
+
+    def __init__(self, got: float, expected: int) -> None:
+        super().__init__(f"vector has {got:g} dimensions, index has {expected}")
+        self.got = got
+        self.expected = expected
 
 
 class Bm25Index:
@@ -233,7 +243,7 @@ class VectorIndex:
     def _unit(self, vector: np.ndarray) -> np.ndarray:
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         if v.shape[0] != self.dim:
-            raise ValueError(f"vector has {v.shape[0]} dimensions, index has {self.dim}")
+            raise DimensionMismatch(v.shape[0], self.dim)
         n = float(np.linalg.norm(v))
         if not math.isfinite(n):
             raise ValueError("vector has a non-finite component")
@@ -264,7 +274,7 @@ class VectorIndex:
         size = 4 * self.dim
         for raw in vectors:
             if len(raw) != size:
-                raise ValueError(f"vector has {len(raw) / 4:g} dimensions, index has {self.dim}")
+                raise DimensionMismatch(len(raw) / 4, self.dim)
         count = len(keys)
         capacity = self.capacity
         while capacity < count:  # the capacity add's doubling would have reached

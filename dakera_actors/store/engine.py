@@ -24,7 +24,7 @@ from ..log import EventLogger, get_logger
 from ..metrics import NodeMetrics
 from ..runtime import Actor
 from ..runtime.offload import Offload
-from ..search import Embedder, EmbedderUnavailable, make_embedder, tokenize
+from ..search import DimensionMismatch, Embedder, EmbedderUnavailable, make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
 from ..wal.log import WalRecoveryError, WriteAheadLog
 from ..wal.memory import SimDisk, SnapshotStorage, WalLog
@@ -154,8 +154,14 @@ async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None,
     embedder = await disk_call(blocking, load_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
-    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
-                                                          mode=config.wal_recovery))
+    try:
+        recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
+                                                              mode=config.wal_recovery))
+    except DimensionMismatch as exc:  # stored by another embedder: refuse plainly, change nothing
+        raise ConfigError("DAKERA_EMBEDDER", (
+            f"the data in {data_dir} holds {exc.got:g}-dimension vectors but {config.embedder!r} makes "
+            f"{exc.expected}: start with the embedder that stored them (before 'wordllama' the default "
+            "was 'hashing', 384 dimensions)")) from None
     report = recovered.log.recovery
     log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
              replayed_after_lsn=recovered.replay_floor,

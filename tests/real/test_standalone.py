@@ -129,6 +129,32 @@ def test_a_missing_model_file_exits_2_naming_the_embedder_and_writes_nothing(tmp
     assert not data.exists() or [p.name for p in data.rglob("*") if p.is_file() and p.stat().st_size] == []
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])  # from a snapshot / from the WAL alone
+def test_data_of_another_embedder_exits_2_naming_it_and_stays_readable(tmp_path: Path, stop: int) -> None:
+    old = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing").start()  # the default before wordllama
+    try:
+        old.wait_healthy()
+        r = httpx.post(old.url + "/v1/memory/store", json={"agent_id": "a", "content": "The user lives in Berlin"})
+        assert r.status_code == 200
+        old.signal(stop)
+        old.wait(timeout=30)
+    finally:
+        old.stop()
+    env = {k: v for k, v in old.env.items() if k != "DAKERA_EMBEDDER"}  # now the default: wordllama
+    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dakera_actors: configuration error: DAKERA_EMBEDDER:") and "384-dimension" in last, last
+    again = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing", DAKERA_PORT=str(free_port())).start()
+    try:
+        again.wait_healthy()
+        found = httpx.post(again.url + "/v1/memory/recall", json={"agent_id": "a", "query": "Berlin"}).json()
+        assert [m["content"] for m in found["memories"]] == ["The user lives in Berlin"]
+    finally:
+        again.stop()
+
+
 def test_second_process_on_the_same_data_dir_exits_2(node: NodeProcess, tmp_path: Path) -> None:
     env = dict(node.env, DAKERA_PORT=str(free_port()))
     done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT,
