@@ -17,7 +17,8 @@ its memory lands: recall@1, recall@5 and MRR, per kind and overall. Then the lat
 recall (tokenize + embed the query + hybrid search, top 10) with 1k, 10k and 100k memories in
 the agent. Prints figures; passes or fails nothing.
 
-    .venv/bin/python bench/recall_quality.py [--sizes 1000,10000,100000] [--queries 200]
+    .venv/bin/python bench/recall_quality.py [--sizes 1000,10000,100000] [--queries 200] [--quick]
+    make bench-recall-quality [QUICK=1]
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import print_table  # noqa: E402
 from recall import sentence  # noqa: E402
 
-from dakera_actors.search import AgentIndex, Embedder, make_embedder, tokenize  # noqa: E402
+from dakera_actors.search import (  # noqa: E402
+    DEFAULT_VECTOR_WEIGHT,
+    AgentIndex,
+    Embedder,
+    make_embedder,
+    tokenize,
+)
 
 PARAPHRASES: list[tuple[str, str]] = [
     ("My daughter has started taking violin lessons", "what instrument is the kid learning"),
@@ -210,14 +215,13 @@ def quality(embedder: Embedder, n_distractors: int, seed: int) -> list[list[str]
     for label, routing, fusion, w in SETTINGS:
         rp = ranks(embedder, ix, para, routing, fusion, w)
         re_ = ranks(embedder, ix, exact, routing, fusion, w)
-        p1, p5, pm = scores(rp)
-        e1, e5, em = scores(re_)
+        pm = scores(rp)[2]
+        em = scores(re_)[2]
         a1, a5, am = scores(rp + re_)
         rows.append([embedder.identity, label,
                      f"{sum(r == 1 for r in rp)}/{len(rp)}", f"{sum(r <= 5 for r in rp)}/{len(rp)}", f"{pm:.3f}",
                      f"{sum(r == 1 for r in re_)}/{len(re_)}", f"{sum(r <= 5 for r in re_)}/{len(re_)}", f"{em:.3f}",
                      f"{a1:.2f}", f"{a5:.2f}", f"{am:.3f}"])
-        del p1, p5, e1, e5
     return rows
 
 
@@ -253,24 +257,29 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="latency at 1k and 10k memories only")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes = "1000,10000"
     check_labels()
     embedders = []
     for spec in args.embedders.split(","):
         t = time.perf_counter()
         embedders.append(make_embedder(spec))
         print(f"{spec}: loaded in {time.perf_counter() - t:.2f} s")
+    print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\nquality: {len(PARAPHRASES)} paraphrases + {len(EXACT)} exact-term queries, "
           f"{len(PARAPHRASES) + len(EXACT) + args.distractors} memories in one agent\n")
     rows = [row for e in embedders for row in quality(e, args.distractors, args.seed)]
     print_table(["embedder", "setting", "para@1", "para@5", "para MRR", "exact@1", "exact@5", "exact MRR",
                  "all@1", "all@5", "all MRR"], rows)
     print("\nlatency of one recall (tokenize + embed the query + search, top 10), ms\n")
-    lat_settings = [("hybrid", "minmax", 0.5), ("hybrid", "rrf", 0.5), ("vector", "minmax", 1.0)]
+    lat_settings = [("hybrid", "minmax", DEFAULT_VECTOR_WEIGHT), ("hybrid", "rrf", DEFAULT_VECTOR_WEIGHT),
+                    ("vector", "minmax", 1.0)]
     rows = [row for n in (int(s) for s in args.sizes.split(",")) for e in embedders
             for row in latency(e, n, args.queries, args.seed, lat_settings)]
     print_table(["embedder", "memories", "routing", "p50 ms", "p99 ms", "build s"], rows)
-    _ = np  # numpy is what the index runs on; imported for the reader's REPL
+    print(f"\nload average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -334,10 +334,13 @@ class WordLlamaEmbedder:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         if len(texts) == 0:
             return out
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        # one text at a time: encode_batch hands the batch to the tokenizers library's own thread
+        # pool, which on 2 cores took more wall and CPU time than this loop (the node already runs
+        # embedding in its worker threads)
+        encode = self._tokenizer.encode
         matrix = self._matrix
-        for i, enc in enumerate(encodings):
-            ids = np.asarray(enc.ids, dtype=np.intp)
+        for i, text in enumerate(texts):
+            ids = np.asarray(encode(text, add_special_tokens=False).ids, dtype=np.intp)
             if ids.size == 0:
                 continue
             np.clip(ids, 0, matrix.shape[0] - 1, out=ids)

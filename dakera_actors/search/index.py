@@ -42,8 +42,9 @@ RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's and Op
 #: hybrid recall's default weight of the vector side (min-max fusion). Chosen by
 #: bench/recall_quality.py with the WordLlama embedder (bench/RESULTS.md): from 0.3 to 0.6 a single
 #: shared word in a distractor outranks a paraphrase's memory; 0.7 puts more paraphrases first while
-#: every exact-term query (names, ids, code words) still ranks its memory first; from 0.8 those
-#: start to lose to near-miss ids the vectors cannot tell apart.
+#: every exact-term query (names, ids, code words) still ranks its memory first with a margin (0.75
+#: keeps the closest one ahead by 0.006 only); from 0.8 those lose to near-miss ids the vectors
+#: cannot tell apart.
 DEFAULT_VECTOR_WEIGHT = 0.7
 
 
