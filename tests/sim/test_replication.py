@@ -3,20 +3,17 @@ by promoted replicas holding every acknowledged write, returning nodes catch up.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytest
 import trio
 import trio.testing
 
-from dakera_actors.search import Embedder
 from dakera_actors.sharding.shardmap import ShardMap
-from dakera_actors.store import engine
 from dakera_actors.store.shard import shard_of
 from dakera_actors.testing import Cluster, open_cluster
 
+from ..embedcount import count_embeddings
 from ..waiting import eventually
 
 MockClock = trio.testing.MockClock
@@ -216,18 +213,6 @@ async def test_a_replica_beyond_the_tail_gets_a_whole_copy_then_the_log(autojump
         assert sessions_held(cluster, replica, shard)[sid]["su"] == "while away"
 
 
-class CountingEmbedder:
-    """The node's embedder, counting the texts it is asked to embed."""
-
-    def __init__(self, inner: Embedder, calls: list[int]) -> None:
-        self.inner, self.calls = inner, calls
-        self.dim, self.name, self.identity = inner.dim, inner.name, inner.identity
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(len(texts))
-        return self.inner.embed(texts)
-
-
 def vectors_held(cluster: Cluster, node_id: str, shard: int) -> dict[str, bytes]:
     held = cluster.node(node_id).memory.shards.shard(shard)  # type: ignore[union-attr]
     return {mid: v for a in held.agents.values() for mid, v in a.vectors.items()}
@@ -238,9 +223,7 @@ async def test_a_restart_and_a_whole_copy_never_re_embed(autojump_clock: MockClo
     """Vectors travel with the memories (WAL records, snapshots, whole-shard copies): a replica
     that replays its log, receives a whole copy of its shard and restarts again embeds nothing,
     and holds the primary's vectors byte for byte (the default embedder: recall by meaning)."""
-    calls: list[int] = []
-    load = engine.make_embedder
-    monkeypatch.setattr(engine, "make_embedder", lambda spec: CountingEmbedder(load(spec), calls))
+    calls = count_embeddings(monkeypatch)
     config = {"replication_tail_records": 16, "rereplication_grace": 120.0, "checkpoint_records": 20}
     async with open_cluster(3, seed=15, config=config) as cluster:
         await eventually(lambda: settled(cluster, 3), timeout=30)
