@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart cache-sim fuzz-peers fuzz-api lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart bench-recall-quality cache-sim fuzz-peers fuzz-api lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ bench: $(STAMP)
 ## (several minutes; QUICK=1 for a 3,000-memory smoke run)
 bench-restart: $(STAMP)
 	$(BIN)/python bench/restart.py $(if $(QUICK),--quick,)
+
+## recall quality by meaning and by exact term (hashing vs wordllama, every fusion setting) beside
+## recall latency with 1k, 10k and 100k memories in one agent (a few minutes; QUICK=1: 1k and 10k)
+bench-recall-quality: $(STAMP)
+	$(BIN)/python bench/recall_quality.py $(if $(QUICK),--quick,)
 
 ## the L1.5 cache's generation rule against a hostile simulated Redis: SEEDS seeds x 2 fault levels
 cache-sim: $(STAMP)

@@ -20,6 +20,7 @@ from . import log
 from .config import Config, ConfigError
 from .node import DataDirLocked, open_node
 from .storage.objects import ObjectStoreUnusable
+from .store.engine import load_embedder
 from .wal.log import WalRecoveryError
 from .wal.statefile import StorageError
 
@@ -49,6 +50,7 @@ async def serve(config: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         config = Config.from_env(os.environ)
+        load_embedder(config.embedder)  # before anything is written or logged (shared with the node)
     except ConfigError as exc:
         print(f"dakera_actors: configuration error: {exc}", file=sys.stderr)
         return 2

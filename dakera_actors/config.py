@@ -160,11 +160,20 @@ def _transport_name(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> 
                           f"unknown transport {value!r} (installed: {', '.join(sorted(known))})")
 
 
+#: the truncations of the shipped WordLlama model (search.embed.WORDLLAMA_DIMS; a test keeps them equal)
+WORDLLAMA_DIMS = (64, 128, 256)
+
+
 def _embedder_spec(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # checked by form here; the model itself is loaded (and can fail) when the node starts
-    if not (isinstance(value, str) and re.match(r"^(hashing(:\d{2,5})?|sentence-transformers:\S+)$", value)):
+    ok = isinstance(value, str) and re.match(r"^(wordllama(:\d+)?|hashing(:\d{2,5})?|sentence-transformers:\S+)$", value)
+    if ok and value.startswith("wordllama:") and int(value.partition(":")[2]) not in WORDLLAMA_DIMS:
+        dims = ", ".join(map(str, WORDLLAMA_DIMS))
         raise ConfigError(_env(attribute.name),
-                          f"must be hashing, hashing:<dim> or sentence-transformers:<model>, got {value!r}")
+                          f"wordllama:<dim> takes the model's truncations {dims}, got {value!r}")
+    if not ok:
+        raise ConfigError(_env(attribute.name), "must be wordllama, wordllama:<dim>, hashing, hashing:<dim> "
+                                                f"or sentence-transformers:<model>, got {value!r}")
 
 
 def _gossip_keys(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -289,7 +298,8 @@ class Config:
     #: how long a cache entry lives in Redis
     cache_ttl_seconds: int = attrs.field(default=300, validator=_int_range(1, 86_400))
 
-    embedder: str = attrs.field(default="hashing", validator=_embedder_spec)
+    #: the vector space of recall (see "Recall and embedders" in the README)
+    embedder: str = attrs.field(default="wordllama", validator=_embedder_spec)
     wal_segment_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_int_range(64 * 1024, 1024**3))
     #: WAL damage that valid records follow, or a gap after a snapshot: "strict" refuses to start,
     #: "truncate" drops what cannot be read (logged at error level, the bytes kept aside)

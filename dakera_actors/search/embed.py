@@ -1,5 +1,12 @@
-"""Text embedders: the :class:`Embedder` protocol, a model-free hashing default, and an adapter
-for sentence-transformers models.
+"""Text embedders: the :class:`Embedder` protocol, the WordLlama default (a static embedding
+model shipped inside the ``wordllama`` wheel), model-free feature hashing, and an adapter for
+sentence-transformers models.
+
+:class:`WordLlamaEmbedder` (``wordllama``, ``wordllama:<dim>``) averages the model's token
+embeddings (the LLaMA 2 tokenizer's 32,000 tokens, 256 dimensions, trained so that the first 64
+or 128 are an embedding too) and L2-normalises the mean: it matches meaning ("violin lessons" /
+"what instrument is the kid learning"), needs only numpy and the tokenizer, and never touches the
+network: both files are read from the installed package's own folder.
 
 :class:`HashingEmbedder` needs no download and gives the same vector for the same text in every
 process (xxhash with a fixed seed, never Python's salted ``hash``). Each text becomes a sparse
@@ -20,9 +27,13 @@ shared character n-grams. Unrelated texts land near zero (the random signs cance
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
 import math
+import threading
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -33,11 +44,29 @@ from .text import stem, words
 
 __all__ = [
     "DEFAULT_DIM",
+    "DEFAULT_EMBEDDER",
+    "WORDLLAMA_DIMS",
     "Embedder",
+    "EmbedderUnavailable",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "WordLlamaEmbedder",
     "make_embedder",
 ]
+
+#: the spec a node uses when none is configured
+DEFAULT_EMBEDDER = "wordllama"
+#: the truncations of the shipped 256-dimension WordLlama model (its larger 512/1024 versions are
+#: not in the wheel: they would need a download)
+WORDLLAMA_DIMS = (64, 128, 256)
+_WORDLLAMA_CONFIG = "l2_supercat"
+_WORDLLAMA_FULL_DIM = 256
+#: tokens gathered at once when pooling: bounds the (tokens x dim) float32 temporary (16 MiB at 256)
+_POOL_TOKENS = 16_384
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The configured embedder cannot be built here: its package or model file is missing."""
 
 DEFAULT_DIM = 384
 _MAX_DIM = 1 << 16
@@ -61,6 +90,13 @@ class Embedder(Protocol):
     @property
     def name(self) -> str:
         """The spec that rebuilds this embedder (vectors from different names do not mix)."""
+        ...
+
+    @property
+    def identity(self) -> str:
+        """The embedder's vector space, e.g. ``wordllama:256`` or ``hashing:384``: equal identities
+        give comparable vectors, different ones never mix (the cluster compares it). The same
+        string as :attr:`name`, and :func:`make_embedder` accepts it."""
         ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -94,6 +130,11 @@ class HashingEmbedder:
     def name(self) -> str:
         """``hashing:<dim>``, the spec :func:`make_embedder` accepts."""
         return f"hashing:{self.dim}"
+
+    @property
+    def identity(self) -> str:
+        """The vector space: the same as :attr:`name`."""
+        return self.name
 
     def _bucket(self, feature: str) -> tuple[int, float]:
         h = xxhash.xxh64_intdigest(feature.encode(), seed=_SEED)
@@ -192,6 +233,11 @@ class SentenceTransformerEmbedder:
         """``sentence-transformers:<model>``, the spec :func:`make_embedder` accepts."""
         return f"sentence-transformers:{self._model_name}"
 
+    @property
+    def identity(self) -> str:
+        """The vector space: the same as :attr:`name`."""
+        return self.name
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of ``texts``: float32, shape ``(len(texts), dim)``, rows L2-normalised."""
         if len(texts) == 0:
@@ -201,19 +247,134 @@ class SentenceTransformerEmbedder:
         return _normalise_rows(m)
 
 
-def make_embedder(spec: str = "hashing") -> Embedder:
-    """Build an embedder from a spec: ``hashing`` (384 dims), ``hashing:<dim>`` or
+def wordllama_dir() -> Path:
+    """The installed ``wordllama`` package's folder (it holds ``weights/`` and ``tokenizers/``),
+    found without importing it; :class:`EmbedderUnavailable` if it is not installed."""
+    spec = importlib.util.find_spec("wordllama")
+    if spec is None or spec.origin is None:
+        raise EmbedderUnavailable("the 'wordllama' package is not installed "
+                                  "(pip install 'wordllama==0.4.0.post1'), or choose 'hashing'")
+    return Path(spec.origin).parent
+
+
+def _import_wordllama() -> Any:
+    """``wordllama.WordLlama``, imported without keeping the ``logging.basicConfig`` its package
+    runs on import (it would add a handler to the host program's root logger)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return importlib.import_module("wordllama").WordLlama
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+#: (folder, dim) -> (token embedding matrix, tokenizer): immutable once loaded, so every node
+#: of one process (tests, simulations, an embedding host) shares one copy and loads it once
+_WORDLLAMA_MODELS: dict[tuple[Path, int], tuple[np.ndarray, Any]] = {}
+_WORDLLAMA_LOCK = threading.Lock()
+
+
+def _load_wordllama(folder: Path, dim: int) -> tuple[np.ndarray, Any]:
+    with _WORDLLAMA_LOCK:
+        hit = _WORDLLAMA_MODELS.get((folder, dim))
+        if hit is not None:
+            return hit
+        weights = folder / "weights" / f"{_WORDLLAMA_CONFIG}_{_WORDLLAMA_FULL_DIM}.safetensors"
+        tokenizer = folder / "tokenizers" / f"{_WORDLLAMA_CONFIG}_tokenizer_config.json"
+        for path in (weights, tokenizer):
+            if not path.is_file():
+                raise EmbedderUnavailable(f"the WordLlama model file {path} is missing "
+                                          "(reinstall wordllama==0.4.0.post1, or choose 'hashing')")
+        wordllama = _import_wordllama()
+        # WordLlama.load() alone looks for the tokenizer under wordllama/tokenizer/ (the wheel has
+        # tokenizers/) and then downloads it; the package's own folder as cache_dir finds both
+        # files, and disable_download makes a missing one an error instead of a network call
+        model = wordllama.load(config=_WORDLLAMA_CONFIG, cache_dir=folder, dim=_WORDLLAMA_FULL_DIM,
+                               trunc_dim=None if dim == _WORDLLAMA_FULL_DIM else dim, disable_download=True)
+        matrix = np.ascontiguousarray(model.embedding, dtype=np.float32)
+        matrix.setflags(write=False)
+        tok = model.tokenizer
+        tok.no_padding()  # each text's own tokens; pooling is done here (see WordLlamaEmbedder.embed)
+        tok.no_truncation()
+        _WORDLLAMA_MODELS[(folder, dim)] = (matrix, tok)
+        return matrix, tok
+
+
+class WordLlamaEmbedder:
+    """WordLlama ``l2_supercat`` (MIT; module doc): the mean of a text's token embeddings, the
+    first ``dim`` of 256 dimensions, L2-normalised. Loaded from ``folder`` (default: the installed
+    package's) and never from the network; :class:`EmbedderUnavailable` when a file is missing."""
+
+    def __init__(self, dim: int = _WORDLLAMA_FULL_DIM, *, folder: Path | None = None) -> None:
+        if dim not in WORDLLAMA_DIMS:
+            raise ValueError(f"WordLlama dim must be one of {', '.join(map(str, WORDLLAMA_DIMS))}, got {dim!r}")
+        self._dim = dim
+        self._matrix, self._tokenizer = _load_wordllama(folder or wordllama_dir(), dim)
+
+    @property
+    def dim(self) -> int:
+        """Length of every vector: 64, 128 or 256."""
+        return self._dim
+
+    @property
+    def name(self) -> str:
+        """``wordllama:<dim>``, the spec :func:`make_embedder` accepts."""
+        return f"wordllama:{self._dim}"
+
+    @property
+    def identity(self) -> str:
+        """The vector space: the same as :attr:`name`."""
+        return self.name
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of ``texts``: float32, shape ``(len(texts), dim)``, rows unit length, or zero
+        for a text with no token. Each row depends on its text alone (not on the batch), and the
+        temporary memory is bounded whatever the text's length."""
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if len(texts) == 0:
+            return out
+        # one text at a time: encode_batch hands the batch to the tokenizers library's own thread
+        # pool, which on 2 cores took more wall and CPU time than this loop (the node already runs
+        # embedding in its worker threads)
+        encode = self._tokenizer.encode
+        matrix = self._matrix
+        for i, text in enumerate(texts):
+            ids = np.asarray(encode(text, add_special_tokens=False).ids, dtype=np.intp)
+            if ids.size == 0:
+                continue
+            np.clip(ids, 0, matrix.shape[0] - 1, out=ids)
+            acc = np.zeros(self._dim, dtype=np.float64)
+            for start in range(0, ids.size, _POOL_TOKENS):
+                acc += matrix[ids[start:start + _POOL_TOKENS]].sum(axis=0, dtype=np.float64)
+            n = float(np.linalg.norm(acc))  # the mean's direction: no need to divide by the count
+            if n > 0:
+                out[i] = acc / n
+        return out
+
+
+def make_embedder(spec: str = DEFAULT_EMBEDDER) -> Embedder:
+    """Build an embedder from a spec: ``wordllama`` (the default, 256 dims), ``wordllama:<dim>``
+    (64, 128 or 256), ``hashing`` (384 dims), ``hashing:<dim>`` or
     ``sentence-transformers:<model name or path>``.
 
-    Raises :class:`ValueError` for a malformed spec, :class:`ImportError` when the spec names
+    Raises :class:`ValueError` for a malformed spec, :class:`EmbedderUnavailable` when the
+    WordLlama package or model file is missing, :class:`ImportError` when the spec names
     sentence-transformers and it is not installed.
     """
     s = spec.strip()
     if not s:
-        return HashingEmbedder()
+        return make_embedder(DEFAULT_EMBEDDER)
     kind, sep, arg = s.partition(":")
     kind = kind.strip().lower()
     arg = arg.strip()
+    if kind == "wordllama":
+        if not sep:
+            return WordLlamaEmbedder()
+        if arg not in {str(d) for d in WORDLLAMA_DIMS}:
+            raise ValueError(f"embedder spec {spec!r}: 'wordllama:<dim>' needs dim "
+                             f"{', '.join(map(str, WORDLLAMA_DIMS))} (the model's truncations)")
+        return WordLlamaEmbedder(int(arg))
     if kind == "hashing":
         if not sep:
             return HashingEmbedder()
@@ -229,5 +390,6 @@ def make_embedder(spec: str = "hashing") -> Embedder:
             raise ValueError(f"embedder spec {spec!r}: 'sentence-transformers:<model>' needs a model name or path")
         return SentenceTransformerEmbedder(arg)
     raise ValueError(
-        f"unknown embedder spec {spec!r}: use 'hashing', 'hashing:<dim>' or 'sentence-transformers:<model>'"
+        f"unknown embedder spec {spec!r}: use 'wordllama', 'wordllama:<dim>', 'hashing', 'hashing:<dim>' "
+        "or 'sentence-transformers:<model>'"
     )

@@ -21,6 +21,8 @@ import attrs
 import numpy as np
 
 __all__ = [
+    "DEFAULT_VECTOR_WEIGHT",
+    "DimensionMismatch",
     "FUSIONS",
     "RRF_K",
     "ROUTINGS",
@@ -37,6 +39,22 @@ Fusion = Literal["minmax", "rrf"]
 ROUTINGS: tuple[str, ...] = ("hybrid", "vector", "bm25", "auto")
 FUSIONS: tuple[str, ...] = ("minmax", "rrf")
 RRF_K = 60  # the constant of Cormack et al. (2009), also Elasticsearch's and OpenSearch's default
+#: hybrid recall's default weight of the vector side (min-max fusion). Chosen by
+#: bench/recall_quality.py with the WordLlama embedder (bench/RESULTS.md): from 0.3 to 0.6 a single
+#: shared word in a distractor outranks a paraphrase's memory; 0.7 puts more paraphrases first while
+#: every exact-term query (names, ids, code words) still ranks its memory first with a margin (0.75
+#: keeps the closest one ahead by 0.006 only); from 0.8 those lose to near-miss ids the vectors
+#: cannot tell apart.
+DEFAULT_VECTOR_WEIGHT = 0.7
+
+
+class DimensionMismatch(ValueError):
+    """A vector of another length than the index's: made by another embedder (or damaged)."""
+
+    def __init__(self, got: float, expected: int) -> None:
+        super().__init__(f"vector has {got:g} dimensions, index has {expected}")
+        self.got = got
+        self.expected = expected
 
 
 class Bm25Index:
@@ -226,7 +244,7 @@ class VectorIndex:
     def _unit(self, vector: np.ndarray) -> np.ndarray:
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         if v.shape[0] != self.dim:
-            raise ValueError(f"vector has {v.shape[0]} dimensions, index has {self.dim}")
+            raise DimensionMismatch(v.shape[0], self.dim)
         n = float(np.linalg.norm(v))
         if not math.isfinite(n):
             raise ValueError("vector has a non-finite component")
@@ -257,7 +275,7 @@ class VectorIndex:
         size = 4 * self.dim
         for raw in vectors:
             if len(raw) != size:
-                raise ValueError(f"vector has {len(raw) / 4:g} dimensions, index has {self.dim}")
+                raise DimensionMismatch(len(raw) / 4, self.dim)
         count = len(keys)
         capacity = self.capacity
         while capacity < count:  # the capacity add's doubling would have reached
@@ -412,7 +430,7 @@ class AgentIndex:
         top_k: int = 10,
         routing: Routing | str = "hybrid",
         fusion: Fusion | str = "minmax",
-        vector_weight: float = 0.5,
+        vector_weight: float = DEFAULT_VECTOR_WEIGHT,
         candidates: Collection[str] | None = None,
     ) -> list[Hit]:
         """The ``top_k`` best memories for a query, best first (ties by key).

@@ -19,12 +19,12 @@ from typing import Any
 
 import attrs
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..log import EventLogger, get_logger
 from ..metrics import NodeMetrics
 from ..runtime import Actor
 from ..runtime.offload import Offload
-from ..search import make_embedder, tokenize
+from ..search import DimensionMismatch, Embedder, EmbedderUnavailable, make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
 from ..wal.log import WalRecoveryError, WriteAheadLog
 from ..wal.memory import SimDisk, SnapshotStorage, WalLog
@@ -134,6 +134,16 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
     return Recovered(log, store, loaded, replayed, time.perf_counter() - started, floor)
 
 
+def load_embedder(spec: str) -> Embedder:
+    """The embedder ``DAKERA_EMBEDDER`` names; a missing model file or package (or a spec that
+    cannot be built) is a :class:`ConfigError` naming the variable. Blocking: a model is read from
+    disk (once per process: the WordLlama model is shared by every node in it)."""
+    try:
+        return make_embedder(spec)
+    except (EmbedderUnavailable, ImportError, ValueError, OSError) as exc:
+        raise ConfigError("DAKERA_EMBEDDER", f"cannot load {spec!r}: {exc}") from None
+
+
 async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None, metrics: NodeMetrics,
                         log: EventLogger, wall_clock: Callable[[], float], rng: random.Random,
                         offload: Offload, start_actor: Callable[[Actor], Awaitable[None]]) -> MemoryService:
@@ -141,11 +151,17 @@ async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None,
     node's nursery); returns the memory service over them. ``disk``: a simulated disk, else the
     files under ``data_dir``."""
     blocking = disk is None  # a SimDisk never blocks: no worker thread
-    embedder = await disk_call(blocking, make_embedder, config.embedder)
+    embedder = await disk_call(blocking, load_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
-    recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
-                                                          mode=config.wal_recovery))
+    try:
+        recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
+                                                              mode=config.wal_recovery))
+    except DimensionMismatch as exc:  # stored by another embedder: refuse plainly, change nothing
+        raise ConfigError("DAKERA_EMBEDDER", (
+            f"the data in {data_dir} holds {exc.got:g}-dimension vectors but {config.embedder!r} makes "
+            f"{exc.expected}: start with the embedder that stored them (before 'wordllama' the default "
+            "was 'hashing', 384 dimensions)")) from None
     report = recovered.log.recovery
     log.info("storage_recovered", snapshots=len(recovered.snapshots), wal_records=recovered.replayed,
              replayed_after_lsn=recovered.replay_floor,

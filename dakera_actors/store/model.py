@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from ..search.index import DEFAULT_VECTOR_WEIGHT
+
 MEMORY_TYPES = ("episodic", "semantic", "procedural", "working")
 
 
@@ -152,5 +154,5 @@ class RecallQuery:
     top_k: int = 5
     routing: str = "hybrid"
     fusion: str = "minmax"
-    vector_weight: float = 0.5
+    vector_weight: float = DEFAULT_VECTOR_WEIGHT
     filter: MemoryFilter = MemoryFilter()

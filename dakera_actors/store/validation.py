@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
+from ..search.index import DEFAULT_VECTOR_WEIGHT
 from . import sessions
 from .model import MEMORY_TYPES, MemoryFilter, MemoryUpdate, NewMemory, RecallQuery
 
@@ -373,7 +374,7 @@ def parse_recall(data: Any, *, default_top_k: int = 5) -> tuple[RecallQuery, lis
     warnings = b.finish()
     return RecallQuery(agent_id=agent, query=query, top_k=top_k,
                        routing="hybrid" if routing == "auto" else routing, fusion=fusion,
-                       vector_weight=0.5 if weight is None else weight, filter=flt), warnings
+                       vector_weight=DEFAULT_VECTOR_WEIGHT if weight is None else weight, filter=flt), warnings
 
 
 def parse_filter(data: Any, field: str = "filter") -> MemoryFilter:

@@ -13,6 +13,8 @@ import trio
 from dakera_actors import Config, open_node
 from dakera_actors.errors import InvalidRequest
 
+from ..embedcount import count_embeddings
+
 
 def b64(vector: bytes) -> str:
     return base64.b64encode(vector).decode()
@@ -66,6 +68,7 @@ async def test_an_agent_spread_over_several_requests_keeps_every_memory_with_ove
     requests' ids are retained: without ``retain`` the third request would delete the first two's."""
     from dakera_actors.backup import jobs
 
+    embedded = count_embeddings(monkeypatch)
     cfg = Config(data_dir=tmp_path / "d", node_id="n", shards=4, backup_path=tmp_path / "b")
     async with open_node(cfg, serve_http=False) as node:
         svc, backups = node.memory, node.backups
@@ -86,3 +89,4 @@ async def test_an_agent_spread_over_several_requests_keeps_every_memory_with_ove
                 await backups.finished.wait()
         assert job.status == "completed" and job.batches is not None and job.batches >= 3, job
         assert sorted(shard.agents["a"].memories) == sorted(f"m{i}" for i in range(30))  # and "late" is gone
+        assert sum(embedded) == 31  # the stores only: the bundle carries the vectors

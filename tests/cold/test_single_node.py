@@ -16,6 +16,7 @@ from dakera_actors.storage.memory import MemoryObjectStore
 from dakera_actors.storage.objects import ObjectStoreUnusable
 from dakera_actors.wal.memory import SimDisk
 
+from ..embedcount import count_embeddings
 from ..waiting import eventually
 
 
@@ -37,7 +38,8 @@ def caught_up(node: Node) -> bool:
 
 
 async def test_a_single_node_on_an_empty_disk_restores_every_shard_from_the_archive(
-        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+        tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedded = count_embeddings(monkeypatch)
     bucket = MemoryObjectStore()
     async with node_on(tmp_path, bucket, SimDisk("a")) as (node, client):
         for i in range(30):
@@ -67,6 +69,7 @@ async def test_a_single_node_on_an_empty_disk_restores_every_shard_from_the_arch
     async with node_on(tmp_path, bucket, SimDisk("c")) as (node, client):
         got = await client.get("/v1/memory/get/later", params={"agent_id": "a0"})
         assert got.status_code == 200
+    assert sum(embedded) == 31  # the stores only: the archive carries the vectors, restores embed nothing
 
 
 async def test_a_node_with_another_shard_count_refuses_the_archive(

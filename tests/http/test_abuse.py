@@ -76,8 +76,10 @@ class BlockingEmbedder:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.starved = False
+        self.batches: list[int] = []  # texts per call
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.batches.append(len(texts))
         self.entered.set()
         # on the event loop, nothing can set ``release`` while this waits: it times out
         if not self.release.wait(timeout=5):
@@ -104,6 +106,8 @@ async def test_embedding_runs_off_the_event_loop(tmp_path: Path) -> None:
             blocking.release.set()
         assert not blocking.starved, "the embedding held the event loop"
         assert results[0].status_code == 200 and results[0].json()["stored_count"] == 10
+        assert blocking.batches == [10]  # the whole batch in one call to the (default) embedder
+        assert node.config.embedder == "wordllama" and blocking.inner.identity == "wordllama:256"
 
 
 async def test_more_requests_than_the_limit_get_503_with_retry_after(tmp_path: Path) -> None:

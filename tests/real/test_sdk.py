@@ -324,3 +324,44 @@ def test_sdk_sessions_and_importance_through_every_node_of_a_cluster(sdk_cluster
                                           headers={"Authorization": f"Bearer {KEY}"}).text.splitlines()
                     if line.startswith("dakera_forwarded_requests_total"))
     assert forwarded > 0  # some of it went through a node that does not own the agent
+
+
+# -- recall by meaning with the default embedder (issue 22) ---------------------------------------
+#: (memory, question) sharing no content word; hashing puts none of these memories first
+PARAPHRASES = [
+    ("My grandfather fought in the Korean war", "which conflict was grandpa a soldier in"),
+    ("I hate cilantro, it tastes like soap to me", "which herb do I dislike"),
+    ("My flight to Tokyo leaves on the 14th", "when do I travel to Japan"),
+    ("I switched my phone plan to a cheaper carrier", "did I change mobile providers"),
+    ("I get migraines when I don't sleep enough", "what causes my headaches"),
+    ("I play guitar in a jazz band on Fridays", "what music group am I part of"),
+    ("I take my blood pressure medication every evening", "when do I swallow my hypertension pills"),
+    ("The dentist appointment is Thursday at 4pm", "when is my next teeth checkup"),
+    ("We adopted a golden retriever puppy last month", "what kind of dog do we have"),
+    ("My daughter has started taking violin lessons", "what instrument is the kid learning"),
+]
+NEAR_TOPIC = [
+    "My son plays football every Saturday morning", "I bought a new piano bench for the living room",
+    "The neighbour's cat keeps sleeping on our porch", "My brother is a firefighter in Denver",
+    "We visited Porto for a long weekend", "The bike needs new tyres before summer",
+    "I walk to the office when it is not raining", "I drink sparkling water with lunch",
+    "The conference in Osaka was cancelled", "I bake sourdough bread on Sunday evenings",
+    "The quarterly review is on the last Friday of the month", "My colleague speaks fluent German",
+    "My father retired from the post office", "The garage door makes a grinding noise",
+    "The electricity bill doubled this winter", "I sprained my ankle playing tennis years ago",
+]
+
+
+def test_sdk_recalls_paraphrases_through_every_node_with_the_default_embedder(sdk_cluster: list[NodeProcess]) -> None:
+    assert all("DAKERA_EMBEDDER" not in n.env for n in sdk_cluster)  # the default: wordllama
+    clients = [client(n) for n in sdk_cluster]
+    agents = [f"agent-meaning-{i}" for i in range(3)]  # shards on different primaries, most likely
+    for agent, c in zip(agents, clients, strict=True):
+        items = [BatchStoreMemoryItem(text) for text, _ in PARAPHRASES] + [BatchStoreMemoryItem(t) for t in NEAR_TOPIC]
+        stored = c.store_memories_batch(BatchStoreMemoryRequest(agent, items))
+        assert stored.stored_count == len(items)
+    for agent in agents:
+        for c in clients:  # each question through each node, whichever owns the agent
+            for text, question in PARAPHRASES:
+                first = c.recall(agent, question, top_k=3).memories[0]
+                assert first.content == text, (agent, question, first.content)

@@ -89,6 +89,8 @@ def test_in_flight_request_finishes_during_graceful_stop(node: NodeProcess) -> N
     ("DAKERA_REDIS_URL", "redis://:secret@cache:port"),
     ("DAKERA_REDIS_TIMEOUT_MS", "0"),
     ("DAKERA_CACHE_TTL_SECONDS", "forever"),
+    ("DAKERA_EMBEDDER", "wordllama:512"),
+    ("DAKERA_EMBEDDER", "word2vec"),
 ])
 def test_bad_environment_exits_2_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
     env = dict(NodeProcess(tmp_path).env, **{variable: value})
@@ -107,6 +109,50 @@ def test_cluster_mode_without_a_gossip_key_exits_2_naming_it(tmp_path: Path) -> 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dakera_actors: configuration error: DAKERA_GOSSIP_KEY:"), lines
     assert "DAKERA_GOSSIP_INSECURE=true" in lines[0]
+
+
+def test_a_missing_model_file_exits_2_naming_the_embedder_and_writes_nothing(tmp_path: Path) -> None:
+    # the node's own entry point, with the model folder pointed at an empty directory
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    code = ("import sys, pathlib; import dakera_actors.search.embed as e; "
+            f"e.wordllama_dir = lambda: pathlib.Path({str(empty)!r}); "
+            "from dakera_actors.__main__ import main; sys.exit(main())")
+    env = NodeProcess(tmp_path / "node").env
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dakera_actors: configuration error: DAKERA_EMBEDDER:"), lines
+    assert "l2_supercat_256.safetensors" in lines[0]
+    data = Path(env["DAKERA_DATA_DIR"])  # the model loads before storage opens: nothing written
+    assert not data.exists() or [p.name for p in data.rglob("*") if p.is_file() and p.stat().st_size] == []
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])  # from a snapshot / from the WAL alone
+def test_data_of_another_embedder_exits_2_naming_it_and_stays_readable(tmp_path: Path, stop: int) -> None:
+    old = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing").start()  # the default before wordllama
+    try:
+        old.wait_healthy()
+        r = httpx.post(old.url + "/v1/memory/store", json={"agent_id": "a", "content": "The user lives in Berlin"})
+        assert r.status_code == 200
+        old.signal(stop)
+        old.wait(timeout=30)
+    finally:
+        old.stop()
+    env = {k: v for k, v in old.env.items() if k != "DAKERA_EMBEDDER"}  # now the default: wordllama
+    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dakera_actors: configuration error: DAKERA_EMBEDDER:") and "384-dimension" in last, last
+    again = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing", DAKERA_PORT=str(free_port())).start()
+    try:
+        again.wait_healthy()
+        found = httpx.post(again.url + "/v1/memory/recall", json={"agent_id": "a", "query": "Berlin"}).json()
+        assert [m["content"] for m in found["memories"]] == ["The user lives in Berlin"]
+    finally:
+        again.stop()
 
 
 def test_second_process_on_the_same_data_dir_exits_2(node: NodeProcess, tmp_path: Path) -> None:

@@ -99,9 +99,7 @@ def test_dimension_argument() -> None:
 
 
 def test_make_embedder_parsing() -> None:
-    assert make_embedder() == HashingEmbedder(384)
     assert make_embedder("hashing") == HashingEmbedder(384)
-    assert make_embedder("") == HashingEmbedder(384)
     assert make_embedder(" Hashing : 128 ") == HashingEmbedder(128)
     assert make_embedder("hashing:384").name == "hashing:384"
 
@@ -109,7 +107,7 @@ def test_make_embedder_parsing() -> None:
 @pytest.mark.parametrize(
     "spec",
     ["hashing:", "hashing:abc", "hashing:0", "hashing:-1", "hashing:1.5", "sentence-transformers:",
-     "sentence-transformers", "openai:text-embedding-3", "bogus", ":384"],
+     "sentence-transformers", "openai:text-embedding-3", "bogus", ":384", "wordllama:512"],
 )
 def test_make_embedder_rejects_bad_specs(spec: str) -> None:
     with pytest.raises(ValueError, match="spec"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -12,6 +13,7 @@ from dakera_actors.sharding.shardmap import ShardMap
 from dakera_actors.store.shard import shard_of
 from dakera_actors.testing import Cluster, open_cluster
 
+from ..embedcount import count_embeddings
 from ..waiting import eventually
 
 MockClock = trio.testing.MockClock
@@ -209,6 +211,48 @@ async def test_a_replica_beyond_the_tail_gets_a_whole_copy_then_the_log(autojump
         await eventually(lambda: "after" in image(cluster, replica, shard)[1], timeout=5)
         assert len(image(cluster, replica, shard)[1]) == 52
         assert sessions_held(cluster, replica, shard)[sid]["su"] == "while away"
+
+
+def vectors_held(cluster: Cluster, node_id: str, shard: int) -> dict[str, bytes]:
+    held = cluster.node(node_id).memory.shards.shard(shard)  # type: ignore[union-attr]
+    return {mid: v for a in held.agents.values() for mid, v in a.vectors.items()}
+
+
+async def test_a_restart_and_a_whole_copy_never_re_embed(autojump_clock: MockClock,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vectors travel with the memories (WAL records, snapshots, whole-shard copies): a replica
+    that replays its log, receives a whole copy of its shard and restarts again embeds nothing,
+    and holds the primary's vectors byte for byte (the default embedder: recall by meaning)."""
+    calls = count_embeddings(monkeypatch)
+    config = {"replication_tail_records": 16, "rereplication_grace": 120.0, "checkpoint_records": 20}
+    async with open_cluster(3, seed=15, config=config) as cluster:
+        await eventually(lambda: settled(cluster, 3), timeout=30)
+        smap = one_map(cluster)
+        assert smap is not None
+        agent = agent_on(smap, "node-1")
+        shard = shard_of(agent, 64)
+        replica = smap.placement[shard][1]
+        assert await store(cluster, "node-1", agent, "violin", "My daughter has started taking violin lessons") == 200
+        await eventually(lambda: replicas_equal_primaries(cluster), timeout=10)
+        cluster.kill(replica)
+        await eventually(lambda: (m := one_map(cluster)) is not None and replica in m.down, timeout=30)
+        for i in range(50):  # beyond the primary's tail: the replica gets a whole copy
+            assert await store(cluster, "node-1", agent, f"while-away-{i}", f"the quarterly report {i} is due") == 200
+        embedded = sum(calls)  # texts embedded
+        assert embedded == 51
+        await cluster.restart(replica)  # replays its own log, then takes a whole copy
+        await eventually(lambda: settled(cluster, 3) and replicas_equal_primaries(cluster), timeout=60)
+        assert cluster.node(replica).metrics.sample("dakera_replication_snapshots_total", direction="received") >= 1
+        await cluster.restart(replica)  # and from its own snapshot and log
+        await eventually(lambda: settled(cluster, 3) and replicas_equal_primaries(cluster), timeout=60)
+        assert sum(calls) == embedded  # nothing was embedded again
+        copied = vectors_held(cluster, replica, shard)
+        assert len(copied) == 51 and copied == vectors_held(cluster, "node-1", shard)
+        async with cluster.client(replica) as http:
+            recalled = await http.post("/v1/memory/recall", json={
+                "agent_id": agent, "query": "what instrument is the kid learning", "consistency": "eventual"})
+        assert recalled.headers["x-dakera-owner"] == f"http://{replica}"
+        assert recalled.json()["memories"][0]["id"] == "violin"
 
 
 async def test_eventual_reads_are_served_by_a_replica_strong_ones_by_the_primary(autojump_clock: MockClock) -> None:

@@ -18,7 +18,7 @@ from dakera_actors.wal.record import WalRecord
 
 from ..wal.test_memory_disk import FakeNode, no_threads  # noqa: F401 - a fixture
 
-CONFIG = Config(shards=4)
+CONFIG = Config(shards=4, embedder="hashing")  # raw 384-dim vectors below; meaning is not tested here
 
 
 def memory_record(mid: str, agent: str = "a") -> list[Any]:

@@ -83,7 +83,7 @@ def test_batch_store_limits_and_item_paths() -> None:
 
 def test_recall_defaults_bounds_and_time_window() -> None:
     q, _ = validation.parse_recall({"agent_id": "a", "query": "q"})
-    assert (q.top_k, q.routing, q.fusion, q.vector_weight, q.filter.empty) == (5, "hybrid", "minmax", 0.5, True)
+    assert (q.top_k, q.routing, q.fusion, q.vector_weight, q.filter.empty) == (5, "hybrid", "minmax", 0.7, True)
     q, _ = validation.parse_recall({"agent_id": "a", "query": "q", "routing": "auto", "since": "2026-01-01T00:00:00Z",
                                "until": 1_900_000_000, "min_importance": 0.2, "memory_type": "semantic"})
     assert q.routing == "hybrid" and q.filter.created_after == 1767225600.0
