@@ -63,6 +63,12 @@ class Embedder(Protocol):
         """The spec that rebuilds this embedder (vectors from different names do not mix)."""
         ...
 
+    @property
+    def identity(self) -> str:
+        """What made the vectors, as a spec :func:`make_embedder` rebuilds it from: two embedders with
+        the same identity give the same vectors (a cluster and each shard's vectors record it)."""
+        ...
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """A float32 array of shape ``(len(texts), dim)``; rows are L2-normalised or all zero."""
         ...
@@ -93,6 +99,11 @@ class HashingEmbedder:
     @property
     def name(self) -> str:
         """``hashing:<dim>``, the spec :func:`make_embedder` accepts."""
+        return f"hashing:{self.dim}"
+
+    @property
+    def identity(self) -> str:
+        """``hashing:<dim>``: what made the vectors (see :class:`Embedder`)."""
         return f"hashing:{self.dim}"
 
     def _bucket(self, feature: str) -> tuple[int, float]:
@@ -190,6 +201,11 @@ class SentenceTransformerEmbedder:
     @property
     def name(self) -> str:
         """``sentence-transformers:<model>``, the spec :func:`make_embedder` accepts."""
+        return f"sentence-transformers:{self._model_name}"
+
+    @property
+    def identity(self) -> str:
+        """``sentence-transformers:<model>``: what made the vectors (see :class:`Embedder`)."""
         return f"sentence-transformers:{self._model_name}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
