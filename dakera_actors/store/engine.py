@@ -24,7 +24,7 @@ from ..log import EventLogger, get_logger
 from ..metrics import NodeMetrics
 from ..runtime import Actor
 from ..runtime.offload import Offload
-from ..search import make_embedder, tokenize
+from ..search import Embedder, make_embedder, tokenize
 from ..wal.actor import WalActor, disk_call
 from ..wal.log import WalRecoveryError, WriteAheadLog
 from ..wal.memory import SimDisk, SnapshotStorage, WalLog
@@ -136,12 +136,14 @@ def recover(shards: ShardSet, log: WalLog, store: SnapshotStorage,
 
 async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None, metrics: NodeMetrics,
                         log: EventLogger, wall_clock: Callable[[], float], rng: random.Random,
-                        offload: Offload, start_actor: Callable[[Actor], Awaitable[None]]) -> MemoryService:
+                        offload: Offload, start_actor: Callable[[Actor], Awaitable[None]],
+                        embedder: Embedder | None = None) -> MemoryService:
     """Recover and start the WAL, checkpointer and shard owner (``start_actor`` runs each in the
     node's nursery); returns the memory service over them. ``disk``: a simulated disk, else the
-    files under ``data_dir``."""
+    files under ``data_dir``. ``embedder``: the one the node built already (else DAKERA_EMBEDDER's)."""
     blocking = disk is None  # a SimDisk never blocks: no worker thread
-    embedder = await disk_call(blocking, make_embedder, config.embedder)
+    if embedder is None:
+        embedder = await disk_call(blocking, make_embedder, config.embedder)
     shards = ShardSet(config.shards, embedder.dim, tokenize)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
     recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
