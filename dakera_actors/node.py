@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from .search import Embedder
     from .sharding.actor import ShardMapActor
     from .storage.objects import ObjectStore
+    from .store.reembed import Reembedder
     from .store.service import MemoryService
     from .wal.memory import SimDisk
 
@@ -190,6 +191,7 @@ class Node:
         self.memory: MemoryService | None = None
         #: the node's embedder, built before the node joins (its identity is in the member metadata)
         self.embedder: Embedder | None = None
+        self.reembedder: Reembedder | None = None
         #: the one-line error this node refused to join the cluster with (then it stops itself)
         self.refused: str | None = None
         self.membership: MembershipActor | None = None
@@ -526,11 +528,22 @@ class Node:
         await self._start_archiver()
         assert self.router is not None
         self.router.attach(self.memory)
+        self._start_reembedding(self.memory)
         self._start_backups()
         self._start_cache()
         self._start_counts()
         self.facade.memory = self.memory
         self.readiness.open("storage")
+
+    def _start_reembedding(self, service: MemoryService) -> None:
+        """Give every memory of the shards this node leads a vector of its embedder, in the
+        background, where they were made by another (see :mod:`dakera_actors.store.reembed`)."""
+        from .store.reembed import Reembedder
+
+        assert self.nursery is not None
+        self.reembedder = Reembedder(service, self.metrics, self.log)
+        self.facade.reembed = self.reembedder
+        self.nursery.start_soon(self.reembedder.run)
 
     async def _start_replication(self, service: MemoryService) -> None:
         from .replication.actor import ReplicationCollector, Replicator, frame_budget

@@ -144,7 +144,7 @@ async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None,
     blocking = disk is None  # a SimDisk never blocks: no worker thread
     if embedder is None:
         embedder = await disk_call(blocking, make_embedder, config.embedder)
-    shards = ShardSet(config.shards, embedder.dim, tokenize)
+    shards = ShardSet(config.shards, embedder.dim, tokenize, embedder.identity)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
     recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,
                                                           mode=config.wal_recovery))
