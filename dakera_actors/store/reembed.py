@@ -133,7 +133,7 @@ class Reembedder:
         target, dim = shards.embedder, shards.dim
         if shard.embedder == target and shard.dim == dim:
             return 0
-        work = pending(shard, target, dim)[:self.batch]
+        work = pending(shard, target, dim, self.batch)
         now = self.service.wall_clock()
         if not work:
             await self.service._commit(sid, [(sid, "reembed", {"e": target, "d": dim})], now)

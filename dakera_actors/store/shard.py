@@ -245,6 +245,10 @@ class ShardSet:
             shard.sessions[session.id] = session.touched(memory.updated_at)
 
     def _index(self, shard: Shard, data: AgentData, memory: Memory, vector: bytes) -> None:
+        if shard.stage is not None:  # a staged vector of other content is stale: it goes
+            got = shard.stage.vectors.get((memory.agent_id, memory.id))
+            if got is not None and got[0] != content_hash(memory.content):
+                del shard.stage.vectors[(memory.agent_id, memory.id)]
         data.memories[memory.id] = memory
         data.vectors[memory.id] = vector
         tokens = self._tokens_ahead.pop(memory.content, None)
@@ -268,6 +272,8 @@ class ShardSet:
         return memory
 
     def _remove(self, shard: Shard, data: AgentData, agent: str, mid: str) -> None:
+        if shard.stage is not None:
+            shard.stage.vectors.pop((agent, mid), None)
         del data.memories[mid]
         del data.vectors[mid]
         data.index.remove(mid)
@@ -368,7 +374,8 @@ class ShardSet:
                 tokens = data.index.text.term_counts(mid)
                 data.index.remove(mid)
                 data.vectors[mid] = vector
-                data.index.load([mid], [tokens], [vector])
+                data.index.vectors.add(mid, np.frombuffer(vector, dtype=np.float32))
+                data.index.text.add_counts(mid, tokens)
             else:
                 assert shard.stage is not None
                 shard.stage.vectors[(agent, mid)] = (digest, vector)
@@ -383,7 +390,7 @@ class ShardSet:
         if not shard.agents:
             shard.embedder, shard.dim, shard.stage = body["e"], int(body["d"]), None
             return True
-        if stage is None or stage.embedder != body["e"] or pending(shard, stage.embedder, stage.dim):
+        if stage is None or stage.embedder != body["e"] or pending(shard, stage.embedder, stage.dim, 1):
             return False
         for agent, data in shard.agents.items():
             ids = list(data.memories)
@@ -640,16 +647,19 @@ _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
 }
 
 
-def pending(shard: Shard, embedder: str, dim: int) -> list[tuple[str, str, str]]:
+def pending(shard: Shard, embedder: str, dim: int, limit: int | None = None) -> list[tuple[str, str, str]]:
     """``(agent, id, content)`` of the shard's memories that still need a vector of ``embedder``
-    (dim ``dim``) before the shard can switch to it: none when its vectors are of that embedder."""
+    (dim ``dim``) before the shard can switch to it (the first ``limit``): none when its vectors
+    are of that embedder. A staged vector is current: writes drop those they make stale."""
     if shard.embedder == embedder and shard.dim == dim:
         return []
-    staged = shard.stage.vectors if shard.stage is not None and shard.stage.embedder == embedder else {}
+    stage = shard.stage
+    staged = stage.vectors if stage is not None and (stage.embedder, stage.dim) == (embedder, dim) else {}
     out = []
     for agent, data in shard.agents.items():
         for mid, memory in data.memories.items():
-            got = staged.get((agent, mid))
-            if got is None or got[0] != content_hash(memory.content):
+            if (agent, mid) not in staged:
                 out.append((agent, mid, memory.content))
+                if limit is not None and len(out) >= limit:
+                    return out
     return out

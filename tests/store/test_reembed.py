@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from dakera_actors.search import make_embedder
-from dakera_actors.store.model import Memory
+from dakera_actors.store.model import Memory, RecallQuery
 from dakera_actors.store.reembed import progress
 from dakera_actors.store.shard import ShardSet, content_hash, pending
 
@@ -80,7 +80,6 @@ def test_staged_vectors_switch_the_shard_only_when_complete() -> None:
     for mid, memory in data.memories.items():
         assert data.vectors[mid] == NEW.embed([memory.content])[0].tobytes()
     query = "fact 7 about tea"
-    from dakera_actors.store.model import RecallQuery
     hits = shards.recall(RecallQuery(agent_id="a", query=query, top_k=1, routing="vector"), query.split(),
                          NEW.embed([query])[0], 2.0)
     assert hits[0][0].id == "m7"
@@ -118,3 +117,16 @@ def test_a_vector_of_another_embedder_is_not_mixed_in() -> None:
     shards.apply(11, sid, "put", put_body("x", "a", "tea", NEW))
     vector = np.frombuffer(shards.shard(sid).agents["a"].vectors["x"], dtype=np.float32)
     assert vector.shape == (256,) and not vector.any()
+
+
+def test_vectors_of_the_shards_own_embedder_replace_the_live_ones() -> None:
+    shards, _ = written()
+    sid = shards.shard_of("a")
+    shards.apply(11, sid, "put", put_body("x", "a", "tea", NEW))  # indexed without a vector (above)
+    fixed = OLD.embed(["tea"])[0].tobytes()
+    body = {"e": OLD.identity, "d": OLD.dim, "vs": [["a", "x", content_hash("tea"), fixed]]}
+    assert shards.apply(12, sid, "revec", body) == 1
+    assert shards.shard(sid).agents["a"].vectors["x"] == fixed and shards.shard(sid).stage is None
+    hits = shards.recall(RecallQuery(agent_id="a", query="tea", top_k=1, routing="vector"), ["tea"],
+                         OLD.embed(["tea"])[0], 2.0)
+    assert hits[0][0].id == "x"
