@@ -82,6 +82,7 @@ class Reembedder:
         self.pause = pause if pause is not None else PAUSE
         self.idle = idle if idle is not None else IDLE
         self.done = 0
+        self._last = Progress(service.shards.embedder, 0, 0, 0)
 
     @property
     def shards(self) -> ShardSet:
@@ -93,19 +94,28 @@ class Reembedder:
         return hooks is None or hooks.writable(shard)
 
     def progress(self) -> Progress:
+        """What is left, as of the loop's last batch (reading it anew scans every memory)."""
+        unavailable = {k for k, v in self.service.old_embedders.items() if v is None}
+        bm25 = tuple(sid for sid, shard in sorted(self.shards.shards.items())
+                     if shard.embedder in unavailable and self.led(sid))
+        return attrs.evolve(self._last, bm25_only=bm25)
+
+    def _measure(self) -> Progress:
         unavailable = frozenset(k for k, v in self.service.old_embedders.items() if v is None)
-        return progress(self.shards, self.led, self.done, unavailable)
+        now = progress(self.shards, self.led, self.done, unavailable)
+        self._publish(now)
+        return now
 
     def _publish(self, now: Progress) -> None:
+        self._last = now
         self.metrics.reembed_shards_remaining.set(now.shards_remaining)
         self.metrics.reembed_memories_remaining.set(now.memories_remaining)
 
     async def run(self) -> None:
-        """Forever: re-embed one batch of every shard that needs it, then look again."""
+        """Forever: re-embed every shard that needs it, a batch at a time, then look again."""
         announced = False
         while True:
-            now = self.progress()
-            self._publish(now)
+            now = self._measure()
             if now.shards_remaining == 0:
                 if announced:
                     self.log.info("reembed_done", embedder=now.embedder, memories=self.done)
@@ -120,20 +130,38 @@ class Reembedder:
                 if not self.led(sid) or self.shards.embedder_of(sid) == (now.embedder, self.shards.dim):
                     continue
                 try:
-                    await self.step(sid)
+                    await self.shard(sid)
                 except ServiceError as exc:  # not writable just now (moving, no quorum): later
                     self.log.info("reembed_deferred", shard=sid, reason=str(exc)[:200])
-                await trio.sleep(self.pause)
+                    await trio.sleep(self.pause)
 
-    async def step(self, sid: int) -> int:
-        """One batch of shard ``sid``: its next memories' new vectors (a ``revec`` record), or the
-        switch when none is missing (``reembed``). Returns how many memories it re-embedded."""
+    async def shard(self, sid: int) -> None:
+        """Re-embed what shard ``sid`` lacks (listed once: writes meanwhile are caught by the
+        next look), a batch at a time with a pause between, then switch it if nothing is missing."""
+        work = pending(self.shards.shard(sid), self.shards.embedder, self.shards.dim)
+        for start in range(0, len(work), self.batch):
+            if not self.led(sid):
+                return
+            done = await self.step(sid, work[start:start + self.batch])
+            last = self._last
+            self._publish(attrs.evolve(last, memories_remaining=max(0, last.memories_remaining - done),
+                                       memories_done=self.done))
+            await trio.sleep(self.pause)
+        if self.led(sid):
+            await self.step(sid)
+            self._measure()
+
+    async def step(self, sid: int, work: list[tuple[str, str, str]] | None = None) -> int:
+        """One batch of shard ``sid``: new vectors of ``work`` (else of its next memories without
+        one) as a ``revec`` record, or the switch when none is missing (``reembed``). Returns how
+        many memories it re-embedded."""
         shards = self.shards
         shard = shards.shard(sid)
         target, dim = shards.embedder, shards.dim
         if shard.embedder == target and shard.dim == dim:
             return 0
-        work = pending(shard, target, dim, self.batch)
+        if work is None:
+            work = pending(shard, target, dim, self.batch)
         now = self.service.wall_clock()
         if not work:
             await self.service._commit(sid, [(sid, "reembed", {"e": target, "d": dim})], now)

@@ -56,7 +56,7 @@ import attrs
 import numpy as np
 import xxhash
 
-from ..search import TOKENIZER_ID, AgentIndex, Hit
+from ..search import TOKENIZER_ID, AgentIndex, Hit, VectorIndex
 from ..search import tokenize as default_tokenize
 from .model import Memory, MemoryFilter, RecallQuery
 from .sessions import Session, newest_first, split_session_id
@@ -393,12 +393,12 @@ class ShardSet:
         if stage is None or stage.embedder != body["e"] or pending(shard, stage.embedder, stage.dim, 1):
             return False
         for agent, data in shard.agents.items():
+            # only the vectors change: each agent's BM25 index stays as it is
             ids = list(data.memories)
             vectors = [stage.vectors[(agent, mid)][1] for mid in ids]
-            counts = [data.index.text.term_counts(mid) for mid in ids]
-            index = AgentIndex(stage.dim)
-            index.load(ids, counts, vectors)
-            data.index = index
+            index = VectorIndex(stage.dim)
+            index.add_many(ids, vectors)
+            data.index.vectors, data.index.dim = index, stage.dim
             data.vectors = dict(zip(ids, vectors, strict=True))
         shard.embedder, shard.dim, shard.stage = stage.embedder, stage.dim, None
         return True
