@@ -541,7 +541,9 @@ class Node:
         from .store.reembed import Reembedder
 
         assert self.nursery is not None
-        self.reembedder = Reembedder(service, self.metrics, self.log)
+        # a cluster node starts once ready: not while it may yet refuse to join (another embedder)
+        self.reembedder = Reembedder(service, self.metrics, self.log,
+                                     allowed=lambda: self.refused is None and self.readiness.ready)
         self.facade.reembed = self.reembedder
         self.nursery.start_soon(self.reembedder.run)
 

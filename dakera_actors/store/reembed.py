@@ -76,8 +76,11 @@ class Reembedder:
     """The background loop (see the module doc); ``progress()`` for the admin API."""
 
     def __init__(self, service: MemoryService, metrics: NodeMetrics, log: EventLogger, *,
-                 batch: int | None = None, pause: float | None = None, idle: float | None = None) -> None:
+                 batch: int | None = None, pause: float | None = None, idle: float | None = None,
+                 allowed: Callable[[], bool] = lambda: True) -> None:
         self.service, self.metrics, self.log = service, metrics, log
+        #: whether the node may re-embed now (a cluster node: once ready, and not refusing to join)
+        self.allowed = allowed
         self.batch = batch if batch is not None else BATCH
         self.pause = pause if pause is not None else PAUSE
         self.idle = idle if idle is not None else IDLE
@@ -116,7 +119,7 @@ class Reembedder:
         announced = False
         while True:
             now = self._measure()
-            if now.shards_remaining == 0:
+            if now.shards_remaining == 0 or not self.allowed():
                 if announced:
                     self.log.info("reembed_done", embedder=now.embedder, memories=self.done)
                     announced = False
