@@ -1,6 +1,7 @@
 """``python -m dakera_actors``: one node, configured by the environment.
 
-Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad configuration, 1 for a crash,
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for a bad configuration (also a DAKERA_EMBEDDER
+other than the cluster's: the node refuses to join), 1 for a crash,
 3 when recovery refuses damaged data (WAL damage that valid records follow, a gap between a
 snapshot and the log): a restart cannot help, an operator must look, so a supervisor can stop
 retrying on 3 (systemd: ``RestartPreventExitStatus=3``) and page someone instead.
@@ -18,7 +19,7 @@ import trio
 
 from . import log
 from .config import Config, ConfigError
-from .node import DataDirLocked, open_node
+from .node import DataDirLocked, EmbedderRefused, open_node
 from .storage.objects import ObjectStoreUnusable
 from .store.engine import load_embedder
 from .wal.log import WalRecoveryError
@@ -45,6 +46,8 @@ async def serve(config: Config) -> None:
                 watcher.start_soon(on_signals)
                 await node.stop_requested.wait()
                 watcher.cancel_scope.cancel()
+    if node.refused is not None:
+        raise EmbedderRefused(node.refused)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +79,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _startup_failure(exc: BaseException) -> tuple[int, str] | None:
     """Exit code and one-line message for failures an operator can fix; None for bugs."""
     for leaf in _leaves(exc):
-        if isinstance(leaf, DataDirLocked):
+        if isinstance(leaf, (DataDirLocked, EmbedderRefused)):
             return 2, str(leaf)
         if isinstance(leaf, ConfigError):  # found while starting (a Redis URL that cannot be used)
             return 2, f"configuration error: {leaf}"

@@ -141,6 +141,12 @@ class NodeMetrics:
         self.redis_connected = Gauge("dakera_redis_connected",
                                      "1 while the L1.5 cache (Redis) answers this node's pings; 0 when it does "
                                      "not, or without DAKERA_REDIS_URL", registry=r)
+        #: re-embedding (a node started with another DAKERA_EMBEDDER than its shards' vectors)
+        self.reembed_shards_remaining = Gauge("dakera_reembed_shards_remaining",
+                                              "Shards this node leads whose vectors are not of its embedder yet", registry=r)
+        self.reembed_memories_remaining = Gauge("dakera_reembed_memories_remaining",
+                                                "Memories of those shards without a new vector yet", registry=r)
+        self.reembed_memories = Counter("dakera_reembed_memories", "Memories given a new embedder's vector", registry=r)
         self.forwarded_requests = Counter("dakera_forwarded_requests", "Requests forwarded to the shard owner", registry=r)
         # wire and transport
         self.wire_rejected = Counter("dakera_wire_rejected", "Inter-node frames dropped, by reason", ["reason"], registry=r)

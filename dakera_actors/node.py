@@ -26,6 +26,7 @@ from .api.deps import FacadeDeps
 from .config import Config
 from .endpoint import UNAUTHENTICATED_FRAME_LIMIT, Endpoint, StreamLimits
 from .log import EventLogger, get_logger
+from .membership.embedder import META_KEY as EMBEDDER_META
 from .metrics import NodeMetrics
 from .runtime import Actor, ActorStopped
 from .runtime.offload import Offload
@@ -54,8 +55,10 @@ if TYPE_CHECKING:
     from .peers import Peers
     from .replication.actor import Replicator
     from .routing.router import Router
+    from .search import Embedder
     from .sharding.actor import ShardMapActor
     from .storage.objects import ObjectStore
+    from .store.reembed import Reembedder
     from .store.service import MemoryService
     from .wal.memory import SimDisk
 
@@ -92,6 +95,11 @@ async def watch_archive(tier: ColdTier, announce: Callable[..., Awaitable[None]]
 
 class DataDirLocked(RuntimeError):
     """Another live process already uses this data directory."""
+
+
+class EmbedderRefused(RuntimeError):
+    """The cluster embeds with another embedder than this node's (exit 2): see
+    :mod:`dakera_actors.membership.embedder`."""
 
 
 def swim_settings(config: Config) -> SwimConfig:
@@ -181,6 +189,11 @@ class Node:
         self.endpoint: Endpoint | None = None
         self.actors: list[Actor] = []
         self.memory: MemoryService | None = None
+        #: the node's embedder, built before the node joins (its identity is in the member metadata)
+        self.embedder: Embedder | None = None
+        self.reembedder: Reembedder | None = None
+        #: the one-line error this node refused to join the cluster with (then it stops itself)
+        self.refused: str | None = None
         self.membership: MembershipActor | None = None
         self.lease: LeaseActor | None = None
         self.shard_map: ShardMapActor | None = None
@@ -324,8 +337,11 @@ class Node:
         elif state.enabled:
             self.log.info("maintenance_kept", reason=state.reason or "-", reject_requests=state.reject_requests)
         self.maintenance_state = state
+        meta: dict[str, Any] = {"maintenance": state.enabled}
+        if self.embedder is not None:
+            meta[EMBEDDER_META] = self.embedder.identity
         core = SwimCore(swim_settings(self.config), self_id=self.node_id, address=self.endpoint.address,
-                        api=self.api_address, meta={"maintenance": state.enabled},
+                        api=self.api_address, meta=meta,
                         # wall-clock milliseconds: a restarted node outranks what peers recall of it
                         incarnation=int(self.wall_clock() * 1000), seeds=list(self.config.cluster_seeds),
                         rng=self.rng, now=trio.current_time(), packet_budget=self.endpoint.packet_budget)
@@ -341,6 +357,32 @@ class Node:
             self.readiness.open("membership")
 
         self.nursery.start_soon(open_when_joined)
+        self.nursery.start_soon(self._watch_embedder)
+
+    async def _load_embedder(self) -> None:
+        """Build DAKERA_EMBEDDER's embedder (a model load: in a worker thread on a real disk)."""
+        from .store.engine import load_embedder
+        from .wal.actor import disk_call
+
+        # a missing model is a ConfigError naming DAKERA_EMBEDDER (exit 2 from the command line)
+        self.embedder = await disk_call(self.disk is None, load_embedder, self.config.embedder)
+
+    async def _watch_embedder(self) -> None:
+        """Refuse to join a cluster that embeds with another embedder: log it, say so (``refused``)
+        and stop (``python -m dakera_actors`` then exits 2 with the message)."""
+        from .membership.embedder import refusal
+
+        assert self.membership is not None and self.embedder is not None
+        own = self.embedder.identity
+
+        def verdict(view: Any) -> str | None:
+            leader = self.lease.view.value.leader if self.lease is not None else None
+            return refusal(self.node_id, own, view.members.values(), leader)
+
+        view = await self.membership.view.wait_for(lambda v: verdict(v) is not None)
+        self.refused = verdict(view)
+        self.log.error("embedder_refused", embedder=own, reason=self.refused)
+        self.request_stop()
 
     async def _start_lease(self) -> None:
         from .lease.actor import LeaseActor
@@ -473,7 +515,8 @@ class Node:
 
         self.memory = await start_storage(self.config, data_dir=self.data_dir, disk=self.disk, metrics=self.metrics,
                                           log=self.log, wall_clock=self.wall_clock, rng=self.rng,
-                                          offload=self.offload, start_actor=self.start_actor)
+                                          offload=self.offload, start_actor=self.start_actor,
+                                          embedder=self.embedder)
         if self.objects is not None:
             from .cold.seeding import Seeder
 
@@ -486,11 +529,24 @@ class Node:
         await self._start_archiver()
         assert self.router is not None
         self.router.attach(self.memory)
+        self._start_reembedding(self.memory)
         self._start_backups()
         self._start_cache()
         self._start_counts()
         self.facade.memory = self.memory
         self.readiness.open("storage")
+
+    def _start_reembedding(self, service: MemoryService) -> None:
+        """Give every memory of the shards this node leads a vector of its embedder, in the
+        background, where they were made by another (see :mod:`dakera_actors.store.reembed`)."""
+        from .store.reembed import Reembedder
+
+        assert self.nursery is not None
+        # a cluster node starts once ready: not while it may yet refuse to join (another embedder)
+        self.reembedder = Reembedder(service, self.metrics, self.log,
+                                     allowed=lambda: self.refused is None and self.readiness.ready)
+        self.facade.reembed = self.reembedder
+        self.nursery.start_soon(self.reembedder.run)
 
     async def _start_replication(self, service: MemoryService) -> None:
         from .replication.actor import ReplicationCollector, Replicator, frame_budget
@@ -835,6 +891,7 @@ async def open_node(
                         node.metrics.watch_refusals(node.transport.refusals, node.endpoint.refused.copy)
                         await core.start(node.endpoint.run)
                         node.readiness.open("transport")
+                    await node._load_embedder()
                     if node.transport is not None:
                         await node._start_membership()
                         await node._start_lease()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..replication.status import ClusterReplication
     from ..routing.router import Router
     from ..sharding.shardmap import ShardMap
+    from ..store.reembed import Reembedder
     from ..store.service import MemoryService
 
 
@@ -84,6 +85,7 @@ class FacadeDeps:
     cold: ColdTier | None = None  # the archiver, once it runs
     backups: Backups | None = None  # once storage is ready
     cache: NodeCache | None = None  # the L1.5 cache, with DAKERA_REDIS_URL, once storage is ready
+    reembed: Reembedder | None = None  # the background re-embedding, once storage is ready
     #: Unix time (``timestamp`` fields); ``started_at`` is ``trio.current_time()`` at start (uptime)
     wall_clock: Callable[[], float] = time.time
     started_at: float | None = None

@@ -119,7 +119,9 @@ DIAGNOSTICS: Schema = _obj({
     "system": _obj({"version": STR, "uptime_seconds": INT, "pid": INT}),
     "resources": _obj({"memory_bytes": INT, "memory_total_bytes": INT, "thread_count": INT, "open_fds": INT}),
     "components": _obj({"storage": HEALTH_OF, "search_engine": HEALTH_OF, "cache": HEALTH_OF, "grpc": HEALTH_OF}),
-    "active_jobs": INT, "active_connections": INT, "max_connections": INT})
+    "active_jobs": INT, "active_connections": INT, "max_connections": INT},
+    {"embedding": nullable(_obj({"embedder": STR, "shards_remaining": INT, "memories_remaining": INT,
+                                 "memories_reembedded": INT, "bm25_only_shards": {"type": "array", "items": INT}}))})
 REBALANCED: Schema = _obj({
     "moved": INT, "dry_run": BOOL, "shard_map_version": INT,
     "plan": {"type": "array", "items": _obj({"shard": INT, "from": STRS, "to": STRS})},

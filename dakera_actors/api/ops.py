@@ -203,6 +203,8 @@ async def diagnostics_view(deps: FacadeDeps) -> dict[str, Any]:
                                 else "Redis answers" if cache.healthy else "Redis does not answer", now),
             "grpc": _component(False, "not served: this node speaks HTTP only", now),
         },
+        # which embedder this node's vectors come from, and what is left to re-embed (README)
+        "embedding": deps.reembed.progress().to_json() if deps.reembed is not None else None,
         "active_jobs": deps.backups.running_jobs if deps.backups is not None else 0,  # backups, restores
         "active_connections": deps.in_flight.count,
         "max_connections": config.max_connections,

@@ -320,12 +320,11 @@ class Replicator(Actor):
         acknowledged (our position does not pass it), so the primary sees this replica stuck."""
         kept: list[WalRecord] = []
         stopped: set[int] = set()
-        dim = self.shards.dim
         for record in records:
             if record.shard not in shards or record.shard in stopped:
                 continue
             try:
-                check_replicated(record.op, record.body, dim)
+                check_replicated(record.op, record.body, self.shards.dims(record.shard))
             except BadRecord as exc:
                 stopped.add(record.shard)
                 self._refuse(peer, f"record seq={record.seq}", record.shard, exc)
@@ -364,7 +363,7 @@ class Replicator(Actor):
             return True
         try:
             for part in memories:
-                check_memory(part[0], part[1], self.shards.dim)
+                check_memory(part[0], part[1], self.shards.dim)  # a copy is of the cluster's embedder
             for record in sessions:
                 check_session(record)
         except BadRecord as exc:
@@ -403,7 +402,9 @@ class Replicator(Actor):
 
     async def _serve_snapshot(self, envelope: Envelope, stream: MessageStream) -> None:
         shard = envelope.message.shard
-        if shard not in self.core.tails:
+        if shard not in self.core.tails or self.shards.embedder_of(shard)[0] != self.shards.embedder:
+            # not ours, or being re-embedded: a copy's chunks would carry the old vectors (and not
+            # its staged ones), so the replica asks again once the shard has switched
             await stream.send(SnapshotChunk(shard, 0, 0, [], True))
             return
         # frozen on the loop (consistent: nothing is applied while it is taken), imaged off it

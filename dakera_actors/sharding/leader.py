@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ..membership.embedder import mismatched
 from ..membership.member import Member, MemberState
 from ..replication.rows import ShardStatus
 from .rebalance import TransferWatch, moves, read_round, settled, transferring
@@ -222,6 +223,8 @@ class MapLeader:
         self._members: list[Member] = []
         self.eligible: tuple[str, ...] = ()
         self.draining: tuple[str, ...] = ()  # reachable members in maintenance
+        #: reachable members announcing another embedder than the cluster's: never placed on
+        self.other_embedder: tuple[str, ...] = ()
         self.keep: tuple[str, ...] = ()  # dead within their grace period: their copies stay, marked down
         self.caught: set[Pair] = set()  # (shard, learner) the primary reports caught up (last round only)
         self.stalled: set[Pair] = set()  # learners to drop from the next map (retried after)
@@ -259,8 +262,13 @@ class MapLeader:
         """A new membership view: eligible, draining and kept members; a change is planned for
         after ``settle`` (one map per burst of changes)."""
         self._members = list(members)
+        before = self.other_embedder
         self._update_members(now)
-        return self._behind_leader()
+        logs: list[Effect] = []
+        if self.other_embedder != before and self.other_embedder:
+            logs.append(Log("warning", "members_with_another_embedder", {
+                "members": list(self.other_embedder), "action": "no shard is placed on them"}))
+        return [*logs, *self._behind_leader()]
 
     def _behind_leader(self) -> list[Effect]:
         """A follower whose map is older than the header its leader gossips pulls the map."""
@@ -422,11 +430,15 @@ class MapLeader:
 
     # -- inside --------------------------------------------------------------------------------
     def _update_members(self, now: float) -> None:
-        """Eligible: Alive or Suspect (only a Dead verdict moves shards), not in maintenance.
-        Kept: Dead for less than the grace period; their copies stay in the map, marked down."""
+        """Eligible: Alive or Suspect (only a Dead verdict moves shards), not in maintenance, with the
+        cluster's embedder (:mod:`~dakera_actors.membership.embedder`: a member announcing another
+        one holds no copy). Kept: Dead for less than the grace period; their copies stay in the
+        map, marked down."""
         members = self._members
-        eligible = tuple(sorted(m.id for m in members if m.reachable and not m.maintenance))
-        draining = tuple(sorted(m.id for m in members if m.reachable and m.maintenance))
+        odd = mismatched(members, self.lease.leader)
+        self.other_embedder = tuple(sorted(m.id for m in members if m.reachable and m.id in odd))
+        eligible = tuple(sorted(m.id for m in members if m.reachable and not m.maintenance and m.id not in odd))
+        draining = tuple(sorted(m.id for m in members if m.reachable and m.maintenance and m.id not in odd))
         dead = [m for m in members if m.state == MemberState.DEAD and m.since + self.grace > now]
         keep = tuple(sorted(m.id for m in dead))
         self._grace_at = min((m.since + self.grace for m in dead), default=math.inf)

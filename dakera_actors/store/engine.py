@@ -146,13 +146,15 @@ def load_embedder(spec: str) -> Embedder:
 
 async def start_storage(config: Config, *, data_dir: Path, disk: SimDisk | None, metrics: NodeMetrics,
                         log: EventLogger, wall_clock: Callable[[], float], rng: random.Random,
-                        offload: Offload, start_actor: Callable[[Actor], Awaitable[None]]) -> MemoryService:
+                        offload: Offload, start_actor: Callable[[Actor], Awaitable[None]],
+                        embedder: Embedder | None = None) -> MemoryService:
     """Recover and start the WAL, checkpointer and shard owner (``start_actor`` runs each in the
     node's nursery); returns the memory service over them. ``disk``: a simulated disk, else the
-    files under ``data_dir``."""
+    files under ``data_dir``. ``embedder``: the one the node built already (else DAKERA_EMBEDDER's)."""
     blocking = disk is None  # a SimDisk never blocks: no worker thread
-    embedder = await disk_call(blocking, load_embedder, config.embedder)
-    shards = ShardSet(config.shards, embedder.dim, tokenize)
+    if embedder is None:
+        embedder = await disk_call(blocking, load_embedder, config.embedder)
+    shards = ShardSet(config.shards, embedder.dim, tokenize, embedder.identity)
     tails = {s: ShardTail(config.replication_tail_records) for s in range(config.shards)}
     try:
         recovered = await disk_call(blocking, lambda: recover(shards, *open_storage(config, data_dir, disk), tails,

@@ -18,7 +18,7 @@ from . import model, sessions, validation
 
 #: the ops a primary replicates (reset/load/mark are a replica's own install, never sent)
 REPLICATED_OPS: Final = frozenset({"put", "patch", "delete", "delete_where", "purge", "session_start",
-                                   "session_touch", "session_end", "session_load"})
+                                   "session_touch", "session_end", "session_load", "revec", "reembed"})
 _MEMORY_KEYS: Final = frozenset({"id", "a", "c", "t", "i", "g", "m", "s", "ca", "ua", "x"})
 _PATCH_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryUpdate))
 _FILTER_FIELDS: Final = frozenset(f.name for f in attrs.fields(model.MemoryFilter))
@@ -55,11 +55,23 @@ def _metadata(v: Any) -> bool:
     return type(v) is dict and all(type(k) is str for k in v)
 
 
-def _vector(v: Any, dim: int) -> bool:
-    return type(v) is bytes and len(v) == 4 * dim
+Dims = int | frozenset[int]
 
 
-def check_memory(record: Any, vector: Any, dim: int) -> None:
+def _vector(v: Any, dim: Dims) -> bool:
+    """Vector bytes of ``dim`` floats (one of ``dim``: a shard being re-embedded has two lengths)."""
+    return type(v) is bytes and (len(v) == 4 * dim if isinstance(dim, int) else len(v) in {4 * d for d in dim})
+
+
+def _bytes(dim: Dims) -> str:
+    return str(4 * dim) if isinstance(dim, int) else " or ".join(str(4 * d) for d in sorted(dim))
+
+
+def _embedder(v: Any) -> bool:
+    return _text(v, MAX_SHORT_TEXT)
+
+
+def check_memory(record: Any, vector: Any, dim: Dims) -> None:
     """One ``[memory record, vector bytes]`` of a ``put``, a ``load`` or a snapshot."""
     _need(type(record) is dict and set(record) == _MEMORY_KEYS, "memory record keys")
     _need(_text(record["id"], validation.MAX_MEMORY_ID_CHARS), "memory id")
@@ -73,7 +85,7 @@ def check_memory(record: Any, vector: Any, dim: int) -> None:
     _need(_number(record["ca"]) and _number(record["ua"]), "memory timestamps")
     _need(record["x"] is None or (type(record["x"]) is int and 0 <= record["x"] <= validation.MAX_TIMESTAMP),
           "memory expiry")
-    _need(_vector(vector, dim), f"vector of {4 * dim} bytes")
+    _need(_vector(vector, dim), f"vector of {_bytes(dim)} bytes")
 
 
 def _session_id(v: Any) -> bool:
@@ -116,18 +128,20 @@ def _check_filter(flt: Any) -> None:
             _need(_number(value), f"filter {name}")
 
 
-def check_replicated(op: Any, body: Any, dim: int) -> None:
+def check_replicated(op: Any, body: Any, dim: Dims) -> None:
     """Raise :class:`BadRecord` unless ``(op, body)`` is a record :meth:`ShardSet.apply` applies."""
     _need(op in REPLICATED_OPS, f"op {str(op)[:32]!r} is not replicated")
     _need(type(body) is dict, "body is not a map")
     if op == "put":
-        _need(set(body) == {"m", "v"}, "put keys")
+        _need(set(body) in ({"m", "v"}, {"m", "v", "e"}), "put keys")
+        _need("e" not in body or _embedder(body["e"]), "put embedder")
         check_memory(body["m"], body["v"], dim)
     elif op == "patch":
-        _need(set(body) == {"a", "id", "set", "v", "ua"}, "patch keys")
+        _need(set(body) - {"e"} == {"a", "id", "set", "v", "ua"}, "patch keys")
+        _need("e" not in body or _embedder(body["e"]), "patch embedder")
         _need(_agent(body["a"]) and _text(body["id"], validation.MAX_MEMORY_ID_CHARS), "patch target")
         _check_patch_set(body["set"])
-        _need(body["v"] is None or _vector(body["v"], dim), f"vector of {4 * dim} bytes")
+        _need(body["v"] is None or _vector(body["v"], dim), f"vector of {_bytes(dim)} bytes")
         _need(_number(body["ua"]), "patch time")
     elif op == "delete":
         _need(set(body) == {"a", "ids"} and _agent(body["a"]), "delete keys")
@@ -153,5 +167,16 @@ def check_replicated(op: Any, body: Any, dim: int) -> None:
         for record in body["sessions"]:
             check_session(record)
             _need(record["a"] == body["a"], "session_load agent")
+    elif op == "revec":
+        _need(set(body) == {"e", "d", "vs"} and _embedder(body["e"]), "revec keys")
+        d, vs = body["d"], body["vs"]
+        _need(type(d) is int and 1 <= d <= 1 << 16, "revec dim")
+        _need(type(vs) is list and len(vs) <= MAX_IDS, "revec vectors")
+        for entry in vs:
+            _need(type(entry) is list and len(entry) == 4 and _agent(entry[0])
+                  and _text(entry[1], validation.MAX_MEMORY_ID_CHARS) and type(entry[2]) is int
+                  and _vector(entry[3], d), "revec entry")
+    elif op == "reembed":
+        _need(set(body) == {"e", "d"} and _embedder(body["e"]) and type(body["d"]) is int, "reembed keys")
     else:  # purge
         _need(set(body) == {"now"} and _number(body["now"]), "purge keys")

@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 import numpy as np
 
 from ..errors import Conflict, InvalidRequest, NotFound, TooLarge
+from ..log import get_logger
 from ..runtime.offload import INLINE, Offload
-from ..search import Embedder
+from ..search import Embedder, make_embedder
 from . import validation
 from .model import Memory, MemoryUpdate, NewMemory
 from .records import BadRecord, check_memory, check_session
@@ -87,6 +89,8 @@ class MemoryService:
         self.max_text_bytes = max_text_bytes
         self.owner = owner
         self.embedder = embedder
+        #: embedders of shards not re-embedded yet, by identity (None: cannot be built here)
+        self.old_embedders: dict[str, Embedder | None] = {}
         self.tokenize = tokenize
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
@@ -101,20 +105,56 @@ class MemoryService:
     def _new_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
-    async def _embed(self, texts: list[str], *, stored: bool = True) -> tuple[np.ndarray, int]:
-        """Vectors of ``texts`` in a worker thread, with the tokens the index will want when they
-        are ``stored`` (so applying the write does not tokenize on the event loop)."""
+    async def embedder_of(self, shard: int) -> tuple[str, int, Embedder | None]:
+        """``(identity, dim, embedder)`` of the shard's live vectors: the node's own embedder, or
+        (a shard not re-embedded yet) the one its vectors were made by, built from its identity
+        once (in a worker thread); None when it cannot be built here (then the shard is searched
+        by BM25 alone until it is re-embedded)."""
+        identity, dim = self.shards.embedder_of(shard)
+        if identity == self.embedder.identity and dim == self.embedder.dim:
+            return identity, dim, self.embedder
+        if identity not in self.old_embedders:
+            built: Embedder | None = None
+            try:
+                built = await self.offload.run(make_embedder, identity)
+            except Exception as exc:  # any failure of a model load: fall back to BM25, said below
+                get_logger(__name__).warning("old_embedder_unavailable", embedder=identity, error=str(exc)[:300],
+                                             effect="its shards' recall is BM25 only until re-embedded")
+            if built is not None and (built.identity, built.dim) != (identity, dim):
+                built = None
+            self.old_embedders[identity] = built
+        return identity, dim, self.old_embedders[identity]
+
+    async def _embed_for(self, shard: int, texts: list[str]) -> tuple[np.ndarray, int, str]:
+        """Vectors of ``texts`` for storing into ``shard``: by the embedder of its live vectors
+        (the old one while it is re-embedded; all zero when that cannot be built: the
+        re-embedding gives them vectors). Returns them, the milliseconds, and that embedder."""
+        while True:
+            identity, dim, embedder = await self.embedder_of(shard)
+            if embedder is None:
+                vectors, ms = np.zeros((len(texts), dim), dtype=np.float32), 0
+            else:
+                vectors, ms = await self._embed(texts, embedder=embedder)
+            if self.shards.embedder_of(shard)[0] == identity:  # not switched meanwhile
+                return vectors, ms, identity
+
+    async def _embed(self, texts: list[str], *, stored: bool = True,
+                     embedder: Embedder | None = None) -> tuple[np.ndarray, int]:
+        """Vectors of ``texts`` in a worker thread (by ``embedder``, else the node's), with the
+        tokens the index will want when they are ``stored`` (so applying the write does not
+        tokenize on the event loop)."""
+        embed = (embedder or self.embedder).embed
         size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         if size > self.max_text_bytes:
             raise TooLarge(f"request asks to embed {size} bytes of text; at most {self.max_text_bytes} "
                            "are allowed per request (DAKERA_MAX_REQUEST_TEXT_BYTES): split it")
         started = time.perf_counter()
         if not stored:
-            vectors = await self.offload.run(self.embedder.embed, texts, size=size)
+            vectors = await self.offload.run(embed, texts, size=size)
             return vectors, int((time.perf_counter() - started) * 1000)
 
         def work() -> tuple[np.ndarray, int, list[list[str]]]:
-            vectors = self.embedder.embed(texts)
+            vectors = embed(texts)
             ms = int((time.perf_counter() - started) * 1000)
             return vectors, ms, self.shards.tokens_ahead(texts)
 
@@ -198,10 +238,10 @@ class MemoryService:
     async def store(self, data: Any) -> dict[str, Any]:
         with valid():
             new, warnings = validation.parse_store(data)
-        vectors, ms = await self._embed([new.content])
-        now = self.wall_clock()
-        body = self._build(new, vectors[0], now)
         shard = self.shards.shard_of(new.agent_id)
+        vectors, ms, embedder = await self._embed_for(shard, [new.content])
+        now = self.wall_clock()
+        body = {**self._build(new, vectors[0], now), "e": embedder}
         memory = (await self._commit(shard, [(shard, "put", body)], now))[0]
         answer = {"memory": memory.to_json(), "embedding_time_ms": ms}
         session = self._session_of(memory)
@@ -217,10 +257,10 @@ class MemoryService:
     async def store_batch(self, data: Any) -> dict[str, Any]:
         with valid():
             items, warnings = validation.parse_store_batch(data)
-        vectors, ms = await self._embed([i.content for i in items])
-        now = self.wall_clock()
-        bodies = [self._build(item, vectors[n], now) for n, item in enumerate(items)]
         shard = self.shards.shard_of(items[0].agent_id)
+        vectors, ms, embedder = await self._embed_for(shard, [i.content for i in items])
+        now = self.wall_clock()
+        bodies = [{**self._build(item, vectors[n], now), "e": embedder} for n, item in enumerate(items)]
         stored: list[Memory] = await self._commit(shard, [(shard, "put", b) for b in bodies], now)
         ended = sorted({s.id for m in stored if (s := self._session_of(m)) is not None and not s.active(now)})
         return self._with_warnings({
@@ -318,11 +358,11 @@ class MemoryService:
         now = self.wall_clock()
         if self.shards.get(agent, mid, now) is None:
             raise not_found(agent, mid)
-        vector = None
-        if update.content is not None:
-            vector = (await self._embed([update.content]))[0][0].astype(np.float32).tobytes()
-        body = {"a": agent, "id": mid, "set": update.to_record(), "v": vector, "ua": now}
         shard = self.shards.shard_of(agent)
+        body: dict[str, Any] = {"a": agent, "id": mid, "set": update.to_record(), "v": None, "ua": now}
+        if update.content is not None:
+            vectors, _ms, body["e"] = await self._embed_for(shard, [update.content])
+            body["v"] = vectors[0].astype(np.float32).tobytes()
         memory = (await self._commit(shard, [(shard, "patch", body)], now))[0]
         if memory is None:  # forgotten between the check and the write
             raise not_found(agent, mid)
@@ -488,9 +528,17 @@ class MemoryService:
     async def recall(self, data: Any, *, default_top_k: int = 5) -> dict[str, Any]:
         with valid():
             query, warnings = validation.parse_recall(data, default_top_k=default_top_k)
-        vectors, embed_ms = await self._embed([query.query], stored=False)
+        identity, dim, embedder = await self.embedder_of(self.shards.shard_of(query.agent_id))
+        if embedder is None:  # vectors of an embedder this node cannot build: BM25 until re-embedded
+            warnings = [*warnings, f"this agent's memories are being re-embedded and their old embedder "
+                                   f"{identity!r} cannot be loaded here: recall uses BM25 only until it is done"]
+            query = attrs.evolve(query, routing="bm25")
+            vector, embed_ms = np.zeros(dim, dtype=np.float32), 0
+        else:
+            vectors, embed_ms = await self._embed([query.query], stored=False, embedder=embedder)
+            vector = vectors[0]
         started = time.perf_counter()
-        hits = self.shards.recall(query, self.tokenize(query.query), vectors[0], self.wall_clock())
+        hits = self.shards.recall(query, self.tokenize(query.query), vector, self.wall_clock())
         search_ms = int((time.perf_counter() - started) * 1000)
         memories = []
         for memory, hit in hits:

@@ -21,12 +21,26 @@ Records (``op``: body):
   "replace": bool}``: a backup's sessions of one agent put back (``replace``: the agent's others
   deleted; else only those it lacks added). A ``put`` of a memory whose ``session_id`` is an open session of
   the same agent is activity in it at the memory's ``updated_at``;
+- ``revec``: ``{"e": embedder identity, "d": dim, "vs": [[agent, id, content hash, vector bytes], ...]}``:
+  vectors of the shard's memories by another embedder (re-embedding, see :mod:`.reembed`). They
+  are staged beside the live ones (queries still use the old vectors); one whose memory is gone or
+  whose content changed since (the hash: :func:`content_hash`) is dropped. Vectors of the shard's
+  own embedder replace the live ones at once;
+- ``reembed``: ``{"e": embedder identity, "d": dim}``: switch the shard to the staged vectors, when every
+  memory has one (else a no-op: a write came in between and the re-embedder goes on);
 - ``reset``, ``load``, ``mark``: a replica installing a copy of the primary's shard, logged as one
   batch: ``reset`` (``{}``) empties the shard and its position, each ``load``
   (``{"memories": [[memory record, vector bytes], ...], "sessions"?: [session record, ...]}``)
   adds memories (and sessions), and ``mark``
   (``{"seq", "epoch"}``) sets the position the copy was taken at. A crash that keeps only part
   of the batch leaves the shard at position 0, so the replica fetches it whole again.
+
+Each shard records which embedder made its vectors (``embedder``, ``dim``): set by the first
+``put``/``load`` into an empty shard (from the record's ``e``; a record without one, written before
+embedders were recorded, counts as the node's embedder when its vector has that length, else as
+``hashing:<length>``, the only embedder before), by a snapshot's ``emb``/``dim``, and by ``reembed``.
+A ``put`` or ``patch`` whose vector does not fit the shard (another embedder or length, written in
+the instant of a switch) is indexed without a vector (all zero): BM25 still finds it.
 
 Each shard also has a replication position ``(epoch, seq)``: the seq and epoch of the last
 replicated record applied (see :mod:`dakera_actors.replication`).
@@ -42,7 +56,7 @@ import attrs
 import numpy as np
 import xxhash
 
-from ..search import TOKENIZER_ID, AgentIndex, Hit
+from ..search import TOKENIZER_ID, AgentIndex, Hit, VectorIndex
 from ..search import tokenize as default_tokenize
 from .model import Memory, MemoryFilter, RecallQuery
 from .sessions import Session, newest_first, split_session_id
@@ -63,6 +77,21 @@ class AgentData:
     index: AgentIndex
 
 
+def content_hash(content: str) -> int:
+    """What a ``revec`` entry says its vector was made from (a changed memory's staged vector is stale)."""
+    return xxhash.xxh64_intdigest(content.encode("utf-8", "surrogatepass"))
+
+
+@attrs.define
+class Stage:
+    """Vectors of another embedder, waiting until every memory of the shard has one."""
+
+    embedder: str
+    dim: int
+    #: (agent, memory id) -> (content hash, vector bytes)
+    vectors: dict[tuple[str, str], tuple[int, bytes]] = attrs.Factory(dict)
+
+
 @attrs.define
 class Shard:
     id: int
@@ -74,6 +103,11 @@ class Shard:
     expiries: list[tuple[int, str, str]] = attrs.Factory(list)
     #: the sessions of the shard's agents, by session id (they outlive their agent's memories)
     sessions: dict[str, Session] = attrs.Factory(dict)
+    #: the embedder that made the live vectors, and their length (see the module doc)
+    embedder: str | None = None
+    dim: int = 0
+    #: a re-embedding's vectors, staged (see ``revec``)
+    stage: Stage | None = None
 
     @property
     def position(self) -> tuple[int, int]:
@@ -98,9 +132,11 @@ class Shard:
 class ShardSet:
     """All shards this node holds a copy of."""
 
-    def __init__(self, shard_count: int, dim: int, tokenize: Tokenizer) -> None:
+    def __init__(self, shard_count: int, dim: int, tokenize: Tokenizer, embedder: str | None = None) -> None:
         self.shard_count = shard_count
+        #: the node's embedder (its identity) and vector length: what a new shard's vectors are
         self.dim = dim
+        self.embedder = embedder if embedder is not None else f"hashing:{dim}"
         self.tokenize = tokenize
         self.shards: dict[int, Shard] = {}
         #: what snapshot term counts were made with; None (a tokenizer of a test's own): images
@@ -128,14 +164,43 @@ class ShardSet:
     def shard(self, shard_id: int) -> Shard:
         shard = self.shards.get(shard_id)
         if shard is None:
-            shard = self.shards[shard_id] = Shard(shard_id)
+            shard = self.shards[shard_id] = Shard(shard_id, embedder=self.embedder, dim=self.dim)
         return shard
+
+    def embedder_of(self, shard_id: int) -> tuple[str, int]:
+        """``(embedder identity, dim)`` of the shard's live vectors: what a query of it is embedded with."""
+        shard = self.shard(shard_id)
+        return (shard.embedder or self.embedder, shard.dim or self.dim)
+
+    def dims(self, shard_id: int) -> frozenset[int]:
+        """The vector lengths a record of the shard may carry (its own, the node's, a stage's)."""
+        shard = self.shard(shard_id)
+        return frozenset(d for d in (self.dim, shard.dim, shard.stage.dim if shard.stage else 0) if d)
+
+    def _adopt(self, shard: Shard, vector: bytes, embedder: Any) -> None:
+        """An empty shard takes the embedder of the first vectors put into it (module doc)."""
+        if shard.agents:
+            return
+        dim = len(vector) // 4
+        shard.stage = None
+        if isinstance(embedder, str) and embedder:
+            shard.embedder, shard.dim = embedder, dim
+        elif dim == self.dim:
+            shard.embedder, shard.dim = self.embedder, dim
+        else:
+            shard.embedder, shard.dim = f"hashing:{dim}", dim
+
+    def _fits(self, shard: Shard, vector: bytes, embedder: Any) -> bytes:
+        """``vector`` if it belongs to the shard's space, else an all-zero vector of it."""
+        if len(vector) == 4 * shard.dim and (embedder is None or embedder == shard.embedder):
+            return vector
+        return bytes(4 * shard.dim)
 
     def _agent(self, agent_id: str, *, create: bool) -> AgentData | None:
         shard = self.shard(self.shard_of(agent_id))
         data = shard.agents.get(agent_id)
         if data is None and create:
-            data = shard.agents[agent_id] = AgentData({}, {}, AgentIndex(self.dim))
+            data = shard.agents[agent_id] = AgentData({}, {}, AgentIndex(shard.dim or self.dim))
         return data
 
     # -- writes ------------------------------------------------------------------------
@@ -161,13 +226,14 @@ class ShardSet:
 
     def _put(self, shard: Shard, body: dict[str, Any]) -> Memory:
         memory = Memory.from_record(body["m"])
+        self._adopt(shard, body["v"], body.get("e"))
         data = self._agent(memory.agent_id, create=True)
         assert data is not None
         old = data.memories.get(memory.id)
         if old is not None:
             memory = attrs.evolve(memory, created_at=old.created_at)
             data.index.remove(memory.id)
-        self._index(shard, data, memory, body["v"])
+        self._index(shard, data, memory, self._fits(shard, body["v"], body.get("e")))
         self._activity(shard, memory)
         return memory
 
@@ -179,6 +245,10 @@ class ShardSet:
             shard.sessions[session.id] = session.touched(memory.updated_at)
 
     def _index(self, shard: Shard, data: AgentData, memory: Memory, vector: bytes) -> None:
+        if shard.stage is not None:  # a staged vector of other content is stale: it goes
+            got = shard.stage.vectors.get((memory.agent_id, memory.id))
+            if got is not None and got[0] != content_hash(memory.content):
+                del shard.stage.vectors[(memory.agent_id, memory.id)]
         data.memories[memory.id] = memory
         data.vectors[memory.id] = vector
         tokens = self._tokens_ahead.pop(memory.content, None)
@@ -196,12 +266,14 @@ class ShardSet:
         if "tags" in changes:
             changes["tags"] = tuple(changes["tags"])
         memory = attrs.evolve(old, updated_at=body["ua"], **changes)
-        vector = body["v"] if body.get("v") is not None else data.vectors[old.id]
+        vector = self._fits(shard, body["v"], body.get("e")) if body.get("v") is not None else data.vectors[old.id]
         data.index.remove(old.id)
         self._index(shard, data, memory, vector)
         return memory
 
     def _remove(self, shard: Shard, data: AgentData, agent: str, mid: str) -> None:
+        if shard.stage is not None:
+            shard.stage.vectors.pop((agent, mid), None)
         del data.memories[mid]
         del data.vectors[mid]
         data.index.remove(mid)
@@ -268,19 +340,68 @@ class ShardSet:
         shard.expiries.clear()
         shard.sessions.clear()
         shard.seq = shard.epoch = 0
+        shard.embedder, shard.dim, shard.stage = self.embedder, self.dim, None
 
     def _load(self, shard: Shard, body: dict[str, Any]) -> int:
         for record, vector in body["memories"]:
             memory = Memory.from_record(record)
+            self._adopt(shard, vector, body.get("e"))
             data = self._agent(memory.agent_id, create=True)
             assert data is not None
             if memory.id in data.memories:
                 data.index.remove(memory.id)
-            self._index(shard, data, memory, vector)
+            self._index(shard, data, memory, self._fits(shard, vector, body.get("e")))
         for record in body.get("sessions") or ():
             session = Session.from_record(record)
             shard.sessions[session.id] = session
         return len(body["memories"])
+
+    def _revec(self, shard: Shard, body: dict[str, Any]) -> int:
+        """Stage (or, in the shard's own space, install) vectors of its memories; returns how many."""
+        embedder, dim = body["e"], int(body["d"])
+        own = embedder == shard.embedder and dim == shard.dim
+        if not own and (shard.stage is None or (shard.stage.embedder, shard.stage.dim) != (embedder, dim)):
+            shard.stage = Stage(embedder, dim)
+        taken = 0
+        for agent, mid, digest, vector in body["vs"]:
+            data = shard.agents.get(agent)
+            memory = data.memories.get(mid) if data is not None else None
+            if memory is None or content_hash(memory.content) != digest or len(vector) != 4 * dim:
+                continue
+            taken += 1
+            if own:
+                assert data is not None
+                tokens = data.index.text.term_counts(mid)
+                data.index.remove(mid)
+                data.vectors[mid] = vector
+                data.index.vectors.add(mid, np.frombuffer(vector, dtype=np.float32))
+                data.index.text.add_counts(mid, tokens)
+            else:
+                assert shard.stage is not None
+                shard.stage.vectors[(agent, mid)] = (digest, vector)
+        return taken
+
+    def _reembed(self, shard: Shard, body: dict[str, Any]) -> bool:
+        """Switch to the staged vectors if every memory has a current one; whether it switched."""
+        stage = shard.stage
+        if shard.embedder == body["e"] and shard.dim == int(body["d"]):
+            shard.stage = None
+            return True
+        if not shard.agents:
+            shard.embedder, shard.dim, shard.stage = body["e"], int(body["d"]), None
+            return True
+        if stage is None or stage.embedder != body["e"] or pending(shard, stage.embedder, stage.dim, 1):
+            return False
+        for agent, data in shard.agents.items():
+            # only the vectors change: each agent's BM25 index stays as it is
+            ids = list(data.memories)
+            vectors = [stage.vectors[(agent, mid)][1] for mid in ids]
+            index = VectorIndex(stage.dim)
+            index.add_many(ids, vectors)
+            data.index.vectors, data.index.dim = index, stage.dim
+            data.vectors = dict(zip(ids, vectors, strict=True))
+        shard.embedder, shard.dim, shard.stage = stage.embedder, stage.dim, None
+        return True
 
     def _mark(self, shard: Shard, body: dict[str, Any]) -> None:
         shard.seq, shard.epoch = int(body["seq"]), int(body["epoch"])
@@ -353,8 +474,12 @@ class ShardSet:
         if terms and self.tokenizer_id is not None:
             # the index's own dicts: replaced, never changed in place, when a memory is re-indexed
             counts = [data.index.text.term_counts(m.id) for data in shard.agents.values() for m in data.memories.values()]
+        stage = None
+        if shard.stage is not None:  # staged vectors are bytes and the dict is copied: a consistent image
+            stage = (shard.stage.embedder, shard.stage.dim, tuple(shard.stage.vectors.items()))
         return FrozenShard(shard_id, shard.applied_lsn, shard.seq, shard.epoch, memories, counts, self.tokenizer_id,
-                           sessions=tuple(shard.sessions.values()))
+                           sessions=tuple(shard.sessions.values()), embedder=shard.embedder, dim=shard.dim,
+                           stage=stage)
 
     def load(self, image: dict[str, Any]) -> None:
         """Replace one shard with a snapshot image from :meth:`dump` (or :func:`image`).
@@ -362,7 +487,11 @@ class ShardSet:
         A version 2 image whose term counts were made by this set's tokenizer is indexed from
         them (no tokenizing) and each agent's vectors in one go: the same state as applying its
         memories one by one, which is what any other image gets."""
-        shard = self.shards[image["shard"]] = Shard(image["shard"])
+        shard = self.shards[image["shard"]] = Shard(image["shard"], embedder=self.embedder, dim=self.dim)
+        if isinstance(image.get("emb"), str) and isinstance(image.get("dim"), int):
+            shard.embedder, shard.dim = image["emb"], image["dim"]
+        elif image["memories"]:
+            self._adopt(shard, image["memories"][0][1], None)  # an image from before embedders were recorded
         counts = image.get("tf") if self.tokenizer_id is not None and image.get("tok") == self.tokenizer_id else None
         if counts is None or len(counts) != len(image["memories"]):
             for record, vector in image["memories"]:
@@ -375,6 +504,10 @@ class ShardSet:
         for record in image.get("sessions") or ():
             session = Session.from_record(record)
             shard.sessions[session.id] = session
+        staged = image.get("stage")
+        if isinstance(staged, dict):
+            shard.stage = Stage(staged["e"], int(staged["d"]),
+                                {(agent, mid): (digest, vector) for agent, mid, digest, vector in staged["vs"]})
         shard.applied_lsn = image["lsn"]
         shard.seq, shard.epoch = int(image.get("seq", 0)), int(image.get("epoch", 0))
 
@@ -395,7 +528,7 @@ class ShardSet:
                     assert data is not None
                     self._index(shard, data, memory, vector)
                 continue
-            index = AgentIndex(self.dim)
+            index = AgentIndex(shard.dim or self.dim)
             index.load([m.id for m in found], tfs, vectors)
             shard.agents[agent] = AgentData({m.id: m for m in found}, {m.id: v for m, v in zip(found, vectors, strict=True)},
                                             index)
@@ -441,6 +574,11 @@ class FrozenShard:
     live: tuple[int, ...] | None = None
     #: the shard's sessions (immutable, like its memories)
     sessions: tuple[Session, ...] = ()
+    #: the embedder of its vectors and their length; a re-embedding's staged vectors
+    #: ``(embedder, dim, (((agent, id), (content hash, vector)), ...))``
+    embedder: str | None = None
+    dim: int = 0
+    stage: tuple[str, int, tuple[tuple[tuple[str, str], tuple[int, bytes]], ...]] | None = None
 
     @property
     def file_lsn(self) -> int:
@@ -451,9 +589,15 @@ class FrozenShard:
 def image(frozen: FrozenShard) -> dict[str, Any]:
     """The msgpack-ready version 1 image of a frozen shard: its memories and vectors (CPU work: safe
     in a worker thread). What replication sends; every reader of images reads it."""
-    return {"v": 1, "shard": frozen.id, "lsn": frozen.lsn, "seq": frozen.seq, "epoch": frozen.epoch,
-            "memories": [[m.to_record(), vector] for m, vector in frozen.memories],
-            "sessions": [s.to_record() for s in frozen.sessions]}  # readers before sessions ignore it
+    out = {"v": 1, "shard": frozen.id, "lsn": frozen.lsn, "seq": frozen.seq, "epoch": frozen.epoch,
+           "memories": [[m.to_record(), vector] for m, vector in frozen.memories],
+           "sessions": [s.to_record() for s in frozen.sessions]}  # readers before sessions ignore it
+    if frozen.embedder is not None:  # so are these: what made the vectors, and a re-embedding's
+        out.update(emb=frozen.embedder, dim=frozen.dim)
+    if frozen.stage is not None:
+        embedder, dim, staged = frozen.stage
+        out["stage"] = {"e": embedder, "d": dim, "vs": [[a, mid, digest, v] for (a, mid), (digest, v) in staged]}
+    return out
 
 
 def snapshot_image(frozen: FrozenShard) -> dict[str, Any]:
@@ -498,4 +642,24 @@ _OPS: dict[str, Callable[[ShardSet, Shard, Any], Any]] = {
     "reset": ShardSet._reset,
     "load": ShardSet._load,
     "mark": ShardSet._mark,
+    "revec": ShardSet._revec,
+    "reembed": ShardSet._reembed,
 }
+
+
+def pending(shard: Shard, embedder: str, dim: int, limit: int | None = None) -> list[tuple[str, str, str]]:
+    """``(agent, id, content)`` of the shard's memories that still need a vector of ``embedder``
+    (dim ``dim``) before the shard can switch to it (the first ``limit``): none when its vectors
+    are of that embedder. A staged vector is current: writes drop those they make stale."""
+    if shard.embedder == embedder and shard.dim == dim:
+        return []
+    stage = shard.stage
+    staged = stage.vectors if stage is not None and (stage.embedder, stage.dim) == (embedder, dim) else {}
+    out = []
+    for agent, data in shard.agents.items():
+        for mid, memory in data.memories.items():
+            if (agent, mid) not in staged:
+                out.append((agent, mid, memory.content))
+                if limit is not None and len(out) >= limit:
+                    return out
+    return out

@@ -124,7 +124,14 @@ class Cluster:
                                      backup_objects=self.backup_objects, cache=self.cache) as node:
                     slot.node = node
                     task_status.started(node)
-                    await slot.stopped.wait()
+                    async with trio.open_nursery() as waiting:
+                        # stopped by the test, or by the node itself (refusing to join, say)
+                        async def until(event: trio.Event) -> None:
+                            await event.wait()
+                            waiting.cancel_scope.cancel()
+
+                        waiting.start_soon(until, slot.stopped)
+                        waiting.start_soon(until, node.stop_requested)
             except BaseException as exc:
                 if not slot.killed:
                     raise

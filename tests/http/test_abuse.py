@@ -73,6 +73,7 @@ class BlockingEmbedder:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.dim = inner.dim
+        self.identity = inner.identity
         self.entered = threading.Event()
         self.release = threading.Event()
         self.starved = False

@@ -35,7 +35,7 @@ def test_shape_dtype_and_unit_rows() -> None:
     e = HashingEmbedder()
     m = e.embed(TEXTS)
     assert isinstance(e, Embedder)
-    assert e.dim == DEFAULT_DIM == 384 and e.name == "hashing:384"
+    assert e.dim == DEFAULT_DIM == 384 and e.name == e.identity == "hashing:384"
     assert m.shape == (len(TEXTS), 384) and m.dtype == np.float32
     assert np.allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-6)
     assert e.embed([]).shape == (0, 384)
