@@ -130,29 +130,35 @@ def test_a_missing_model_file_exits_2_naming_the_embedder_and_writes_nothing(tmp
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])  # from a snapshot / from the WAL alone
-def test_data_of_another_embedder_exits_2_naming_it_and_stays_readable(tmp_path: Path, stop: int) -> None:
-    old = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing").start()  # the default before wordllama
+def test_data_of_the_old_default_embedder_is_re_embedded_by_the_new_one(tmp_path: Path, stop: int) -> None:
+    """An upgrade: data stored under `hashing` (the default before wordllama), the node started
+    again on the new default. It serves at once (recall uses the old vectors until a shard's new
+    ones are complete) and re-embeds every shard in the background; then recall is by meaning."""
+    old = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing").start()
     try:
         old.wait_healthy()
-        r = httpx.post(old.url + "/v1/memory/store", json={"agent_id": "a", "content": "The user lives in Berlin"})
-        assert r.status_code == 200
+        for content in ("My daughter has started taking violin lessons", "Learning what the tax rules are is tedious",
+                        "The instrument panel of the car is broken", "What time is the meeting tomorrow"):
+            r = httpx.post(old.url + "/v1/memory/store", json={"agent_id": "a", "content": content})
+            assert r.status_code == 200
         old.signal(stop)
         old.wait(timeout=30)
     finally:
         old.stop()
-    env = {k: v for k, v in old.env.items() if k != "DAKERA_EMBEDDER"}  # now the default: wordllama
-    done = subprocess.run([sys.executable, "-m", "dakera_actors"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 2, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("dakera_actors: configuration error: DAKERA_EMBEDDER:") and "384-dimension" in last, last
-    again = NodeProcess(tmp_path, DAKERA_EMBEDDER="hashing", DAKERA_PORT=str(free_port())).start()
+    new = NodeProcess(tmp_path, DAKERA_PORT=str(free_port())).start()  # the same data dir, the new default
     try:
-        again.wait_healthy()
-        found = httpx.post(again.url + "/v1/memory/recall", json={"agent_id": "a", "query": "Berlin"}).json()
-        assert [m["content"] for m in found["memories"]] == ["The user lives in Berlin"]
+        new.wait_healthy()
+
+        def done() -> bool:
+            return httpx.get(new.url + "/ops/diagnostics", timeout=5).json()["embedding"]["shards_remaining"] == 0
+
+        wait_for(done, 60, "the old data re-embedded")
+        # distractors share the question's words; only the new vectors find the meaning
+        found = httpx.post(new.url + "/v1/memory/recall",
+                           json={"agent_id": "a", "query": "what music does the kid study", "routing": "vector"}).json()
+        assert [m["content"] for m in found["memories"]][:1] == ["My daughter has started taking violin lessons"]
     finally:
-        again.stop()
+        new.stop()
 
 
 def test_second_process_on_the_same_data_dir_exits_2(node: NodeProcess, tmp_path: Path) -> None:
