@@ -76,6 +76,10 @@ def remove_namespaces(names: list[str]) -> None:
         for pid in sh("ip", "netns", "pids", name, check=False).split():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
+    for prefix in sorted({name.split("-", 1)[0] for name in names}):
+        # the root namespace's end of the runner's veth: deleted here, not left to the kernel's
+        # asynchronous clean-up of the hub namespace (which can lag under load)
+        sh("ip", "link", "del", f"{prefix}-r", check=False)
     for name in names:
         sh("ip", "netns", "del", name, check=False)
 
