@@ -119,6 +119,8 @@ class Reembedder:
         announced = False
         while True:
             now = self._measure()
+            if self.allowed():
+                await self.stand_ins()
             if now.shards_remaining == 0 or not self.allowed():
                 if announced:
                     self.log.info("reembed_done", embedder=now.embedder, memories=self.done)
@@ -137,6 +139,31 @@ class Reembedder:
                 except ServiceError as exc:  # not writable just now (moving, no quorum): later
                     self.log.info("reembed_deferred", shard=sid, reason=str(exc)[:200])
                     await trio.sleep(self.pause)
+
+    async def stand_ins(self) -> int:
+        """Give real vectors to the memories of led shards in the node's space that hold an
+        all-zero stand-in (a write embedded by the old embedder that landed just after its shard
+        switched): one ``revec`` in the shard's own space per batch. Returns how many."""
+        shards, fixed = self.shards, 0
+        for sid, shard in sorted(shards.shards.items()):
+            if not shard.stand_ins or not self.led(sid) or (shard.embedder, shard.dim) != (shards.embedder, shards.dim):
+                continue
+            work = []
+            for agent, mid in sorted(shard.stand_ins)[:self.batch]:
+                data = shard.agents.get(agent)
+                memory = data.memories.get(mid) if data is not None else None
+                if memory is not None:
+                    work.append((agent, mid, memory.content))
+            if not work:
+                continue
+            try:
+                fixed += await self._revec(sid, work)
+            except ServiceError as exc:
+                self.log.info("reembed_deferred", shard=sid, reason=str(exc)[:200])
+                continue
+            self.log.info("stand_in_vectors_replaced", shard=sid, memories=len(work))
+            await trio.sleep(self.pause)
+        return fixed
 
     async def shard(self, sid: int) -> None:
         """Re-embed what shard ``sid`` lacks (listed once: writes meanwhile are caught by the
@@ -170,13 +197,19 @@ class Reembedder:
             await self.service._commit(sid, [(sid, "reembed", {"e": target, "d": dim})], now)
             self.log.info("shard_reembedded", shard=sid, embedder=target)
             return 0
+        return await self._revec(sid, work)
+
+    async def _revec(self, sid: int, work: list[tuple[str, str, str]]) -> int:
+        """New vectors of ``work`` ((agent, id, content) each) by the node's embedder, logged as one
+        ``revec`` record (staged, or installed when the shard is in the node's space already)."""
         texts = [content for _agent, _mid, content in work]
         embedder = self.service.embedder
         size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         vectors: np.ndarray = await self.service.offload.run(embedder.embed, texts, size=size)
         entries = [[agent, mid, content_hash(content), vectors[n].astype(np.float32).tobytes()]
                    for n, (agent, mid, content) in enumerate(work)]
-        await self.service._commit(sid, [(sid, "revec", {"e": target, "d": dim, "vs": entries})], now)
+        body = {"e": self.shards.embedder, "d": self.shards.dim, "vs": entries}
+        await self.service._commit(sid, [(sid, "revec", body)], self.service.wall_clock())
         self.done += len(entries)
         self.metrics.reembed_memories.inc(len(entries))
         return len(entries)

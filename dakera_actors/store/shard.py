@@ -108,6 +108,10 @@ class Shard:
     dim: int = 0
     #: a re-embedding's vectors, staged (see ``revec``)
     stage: Stage | None = None
+    #: (agent, id) of memories holding an all-zero stand-in in the live space (a write embedded
+    #: by the old embedder that landed just after the switch, or one whose old embedder could not
+    #: be built): the re-embedder gives them real vectors with ``revec`` in the shard's own space
+    stand_ins: set[tuple[str, str]] = attrs.Factory(set)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -251,6 +255,10 @@ class ShardSet:
                 del shard.stage.vectors[(memory.agent_id, memory.id)]
         data.memories[memory.id] = memory
         data.vectors[memory.id] = vector
+        if vector.strip(b"\x00"):
+            shard.stand_ins.discard((memory.agent_id, memory.id))
+        else:
+            shard.stand_ins.add((memory.agent_id, memory.id))
         tokens = self._tokens_ahead.pop(memory.content, None)
         data.index.add(memory.id, tokens if tokens is not None else self.tokenize(memory.content),
                        np.frombuffer(vector, dtype=np.float32))
@@ -276,6 +284,7 @@ class ShardSet:
             shard.stage.vectors.pop((agent, mid), None)
         del data.memories[mid]
         del data.vectors[mid]
+        shard.stand_ins.discard((agent, mid))
         data.index.remove(mid)
         if not data.memories:
             del shard.agents[agent]
@@ -339,6 +348,7 @@ class ShardSet:
         shard.agents.clear()
         shard.expiries.clear()
         shard.sessions.clear()
+        shard.stand_ins.clear()
         shard.seq = shard.epoch = 0
         shard.embedder, shard.dim, shard.stage = self.embedder, self.dim, None
 
@@ -374,6 +384,7 @@ class ShardSet:
                 tokens = data.index.text.term_counts(mid)
                 data.index.remove(mid)
                 data.vectors[mid] = vector
+                shard.stand_ins.discard((agent, mid))
                 data.index.vectors.add(mid, np.frombuffer(vector, dtype=np.float32))
                 data.index.text.add_counts(mid, tokens)
             else:
@@ -401,6 +412,8 @@ class ShardSet:
             data.index.vectors, data.index.dim = index, stage.dim
             data.vectors = dict(zip(ids, vectors, strict=True))
         shard.embedder, shard.dim, shard.stage = stage.embedder, stage.dim, None
+        shard.stand_ins = {(a, m) for a, data in shard.agents.items() for m, v in data.vectors.items()
+                           if not v.strip(b"\x00")}
         return True
 
     def _mark(self, shard: Shard, body: dict[str, Any]) -> None:

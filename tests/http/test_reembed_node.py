@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from dakera_actors.node import Node
+from dakera_actors.search import make_embedder
 from dakera_actors.store import reembed
+from dakera_actors.store.model import Memory
 
 from ..waiting import eventually, eventually_async
 from .test_memory_api import memory_node, store
@@ -90,3 +92,21 @@ async def test_a_node_restarted_with_another_embedder_reembeds_and_resumes(
         for agent in AGENTS:
             assert node.memory.shards.embedder_of(node.memory.shards.shard_of(agent)) == ("hashing:384", 384)
         await recalls_everything(client)
+
+
+async def test_a_late_write_of_the_old_space_gets_a_real_vector_after_the_switch(tmp_path: Path) -> None:
+    """A store embedded by the old embedder that commits just after its shard switched is kept with
+    an all-zero stand-in; the re-embedder's next look replaces it with a real vector."""
+    async with memory_node(tmp_path, embedder="hashing:384") as (node, client):
+        await store(client, "ann", "my daughter takes violin lessons")
+        assert node.memory is not None and node.reembedder is not None
+        service = node.memory
+        sid = service.shards.shard_of("ann")
+        old = make_embedder("hashing:256")
+        late = Memory(id="late", agent_id="ann", content="we moved to Lisbon in May", created_at=1.0, updated_at=1.0)
+        body = {"m": late.to_record(), "v": old.embed([late.content])[0].tobytes(), "e": old.identity}
+        await service._commit(sid, [(sid, "put", body)], service.wall_clock())
+        assert service.shards.shard(sid).stand_ins == {("ann", "late")}
+        assert await node.reembedder.stand_ins() == 1
+        assert not service.shards.shard(sid).stand_ins
+        assert (await top(client, "ann", "we moved to Lisbon in May"))[0] == "we moved to Lisbon in May"

@@ -130,3 +130,27 @@ def test_vectors_of_the_shards_own_embedder_replace_the_live_ones() -> None:
     hits = shards.recall(RecallQuery(agent_id="a", query="tea", top_k=1, routing="vector"), ["tea"],
                          OLD.embed(["tea"])[0], 2.0)
     assert hits[0][0].id == "x"
+
+
+def test_a_write_of_the_old_space_that_lands_after_the_switch_is_a_stand_in_and_gets_a_real_vector() -> None:
+    """The race the service cannot close alone: a store embedded with the old embedder is committed
+    just after its shard switched. It is kept with an all-zero stand-in (BM25 still finds it),
+    listed in ``stand_ins``, and a ``revec`` in the shard's own space gives it a real vector."""
+    shards, _ = written()
+    sid = shards.shard_of("a")
+    shards.apply(100, sid, "revec", revec(shards, sid, 100))
+    shards.apply(101, sid, "reembed", {"e": NEW.identity, "d": NEW.dim})
+    assert shards.embedder_of(sid) == (NEW.identity, NEW.dim) and not shards.shard(sid).stand_ins
+    shards.apply(102, sid, "put", put_body("late", "a", "a late fact about coffee"))  # embedded by OLD
+    shard = shards.shard(sid)
+    assert shard.stand_ins == {("a", "late")}
+    assert not shard.agents["a"].vectors["late"].strip(b"\x00")
+    vector = NEW.embed(["a late fact about coffee"])[0].tobytes()
+    body = {"e": NEW.identity, "d": NEW.dim, "vs": [["a", "late", content_hash("a late fact about coffee"), vector]]}
+    shards.apply(103, sid, "revec", body)
+    assert not shard.stand_ins and shard.agents["a"].vectors["late"] == vector
+    # a snapshot of a shard with a stand-in brings it back listed (a restart still repairs it)
+    shards.apply(104, sid, "put", put_body("late2", "a", "another late one"))
+    again = ShardSet(SHARDS, NEW.dim, lambda t: t.lower().split(), NEW.identity)
+    again.load(shards.dump(sid))
+    assert again.shard(sid).stand_ins == {("a", "late2")}
