@@ -6,12 +6,14 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from dakera_actors.search import make_embedder
 from dakera_actors.testing import open_cluster
 
 from ..waiting import eventually
 from .test_routing import ready
 
 MockClock = trio.testing.MockClock
+DEFAULT = make_embedder("wordllama").identity  # the cluster's (the default embedder)
 
 
 async def test_a_node_with_another_embedder_is_refused_and_the_cluster_keeps_serving(
@@ -26,7 +28,7 @@ async def test_a_node_with_another_embedder_is_refused_and_the_cluster_keeps_ser
         newcomer = await cluster.start("node-4")
         await eventually(lambda: cluster.slot("node-4").node is None, timeout=30)  # it stopped itself
         assert newcomer.refused is not None
-        assert "DAKERA_EMBEDDER" in newcomer.refused and "'hashing:384'" in newcomer.refused
+        assert "DAKERA_EMBEDDER" in newcomer.refused and f"'{DEFAULT}'" in newcomer.refused
         for node_id in ("node-1", "node-2", "node-3"):
             smap = cluster.node(node_id).shard_map.view.value  # type: ignore[union-attr]
             assert smap is not None and "node-4" not in smap.members()
@@ -42,7 +44,7 @@ async def test_started_together_the_odd_one_out_refuses(autojump_clock: MockCloc
     async with open_cluster(3, seed=42, node_config={"node-3": {"embedder": "hashing:256"}}) as cluster:
         odd = cluster.node("node-3")
         await eventually(lambda: cluster.slot("node-3").node is None, timeout=30)
-        assert odd.refused is not None and "'hashing:384'" in odd.refused
+        assert odd.refused is not None and f"'{DEFAULT}'" in odd.refused
 
         for node_id in ("node-1", "node-2"):
             assert cluster.node(node_id).refused is None
