@@ -111,11 +111,9 @@ class Replicator(Actor):
         self.shards = memory.shards
         self.owner = memory.owner
         tails = memory.owner.tails
-        # every copy empty at start: the disk was replaced (or the node is new); copies the map
-        # still names here were lost with it, and vouch for nothing until caught up (see .core)
-        empty = all(tail.last == (0, 0) for tail in tails.values())
-        self._amnesia = config.rereplication_grace if empty else 0.0
-        self.core = ReplicationCore(me, tails, ReplicationConfig(), lost=set(tails) if empty else set(),
+        lost = ReplicationCore.lost_at_start(tails)  # copies lost with the disk vouch for nothing (.core)
+        self._amnesia = config.rereplication_grace if lost else 0.0
+        self.core = ReplicationCore(me, tails, ReplicationConfig(), lost=lost,
                                     lost_until=trio.current_time() + self._amnesia)
         self.peers = peers
         self.maps = maps

@@ -224,6 +224,13 @@ class ReplicationCore:
             return []
         return [s for s, c in enumerate(smap.placement) if c and c[0] == peer and self.me in c[1:]]
 
+    @staticmethod
+    def lost_at_start(tails: Mapping[int, ShardTail]) -> set[int]:
+        """The shards a node starting on ``tails`` must treat as lost: all of them when every copy
+        is empty (the disk was replaced, or the node is new), else none (an intact disk's empty
+        copies are the truth)."""
+        return set(tails) if all(tail.last == (0, 0) for tail in tails.values()) else set()
+
     def forgetful(self, shard: int, now: float) -> bool:
         """Does our copy of ``shard`` still count for nothing in a takeover (lost with the disk)?"""
         return shard in self.lost and now < self.lost_until

@@ -540,3 +540,10 @@ def test_a_routed_map_newer_than_the_cores_holds_primary_service_back() -> None:
     assert not c.behind(m1) and c.behind(m2)
     c.on_map(m2, 1.0, held=set(), from_cluster=True)
     assert not c.behind(m2)
+
+
+def test_a_node_starting_with_every_copy_empty_treats_them_all_as_lost() -> None:
+    tails = {s: ShardTail(100) for s in range(SHARDS)}
+    assert ReplicationCore.lost_at_start(tails) == set(range(SHARDS))
+    tails[2].append(WalRecord(1, 2, "put", {}, 1.0, 1, 7), 0.0)
+    assert ReplicationCore.lost_at_start(tails) == set()  # an intact disk: its empty copies are the truth
