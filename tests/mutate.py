@@ -276,7 +276,7 @@ MUTATIONS: list[Mutation] = [
         "session-through-wal",
         "a session is written through the WAL: replicated, and kept across a crash and a failover",
         "dakera_actors/store/service.py",
-        '        started: Session = (await self._commit(shard, [(shard, "session_start", {"s": session.to_record()})], now))[0]',
+        '        started: Session = (await self.commit_records(shard, [(shard, "session_start", {"s": session.to_record()})], now))[0]',
         '        started: Session = self.shards.apply(0, shard, "session_start", {"s": session.to_record()})',
         ("tests/http/test_sessions_importance.py", "tests/sim/test_replication.py"),
     ),

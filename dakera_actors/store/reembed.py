@@ -194,7 +194,7 @@ class Reembedder:
             work = pending(shard, target, dim, self.batch)
         now = self.service.wall_clock()
         if not work:
-            await self.service._commit(sid, [(sid, "reembed", {"e": target, "d": dim})], now)
+            await self.service.commit_records(sid, [(sid, "reembed", {"e": target, "d": dim})], now)
             self.log.info("shard_reembedded", shard=sid, embedder=target)
             return 0
         return await self._revec(sid, work)
@@ -209,7 +209,7 @@ class Reembedder:
         entries = [[agent, mid, content_hash(content), vectors[n].astype(np.float32).tobytes()]
                    for n, (agent, mid, content) in enumerate(work)]
         body = {"e": self.shards.embedder, "d": self.shards.dim, "vs": entries}
-        await self.service._commit(sid, [(sid, "revec", body)], self.service.wall_clock())
+        await self.service.commit_records(sid, [(sid, "revec", body)], self.service.wall_clock())
         self.done += len(entries)
         self.metrics.reembed_memories.inc(len(entries))
         return len(entries)

@@ -178,8 +178,9 @@ class MemoryService:
             body["warnings"] = warnings
         return body
 
-    async def _commit(self, shard: int, entries: list[tuple[int, str, Any]], now: float) -> list[Any]:
-        """Write as the shard's primary and wait for the acknowledgements DAKERA_WRITE_ACK asks for."""
+    async def commit_records(self, shard: int, entries: list[tuple[int, str, Any]], now: float) -> list[Any]:
+        """Write ``entries`` as the shard's primary and wait for the acknowledgements DAKERA_WRITE_ACK asks
+        for (the one way records are written: the routes, and the re-embedder's revec/reembed)."""
         committed = await self.owner.commit(entries, now)
         fence = self.fence
         version = fence.applied(shard) if fence is not None else None  # the cache's advance starts now
@@ -242,7 +243,7 @@ class MemoryService:
         vectors, ms, embedder = await self._embed_for(shard, [new.content])
         now = self.wall_clock()
         body = {**self._build(new, vectors[0], now), "e": embedder}
-        memory = (await self._commit(shard, [(shard, "put", body)], now))[0]
+        memory = (await self.commit_records(shard, [(shard, "put", body)], now))[0]
         answer = {"memory": memory.to_json(), "embedding_time_ms": ms}
         session = self._session_of(memory)
         if session is not None:  # stored into a started session: say whether it is still open
@@ -261,7 +262,7 @@ class MemoryService:
         vectors, ms, embedder = await self._embed_for(shard, [i.content for i in items])
         now = self.wall_clock()
         bodies = [{**self._build(item, vectors[n], now), "e": embedder} for n, item in enumerate(items)]
-        stored: list[Memory] = await self._commit(shard, [(shard, "put", b) for b in bodies], now)
+        stored: list[Memory] = await self.commit_records(shard, [(shard, "put", b) for b in bodies], now)
         ended = sorted({s.id for m in stored if (s := self._session_of(m)) is not None and not s.active(now)})
         return self._with_warnings({
             "ended_sessions": ended,
@@ -346,7 +347,7 @@ class MemoryService:
             if (held_sessions != wanted_sessions) if replace else not set(wanted_sessions) <= set(held_sessions):
                 entries.append((shard, "session_load", {"a": agent, "sessions": sessions, "replace": replace}))
         if entries:
-            await self._commit(shard, entries, now)
+            await self.commit_records(shard, entries, now)
         return {"agent_id": agent, "restored": len(puts), "skipped": len(pairs) - len(puts), "unchanged": same,
                 "removed": len(doomed)}
 
@@ -363,7 +364,7 @@ class MemoryService:
         if update.content is not None:
             vectors, _ms, body["e"] = await self._embed_for(shard, [update.content])
             body["v"] = vectors[0].astype(np.float32).tobytes()
-        memory = (await self._commit(shard, [(shard, "patch", body)], now))[0]
+        memory = (await self.commit_records(shard, [(shard, "patch", body)], now))[0]
         if memory is None:  # forgotten between the check and the write
             raise not_found(agent, mid)
         return self._with_warnings(memory.to_json(), warnings)
@@ -378,7 +379,7 @@ class MemoryService:
             raise not_found(agent, mid)
         body = {"a": agent, "id": mid, "set": MemoryUpdate(importance=importance).to_record(), "v": None, "ua": now}
         shard = self.shards.shard_of(agent)
-        memory = (await self._commit(shard, [(shard, "patch", body)], now))[0]
+        memory = (await self.commit_records(shard, [(shard, "patch", body)], now))[0]
         if memory is None:  # forgotten between the check and the write
             raise not_found(agent, mid)
         answer = memory.to_json()
@@ -390,7 +391,7 @@ class MemoryService:
             agent, ids = validation.parse_forget(data)
         now = self.wall_clock()
         shard = self.shards.shard_of(agent)
-        deleted = (await self._commit(shard, [(shard, "delete", {"a": agent, "ids": list(ids)})], now))[0]
+        deleted = (await self.commit_records(shard, [(shard, "delete", {"a": agent, "ids": list(ids)})], now))[0]
         return {"deleted_count": len(deleted), "memory_ids": deleted}
 
     async def batch_forget(self, data: Any) -> dict[str, Any]:
@@ -398,7 +399,7 @@ class MemoryService:
             agent, flt = validation.parse_batch_forget(data)
         now = self.wall_clock()
         shard = self.shards.shard_of(agent)
-        count = (await self._commit(shard, [(shard, "delete_where", {"a": agent, "f": flt.to_record(), "now": now})],
+        count = (await self.commit_records(shard, [(shard, "delete_where", {"a": agent, "f": flt.to_record(), "now": now})],
                                     now))[0]
         return {"deleted_count": count}
 
@@ -449,7 +450,7 @@ class MemoryService:
                           timeout=self.session_idle_timeout if idle is None else idle, idle_timeout_secs=idle,
                           metadata=metadata)
         shard = self.shards.shard_of(agent)
-        started: Session = (await self._commit(shard, [(shard, "session_start", {"s": session.to_record()})], now))[0]
+        started: Session = (await self.commit_records(shard, [(shard, "session_start", {"s": session.to_record()})], now))[0]
         if started != session:  # the same id started meanwhile
             raise Conflict(f"session {sid!r} exists already", code="CONFLICT")
         return {"session": self._session_json(started, now)}
@@ -459,7 +460,7 @@ class MemoryService:
         session = self._session(session_id)
         if session.active(now):  # an ended one never re-opens: answered as it is, nothing written
             shard = self.shards.shard_of(session.agent_id)
-            touched = (await self._commit(shard, [(shard, "session_touch", {"id": session_id, "at": now})], now))[0]
+            touched = (await self.commit_records(shard, [(shard, "session_touch", {"id": session_id, "at": now})], now))[0]
             session = touched if touched is not None else self._session(session_id)
         answer = self._session_json(session, now)
         return {"session": answer, "session_state": answer["session_state"],
@@ -473,7 +474,7 @@ class MemoryService:
         if session.active(now):  # one ended already keeps its end, reason and summary
             shard = self.shards.shard_of(session.agent_id)
             body = {"id": session_id, "at": now, "summary": summary}
-            ended = (await self._commit(shard, [(shard, "session_end", body)], now))[0]
+            ended = (await self.commit_records(shard, [(shard, "session_end", body)], now))[0]
             session = ended if ended is not None else self._session(session_id)
         return self._with_warnings(self._session_json(session, now), warnings)
 

@@ -105,7 +105,7 @@ async def test_a_late_write_of_the_old_space_gets_a_real_vector_after_the_switch
         old = make_embedder("hashing:256")
         late = Memory(id="late", agent_id="ann", content="we moved to Lisbon in May", created_at=1.0, updated_at=1.0)
         body = {"m": late.to_record(), "v": old.embed([late.content])[0].tobytes(), "e": old.identity}
-        await service._commit(sid, [(sid, "put", body)], service.wall_clock())
+        await service.commit_records(sid, [(sid, "put", body)], service.wall_clock())
         assert service.shards.shard(sid).stand_ins == {("ann", "late")}
         assert await node.reembedder.stand_ins() == 1
         assert not service.shards.shard(sid).stand_ins
