@@ -65,7 +65,7 @@ def test_prestop_drains_and_poststart_brings_the_node_back(tmp_path: Path) -> No
         last.signal(signal.SIGTERM)
         assert last.wait(30) == 0
         last.start()
-        last.wait_healthy(30)
+        last.wait_healthy()
         assert get(last, "/admin/maintenance/status")["status"] == "drained"
         # postStart: maintenance off again, and the shards come back
         back = hook(last, "poststart", log)

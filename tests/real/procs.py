@@ -21,6 +21,9 @@ from dakera_actors.testing.cluster import free_port
 ROOT = Path(__file__).resolve().parents[2]
 #: the gossip key real test clusters are sealed with (cluster mode refuses to start without one)
 TEST_GOSSIP_KEY = base64.b64encode(bytes(range(7, 39))).decode()
+#: how long a node process may take to become ready: a bound, not a wait (a quiet 2-core machine
+#: takes 2-5 s; three S3-backed nodes starting together beside another test load took 15-28 s)
+READY_DEADLINE = 90.0
 
 
 class NodeProcess:
@@ -41,7 +44,7 @@ class NodeProcess:
                                      stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
-    def wait_healthy(self, deadline: float = 20.0, *, path: str = "/health/ready") -> None:
+    def wait_healthy(self, deadline: float = READY_DEADLINE, *, path: str = "/health/ready") -> None:
         """Poll ``path`` (readiness by default: storage recovered, cluster joined) until it answers
         200, the process dies, or the deadline passes."""
         assert self.proc is not None
@@ -91,7 +94,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
         time.sleep(0.1)
 
 
-def start_all(nodes: list[NodeProcess], deadline: float = 30.0) -> None:
+def start_all(nodes: list[NodeProcess], deadline: float = READY_DEADLINE) -> None:
     for node in nodes:
         node.start()
     for node in nodes:

@@ -95,7 +95,7 @@ def node(tmp_path: Path) -> Iterator[NodeProcess]:
 
 
 def test_a_hostile_authenticated_peer_cannot_stop_or_change_a_node(node: NodeProcess, tmp_path: Path) -> None:
-    node.wait_healthy(30)
+    node.wait_healthy()
     wait_for(lambda: httpx.get(node.url + "/admin/cluster/status").json()["shard_map_version"] > 0, 20,
              "a shard map")
     r = httpx.post(node.url + "/v1/memory/store", json={"agent_id": "agent-1", "id": "m-1", "content": "kept"})

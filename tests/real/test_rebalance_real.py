@@ -77,7 +77,7 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
             # 1. adding a node: it joins from the seeds and shards rebalance onto it
             phase = time.monotonic()
             fourth.start()
-            fourth.wait_healthy(30)
+            fourth.wait_healthy()
             joined = wait_for(lambda: balanced(nodes, 4), 120, "shards rebalanced onto the fourth node")
             writes_in("the fourth node joined", phase)
             four = get(fourth, "/admin/maintenance/status")
@@ -94,7 +94,7 @@ def test_join_drain_restart_and_rejoin_with_no_client_error(tmp_path: Path) -> N
             fourth.signal(signal.SIGTERM)
             assert fourth.wait(30) == 0
             fourth.start()
-            fourth.wait_healthy(30)
+            fourth.wait_healthy()
             assert httpx.get(fourth.url + "/health", timeout=5).json()["status"] == "healthy"
             # restarted, it is still in maintenance (the flag is persisted): no shard comes back to it
             # until the operator's step 5
@@ -169,7 +169,7 @@ def test_rolling_upgrade_of_every_node_with_no_client_error(tmp_path: Path) -> N
                 node.signal(signal.SIGTERM)
                 assert node.wait(30) == 0
                 node.start()
-                node.wait_healthy(30)
+                node.wait_healthy()
                 assert httpx.post(node.url + "/admin/maintenance/disable", timeout=10).status_code == 200
                 upgrading.remove(node.url)
                 wait_for(lambda: balanced(nodes, 3), 120, "shards back after the upgrade")

@@ -105,7 +105,7 @@ def test_sigkill_of_any_node_loses_no_acknowledged_memory(tmp_path: Path, victim
               f"through the survivors {failover:.1f}s after SIGKILL")
         # the victim restarts, rejoins as a replica and catches up; replication is healthy again
         victim.start()
-        victim.wait_healthy(30)
+        victim.wait_healthy()
         wait_for(lambda: healthy(nodes), 60, "replication healthy after the restart")
         back = DakeraClient(victim.url, max_retries=3, timeout=20)
         for mid, agent in list(acked.items())[::50]:

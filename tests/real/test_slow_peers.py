@@ -134,7 +134,7 @@ def honest_ping(node: NodeProcess, transport: str, seq: int) -> None:
 
 def test_slow_and_silent_peers_are_bounded_refused_and_counted(node: NodeProcess) -> None:
     transport = node.env["DAKERA_TRANSPORT"]
-    node.wait_healthy(30, path="/health")
+    node.wait_healthy(path="/health")
     honest_ping(node, transport, 1)
     base_fds, base_rss = descriptors(node), rss(node)
     held: list[socket.socket] = []
