@@ -164,6 +164,13 @@ class _LeaseCollector(Collector):
         token = GaugeMetricFamily("dakera_fencing_token", "The highest fencing token of a leader this node knows")
         token.add_metric([], core.fence_floor)
         yield token
+        view = self._actor.view.value
+        leading = view.is_self and _in_trio() and view.remaining(trio.current_time()) is not None
+        is_leader = GaugeMetricFamily("dakera_is_leader",
+                                      "1 while this node holds an unexpired leader lease, else 0 (sum over "
+                                      "the nodes: how many lead; 0 or 2 for long is an incident)")
+        is_leader.add_metric([], 1.0 if leading else 0.0)
+        yield is_leader
         for name, value, text in (
             ("dakera_fencing_rejections", core.stats.fencing_rejections, "Leader decisions refused for a stale token"),
             ("dakera_lease_campaigns", core.stats.campaigns, "Elections this node started"),

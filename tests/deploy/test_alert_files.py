@@ -112,7 +112,7 @@ def test_dashboard_uses_its_prometheus_datasource_variable_everywhere() -> None:
 
 def test_dashboard_shows_what_the_issue_lists() -> None:
     names = metric_names(dashboard_exprs())
-    wanted = {"dakera_gossip_members", "dakera_fencing_token", "dakera_leader_lease_remaining_ms",
+    wanted = {"dakera_gossip_members", "dakera_fencing_token", "dakera_is_leader", "dakera_leader_lease_remaining_ms",
               "dakera_shard_balance", "dakera_replication_shard_lag_ms", "dakera_forwarded_requests_total",
               "dakera_http_request_duration_seconds_bucket", "dakera_wal_fsync_seconds_bucket",
               "dakera_cold_tier_lag_seconds"}

@@ -73,6 +73,8 @@ async def test_three_nodes_agree_on_one_leader(autojump_clock: MockClock) -> Non
         assert 0 < status["lease_remaining_ms"] <= 1000
         assert [x["id"] for x in nodes if x["role"] == "leader"] == [leader]
         assert cluster.node("node-1").metrics.sample("dakera_leader_lease_remaining_ms") > 0
+        assert {i: cluster.node(i).metrics.sample("dakera_is_leader") for i in cluster.nodes} == {
+            i: 1.0 if i == leader else 0.0 for i in cluster.nodes}
 
 
 @pytest.mark.parametrize("seed", [2, 3, 4])
