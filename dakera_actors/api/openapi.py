@@ -182,7 +182,8 @@ def backup_body(can_encrypt: bool) -> Schema:
         "namespaces": nullable({**NOT_NULL_LIST, "description": "agent ids (none: every agent)"}),
         "encrypt": nullable(_encrypt(can_encrypt)),
         "compression": nullable({"type": "string", "enum": list(COMPRESSIONS),
-                                 "description": "the SDK's; a bundle is always gzip"})}}
+                                 "description": "accepted and ignored: a bundle is always gzip, and its record's "
+                                                "compression says gzip"})}}
 
 
 def schedule_body(can_encrypt: bool) -> Schema:

@@ -224,7 +224,8 @@ class Backups:
         name = _optional(request, "name", str, "a string of at most 256 characters") or ""
         if len(name) > 256:
             raise InvalidRequest("name: must be a string of at most 256 characters", field="name")
-        compression = _optional(request, "compression", str, "a compression")  # the SDK's; bundles are gzip
+        # accepted as the SDKs send it, then ignored: every bundle is gzip, and its record says so
+        compression = _optional(request, "compression", str, "a compression")
         if compression is not None and compression not in COMPRESSIONS:
             raise InvalidRequest(f"compression: must be one of {', '.join(COMPRESSIONS)}", field="compression")
         info = BackupInfo(self._new_id("backup"), name or "backup", backup_type, "inprogress", self.wall_clock(),
