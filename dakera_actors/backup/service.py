@@ -32,7 +32,8 @@ the reason (nothing of it was stored: a partial backup never reads as completed)
 
 With the default node-local store (``filesystem``) a node's backups are its own: a job runs on
 the node the request arrived at, and a node restarted mid-restore goes on with its own inprogress
-restores at start (and marks its unfinished backups failed).
+restores at start (and marks its unfinished backups failed), never another node's: several
+nodes may share one filesystem path, but only ``s3`` makes the store the cluster's.
 """
 
 from __future__ import annotations
@@ -720,7 +721,9 @@ class Backups:
 
     async def take_over(self, token: int | None) -> None:
         """One look at the store's unfinished jobs, as the leader of ``token`` (None: a node-local
-        store's owner at start): resume restores from their ``done``, fail backups."""
+        store's owner at start): resume restores from their ``done``, fail backups. With None only
+        this node's own jobs (or those of no recorded runner): a filesystem path several nodes
+        share holds other nodes' jobs, which may be running."""
         for job in await self.store.restores():
             if job.status != "inprogress" or job.restore_id in self._running:
                 continue
@@ -751,6 +754,8 @@ class Backups:
             if info.status != "inprogress" or info.backup_id in self._running:
                 continue
             if token is None:
+                if info.runner not in (None, self.node_id):
+                    continue  # another node's (a filesystem path the nodes share): it may be running now
                 reason = f"the node {self.node_id} restarted mid-backup; nothing was stored"
             elif jobs.take_over(info.token, info.runner, token, self.node_id, running_here=False):
                 reason = f"runner {info.runner or 'unknown'} lost the lease mid-backup; nothing was stored"
