@@ -199,3 +199,27 @@ async def test_an_incremental_backup_stores_only_moved_shards_and_restores_the_w
         with pytest.raises(InvalidRequest, match="base backup"):
             await svc.restore({}, bundle=bundle)  # its base is gone: refused before anything is written
         nursery.cancel_scope.cancel()
+
+
+async def test_a_backup_whose_bundle_is_gone_is_failed_and_neither_downloads_nor_restores(
+        autojump_clock: trio.testing.MockClock) -> None:
+    cluster = FakeCluster()
+    objects = MemoryObjectStore()
+    async with trio.open_nursery() as nursery:
+        svc = service(nursery, cluster, objects)
+        info = await svc.create({"name": "soon-lost"})
+        await finished(svc)
+        assert (await svc.get(info.backup_id)).status == "completed"
+        del objects.objects[f"backups/{info.backup_id}/bundle.tar.gz"]
+        lost = await svc.get(info.backup_id)
+        assert lost.status == "failed" and "bundle is missing" in (lost.error or "")
+        with pytest.raises(NotFound, match="failed"):
+            await svc.download(info.backup_id)
+        with pytest.raises(NotFound, match="missing"):
+            await svc.restore({"backup_id": info.backup_id})
+        with pytest.raises(Conflict):  # nothing to add an incremental backup to
+            await svc.create({"backup_type": "incremental"})
+        assert cluster.writes == [] and await svc.store.restores() == []
+        await svc.delete(info.backup_id)  # and it can be deleted
+        assert await svc.list_all() == []
+        nursery.cancel_scope.cancel()
