@@ -192,7 +192,7 @@ def schedule_body(can_encrypt: bool) -> Schema:
             "description": "a partial update: each field given is checked and set; enabling needs a cron "
                            "(given, or set before)",
             "properties": {
-                "enabled": BOOL, "cron": nullable(CRON), "backup_type": {"type": "string", "enum": ["full"]},
+                "enabled": BOOL, "cron": nullable(CRON), "backup_type": {"type": "string", "enum": list(BACKUP_TYPES)},
                 "retention_days": {"type": "integer", "minimum": 1, "maximum": MAX_RETENTION_DAYS},
                 "max_backups": {"type": "integer", "minimum": 1, "maximum": MAX_KEEP},
                 "namespaces": NOT_NULL_LIST, "encrypt": _encrypt(can_encrypt),

@@ -55,7 +55,16 @@ from . import jobs
 from .bundle import BACKUP_TYPES, COMPRESSIONS, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
 from .pitr import PointOutOfReach, check_reach, parts_at
-from .schedule import SCHEDULED_PREFIX, BackupSchedule, ScheduleError, due_slot, next_slot, to_prune, updated
+from .schedule import (
+    SCHEDULED_PREFIX,
+    BackupSchedule,
+    ScheduleError,
+    due_slot,
+    next_slot,
+    scheduled_base,
+    to_prune,
+    updated,
+)
 from .store import BackupStore, check_id
 
 CUT_ATTEMPTS = 3
@@ -464,9 +473,17 @@ class Backups:
         if slot is None or not await self.store.claim(slot, token, self.node_id):
             return
         stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(slot))
+        backup_type, base = sched.backup_type, None
+        if backup_type == "incremental":
+            # on top of the newest completed backup of the same namespaces; a full one (so named)
+            # when there is none, or when its chain is max_backups long already
+            base = scheduled_base(await self.store.list(), sched.namespaces, sched.max_backups)
+            if base is None:
+                backup_type = "full"
         info = BackupInfo(f"{SCHEDULED_PREFIX}{stamp}-{self.rng.getrandbits(32):08x}", f"{SCHEDULED_PREFIX}{stamp}",
-                          sched.backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt,
-                          runner=self.node_id, token=token if self.shared else None)
+                          backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt,
+                          runner=self.node_id, token=token if self.shared else None,
+                          base_backup_id=base.backup_id if base is not None else None)
         with self._claimed(info.backup_id):
             await self._save(info)
         self.log.info("backup_scheduled_slot", slot=slot, backup_id=info.backup_id, token=token)
