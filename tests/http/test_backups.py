@@ -213,12 +213,13 @@ async def test_the_sdk_schedule_calls_and_its_plain_backup_aliases(tmp_path: Pat
         assert {k: again[k] for k in set_to if k != "next_backup_at"} == {k: set_to[k] for k in set_to
                                                                           if k != "next_backup_at"}
         for bad in ({"cron": "every day"}, {"max_backups": 0}, {"retention_days": "7"}, {"colour": "red"},
-                    {"compression": "rar"}):
+                    {"compression": "rar"}, {"backup_type": "weekly"}):
             with pytest.raises(ValidationError):
                 await sdk.admin_update_backup_schedule(**bad)
         partial = await sdk.admin_update_backup_schedule(enabled=False)  # a partial update keeps the rest
         assert partial["enabled"] is False and partial["cron"] == "0 3 * * *" and partial["max_backups"] == 2
         assert partial["next_backup_at"] is None
+        assert (await sdk.admin_update_backup_schedule(backup_type="incremental"))["backup_type"] == "incremental"
 
         await raw.post("/v1/memory/store", json={"agent_id": "a", "content": "kept", "id": "k"})
         made = []
