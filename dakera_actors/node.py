@@ -649,8 +649,9 @@ class Node:
         if self.config.cluster_mode and not self.backup_shared:
             # each node would list its own backups and follow its own schedule and history window
             self.log.warning("backup_store_node_local", location=store.location,
-                             hint="in a cluster set DAKERA_BACKUP_STORAGE=s3 (or one shared DAKERA_BACKUP_PATH) "
-                                  "so every node sees the same backups, schedule and retention_days")
+                             hint="in a cluster set DAKERA_BACKUP_STORAGE=s3 so every node sees the same backups, schedule "
+                                  "and retention_days, and jobs run on the leader (a shared DAKERA_BACKUP_PATH "
+                                  "is not the cluster's store: jobs stay each node's own)")
         self.nursery.start_soon(self.backups.run_schedule, leading)
         self.nursery.start_soon(self.backups.run_jobs)
         self.nursery.start_soon(self.backups.follow_history)

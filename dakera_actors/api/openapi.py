@@ -182,7 +182,8 @@ def backup_body(can_encrypt: bool) -> Schema:
         "namespaces": nullable({**NOT_NULL_LIST, "description": "agent ids (none: every agent)"}),
         "encrypt": nullable(_encrypt(can_encrypt)),
         "compression": nullable({"type": "string", "enum": list(COMPRESSIONS),
-                                 "description": "the SDK's; a bundle is always gzip"})}}
+                                 "description": "accepted and ignored: a bundle is always gzip, and its record's "
+                                                "compression says gzip"})}}
 
 
 def schedule_body(can_encrypt: bool) -> Schema:
@@ -191,7 +192,7 @@ def schedule_body(can_encrypt: bool) -> Schema:
             "description": "a partial update: each field given is checked and set; enabling needs a cron "
                            "(given, or set before)",
             "properties": {
-                "enabled": BOOL, "cron": nullable(CRON), "backup_type": {"type": "string", "enum": ["full"]},
+                "enabled": BOOL, "cron": nullable(CRON), "backup_type": {"type": "string", "enum": list(BACKUP_TYPES)},
                 "retention_days": {"type": "integer", "minimum": 1, "maximum": MAX_RETENTION_DAYS},
                 "max_backups": {"type": "integer", "minimum": 1, "maximum": MAX_KEEP},
                 "namespaces": NOT_NULL_LIST, "encrypt": _encrypt(can_encrypt),

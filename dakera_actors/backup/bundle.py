@@ -39,7 +39,9 @@ SEALED: Final = "payload.sealed"
 NONCE: Final = 12
 MAX_MEMBERS: Final = 70_000  # a part per shard (65,536 at most) and the manifest
 BACKUP_TYPES: Final = ("full", "incremental", "snapshot")
-COMPRESSIONS: Final = ("none", "zstd", "lz4")  # what the SDK may ask; the bundle itself is always gzip
+#: what a request's ``compression`` may say (the SDKs send none, zstd or lz4): accepted and
+#: ignored, a bundle is always gzip (one format any operator can open) and its record says "gzip"
+COMPRESSIONS: Final = ("none", "zstd", "lz4", "gzip")
 
 
 class BundleError(ValueError):

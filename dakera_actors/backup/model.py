@@ -28,7 +28,7 @@ class BackupInfo:
     storage_path: str | None = None
     error: str | None = None
     encrypted: bool = False
-    compression: str | None = "gzip"
+    compression: str | None = "gzip"  # what the bundle is (always gzip, whatever the request asked)
     #: an incremental backup: the backup it adds to (restoring it needs that one too)
     base_backup_id: str | None = None
     #: the job's runner (internal; the SDKs ignore them): the node that takes the cut and, with a

@@ -5,7 +5,9 @@ Every node runs :class:`~.service.Backups.run_schedule`; only the leader acts. A
 only if it is absent, stamped with its fencing token: a leader that took over mid-slot, or two
 nodes that both believed they led for a moment, find the claim and do not run the slot again, so
 each slot makes one backup at most, across leader changes. A slot missed entirely (no leader for
-longer than ``CATCH_UP``) is skipped, not run late.
+longer than ``CATCH_UP``) is skipped, not run late. An incremental schedule adds each slot's
+backup to the newest completed one (:func:`scheduled_base`), starting a new chain with a full
+backup every ``max_backups``; retention (:func:`to_prune`) never removes a base a kept backup needs.
 """
 
 from __future__ import annotations
@@ -88,9 +90,8 @@ def updated(current: BackupSchedule, body: Any, *, can_encrypt: bool) -> BackupS
     if enabled and cron is None:
         raise ScheduleError("cron", "is required to enable the schedule")
     backup_type = body.get("backup_type", current.backup_type)
-    if backup_type != "full":
-        raise ScheduleError("backup_type", "only full backups can be scheduled for now" if backup_type in BACKUP_TYPES
-                            else f"must be one of {', '.join(BACKUP_TYPES)}")
+    if backup_type not in BACKUP_TYPES:
+        raise ScheduleError("backup_type", f"must be one of {', '.join(BACKUP_TYPES)}")
     namespaces = body.get("namespaces", current.namespaces)
     if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
         raise ScheduleError("namespaces", "must be a list of agent ids")
@@ -126,10 +127,39 @@ def slot_key(slot: float) -> str:
     return f"schedule/slots/{int(slot):013d}"
 
 
+def chain(backups: list[BackupInfo], backup_id: str) -> list[BackupInfo]:
+    """The backups restoring ``backup_id`` reads: it, its base, the base's base... (as far as the
+    records go; a loop ends it)."""
+    by_id = {b.backup_id: b for b in backups}
+    out: list[BackupInfo] = []
+    at: str | None = backup_id
+    while at is not None and at in by_id and all(b.backup_id != at for b in out):
+        out.append(by_id[at])
+        at = by_id[at].base_backup_id
+    return out
+
+
+def scheduled_base(backups: list[BackupInfo], namespaces: list[str], max_chain: int) -> BackupInfo | None:
+    """What a scheduled incremental backup adds to: the newest completed backup of the same
+    namespaces, unless its chain already holds ``max_chain`` backups (the schedule's max_backups),
+    or there is none: then None, and the slot makes a full backup that starts a new chain (a chain
+    is pruned whole, once no kept backup needs it, so chains must end for retention to prune)."""
+    base = next((b for b in sorted(backups, key=lambda b: (b.created_at, b.backup_id), reverse=True)
+                 if b.status == "completed" and b.namespaces == namespaces), None)
+    if base is None or len(chain(backups, base.backup_id)) >= max_chain:
+        return None
+    return base
+
+
 def to_prune(backups: list[BackupInfo], now: float, schedule: BackupSchedule) -> list[str]:
     """The scheduled backups retention removes: older than ``retention_days``, and beyond the
-    newest ``max_backups`` (backups made by hand are never pruned)."""
+    newest ``max_backups`` (backups made by hand are never pruned), except the bases (all the way
+    down) of every backup kept that is not failed: an incremental backup is never left without
+    the backups it is restored from."""
     scheduled = sorted((b for b in backups if b.name.startswith(SCHEDULED_PREFIX) and b.status != "inprogress"),
                        key=lambda b: (b.created_at, b.backup_id), reverse=True)
     horizon = now - schedule.retention_days * 86_400
-    return [b.backup_id for n, b in enumerate(scheduled) if n >= schedule.max_backups or b.created_at < horizon]
+    doomed = [b.backup_id for n, b in enumerate(scheduled) if n >= schedule.max_backups or b.created_at < horizon]
+    needed = {base.backup_id for b in backups if b.backup_id not in doomed and b.status != "failed"
+              for base in chain(backups, b.backup_id)[1:]}
+    return [backup_id for backup_id in doomed if backup_id not in needed]

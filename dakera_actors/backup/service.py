@@ -32,7 +32,8 @@ the reason (nothing of it was stored: a partial backup never reads as completed)
 
 With the default node-local store (``filesystem``) a node's backups are its own: a job runs on
 the node the request arrived at, and a node restarted mid-restore goes on with its own inprogress
-restores at start (and marks its unfinished backups failed).
+restores at start (and marks its unfinished backups failed), never another node's: several
+nodes may share one filesystem path, but only ``s3`` makes the store the cluster's.
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ from . import jobs
 from .bundle import BACKUP_TYPES, COMPRESSIONS, Bundle, BundleError, Manifest, Part, build_bundle, open_bundle
 from .model import BackupInfo, RestoreInfo
 from .pitr import PointOutOfReach, check_reach, parts_at
-from .schedule import SCHEDULED_PREFIX, BackupSchedule, ScheduleError, due_slot, next_slot, to_prune, updated
+from .schedule import (
+    SCHEDULED_PREFIX,
+    BackupSchedule,
+    ScheduleError,
+    due_slot,
+    next_slot,
+    scheduled_base,
+    to_prune,
+    updated,
+)
 from .store import BackupStore, check_id
 
 CUT_ATTEMPTS = 3
@@ -224,7 +234,8 @@ class Backups:
         name = _optional(request, "name", str, "a string of at most 256 characters") or ""
         if len(name) > 256:
             raise InvalidRequest("name: must be a string of at most 256 characters", field="name")
-        compression = _optional(request, "compression", str, "a compression")  # the SDK's; bundles are gzip
+        # accepted as the SDKs send it, then ignored: every bundle is gzip, and its record says so
+        compression = _optional(request, "compression", str, "a compression")
         if compression is not None and compression not in COMPRESSIONS:
             raise InvalidRequest(f"compression: must be one of {', '.join(COMPRESSIONS)}", field="compression")
         info = BackupInfo(self._new_id("backup"), name or "backup", backup_type, "inprogress", self.wall_clock(),
@@ -462,9 +473,17 @@ class Backups:
         if slot is None or not await self.store.claim(slot, token, self.node_id):
             return
         stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(slot))
+        backup_type, base = sched.backup_type, None
+        if backup_type == "incremental":
+            # on top of the newest completed backup of the same namespaces; a full one (so named)
+            # when there is none, or when its chain is max_backups long already
+            base = scheduled_base(await self.store.list(), sched.namespaces, sched.max_backups)
+            if base is None:
+                backup_type = "full"
         info = BackupInfo(f"{SCHEDULED_PREFIX}{stamp}-{self.rng.getrandbits(32):08x}", f"{SCHEDULED_PREFIX}{stamp}",
-                          sched.backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt,
-                          runner=self.node_id, token=token if self.shared else None)
+                          backup_type, "inprogress", now, namespaces=sched.namespaces, encrypted=sched.encrypt,
+                          runner=self.node_id, token=token if self.shared else None,
+                          base_backup_id=base.backup_id if base is not None else None)
         with self._claimed(info.backup_id):
             await self._save(info)
         self.log.info("backup_scheduled_slot", slot=slot, backup_id=info.backup_id, token=token)
@@ -719,7 +738,9 @@ class Backups:
 
     async def take_over(self, token: int | None) -> None:
         """One look at the store's unfinished jobs, as the leader of ``token`` (None: a node-local
-        store's owner at start): resume restores from their ``done``, fail backups."""
+        store's owner at start): resume restores from their ``done``, fail backups. With None only
+        this node's own jobs (or those of no recorded runner): a filesystem path several nodes
+        share holds other nodes' jobs, which may be running."""
         for job in await self.store.restores():
             if job.status != "inprogress" or job.restore_id in self._running:
                 continue
@@ -750,6 +771,8 @@ class Backups:
             if info.status != "inprogress" or info.backup_id in self._running:
                 continue
             if token is None:
+                if info.runner not in (None, self.node_id):
+                    continue  # another node's (a filesystem path the nodes share): it may be running now
                 reason = f"the node {self.node_id} restarted mid-backup; nothing was stored"
             elif jobs.take_over(info.token, info.runner, token, self.node_id, running_here=False):
                 reason = f"runner {info.runner or 'unknown'} lost the lease mid-backup; nothing was stored"

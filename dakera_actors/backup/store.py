@@ -7,8 +7,10 @@ Layout (under the store's own prefix)::
     restores/<restore_id>.json            a restore job's :class:`~.model.RestoreInfo`
     claims/restores/<restore_id>/<token>  who took a restore job over for that fencing token (once)
 
-The bundle is written before the record says ``completed``, so a completed backup always has its
-bundle; a record whose bundle is missing reads as failed.
+The bundle is written before the record says ``completed``, so a completed backup has its bundle
+unless something removed it later (a delete cut short between its two steps, an operator): a
+completed record whose bundle is missing reads as ``failed``, saying so (:data:`BUNDLE_MISSING`),
+never as restorable; the stored record is left as it is.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .model import BackupInfo, RestoreInfo
 from .schedule import BackupSchedule, slot_key
 
 SCHEDULE_KEY = "schedule/schedule.json"
+BUNDLE_MISSING = "its bundle is missing from the backup store (deleted or lost): it cannot be downloaded or restored"
 
 #: matched whole (fullmatch): with match() and "$", an id ending in a newline passed
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -48,6 +51,13 @@ def restore_key(restore_id: str) -> str:
     return f"restores/{check_id(restore_id, 'restore_id')}.json"
 
 
+def _as_read(info: BackupInfo, has_bundle: bool) -> BackupInfo:
+    """A completed record without its bundle reads as failed."""
+    if info.status == "completed" and not has_bundle:
+        info.status, info.error = "failed", BUNDLE_MISSING
+    return info
+
+
 class BackupStore:
     def __init__(self, objects: ObjectStore, *, location: str) -> None:
         self.objects = objects
@@ -69,17 +79,25 @@ class BackupStore:
             raw = await self.objects.get(info_key(backup_id))
         except ObjectNotFound:
             return None
-        return BackupInfo.from_json(raw)
+        info = BackupInfo.from_json(raw)
+        if info.status == "completed":
+            key = bundle_key(backup_id)
+            _as_read(info, any(o.key == key for o in await self.objects.list(key)))
+        return info
 
     async def list(self) -> list[BackupInfo]:
-        """Every backup, newest first (records that do not read are skipped)."""
+        """Every backup, newest first (records that do not read are skipped; a completed one
+        without its bundle reads as failed)."""
         found = []
-        for obj in await self.objects.list("backups/"):
+        listed = await self.objects.list("backups/")
+        bundles = {obj.key for obj in listed if obj.key.endswith("/bundle.tar.gz")}
+        for obj in listed:
             if obj.key.endswith("/info.json"):
                 try:
-                    found.append(BackupInfo.from_json(await self.objects.get(obj.key)))
+                    info = BackupInfo.from_json(await self.objects.get(obj.key))
                 except (ObjectNotFound, ValueError, TypeError):
                     continue
+                found.append(_as_read(info, obj.key.removesuffix("info.json") + "bundle.tar.gz" in bundles))
         return sorted(found, key=lambda i: (i.created_at, i.backup_id), reverse=True)
 
     async def delete(self, backup_id: str) -> None:

@@ -94,3 +94,19 @@ def test_slots_catch_up_and_retention_rules() -> None:
         "scheduled-2", "scheduled-1", "scheduled-0"]
     assert to_prune(made, 86_400.0 * 6, BackupSchedule(max_backups=2, retention_days=30)) == [
         "scheduled-3", "scheduled-2", "scheduled-1", "scheduled-0"]
+
+
+def test_retention_never_prunes_a_base_that_a_kept_backup_needs() -> None:
+    day = 86_400.0
+
+    def made(bid: str, at: float, base: str | None = None, status: str = "completed", name: str = "") -> BackupInfo:
+        return BackupInfo(bid, name or f"scheduled-{bid}", "incremental" if base else "full", status, at * day,
+                          base_backup_id=base)
+
+    chain = [made("f0", 0), made("i1", 1, "f0"), made("i5", 5, "i1")]
+    rules = BackupSchedule(max_backups=10, retention_days=3)
+    assert to_prune(chain, 6 * day, rules) == []  # f0 and i1 are past retention, but i5 is restored from them
+    assert to_prune([*chain[:2], made("i5", 5, "i1", status="failed")], 6 * day, rules) == ["i1", "f0"]
+    by_hand = [made("f0", 0), made("mine", 5, "f0", name="nightly")]  # never pruned, and keeps its base
+    assert to_prune(by_hand, 6 * day, rules) == []
+    assert to_prune([*chain, made("f9", 9)], 10 * day, rules) == ["i5", "i1", "f0"]  # a chain goes whole

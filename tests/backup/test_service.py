@@ -199,3 +199,69 @@ async def test_an_incremental_backup_stores_only_moved_shards_and_restores_the_w
         with pytest.raises(InvalidRequest, match="base backup"):
             await svc.restore({}, bundle=bundle)  # its base is gone: refused before anything is written
         nursery.cancel_scope.cancel()
+
+
+async def test_a_backup_whose_bundle_is_gone_is_failed_and_neither_downloads_nor_restores(
+        autojump_clock: trio.testing.MockClock) -> None:
+    cluster = FakeCluster()
+    objects = MemoryObjectStore()
+    async with trio.open_nursery() as nursery:
+        svc = service(nursery, cluster, objects)
+        info = await svc.create({"name": "soon-lost"})
+        await finished(svc)
+        assert (await svc.get(info.backup_id)).status == "completed"
+        del objects.objects[f"backups/{info.backup_id}/bundle.tar.gz"]
+        lost = await svc.get(info.backup_id)
+        assert lost.status == "failed" and "bundle is missing" in (lost.error or "")
+        with pytest.raises(NotFound, match="failed"):
+            await svc.download(info.backup_id)
+        with pytest.raises(NotFound, match="missing"):
+            await svc.restore({"backup_id": info.backup_id})
+        with pytest.raises(Conflict):  # nothing to add an incremental backup to
+            await svc.create({"backup_type": "incremental"})
+        assert cluster.writes == [] and await svc.store.restores() == []
+        await svc.delete(info.backup_id)  # and it can be deleted
+        assert await svc.list_all() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_scheduled_incremental_backups_chain_up_to_max_backups_and_retention_keeps_every_base_needed(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Each slot adds to the newest completed backup (a full one first, and again once a chain is
+    max_backups long); retention prunes a chain only whole, when no kept backup needs it."""
+    cluster = FakeCluster()
+    t0 = 1_800_000_000.0 - 1_800_000_000.0 % 300 + 10  # 10 s past a slot boundary of */5
+    async with trio.open_nursery() as nursery:
+        svc = Backups(node_id="n1", store=BackupStore(MemoryObjectStore(), location="mem:/"), cluster=cluster,
+                      cluster_id="c1", shards=2, key=KEY, bundle_limit=1 << 24, log=get_logger("test"),
+                      nursery=nursery, wall_clock=lambda: t0 + trio.current_time())
+        sched = await svc.set_schedule({"enabled": True, "cron": "*/5 * * * *", "backup_type": "incremental",
+                                        "max_backups": 3, "retention_days": 30})
+        assert sched.backup_type == "incremental"
+        nursery.start_soon(svc.run_schedule, lambda: 0)
+        made: list[tuple[str, str, str | None]] = []  # (id, type, base) of each slot's backup
+        kept_after: list[set[str]] = []
+        for slot in range(1, 9):
+            part = cluster.data[0]  # shard 0 moves before every slot; shard 1 never does
+            cluster.data[0] = Part(0, part.epoch, part.seq + 1, [*part.memories, memory(f"s{slot}", "a")])
+            await trio.sleep(t0 - 10 + 300 * slot + 60 - svc.wall_clock())  # a minute past the slot
+            listed = await svc.list_all()
+            newest = listed[0]
+            assert newest.status == "completed", newest
+            made.append((newest.backup_id, newest.backup_type, newest.base_backup_id))
+            kept_after.append({b.backup_id for b in listed})
+            for b in listed:  # nothing kept lacks a base it is restored from
+                assert b.base_backup_id is None or b.base_backup_id in kept_after[-1], (slot, b)
+        ids = [m[0] for m in made]
+        assert [m[1] for m in made] == ["full", "incremental", "incremental"] * 2 + ["full", "incremental"]
+        assert [m[2] for m in made] == [None, ids[0], ids[1], None, ids[3], ids[4], None, ids[6]]
+        assert [len(k) for k in kept_after] == [1, 2, 3, 4, 5, 3, 4, 5]  # a chain goes whole, when unneeded
+        assert kept_after[-1] == set(ids[3:])
+        last = await svc.get(ids[-1])
+        assert last.vector_count == len(cluster.data[0].memories)  # only the shard that moved
+        job = await svc.restore({"backup_id": ids[-1], "overwrite": True})  # the chain restores whole
+        await finished(svc)
+        assert (await svc.restore_status(job.restore_id)).status == "completed"
+        assert {m[0]["id"] for w in cluster.writes for m in w["memories"]} == {
+            "m1", "m2", "m3", *(f"s{i}" for i in range(1, 9))}
+        nursery.cancel_scope.cancel()

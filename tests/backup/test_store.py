@@ -6,7 +6,7 @@ import pytest
 import trio.testing
 
 from dakera_actors.backup.model import BackupInfo, RestoreInfo, created_view
-from dakera_actors.backup.store import BackupStore, check_id
+from dakera_actors.backup.store import BUNDLE_MISSING, BackupStore, check_id
 from dakera_actors.storage.memory import MemoryObjectStore
 
 
@@ -45,3 +45,19 @@ def test_a_created_backup_answers_in_the_three_forms_the_sdks_read() -> None:
     assert view["status"] == "inprogress" and view["estimated_completion"] == 12.0
     with pytest.raises(ValueError, match="status"):
         BackupInfo.from_json(b'{"backup_id": "x", "name": "n", "backup_type": "full", "status": "odd", "created_at": 1}')
+
+
+async def test_a_completed_backup_whose_bundle_is_gone_reads_as_failed(autojump_clock: trio.testing.MockClock) -> None:
+    objects = MemoryObjectStore()
+    store = BackupStore(objects, location="mem:/")
+    for bid in ("whole", "lost"):
+        await store.save_bundle(bid, b"\x1f\x8bdata")
+        await store.save_info(info(bid, 1.0))
+    await store.save_info(info("running", 2.0, "inprogress"))  # no bundle yet, and none expected
+    del objects.objects["backups/lost/bundle.tar.gz"]  # a delete cut short, an operator's rm
+    for read in [await store.info("lost"), next(i for i in await store.list() if i.backup_id == "lost")]:
+        assert read is not None and read.status == "failed" and read.error == BUNDLE_MISSING
+    assert (await store.info("whole")) == info("whole", 1.0)
+    assert [(i.backup_id, i.status) for i in await store.list()] == [
+        ("running", "inprogress"), ("whole", "completed"), ("lost", "failed")]
+    assert b'"completed"' in objects.objects["backups/lost/info.json"]  # the record itself is left as it is

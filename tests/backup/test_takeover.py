@@ -224,6 +224,36 @@ async def test_a_node_local_store_resumes_its_own_restore_after_a_restart(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_node_starting_on_a_shared_filesystem_path_fails_only_its_own_unfinished_backups(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Two nodes on one filesystem path (not the cluster's store: each runs its own jobs). n2
+    starting marks its own backup of a past life failed, never n1's, which is running."""
+    world, objects = World(), MemoryObjectStore()
+    world.copy_time = 50.0  # n1's cut takes a while
+
+    def local(nursery: trio.Nursery, name: str) -> Backups:
+        return Backups(node_id=name, store=BackupStore(objects, location="mem:/"), cluster=NodeView(world, name),
+                       cluster_id="c1", shards=2, key=None, bundle_limit=1 << 24, log=get_logger("test"),
+                       nursery=nursery)
+
+    async with trio.open_nursery() as nursery:
+        n1 = local(nursery, "n1")
+        running = await n1.create({"name": "n1's"})
+        mine = BackupInfo("backup-of-n2-past-life", "n2's", "full", "inprogress", 1.0, runner="n2")
+        await n1.store.save_info(mine)
+        await trio.sleep(1)
+        n2 = local(nursery, "n2")
+        await n2.run_jobs()  # a node-local store: one look at start
+        assert (await n2.get(mine.backup_id)).status == "failed"
+        assert "n2 restarted mid-backup" in ((await n2.get(mine.backup_id)).error or "")
+        assert (await n2.get(running.backup_id)).status == "inprogress"  # n1's: left alone
+        with trio.fail_after(300):
+            while (await n1.get(running.backup_id)).status == "inprogress":
+                await n1.finished.wait()
+        assert (await n1.get(running.backup_id)).status == "completed"
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_scheduled_backup_lost_with_its_leader_is_made_again_by_the_next_one(
         autojump_clock: trio.testing.MockClock) -> None:
     """Its slot is claimed (no later tick runs it): the leader that fails the lost backup makes the

@@ -193,3 +193,56 @@ async def test_a_point_in_time_restore_brings_back_the_agents_as_they_were_at_th
         assert (await restored(sdk, job["restore_id"]))["status"] == "completed"
         assert await ids_of(raw, "newcomer") == set()
         assert await ids_of(raw, "pit") == {"a", "keep", "extra"}
+
+
+async def test_the_sdk_schedule_calls_and_its_plain_backup_aliases(tmp_path: Path) -> None:
+    """admin_get/update_backup_schedule, and create/list/restore/delete_backup (the SDK's names
+    without admin_), against one node; compression is accepted as the SDKs send it, and the record
+    says what the bundle is: gzip."""
+    async with node_and_sdk(tmp_path) as (node, raw, sdk):
+        sched = await sdk.admin_get_backup_schedule()
+        assert sched["enabled"] is False and sched["cron"] is None and sched["next_backup_at"] is None
+        assert (sched["backup_type"], sched["retention_days"], sched["max_backups"]) == ("full", 7, 7)
+        set_to = await sdk.admin_update_backup_schedule(enabled=True, cron="0 3 * * *", retention_days=3,
+                                                        max_backups=2, namespaces=["a"], compression="zstd")
+        assert set_to["enabled"] is True and set_to["cron"] == "0 3 * * *" and set_to["namespaces"] == ["a"]
+        assert (set_to["retention_days"], set_to["max_backups"]) == (3, 2)
+        assert set_to["next_backup_at"] > time.time() and (set_to["next_backup_at"] % 86_400) == 3 * 3600
+        assert "enabled_at" not in set_to  # internal: the SDKs do not read it
+        again = await sdk.admin_get_backup_schedule()  # kept in the backup store, read back
+        assert {k: again[k] for k in set_to if k != "next_backup_at"} == {k: set_to[k] for k in set_to
+                                                                          if k != "next_backup_at"}
+        for bad in ({"cron": "every day"}, {"max_backups": 0}, {"retention_days": "7"}, {"colour": "red"},
+                    {"compression": "rar"}, {"backup_type": "weekly"}):
+            with pytest.raises(ValidationError):
+                await sdk.admin_update_backup_schedule(**bad)
+        partial = await sdk.admin_update_backup_schedule(enabled=False)  # a partial update keeps the rest
+        assert partial["enabled"] is False and partial["cron"] == "0 3 * * *" and partial["max_backups"] == 2
+        assert partial["next_backup_at"] is None
+        assert (await sdk.admin_update_backup_schedule(backup_type="incremental"))["backup_type"] == "incremental"
+
+        await raw.post("/v1/memory/store", json={"agent_id": "a", "content": "kept", "id": "k"})
+        made = []
+        for compression in ("none", "zstd", "lz4", "gzip"):
+            created = await sdk.create_backup(f"plain-{compression}", backup_type="snapshot", compression=compression)
+            assert created["backup_id"] == created["id"] == created["backup"]["backup_id"]
+            info = await completed(sdk, created["id"])
+            assert info["status"] == "completed" and info["backup_type"] == "snapshot"
+            assert info["compression"] == "gzip" and info["vector_count"] == 1  # what the bundle is
+            assert (await sdk.download_backup(created["id"]))[:2] == b"\x1f\x8b"
+            made.append(created["id"])
+        r = await raw.post("/v1/admin/backups", json={"name": "x", "compression": "brotli"})
+        assert r.status_code == 400 and "compression" in r.json()["error"], r.text
+        listed = await sdk.list_backups()
+        assert isinstance(listed, dict)  # typed as a list, answered as the admin call's object
+        assert listed["total"] == 4 and {b["backup_id"] for b in listed["backups"]} == set(made)
+        await raw.post("/v1/memory/forget", json={"agent_id": "a", "memory_ids": ["k"]})
+        assert await ids_of(raw, "a") == set()
+        job = await sdk.restore_backup(made[0])
+        assert job["backup_id"] == made[0] and job["status"] in ("inprogress", "completed")
+        assert (await restored(sdk, job["restore_id"]))["status"] == "completed"
+        assert await ids_of(raw, "a") == {"k"}
+        assert await sdk.delete_backup(made[0]) == {"deleted": True, "backup_id": made[0]}
+        with pytest.raises(NotFoundError):
+            await sdk.delete_backup(made[0])
+        assert (await sdk.list_backups())["total"] == 3
