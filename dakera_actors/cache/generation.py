@@ -9,10 +9,10 @@ older than a write acknowledged before the read began. How:
   Redis's own clock. Cache entries are keyed by ``(inc, gen)``: an entry is only ever reachable
   while its generation is the shard's current one.
 - A reader trusts the shard's generation only while Redis's clock is before ``until``
-  (:func:`read`); past it, every read misses and is forwarded to the shard's owner.
+  (:func:`read`); past it, no entry is answered (every read is forwarded to the shard's owner).
 - The shard's primary **advances** the generation after it applies a write and before it
   acknowledges it (:func:`advance`: ``gen`` up by one, ``until`` = now + lease). Every entry of
-  older generations is unreachable from the instant the advance runs, before the write is
+  older generations is stale from the instant the advance runs, before the write is
   acknowledged. One advance covers every write applied before it was sent (group commit).
 - A primary that cannot advance (Redis down, slow, paused) acknowledges only once every trust
   deadline it can have caused has surely passed (:attr:`PrimaryGeneration.hold_until`): for each
@@ -56,7 +56,10 @@ class GenState:
     until: float
 
 
-EntryKey = tuple[int, int, str]  # (inc, gen, digest)
+Entry = tuple[int, int, bytes]  # (inc, gen, answer): the generation an answer was computed at
+#: a read's outcome: ``hit`` (answered), ``miss`` (no entry), ``stale`` (an entry, but of another
+#: generation than the shard's current one, or the generation's trust is over)
+Lookup = Literal["hit", "miss", "stale"]
 
 
 @attrs.frozen
@@ -110,14 +113,18 @@ def renew(state: GenState | None, *, now: float, term: int, inc: int, gen: int, 
     return attrs.evolve(state, until=now + lease), Renewed(now)
 
 
-def read(state: GenState | None, entries: dict[EntryKey, bytes], *, now: float, digest: str) -> bytes | None:
-    """A cached answer, only while the shard's generation is trusted."""
-    if state is None or now > state.until:
-        return None
-    return entries.get((state.inc, state.gen, digest))
+def read(state: GenState | None, entries: dict[str, Entry], *, now: float, digest: str) -> tuple[Lookup, bytes | None]:
+    """A cached answer, only if it was computed at the shard's current generation and that
+    generation is trusted."""
+    entry = entries.get(digest)
+    if entry is None:
+        return "miss", None
+    if state is None or now > state.until or (entry[0], entry[1]) != (state.inc, state.gen):
+        return "stale", None
+    return "hit", entry[2]
 
 
-def fill(state: GenState | None, entries: dict[EntryKey, bytes], *, now: float, term: int, inc: int, gen: int,
+def fill(state: GenState | None, entries: dict[str, Entry], *, now: float, term: int, inc: int, gen: int,
          digest: str, value: bytes, not_after: float) -> bool:
     """Store an answer under the generation it was computed at, only if that generation is still
     the trusted current one of the same term (and the call is not late)."""
@@ -125,7 +132,7 @@ def fill(state: GenState | None, entries: dict[EntryKey, bytes], *, now: float, 
         return False
     if (state.inc, state.gen, state.term) != (inc, gen, term):
         return False
-    entries[(inc, gen, digest)] = value
+    entries[digest] = (inc, gen, value)
     return True
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -167,12 +167,14 @@ class Generations:
             return None
 
 
-async def read(backend: Backend, *, cluster: str, shard: int, name: str, timeout: float) -> bytes | None:
-    """A cached answer through any node (None: a miss, or the cache did not answer in time)."""
+async def read(backend: Backend, *, cluster: str, shard: int, name: str,
+               timeout: float) -> tuple[Literal["hit", "miss", "stale", "error"], bytes | None]:
+    """A cached answer through any node: ``hit`` with it, ``miss`` (no entry), ``stale`` (an entry
+    not of the trusted current generation) or ``error`` (the cache failed or did not answer in time)."""
     try:
         with trio.fail_after(timeout):
             got = await backend.evalsha_or_eval(s.READ, [s.gen_key(cluster, shard)],
                                                 [s.entry_prefix(cluster, shard), name])
-    except (CacheUnavailable, trio.TooSlowError):
-        return None
-    return bytes(got) if got is not None else None
+        return s.parse_read(got)
+    except (CacheUnavailable, trio.TooSlowError, ValueError, IndexError, TypeError):
+        return "error", None

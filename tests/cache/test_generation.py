@@ -40,16 +40,21 @@ def test_the_scripts_refuse_late_calls_lower_terms_and_moved_generations() -> No
 
 def test_reads_trust_a_generation_only_until_its_deadline_and_fills_only_land_on_it() -> None:
     state = g.GenState(42, 6, 2, 11.0)
-    entries: dict[g.EntryKey, bytes] = {}
+    entries: dict[str, g.Entry] = {}
+    assert g.read(state, entries, now=10.0, digest="q") == ("miss", None)
     assert not g.fill(state, entries, now=10.0, term=2, inc=42, gen=5, digest="q", value=b"old", not_after=10.1)
     assert not g.fill(state, entries, now=10.0, term=1, inc=42, gen=6, digest="q", value=b"p1", not_after=10.1)
     assert not g.fill(state, entries, now=10.2, term=2, inc=42, gen=6, digest="q", value=b"late", not_after=10.1)
     assert not g.fill(state, entries, now=11.5, term=2, inc=42, gen=6, digest="q", value=b"untrusted", not_after=12)
     assert entries == {}
     assert g.fill(state, entries, now=10.0, term=2, inc=42, gen=6, digest="q", value=b"v", not_after=10.1)
-    assert g.read(state, entries, now=10.9, digest="q") == b"v"
-    assert g.read(state, entries, now=11.01, digest="q") is None  # past the deadline: every read misses
-    assert g.read(g.GenState(43, 6, 2, 11.0), entries, now=10.5, digest="q") is None  # a new incarnation
+    assert g.read(state, entries, now=10.9, digest="q") == ("hit", b"v")
+    assert g.read(state, entries, now=10.9, digest="other") == ("miss", None)
+    # an entry that is there but not trusted is stale, not a miss:
+    assert g.read(state, entries, now=11.01, digest="q") == ("stale", None)  # past the deadline
+    assert g.read(g.GenState(43, 6, 2, 11.0), entries, now=10.5, digest="q") == ("stale", None)  # a new incarnation
+    assert g.read(g.GenState(42, 7, 2, 11.0), entries, now=10.5, digest="q") == ("stale", None)  # advanced since
+    assert g.read(None, entries, now=10.5, digest="q") == ("stale", None)  # its generation key evicted
 
 
 def test_a_new_primary_waits_its_predecessors_authority_and_a_lease_unless_it_advances() -> None:

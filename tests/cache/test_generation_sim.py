@@ -27,9 +27,9 @@ DETECT = 3.0  # seconds from a primary's cut to its successor (more than CONFIG.
 class Redis:
     offset: float  # its clock minus the true time
     state: g.GenState | None = None
-    entries: dict[g.EntryKey, bytes] = attrs.Factory(dict)
+    entries: dict[str, g.Entry] = attrs.Factory(dict)
     paused_until: float = 0.0
-    snapshot: tuple[g.GenState | None, dict[g.EntryKey, bytes]] | None = None
+    snapshot: tuple[g.GenState | None, dict[str, g.Entry]] | None = None
     incs: Any = attrs.Factory(lambda: itertools.count(1000))
 
     def run_at(self, arrival: float) -> float:
@@ -176,7 +176,7 @@ def read(world: World) -> None:
     must = sum(1 for t in world.acked if t < started)  # acknowledged before the read began
 
     def execute(rnow: float) -> Any:
-        return g.read(world.redis.state, world.redis.entries, now=rnow, digest="q")
+        return g.read(world.redis.state, world.redis.entries, now=rnow, digest="q")[1]
 
     def answer(result: Any) -> None:
         if result is None:

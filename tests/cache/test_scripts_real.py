@@ -49,9 +49,12 @@ def fill(r: redis.Redis, shard: int, *, term: int, inc: int, gen: int, value: by
     return bool(r.eval(s.FILL, 1, s.gen_key("c1", shard), *args))
 
 
+def lookup(r: redis.Redis, shard: int, name: str = "n") -> tuple[str, bytes | None]:
+    return s.parse_read(r.eval(s.READ, 1, s.gen_key("c1", shard), s.entry_prefix("c1", shard), name))
+
+
 def read(r: redis.Redis, shard: int, name: str = "n") -> bytes | None:
-    got = r.eval(s.READ, 1, s.gen_key("c1", shard), s.entry_prefix("c1", shard), name)
-    return got if got is None else bytes(got)
+    return lookup(r, shard, name)[1]
 
 
 def test_on_a_real_server_advance_renew_fill_and_read_follow_the_model(r: redis.Redis) -> None:
@@ -73,11 +76,12 @@ def test_on_a_real_server_advance_renew_fill_and_read_follow_the_model(r: redis.
     assert not fill(r, 1, term=2, inc=77, gen=9, value=b"old")
     assert not fill(r, 1, term=1, inc=77, gen=10, value=b"p1")
     assert not fill(r, 1, term=2, inc=77, gen=10, value=b"late", not_after=redis_now(r) - 1)
-    assert read(r, 1) is None
+    assert lookup(r, 1) == ("miss", None)
     assert fill(r, 1, term=2, inc=77, gen=10, value=b"v")
-    assert read(r, 1) == b"v"
+    assert lookup(r, 1) == ("hit", b"v")
+    assert lookup(r, 1, "other") == ("miss", None)
     assert advance(r, key, term=3, last_gen=0) == g.Advanced(77, 11, pytest.approx(redis_now(r), abs=1.0))
-    assert read(r, 1) is None  # a new generation: the old answer is unreachable at once
+    assert lookup(r, 1) == ("stale", None)  # a new generation: the old answer is unreachable at once
 
 
 def test_terms_past_two_to_the_53_still_fence(r: redis.Redis) -> None:
@@ -98,15 +102,16 @@ def test_on_a_real_server_reads_stop_at_the_trust_deadline_and_eviction_starts_a
     wait_until = time.monotonic() + 5
     while redis_now(r) <= deadline + 0.002:  # a condition on Redis's own clock, with a deadline
         assert time.monotonic() < wait_until
-    assert read(r, 2) is None  # trust over: every read misses
+    assert lookup(r, 2) == ("stale", None)  # trust over: the entry is there but never answered
     r.delete(key)  # evicted (maxmemory) or flushed: the next advance starts a new incarnation
+    assert lookup(r, 2) == ("stale", None)
     again = advance(r, key, term=1, last_gen=1, new_inc=6)
     assert isinstance(again, g.Advanced) and (again.inc, again.gen) == (6, 2)
-    assert read(r, 2) is None  # the old entry (incarnation 5) is never reachable again
+    assert lookup(r, 2) == ("stale", None)  # the old entry (incarnation 5) is never reachable again
 
 
 def test_entry_names_are_found_by_agent() -> None:
     name = s.digest("agent:with*glob?", b'{"q": 1}')
     pattern = s.agent_pattern("c1", "agent:with*glob?")
-    assert fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + "5:1:" + name, pattern)
-    assert not fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + "5:1:" + s.digest("other", b"x"), pattern)
+    assert fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + name, pattern)
+    assert not fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + s.digest("other", b"x"), pattern)
