@@ -32,7 +32,10 @@ older than a write acknowledged before the read began. How:
   from the cluster stops extending trust within ``authority`` plus a lease. A new primary advances
   with its higher term first (fencing the old one's renewals and fills: :func:`advance` refuses a
   lower term); without one it waits ``authority`` plus a lease before its first acknowledgement
-  (its predecessor's trust may last that long).
+  (its predecessor's trust may last that long). A term no map of the cluster can have yet (its
+  token above the token of the leader whose lease the primary holds) is another cluster's, one
+  wiped before this one started under the same namespace: it does not fence, the primary takes
+  the key over under a new incarnation (else a wiped cluster would never be cached again).
 
 Redis's clock must not step backwards (it only decides ``until`` and ``not_after``); the nodes'
 clocks are only ever compared with themselves. The Lua scripts (:mod:`.scripts`) implement the
@@ -85,13 +88,22 @@ class Refused:
 
 # -- the scripts, as pure functions over Redis's state -------------------------------------
 def advance(state: GenState | None, *, now: float, term: int, last_gen: int, lease: float, not_after: float,
-            new_inc: int) -> tuple[GenState | None, Advanced | Refused]:
+            new_inc: int, foreign_from: int = 0) -> tuple[GenState | None, Advanced | Refused]:
     """The primary of ``term`` moves the shard to a new generation and trusts it for ``lease``.
     ``last_gen``: the highest generation this primary knew (after a Redis restart from an old
     snapshot the generation jumps past it, never reissuing one); ``new_inc`` is used when the
-    key does not exist (never existed, evicted, flushed)."""
+    key does not exist (never existed, evicted, flushed), or holds a *foreign* term.
+
+    ``foreign_from`` (0: none): the lowest term that cannot be of the caller's cluster, a wiped
+    cluster's predecessor under the same namespace (its leader tokens, so its terms, start again
+    from 1): such a term does not fence; the key is taken over under a new incarnation, so none
+    of its entries is ever answered."""
     if now > not_after:
         return state, Refused("late")
+    if state is not None and foreign_from and state.term >= foreign_from:
+        # another cluster's: a new incarnation, and a generation past its (never one it used)
+        new = GenState(new_inc, max(state.gen, last_gen) + 1, term, now + lease)
+        return new, Advanced(new.inc, new.gen, now)
     if state is not None and state.term > term:
         return state, Refused("fenced", state.term)
     if state is None:
@@ -166,6 +178,7 @@ class AdvanceCall:
     lease: float
     not_after: float  # on Redis's clock
     version: int  # writes applied when it was sent: what it covers
+    foreign_from: int = 0  # see :func:`advance`
 
 
 @attrs.frozen
@@ -248,9 +261,12 @@ class PrimaryGeneration:
         return self.trusted_until - (c.lease - c.renew_every)
 
     # -- calls to Redis ----------------------------------------------------------------
-    def next_call(self, now: float, *, authorized: bool) -> Call | None:
+    def next_call(self, now: float, *, authorized: bool, foreign_from: int = 0) -> Call | None:
         """The call to send now, if any (one at a time). ``authorized``: this node still has the
-        cluster's authority over the shard (it heard the leader's lease recently)."""
+        cluster's authority over the shard (it heard the leader's lease recently); ``foreign_from``:
+        then, the lowest term no map of this cluster can have yet (the leader's token plus one,
+        shifted as in a map epoch: while that leader's lease holds no later leader exists), 0 if
+        not known."""
         if self.in_flight is not None or self.fenced:
             return None
         c = self.config
@@ -264,7 +280,8 @@ class PrimaryGeneration:
         else:
             not_after = now + self.offset + self._error(now) + c.timeout
             if self.applied > self.covered or self.inc is None:
-                call = AdvanceCall(self.shard, self.term, self.gen, c.lease, not_after, self.applied)
+                call = AdvanceCall(self.shard, self.term, self.gen, c.lease, not_after, self.applied,
+                                   foreign_from if foreign_from > self.term else 0)
             elif now >= self.renew_at:
                 call = RenewCall(self.shard, self.term, self.inc, self.gen, c.lease, not_after)
             else:

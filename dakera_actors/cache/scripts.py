@@ -30,9 +30,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[4]) then return {'late'} end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'term')
-if h[1] and h[3] > ARGV[1] then return {'fenced', h[3]} end
+local foreign = h[1] and ARGV[6] ~= '' and h[3] >= ARGV[6]
+if h[1] and h[3] > ARGV[1] and not foreign then return {'fenced', h[3]} end
 local inc, gen
-if not h[1] then
+if foreign then
+  inc = ARGV[5]
+  gen = math.max(tonumber(h[2]), tonumber(ARGV[2])) + 1
+elseif not h[1] then
   inc = ARGV[5]
   gen = tonumber(ARGV[2]) + 1
 else
@@ -117,8 +121,10 @@ def term_text(term: int) -> str:
     return f"{term:020d}"
 
 
-def advance_args(term: int, last_gen: int, lease: float, not_after: float, new_inc: int) -> list[Any]:
-    return [term_text(term), last_gen, ms_floor(lease), ms_floor(not_after), new_inc]
+def advance_args(term: int, last_gen: int, lease: float, not_after: float, new_inc: int,
+                 foreign_from: int = 0) -> list[Any]:
+    return [term_text(term), last_gen, ms_floor(lease), ms_floor(not_after), new_inc,
+            term_text(foreign_from) if foreign_from else ""]
 
 
 def renew_args(term: int, inc: int, gen: int, lease: float, not_after: float) -> list[Any]:

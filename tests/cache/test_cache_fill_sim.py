@@ -139,3 +139,36 @@ async def test_a_restored_backup_advances_the_generation_so_no_read_before_it_is
         assert (await get(cluster, reader, mid, "r1"))["content"] == "as backed up"  # not the cached "changed"
         assert cache.counters.hits == hits and cache.counters.stale >= 1  # the cached entry was there, behind
         assert any(redis.states[k].gen > gen for k, (_inc, gen) in gen_before.items() if k in redis.states)
+
+
+async def test_a_wiped_cluster_started_again_under_the_same_namespace_is_cached_again(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Every disk wiped, the cluster started again with the same gossip key (so the same
+    namespace in Redis): its leader tokens, so its shard terms, start from 1, below those of the
+    old cluster (raised here as after a long life). Its primaries take the old keys over (none is
+    fenced for good), never answer an old entry, and non-owners answer from the cache again."""
+    import attrs
+
+    redis = ModelRedis()
+    async with open_cluster(3, seed=21, config=CONFIG, cache=redis) as cluster:
+        await eventually(lambda: settled(cluster), timeout=60)
+        _, owner = await stored(cluster, "node-1", {"agent_id": "w1", "content": "before the wipe", "id": "w"})
+        reader = other_than(cluster, owner)
+        for _ in range(2):
+            assert (await get(cluster, reader, "w", "w1"))["content"] == "before the wipe"
+            await trio.sleep(0.5)
+        assert cluster.node(reader).cache.counters.hits == 1  # type: ignore[union-attr]
+    old = (1000 << 32) | 7
+    redis.states = {k: attrs.evolve(st, term=old) for k, st in redis.states.items()}
+    async with open_cluster(3, seed=21, config=CONFIG, cache=redis) as cluster:  # new data dirs: wiped
+        await eventually(lambda: settled(cluster), timeout=60)
+        _, owner = await stored(cluster, "node-1", {"agent_id": "w1", "content": "after the wipe", "id": "w"})
+        reader = other_than(cluster, owner)
+        for _ in range(2):
+            assert (await get(cluster, reader, "w", "w1"))["content"] == "after the wipe"
+            await trio.sleep(0.5)
+        assert cluster.node(reader).cache.counters.hits == 1  # type: ignore[union-attr]
+        fenced = [(n, sh) for n in cluster.ids for sh, state in cluster.node(n).cache.generations.shards.items()  # type: ignore[union-attr]
+                  if state.core.fenced]
+        assert not fenced, fenced
+        assert all(st.term < old for st in redis.states.values())  # every shard's key taken over

@@ -117,3 +117,25 @@ def test_a_moved_generation_is_advanced_again(why: str) -> None:
     assert p.ticket(authorized=True) is None
     call = p.next_call(0.32, authorized=True)
     assert isinstance(call, g.AdvanceCall) and call.last_gen == 1
+
+
+def test_a_term_no_map_of_the_cluster_can_have_is_taken_over_not_obeyed() -> None:
+    """``foreign_from``: the lowest term the caller's cluster cannot have yet (a wiped
+    predecessor's): a stored term at or above it does not fence; the key gets a new incarnation
+    and a generation past the old one. Below it, a higher term fences as ever."""
+    old = g.GenState(42, 9, (50 << 32) | 3, 20.0)
+    mine = (2 << 32) | 1
+    kept, res = g.advance(old, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7)
+    assert res == g.Refused("fenced", old.term) and kept == old  # no bound: fenced
+    new, res = g.advance(old, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
+                         foreign_from=3 << 32)
+    assert res == g.Advanced(7, 10, 10.0) and new == g.GenState(7, 10, mine, 11.0)
+    same_cluster = g.GenState(42, 9, (2 << 32) | 5, 20.0)  # a newer map of the same leader: fences
+    kept, res = g.advance(same_cluster, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
+                          foreign_from=3 << 32)
+    assert res == g.Refused("fenced", same_cluster.term) and kept == same_cluster
+    kept, res = g.advance(old, now=12.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
+                          foreign_from=3 << 32)
+    assert res == g.Refused("late") and kept == old
+    entries = {"q": (42, 9, b"old answer")}
+    assert g.read(new, entries, now=10.5, digest="q") == ("stale", None)

@@ -195,3 +195,71 @@ async def test_every_lookup_is_counted_by_its_outcome_hit_miss_stale_or_error(
         assert (stats["hits"], stats["misses"], stats["stale"], stats["errors"]) == (2, 5, 2, 2)
         assert stats["hit_rate"] == round(2 / 7, 4)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_wiped_cluster_whose_terms_start_below_redis_s_is_cached_again(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A cluster wiped and started again under the same namespace (same gossip key, no shared
+    archive) numbers its leaders' tokens, so its terms, from 1 again: Redis still holds the old
+    cluster's higher term for every shard. Those terms cannot be of the new cluster (while it has
+    a leader of token L, no map of a later token exists), so its primary takes the key over with a
+    new incarnation instead of being fenced forever; an old entry is never answered."""
+    from dakera_actors.cache.facade import NodeCache
+
+    redis = ModelRedis()
+    old_term = (40 << 32) | 3  # the old cluster's map epoch (token 40)
+    async with trio.open_nursery() as nursery:
+        old = Generations(redis, cluster="c1", config=C, authorized=lambda: True, nursery=nursery)
+        old.lead(3, term=old_term)
+        with trio.fail_after(5):
+            while old.shards[3].core.inc is None:
+                await old.shards[3].changed.wait()
+        ticket = old.ticket(3)
+        assert ticket is not None and await old.fill(ticket, "q", b"\xa3old", 60)
+        old.drop(3)  # the old cluster is gone (wiped)
+        await trio.sleep(5)
+
+        new_term = (2 << 32) | 1  # the new cluster's leader has token 2
+        new = Generations(redis, cluster="c1", config=C, authorized=lambda: True, nursery=nursery,
+                          foreign_from=lambda: (2 + 1) << 32)
+        new.lead(3, term=new_term)
+        cache = NodeCache(redis, new, cluster="c1", ttl=60, timeout=C.timeout, nursery=nursery)
+        with trio.fail_after(5):
+            while new.shards[3].core.inc is None and not new.shards[3].core.fenced:
+                await new.shards[3].changed.wait()
+        core = new.shards[3].core
+        assert not core.fenced and core.inc is not None and core.inc != ticket.inc
+        assert redis.states[s.gen_key("c1", 3)].term == new_term
+        assert await cache.lookup(3, "q") is None and cache.counters.stale == 1  # the old entry: never answered
+        version = new.applied(3)
+        before = trio.current_time()
+        await new.settle(3, version)
+        assert trio.current_time() - before < 0.1 and new.waits == 0  # advanced, not waited out
+        fresh = new.ticket(3)
+        assert fresh is not None and await cache.fill(fresh, "q", {"content": "new"})
+        assert await cache.lookup(3, "q") == {"content": "new"}  # cached again
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_higher_term_of_the_same_cluster_still_fences(autojump_clock: trio.testing.MockClock) -> None:
+    """The takeover is only of terms the cluster's current leader token rules out: a newer term
+    of this cluster (token at most the leader's) fences an older primary as before."""
+    redis = ModelRedis()
+    async with trio.open_nursery() as nursery:
+        newer = Generations(redis, cluster="c1", config=C, authorized=lambda: True, nursery=nursery,
+                            foreign_from=lambda: 8 << 32)
+        newer.lead(3, term=(7 << 32) | 2)
+        older = Generations(redis, cluster="c1", config=C, authorized=lambda: True, nursery=nursery,
+                            foreign_from=lambda: 8 << 32)
+        with trio.fail_after(5):
+            while newer.shards[3].core.inc is None:
+                await newer.shards[3].changed.wait()
+        inc = newer.shards[3].core.inc
+        older.lead(3, term=(7 << 32) | 1)
+        with trio.fail_after(5):
+            while not older.shards[3].core.fenced:
+                await older.shards[3].changed.wait()
+        assert older.ticket(3) is None and redis.states[s.gen_key("c1", 3)].term == (7 << 32) | 2
+        await trio.sleep(3)
+        assert redis.states[s.gen_key("c1", 3)].inc == newer.shards[3].core.inc == inc  # never taken over
+        nursery.cancel_scope.cancel()

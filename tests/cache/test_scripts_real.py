@@ -31,9 +31,10 @@ def redis_now(r: redis.Redis) -> float:
 
 
 def advance(r: redis.Redis, key: str, *, term: int, last_gen: int = 0, lease: float = 5.0,
-            not_after: float | None = None, new_inc: int = 7) -> g.Advanced | g.Refused:
+            not_after: float | None = None, new_inc: int = 7, foreign_from: int = 0) -> g.Advanced | g.Refused:
     bound = redis_now(r) + 5 if not_after is None else not_after
-    return s.parse_advance(r.eval(s.ADVANCE, 1, key, *s.advance_args(term, last_gen, lease, bound, new_inc)))
+    args = s.advance_args(term, last_gen, lease, bound, new_inc, foreign_from)
+    return s.parse_advance(r.eval(s.ADVANCE, 1, key, *args))
 
 
 def renew(r: redis.Redis, key: str, *, term: int, inc: int, gen: int, lease: float = 5.0,
@@ -115,3 +116,19 @@ def test_entry_names_are_found_by_agent() -> None:
     pattern = s.agent_pattern("c1", "agent:with*glob?")
     assert fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + name, pattern)
     assert not fnmatch.fnmatchcase(s.entry_prefix("c1", 3) + s.digest("other", b"x"), pattern)
+
+
+def test_on_a_real_server_a_foreign_term_is_taken_over_and_a_higher_one_of_the_cluster_fences(
+        r: redis.Redis) -> None:
+    key = s.gen_key("c1", 4)
+    old = (50 << 32) | 3
+    assert advance(r, key, term=old, last_gen=8, new_inc=42) == g.Advanced(42, 9, pytest.approx(redis_now(r), abs=1.0))
+    assert fill(r, 4, term=old, inc=42, gen=9, value=b"old")
+    mine = (2 << 32) | 1
+    assert advance(r, key, term=mine) == g.Refused("fenced", old)  # no bound: fenced, as before
+    assert advance(r, key, term=mine, foreign_from=(50 << 32) | 4) == g.Refused("fenced", old)  # within the bound
+    taken = advance(r, key, term=mine, new_inc=5, foreign_from=3 << 32)
+    assert isinstance(taken, g.Advanced) and (taken.inc, taken.gen) == (5, 10)
+    assert lookup(r, 4) == ("stale", None)  # the old cluster's answer is never given
+    assert advance(r, key, term=mine - 1, foreign_from=3 << 32) == g.Refused("fenced", mine)
+    assert isinstance(renew(r, key, term=mine, inc=5, gen=10), g.Renewed)
