@@ -34,8 +34,9 @@ older than a write acknowledged before the read began. How:
   lower term); without one it waits ``authority`` plus a lease before its first acknowledgement
   (its predecessor's trust may last that long). A term no map of the cluster can have yet (its
   token above the token of the leader whose lease the primary holds) is another cluster's, one
-  wiped before this one started under the same namespace: it does not fence, the primary takes
-  the key over under a new incarnation (else a wiped cluster would never be cached again).
+  wiped before this one started under the same namespace: once its trust has been over for
+  ``authority`` seconds it does not fence, the primary takes the key over under a new
+  incarnation (else a wiped cluster would never be cached again).
 
 Redis's clock must not step backwards (it only decides ``until`` and ``not_after``); the nodes'
 clocks are only ever compared with themselves. The Lua scripts (:mod:`.scripts`) implement the
@@ -88,7 +89,7 @@ class Refused:
 
 # -- the scripts, as pure functions over Redis's state -------------------------------------
 def advance(state: GenState | None, *, now: float, term: int, last_gen: int, lease: float, not_after: float,
-            new_inc: int, foreign_from: int = 0) -> tuple[GenState | None, Advanced | Refused]:
+            new_inc: int, foreign_from: int = 0, quiet: float = 0.0) -> tuple[GenState | None, Advanced | Refused]:
     """The primary of ``term`` moves the shard to a new generation and trusts it for ``lease``.
     ``last_gen``: the highest generation this primary knew (after a Redis restart from an old
     snapshot the generation jumps past it, never reissuing one); ``new_inc`` is used when the
@@ -96,11 +97,13 @@ def advance(state: GenState | None, *, now: float, term: int, last_gen: int, lea
 
     ``foreign_from`` (0: none): the lowest term that cannot be of the caller's cluster, a wiped
     cluster's predecessor under the same namespace (its leader tokens, so its terms, start again
-    from 1): such a term does not fence; the key is taken over under a new incarnation, so none
-    of its entries is ever answered."""
+    from 1): such a term does not fence once its trust has been over for ``quiet`` seconds (a
+    live primary renews it well before; belt and braces against a node whose view of its
+    leader's lease is late); the key is taken over under a new incarnation and a generation past
+    the old one, so none of its entries is ever answered."""
     if now > not_after:
         return state, Refused("late")
-    if state is not None and foreign_from and state.term >= foreign_from:
+    if state is not None and foreign_from and state.term >= foreign_from and now > state.until + quiet:
         # another cluster's: a new incarnation, and a generation past its (never one it used)
         new = GenState(new_inc, max(state.gen, last_gen) + 1, term, now + lease)
         return new, Advanced(new.inc, new.gen, now)
@@ -179,6 +182,7 @@ class AdvanceCall:
     not_after: float  # on Redis's clock
     version: int  # writes applied when it was sent: what it covers
     foreign_from: int = 0  # see :func:`advance`
+    quiet: float = 0.0
 
 
 @attrs.frozen
@@ -224,6 +228,8 @@ class PrimaryGeneration:
         self.applied = 0  # writes applied (a version counter)
         self.covered = 0  # writes covered by a successful advance
         self.fenced = False  # a newer term holds the shard in Redis: never advance or fill again
+        #: no call before this: another cluster's term held the key, trusted too lately to take over
+        self.idle_until = 0.0
         self.in_flight: Call | None = None
         self.sent_at = 0.0
         #: Redis's clock minus ours, as last measured, its error then, and when (None: never)
@@ -267,7 +273,7 @@ class PrimaryGeneration:
         then, the lowest term no map of this cluster can have yet (the leader's token plus one,
         shifted as in a map epoch: while that leader's lease holds no later leader exists), 0 if
         not known."""
-        if self.in_flight is not None or self.fenced:
+        if self.in_flight is not None or self.fenced or now < self.idle_until:
             return None
         c = self.config
         call: Call
@@ -281,7 +287,7 @@ class PrimaryGeneration:
             not_after = now + self.offset + self._error(now) + c.timeout
             if self.applied > self.covered or self.inc is None:
                 call = AdvanceCall(self.shard, self.term, self.gen, c.lease, not_after, self.applied,
-                                   foreign_from if foreign_from > self.term else 0)
+                                   foreign_from if foreign_from > self.term else 0, c.authority)
             elif now >= self.renew_at:
                 call = RenewCall(self.shard, self.term, self.inc, self.gen, c.lease, not_after)
             else:
@@ -308,7 +314,10 @@ class PrimaryGeneration:
                 self.hold_until = max(self.hold_until, latest + self._trust_span())
             return
         if isinstance(result, Refused):  # (a refusal carries no clock reading)
-            if result.why == "fenced":
+            if result.why == "fenced" and isinstance(call, AdvanceCall) and call.foreign_from \
+                    and result.term >= call.foreign_from:
+                self.idle_until = now + c.renew_every  # another cluster's: taken over once quiet
+            elif result.why == "fenced":
                 self.fenced = True
             else:
                 self.inc = None  # "moved": evicted, flushed, restored: the next call advances

@@ -162,7 +162,7 @@ class Generations:
                     return s.parse_time(await self.backend.evalsha_or_eval(s.TIME_NOW, [], []))
                 if isinstance(call, g.AdvanceCall):
                     args = s.advance_args(call.term, call.last_gen, call.lease, call.not_after,
-                                          self.rng.getrandbits(62) + 1, call.foreign_from)
+                                          self.rng.getrandbits(62) + 1, call.foreign_from, call.quiet)
                     return s.parse_advance(await self.backend.evalsha_or_eval(s.ADVANCE, key, args))
                 args = s.renew_args(call.term, call.inc, call.gen, call.lease, call.not_after)
                 return s.parse_renew(await self.backend.evalsha_or_eval(s.RENEW, key, args))

@@ -30,7 +30,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[4]) then return {'late'} end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'term')
-local foreign = h[1] and ARGV[6] ~= '' and h[3] >= ARGV[6]
+local foreign = false
+if h[1] and ARGV[6] ~= '' and h[3] >= ARGV[6] then
+  local u = redis.call('HGET', KEYS[1], 'until')
+  foreign = now > tonumber(u) + tonumber(ARGV[7])
+end
 if h[1] and h[3] > ARGV[1] and not foreign then return {'fenced', h[3]} end
 local inc, gen
 if foreign then
@@ -122,9 +126,9 @@ def term_text(term: int) -> str:
 
 
 def advance_args(term: int, last_gen: int, lease: float, not_after: float, new_inc: int,
-                 foreign_from: int = 0) -> list[Any]:
+                 foreign_from: int = 0, quiet: float = 0.0) -> list[Any]:
     return [term_text(term), last_gen, ms_floor(lease), ms_floor(not_after), new_inc,
-            term_text(foreign_from) if foreign_from else ""]
+            term_text(foreign_from) if foreign_from else "", math.ceil(quiet * 1000)]
 
 
 def renew_args(term: int, inc: int, gen: int, lease: float, not_after: float) -> list[Any]:

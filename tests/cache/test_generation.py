@@ -127,9 +127,12 @@ def test_a_term_no_map_of_the_cluster_can_have_is_taken_over_not_obeyed() -> Non
     mine = (2 << 32) | 1
     kept, res = g.advance(old, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7)
     assert res == g.Refused("fenced", old.term) and kept == old  # no bound: fenced
-    new, res = g.advance(old, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
-                         foreign_from=3 << 32)
-    assert res == g.Advanced(7, 10, 10.0) and new == g.GenState(7, 10, mine, 11.0)
+    kept, res = g.advance(old, now=21.5, term=mine, last_gen=0, lease=1.0, not_after=22.0, new_inc=7,
+                          foreign_from=3 << 32, quiet=2.0)
+    assert res == g.Refused("fenced", old.term) and kept == old  # its trust not over for `quiet` yet
+    new, res = g.advance(old, now=22.5, term=mine, last_gen=0, lease=1.0, not_after=23.0, new_inc=7,
+                         foreign_from=3 << 32, quiet=2.0)
+    assert res == g.Advanced(7, 10, 22.5) and new == g.GenState(7, 10, mine, 23.5)
     same_cluster = g.GenState(42, 9, (2 << 32) | 5, 20.0)  # a newer map of the same leader: fences
     kept, res = g.advance(same_cluster, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
                           foreign_from=3 << 32)
@@ -138,4 +141,4 @@ def test_a_term_no_map_of_the_cluster_can_have_is_taken_over_not_obeyed() -> Non
                           foreign_from=3 << 32)
     assert res == g.Refused("late") and kept == old
     entries = {"q": (42, 9, b"old answer")}
-    assert g.read(new, entries, now=10.5, digest="q") == ("stale", None)
+    assert g.read(new, entries, now=23.0, digest="q") == ("stale", None)

@@ -31,9 +31,10 @@ def redis_now(r: redis.Redis) -> float:
 
 
 def advance(r: redis.Redis, key: str, *, term: int, last_gen: int = 0, lease: float = 5.0,
-            not_after: float | None = None, new_inc: int = 7, foreign_from: int = 0) -> g.Advanced | g.Refused:
+            not_after: float | None = None, new_inc: int = 7, foreign_from: int = 0,
+            quiet: float = 0.0) -> g.Advanced | g.Refused:
     bound = redis_now(r) + 5 if not_after is None else not_after
-    args = s.advance_args(term, last_gen, lease, bound, new_inc, foreign_from)
+    args = s.advance_args(term, last_gen, lease, bound, new_inc, foreign_from, quiet)
     return s.parse_advance(r.eval(s.ADVANCE, 1, key, *args))
 
 
@@ -122,9 +123,14 @@ def test_on_a_real_server_a_foreign_term_is_taken_over_and_a_higher_one_of_the_c
         r: redis.Redis) -> None:
     key = s.gen_key("c1", 4)
     old = (50 << 32) | 3
-    assert advance(r, key, term=old, last_gen=8, new_inc=42) == g.Advanced(42, 9, pytest.approx(redis_now(r), abs=1.0))
+    got = advance(r, key, term=old, last_gen=8, new_inc=42, lease=0.05)
+    assert isinstance(got, g.Advanced) and (got.inc, got.gen) == (42, 9)
     assert fill(r, 4, term=old, inc=42, gen=9, value=b"old")
     mine = (2 << 32) | 1
+    assert advance(r, key, term=mine, foreign_from=3 << 32, quiet=30) == g.Refused("fenced", old)  # trusted lately
+    wait_until = time.monotonic() + 5
+    while redis_now(r) <= got.redis_now + 0.05 + 0.002:  # its trust over, on Redis's own clock
+        assert time.monotonic() < wait_until
     assert advance(r, key, term=mine) == g.Refused("fenced", old)  # no bound: fenced, as before
     assert advance(r, key, term=mine, foreign_from=(50 << 32) | 4) == g.Refused("fenced", old)  # within the bound
     taken = advance(r, key, term=mine, new_inc=5, foreign_from=3 << 32)
