@@ -208,8 +208,10 @@ class NodeMetrics:
                                 registry=r)
         # the L1.5 cache: this node's lookups by result, and writes it held until their hold passed
         self.cache_requests = Counter("dakera_cache_requests", "L1.5 cache lookups by this node, by result "
-                                      "(hit, miss, error: an entry that did not decode)", ["result"], registry=r)
-        for result in ("hit", "miss", "error"):
+                                      "(hit; miss: no entry; stale: an entry of another generation, or its "
+                                      "trust over; error: Redis failed or timed out, or an entry did not decode)",
+                                      ["result"], registry=r)
+        for result in ("hit", "miss", "stale", "error"):
             self.cache_requests.labels(result)
         self.cache_generation_waits = Counter("dakera_cache_generation_waits", "Writes acknowledged only after "
                                               "waiting out the cache's hold (Redis did not advance the generation)",

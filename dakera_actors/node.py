@@ -675,7 +675,8 @@ class Node:
         cluster = self._cache_namespace()
         generations = Generations(self.cache_backend, cluster=cluster, config=config,
                                   authorized=self._cache_authorized, nursery=self.nursery, rng=self.rng,
-                                  on_wait=self.metrics.cache_generation_waits.inc)
+                                  on_wait=self.metrics.cache_generation_waits.inc,
+                                  foreign_from=self._cache_foreign_from)
         self.cache = NodeCache(self.cache_backend, generations, cluster=cluster,
                                ttl=c.cache_ttl_seconds, timeout=timeout, wall_clock=self.wall_clock,
                                roles=self._archive_roles,
@@ -708,6 +709,16 @@ class Node:
             return True
         view = lease.view.value
         return view.leader is not None and trio.current_time() < view.until
+
+    def _cache_foreign_from(self) -> int:
+        """The lowest shard term no map of this cluster can have yet (0: not known): a map epoch
+        is its leader's token << 32 | version, and while this node holds the lease of the leader
+        of token L (:meth:`_cache_authorized`) no later leader exists. A higher term in Redis is
+        a wiped predecessor's under the same namespace: the cache takes its keys over."""
+        lease = self.lease
+        if lease is None or not self._cache_authorized():
+            return 0
+        return (lease.view.value.token + 1) << 32
 
     async def _follow_cache_roles(self, generations: Any) -> None:
         """Keep a generation for every shard this node is primary of (writes also start one at once)."""

@@ -33,8 +33,9 @@ FILLED_MEMORY = 100_000  # answers remembered as filled (their keys only)
 @attrs.define
 class CacheCounters:
     hits: int = 0
-    misses: int = 0
-    errors: int = 0
+    misses: int = 0  # no entry
+    stale: int = 0  # an entry that could not be trusted (another generation, or trust over)
+    errors: int = 0  # Redis failed or did not answer in time, or an entry that did not decode
     fills: int = 0
     generation_waits: int = 0
 
@@ -69,21 +70,25 @@ class NodeCache:
         return s.digest(agent, request.encode())
 
     async def lookup(self, shard: int, name: str) -> Any | None:
-        """The cached answer (None: a miss; Redis away counts as one)."""
-        raw = await read(self.backend, cluster=self.cluster, shard=shard, name=name, timeout=self.timeout)
-        if raw is None:
-            self.counters.misses += 1
-            self._on_result("miss")
-            return None
-        try:
-            payload = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        except Exception:  # a damaged entry is a miss, never an answer
+        """The cached answer (None: not answered from the cache; counted by why, see
+        :class:`CacheCounters`)."""
+        kind, raw = await read(self.backend, cluster=self.cluster, shard=shard, name=name, timeout=self.timeout)
+        payload = None
+        if raw is not None:
+            try:
+                payload = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+            except Exception:  # a damaged entry is not an answer
+                kind = "error"
+        if kind == "hit":
+            self.counters.hits += 1
+        elif kind == "stale":
+            self.counters.stale += 1
+        elif kind == "error":
             self.counters.errors += 1
-            self._on_result("error")
-            return None
-        self.counters.hits += 1
-        self._on_result("hit")
-        return payload
+        else:
+            self.counters.misses += 1
+        self._on_result(kind)
+        return payload if kind == "hit" else None
 
     def ticket(self, shard: int) -> FillTicket | None:
         return self.generations.ticket(shard)
@@ -140,9 +145,11 @@ class NodeCache:
     # -- admin -------------------------------------------------------------------------------
     async def stats(self) -> dict[str, Any]:
         """``GET /v1/admin/cache/stats`` in the field names of the official SDKs: Redis's figures
-        (keys, memory, evictions; zeros while it does not answer) and this node's hits and misses."""
+        (keys, memory, evictions; zeros while it does not answer) and this node's lookups: ``hits``,
+        and ``misses`` = every lookup not answered from the cache (no entry, ``stale`` or ``errors``)."""
         c = self.counters
-        looked = c.hits + c.misses
+        missed = c.misses + c.stale + c.errors
+        looked = c.hits + missed
         figures = {"entries": 0, "memory_bytes": 0, "evictions": 0}
         reachable = True
         try:
@@ -154,7 +161,8 @@ class NodeCache:
         return {"enabled": True, "cache_type": "redis", "healthy": reachable, "entries": figures["entries"],
                 "total_entries": figures["entries"], "size_bytes": figures["memory_bytes"],
                 "memory_bytes": figures["memory_bytes"], "evictions": figures["evictions"], "hits": c.hits,
-                "misses": c.misses, "hit_rate": round(c.hits / looked, 4) if looked else 0.0, "errors": c.errors,
+                "misses": missed, "hit_rate": round(c.hits / looked, 4) if looked else 0.0, "stale": c.stale,
+                "errors": c.errors,
                 "fills": c.fills, "generation_waits": self.generations.waits}
 
     async def clear(self, namespace: str | None) -> int:

@@ -9,10 +9,10 @@ older than a write acknowledged before the read began. How:
   Redis's own clock. Cache entries are keyed by ``(inc, gen)``: an entry is only ever reachable
   while its generation is the shard's current one.
 - A reader trusts the shard's generation only while Redis's clock is before ``until``
-  (:func:`read`); past it, every read misses and is forwarded to the shard's owner.
+  (:func:`read`); past it, no entry is answered (every read is forwarded to the shard's owner).
 - The shard's primary **advances** the generation after it applies a write and before it
   acknowledges it (:func:`advance`: ``gen`` up by one, ``until`` = now + lease). Every entry of
-  older generations is unreachable from the instant the advance runs, before the write is
+  older generations is stale from the instant the advance runs, before the write is
   acknowledged. One advance covers every write applied before it was sent (group commit).
 - A primary that cannot advance (Redis down, slow, paused) acknowledges only once every trust
   deadline it can have caused has surely passed (:attr:`PrimaryGeneration.hold_until`): for each
@@ -32,7 +32,11 @@ older than a write acknowledged before the read began. How:
   from the cluster stops extending trust within ``authority`` plus a lease. A new primary advances
   with its higher term first (fencing the old one's renewals and fills: :func:`advance` refuses a
   lower term); without one it waits ``authority`` plus a lease before its first acknowledgement
-  (its predecessor's trust may last that long).
+  (its predecessor's trust may last that long). A term no map of the cluster can have yet (its
+  token above the token of the leader whose lease the primary holds) is another cluster's, one
+  wiped before this one started under the same namespace: once its trust has been over for
+  ``authority`` seconds it does not fence, the primary takes the key over under a new
+  incarnation (else a wiped cluster would never be cached again).
 
 Redis's clock must not step backwards (it only decides ``until`` and ``not_after``); the nodes'
 clocks are only ever compared with themselves. The Lua scripts (:mod:`.scripts`) implement the
@@ -56,7 +60,10 @@ class GenState:
     until: float
 
 
-EntryKey = tuple[int, int, str]  # (inc, gen, digest)
+Entry = tuple[int, int, bytes]  # (inc, gen, answer): the generation an answer was computed at
+#: a read's outcome: ``hit`` (answered), ``miss`` (no entry), ``stale`` (an entry, but of another
+#: generation than the shard's current one, or the generation's trust is over)
+Lookup = Literal["hit", "miss", "stale"]
 
 
 @attrs.frozen
@@ -82,13 +89,24 @@ class Refused:
 
 # -- the scripts, as pure functions over Redis's state -------------------------------------
 def advance(state: GenState | None, *, now: float, term: int, last_gen: int, lease: float, not_after: float,
-            new_inc: int) -> tuple[GenState | None, Advanced | Refused]:
+            new_inc: int, foreign_from: int = 0, quiet: float = 0.0) -> tuple[GenState | None, Advanced | Refused]:
     """The primary of ``term`` moves the shard to a new generation and trusts it for ``lease``.
     ``last_gen``: the highest generation this primary knew (after a Redis restart from an old
     snapshot the generation jumps past it, never reissuing one); ``new_inc`` is used when the
-    key does not exist (never existed, evicted, flushed)."""
+    key does not exist (never existed, evicted, flushed), or holds a *foreign* term.
+
+    ``foreign_from`` (0: none): the lowest term that cannot be of the caller's cluster, a wiped
+    cluster's predecessor under the same namespace (its leader tokens, so its terms, start again
+    from 1): such a term does not fence once its trust has been over for ``quiet`` seconds (a
+    live primary renews it well before; belt and braces against a node whose view of its
+    leader's lease is late); the key is taken over under a new incarnation and a generation past
+    the old one, so none of its entries is ever answered."""
     if now > not_after:
         return state, Refused("late")
+    if state is not None and foreign_from and state.term >= foreign_from and now > state.until + quiet:
+        # another cluster's: a new incarnation, and a generation past its (never one it used)
+        new = GenState(new_inc, max(state.gen, last_gen) + 1, term, now + lease)
+        return new, Advanced(new.inc, new.gen, now)
     if state is not None and state.term > term:
         return state, Refused("fenced", state.term)
     if state is None:
@@ -110,14 +128,18 @@ def renew(state: GenState | None, *, now: float, term: int, inc: int, gen: int, 
     return attrs.evolve(state, until=now + lease), Renewed(now)
 
 
-def read(state: GenState | None, entries: dict[EntryKey, bytes], *, now: float, digest: str) -> bytes | None:
-    """A cached answer, only while the shard's generation is trusted."""
-    if state is None or now > state.until:
-        return None
-    return entries.get((state.inc, state.gen, digest))
+def read(state: GenState | None, entries: dict[str, Entry], *, now: float, digest: str) -> tuple[Lookup, bytes | None]:
+    """A cached answer, only if it was computed at the shard's current generation and that
+    generation is trusted."""
+    entry = entries.get(digest)
+    if entry is None:
+        return "miss", None
+    if state is None or now > state.until or (entry[0], entry[1]) != (state.inc, state.gen):
+        return "stale", None
+    return "hit", entry[2]
 
 
-def fill(state: GenState | None, entries: dict[EntryKey, bytes], *, now: float, term: int, inc: int, gen: int,
+def fill(state: GenState | None, entries: dict[str, Entry], *, now: float, term: int, inc: int, gen: int,
          digest: str, value: bytes, not_after: float) -> bool:
     """Store an answer under the generation it was computed at, only if that generation is still
     the trusted current one of the same term (and the call is not late)."""
@@ -125,7 +147,7 @@ def fill(state: GenState | None, entries: dict[EntryKey, bytes], *, now: float, 
         return False
     if (state.inc, state.gen, state.term) != (inc, gen, term):
         return False
-    entries[(inc, gen, digest)] = value
+    entries[digest] = (inc, gen, value)
     return True
 
 
@@ -159,6 +181,8 @@ class AdvanceCall:
     lease: float
     not_after: float  # on Redis's clock
     version: int  # writes applied when it was sent: what it covers
+    foreign_from: int = 0  # see :func:`advance`
+    quiet: float = 0.0
 
 
 @attrs.frozen
@@ -204,6 +228,8 @@ class PrimaryGeneration:
         self.applied = 0  # writes applied (a version counter)
         self.covered = 0  # writes covered by a successful advance
         self.fenced = False  # a newer term holds the shard in Redis: never advance or fill again
+        #: no call before this: another cluster's term held the key, trusted too lately to take over
+        self.idle_until = 0.0
         self.in_flight: Call | None = None
         self.sent_at = 0.0
         #: Redis's clock minus ours, as last measured, its error then, and when (None: never)
@@ -241,10 +267,13 @@ class PrimaryGeneration:
         return self.trusted_until - (c.lease - c.renew_every)
 
     # -- calls to Redis ----------------------------------------------------------------
-    def next_call(self, now: float, *, authorized: bool) -> Call | None:
+    def next_call(self, now: float, *, authorized: bool, foreign_from: int = 0) -> Call | None:
         """The call to send now, if any (one at a time). ``authorized``: this node still has the
-        cluster's authority over the shard (it heard the leader's lease recently)."""
-        if self.in_flight is not None or self.fenced:
+        cluster's authority over the shard (it heard the leader's lease recently); ``foreign_from``:
+        then, the lowest term no map of this cluster can have yet (the leader's token plus one,
+        shifted as in a map epoch: while that leader's lease holds no later leader exists), 0 if
+        not known."""
+        if self.in_flight is not None or self.fenced or now < self.idle_until:
             return None
         c = self.config
         call: Call
@@ -257,7 +286,8 @@ class PrimaryGeneration:
         else:
             not_after = now + self.offset + self._error(now) + c.timeout
             if self.applied > self.covered or self.inc is None:
-                call = AdvanceCall(self.shard, self.term, self.gen, c.lease, not_after, self.applied)
+                call = AdvanceCall(self.shard, self.term, self.gen, c.lease, not_after, self.applied,
+                                   foreign_from if foreign_from > self.term else 0, c.authority)
             elif now >= self.renew_at:
                 call = RenewCall(self.shard, self.term, self.inc, self.gen, c.lease, not_after)
             else:
@@ -284,7 +314,10 @@ class PrimaryGeneration:
                 self.hold_until = max(self.hold_until, latest + self._trust_span())
             return
         if isinstance(result, Refused):  # (a refusal carries no clock reading)
-            if result.why == "fenced":
+            if result.why == "fenced" and isinstance(call, AdvanceCall) and call.foreign_from \
+                    and result.term >= call.foreign_from:
+                self.idle_until = now + c.renew_every  # another cluster's: taken over once quiet
+            elif result.why == "fenced":
                 self.fenced = True
             else:
                 self.inc = None  # "moved": evicted, flushed, restored: the next call advances

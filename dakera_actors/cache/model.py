@@ -27,7 +27,10 @@ class ModelRedis:
         self.rng = random.Random(seed)
         self.offset = offset  # its clock minus the node's
         self.states: dict[str, g.GenState] = {}
-        self.entries: dict[str, dict[g.EntryKey, bytes]] = {}
+        self.entries: dict[str, dict[str, g.Entry]] = {}  # generation key -> entry name -> entry
+        #: (generation key, entry name) -> when the entry expires (its fill's TTL, on this clock)
+        self.expiry: dict[tuple[str, str], float] = {}
+        self.fill_ttls: list[int] = []  # the TTL of every fill stored, in order
         self.paused_until = 0.0
         self.down = False
         self.calls = 0
@@ -45,6 +48,7 @@ class ModelRedis:
     def flush(self) -> None:
         self.states.clear()
         self.entries.clear()
+        self.expiry.clear()
 
     def evict(self, key: str) -> None:
         if self.states.pop(key, None) is not None:
@@ -72,9 +76,12 @@ class ModelRedis:
         if script == s.TIME_NOW:
             return str(now_ms)
         if script == s.ADVANCE:
-            term, last_gen, lease_ms, not_after_ms, new_inc = (int(a) for a in args)  # terms: digit strings
+            term, last_gen, lease_ms, not_after_ms, new_inc = (int(a) for a in args[:5])  # terms: digit strings
+            foreign_from = int(args[5]) if len(args) > 5 and args[5] != "" else 0
+            quiet = int(args[6]) / 1000 if len(args) > 6 else 0.0
             new, res = g.advance(state, now=now, term=term, last_gen=last_gen, lease=lease_ms / 1000,
-                                 not_after=not_after_ms / 1000, new_inc=new_inc)
+                                 not_after=not_after_ms / 1000, new_inc=new_inc, foreign_from=foreign_from,
+                                 quiet=quiet)
             self._put(key, new)
             if isinstance(res, g.Refused):
                 return [res.why, str(res.term)] if res.why == "fenced" else [res.why]
@@ -88,11 +95,20 @@ class ModelRedis:
                 return [renewed.why, str(renewed.term)] if renewed.why == "fenced" else [renewed.why]
             return ["ok", str(now_ms)]
         if script == s.READ:
-            return g.read(state, self.entries.setdefault(key, {}), now=now, digest=str(args[1]))
+            name = str(args[1])
+            entries = self.entries.setdefault(key, {})
+            if self.expiry.get((key, name), math.inf) <= self.now():  # its TTL ran out: gone
+                entries.pop(name, None)
+                self.expiry.pop((key, name), None)
+            kind, value = g.read(state, entries, now=now, digest=name)
+            return [kind, value] if value is not None else [kind]
         if script == s.FILL:
-            _prefix, term, inc, gen, name, value, _ttl, not_after_ms = args
+            _prefix, term, inc, gen, name, value, ttl, not_after_ms = args
             stored = g.fill(state, self.entries.setdefault(key, {}), now=now, term=int(term), inc=int(inc),
                             gen=int(gen), digest=str(name), value=bytes(value), not_after=int(not_after_ms) / 1000)
+            if stored:
+                self.expiry[(key, str(name))] = self.now() + int(ttl)
+                self.fill_ttls.append(int(ttl))
             return 1 if stored else 0
         raise ValueError("a script the model does not know")
 
@@ -102,7 +118,7 @@ class ModelRedis:
 
     async def info_memory(self) -> int:
         self._check()
-        return sum(len(v) for e in self.entries.values() for v in e.values())
+        return sum(len(v[2]) for e in self.entries.values() for v in e.values())
 
     async def evicted_keys(self) -> int:
         self._check()
@@ -115,10 +131,9 @@ class ModelRedis:
         gone = 0
         for key, entries in self.entries.items():
             prefix = key[: -len("g")] + "e:"  # the shard's entry prefix beside its generation key
-            for entry in list(entries):
-                inc, gen, name = entry
-                if regex.match(f"{prefix}{inc}:{gen}:{name}"):
-                    del entries[entry]
+            for name in list(entries):
+                if regex.match(f"{prefix}{name}"):
+                    del entries[name]
                     gone += 1
         return gone
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -52,11 +52,14 @@ class Generations:
     def __init__(self, backend: Backend, *, cluster: str, config: g.GenerationConfig,
                  authorized: Callable[[], bool], nursery: trio.Nursery, rng: random.Random | None = None,
                  clock: Callable[[], float] = trio.current_time,
-                 on_wait: Callable[[], None] | None = None) -> None:
+                 on_wait: Callable[[], None] | None = None,
+                 foreign_from: Callable[[], int] = lambda: 0) -> None:
         self.backend = backend
         self.cluster = cluster
         self.config = config
         self.authorized = authorized
+        #: while authorized: the lowest term no map of this cluster can have yet (0: unknown)
+        self.foreign_from = foreign_from
         self.nursery = nursery
         self.rng = rng or random.Random()
         self.clock = clock
@@ -138,7 +141,7 @@ class Generations:
         core = state.core
         while not state.stopped:
             now = self.clock()
-            call = core.next_call(now, authorized=self.authorized())
+            call = core.next_call(now, authorized=self.authorized(), foreign_from=self.foreign_from())
             if call is None:
                 # nothing to send until a write is applied, or the trust needs renewing
                 pause = max(min(core.renew_at - now, self.config.renew_every), 0.005)
@@ -159,7 +162,7 @@ class Generations:
                     return s.parse_time(await self.backend.evalsha_or_eval(s.TIME_NOW, [], []))
                 if isinstance(call, g.AdvanceCall):
                     args = s.advance_args(call.term, call.last_gen, call.lease, call.not_after,
-                                          self.rng.getrandbits(62) + 1)
+                                          self.rng.getrandbits(62) + 1, call.foreign_from, call.quiet)
                     return s.parse_advance(await self.backend.evalsha_or_eval(s.ADVANCE, key, args))
                 args = s.renew_args(call.term, call.inc, call.gen, call.lease, call.not_after)
                 return s.parse_renew(await self.backend.evalsha_or_eval(s.RENEW, key, args))
@@ -167,12 +170,14 @@ class Generations:
             return None
 
 
-async def read(backend: Backend, *, cluster: str, shard: int, name: str, timeout: float) -> bytes | None:
-    """A cached answer through any node (None: a miss, or the cache did not answer in time)."""
+async def read(backend: Backend, *, cluster: str, shard: int, name: str,
+               timeout: float) -> tuple[Literal["hit", "miss", "stale", "error"], bytes | None]:
+    """A cached answer through any node: ``hit`` with it, ``miss`` (no entry), ``stale`` (an entry
+    not of the trusted current generation) or ``error`` (the cache failed or did not answer in time)."""
     try:
         with trio.fail_after(timeout):
             got = await backend.evalsha_or_eval(s.READ, [s.gen_key(cluster, shard)],
                                                 [s.entry_prefix(cluster, shard), name])
-    except (CacheUnavailable, trio.TooSlowError):
-        return None
-    return bytes(got) if got is not None else None
+        return s.parse_read(got)
+    except (CacheUnavailable, trio.TooSlowError, ValueError, IndexError, TypeError):
+        return "error", None

@@ -6,11 +6,14 @@ conversions below round every bound the safe way: a ``not_after`` down, a lease 
 
 Keys (one hash tag per shard, so a shard's keys share a Redis Cluster slot)::
 
-    dk:{<cluster>:<shard>}:g                                   the shard's generation (a hash)
-    dk:{<cluster>:<shard>}:e:<inc>:<gen>:<agent>:<request>     one cached answer (a string, with a TTL)
+    dk:{<cluster>:<shard>}:g                      the shard's generation (a hash)
+    dk:{<cluster>:<shard>}:e:<agent>:<request>    one cached answer: "<inc>:<gen>:<msgpack>" (a TTL)
 
 ``<agent>`` and ``<request>`` are xxhash64 hex digests of the agent id and of the normalized
-request, so an agent's entries can be found (``clear``) without its id in a glob.
+request, so an agent's entries can be found (``clear``) without its id in a glob. An entry names
+the generation it was computed at in its value (the pure model's :data:`~.generation.Entry`): a
+fill under a newer generation replaces it, and a read tells a missing entry (``miss``) from one
+that is there but not of the trusted current generation (``stale``).
 """
 
 from __future__ import annotations
@@ -20,16 +23,24 @@ from typing import Any
 
 import xxhash
 
-from .generation import Advanced, Clock, Refused, Renewed
+from .generation import Advanced, Clock, Lookup, Refused, Renewed
 
 ADVANCE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[4]) then return {'late'} end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'term')
-if h[1] and h[3] > ARGV[1] then return {'fenced', h[3]} end
+local foreign = false
+if h[1] and ARGV[6] ~= '' and h[3] >= ARGV[6] then
+  local u = redis.call('HGET', KEYS[1], 'until')
+  foreign = now > tonumber(u) + tonumber(ARGV[7])
+end
+if h[1] and h[3] > ARGV[1] and not foreign then return {'fenced', h[3]} end
 local inc, gen
-if not h[1] then
+if foreign then
+  inc = ARGV[5]
+  gen = math.max(tonumber(h[2]), tonumber(ARGV[2])) + 1
+elseif not h[1] then
   inc = ARGV[5]
   gen = tonumber(ARGV[2]) + 1
 else
@@ -55,9 +66,13 @@ return {'ok', string.format('%d', now)}
 READ = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('GET', ARGV[1] .. ARGV[2])
+if not v then return {'miss'} end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'until')
-if not h[1] or now > tonumber(h[3]) then return false end
-return redis.call('GET', ARGV[1] .. h[1] .. ':' .. h[2] .. ':' .. ARGV[2])
+if not h[1] or now > tonumber(h[3]) then return {'stale'} end
+local head = h[1] .. ':' .. h[2] .. ':'
+if string.sub(v, 1, #head) ~= head then return {'stale'} end
+return {'hit', string.sub(v, #head + 1)}
 """
 
 FILL = """
@@ -67,7 +82,7 @@ if now > tonumber(ARGV[8]) then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'inc', 'gen', 'term', 'until')
 if not h[1] or now > tonumber(h[4]) then return 0 end
 if h[1] ~= ARGV[3] or h[2] ~= ARGV[4] or h[3] ~= ARGV[2] then return 0 end
-redis.call('SET', ARGV[1] .. h[1] .. ':' .. h[2] .. ':' .. ARGV[5], ARGV[6], 'EX', tonumber(ARGV[7]))
+redis.call('SET', ARGV[1] .. ARGV[5], h[1] .. ':' .. h[2] .. ':' .. ARGV[6], 'EX', tonumber(ARGV[7]))
 return 1
 """
 
@@ -96,7 +111,7 @@ def digest(agent: str, request: bytes) -> str:
 
 def agent_pattern(cluster: str, agent: str | None) -> str:
     """A SCAN pattern for every cached answer of ``agent`` (every answer: None)."""
-    tail = f"*:*:{xxhash.xxh64_hexdigest(agent.encode())}:*" if agent is not None else "*"
+    tail = f"{xxhash.xxh64_hexdigest(agent.encode())}:*" if agent is not None else "*"
     return f"dk:{{{cluster}:*}}:e:{tail}"
 
 
@@ -110,8 +125,10 @@ def term_text(term: int) -> str:
     return f"{term:020d}"
 
 
-def advance_args(term: int, last_gen: int, lease: float, not_after: float, new_inc: int) -> list[Any]:
-    return [term_text(term), last_gen, ms_floor(lease), ms_floor(not_after), new_inc]
+def advance_args(term: int, last_gen: int, lease: float, not_after: float, new_inc: int,
+                 foreign_from: int = 0, quiet: float = 0.0) -> list[Any]:
+    return [term_text(term), last_gen, ms_floor(lease), ms_floor(not_after), new_inc,
+            term_text(foreign_from) if foreign_from else "", math.ceil(quiet * 1000)]
 
 
 def renew_args(term: int, inc: int, gen: int, lease: float, not_after: float) -> list[Any]:
@@ -147,6 +164,15 @@ def parse_renew(answer: Any) -> Renewed | Refused:
     if kind in ("late", "moved"):
         return Refused(kind)  # type: ignore[arg-type]
     raise ValueError(f"unexpected renew answer {answer!r}")
+
+
+def parse_read(answer: Any) -> tuple[Lookup, bytes | None]:
+    kind = _text(answer[0])
+    if kind == "hit":
+        return "hit", bytes(answer[1])
+    if kind in ("miss", "stale"):
+        return kind, None  # type: ignore[return-value]
+    raise ValueError(f"unexpected read answer {answer!r}")
 
 
 def parse_time(answer: Any) -> Clock:

@@ -1,12 +1,16 @@
 """The L1.5 cache in a simulated three-node cluster (MockClock, memory transport, one shared
-in-memory Redis model): writers update and forget memories through random nodes while readers
-read them through random nodes (non-owners answer from the cache); Redis is paused, flushed,
-has keys evicted and goes down, and a primary is killed. The checker fails on any read older
-than a write acknowledged before the read began, and on any forgotten memory read back."""
+in-memory Redis model): concurrent writers update and forget memories through random nodes while
+readers get and recall them through random nodes (non-owners answer from the cache); Redis is
+paused, flushed, has keys evicted and goes down, and a primary is killed. The checker fails on
+any read older than a write acknowledged before the read began, and on any forgotten memory read
+back (by id, or in a recall)."""
 
 from __future__ import annotations
 
+import collections
 import random
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -20,7 +24,13 @@ from ..sim.test_crash import settled
 from ..waiting import eventually
 
 CONFIG = {"shards": 8, "replication_factor": 2, "write_ack": "quorum"}
-MEMORIES = 12
+MEMORIES = 15
+WRITERS = 3  # memory i is written by writer i % WRITERS only (its versions are its own order),
+AGENTS = 5  # and belongs to agent i % AGENTS: every agent's memories (and shard) have every writer
+
+
+def agent_of(mid: str) -> str:
+    return f"agent-{int(mid[1:]) % AGENTS}"
 
 
 class History:
@@ -30,35 +40,54 @@ class History:
         self.forget_started: dict[str, float] = {}
         self.problems: list[str] = []
         self.reads = 0
+        self.recalls = 0
 
     def check(self, mid: str, started: float, status: int, content: str | None) -> None:
+        """A get of ``mid`` begun at ``started``: ``content`` (None: not found, or not answered)."""
         self.reads += 1
+        self._check_one(mid, started, status, content, "read")
+
+    def check_recall(self, agent: str, mids: list[str], started: float, status: int,
+                     found: dict[str, str] | None) -> None:
+        """A recall of ``agent`` begun at ``started``, asked for more memories than it has:
+        every memory of ``mids`` acknowledged before it is in it, at least at that version; none
+        forgotten before it is. ``found``: memory id -> content (None: not answered)."""
+        self.reads += 1
+        if status != 200 or found is None:
+            if status not in (503, 504):
+                self.problems.append(f"recall of {agent} at {started:.3f} got {status}")
+            return
+        for mid in mids:
+            self._check_one(mid, started, 200 if mid in found else 404, found.get(mid), f"recall of {agent}")
+
+    def _check_one(self, mid: str, started: float, status: int, content: str | None, what: str) -> None:
         gone = self.forgotten.get(mid)
         if gone is not None and gone < started:
             if status == 200:
-                self.problems.append(f"{mid}: read at {started:.3f} found it, forgotten at {gone:.3f}")
+                self.problems.append(f"{mid}: {what} at {started:.3f} found it, forgotten at {gone:.3f}")
             return
         must = max((v for v, at in self.acked.get(mid, []) if at < started), default=None)
         if must is None or mid in self.forget_started:
             return
         if status != 200 or content is None:
             if status not in (503, 504):  # unavailable during a failover: not an answer
-                self.problems.append(f"{mid}: read at {started:.3f} got {status}, version {must} was acknowledged")
+                self.problems.append(f"{mid}: {what} at {started:.3f} got {status}, version {must} was acknowledged")
             return
         got = int(content.rsplit(" v", 1)[1])
         if got < must:
-            self.problems.append(f"{mid}: read at {started:.3f} got v{got}, v{must} was acknowledged before")
+            self.problems.append(f"{mid}: {what} at {started:.3f} got v{got}, v{must} was acknowledged before")
 
 
-async def writer(cluster: Cluster, history: History, rng: random.Random, stop: trio.Event) -> None:
-    versions = dict.fromkeys((f"m{i}" for i in range(MEMORIES)), 0)
+async def writer(cluster: Cluster, history: History, rng: random.Random, stop: trio.Event, mine: list[str]) -> None:
+    """Writes the memories ``mine`` (no other writer does) through random nodes."""
+    versions = dict.fromkeys(mine, 0)
     while not stop.is_set():
-        mid = f"m{rng.randrange(MEMORIES)}"
+        mid = rng.choice(mine)
         if mid in history.forget_started:
             await trio.sleep(0.01)
             continue
         node = rng.choice(list(cluster.nodes))
-        agent = f"agent-{int(mid[1:]) % 5}"
+        agent = agent_of(mid)
         versions[mid] += 1
         v = versions[mid]
         async with cluster.client(node) as http:
@@ -79,16 +108,51 @@ async def writer(cluster: Cluster, history: History, rng: random.Random, stop: t
 
 
 async def reader(cluster: Cluster, history: History, rng: random.Random, stop: trio.Event) -> None:
+    """Gets one memory, or (a third of the time) recalls all of an agent's, through a random node."""
     while not stop.is_set():
         mid = f"m{rng.randrange(MEMORIES)}"
-        agent = f"agent-{int(mid[1:]) % 5}"
+        agent = agent_of(mid)
         node = rng.choice(list(cluster.nodes))
         started = trio.current_time()
-        async with cluster.client(node) as http:
-            r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
-        content = r.json().get("content") if r.status_code == 200 else None
-        history.check(mid, started, r.status_code, content)
+        if rng.random() < 1 / 3:
+            async with cluster.client(node) as http:
+                r = await http.post("/v1/memory/recall", json={"agent_id": agent, "query": "memory version",
+                                                               "top_k": MEMORIES})
+            found = {m["id"]: m["content"] for m in r.json()["memories"]} if r.status_code == 200 else None
+            mids = [f"m{i}" for i in range(MEMORIES) if agent_of(f"m{i}") == agent]
+            history.check_recall(agent, mids, started, r.status_code, found)
+            history.recalls += 1
+        else:
+            async with cluster.client(node) as http:
+                r = await http.get(f"/v1/memory/get/{mid}", params={"agent_id": agent})
+            content = r.json().get("content") if r.status_code == 200 else None
+            history.check(mid, started, r.status_code, content)
         await trio.sleep(rng.uniform(0.001, 0.02))
+
+
+def count_hits_by_op(cluster: Cluster) -> collections.Counter[str]:
+    """Count every node's cache hits by operation (``get``, ``recall``) from now on."""
+    ops: dict[str, str] = {}
+    hits: collections.Counter[str] = collections.Counter()
+    for node in cluster.nodes.values():
+        cache = node.cache
+        assert cache is not None
+        name, lookup = cache.name, cache.lookup
+
+        def named(op: str, *args: Any, name: Callable[..., str] = name) -> str:
+            digest = name(op, *args)
+            ops[digest] = op
+            return digest
+
+        async def looked(shard: int, digest: str, lookup: Callable[..., Awaitable[Any]] = lookup) -> Any:
+            got = await lookup(shard, digest)
+            if got is not None:
+                hits[ops.get(digest, "?")] += 1
+            return got
+
+        cache.name = named  # type: ignore[method-assign]
+        cache.lookup = looked  # type: ignore[method-assign]
+    return hits
 
 
 async def faults(cluster: Cluster, redis: ModelRedis, rng: random.Random, kill: bool) -> None:
@@ -117,18 +181,25 @@ async def test_no_read_through_any_node_is_older_than_an_acknowledged_write(
     history = History()
     async with open_cluster(3, seed=seed, config=CONFIG, cache=redis) as cluster:
         await eventually(lambda: settled(cluster), timeout=60)
+        hits_by_op = count_hits_by_op(cluster)
+        every_node = list(cluster.nodes.values())  # the one killed too
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer, cluster, history, random.Random(seed * 7), stop)
+            for w in range(WRITERS):
+                mine = [f"m{i}" for i in range(MEMORIES) if i % WRITERS == w]
+                nursery.start_soon(writer, cluster, history, random.Random(seed * 7 + w), stop, mine)
             for n in range(3):
                 nursery.start_soon(reader, cluster, history, random.Random(seed * 11 + n), stop)
             await faults(cluster, redis, rng, kill=True)
             await trio.sleep(5)
             stop.set()
         hits = sum(node.cache.counters.hits for node in cluster.nodes.values())
-        waits = sum(node.metrics.sample("dakera_cache_generation_waits_total") for node in cluster.nodes.values())
+        writes = sum(len(v) for v in history.acked.values())
+        waits = sum(node.metrics.sample("dakera_cache_generation_waits_total") for node in every_node)
     assert not history.problems, history.problems[:5]
     assert history.reads > 200 and hits > 20, (history.reads, hits)  # the cache answered reads
+    assert history.recalls > 50 and writes > 100, (history.recalls, writes)
+    assert hits_by_op["get"] > 10 and hits_by_op["recall"] > 5, hits_by_op  # both kinds of read were cached
     assert waits > 0  # while Redis was paused or down, writes waited out the hold (and were then acknowledged)
 
 
@@ -191,7 +262,9 @@ async def test_the_sdk_reads_the_cache_stats_and_clears_an_agents_answers(
                                   "total_entries", "memory_bytes"}
             assert stats["hits"] > 0 and 0 < stats["hit_rate"] <= 1 and stats["entries"] > 0
             assert node.metrics.sample("dakera_cache_requests_total", result="hit") == stats["hits"]
-            assert node.metrics.sample("dakera_cache_requests_total", result="miss") == stats["misses"]
+            not_answered = sum(node.metrics.sample("dakera_cache_requests_total", result=r)
+                               for r in ("miss", "stale", "error"))
+            assert not_answered == stats["misses"]  # every lookup not answered from the cache
             before = sum(len(e) for e in redis.entries.values())
             cleared = await sdk.cache_clear("a0")
             assert cleared["success"] is True and 0 < cleared["entries_cleared"] < before

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from dakera import DakeraClient
 
+from dakera_actors.cache import scripts as s
 from tests.real.procs import cluster_processes, running, wait_for
 
 from .conftest import RedisServer
@@ -260,6 +261,19 @@ def test_the_sdk_gets_the_same_answers_through_every_node_with_redis_on_and_off(
         before = hits(nodes)
         _same(_answers(nodes, ids), on)  # the repeat: non-owners answer from Redis
         assert hits(nodes) > before
+        # the sync SDK clears with a body: POST /v1/admin/cache/clear {"namespace": agent} (or none)
+        r = redis_server.sync()
+
+        def cached(agent: str | None = None) -> int:
+            return sum(1 for _ in r.scan_iter(match=s.agent_pattern("*", agent), count=1000))
+
+        mine, everyone = cached("agent-0"), cached()
+        assert 0 < mine < everyone
+        cleared = sdk.cache_clear("agent-0")
+        assert cleared["success"] is True and cleared["entries_cleared"] == mine, cleared
+        assert cached("agent-0") == 0 and cached() == everyone - mine
+        assert sdk.cache_clear()["entries_cleared"] == everyone - mine and cached() == 0
+        _same(_answers(nodes, ids), on)  # cleared: owners answer (and fill) again, the same answers
         redis_server.kill()
         wait_for(lambda: not any(httpx.get(n.url + "/v1/admin/cluster/status", timeout=10).json()["redis_healthy"]
                                  for n in nodes), 30, "every node seeing Redis down")

@@ -40,16 +40,21 @@ def test_the_scripts_refuse_late_calls_lower_terms_and_moved_generations() -> No
 
 def test_reads_trust_a_generation_only_until_its_deadline_and_fills_only_land_on_it() -> None:
     state = g.GenState(42, 6, 2, 11.0)
-    entries: dict[g.EntryKey, bytes] = {}
+    entries: dict[str, g.Entry] = {}
+    assert g.read(state, entries, now=10.0, digest="q") == ("miss", None)
     assert not g.fill(state, entries, now=10.0, term=2, inc=42, gen=5, digest="q", value=b"old", not_after=10.1)
     assert not g.fill(state, entries, now=10.0, term=1, inc=42, gen=6, digest="q", value=b"p1", not_after=10.1)
     assert not g.fill(state, entries, now=10.2, term=2, inc=42, gen=6, digest="q", value=b"late", not_after=10.1)
     assert not g.fill(state, entries, now=11.5, term=2, inc=42, gen=6, digest="q", value=b"untrusted", not_after=12)
     assert entries == {}
     assert g.fill(state, entries, now=10.0, term=2, inc=42, gen=6, digest="q", value=b"v", not_after=10.1)
-    assert g.read(state, entries, now=10.9, digest="q") == b"v"
-    assert g.read(state, entries, now=11.01, digest="q") is None  # past the deadline: every read misses
-    assert g.read(g.GenState(43, 6, 2, 11.0), entries, now=10.5, digest="q") is None  # a new incarnation
+    assert g.read(state, entries, now=10.9, digest="q") == ("hit", b"v")
+    assert g.read(state, entries, now=10.9, digest="other") == ("miss", None)
+    # an entry that is there but not trusted is stale, not a miss:
+    assert g.read(state, entries, now=11.01, digest="q") == ("stale", None)  # past the deadline
+    assert g.read(g.GenState(43, 6, 2, 11.0), entries, now=10.5, digest="q") == ("stale", None)  # a new incarnation
+    assert g.read(g.GenState(42, 7, 2, 11.0), entries, now=10.5, digest="q") == ("stale", None)  # advanced since
+    assert g.read(None, entries, now=10.5, digest="q") == ("stale", None)  # its generation key evicted
 
 
 def test_a_new_primary_waits_its_predecessors_authority_and_a_lease_unless_it_advances() -> None:
@@ -112,3 +117,28 @@ def test_a_moved_generation_is_advanced_again(why: str) -> None:
     assert p.ticket(authorized=True) is None
     call = p.next_call(0.32, authorized=True)
     assert isinstance(call, g.AdvanceCall) and call.last_gen == 1
+
+
+def test_a_term_no_map_of_the_cluster_can_have_is_taken_over_not_obeyed() -> None:
+    """``foreign_from``: the lowest term the caller's cluster cannot have yet (a wiped
+    predecessor's): a stored term at or above it does not fence; the key gets a new incarnation
+    and a generation past the old one. Below it, a higher term fences as ever."""
+    old = g.GenState(42, 9, (50 << 32) | 3, 20.0)
+    mine = (2 << 32) | 1
+    kept, res = g.advance(old, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7)
+    assert res == g.Refused("fenced", old.term) and kept == old  # no bound: fenced
+    kept, res = g.advance(old, now=21.5, term=mine, last_gen=0, lease=1.0, not_after=22.0, new_inc=7,
+                          foreign_from=3 << 32, quiet=2.0)
+    assert res == g.Refused("fenced", old.term) and kept == old  # its trust not over for `quiet` yet
+    new, res = g.advance(old, now=22.5, term=mine, last_gen=0, lease=1.0, not_after=23.0, new_inc=7,
+                         foreign_from=3 << 32, quiet=2.0)
+    assert res == g.Advanced(7, 10, 22.5) and new == g.GenState(7, 10, mine, 23.5)
+    same_cluster = g.GenState(42, 9, (2 << 32) | 5, 20.0)  # a newer map of the same leader: fences
+    kept, res = g.advance(same_cluster, now=10.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
+                          foreign_from=3 << 32)
+    assert res == g.Refused("fenced", same_cluster.term) and kept == same_cluster
+    kept, res = g.advance(old, now=12.0, term=mine, last_gen=0, lease=1.0, not_after=11.0, new_inc=7,
+                          foreign_from=3 << 32)
+    assert res == g.Refused("late") and kept == old
+    entries = {"q": (42, 9, b"old answer")}
+    assert g.read(new, entries, now=23.0, digest="q") == ("stale", None)

@@ -27,9 +27,9 @@ DETECT = 3.0  # seconds from a primary's cut to its successor (more than CONFIG.
 class Redis:
     offset: float  # its clock minus the true time
     state: g.GenState | None = None
-    entries: dict[g.EntryKey, bytes] = attrs.Factory(dict)
+    entries: dict[str, g.Entry] = attrs.Factory(dict)
     paused_until: float = 0.0
-    snapshot: tuple[g.GenState | None, dict[g.EntryKey, bytes]] | None = None
+    snapshot: tuple[g.GenState | None, dict[str, g.Entry]] | None = None
     incs: Any = attrs.Factory(lambda: itertools.count(1000))
 
     def run_at(self, arrival: float) -> float:
@@ -49,6 +49,8 @@ class World:
         self.history = 0  # writes in the cluster's history (applied by the current primary)
         self.violations: list[str] = []
         self.hits = 0
+        self.hit_at: list[float] = []  # when each cached answer arrived
+        self.cut: float | None = None  # when the first primary was cut off (its successor: DETECT later)
 
     def at(self, when: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self.queue, (when, next(self.order), fn))
@@ -76,8 +78,10 @@ class World:
 
 
 class Primary:
-    def __init__(self, world: World, name: str, term: int, cut_at: float | None = None) -> None:
+    def __init__(self, world: World, name: str, term: int, cut_at: float | None = None,
+                 foreign_from: int = 0) -> None:
         self.world, self.name, self.term = world, name, term
+        self.foreign_from = foreign_from  # terms from here up are another (wiped) cluster's
         self.gen = PrimaryGeneration(0, term, CONFIG, world.now)
         self.cut_at = cut_at  # when it lost the cluster (None: never)
         self.state = world.history  # the history writes it holds (a successor starts where the last left)
@@ -113,7 +117,7 @@ class Primary:
             else:
                 still.append((version, index))
         self.pending = still
-        call = self.gen.next_call(w.now, authorized=self.authorized())
+        call = self.gen.next_call(w.now, authorized=self.authorized(), foreign_from=self.foreign_from)
         if call is not None:
             self.send(call)
         if self.wake is not None and self.wake <= w.now:
@@ -131,7 +135,8 @@ class Primary:
                 return g.Clock(rnow)
             if isinstance(call, g.AdvanceCall):
                 redis.state, result = g.advance(redis.state, now=rnow, term=call.term, last_gen=call.last_gen,
-                                                lease=call.lease, not_after=call.not_after, new_inc=next(redis.incs))
+                                                lease=call.lease, not_after=call.not_after, new_inc=next(redis.incs),
+                                                foreign_from=call.foreign_from, quiet=call.quiet)
                 return result
             redis.state, result = g.renew(redis.state, now=rnow, term=call.term, inc=call.inc, gen=call.gen,
                                           lease=call.lease, not_after=call.not_after)
@@ -176,28 +181,32 @@ def read(world: World) -> None:
     must = sum(1 for t in world.acked if t < started)  # acknowledged before the read began
 
     def execute(rnow: float) -> Any:
-        return g.read(world.redis.state, world.redis.entries, now=rnow, digest="q")
+        return g.read(world.redis.state, world.redis.entries, now=rnow, digest="q")[1]
 
     def answer(result: Any) -> None:
         if result is None:
             return
         world.hits += 1
+        world.hit_at.append(world.now)
         if int(result) < must:
             world.violations.append(f"read sent at {started:.4f} got {int(result)} writes, {must} were acknowledged")
 
     world.send(execute, answer)
 
 
-def scenario(seed: int, *, faults: bool = True, failover: bool = True, harsh: float = 1.0) -> World:
+def scenario(seed: int, *, faults: bool = True, failover: bool = True, harsh: float = 1.0,
+             wiped: bool = False) -> World:
+    """``wiped``: the successor is a new cluster's primary under the same namespace, its term
+    (2) below the old one's (9), which it knows to be foreign (from 3 up)."""
     w = World(seed, faults, harsh)
     rng = w.rng
     end = 40.0
-    cut = rng.uniform(10, 25) if failover else None
-    p1 = Primary(w, "p1", 1, cut_at=cut)
+    cut = w.cut = rng.uniform(10, 25) if failover else None
+    p1 = Primary(w, "p1", 9 if wiped else 1, cut_at=cut)
     primaries = [p1]
     if cut is not None:
         def successor() -> None:
-            primaries.append(Primary(w, "p2", 2))
+            primaries.append(Primary(w, "p2", 2, foreign_from=3 if wiped else 0))
         w.at(cut + DETECT, successor)
 
     def current() -> Primary:
@@ -259,4 +268,20 @@ def test_without_faults_reads_hit_and_every_write_is_acknowledged() -> None:
     w = scenario(7, faults=False, failover=False)
     assert not w.violations
     assert w.hits > 100  # the cache answers: the rule is not "never hit"
+    assert len(w.acked) == w.history
+
+
+@pytest.mark.parametrize("harsh", [1.0, 8.0])
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_a_wiped_clusters_primary_of_a_lower_term_takes_over_and_no_cached_read_is_stale(
+        seed: int, harsh: float) -> None:
+    w = scenario(seed, harsh=harsh, wiped=True)
+    assert not w.violations, w.violations[:5]
+
+
+def test_without_faults_a_wiped_clusters_primary_is_cached_again() -> None:
+    w = scenario(7, faults=False, wiped=True)
+    assert not w.violations
+    assert w.redis.state is not None and w.redis.state.term == 2  # taken over, not fenced
+    assert w.cut is not None and sum(1 for at in w.hit_at if at > w.cut + DETECT) > 50  # cached again
     assert len(w.acked) == w.history
