@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             ["backup MB/s (bundle)", f"{mb / backup_s:.2f}"],
             ["backup memories/s", f"{info['vector_count'] / backup_s:,.0f}"],
             ["restore seconds (bundle uploaded to completed)", f"{restore_s:.2f}"],
+            ["restore MB/s (bundle)", f"{mb / restore_s:.2f}"],
             ["restore memories/s", f"{info['vector_count'] / restore_s:,.0f}"],
             ["wiped cluster: start to ready", f"{ready_s:.2f}"],
             ["wiped cluster: start to restored", f"{total_s:.2f} (seed: 5-15 min)"],

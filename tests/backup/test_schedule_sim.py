@@ -58,12 +58,13 @@ async def test_one_backup_per_slot_across_two_leader_changes_and_retention_prune
         # the slots follow the wall clock: times below count from the first slot, so a kill never
         # lands on a slot whatever second the test starts at (a kill mid-backup fails that backup)
         first = next_slot("*/5 * * * *", start)
-        end = first + 30 * 60 + 60
+        end = first + 15 * 60 + 60  # four slots: one more than max_backups keeps, so one is pruned
         expected = []
         at = start
         while (at := next_slot("*/5 * * * *", at)) <= end:
             expected.append(at)
-        for kill_at in (8 * 60, 18 * 60):  # two leader changes inside the run, 3 minutes after a slot
+        assert len(expected) == 4
+        for kill_at in (3 * 60, 8 * 60):  # two leader changes inside the run, 3 minutes after a slot
             await trio.sleep(first + kill_at - cluster.wall_clock())
             old = leader(cluster)
             assert old is not None

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from dakera_actors import node as node_module
 from dakera_actors.testing import open_cluster
 from dakera_actors.transport import TransportError
 from dakera_actors.wire import Ping, encode_frame
@@ -218,8 +219,11 @@ async def test_the_harness_seals_clusters_by_default(autojump_clock: trio.testin
 
 
 async def test_insecure_cluster_mode_warns_at_start_and_every_hour(
-        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.WARNING, logger="dakera_actors.node")
+    assert node_module.INSECURE_REMINDER == 3600.0  # hourly; simulated below at a minute (hours cost 20 s of CPU)
+    monkeypatch.setattr(node_module, "INSECURE_REMINDER", 60.0)
 
     def warnings() -> int:
         return sum(1 for r in caplog.records if r.getMessage() == "gossip_insecure")
@@ -228,11 +232,11 @@ async def test_insecure_cluster_mode_warns_at_start_and_every_hour(
         assert warnings() == 1
         record = next(r for r in caplog.records if r.getMessage() == "gossip_insecure")
         assert "bypasses the API key" in record.__dict__["detail"]
-        await trio.sleep(3600 * 2 + 1)
+        await trio.sleep(60 * 2 + 1)
         assert warnings() == 3
         assert cluster.node("node-1").endpoint is not None
     async with open_cluster(1, seed=12):
-        await trio.sleep(3601)
+        await trio.sleep(61)
     assert warnings() == 3  # a keyed cluster never says it
 
 
