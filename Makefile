@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run cluster test test-fast test-long chaos chaos-ci bench bench-restart bench-recall-quality cache-sim fuzz-peers fuzz-api lint mutate sim clean
+.PHONY: setup run cluster test test-fast test-long sim-sweep chaos chaos-ci bench bench-restart bench-recall-quality cache-sim fuzz-peers fuzz-api lint mutate sim clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,24 @@ run: $(STAMP)
 cluster: $(STAMP)
 	$(BIN)/python -m dakera_actors.devcluster --nodes 3
 
-## the whole suite: unit, simulation and real-process tests
+## the whole suite: unit, simulation and real-process tests. The in-process tests (pure and
+## simulated: CPU-bound, nothing shared) run on every core; the real-process ones, whose nodes use
+## every core themselves, run one at a time after them. Fails if either part fails.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=20
+	@status=0; \
+	$(BIN)/python -m pytest -q -n auto -m "not real and not long" --durations=15 || status=$$?; \
+	$(BIN)/python -m pytest -q -m "real and not long" --durations=15 || status=$$?; \
+	exit $$status
+
+## the full seed sweeps of the three schedule simulators (make test runs a sample of each):
+## 10,000 replication schedules, 2,000 lease schedules, 16 history schedules per setup (bench/RESULTS.md)
+sim-sweep: $(STAMP)
+	REPL_SIM_SCHEDULES=10000 LEASE_SIM_SCHEDULES=2000 REPLICATION_SCHEDULES=16 $(BIN)/python -m pytest -q -n auto \
+		--durations=10 tests/replication/test_sim.py tests/lease/test_sim.py tests/sim/test_replication_history.py
 
 ## the inner loop: everything but the real-process tests (no node processes)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not real and not long" -x
+	$(BIN)/python -m pytest -q -n auto -m "not real and not long" -x
 
 ## scale for its own sake (minutes of CPU): the 200-node SWIM convergence; bench/RESULTS.md
 test-long: $(STAMP)
