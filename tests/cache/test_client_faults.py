@@ -17,6 +17,10 @@ import trio
 from dakera_actors.cache.client import CacheUnavailable, RedisClient, open_redis
 from dakera_actors.cache.resp import MAX_BULK, ReplyParser, encode_command
 
+#: a real loopback socket and a 50 ms bound on the wall clock: run with the real-process tests, one at
+#: a time (beside another test on each core, a healthy answer once took longer than the bound)
+pytestmark = pytest.mark.real
+
 TIMEOUT_MS = 50
 SLACK = 0.25
 
