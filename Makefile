@@ -23,12 +23,14 @@ cluster: $(STAMP)
 	$(BIN)/python -m dakera_actors.devcluster --nodes 3
 
 ## the whole suite: unit, simulation and real-process tests. The in-process tests (pure and
-## simulated: CPU-bound, nothing shared) run on every core; the real-process ones, whose nodes use
-## every core themselves, run one at a time after them. Fails if either part fails.
+## simulated: CPU-bound, nothing shared) run on every core; then the real-process ones, two at a
+## time (their nodes use 1.2 cores on average: bench/RESULTS.md "Suite time"; REAL_WORKERS=0 runs
+## them one at a time). Fails if either part fails.
+REAL_WORKERS ?= 2
 test: $(STAMP)
 	@status=0; \
 	$(BIN)/python -m pytest -q -n auto -m "not real and not long" --durations=15 || status=$$?; \
-	$(BIN)/python -m pytest -q -m "real and not long" --durations=15 || status=$$?; \
+	$(BIN)/python -m pytest -q -n $(REAL_WORKERS) -m "real and not long" --durations=15 || status=$$?; \
 	exit $$status
 
 ## the full seed sweeps of the three schedule simulators (make test runs a sample of each):
