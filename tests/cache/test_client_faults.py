@@ -174,7 +174,7 @@ async def test_a_late_answer_is_never_read_as_the_next_commands() -> None:
 
         async def slow_get(command: list[bytes]) -> bytes | None:
             if command[0] == b"GET":
-                await trio.sleep(0.2)  # past the 50 ms bound
+                await trio.sleep(TIMEOUT_MS / 1000 * 4)  # well past the bound
             return await server.redis_like(command)
 
         server.behaviour = slow_get
