@@ -12,7 +12,7 @@ from dakera_actors.lease.core import LeaseConfig
 
 from .sim import LeaseSim
 
-SCHEDULES = int(os.environ.get("LEASE_SIM_SCHEDULES", "1000"))  # make sim-sweep: 2,000
+SCHEDULES = int(os.environ.get("LEASE_SIM_SCHEDULES", "500"))  # make sim-sweep: 2,000
 
 
 def settle(sim: LeaseSim, limit: float = 30.0, *, other_than: str | None = None) -> str:

@@ -15,7 +15,7 @@ import pytest
 from . import sim
 from .sim import LEASE_TTL, Schedule, Tally, batch, report_failure, run
 
-SCHEDULES = int(os.environ.get("REPL_SIM_SCHEDULES", "4000"))  # make sim-sweep: 10,000
+SCHEDULES = int(os.environ.get("REPL_SIM_SCHEDULES", "2000"))  # make sim-sweep: 10,000
 CHUNKS = 10
 MIN_ACKNOWLEDGED = 0.6  # below this, a run says little (most writes answered 503 or timed out)
 

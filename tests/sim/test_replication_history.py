@@ -42,7 +42,7 @@ from .history import Client, History, call, instant, read_final
 from .test_replication import one_map, replicas_equal_primaries, settled
 
 MockClock = trio.testing.MockClock
-SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "10"))  # make sim-sweep: 16
+SCHEDULES = int(os.environ.get("REPLICATION_SCHEDULES", "6"))  # make sim-sweep: 16
 # (nodes, RF, ack mode, simultaneous failures)
 SETUPS = [(3, 2, "quorum", 1), (3, 2, "all", 1), (5, 3, "quorum", 1), (5, 3, "all", 2)]
 CASES = [(seed, *setup) for setup in SETUPS for seed in range(1, SCHEDULES + 1)]
