@@ -711,14 +711,14 @@ class Node:
         return view.leader is not None and trio.current_time() < view.until
 
     def _cache_foreign_from(self) -> int:
-        """The lowest shard term no map of this cluster can have yet (0: not known): a map epoch
-        is its leader's token << 32 | version, and while this node holds the lease of the leader
-        of token L (:meth:`_cache_authorized`) no later leader exists. A higher term in Redis is
-        a wiped predecessor's under the same namespace: the cache takes its keys over."""
+        """The cache's foreign-term bound (:func:`.cache.generation.foreign_from`) while this node
+        holds the leader's lease (:meth:`_cache_authorized`); 0 (not known) otherwise."""
+        from .cache.generation import foreign_from
+
         lease = self.lease
         if lease is None or not self._cache_authorized():
             return 0
-        return (lease.view.value.token + 1) << 32
+        return foreign_from(lease.view.value.token)
 
     async def _follow_cache_roles(self, generations: Any) -> None:
         """Keep a generation for every shard this node is primary of (writes also start one at once)."""

@@ -49,6 +49,8 @@ from typing import Literal
 
 import attrs
 
+from ..wirebounds import EpochOverflow, epoch_of
+
 
 @attrs.frozen
 class GenState:
@@ -114,6 +116,18 @@ def advance(state: GenState | None, *, now: float, term: int, last_gen: int, lea
     else:
         new = GenState(state.inc, max(state.gen, last_gen) + 1, term, now + lease)
     return new, Advanced(new.inc, new.gen, now)
+
+
+def foreign_from(leader_token: int) -> int:
+    """The lowest shard term no map of this cluster can have yet, for a node holding the lease of
+    the leader of ``leader_token``: while that lease holds no later leader exists, and a map
+    epoch is its leader's token and version (:func:`~dakera_actors.wirebounds.epoch_of`). A term
+    from here up is a wiped predecessor's under the same namespace (see :func:`advance`). 0 (no
+    bound known) past the token bound."""
+    try:
+        return epoch_of(leader_token + 1, 0)
+    except EpochOverflow:
+        return 0
 
 
 def renew(state: GenState | None, *, now: float, term: int, inc: int, gen: int, lease: float,

@@ -77,8 +77,8 @@ class ModelRedis:
             return str(now_ms)
         if script == s.ADVANCE:
             term, last_gen, lease_ms, not_after_ms, new_inc = (int(a) for a in args[:5])  # terms: digit strings
-            foreign_from = int(args[5]) if len(args) > 5 and args[5] != "" else 0
-            quiet = int(args[6]) / 1000 if len(args) > 6 else 0.0
+            foreign_from = int(args[5]) if args[5] != "" else 0  # see scripts.advance_args
+            quiet = int(args[6]) / 1000
             new, res = g.advance(state, now=now, term=term, last_gen=last_gen, lease=lease_ms / 1000,
                                  not_after=not_after_ms / 1000, new_inc=new_inc, foreign_from=foreign_from,
                                  quiet=quiet)

@@ -170,8 +170,10 @@ def parse_read(answer: Any) -> tuple[Lookup, bytes | None]:
     kind = _text(answer[0])
     if kind == "hit":
         return "hit", bytes(answer[1])
-    if kind in ("miss", "stale"):
-        return kind, None  # type: ignore[return-value]
+    if kind == "miss":
+        return "miss", None
+    if kind == "stale":
+        return "stale", None
     raise ValueError(f"unexpected read answer {answer!r}")
 
 

@@ -142,3 +142,11 @@ def test_a_term_no_map_of_the_cluster_can_have_is_taken_over_not_obeyed() -> Non
     assert res == g.Refused("late") and kept == old
     entries = {"q": (42, 9, b"old answer")}
     assert g.read(new, entries, now=23.0, digest="q") == ("stale", None)
+
+
+def test_the_foreign_term_bound_is_the_next_leader_s_first_map_epoch() -> None:
+    from dakera_actors.wirebounds import TOKEN_MAX, epoch_of
+
+    assert g.foreign_from(7) == epoch_of(8, 0) == 8 << 32
+    assert g.foreign_from(7) > epoch_of(7, 2**32 - 1)  # above every map of the leader of token 7
+    assert g.foreign_from(TOKEN_MAX) == 0  # no later token: no bound known, nothing taken over
